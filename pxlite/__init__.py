@@ -1,0 +1,189 @@
+"""pxlite: an embedded, single-file table engine for media.
+
+Tables live in one SQLite file; image and other media columns hold file references; computed
+columns run image functions and store their output files locally or in cloud storage; remote
+files are downloaded on demand into a bounded cache. See SPEC.md for the contract.
+
+Only the public API is here. Heavy modules (Pillow, cloud SDKs, diskcache, the executor) are
+imported lazily so ``import pxlite`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from . import config as _config
+from .connection import Connection
+from .errors import (
+    AlreadyExistsError,
+    ComputeError,
+    ConfigError,
+    DatabaseError,
+    NotFoundError,
+    ObjectNotFoundError,
+    PxliteError,
+    SchemaError,
+    StorageError,
+)
+from .exprs import Expr
+from .results import ResultSet, UpdateStatus
+from .table import Query, Table
+from .types import (
+    Audio,
+    Bool,
+    ColumnType,
+    Document,
+    Float,
+    Image,
+    Int,
+    Json,
+    Required,
+    String,
+    Timestamp,
+    Video,
+)
+from .udf import Function, udf
+
+__version__ = "0.1.0"
+
+# Pillow's transpose methods, as plain ints so importing pxlite does not import Pillow.
+FLIP_LEFT_RIGHT = 0
+FLIP_TOP_BOTTOM = 1
+ROTATE_90 = 2
+ROTATE_180 = 3
+ROTATE_270 = 4
+TRANSPOSE = 5
+TRANSVERSE = 6
+
+__all__ = [
+    "AlreadyExistsError", "Audio", "Bool", "ColumnType", "ComputeError", "ConfigError",
+    "Connection", "DatabaseError", "Document", "Expr", "FLIP_LEFT_RIGHT", "FLIP_TOP_BOTTOM",
+    "Float", "Function", "Image", "Int", "Json", "NotFoundError", "ObjectNotFoundError",
+    "PxliteError", "Query", "ROTATE_180", "ROTATE_270", "ROTATE_90", "Required", "ResultSet",
+    "SchemaError", "StorageError", "String", "TRANSPOSE", "TRANSVERSE", "Table", "Timestamp",
+    "UpdateStatus", "Video", "cache_info", "check", "clear_cache", "configure", "connect",
+    "create_dir", "create_table", "drop_dir", "drop_table", "get_table", "list_dirs",
+    "list_tables", "settings", "udf",
+]
+
+_default: Connection | None = None
+_default_lock = threading.Lock()
+
+
+def connect(path: str | os.PathLike[str] | None = None, *,
+            config: dict[str, Any] | None = None) -> Connection:
+    """Open (creating if missing) a pxlite database file.
+
+    Without ``path``, the default database ``$PXLITE_HOME/pxlite.db`` (``~/.pxlite`` unless set),
+    whose media folder is ``$PXLITE_HOME/media``. ``config`` takes the shape of config.toml: the
+    ``[pxlite]`` keys at the top level and provider sections as nested dicts; it applies to this
+    database only and takes precedence over ``configure()``, the environment and the file.
+    Destinations in it are checked now.
+    """
+    if path is None:
+        home = _config.pxlite_home()
+        conn = Connection(home / "pxlite.db", config=config, media_dir=home / "media")
+    else:
+        conn = Connection(path, config=config)
+    if config:
+        _validate_dests(conn, config)
+    return conn
+
+
+def _validate_dests(conn: Connection, settings: dict[str, Any]) -> None:
+    for key in ("input_media_dest", "output_media_dest"):
+        dest = settings.get(key) or (settings.get("pxlite") or {}).get(key)
+        if dest:
+            conn.validate_dest(dest)
+
+
+def default() -> Connection:
+    """The default database (opened on first use; reopened if ``PXLITE_HOME`` changed)."""
+    global _default
+    home = _config.pxlite_home()
+    with _default_lock:
+        if _default is None or _default.path != (home / "pxlite.db").absolute():
+            _default = connect()
+        return _default
+
+
+def configure(**settings: Any) -> None:
+    """Set process-wide settings, e.g. ``configure(output_media_dest='s3://b/out/',
+    s3={'endpoint_url': ...})``; ``None`` unsets a key. Destinations are validated now (form,
+    bucket, write access) so a mistake fails here rather than at the first row."""
+    _config.configure(**settings)
+    if any(k in settings and settings[k] for k in ("input_media_dest", "output_media_dest")):
+        from . import storage
+
+        s = _config.resolve()
+        for key in ("input_media_dest", "output_media_dest"):
+            if settings.get(key):
+                try:
+                    storage.validate_destination(os.fspath(settings[key]), s)
+                except PxliteError:
+                    _config.configure(**{key: None})  # do not keep a destination that failed
+                    raise
+
+
+def settings() -> _config.Settings:
+    """The effective process-wide settings (with the source of each value)."""
+    return _config.resolve()
+
+
+def create_dir(path: str, *, if_exists: str = "error") -> None:
+    """``create_dir`` on the default database."""
+    default().create_dir(path, if_exists=if_exists)
+
+
+def drop_dir(path: str, *, force: bool = False, if_not_exists: str = "error") -> None:
+    """``drop_dir`` on the default database."""
+    default().drop_dir(path, force=force, if_not_exists=if_not_exists)
+
+
+def list_dirs() -> list[str]:
+    """``list_dirs`` on the default database."""
+    return default().list_dirs()
+
+
+def create_table(path: str, schema: dict[str, Any] | None = None, *,
+                 if_exists: str = "error") -> Table:
+    """``create_table`` on the default database."""
+    return default().create_table(path, schema, if_exists=if_exists)
+
+
+def get_table(path: str) -> Table:
+    """``get_table`` on the default database."""
+    return default().get_table(path)
+
+
+def list_tables(dir: str | None = None) -> list[str]:
+    """``list_tables`` on the default database."""
+    return default().list_tables(dir)
+
+
+def drop_table(path: str | Table, *, if_not_exists: str = "error") -> None:
+    """``drop_table`` on the default database."""
+    default().drop_table(path, if_not_exists=if_not_exists)
+
+
+def cache_info() -> Any:
+    """Size, count, bound and hit/miss figures of the download cache."""
+    from .cache import get_cache
+
+    return get_cache(_config.resolve()).info()
+
+
+def clear_cache() -> int:
+    """Empty the download cache; returns the number of files removed."""
+    from .cache import get_cache
+
+    return get_cache(_config.resolve()).clear()
+
+
+def check(fix: bool = False, db: Connection | None = None) -> Any:
+    """Compare catalog and files both ways (see ``maintenance.check``) on ``db`` or the default."""
+    from .maintenance import check as _check
+
+    return _check(db or default(), fix=fix)

@@ -1,0 +1,306 @@
+"""The catalog: directories, tables, columns and media bookkeeping, as SQL over one Database.
+
+No I/O beyond SQL happens here. Names are validated before they are stored, and never reach SQL
+text: data tables and columns are named from integer ids (``t_<id>``, ``c<col_id>``).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .db import Database
+from .errors import AlreadyExistsError, NotFoundError, SchemaError
+from .types import ColumnType, parse_type
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_RESERVED = frozenset({"_rowid", "rowid", "oid", "_rowid_"})
+
+
+def check_name(name: object, what: str = "column") -> str:
+    """Return ``name`` if it is an identifier (ASCII letters, digits, ``_``), else explain why not."""
+    if not isinstance(name, str):
+        raise SchemaError(f"a {what} name must be a string, got {type(name).__name__} {name!r}")
+    if not _IDENT.match(name):
+        hint = "" if name else " (it is empty)"
+        raise SchemaError(
+            f"invalid {what} name {name!r}{hint}: use ASCII letters, digits and _ only, "
+            "not starting with a digit"
+        )
+    if name.lower() in _RESERVED:
+        raise SchemaError(f"invalid {what} name {name!r}: it is reserved; choose another name")
+    return name
+
+
+def check_path(path: object, what: str = "table") -> str:
+    """Validate a dotted path such as ``'demo.media'``: each part an identifier."""
+    if not isinstance(path, str) or not path:
+        raise SchemaError(f"a {what} path must be a non-empty string like 'dir.name', got {path!r}")
+    for part in path.split("."):
+        try:
+            check_name(part, what)
+        except SchemaError:
+            raise SchemaError(
+                f"invalid {what} path {path!r}: each dot-separated part must be an identifier "
+                "(ASCII letters, digits and _, not starting with a digit)"
+            ) from None
+    return path
+
+
+@dataclass
+class ColumnMeta:
+    col_id: int
+    name: str
+    position: int
+    type: ColumnType
+    expr: str | None = None          # expression JSON for computed columns
+    destination: str | None = None   # canonical prefix URI, computed media columns only
+    format: str | None = None
+    on_error: str = "abort"
+
+    @property
+    def sql(self) -> str:
+        return f"c{self.col_id}"
+
+    @property
+    def sql_et(self) -> str:
+        return f"c{self.col_id}_et"
+
+    @property
+    def sql_em(self) -> str:
+        return f"c{self.col_id}_em"
+
+    @property
+    def is_computed(self) -> bool:
+        return self.expr is not None
+
+
+@dataclass
+class TableMeta:
+    id: int
+    uid: str
+    path: str
+    columns: list[ColumnMeta] = field(default_factory=list)
+
+    @property
+    def sql(self) -> str:
+        return f"t_{self.id}"
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+    def column(self, name: str) -> ColumnMeta:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise NotFoundError(
+            f"table {self.path!r} has no column {name!r}; its columns: "
+            f"{', '.join(c.name for c in self.columns) or '(none)'}"
+        )
+
+    def column_by_id(self, col_id: int) -> ColumnMeta:
+        for c in self.columns:
+            if c.col_id == col_id:
+                return c
+        raise NotFoundError(f"table {self.path!r} has no column with id {col_id} (was it dropped?)")
+
+
+def _parent(path: str) -> str | None:
+    return path.rsplit(".", 1)[0] if "." in path else None
+
+
+def _dir_id(db: Database, path: str | None, for_what: str) -> int | None:
+    if path is None:
+        return None
+    rows = db.query("SELECT id FROM px_dirs WHERE path = ?", (path,))
+    if not rows:
+        raise NotFoundError(f"directory {path!r} does not exist (needed for {for_what!r}); "
+                            f"create it first with create_dir({path!r})")
+    return rows[0][0]
+
+
+def path_kind(db: Database, path: str) -> str | None:
+    """'directory', 'table' or None for a dotted path."""
+    if db.query("SELECT 1 FROM px_dirs WHERE path = ?", (path,)):
+        return "directory"
+    if db.query("SELECT 1 FROM px_tables WHERE path = ?", (path,)):
+        return "table"
+    return None
+
+
+# ---- directories -----------------------------------------------------------------------------
+def create_dir(db: Database, path: str) -> None:
+    check_path(path, "directory")
+    kind = path_kind(db, path)
+    if kind is not None:
+        raise AlreadyExistsError(f"a {kind} named {path!r} exists already; pass if_exists='ignore'")
+    _dir_id(db, _parent(path), path)
+    db.execute("INSERT INTO px_dirs(path, created_at) VALUES (?, ?)", (path, time.time()))
+
+
+def list_dirs(db: Database) -> list[str]:
+    return [r[0] for r in db.query("SELECT path FROM px_dirs ORDER BY path")]
+
+
+def dir_contents(db: Database, path: str) -> tuple[list[str], list[str]]:
+    """(sub-directories, tables) directly or indirectly below ``path``."""
+    like = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
+    dirs = [r[0] for r in db.query(
+        "SELECT path FROM px_dirs WHERE path LIKE ? ESCAPE '\\' ORDER BY path", (like,))]
+    tables = [r[0] for r in db.query(
+        "SELECT path FROM px_tables WHERE path LIKE ? ESCAPE '\\' ORDER BY path", (like,))]
+    return dirs, tables
+
+
+def drop_dir_row(db: Database, path: str) -> None:
+    db.execute("DELETE FROM px_dirs WHERE path = ?", (path,))
+
+
+# ---- tables ----------------------------------------------------------------------------------
+def create_table(db: Database, path: str, columns: Iterable[tuple[str, ColumnType]]) -> TableMeta:
+    """Create the catalog rows and the data table for a new table (inside the caller's tx)."""
+    check_path(path, "table")
+    kind = path_kind(db, path)
+    if kind is not None:
+        raise AlreadyExistsError(
+            f"a {kind} named {path!r} exists already; pass if_exists='ignore' or 'replace'"
+        )
+    dir_id = _dir_id(db, _parent(path), path)
+    uid = secrets.token_hex(6)
+    db.execute(
+        "INSERT INTO px_tables(uid, path, dir_id, created_at) VALUES (?, ?, ?, ?)",
+        (uid, path, dir_id, time.time()),
+    )
+    tid = db.conn.last_insert_rowid()
+    meta = TableMeta(id=tid, uid=uid, path=path)
+    db.execute(f"CREATE TABLE {meta.sql} (_rowid INTEGER PRIMARY KEY)")
+    for name, ctype in columns:
+        add_column(db, meta, name, ctype)
+    return meta
+
+
+def load_table(db: Database, path: str) -> TableMeta:
+    rows = db.query("SELECT id, uid, path FROM px_tables WHERE path = ?", (path,))
+    if not rows:
+        if db.query("SELECT 1 FROM px_dirs WHERE path = ?", (path,)):
+            raise NotFoundError(f"{path!r} is a directory, not a table")
+        raise NotFoundError(f"table {path!r} does not exist; list_tables() shows the tables there are")
+    tid, uid, p = rows[0]
+    meta = TableMeta(id=tid, uid=uid, path=p)
+    for r in db.query(
+        "SELECT col_id, name, position, type, expr, destination, format, on_error "
+        "FROM px_columns WHERE table_id = ? ORDER BY position",
+        (tid,),
+    ):
+        meta.columns.append(ColumnMeta(r[0], r[1], r[2], parse_type(r[3]), r[4], r[5], r[6], r[7]))
+    return meta
+
+
+def list_tables(db: Database, under: str | None = None) -> list[str]:
+    if under is None:
+        return [r[0] for r in db.query("SELECT path FROM px_tables ORDER BY path")]
+    return dir_contents(db, under)[1]
+
+
+def drop_table_rows(db: Database, meta: TableMeta) -> None:
+    """Remove a table's data table and catalog rows (inside the caller's tx)."""
+    db.execute(f"DROP TABLE IF EXISTS {meta.sql}")
+    db.execute("DELETE FROM px_tables WHERE id = ?", (meta.id,))
+
+
+# ---- columns ---------------------------------------------------------------------------------
+def add_column(
+    db: Database,
+    meta: TableMeta,
+    name: str,
+    ctype: ColumnType,
+    *,
+    expr: str | None = None,
+    destination: str | None = None,
+    format: str | None = None,
+    on_error: str = "abort",
+) -> ColumnMeta:
+    check_name(name, "column")
+    if any(c.name == name for c in meta.columns):
+        raise AlreadyExistsError(f"table {meta.path!r} already has a column named {name!r}")
+    col_id = db.query("SELECT next_col_id FROM px_tables WHERE id = ?", (meta.id,))[0][0]
+    position = max((c.position for c in meta.columns), default=-1) + 1
+    col = ColumnMeta(col_id, name, position, ctype, expr, destination, format, on_error)
+    db.execute("UPDATE px_tables SET next_col_id = ? WHERE id = ?", (col_id + 1, meta.id))
+    db.execute(
+        "INSERT INTO px_columns(table_id, col_id, name, position, type, expr, destination, format,"
+        " on_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (meta.id, col_id, name, position, repr(ctype), expr, destination, format, on_error),
+    )
+    # Column names come from integer ids; the SQL type is from a fixed set: nothing user-made here.
+    db.execute(f"ALTER TABLE {meta.sql} ADD COLUMN {col.sql} {ctype.sql_type}")
+    db.execute(f"ALTER TABLE {meta.sql} ADD COLUMN {col.sql_et} TEXT")
+    db.execute(f"ALTER TABLE {meta.sql} ADD COLUMN {col.sql_em} TEXT")
+    meta.columns.append(col)
+    return col
+
+
+def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+    db.execute("DELETE FROM px_columns WHERE table_id = ? AND col_id = ?", (meta.id, col.col_id))
+    for sql_name in (col.sql, col.sql_et, col.sql_em):
+        db.execute(f"ALTER TABLE {meta.sql} DROP COLUMN {sql_name}")
+    meta.columns.remove(col)
+
+
+def rename_column(db: Database, meta: TableMeta, col: ColumnMeta, new_name: str) -> None:
+    check_name(new_name, "column")
+    if any(c.name == new_name for c in meta.columns):
+        raise AlreadyExistsError(f"table {meta.path!r} already has a column named {new_name!r}")
+    db.execute(
+        "UPDATE px_columns SET name = ? WHERE table_id = ? AND col_id = ?",
+        (new_name, meta.id, col.col_id),
+    )
+    col.name = new_name
+
+
+def set_column_destination(db: Database, meta: TableMeta, col: ColumnMeta, dest: str | None) -> None:
+    db.execute(
+        "UPDATE px_columns SET destination = ? WHERE table_id = ? AND col_id = ?",
+        (dest, meta.id, col.col_id),
+    )
+    col.destination = dest
+
+
+# ---- media bookkeeping -----------------------------------------------------------------------
+def record_location(db: Database, table_uid: str, prefix: str) -> None:
+    """Remember that pxlite writes this table's files under ``prefix`` (ownership, check())."""
+    db.execute(
+        "INSERT OR IGNORE INTO px_media_locations(table_uid, prefix) VALUES (?, ?)",
+        (table_uid, prefix),
+    )
+
+
+def locations(db: Database, table_uid: str) -> list[str]:
+    return [r[0] for r in db.query(
+        "SELECT prefix FROM px_media_locations WHERE table_uid = ?", (table_uid,))]
+
+
+def owned_prefixes(db: Database, table_uid: str, col_id: int | None = None) -> list[str]:
+    """The prefixes ``<location><uid>/`` (or ``<location><uid>/<col_id>/``) of pxlite's files."""
+    tail = f"{table_uid}/" if col_id is None else f"{table_uid}/{col_id}/"
+    return [p + tail for p in locations(db, table_uid)]
+
+
+def all_locations(db: Database) -> list[tuple[str, str]]:
+    return db.query("SELECT table_uid, prefix FROM px_media_locations")
+
+
+def add_pending_deletes(db: Database, uris: Iterable[str]) -> None:
+    db.executemany("INSERT OR IGNORE INTO px_pending_deletes(uri) VALUES (?)", ((u,) for u in uris))
+
+
+def pending_deletes(db: Database) -> list[str]:
+    return [r[0] for r in db.query("SELECT uri FROM px_pending_deletes")]
+
+
+def clear_pending_deletes(db: Database, uris: Iterable[str]) -> None:
+    db.executemany("DELETE FROM px_pending_deletes WHERE uri = ?", ((u,) for u in uris))

@@ -1,0 +1,138 @@
+"""The ``pxlite`` command: a thin layer over the library.
+
+Every error pxlite raises on purpose is printed as one readable line with a non-zero exit
+status; a traceback only appears for a bug (or with ``PXLITE_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _open(args: argparse.Namespace):  # noqa: ANN202
+    import pxlite as pxl
+
+    return pxl.connect(args.db) if args.db else pxl.default()
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    db = _open(args)
+    dirs, tables = db.list_dirs(), db.list_tables()
+    if not dirs and not tables:
+        print(f"(no tables in {db.path})")
+    for d in dirs:
+        print(f"{d}/")
+    for t in tables:
+        print(f"{t}  ({db.get_table(t).count():,} rows)")
+
+
+def cmd_describe(args: argparse.Namespace) -> None:
+    print(repr(_open(args).get_table(args.table)))
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    t = _open(args).get_table(args.table)
+    print(repr(t.head(args.n)))
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from . import config
+
+    s = config.resolve()
+    rows = s.describe()
+    w = max(len(k) for k, _, _ in rows)
+    for key, value, source in rows:
+        print(f"{key.ljust(w)}  {value}  [{source}]")
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    import pxlite as pxl
+
+    if args.action == "clear":
+        print(f"removed {pxl.clear_cache():,} cached files")
+    else:
+        info = pxl.cache_info()
+        for k, v in vars(info).items():
+            print(f"{k}: {v}")
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    from .maintenance import check
+
+    report = check(_open(args), fix=args.fix)
+    print(report)
+    if not report.ok and not args.fix:
+        raise SystemExit(1)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(args.dir) if args.dir else None, n=args.n)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pxlite", description="pxlite: tables of media in one file")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    def with_db(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--db", help="database file (default: $PXLITE_HOME/pxlite.db)")
+        return sp
+
+    s = sub.add_parser("demo", help="run the walkthrough on generated images (no network)")
+    s.add_argument("--dir", help="folder for the demo database (default: a new temp folder)")
+    s.add_argument("-n", type=int, default=6, help="number of images to generate")
+    s.set_defaults(fn=cmd_demo)
+    with_db(sub.add_parser("ls", help="list directories and tables")).set_defaults(fn=cmd_ls)
+    s = with_db(sub.add_parser("describe", help="show a table's schema"))
+    s.add_argument("table")
+    s.set_defaults(fn=cmd_describe)
+    s = with_db(sub.add_parser("show", help="show a table's first rows"))
+    s.add_argument("table")
+    s.add_argument("-n", type=int, default=10)
+    s.set_defaults(fn=cmd_show)
+    sub.add_parser("config", help="effective settings and where each came from").set_defaults(
+        fn=cmd_config)
+    s = sub.add_parser("cache", help="download cache: info or clear")
+    s.add_argument("action", choices=["info", "clear"], nargs="?", default="info")
+    s.set_defaults(fn=cmd_cache)
+    s = with_db(sub.add_parser("check", help="compare catalog and files, both ways"))
+    s.add_argument("--fix", action="store_true", help="remove orphan files pxlite wrote")
+    s.set_defaults(fn=cmd_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pxlite`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"pxlite {__version__}")
+        return 0
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return 2
+    from .errors import PxliteError
+
+    try:
+        args.fn(args)
+    except PxliteError as e:
+        if os.environ.get("PXLITE_DEBUG"):
+            raise
+        print(f"pxlite: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pxlite: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The executor for computed columns.
+
+Rows stream through in batches ordered by rowid (memory stays bounded however large the table
+is); each row's cells are computed in a thread pool sized to the cores (Pillow releases the GIL
+while decoding, transforming and encoding, so threads scale); media results are encoded and
+written to their destination *before* the batch's cells are written; a whole operation runs in
+one transaction so ``on_error='abort'`` can roll it back and delete the files it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from . import catalog
+from .catalog import ColumnMeta, TableMeta
+from .errors import ComputeError, PxliteError, SchemaError
+from .exprs import Expr, RowContext, from_json
+from .results import UpdateStatus
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .connection import Connection
+    from .table import FileOp, Table
+
+BATCH_ROWS = 256
+
+
+def workers() -> int:
+    """Threads for compute: one per core (the machines this targets have few)."""
+    return max(1, os.cpu_count() or 1)
+
+
+class _Target:
+    """One computed column being filled: its expression, destination and format."""
+
+    def __init__(self, meta: TableMeta, col: ColumnMeta, op: FileOp):
+        assert col.expr is not None
+        self.col = col
+        self.expr = from_json(json.loads(col.expr), meta, col.type)
+        self.is_media = col.type.is_media
+        self.prefix = op.output_prefix(col.destination) if self.is_media else None
+
+
+def _describe_inputs(rc: RowContext, meta: TableMeta, expr: Expr) -> str:
+    parts = []
+    for cid in sorted(expr.columns()):
+        try:
+            c = meta.column_by_id(cid)
+        except PxliteError:
+            continue
+        v = rc.raw.get(cid)
+        if not c.is_computed or c.type.is_media:
+            parts.append(f"{c.name}={str(v)[:80]!r}")
+    return ", ".join(parts)
+
+
+def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: TableMeta,
+                 op: FileOp, on_error: str) -> list[Any]:
+    """Compute one row's cells; returns ``[v1, et1, em1, v2, ...]`` for the UPDATE."""
+    from . import media
+
+    out: list[Any] = []
+    for t in targets:
+        try:
+            v = t.expr.eval(rc)
+            rc._cache[t.col.col_id] = v  # later targets reading this column reuse the value
+            if v is None:
+                out += [None, None, None]
+                continue
+            if t.is_media:
+                if not type(v).__module__.startswith("PIL"):
+                    raise SchemaError(f"expected an image from {t.expr!r}, got {type(v).__name__}")
+                data, ext = media.encode_image(v, t.col.format)
+                assert t.prefix is not None
+                sv = op.write_bytes(data, ext, t.col, t.prefix)
+            else:
+                sv = t.col.type.to_sql(v)
+            rc.raw[t.col.col_id] = sv
+            out += [sv, None, None]
+        except Exception as e:  # a UDF may raise anything; it is the cell's error
+            if on_error == "abort":
+                raise ComputeError(
+                    f"computing column {t.col.name!r} of {meta.path!r} failed for row {rowid} "
+                    f"({_describe_inputs(rc, meta, t.expr)}): {type(e).__name__}: {e}",
+                    table=meta.path, row=rowid, column=t.col.name,
+                    value=_describe_inputs(rc, meta, t.expr), errortype=type(e).__name__,
+                ) from e
+            rc._cache[t.col.col_id] = None
+            rc.raw[t.col.col_id] = None
+            out += [None, type(e).__name__, str(e) or repr(e)]
+    return out
+
+
+def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta], where_sql: str | None,
+                 op: FileOp, settings: Settings, rowids: list[int] | None, *,
+                 on_error: str = "abort", release_old: list[Any] | None = None) -> UpdateStatus:
+    """Fill ``cols`` (computed, in dependency order) for the rows ``where_sql`` or ``rowids``
+    select. Must run inside the caller's write transaction. Old media values that get replaced
+    are released (deleted after commit) when ``release_old`` is the transaction's after list."""
+    from .table import Resolver
+
+    t0 = time.perf_counter()
+    db = conn.db
+    cols = sorted(cols, key=lambda c: c.position)
+    targets = [_Target(meta, c, op) for c in cols]
+    target_ids = {c.col_id for c in cols}
+    needed: set[int] = set()
+    for t in targets:
+        needed |= t.expr.columns()
+    inputs = [c for c in meta.columns if c.col_id in needed and c.col_id not in target_ids]
+    old_media = [c for c in cols if c.type.is_media] if release_old is not None else []
+    select = ", ".join(["_rowid"] + [c.sql for c in inputs] + [c.sql for c in old_media])
+    sets = ", ".join(f"{c.sql} = ?, {c.sql_et} = ?, {c.sql_em} = ?" for c in cols)
+    update_sql = f"UPDATE {meta.sql} SET {sets} WHERE _rowid = ?"
+    resolver = Resolver(settings)
+    errors = 0
+    done = 0
+    replaced: dict[int, list[str]] = {}
+
+    def batches() -> Iterator[list[tuple]]:
+        if rowids is not None:
+            for i in range(0, len(rowids), BATCH_ROWS):
+                chunk = rowids[i:i + BATCH_ROWS]
+                yield db.query(f"SELECT {select} FROM {meta.sql} WHERE _rowid IN "
+                               "(SELECT value FROM json_each(?)) ORDER BY _rowid",
+                               (json.dumps(chunk),))
+            return
+        last = -(2**63)
+        cond = f" AND ({where_sql})" if where_sql else ""
+        while True:
+            rows = db.query(f"SELECT {select} FROM {meta.sql} WHERE _rowid > ?{cond} "
+                            f"ORDER BY _rowid LIMIT {BATCH_ROWS}", (last,))
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield rows
+
+    total = _count(conn, meta, where_sql, rowids)
+    bar = _progress(total, f"{meta.name}: {', '.join(c.name for c in cols)}", settings)
+    from .cache import get_cache
+
+    with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-compute") as pool, \
+            get_cache(settings).operation():
+        for rows in batches():
+            def one(r: tuple) -> list[Any]:
+                rc = RowContext({c.col_id: r[1 + i] for i, c in enumerate(inputs)}, None, resolver)
+                return _compute_row(rc, r[0], targets, meta, op, on_error) + [r[0]]
+
+            results = list(pool.map(one, rows))
+            db.executemany(update_sql, results)
+            for r, res in zip(rows, results):
+                errors += sum(1 for k in range(1, len(res) - 1, 3) if res[k] is not None)
+                for j, c in enumerate(old_media):
+                    old = r[1 + len(inputs) + j]
+                    new = res[3 * cols.index(c)]
+                    if old is not None and old != new:
+                        replaced.setdefault(c.col_id, []).append(old)
+            done += len(rows)
+            if bar is not None:
+                bar.update(len(rows))
+    if bar is not None:
+        bar.close()
+    if release_old is not None:
+        for col_id, uris in replaced.items():
+            conn.release(meta, col_id, uris, release_old)
+    return UpdateStatus("Added", done * len(cols), errors, time.perf_counter() - t0,
+                        "column value")
+
+
+def _count(conn: Connection, meta: TableMeta, where_sql: str | None,
+           rowids: list[int] | None) -> int:
+    if rowids is not None:
+        return len(rowids)
+    cond = f" WHERE {where_sql}" if where_sql else ""
+    return conn.db.query(f"SELECT count(*) FROM {meta.sql}{cond}")[0][0]
+
+
+def _progress(total: int, desc: str, settings: Settings) -> Any:
+    """A tqdm bar that appears only after a second of work, only on a terminal or notebook."""
+    if not settings.get("progress", True) or total < 2:
+        return None
+    from tqdm.auto import tqdm
+
+    # disable=None: tqdm turns itself off when stderr is not a terminal (CI, pipes, logs).
+    return tqdm(total=total, desc=desc, unit="row", delay=1.0, disable=None, leave=False)
+
+
+def add_computed_column(table: Table, column: dict[str, Any], *, destination: str | None,
+                        on_error: str, format: str | None, if_exists: str) -> UpdateStatus:
+    """See :meth:`pxlite.Table.add_computed_column`."""
+    from . import media
+    from .table import FileOp, _check_on_error
+
+    t0 = time.perf_counter()
+    _check_on_error(on_error)
+    if len(column) != 1:
+        raise SchemaError("add_computed_column() takes exactly one name=expression, e.g. "
+                          "add_computed_column(rot=t.image.rotate(90))")
+    ((name, expr),) = column.items()
+    catalog.check_name(name)
+    if if_exists not in ("error", "ignore", "replace"):
+        raise SchemaError(f"if_exists must be 'error', 'ignore' or 'replace', got {if_exists!r}")
+    if not isinstance(expr, Expr):
+        raise SchemaError(f"column {name!r}: expected an expression of the table's columns "
+                          f"(e.g. t.image.rotate(90)), got {type(expr).__name__} {expr!r}")
+    expr = table._expr(expr)
+    if not expr.columns():
+        raise SchemaError(f"column {name!r}: the expression {expr!r} reads no column")
+    ctype = expr.type.with_nullable(True)
+    fmt = media.check_format(format)
+    if not ctype.is_media and (destination is not None or fmt is not None):
+        what = "destination" if destination is not None else "format"
+        raise SchemaError(f"column {name!r} computes {ctype.name} values, not files: "
+                          f"{what}= applies to image results only")
+    if fmt is not None and ctype.name != "Image":
+        raise SchemaError(f"column {name!r}: format= applies to Image results only")
+    conn = table._conn
+    dest = conn.validate_dest(destination) if destination is not None else None
+    settings = conn.settings()
+    meta = table._meta()
+    if any(c.name == name for c in meta.columns):
+        if if_exists == "ignore":
+            return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
+        if if_exists == "replace":
+            table.drop_column(name)
+            meta = table._meta()
+    op = FileOp(conn, meta, settings)
+    if ctype.is_media:
+        op.prepare(op.output_prefix(dest))
+    try:
+        with conn.db.transaction():
+            col = catalog.add_column(conn.db, meta, name, ctype, expr=json.dumps(expr.to_json()),
+                                     destination=dest, format=fmt, on_error=on_error)
+            status = compute_rows(conn, meta, [col], None, op, settings, None, on_error=on_error)
+    except BaseException:
+        op.rollback()
+        raise
+    status.elapsed_s = time.perf_counter() - t0
+    return status
+
+
+def recompute_columns(table: Table, names: list[str], *, where: Expr | None,
+                      errors_only: bool) -> UpdateStatus:
+    """See :meth:`pxlite.Table.recompute_columns`."""
+    from .table import FileOp, _dependents
+
+    t0 = time.perf_counter()
+    if not names:
+        raise SchemaError("recompute_columns() needs at least one computed column name")
+    conn = table._conn
+    meta = table._meta()
+    cols = []
+    for n in names:
+        c = meta.column(n)
+        if not c.is_computed:
+            raise SchemaError(f"column {n!r} of {table.path!r} is not computed; nothing to recompute")
+        cols.append(c)
+    for d in _dependents(meta, *(c.col_id for c in cols)):
+        if d not in cols:
+            cols.append(d)
+    settings = conn.settings()
+    op = FileOp(conn, meta, settings)
+    op.prepare_for(cols)
+    try:
+        with conn.db.transaction() as after:
+            match = table._matching_rowids(meta, where)
+            if isinstance(match, list):
+                rowids: list[int] | None = match
+                where_sql = None
+            else:
+                rowids = None
+                where_sql = match[0] if not match[1] else None
+                if match[1]:
+                    rowids = [r[0] for r in conn.db.query(
+                        f"SELECT _rowid FROM {meta.sql} WHERE {match[0]}", match[1])]
+            if errors_only:
+                cond = " OR ".join(f"{c.sql_et} IS NOT NULL" for c in cols)
+                if rowids is not None:
+                    keep = {r[0] for r in conn.db.query(
+                        f"SELECT _rowid FROM {meta.sql} WHERE {cond}")}
+                    rowids = [r for r in rowids if r in keep]
+                else:
+                    where_sql = f"({where_sql}) AND ({cond})" if where_sql else cond
+            status = compute_rows(conn, meta, cols, where_sql, op, settings, rowids,
+                                  on_error="ignore", release_old=after)
+    except BaseException:
+        op.rollback()
+        raise
+    status.verb = "Recomputed"
+    status.elapsed_s = time.perf_counter() - t0
+    return status
+
+

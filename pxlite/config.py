@@ -1,0 +1,270 @@
+"""Settings: where they come from and what they resolve to.
+
+Precedence, highest first: a database's own ``connect(path, config=...)``, then ``pxl.configure(...)``
+for the process, then ``PXLITE_*`` environment variables, then ``$PXLITE_HOME/config.toml``, then
+built-in defaults. Every resolved value remembers its source so ``pxlite config`` can say where it
+came from. This module only reads settings; validating destination URIs needs the storage registry
+and happens one layer up.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+#: Top-level ([pxlite]) keys: name -> (parser, default).
+PROVIDERS = ("s3", "r2", "b2", "tigris", "gcs", "azure")
+
+#: Keys a provider section may hold; anything else is a typo we report.
+PROVIDER_KEYS: dict[str, frozenset[str]] = {
+    **{
+        p: frozenset(
+            {"endpoint_url", "region", "profile", "aws_access_key_id", "aws_secret_access_key",
+             "aws_session_token", "account_id", "addressing_style"}
+        )
+        for p in ("s3", "r2", "b2", "tigris")
+    },
+    "gcs": frozenset({"project", "credentials_file", "endpoint"}),
+    "azure": frozenset({"connection_string", "account_url", "credential", "account_name"}),
+}
+
+#: Values never printed in full (``pxlite config``, reprs, error messages).
+SECRET_KEYS = frozenset(
+    {"aws_secret_access_key", "aws_session_token", "connection_string", "credential"}
+)
+
+
+def _parse_dest(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"a media destination must be a string URI or path, got {value!r}")
+    return os.fspath(value)
+
+
+def _parse_positive_float(value: Any) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected a number, got {value!r}") from None
+    if not f > 0:
+        raise ConfigError(f"expected a positive number, got {value!r}")
+    return f
+
+
+def _parse_positive_int(value: Any) -> int:
+    try:
+        i = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected a whole number, got {value!r}") from None
+    if i < 0:
+        raise ConfigError(f"expected a number >= 0, got {value!r}")
+    return i
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"expected true or false, got {value!r}")
+
+
+#: [pxlite] keys: name -> (parser, default, help).
+KEYS: dict[str, tuple[Any, Any, str]] = {
+    "input_media_dest": (_parse_dest, None, "where inserted media files are persisted"),
+    "output_media_dest": (_parse_dest, None, "where computed media files are written"),
+    "file_cache_size_g": (_parse_positive_float, 10.0, "download cache bound in GB"),
+    "max_image_pixels": (_parse_positive_int, 178_956_970, "refuse images with more pixels"),
+    "storage_timeout_s": (_parse_positive_float, 60.0, "network timeout per storage call"),
+    "storage_retries": (_parse_positive_int, 4, "retries of retryable storage errors"),
+    "progress": (_parse_bool, True, "show progress bars on a terminal or notebook"),
+}
+
+
+def pxlite_home() -> Path:
+    """The pxlite home folder: ``$PXLITE_HOME`` or ``~/.pxlite`` (not created here)."""
+    env = os.environ.get("PXLITE_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".pxlite"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings, with the source of each value.
+
+    ``values`` holds the [pxlite] keys, ``providers`` the provider sections (``'s3'``, ``'gcs'``...),
+    ``sources`` maps ``key`` or ``provider.key`` to where it came from.
+    """
+
+    values: Mapping[str, Any]
+    providers: Mapping[str, Mapping[str, Any]]
+    sources: Mapping[str, str]
+    home: Path = field(default_factory=pxlite_home)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def provider(self, name: str) -> dict[str, Any]:
+        """The settings section of one storage provider (a copy; empty when unset)."""
+        return dict(self.providers.get(name, {}))
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "file_cache"
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """Rows ``(key, value, source)`` with secrets masked, for ``pxlite config``."""
+        rows = [(k, _show(k, self.values.get(k)), self.sources.get(k, "default")) for k in KEYS]
+        rows.insert(0, ("home", str(self.home), self.sources.get("home", "default")))
+        for p in PROVIDERS:
+            for k, v in sorted(self.providers.get(p, {}).items()):
+                rows.append((f"{p}.{k}", _show(k, v), self.sources.get(f"{p}.{k}", "?")))
+        return rows
+
+    def fingerprint(self, provider: str) -> tuple[tuple[str, str], ...]:
+        """A hashable identity of a provider section (clients are cached per fingerprint)."""
+        return tuple(sorted((k, str(v)) for k, v in self.providers.get(provider, {}).items()))
+
+
+def mask(value: Any) -> str:
+    """A secret shown as its length and last two characters, never in full."""
+    s = str(value)
+    return "****" if len(s) < 8 else f"****{s[-2:]} ({len(s)} chars)"
+
+
+def _show(key: str, value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    return mask(value) if key in SECRET_KEYS else str(value)
+
+
+def _check_layer(layer: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Split one settings layer into parsed [pxlite] values and provider sections; reject typos."""
+    top: dict[str, Any] = {}
+    prov: dict[str, dict] = {}
+    for key, value in layer.items():
+        if key == "pxlite" and isinstance(value, Mapping):
+            t, p = _check_layer(value, where)
+            top.update(t)
+            prov.update(p)
+        elif key in PROVIDERS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: [{key}] must be a table of settings, got {value!r}")
+            unknown = set(value) - PROVIDER_KEYS[key]
+            if unknown:
+                raise ConfigError(
+                    f"{where}: unknown setting(s) {sorted(unknown)} in [{key}]; "
+                    f"known: {sorted(PROVIDER_KEYS[key])}"
+                )
+            prov[key] = dict(value)
+        elif key in KEYS:
+            try:
+                top[key] = KEYS[key][0](value)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {key}: {e}") from None
+        else:
+            raise ConfigError(
+                f"{where}: unknown setting {key!r}; known settings: {sorted(KEYS)} "
+                f"and provider sections {list(PROVIDERS)}"
+            )
+    return top, prov
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}; fix or remove the file") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+
+
+def _env_layer() -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for key in KEYS:
+        v = os.environ.get(f"PXLITE_{key.upper()}")
+        if v is not None:
+            layer[key] = v
+    for p in PROVIDERS:
+        for k in PROVIDER_KEYS[p]:
+            v = os.environ.get(f"PXLITE_{p.upper()}_{k.upper()}")
+            if v is not None:
+                layer.setdefault(p, {})[k] = v
+    return layer
+
+
+_process_overrides: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def configure(**settings: Any) -> None:
+    """Set process-wide settings (same shape as config.toml); ``None`` unsets a key.
+
+    Keys are checked here so a typo fails at once. Destination URIs are checked by the public
+    ``pxlite.configure`` wrapper, which also consults the storage registry.
+    """
+    unset = [k for k, v in settings.items() if v is None]
+    _check_layer({k: v for k, v in settings.items() if v is not None}, "configure()")
+    with _lock:
+        for k in unset:
+            _process_overrides.pop(k, None)
+        for k, v in settings.items():
+            if v is None:
+                continue
+            if k in PROVIDERS:
+                _process_overrides.setdefault(k, {}).update(v)
+            else:
+                _process_overrides[k] = v
+
+
+def reset() -> None:
+    """Forget every ``configure()`` override (tests use this)."""
+    with _lock:
+        _process_overrides.clear()
+
+
+def resolve(db_config: Mapping[str, Any] | None = None) -> Settings:
+    """Resolve the effective settings now, optionally with one database's own config on top."""
+    home = pxlite_home()
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        ("default", {k: d for k, (_, d, _) in KEYS.items()}),
+        (str(home / "config.toml"), _load_toml(home / "config.toml")),
+        ("environment", _env_layer()),
+    ]
+    with _lock:
+        layers.append(("configure()", {k: (dict(v) if isinstance(v, dict) else v)
+                                       for k, v in _process_overrides.items()}))
+    if db_config:
+        layers.append(("connect(config=)", db_config))
+    values: dict[str, Any] = {}
+    providers: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {"home": "environment" if os.environ.get("PXLITE_HOME") else "default"}
+    for where, layer in layers:
+        if where == "default":
+            top, prov = dict(layer), {}
+        else:
+            top, prov = _check_layer(layer, where)
+        for k, v in top.items():
+            values[k] = v
+            sources[k] = "environment" if where == "environment" else where
+        for p, section in prov.items():
+            for k, v in section.items():
+                providers.setdefault(p, {})[k] = v
+                sources[f"{p}.{k}"] = where
+    return Settings(values=values, providers=providers, sources=sources, home=home)

@@ -1,0 +1,258 @@
+"""The SQLite connection: opening, schema versions, and transactions with after-commit work.
+
+One :class:`Database` wraps one apsw connection to one catalog file. It applies apsw's
+best-practice settings to this connection only (never ``apsw.connection_hooks``, which would change
+every connection in the process), WAL journaling, a busy timeout so concurrent writers wait instead
+of failing, foreign keys, and ``BEGIN IMMEDIATE`` for writers so two writers never deadlock on a
+lock upgrade. The catalog DDL comes from ``schema.sql``; ``PRAGMA user_version`` holds the schema
+version and ``PRAGMA application_id`` marks the file as pxlite's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import apsw.bestpractice
+
+from .errors import DatabaseError
+
+APPLICATION_ID = 0x50584C54  # 'PXLT'
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+#: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema.
+MIGRATIONS: dict[int, str] = {}
+
+
+def schema_sql() -> str:
+    """The catalog DDL: from the installed package, else from the source tree's root."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "schema.sql", here.parent / "schema.sql"):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise DatabaseError("schema.sql is missing from the pxlite installation; reinstall pxlite")
+
+
+def _read_only_file(path: Path) -> bool:
+    """True when the file's permission bits allow nobody to write it.
+
+    Checked by mode rather than os.access so a read-only file is honoured even for root, who could
+    otherwise write through the permission bits and surprise the owner.
+    """
+    try:
+        return not (path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    except OSError:
+        return False
+
+
+class Database:
+    """One open pxlite catalog file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.read_only = self.path.exists() and _read_only_file(self.path)
+        self._lock = threading.RLock()
+        self._after_commit: list[Callable[[], None]] | None = None
+        self._depth = 0
+        self.conn = self._open()
+
+    # ---- opening -------------------------------------------------------------------------------
+    def _open(self) -> apsw.Connection:
+        if self.path.is_dir():
+            raise DatabaseError(f"{self.path} is a folder; pass the path of a database file")
+        parent = self.path.parent
+        if not parent.exists():
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DatabaseError(
+                    f"cannot create the folder {parent} for database {self.path.name}: {e}"
+                ) from e
+        elif not parent.is_dir():
+            raise DatabaseError(f"cannot create database {self.path}: {parent} is not a folder")
+        flags = (
+            apsw.SQLITE_OPEN_READONLY
+            if self.read_only
+            else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        )
+        try:
+            conn = apsw.Connection(str(self.path), flags=flags)
+        except apsw.Error as e:
+            raise DatabaseError(f"cannot open database {self.path}: {e}") from e
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        try:
+            self._configure(conn)
+            self._check_schema(conn)
+        except apsw.NotADBError as e:
+            conn.close()
+            raise DatabaseError(
+                f"{self.path} is not a pxlite database (not a SQLite file, or corrupt); "
+                "pass another path or restore the file from a backup"
+            ) from e
+        except apsw.CorruptError as e:
+            conn.close()
+            raise DatabaseError(f"{self.path} is corrupt ({e}); restore it from a backup") from e
+        except DatabaseError:
+            conn.close()
+            raise
+        return conn
+
+    def _configure(self, conn: apsw.Connection) -> None:
+        # Best practice for *this* connection only: no double-quoted string literals, recursive
+        # triggers, periodic optimize; then foreign keys on and WAL so readers never block the writer.
+        for fix in (
+            apsw.bestpractice.connection_dqs,
+            apsw.bestpractice.connection_recursive_triggers,
+            apsw.bestpractice.connection_optimize,
+        ):
+            fix(conn)
+        conn.pragma("foreign_keys", True)
+        if not self.read_only:
+            mode = conn.pragma("journal_mode", "wal")
+            if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory
+                conn.pragma("journal_mode", "delete")
+            conn.pragma("synchronous", "normal")
+
+    def _check_schema(self, conn: apsw.Connection) -> None:
+        app_id = conn.pragma("application_id")
+        version = conn.pragma("user_version")
+        has_tables = bool(
+            conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
+        )
+        if app_id == 0 and version == 0 and not has_tables:
+            if self.read_only:
+                raise DatabaseError(f"{self.path} is empty and read-only; cannot create a catalog")
+            with self._tx(conn):
+                conn.execute(schema_sql())
+                conn.pragma("application_id", APPLICATION_ID)
+                conn.pragma("user_version", SCHEMA_VERSION)
+            return
+        if app_id != APPLICATION_ID:
+            raise DatabaseError(
+                f"{self.path} is a SQLite file but not a pxlite database "
+                f"(application_id {app_id:#x}); pass another path"
+            )
+        if version > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"{self.path} was written by a newer pxlite (schema version {version}, this pxlite "
+                f"knows up to {SCHEMA_VERSION}); upgrade with: pip install -U pxlite"
+            )
+        if version < SCHEMA_VERSION:
+            if self.read_only:
+                raise DatabaseError(
+                    f"{self.path} uses schema version {version} and needs a migration, "
+                    "but it is read-only; make it writable once to migrate"
+                )
+            with self._tx(conn):
+                for v in range(version, SCHEMA_VERSION):
+                    conn.execute(MIGRATIONS[v])
+                    conn.pragma("user_version", v + 1)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _tx(conn: apsw.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # ---- use -----------------------------------------------------------------------------------
+    def execute(self, sql: str, params: Any = None) -> apsw.Cursor:
+        """Run one statement (values always bound as parameters) and return its cursor."""
+        try:
+            return self.conn.execute(sql, params)
+        except apsw.ReadOnlyError as e:
+            raise self._read_only_error() from e
+
+    def query(self, sql: str, params: Any = None) -> list[tuple]:
+        """Run one statement and return all rows."""
+        return self.execute(sql, params).fetchall()
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        try:
+            self.conn.executemany(sql, rows)
+        except apsw.ReadOnlyError as e:
+            raise self._read_only_error() from e
+
+    def _read_only_error(self) -> DatabaseError:
+        return DatabaseError(
+            f"database {self.path} is read-only; make the file (and its folder) writable "
+            "to change it, or only read from it"
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[list[Callable[[], None]]]:
+        """A write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one.
+
+        Yields the after-commit list: callables appended to it run once the outermost transaction
+        has committed (used to delete superseded files only when no committed row names them).
+        """
+        if self.read_only:
+            raise self._read_only_error()
+        with self._lock:
+            outer = self._depth == 0
+            if outer:
+                self._after_commit = []
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                except apsw.ReadOnlyError as e:
+                    raise self._read_only_error() from e
+            self._depth += 1
+            after = self._after_commit
+            assert after is not None
+            try:
+                yield after
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._after_commit = None
+                    with contextlib.suppress(apsw.Error):
+                        self.conn.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if not outer:
+                return
+            try:
+                self.conn.execute("COMMIT")
+            except apsw.ReadOnlyError as e:
+                with contextlib.suppress(apsw.Error):
+                    self.conn.execute("ROLLBACK")
+                raise self._read_only_error() from e
+            finally:
+                self._after_commit = None
+        for fn in after:
+            fn()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        """A read transaction: every query inside sees one consistent snapshot."""
+        with self._lock:
+            if self._depth:
+                yield
+                return
+            self.conn.execute("BEGIN")
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                with contextlib.suppress(apsw.Error):
+                    self.conn.execute("COMMIT")
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's own integrity check; an empty list means the file is sound."""
+        rows = [r[0] for r in self.query("PRAGMA integrity_check")]
+        return [] if rows == ["ok"] else rows
+
+    def close(self) -> None:
+        self.conn.close()

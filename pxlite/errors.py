@@ -1,0 +1,81 @@
+"""The one family of pxlite errors.
+
+Every error pxlite raises on purpose derives from :class:`PxliteError`. The subclasses are grouped by
+what the caller can do about them: fix a name (:class:`NotFoundError`, :class:`AlreadyExistsError`),
+fix a value or schema (:class:`SchemaError`), fix settings (:class:`ConfigError`), retry or fix
+storage (:class:`StorageError`), look at a failed cell (:class:`ComputeError`), or deal with an
+unusable database file (:class:`DatabaseError`). Messages name the object, what was expected and
+the fix; causes are chained with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PxliteError(Exception):
+    """Base class of every error pxlite raises on purpose."""
+
+
+class NotFoundError(PxliteError, KeyError):
+    """A table, directory, column, UDF or stored object does not exist."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class AlreadyExistsError(PxliteError):
+    """A table, directory or column with that name exists already (use ``if_exists=``)."""
+
+
+class SchemaError(PxliteError, ValueError):
+    """A name, type, value or expression does not fit the schema."""
+
+
+class ConfigError(PxliteError, ValueError):
+    """A setting, destination URI or optional dependency is missing or wrong."""
+
+
+class DatabaseError(PxliteError):
+    """The database file cannot be used: not a pxlite file, too new, corrupt or read-only."""
+
+
+class StorageError(PxliteError):
+    """A storage operation failed.
+
+    ``retryable`` is True when trying again later may succeed (timeouts, throttling, a server that
+    went away); False when something must be fixed first (missing bucket, no permission).
+    """
+
+    def __init__(self, message: str, *, uri: str | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.uri = uri
+        self.retryable = retryable
+
+
+class ObjectNotFoundError(StorageError, NotFoundError):
+    """The stored object a URI names does not exist (never retryable)."""
+
+    def __init__(self, message: str, *, uri: str | None = None) -> None:
+        super().__init__(message, uri=uri, retryable=False)
+
+
+class ComputeError(PxliteError):
+    """Computing or validating one cell failed; names the table, row, column and cause."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        value: Any = None,
+        errortype: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.table = table
+        self.row = row
+        self.column = column
+        self.value = value
+        self.errortype = errortype or type(self).__name__

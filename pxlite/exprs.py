@@ -1,0 +1,753 @@
+"""Expressions over a table's columns.
+
+Built with Python operators from column references (``t.label == 'x'``, ``t.image.width > 100``,
+``t.image.rotate(90)``), an expression can be compiled to SQL when SQLite can compute it
+(:meth:`Expr.sql` returns ``None`` otherwise) and evaluated in Python on one row
+(:meth:`Expr.eval`). Expressions serialize to JSON (:meth:`Expr.to_json`, :func:`from_json`) so
+computed-column definitions survive in the catalog and are rebuilt in a new process.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import operator
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import NotFoundError, SchemaError
+from .types import Bool, ColumnType, Float, Int, Json, String, type_of_value
+
+if TYPE_CHECKING:
+    from .catalog import ColumnMeta, TableMeta
+    from .udf import Function
+
+
+class MediaResolver(Protocol):
+    """Turns stored media URIs into values: ``value`` (PIL image or local path), ``fileurl``,
+    ``localpath``. Supplied by the table layer, which knows the settings and the cache."""
+
+    def value(self, col: ColumnMeta, uri: str) -> Any: ...
+    def fileurl(self, uri: str) -> str: ...
+    def localpath(self, uri: str) -> str: ...
+
+
+class RowContext:
+    """What an expression needs to evaluate on one row: raw stored values and media access."""
+
+    def __init__(self, raw: dict[int, Any], errors: dict[int, tuple[Any, Any]] | None = None,
+                 media: MediaResolver | None = None) -> None:
+        self.raw = raw               # col_id -> stored SQL value
+        self.errors = errors or {}   # col_id -> (errortype, errormsg)
+        self.media = media
+        self._cache: dict[int, Any] = {}
+
+    def value(self, col: ColumnMeta) -> Any:
+        if col.col_id in self._cache:
+            return self._cache[col.col_id]
+        raw = self.raw.get(col.col_id)
+        if raw is None:
+            v = None
+        elif col.type.is_media:
+            if self.media is None:
+                raise SchemaError(f"column {col.name!r}: media values are not available here")
+            v = self.media.value(col, raw)
+        else:
+            v = col.type.from_sql(raw)
+        self._cache[col.col_id] = v
+        return v
+
+
+def lit(value: Any) -> Expr:
+    """Wrap a plain Python value as a Literal (expressions pass through)."""
+    return value if isinstance(value, Expr) else Literal(value)
+
+
+class Expr:
+    """Base of all expression nodes."""
+
+    type: ColumnType = Json
+
+    # ---- building ------------------------------------------------------------------------------
+    def __eq__(self, other: Any) -> Expr:  # type: ignore[override]
+        if other is None:
+            return IsNull(self)
+        return Compare("==", self, lit(other))
+
+    def __ne__(self, other: Any) -> Expr:  # type: ignore[override]
+        if other is None:
+            return Not(IsNull(self))
+        return Compare("!=", self, lit(other))
+
+    def __lt__(self, other: Any) -> Expr:
+        return Compare("<", self, lit(other))
+
+    def __le__(self, other: Any) -> Expr:
+        return Compare("<=", self, lit(other))
+
+    def __gt__(self, other: Any) -> Expr:
+        return Compare(">", self, lit(other))
+
+    def __ge__(self, other: Any) -> Expr:
+        return Compare(">=", self, lit(other))
+
+    def __and__(self, other: Any) -> Expr:
+        return And(self, _as_pred(other))
+
+    def __rand__(self, other: Any) -> Expr:
+        return And(_as_pred(other), self)
+
+    def __or__(self, other: Any) -> Expr:
+        return Or(self, _as_pred(other))
+
+    def __ror__(self, other: Any) -> Expr:
+        return Or(_as_pred(other), self)
+
+    def __invert__(self) -> Expr:
+        return Not(self)
+
+    def __add__(self, other: Any) -> Expr:
+        return Arith("+", self, lit(other))
+
+    def __radd__(self, other: Any) -> Expr:
+        return Arith("+", lit(other), self)
+
+    def __sub__(self, other: Any) -> Expr:
+        return Arith("-", self, lit(other))
+
+    def __rsub__(self, other: Any) -> Expr:
+        return Arith("-", lit(other), self)
+
+    def __mul__(self, other: Any) -> Expr:
+        return Arith("*", self, lit(other))
+
+    def __rmul__(self, other: Any) -> Expr:
+        return Arith("*", lit(other), self)
+
+    def __truediv__(self, other: Any) -> Expr:
+        return Arith("/", self, lit(other))
+
+    def __rtruediv__(self, other: Any) -> Expr:
+        return Arith("/", lit(other), self)
+
+    def __mod__(self, other: Any) -> Expr:
+        return Arith("%", self, lit(other))
+
+    def __neg__(self) -> Expr:
+        return Arith("-", Literal(0), self)
+
+    def __bool__(self) -> bool:
+        raise SchemaError(
+            "an expression has no truth value: combine conditions with & | ~ (not and/or/not), "
+            "and use .isin([...]) instead of 'in'"
+        )
+
+    __hash__ = object.__hash__
+
+    def isin(self, values: Iterable[Any]) -> Expr:
+        """True where the value is one of ``values``."""
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise SchemaError(f"isin() takes a list of values, got {values!r}")
+        return IsIn(self, [v for v in values])
+
+    def is_null(self) -> Expr:
+        return IsNull(self)
+
+    def is_not_null(self) -> Expr:
+        return Not(IsNull(self))
+
+    def astype(self, ctype: Any) -> Expr:
+        from .types import as_type
+
+        return Cast(self, as_type(ctype))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from .udf import methods_for
+
+        fn = methods_for(self.type).get(name)
+        if fn is None:
+            raise AttributeError(
+                f"{self!r} (type {self.type.name}) has no attribute or method {name!r}"
+            )
+        if fn.is_property:
+            return Call(fn, [self], {})
+        return _BoundMethod(fn, self)
+
+    # ---- inspecting ----------------------------------------------------------------------------
+    def children(self) -> list[Expr]:
+        return []
+
+    def columns(self) -> set[int]:
+        """The col_ids this expression reads."""
+        out: set[int] = set()
+        for c in self.children():
+            out |= c.columns()
+        return out
+
+    def walk(self) -> Iterable[Expr]:
+        yield self
+        for c in self.children():
+            yield from c.walk()
+
+    def default_name(self) -> str:
+        return "col"
+
+    # ---- running -------------------------------------------------------------------------------
+    def sql(self) -> tuple[str, list[Any]] | None:
+        """``(sql, params)`` when SQLite can compute this, else None."""
+        return None
+
+    def eval(self, row: RowContext) -> Any:
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _BoundMethod:
+    def __init__(self, fn: Function, base: Expr) -> None:
+        self.fn, self.base = fn, base
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Expr:
+        try:
+            self.fn.signature.bind(self.base, *args, **kwargs)
+        except TypeError as e:
+            raise SchemaError(f"{self.fn.method_name}(): {e}") from None
+        return Call(self.fn, [self.base, *args], kwargs)
+
+    def __repr__(self) -> str:
+        return f"<method {self.fn.method_name} of {self.base!r}>"
+
+
+def _as_pred(x: Any) -> Expr:
+    if not isinstance(x, Expr):
+        raise SchemaError(f"cannot combine a condition with {x!r}; both sides must be expressions")
+    return x
+
+
+class ColumnRef(Expr):
+    """A reference to one column of one table (by id, so renames do not break it)."""
+
+    def __init__(self, table: TableMeta, col: ColumnMeta) -> None:
+        self.table, self.col = table, col
+        self.type = col.type
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("errortype", "errormsg"):
+            return ErrorAttr(self, name)
+        if name in ("fileurl", "localpath") and self.col.type.is_media:
+            return MediaAttr(self, name)
+        return super().__getattr__(name)
+
+    def columns(self) -> set[int]:
+        return {self.col.col_id}
+
+    def default_name(self) -> str:
+        return self.col.name
+
+    def sql(self) -> tuple[str, list[Any]]:
+        return self.col.sql, []
+
+    def eval(self, row: RowContext) -> Any:
+        return row.value(self.col)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"col": self.col.col_id}
+
+    def __repr__(self) -> str:
+        return self.col.name
+
+
+class ErrorAttr(Expr):
+    """``col.errortype`` / ``col.errormsg``: the error stored for a cell, or None."""
+
+    type = String
+
+    def __init__(self, ref: ColumnRef, attr: str) -> None:
+        self.ref, self.attr = ref, attr
+
+    def children(self) -> list[Expr]:
+        return [self.ref]
+
+    def default_name(self) -> str:
+        return f"{self.ref.col.name}_{self.attr}"
+
+    def sql(self) -> tuple[str, list[Any]]:
+        return (self.ref.col.sql_et if self.attr == "errortype" else self.ref.col.sql_em), []
+
+    def eval(self, row: RowContext) -> Any:
+        et, em = row.errors.get(self.ref.col.col_id, (None, None))
+        return et if self.attr == "errortype" else em
+
+    def to_json(self) -> dict[str, Any]:
+        return {"err": self.attr, "of": self.ref.to_json()}
+
+    def __repr__(self) -> str:
+        return f"{self.ref!r}.{self.attr}"
+
+
+class MediaAttr(Expr):
+    """``col.fileurl`` (where the file lives) / ``col.localpath`` (a local path to its bytes)."""
+
+    type = String
+
+    def __init__(self, ref: ColumnRef, attr: str) -> None:
+        self.ref, self.attr = ref, attr
+
+    def children(self) -> list[Expr]:
+        return [self.ref]
+
+    def default_name(self) -> str:
+        return f"{self.ref.col.name}_{self.attr}"
+
+    def sql(self) -> None:
+        return None
+
+    def eval(self, row: RowContext) -> Any:
+        uri = row.raw.get(self.ref.col.col_id)
+        if uri is None or row.media is None:
+            return None
+        if self.attr == "fileurl":
+            return row.media.fileurl(uri)
+        return row.media.localpath(uri)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"media": self.attr, "of": self.ref.to_json()}
+
+    def __repr__(self) -> str:
+        return f"{self.ref!r}.{self.attr}"
+
+
+class Literal(Expr):
+    def __init__(self, value: Any) -> None:
+        if isinstance(value, tuple):
+            value = tuple(value)
+        self.value = value
+        self.type = type_of_value(value)
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        v = self.value
+        if v is None or isinstance(v, (int, float, str)):
+            return "?", [int(v) if isinstance(v, bool) else v]
+        if isinstance(v, _dt.datetime):
+            return "?", [self.type.to_sql(v)]
+        return None
+
+    def eval(self, row: RowContext) -> Any:
+        return self.value
+
+    def default_name(self) -> str:
+        return "literal"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lit": _lit_to_json(self.value)}
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _lit_to_json(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return {"tuple": [_lit_to_json(x) for x in v]}
+    if isinstance(v, list):
+        return [_lit_to_json(x) for x in v]
+    if isinstance(v, dict):
+        return {"dict": {k: _lit_to_json(x) for k, x in v.items()}}
+    if isinstance(v, _dt.datetime):
+        return {"ts": v.isoformat()}
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise SchemaError(f"cannot store the literal {v!r} ({type(v).__name__}) in a column definition")
+
+
+def _lit_from_json(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_lit_from_json(x) for x in v]
+    if isinstance(v, dict):
+        if "tuple" in v:
+            return tuple(_lit_from_json(x) for x in v["tuple"])
+        if "dict" in v:
+            return {k: _lit_from_json(x) for k, x in v["dict"].items()}
+        if "ts" in v:
+            return _dt.datetime.fromisoformat(v["ts"])
+    return v
+
+
+def _compare_values(op: str, a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    return _COMPARE[op](a, b)
+
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+_SQL_OP = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+def _bind_literal_for(lhs: Expr, rhs: Expr) -> tuple[str, list[Any]] | None:
+    """SQL for ``rhs`` when compared with ``lhs``: a literal is converted with lhs's column type
+    (so a datetime or bool compares the way it is stored)."""
+    if isinstance(rhs, Literal) and isinstance(lhs, ColumnRef) and rhs.value is not None:
+        try:
+            return "?", [lhs.type.to_sql(rhs.value)]
+        except SchemaError:
+            return None
+    return rhs.sql()
+
+
+class Compare(Expr):
+    type = Bool
+
+    def __init__(self, op: str, left: Expr, right: Expr) -> None:
+        self.op, self.left, self.right = op, left, right
+
+    def children(self) -> list[Expr]:
+        return [self.left, self.right]
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        lhs = _bind_literal_for(self.right, self.left)
+        rhs = _bind_literal_for(self.left, self.right)
+        if lhs is None or rhs is None:
+            return None
+        return f"({lhs[0]} {_SQL_OP[self.op]} {rhs[0]})", lhs[1] + rhs[1]
+
+    def eval(self, row: RowContext) -> Any:
+        a, b = self.left.eval(row), self.right.eval(row)
+        # compare the way SQL would: a datetime column against an ISO string literal, etc.
+        if isinstance(self.left, ColumnRef) and isinstance(self.right, Literal) and b is not None:
+            try:
+                b = self.left.type.from_sql(self.left.type.to_sql(b))
+            except SchemaError:
+                pass
+        try:
+            return _compare_values(self.op, a, b)
+        except TypeError as e:
+            raise SchemaError(f"cannot compare {self.left!r} {self.op} {self.right!r}: {e}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cmp": self.op, "l": self.left.to_json(), "r": self.right.to_json()}
+
+    def __repr__(self) -> str:
+        return f"{self.left!r} {self.op} {self.right!r}"
+
+
+class IsNull(Expr):
+    type = Bool
+
+    def __init__(self, arg: Expr) -> None:
+        self.arg = arg
+
+    def children(self) -> list[Expr]:
+        return [self.arg]
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        s = self.arg.sql()
+        return None if s is None else (f"({s[0]} IS NULL)", s[1])
+
+    def eval(self, row: RowContext) -> Any:
+        if isinstance(self.arg, ColumnRef):  # no need to load media to know it is missing
+            return row.raw.get(self.arg.col.col_id) is None
+        return self.arg.eval(row) is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"isnull": self.arg.to_json()}
+
+    def __repr__(self) -> str:
+        return f"{self.arg!r} == None"
+
+
+class IsIn(Expr):
+    type = Bool
+
+    def __init__(self, arg: Expr, values: list[Any]) -> None:
+        self.arg, self.values = arg, values
+
+    def children(self) -> list[Expr]:
+        return [self.arg]
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        s = self.arg.sql()
+        if s is None:
+            return None
+        params: list[Any] = []
+        for v in self.values:
+            b = _bind_literal_for(self.arg, Literal(v))
+            if b is None:
+                return None
+            params += b[1]
+        if not params:
+            return "(0)", []
+        return f"({s[0]} IN ({', '.join('?' * len(params))}))", s[1] + params
+
+    def eval(self, row: RowContext) -> Any:
+        v = self.arg.eval(row)
+        return None if v is None else v in self.values
+
+    def to_json(self) -> dict[str, Any]:
+        return {"isin": self.arg.to_json(), "values": _lit_to_json(list(self.values))}
+
+    def __repr__(self) -> str:
+        return f"{self.arg!r}.isin({self.values!r})"
+
+
+class And(Expr):
+    type = Bool
+
+    def __init__(self, left: Expr, right: Expr) -> None:
+        self.left, self.right = left, right
+
+    def children(self) -> list[Expr]:
+        return [self.left, self.right]
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        a, b = self.left.sql(), self.right.sql()
+        return None if a is None or b is None else (f"({a[0]} AND {b[0]})", a[1] + b[1])
+
+    def eval(self, row: RowContext) -> Any:
+        a = self.left.eval(row)
+        if a is False:
+            return False
+        b = self.right.eval(row)
+        if b is False:
+            return False
+        return None if a is None or b is None else bool(a and b)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"and": [self.left.to_json(), self.right.to_json()]}
+
+    def __repr__(self) -> str:
+        return f"({self.left!r}) & ({self.right!r})"
+
+
+class Or(Expr):
+    type = Bool
+
+    def __init__(self, left: Expr, right: Expr) -> None:
+        self.left, self.right = left, right
+
+    def children(self) -> list[Expr]:
+        return [self.left, self.right]
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        a, b = self.left.sql(), self.right.sql()
+        return None if a is None or b is None else (f"({a[0]} OR {b[0]})", a[1] + b[1])
+
+    def eval(self, row: RowContext) -> Any:
+        a = self.left.eval(row)
+        if a is True:
+            return True
+        b = self.right.eval(row)
+        if b is True:
+            return True
+        return None if a is None or b is None else False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"or": [self.left.to_json(), self.right.to_json()]}
+
+    def __repr__(self) -> str:
+        return f"({self.left!r}) | ({self.right!r})"
+
+
+class Not(Expr):
+    type = Bool
+
+    def __init__(self, arg: Expr) -> None:
+        self.arg = arg
+
+    def children(self) -> list[Expr]:
+        return [self.arg]
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        s = self.arg.sql()
+        return None if s is None else (f"(NOT {s[0]})", s[1])
+
+    def eval(self, row: RowContext) -> Any:
+        v = self.arg.eval(row)
+        return None if v is None else not v
+
+    def to_json(self) -> dict[str, Any]:
+        return {"not": self.arg.to_json()}
+
+    def __repr__(self) -> str:
+        if isinstance(self.arg, IsNull):
+            return f"{self.arg.arg!r} != None"
+        return f"~({self.arg!r})"
+
+
+_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    "%": operator.mod,
+}
+
+
+class Arith(Expr):
+    def __init__(self, op: str, left: Expr, right: Expr) -> None:
+        self.op, self.left, self.right = op, left, right
+        numeric = {Int.name, Float.name}
+        lt, rt = left.type.name, right.type.name
+        if op == "+" and lt == rt == String.name:
+            self.type = String
+        elif lt in numeric and rt in numeric:
+            self.type = Float if (op == "/" or Float.name in (lt, rt)) else Int
+        else:
+            raise SchemaError(f"cannot compute {left!r} {op} {right!r}: "
+                              f"{op} needs numbers (or + on two strings), got {lt} and {rt}")
+
+    def children(self) -> list[Expr]:
+        return [self.left, self.right]
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        if self.op == "%":  # SQL's % differs from Python's for negative numbers
+            return None
+        a, b = self.left.sql(), self.right.sql()
+        if a is None or b is None:
+            return None
+        if self.type.name == String.name:
+            return f"({a[0]} || {b[0]})", a[1] + b[1]
+        if self.op == "/":  # true division, as in Python; NULL on /0 where Python would raise
+            return f"(CAST({a[0]} AS REAL) / {b[0]})", a[1] + b[1]
+        return f"({a[0]} {self.op} {b[0]})", a[1] + b[1]
+
+    def eval(self, row: RowContext) -> Any:
+        a, b = self.left.eval(row), self.right.eval(row)
+        if a is None or b is None:
+            return None
+        try:
+            return _ARITH[self.op](a, b)
+        except ZeroDivisionError:
+            return None
+
+    def default_name(self) -> str:
+        return self.left.default_name()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"arith": self.op, "l": self.left.to_json(), "r": self.right.to_json()}
+
+    def __repr__(self) -> str:
+        return f"({self.left!r} {self.op} {self.right!r})"
+
+
+class Cast(Expr):
+    def __init__(self, arg: Expr, ctype: ColumnType) -> None:
+        self.arg, self.type = arg, ctype
+
+    def children(self) -> list[Expr]:
+        return [self.arg]
+
+    def eval(self, row: RowContext) -> Any:
+        v = self.arg.eval(row)
+        return None if v is None else self.type.from_sql(self.type.to_sql(v))
+
+    def default_name(self) -> str:
+        return self.arg.default_name()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cast": repr(self.type), "arg": self.arg.to_json()}
+
+    def __repr__(self) -> str:
+        return f"{self.arg!r}.astype({self.type!r})"
+
+
+class Call(Expr):
+    """A function call: a built-in image function or a user's @udf."""
+
+    def __init__(self, fn: Function, args: list[Any], kwargs: dict[str, Any]) -> None:
+        self.fn = fn
+        self.args = [lit(a) for a in args]
+        self.kwargs = {k: lit(v) for k, v in kwargs.items()}
+        self.type = fn.return_type
+
+    def children(self) -> list[Expr]:
+        return [*self.args, *self.kwargs.values()]
+
+    def default_name(self) -> str:
+        return self.fn.method_name
+
+    def eval(self, row: RowContext) -> Any:
+        args = [a.eval(row) for a in self.args]
+        kwargs = {k: v.eval(row) for k, v in self.kwargs.items()}
+        if any(v is None for v in args[:1]):  # a missing input gives a missing output
+            return None
+        return self.fn.fn(*args, **kwargs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"call": self.fn.name, "args": [a.to_json() for a in self.args],
+                "kwargs": {k: v.to_json() for k, v in self.kwargs.items()}}
+
+    def __repr__(self) -> str:
+        params = [repr(a) for a in self.args[1:]] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        if self.fn.is_property:
+            return f"{self.args[0]!r}.{self.fn.method_name}"
+        if self.fn.is_method:
+            return f"{self.args[0]!r}.{self.fn.method_name}({', '.join(params)})"
+        allp = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.fn.method_name}({', '.join(allp)})"
+
+
+class MissingCall(Expr):
+    """A call whose function cannot be imported any more: the column errors, the table works."""
+
+    def __init__(self, name: str, error: str, data: dict[str, Any], ctype: ColumnType) -> None:
+        self.name, self.error, self.data, self.type = name, error, data, ctype
+
+    def eval(self, row: RowContext) -> Any:
+        raise NotFoundError(self.error)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+    def __repr__(self) -> str:
+        return f"{self.name}(...)  # missing: {self.error}"
+
+
+def from_json(data: dict[str, Any], table: TableMeta, ctype: ColumnType | None = None) -> Expr:
+    """Rebuild an expression from :meth:`Expr.to_json` output against a table's columns."""
+    if "col" in data:
+        from .catalog import TableMeta  # noqa: F401  (typing only)
+
+        return ColumnRef(table, table.column_by_id(data["col"]))
+    if "lit" in data:
+        return Literal(_lit_from_json(data["lit"]))
+    if "err" in data:
+        return ErrorAttr(from_json(data["of"], table), data["err"])  # type: ignore[arg-type]
+    if "media" in data:
+        return MediaAttr(from_json(data["of"], table), data["media"])  # type: ignore[arg-type]
+    if "cmp" in data:
+        return Compare(data["cmp"], from_json(data["l"], table), from_json(data["r"], table))
+    if "isnull" in data:
+        return IsNull(from_json(data["isnull"], table))
+    if "isin" in data:
+        return IsIn(from_json(data["isin"], table), _lit_from_json(data["values"]))
+    if "and" in data:
+        return And(*(from_json(d, table) for d in data["and"]))
+    if "or" in data:
+        return Or(*(from_json(d, table) for d in data["or"]))
+    if "not" in data:
+        return Not(from_json(data["not"], table))
+    if "arith" in data:
+        return Arith(data["arith"], from_json(data["l"], table), from_json(data["r"], table))
+    if "cast" in data:
+        from .types import parse_type
+
+        return Cast(from_json(data["arg"], table), parse_type(data["cast"]))
+    if "call" in data:
+        from .udf import lookup
+
+        try:
+            fn = lookup(data["call"])
+        except NotFoundError as e:
+            return MissingCall(data["call"], str(e), data, ctype or Json)
+        return Call(fn, [from_json(a, table) for a in data["args"]],
+                    {k: from_json(v, table) for k, v in data["kwargs"].items()})
+    raise SchemaError(f"unreadable expression in the catalog: {data!r}")
+
+
+def split_conjuncts(pred: Expr) -> list[Expr]:
+    """``a & b & c`` -> ``[a, b, c]`` so the SQL-able parts can be pushed down separately."""
+    if isinstance(pred, And):
+        return split_conjuncts(pred.left) + split_conjuncts(pred.right)
+    return [pred]

@@ -1,0 +1,1 @@
+"""Built-in functions usable in pxlite expressions (``pxlite.functions.image``: image methods)."""

@@ -1,0 +1,232 @@
+"""Media values: recognise files by their header, encode images, name and write output files,
+and get a local path to any stored file.
+
+Files pxlite writes are content-addressed: ``<prefix><table-uid>/<col-id>/<xx>/<sha256>.<ext>``,
+so a retried write is idempotent and a column's files can be listed by prefix. Reading goes
+through the storage registry; remote bytes come from the download cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings
+from .errors import ObjectNotFoundError, SchemaError, StorageError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+# (kind, extension, predicate on the first 64 bytes)
+_SIGNATURES: list[tuple[str, str, Any]] = [
+    ("image", "jpg", lambda h: h[:3] == b"\xff\xd8\xff"),
+    ("image", "png", lambda h: h[:8] == b"\x89PNG\r\n\x1a\n"),
+    ("image", "gif", lambda h: h[:6] in (b"GIF87a", b"GIF89a")),
+    ("image", "webp", lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP"),
+    ("image", "bmp", lambda h: h[:2] == b"BM" and len(h) >= 26),
+    ("image", "tiff", lambda h: h[:4] in (b"II*\x00", b"MM\x00*")),
+    ("image", "ico", lambda h: h[:4] == b"\x00\x00\x01\x00"),
+    ("image", "avif", lambda h: h[4:8] == b"ftyp" and h[8:12] in (b"avif", b"avis")),
+    ("image", "heic", lambda h: h[4:8] == b"ftyp" and h[8:12] in (b"heic", b"heix", b"mif1")),
+    ("image", "ppm", lambda h: h[:2] in (b"P4", b"P5", b"P6") and h[2:3] in (b"\n", b" ", b"\r")),
+    ("audio", "wav", lambda h: h[:4] == b"RIFF" and h[8:12] == b"WAVE"),
+    ("audio", "mp3", lambda h: h[:3] == b"ID3" or h[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")),
+    ("audio", "flac", lambda h: h[:4] == b"fLaC"),
+    ("audio", "ogg", lambda h: h[:4] == b"OggS"),
+    ("audio", "m4a", lambda h: h[4:8] == b"ftyp" and h[8:11] == b"M4A"),
+    ("video", "avi", lambda h: h[:4] == b"RIFF" and h[8:12] == b"AVI "),
+    ("video", "mkv", lambda h: h[:4] == b"\x1a\x45\xdf\xa3"),
+    ("video", "mp4", lambda h: h[4:8] == b"ftyp"),
+    ("document", "pdf", lambda h: h[:5] == b"%PDF-"),
+    ("document", "zip", lambda h: h[:4] == b"PK\x03\x04"),  # docx/xlsx/pptx/odt
+]
+
+HEADER_BYTES = 64
+
+
+def sniff(head: bytes) -> tuple[str, str] | None:
+    """``(kind, ext)`` for a file's first bytes, or None when unrecognised."""
+    for kind, ext, pred in _SIGNATURES:
+        if pred(head):
+            return kind, ext
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start >= len(head) - 3  # a multibyte char cut at the end of the sample
+    return b"\x00" not in head
+
+
+def check_header(head: bytes, kind: str, what: str) -> str:
+    """Check a file's first bytes against a media kind; return its extension or raise."""
+    found = sniff(head)
+    if found and found[0] == kind:
+        return found[1]
+    if kind == "document" and (found is None and head and _looks_like_text(head)):
+        return "txt"
+    if not head:
+        raise SchemaError(f"{what} is empty; expected a {kind} file")
+    detail = f"it looks like {found[0]} ({found[1]})" if found else "its header is not recognised"
+    if kind == "image" and head.lstrip()[:1] == b"<":
+        detail = "it looks like HTML or XML text"
+    raise SchemaError(f"{what} is not a valid {kind} file: {detail}")
+
+
+def check_local_file(path: Path, kind: str) -> str:
+    """Check that a local file exists and has a header of ``kind``; return its extension."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+    except FileNotFoundError:
+        raise SchemaError(f"file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise SchemaError(f"{str(path)!r} is a folder, not a {kind} file") from None
+    except OSError as e:
+        raise SchemaError(f"cannot read {str(path)!r}: {e.strerror}") from None
+    return check_header(head, kind, f"file {str(path)!r}")
+
+
+# ---- encoding --------------------------------------------------------------------------------
+FORMATS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
+
+
+def check_format(fmt: str | None) -> str | None:
+    if fmt is None:
+        return None
+    f = str(fmt).lower()
+    if f not in FORMATS:
+        raise SchemaError(f"unknown image format {fmt!r}; use 'jpeg', 'png' or 'webp'")
+    return "jpeg" if f == "jpg" else f
+
+
+def has_alpha(img: PILImage.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+
+
+def encode_image(img: PILImage.Image, fmt: str | None = None) -> tuple[bytes, str]:
+    """Encode an image: JPEG quality 90, or PNG when it has alpha; ``fmt`` overrides."""
+    fmt = check_format(fmt) or ("png" if has_alpha(img) else "jpeg")
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        if img.mode not in ("RGB", "L", "CMYK"):
+            img = img.convert("L" if img.mode in ("1", "I", "I;16", "F", "LA") else "RGB")
+        img.save(buf, format="JPEG", quality=90)
+    elif fmt == "png":
+        if img.mode in ("F", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGB")
+        img.save(buf, format="PNG", compress_level=1)
+    else:
+        if img.mode not in ("RGB", "RGBA"):
+            img = img.convert("RGBA" if has_alpha(img) else "RGB")
+        img.save(buf, format="WEBP", quality=90)
+    return buf.getvalue(), FORMATS[fmt]
+
+
+def object_key(table_uid: str, col_id: int, data: bytes, ext: str) -> str:
+    """The content-addressed key of a file pxlite writes for a column."""
+    digest = hashlib.sha256(data).hexdigest()
+    return f"{table_uid}/{col_id}/{digest[:2]}/{digest}.{ext}"
+
+
+def write_file(data: bytes, ext: str, prefix: str, table_uid: str, col_id: int,
+               settings: Settings) -> tuple[str, bool]:
+    """Write bytes under a destination prefix; return ``(uri, created)``.
+
+    ``created`` is False when identical content was already there (content addressing), so an
+    aborted operation never deletes a file an earlier row still names.
+    """
+    from . import storage
+
+    uri = storage.join(prefix, object_key(table_uid, col_id, data, ext))
+    backend = storage.get_backend(uri, settings)
+    if backend.exists(uri):
+        return uri, False
+    backend.put_bytes(data, uri, content_type=_CONTENT_TYPES.get(ext))
+    return uri, True
+
+
+def upload_file(path: Path, ext: str, prefix: str, table_uid: str, col_id: int,
+                settings: Settings) -> tuple[str, bool]:
+    """Copy a local file under a destination prefix (content-addressed); ``(uri, created)``."""
+    from . import storage
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    uri = storage.join(prefix, f"{table_uid}/{col_id}/{digest[:2]}/{digest}.{ext}")
+    backend = storage.get_backend(uri, settings)
+    if backend.exists(uri):
+        return uri, False
+    backend.put_file(path, uri, content_type=_CONTENT_TYPES.get(ext))
+    return uri, True
+
+
+_CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif",
+                  "bmp": "image/bmp", "tiff": "image/tiff", "pdf": "application/pdf",
+                  "mp4": "video/mp4", "wav": "audio/wav", "mp3": "audio/mpeg", "txt": "text/plain"}
+
+
+# ---- reading ---------------------------------------------------------------------------------
+def localpath(uri: str, settings: Settings) -> Path:
+    """A local path holding the bytes of ``uri``; remote files are downloaded into the cache."""
+    from . import storage
+
+    if storage.is_local(uri):
+        p = storage.local_path(uri)
+        if not p.exists():
+            raise ObjectNotFoundError(f"file {str(p)!r} does not exist any more", uri=uri)
+        return p
+    from .cache import get_cache
+
+    backend = storage.get_backend(uri, settings)
+
+    def fetch(dest: Path) -> str | None:
+        backend.get_file(uri, dest)
+        return None
+
+    return get_cache(settings).get_path(uri, fetch)
+
+
+def fileurl(uri: str, settings: Settings) -> str:
+    """The user-facing location of a stored file (e.g. the Azure https URL of an az:// URI)."""
+    from . import storage
+
+    # Only Azure's short az:// form differs from its user-facing https URL; every other URI is
+    # already where the file lives, and answering must not need credentials or a client.
+    if storage.scheme_of(uri) != "azure" or uri.startswith(("https://", "http://")):
+        return uri
+    return storage.get_backend(uri, settings).fileurl(uri)
+
+
+def open_image(path: Path | str, settings: Settings) -> PILImage.Image:
+    """Open an image lazily (header only), with the configured pixel limit against bombs."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = settings["max_image_pixels"]
+    try:
+        # By file name, so Pillow closes the file itself once the pixels are loaded.
+        img = Image.open(os.fspath(path))
+    except Image.DecompressionBombError as e:
+        raise SchemaError(
+            f"image {os.fspath(path)!r} is too large ({e}); raise max_image_pixels if it is trusted"
+        ) from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise SchemaError(f"cannot read image {os.fspath(path)!r}: {e}") from e
+    return img
+
+
+def media_error(e: BaseException) -> tuple[str, str]:
+    """``(errortype, errormsg)`` to store for a failed cell."""
+    if isinstance(e, StorageError):
+        return type(e).__name__, str(e)
+    return type(e).__name__, str(e) or repr(e)

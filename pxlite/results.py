@@ -1,0 +1,145 @@
+"""Query results: :class:`ResultSet` (rows, text table, HTML with thumbnails) and
+:class:`UpdateStatus` (what a write did, read like "Inserted 5 rows with 0 errors in ...")."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .types import ColumnType
+
+
+@dataclass
+class UpdateStatus:
+    """The outcome of insert/update/delete/add_computed_column."""
+
+    verb: str                      # 'Inserted', 'Updated', 'Deleted', 'Added'
+    num_rows: int
+    num_errors: int = 0
+    elapsed_s: float = 0.0
+    noun: str = "row"              # 'row' or 'column value'
+    errors: list[str] = field(default_factory=list)   # first few error messages
+
+    @property
+    def num_excs(self) -> int:  # Pixeltable's name for the same count
+        return self.num_errors
+
+    def __str__(self) -> str:
+        n = self.num_rows
+        noun = self.noun if n == 1 else self.noun + "s"
+        err = "error" if self.num_errors == 1 else "errors"
+        rate = n / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return (f"{self.verb} {n:,} {noun} with {self.num_errors:,} {err} in "
+                f"{self.elapsed_s:.2f} s ({rate:,.2f} rows/s)")
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class ResultSet:
+    """Rows of a query. ``rs[i]`` is a row dict, ``rs['col']`` a column list; media cells become
+    ``PIL.Image`` objects (images) or local paths (other media) only when accessed."""
+
+    def __init__(self, names: list[str], types: list[ColumnType], rows: list[tuple],
+                 media: Callable[[int, Any], Any] | None = None) -> None:
+        self.names = names
+        self.types = types
+        self._rows = rows
+        self._media = media          # (column index, stored value) -> user-facing value
+        self._lazy = [i for i, t in enumerate(types) if t.is_media] if media else []
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _value(self, i: int, v: Any) -> Any:
+        if v is not None and i in self._lazy and isinstance(v, str):
+            assert self._media is not None
+            return self._media(i, v)
+        return v
+
+    def _row(self, r: tuple) -> dict[str, Any]:
+        return {n: self._value(i, v) for i, (n, v) in enumerate(zip(self.names, r))}
+
+    def __getitem__(self, key: int | str | slice) -> Any:
+        if isinstance(key, str):
+            try:
+                i = self.names.index(key)
+            except ValueError:
+                from .errors import NotFoundError
+
+                raise NotFoundError(f"no column {key!r} in this result; it has {self.names}") from None
+            return [self._value(i, r[i]) for r in self._rows]
+        if isinstance(key, slice):
+            return ResultSet(self.names, self.types, self._rows[key], self._media)
+        return self._row(self._rows[key])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for r in self._rows:
+            yield self._row(r)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [self._row(r) for r in self._rows]
+
+    def to_pandas(self) -> Any:
+        try:
+            import pandas as pd
+        except ImportError as e:
+            from .errors import ConfigError
+
+            raise ConfigError("to_pandas() needs pandas: pip install pandas") from e
+        return pd.DataFrame(self.to_dicts(), columns=self.names)
+
+    @property
+    def schema(self) -> dict[str, ColumnType]:
+        return dict(zip(self.names, self.types))
+
+    # ---- display -------------------------------------------------------------------------------
+    def _cell_text(self, i: int, v: Any) -> str:
+        if v is None:
+            return "None"
+        if self.types[i].is_media and isinstance(v, str):
+            return v.rsplit("/", 1)[-1] if len(v) > 40 else v
+        if type(v).__module__.startswith("PIL"):
+            return f"<Image {v.mode} {v.width}x{v.height}>"
+        s = str(v)
+        return s if len(s) <= 60 else s[:57] + "..."
+
+    def __repr__(self) -> str:
+        header = self.names
+        body = [[self._cell_text(i, v) for i, v in enumerate(r)] for r in self._rows]
+        widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(header)]
+        line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+        out = [line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
+        return "\n".join(out) + f"\n({len(self)} row{'s' if len(self) != 1 else ''})"
+
+    def _thumb(self, img: Any) -> str:
+        img = img.copy()
+        img.thumbnail((128, 128))
+        if img.mode not in ("RGB", "RGBA", "L"):
+            img = img.convert("RGBA")
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        b64 = base64.b64encode(buf.getvalue()).decode()
+        return f'<img src="data:image/png;base64,{b64}" style="max-width:128px;max-height:128px"/>'
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(n)}</th>" for n in self.names)
+        rows = []
+        for r in self._rows:
+            cells = []
+            for i, v in enumerate(r):
+                shown = self._value(i, v)
+                if shown is not None and type(shown).__module__.startswith("PIL"):
+                    try:
+                        cells.append(f"<td>{self._thumb(shown)}</td>")
+                        continue
+                    except Exception:  # a broken image still shows as text
+                        pass
+                cells.append(f"<td>{html.escape(self._cell_text(i, v))}</td>")
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+        return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+                f"<p>{len(self)} row{'s' if len(self) != 1 else ''}</p>")

@@ -1,0 +1,230 @@
+"""Azure Blob Storage via azure-storage-blob, imported on first use.
+
+``az://container/blob`` uses the account of the ``[azure]`` settings (``connection_string``, or
+``account_url`` + ``credential``, or ``account_name``); ``https://<acct>.blob.core.windows.net/...``
+names its account, and uses the ``[azure]`` credential too when that is the configured account.
+Presigned URLs are read-only blob SAS tokens (account key, or a user delegation key for Entra ID
+credentials).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Hashable, Iterator
+from typing import Any, BinaryIO
+
+from ..config import Settings
+from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
+from . import AzureURI, parse_azure_uri
+from .base import (MULTIPART_THRESHOLD, SEVEN_DAYS_S, TRANSFER_THREADS, MappedReader, ObjectInfo,
+                   StorageBackend, atomic_target, buffered, check_expiry, is_retryable_status,
+                   mapped_errors)
+
+_BLOCK_SIZE = 4 * 1024 * 1024
+
+
+class AzureBackend(StorageBackend):
+    """One storage account behind one ``BlobServiceClient`` (thread-safe)."""
+
+    def __init__(self, settings: Settings, uri: str) -> None:
+        super().__init__(settings, uri)
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+        section = settings.provider("azure")
+        account = parse_azure_uri(uri).account
+        # The SDK's default retry waits 15 s before the first retry; scale it to our budget.
+        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=self.retries,
+                                 random_jitter_range=1)
+        options: dict[str, Any] = dict(
+            retry_policy=retry, connection_timeout=self.timeout_s, read_timeout=self.timeout_s,
+            max_single_put_size=MULTIPART_THRESHOLD, max_block_size=_BLOCK_SIZE,
+            max_single_get_size=_BLOCK_SIZE, max_chunk_get_size=_BLOCK_SIZE)
+        configured = _configured_account(section)
+        try:
+            if account is not None and account != configured:
+                # Another account than the configured one: its public URL, [azure] credential.
+                self.client = BlobServiceClient(f"https://{account}.blob.core.windows.net",
+                                                credential=_credential(section), **options)
+            elif section.get("connection_string"):
+                self.client = BlobServiceClient.from_connection_string(
+                    section["connection_string"], **options)
+            elif section.get("account_url") or section.get("account_name"):
+                url = section.get("account_url") or (
+                    f"https://{section['account_name']}.blob.core.windows.net")
+                self.client = BlobServiceClient(url, credential=_credential(section), **options)
+            else:
+                raise ConfigError(f"{uri}: az:// needs an [azure] account; set connection_string, "
+                                  "or account_url and credential")
+        except ValueError as e:  # a malformed connection string or URL; never echo secrets
+            raise ConfigError(f"[azure] settings are not usable: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]}; check connection_string / "
+                              "account_url") from e
+        self.account = self.client.account_name
+
+    @classmethod
+    def location_key(cls, uri: str) -> Hashable:
+        return parse_azure_uri(uri).account or ""
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _translate(self, e: BaseException, uri: str) -> PxliteError | None:
+        from azure.core import exceptions as ax
+
+        loc = parse_azure_uri(uri)
+        where = f"Azure account {self.account!r}"
+        first_line = (str(getattr(e, "message", None) or e).splitlines() or [""])[0][:300]
+        code = getattr(e, "error_code", None)
+        code = getattr(code, "value", code)  # the SDK may hand back a StorageErrorCode enum
+        if isinstance(e, ax.ResourceNotFoundError):
+            if code == "ContainerNotFound":
+                return StorageError(f"{uri}: the container {loc.container!r} does not exist in "
+                                    f"{where}; create it or fix the URI", uri=uri)
+            return ObjectNotFoundError(f"no object at {uri}", uri=uri)
+        status = getattr(e, "status_code", None)
+        if isinstance(e, ax.ClientAuthenticationError) or status in (401, 403):
+            return StorageError(f"{uri}: {where} refused the request ({code or status}); check "
+                                "[azure] connection_string or credential (key, SAS or Entra ID "
+                                "role)", uri=uri)
+        if isinstance(e, (ax.ServiceRequestError, ax.ServiceResponseError,
+                          ax.IncompleteReadError)):
+            return StorageError(f"{uri}: could not reach {where}: {first_line}", uri=uri,
+                                retryable=True)
+        if isinstance(e, ax.HttpResponseError):
+            return StorageError(f"{uri}: {where} answered {status} {code or ''}: {first_line}",
+                                uri=uri, retryable=is_retryable_status(status))
+        if isinstance(e, ax.AzureError):
+            return StorageError(f"{uri}: Azure request failed: {first_line}", uri=uri)
+        if isinstance(e, OSError):
+            return StorageError(f"{uri}: local file error: {e}", uri=uri)
+        return None
+
+    def _errors(self, uri: str):
+        return mapped_errors(lambda e: self._translate(e, uri))
+
+    def _blob(self, uri: str):
+        loc = parse_azure_uri(uri)
+        return self.client.get_blob_client(loc.container, loc.blob)
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def put_file(self, local_path: str | os.PathLike, uri: str,
+                 content_type: str | None = None) -> None:
+        from azure.storage.blob import ContentSettings
+
+        # Above max_single_put_size the SDK uploads 4 MiB blocks in parallel, then commits them.
+        with self._errors(uri), open(local_path, "rb") as f:
+            self._blob(uri).upload_blob(
+                f, length=os.fstat(f.fileno()).st_size, overwrite=True,
+                content_settings=ContentSettings(content_type=content_type),
+                max_concurrency=TRANSFER_THREADS)
+
+    def put_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> None:
+        from azure.storage.blob import ContentSettings
+
+        with self._errors(uri):
+            self._blob(uri).upload_blob(
+                data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
+
+    def get_file(self, uri: str, local_path: str | os.PathLike) -> None:
+        with self._errors(uri), atomic_target(local_path) as tmp, open(tmp, "wb") as f:
+            self._blob(uri).download_blob(max_concurrency=TRANSFER_THREADS).readinto(f)
+
+    def open(self, uri: str) -> BinaryIO:
+        with self._errors(uri):
+            stream = self._blob(uri).download_blob()
+        return buffered(MappedReader(stream.read, lambda: None,
+                                     lambda e: self._translate(e, uri)))
+
+    def exists(self, uri: str) -> bool:
+        with self._errors(uri):
+            return bool(self._blob(uri).exists())
+
+    def stat(self, uri: str) -> ObjectInfo:
+        with self._errors(uri):
+            props = self._blob(uri).get_blob_properties()
+        return ObjectInfo(int(props.size), (props.etag or "").strip('"') or None)
+
+    def delete(self, uri: str) -> None:
+        try:
+            with self._errors(uri):
+                self._blob(uri).delete_blob()
+        except ObjectNotFoundError:
+            pass
+
+    def list(self, prefix_uri: str) -> Iterator[str]:
+        loc = parse_azure_uri(prefix_uri)
+        with self._errors(prefix_uri):
+            container = self.client.get_container_client(loc.container)
+            for name in container.list_blob_names(name_starts_with=loc.blob or None):
+                yield loc.with_key(name)
+
+    def presign(self, uri: str, expires_s: int) -> str:
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        loc = parse_azure_uri(uri)
+        key = getattr(self.client.credential, "account_key", None)
+        token_auth = hasattr(self.client.credential, "get_token")
+        # Account-key SAS has no lifetime limit; a user delegation key lives at most 7 days.
+        seconds = check_expiry(uri, expires_s, None if key else SEVEN_DAYS_S, "Azure")
+        now = datetime.datetime.now(datetime.timezone.utc)
+        start, expiry = now - datetime.timedelta(minutes=5), now + datetime.timedelta(
+            seconds=seconds)  # start in the past tolerates clock skew
+        sas_args: dict[str, Any] = {}
+        if key:
+            sas_args["account_key"] = key
+        elif token_auth:
+            with self._errors(uri):
+                sas_args["user_delegation_key"] = self.client.get_user_delegation_key(start,
+                                                                                      expiry)
+        else:
+            raise ConfigError(f"cannot presign {uri}: signing needs the account key (an [azure] "
+                              "connection_string with AccountKey) or an Entra ID credential")
+        with self._errors(uri):
+            sas = generate_blob_sas(self.account, loc.container, loc.blob,
+                                    permission=BlobSasPermissions(read=True), expiry=expiry,
+                                    start=start, **sas_args)
+            return f"{self._blob(uri).url}?{sas}"
+
+    def fileurl(self, uri: str) -> str:
+        return self._blob(uri).url
+
+    def check_writable(self, prefix_uri: str) -> None:
+        loc: AzureURI = parse_azure_uri(prefix_uri)
+        try:
+            with self._errors(prefix_uri):
+                found = self.client.get_container_client(loc.container).exists()
+        except StorageError as e:
+            status = getattr(e.__cause__, "status_code", None)
+            if e.retryable or status not in (401, 403):
+                raise
+            found = True  # maybe a write-only SAS: let the probe decide
+        if not found:
+            raise ConfigError(f"{prefix_uri}: the container {loc.container!r} does not exist in "
+                              f"Azure account {self.account!r}; create it first (pxlite never "
+                              "creates containers) or fix the destination")
+        super().check_writable(prefix_uri)
+
+
+def _configured_account(section: dict[str, Any]) -> str | None:
+    """The account name the [azure] section points at, if it says."""
+    if section.get("account_name"):
+        return section["account_name"]
+    for part in str(section.get("connection_string") or "").split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "accountname":
+            return value.strip()
+    url = section.get("account_url") or ""
+    host = url.split("://", 1)[-1].split("/", 1)[0]
+    return host.split(".", 1)[0] if host.endswith(".blob.core.windows.net") else None
+
+
+def _credential(section: dict[str, Any]) -> Any:
+    """The [azure] credential (key or SAS string), else DefaultAzureCredential when installed."""
+    if section.get("credential"):
+        return section["credential"]
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        return None  # anonymous: public containers only
+    return DefaultAzureCredential()

@@ -1,0 +1,210 @@
+"""Google Cloud Storage (``gs://bucket/key``) via google-cloud-storage, imported on first use.
+
+Credentials: ``[gcs] credentials_file`` (a service-account key) when given, else Google's default
+chain. With an emulator endpoint (``[gcs] endpoint`` or ``STORAGE_EMULATOR_HOST``) the client is
+anonymous, and ``credentials_file`` is used only to sign URLs: a client holding a (fake) key would
+try to fetch a token from Google.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from ..config import Settings
+from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
+from . import parse_bucket_uri
+from .base import (PART_SIZE, SEVEN_DAYS_S, MappedReader, ObjectInfo, StorageBackend,
+                   atomic_target, buffered, check_expiry, is_retryable_status, mapped_errors)
+
+
+class GCSBackend(StorageBackend):
+    """One GCS project/credential set (or one emulator) behind one ``storage.Client``."""
+
+    def __init__(self, settings: Settings, uri: str) -> None:
+        super().__init__(settings, uri)
+        from google.cloud.storage import Client  # first: a missing SDK fails here
+        from google.auth.credentials import AnonymousCredentials
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        section = settings.provider("gcs")
+        endpoint = section.get("endpoint") or os.environ.get("STORAGE_EMULATOR_HOST") or None
+        if endpoint and "://" not in endpoint:
+            endpoint = "http://" + endpoint
+        self.endpoint: str | None = endpoint.rstrip("/") if endpoint else None
+        key_file = section.get("credentials_file")
+        file_creds = _load_credentials(key_file) if key_file else None
+        try:
+            if self.endpoint:
+                self.client = Client(
+                    project=section.get("project") or "pxlite",
+                    credentials=AnonymousCredentials(),
+                    client_options={"api_endpoint": self.endpoint})
+            else:
+                self.client = Client(project=section.get("project"),
+                                             credentials=file_creds)
+        except DefaultCredentialsError as e:
+            raise ConfigError("no Google Cloud credentials found; set [gcs] credentials_file to a "
+                              "service-account key file, or run 'gcloud auth application-default "
+                              f"login' ({e})") from e
+        self.signer = file_creds if file_creds is not None else (
+            None if self.endpoint else self.client._credentials)
+        # google's Retry is time-based; budget roughly the backoff of `retries` attempts.
+        self.retry = (DEFAULT_RETRY.with_delay(initial=0.25, multiplier=2.0, maximum=8.0)
+                      .with_timeout(min(self.timeout_s * (self.retries + 1),
+                                        0.5 * 2 ** self.retries + 1.0))
+                      if self.retries > 0 else None)
+        self._call: dict[str, Any] = {"timeout": self.timeout_s, "retry": self.retry}
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _translate(self, e: BaseException, uri: str) -> PxliteError | None:
+        from google.api_core import exceptions as gexc
+        from google.auth import exceptions as aexc
+
+        bucket = parse_bucket_uri(uri).bucket
+        where = f"GCS ({self.endpoint})" if self.endpoint else "GCS"
+        if isinstance(e, gexc.NotFound):
+            if "bucket" in str(e).lower() and "object" not in str(e).lower():
+                return StorageError(f"{uri}: the bucket {bucket!r} does not exist on {where}; "
+                                    "create it or fix the URI", uri=uri)
+            return ObjectNotFoundError(f"no object at {uri}", uri=uri)
+        if isinstance(e, (gexc.Forbidden, gexc.Unauthorized, aexc.RefreshError)):
+            return StorageError(f"{uri}: {where} denied access ({e}); check [gcs] "
+                                "credentials_file and the account's roles on this bucket", uri=uri)
+        if isinstance(e, gexc.RetryError):
+            return StorageError(f"{uri}: {where} kept failing: {e}", uri=uri, retryable=True)
+        if isinstance(e, gexc.GoogleAPICallError):
+            return StorageError(f"{uri}: {where} answered {e.code}: {e.message}", uri=uri,
+                                retryable=is_retryable_status(e.code))
+        if isinstance(e, aexc.TransportError):
+            return StorageError(f"{uri}: could not reach {where}: {e}", uri=uri, retryable=True)
+        if isinstance(e, aexc.GoogleAuthError):
+            return StorageError(f"{uri}: GCS credentials problem: {e}", uri=uri)
+        module = type(e).__module__
+        if module.startswith(("requests", "urllib3", "google.resumable_media",
+                              "google.cloud.storage")):
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            retryable = status is None or is_retryable_status(status)
+            return StorageError(f"{uri}: transfer with {where} failed: {e}", uri=uri,
+                                retryable=retryable)
+        if isinstance(e, OSError):
+            return StorageError(f"{uri}: local file error: {e}", uri=uri)
+        return None
+
+    def _errors(self, uri: str):
+        return mapped_errors(lambda e: self._translate(e, uri))
+
+    def _blob(self, uri: str):
+        loc = parse_bucket_uri(uri)
+        return self.client.bucket(loc.bucket).blob(loc.key, chunk_size=PART_SIZE)
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def put_file(self, local_path: str | os.PathLike, uri: str,
+                 content_type: str | None = None) -> None:
+        # Above 8 MB the library switches to a resumable upload in PART_SIZE chunks.
+        with self._errors(uri):
+            self._blob(uri).upload_from_filename(os.fspath(local_path),
+                                                 content_type=content_type, **self._call)
+
+    def put_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> None:
+        with self._errors(uri):
+            self._blob(uri).upload_from_string(data, content_type=content_type or
+                                               "application/octet-stream", **self._call)
+
+    def get_file(self, uri: str, local_path: str | os.PathLike) -> None:
+        with self._errors(uri), atomic_target(local_path) as tmp:
+            self._blob(uri).download_to_filename(str(tmp), **self._call)
+
+    def open(self, uri: str) -> BinaryIO:
+        info = self.stat(uri)  # fail now, not at the first read, if it is missing
+        loc = parse_bucket_uri(uri)
+        # A fresh blob pinned to that generation: one that holds fetched metadata downloads from
+        # its mediaLink, which the emulator does not percent-encode.
+        blob = self.client.bucket(loc.bucket).blob(
+            loc.key, chunk_size=PART_SIZE,
+            generation=int(info.version) if (info.version or "").isdigit() else None)
+        with self._errors(uri):
+            reader = blob.open("rb", chunk_size=PART_SIZE, **self._call)
+        return buffered(MappedReader(reader.read, reader.close,
+                                     lambda e: self._translate(e, uri)))
+
+    def exists(self, uri: str) -> bool:
+        with self._errors(uri):
+            return bool(self._blob(uri).exists(**self._call))
+
+    def stat(self, uri: str) -> ObjectInfo:
+        loc = parse_bucket_uri(uri)
+        with self._errors(uri):
+            blob = self.client.bucket(loc.bucket).get_blob(loc.key, **self._call)
+        if blob is None:
+            raise ObjectNotFoundError(f"no object at {uri}", uri=uri)
+        version = blob.generation or blob.etag or blob.md5_hash
+        return ObjectInfo(int(blob.size or 0), str(version) if version is not None else None)
+
+    def delete(self, uri: str) -> None:
+        try:
+            with self._errors(uri):
+                self._blob(uri).delete(**self._call)
+        except ObjectNotFoundError:
+            pass
+
+    def list(self, prefix_uri: str) -> Iterator[str]:
+        loc = parse_bucket_uri(prefix_uri)
+        with self._errors(prefix_uri):
+            for blob in self.client.list_blobs(loc.bucket, prefix=loc.key, **self._call):
+                yield loc.with_key(blob.name)
+
+    def presign(self, uri: str, expires_s: int) -> str:
+        seconds = check_expiry(uri, expires_s, SEVEN_DAYS_S, "GCS")
+        signer = self.signer
+        extra: dict[str, Any] = {}
+        if signer is None:
+            raise ConfigError(f"cannot sign a URL for {uri}: set [gcs] credentials_file to a "
+                              "service-account key file (needed to sign GCS URLs)")
+        if not hasattr(signer, "sign_bytes"):
+            # e.g. Compute Engine credentials: sign through the IAM API with a token instead.
+            email = getattr(signer, "service_account_email", None)
+            if not email:
+                raise ConfigError(f"cannot sign a URL for {uri}: these Google credentials cannot "
+                                  "sign; set [gcs] credentials_file to a service-account key")
+            with self._errors(uri):
+                import google.auth.transport.requests as gtr
+                signer.refresh(gtr.Request())
+            extra = {"service_account_email": email, "access_token": signer.token}
+        with self._errors(uri):
+            return self._blob(uri).generate_signed_url(
+                version="v4", expiration=datetime.timedelta(seconds=seconds), method="GET",
+                credentials=signer if not extra else None,
+                api_access_endpoint=self.endpoint or "https://storage.googleapis.com", **extra)
+
+    def fileurl(self, uri: str) -> str:
+        return uri
+
+    def check_writable(self, prefix_uri: str) -> None:
+        loc = parse_bucket_uri(prefix_uri)
+        with self._errors(prefix_uri):
+            bucket = self.client.lookup_bucket(loc.bucket, timeout=self.timeout_s)
+        if bucket is None:
+            where = f"GCS ({self.endpoint})" if self.endpoint else "GCS"
+            raise ConfigError(f"{prefix_uri}: the bucket {loc.bucket!r} does not exist on "
+                              f"{where}; create it first (pxlite never creates buckets) or fix "
+                              "the destination")
+        super().check_writable(prefix_uri)
+
+
+def _load_credentials(path: str) -> Any:
+    """Service-account credentials from a key file, or a ConfigError naming the file."""
+    from google.oauth2 import service_account
+
+    try:
+        return service_account.Credentials.from_service_account_file(
+            os.path.expanduser(path),
+            scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"[gcs] credentials_file {path!r} is not a usable service-account key "
+                          f"file ({e}); download a JSON key for a service account") from e

@@ -1,0 +1,252 @@
+"""Amazon S3 and the S3-compatible services (Cloudflare R2, Backblaze B2, Tigris) via boto3.
+
+Each provider reads its own settings section ([s3], [r2], [b2], [tigris]); the endpoint comes from
+``endpoint_url`` when set (tests point it at moto), else from the URI's https host, the R2
+``account_id``, the B2 ``region`` or Tigris' public endpoint. boto3 is imported on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Iterator
+from typing import Any, BinaryIO
+
+from ..config import Settings
+from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
+from . import parse_bucket_uri
+from .base import (MULTIPART_THRESHOLD, PART_SIZE, SEVEN_DAYS_S, TRANSFER_THREADS, MappedReader,
+                   ObjectInfo, StorageBackend, atomic_target, buffered, check_expiry,
+                   is_retryable_status, mapped_errors)
+
+_NAMES = {"s3": "S3", "r2": "Cloudflare R2", "b2": "Backblaze B2", "tigris": "Tigris"}
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
+_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                 "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled"}
+_RETRY_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                "RequestTimeoutException", "InternalError", "ServiceUnavailable",
+                "TooManyRequests", "RequestLimitExceeded", "BandwidthLimitExceeded"}
+
+
+class S3Backend(StorageBackend):
+    """One S3-compatible endpoint with one set of credentials (boto3 client, thread-safe)."""
+
+    def __init__(self, settings: Settings, uri: str) -> None:
+        super().__init__(settings, uri)
+        import boto3  # lazy: keeps `import pxlite` cheap; ImportError -> install hint upstream
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError
+
+        loc = parse_bucket_uri(uri)
+        self.provider = loc.scheme
+        self.name = _NAMES[self.provider]
+        section = settings.provider(self.provider)
+        self.endpoint, region = _endpoint_and_region(loc.scheme, loc.base, section)
+        try:
+            session = boto3.session.Session(
+                aws_access_key_id=section.get("aws_access_key_id"),
+                aws_secret_access_key=section.get("aws_secret_access_key"),
+                aws_session_token=section.get("aws_session_token"),
+                profile_name=section.get("profile"),
+                region_name=region,
+            )
+        except BotoCoreError as e:  # e.g. ProfileNotFound
+            raise ConfigError(f"[{self.provider}] settings: {e}; fix the profile name or set "
+                              "aws_access_key_id and aws_secret_access_key") from e
+        extra: dict[str, Any] = {}
+        if self.provider != "s3" or self.endpoint:
+            # Non-AWS services do not all accept boto3's newer default CRC checksums.
+            extra = {"request_checksum_calculation": "when_required",
+                     "response_checksum_validation": "when_required"}
+        config = Config(
+            signature_version="s3v4",  # boto3 would presign SigV2 otherwise
+            connect_timeout=self.timeout_s,
+            read_timeout=self.timeout_s,
+            retries={"total_max_attempts": self.retries + 1, "mode": "standard"},
+            s3={"addressing_style": section.get("addressing_style") or "auto"},
+            max_pool_connections=32,
+            **extra,
+        )
+        self.client = session.client("s3", endpoint_url=self.endpoint, config=config)
+        self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
+                                       multipart_chunksize=PART_SIZE,
+                                       max_concurrency=TRANSFER_THREADS)
+
+    @classmethod
+    def location_key(cls, uri: str) -> Hashable:
+        return parse_bucket_uri(uri).base  # https forms carry their endpoint in the URI
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _translate(self, e: BaseException, uri: str, bucket: str) -> PxliteError | None:
+        from boto3.exceptions import Boto3Error, RetriesExceededError, S3UploadFailedError
+        from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError,
+                                         IncompleteReadError, NoCredentialsError,
+                                         PartialCredentialsError, ReadTimeoutError,
+                                         ResponseStreamingError)
+
+        # boto3's transfer layer wraps the real cause; look through it.
+        if isinstance(e, S3UploadFailedError) and e.__context__ is not None:
+            e = e.__context__
+        if isinstance(e, RetriesExceededError) and e.last_exception is not None:
+            e = e.last_exception
+        where = f"{self.name} ({self.endpoint})" if self.endpoint else self.name
+        if isinstance(e, ClientError):
+            err = e.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                return StorageError(f"{uri}: the bucket {bucket!r} does not exist on {where}; "
+                                    "create it or fix the URI", uri=uri)
+            if code in _NOT_FOUND_CODES or status == 404:
+                return ObjectNotFoundError(f"no object at {uri}", uri=uri)
+            if code in _DENIED_CODES or status == 403:
+                return StorageError(
+                    f"{uri}: {where} denied access ({code}); check the credentials in "
+                    f"[{self.provider}] (aws_access_key_id / aws_secret_access_key or profile) "
+                    "and that they may read and write this bucket", uri=uri)
+            retryable = code in _RETRY_CODES or is_retryable_status(status)
+            return StorageError(f"{uri}: {where} answered {status} {code}: "
+                                f"{err.get('Message', '')}".rstrip(": "),
+                                uri=uri, retryable=retryable)
+        if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
+            return StorageError(f"{uri}: no usable {self.name} credentials ({e}); set "
+                                f"[{self.provider}] aws_access_key_id and aws_secret_access_key, "
+                                "or a profile", uri=uri)
+        if isinstance(e, (ConnectionError, ReadTimeoutError, IncompleteReadError,
+                          ResponseStreamingError)):
+            return StorageError(f"{uri}: could not reach {where}: {e}", uri=uri, retryable=True)
+        if isinstance(e, (BotoCoreError, Boto3Error)):
+            return StorageError(f"{uri}: {self.name} request failed: {e}", uri=uri)
+        if type(e).__module__.startswith(("urllib3", "s3transfer")):
+            return StorageError(f"{uri}: transfer from {where} failed: {e}", uri=uri,
+                                retryable=True)
+        if isinstance(e, OSError):
+            return StorageError(f"{uri}: local file error: {e}", uri=uri)
+        return None
+
+    def _errors(self, uri: str, bucket: str):
+        return mapped_errors(lambda e: self._translate(e, uri, bucket))
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def put_file(self, local_path: str | os.PathLike, uri: str,
+                 content_type: str | None = None) -> None:
+        loc = parse_bucket_uri(uri)
+        extra = {"ContentType": content_type} if content_type else None
+        with self._errors(uri, loc.bucket):
+            self.client.upload_file(os.fspath(local_path), loc.bucket, loc.key, ExtraArgs=extra,
+                                    Config=self.transfer)
+
+    def put_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> None:
+        loc = parse_bucket_uri(uri)
+        extra = {"ContentType": content_type} if content_type else {}
+        with self._errors(uri, loc.bucket):
+            self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra)
+
+    def get_file(self, uri: str, local_path: str | os.PathLike) -> None:
+        loc = parse_bucket_uri(uri)
+        with self._errors(uri, loc.bucket), atomic_target(local_path) as tmp:
+            self.client.download_file(loc.bucket, loc.key, str(tmp), Config=self.transfer)
+
+    def open(self, uri: str) -> BinaryIO:
+        loc = parse_bucket_uri(uri)
+        with self._errors(uri, loc.bucket):
+            body = self.client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+        return buffered(MappedReader(body.read, body.close,
+                                     lambda e: self._translate(e, uri, loc.bucket)))
+
+    def exists(self, uri: str) -> bool:
+        try:
+            self.stat(uri)
+            return True
+        except ObjectNotFoundError:
+            return False
+
+    def stat(self, uri: str) -> ObjectInfo:
+        loc = parse_bucket_uri(uri)
+        with self._errors(uri, loc.bucket):
+            head = self.client.head_object(Bucket=loc.bucket, Key=loc.key)
+        version = head.get("VersionId") or (head.get("ETag") or "").strip('"') or None
+        return ObjectInfo(int(head["ContentLength"]), version)
+
+    def delete(self, uri: str) -> None:
+        loc = parse_bucket_uri(uri)
+        try:
+            with self._errors(uri, loc.bucket):
+                self.client.delete_object(Bucket=loc.bucket, Key=loc.key)
+        except ObjectNotFoundError:
+            pass  # some S3-compatible services answer 404 for a missing key
+
+    def list(self, prefix_uri: str) -> Iterator[str]:
+        loc = parse_bucket_uri(prefix_uri)
+        with self._errors(prefix_uri, loc.bucket):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=loc.bucket, Prefix=loc.key)
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    yield loc.with_key(obj["Key"])
+
+    def presign(self, uri: str, expires_s: int) -> str:
+        seconds = check_expiry(uri, expires_s, SEVEN_DAYS_S, self.name)
+        loc = parse_bucket_uri(uri)
+        with self._errors(uri, loc.bucket):
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": loc.bucket, "Key": loc.key}, ExpiresIn=seconds)
+
+    def fileurl(self, uri: str) -> str:
+        return uri
+
+    def check_writable(self, prefix_uri: str) -> None:
+        from botocore.exceptions import ClientError
+
+        loc = parse_bucket_uri(prefix_uri)
+        where = f"{self.name} ({self.endpoint})" if self.endpoint else self.name
+        try:
+            with self._errors(prefix_uri, loc.bucket):
+                self.client.head_bucket(Bucket=loc.bucket)
+        except StorageError as e:
+            cause = e.__cause__
+            status = (cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                      if isinstance(cause, ClientError) else None)
+            if status == 404:
+                raise ConfigError(
+                    f"{prefix_uri}: the bucket {loc.bucket!r} does not exist on {where}; create "
+                    "it first (pxlite never creates buckets) or fix the destination") from e
+            if status != 403:  # 403: may still write without ListBucket; the probe decides
+                raise
+        super().check_writable(prefix_uri)
+
+
+def _endpoint_and_region(scheme: str, base: str, section: dict[str, Any]
+                         ) -> tuple[str | None, str | None]:
+    """The endpoint URL and signing region of one provider section and URI form."""
+    endpoint = section.get("endpoint_url") or None
+    region = section.get("region") or None
+    https_host = base[len("https://"):].rstrip("/") if base.startswith("https://") else None
+    if scheme == "s3":
+        return endpoint, region
+    if scheme == "r2":
+        if not endpoint:
+            if https_host:
+                endpoint = f"https://{https_host}"
+            elif section.get("account_id"):
+                endpoint = f"https://{section['account_id']}.r2.cloudflarestorage.com"
+            else:
+                raise ConfigError("r2:// needs your Cloudflare account: set [r2] account_id or "
+                                  "endpoint_url")
+        return endpoint, region or "auto"
+    if scheme == "b2":
+        if https_host and not region:
+            region = https_host.split(".")[1]  # s3.<region>.backblazeb2.com
+        if not endpoint:
+            if https_host:
+                endpoint = f"https://{https_host}"
+            elif region:
+                endpoint = f"https://s3.{region}.backblazeb2.com"
+            else:
+                raise ConfigError("b2:// needs the bucket's region: set [b2] region (e.g. "
+                                  "'us-west-004') or endpoint_url")
+        return endpoint, region
+    # tigris
+    return endpoint or f"https://{https_host or 't3.storage.dev'}", region or "auto"

@@ -1,0 +1,807 @@
+"""Tables and queries: insert / select / where / order_by / limit / collect / update / delete,
+column changes, and the bookkeeping that keeps files and rows consistent.
+
+Data-safety rules (DESIGN.md): files are written before the rows that name them are committed;
+files a write makes unreferenced are listed in ``px_pending_deletes`` in the same transaction and
+deleted only after it commits; an aborted operation deletes the files it created (and only those:
+content addressing means identical content may already have been named by an earlier row).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import catalog
+from .catalog import ColumnMeta, TableMeta
+from .errors import (
+    ComputeError,
+    ConfigError,
+    NotFoundError,
+    PxliteError,
+    SchemaError,
+    StorageError,
+)
+from .exprs import ColumnRef, Expr, Literal, RowContext, split_conjuncts
+from .results import ResultSet, UpdateStatus
+from .types import ColumnType, as_type
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .connection import Connection
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+ON_ERROR = ("abort", "ignore")
+
+
+def _check_on_error(on_error: str) -> str:
+    if on_error not in ON_ERROR:
+        raise SchemaError(f"on_error must be 'abort' or 'ignore', got {on_error!r}")
+    return on_error
+
+
+class Resolver:
+    """Media access for expressions and results: values, file URLs, local paths."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def value(self, col: ColumnMeta, uri: str) -> Any:
+        from . import media
+
+        path = media.localpath(uri, self.settings)
+        if col.type.name == "Image":
+            return media.open_image(path, self.settings)
+        return str(path)
+
+    def fileurl(self, uri: str) -> str:
+        from . import media
+
+        return media.fileurl(uri, self.settings)
+
+    def localpath(self, uri: str) -> str:
+        from . import media
+
+        return str(media.localpath(uri, self.settings))
+
+
+class FileOp:
+    """The files one operation writes: where they go, and how to undo them on abort."""
+
+    def __init__(self, conn: Connection, meta: TableMeta, settings: Settings) -> None:
+        self.conn, self.meta, self.settings = conn, meta, settings
+        self.created: list[str] = []
+        self._prepared: set[str] = set()
+
+    def prepare(self, prefix: str) -> str:
+        """Record (and commit) that this table's files go under ``prefix``, before any lands.
+
+        Call before the operation's write transaction opens: a crash after a file is written
+        but before its row commits then leaves a file check() can still find and sweep. Worker
+        threads never touch the catalog; they only check the prefix was prepared.
+        """
+        if prefix not in self._prepared:
+            if prefix not in catalog.locations(self.conn.db, self.meta.uid):
+                with self.conn.db.transaction():
+                    catalog.record_location(self.conn.db, self.meta.uid, prefix)
+            self._prepared.add(prefix)
+        return prefix
+
+    def _check_prepared(self, prefix: str) -> None:
+        if prefix not in self._prepared:
+            raise AssertionError(f"internal error: destination {prefix} was not prepared")
+
+    def write_bytes(self, data: bytes, ext: str, col: ColumnMeta, prefix: str) -> str:
+        from . import media
+
+        self._check_prepared(prefix)
+        uri, created = media.write_file(data, ext, prefix, self.meta.uid, col.col_id, self.settings)
+        if created:
+            self.created.append(uri)
+        return uri
+
+    def upload(self, path: Path, ext: str, col: ColumnMeta, prefix: str) -> str:
+        from . import media
+
+        self._check_prepared(prefix)
+        uri, created = media.upload_file(path, ext, prefix, self.meta.uid, col.col_id, self.settings)
+        if created:
+            self.created.append(uri)
+        return uri
+
+    def input_prefix(self) -> str:
+        dest = self.settings.get("input_media_dest")
+        return self.conn.canonical_dest(dest) if dest else self.conn.media_prefix
+
+    def output_prefix(self, destination: str | None) -> str:
+        """Where a computed column's files go: its destination > output_media_dest > default."""
+        dest = destination or self.settings.get("output_media_dest")
+        return self.conn.canonical_dest(dest) if dest else self.conn.media_prefix
+
+    def prepare_for(self, cols: Iterable[ColumnMeta]) -> None:
+        """Prepare every prefix the given columns may write to (see :meth:`prepare`)."""
+        for c in cols:
+            if c.type.is_media:
+                self.prepare(self.output_prefix(c.destination) if c.is_computed
+                             else self.input_prefix())
+
+    def store_input(self, value: Any, col: ColumnMeta) -> str:
+        """Turn an inserted media value (path, URL, PIL image, bytes) into the URI to store."""
+        from . import media, storage
+
+        kind = col.type.kind  # type: ignore[attr-defined]
+        persist = self.settings.get("input_media_dest")
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, str):
+            if _URL.match(value) and not value.lower().startswith("file://"):
+                storage.scheme_of(value)  # an unknown scheme is an error now, not at first read
+                if not persist:
+                    return value
+                # One download feeds both the upload and the cache.
+                local = media.localpath(value, self.settings)
+                ext = media.check_local_file(local, kind)
+                return self.upload(local, ext, col, self.input_prefix())
+            path = storage.local_path(value) if value.lower().startswith("file://") else (
+                Path(value).expanduser().absolute())
+            ext = media.check_local_file(path, kind)
+            if persist:
+                return self.upload(path, ext, col, self.input_prefix())
+            return storage.to_uri(path)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            ext = media.check_header(data[: media.HEADER_BYTES], kind, "the bytes given")
+            return self.write_bytes(data, ext, col, self.input_prefix())
+        if kind == "image" and type(value).__module__.startswith("PIL"):
+            data, ext = media.encode_image(value, None)
+            return self.write_bytes(data, ext, col, self.input_prefix())
+        raise SchemaError(
+            f"expected {col.type.expect()}, got {type(value).__name__} {str(value)[:60]!r}"
+        )
+
+    def rollback(self) -> None:
+        """Delete the files this operation created (best effort; check() sweeps leftovers)."""
+        from . import storage
+
+        for uri in self.created:
+            try:
+                storage.get_backend(uri, self.settings).delete(uri)
+            except PxliteError:
+                pass
+        self.created.clear()
+
+
+def _converter(col: ColumnMeta, op: FileOp) -> Callable[[Any], Any]:
+    """A fast validating converter from an inserted Python value to the stored SQL value."""
+    t = col.type
+    if t.is_media:
+        return lambda v: op.store_input(v, col)
+    name = t.name
+    if name == "Int":
+        def conv_int(v: Any) -> Any:
+            if type(v) is int and -(2**63) <= v < 2**63:
+                return v
+            return t.to_sql(v)
+        return conv_int
+    if name == "String":
+        def conv_str(v: Any) -> Any:
+            if type(v) is str and v.isascii():
+                return v
+            return t.to_sql(v)
+        return conv_str
+    if name == "Float":
+        def conv_float(v: Any) -> Any:
+            if type(v) is float and v == v:
+                return v
+            return t.to_sql(v)
+        return conv_float
+    return t.to_sql
+
+
+class Query:
+    """A query over one table; immutable, each method returns a new Query."""
+
+    def __init__(self, table: Table, outputs: list[tuple[str, Expr]] | None = None,
+                 where: Expr | None = None, order: list[tuple[Expr, bool]] | None = None,
+                 limit: int | None = None) -> None:
+        self._t = table
+        self._outputs = outputs
+        self._where = where
+        self._order = order or []
+        self._limit = limit
+
+    def _copy(self, **kw: Any) -> Query:
+        args = dict(outputs=self._outputs, where=self._where, order=self._order, limit=self._limit)
+        args.update(kw)
+        return Query(self._t, **args)
+
+    def select(self, *exprs: Any, **named: Any) -> Query:
+        """Choose the outputs: columns, expressions, and ``name=expr`` for named outputs."""
+        outputs: list[tuple[str, Expr]] = []
+        used: set[str] = set()
+        for e in exprs:
+            e = self._t._expr(e)
+            base = e.default_name()
+            name, k = base, 1
+            while name in used or name in named:
+                name, k = f"{base}_{k}", k + 1
+            outputs.append((name, e))
+            used.add(name)
+        for name, e in named.items():
+            catalog.check_name(name, "output")
+            outputs.append((name, self._t._expr(e)))
+            used.add(name)
+        return self._copy(outputs=outputs)
+
+    def where(self, pred: Expr) -> Query:
+        """Keep rows where ``pred`` is true; conditions SQLite can evaluate run in SQL."""
+        pred = self._t._expr(pred)
+        if pred.type.name != "Bool":
+            raise SchemaError(f"where() needs a condition (e.g. t.x > 1), got {pred!r}")
+        return self._copy(where=pred if self._where is None else self._where & pred)
+
+    def order_by(self, *exprs: Any, asc: bool = True) -> Query:
+        return self._copy(order=self._order + [(self._t._expr(e), asc) for e in exprs])
+
+    def limit(self, n: int) -> Query:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise SchemaError(f"limit() takes a whole number >= 0, got {n!r}")
+        return self._copy(limit=n)
+
+    # ---- running -------------------------------------------------------------------------------
+    def _plan(self, meta: TableMeta, outputs: list[tuple[str, Expr]]
+              ) -> tuple[str, list[Any], list[Expr], list[tuple[Expr, bool]], list[ColumnMeta]]:
+        where_sql, params, py_preds = [], [], []
+        if self._where is not None:
+            for p in split_conjuncts(self._where):
+                s = p.sql()
+                if s is None:
+                    py_preds.append(p)
+                else:
+                    where_sql.append(s[0])
+                    params += s[1]
+        order_sql: list[str] = []
+        py_order: list[tuple[Expr, bool]] = []
+        if all(e.sql() is not None for e, _ in self._order):
+            for e, asc in self._order:
+                s = e.sql()
+                assert s is not None
+                order_sql.append(f"{s[0]} {'ASC' if asc else 'DESC'}")
+                params += s[1]
+        else:
+            py_order = list(self._order)
+        needed: set[int] = set()
+        for e in [e for _, e in outputs] + py_preds + [e for e, _ in py_order]:
+            needed |= e.columns()
+        cols = [c for c in meta.columns if c.col_id in needed]
+        select = ["_rowid"] + [f"{c.sql}, {c.sql_et}, {c.sql_em}" for c in cols]
+        sql = f"SELECT {', '.join(select)} FROM {meta.sql}"
+        if where_sql:
+            sql += " WHERE " + " AND ".join(where_sql)
+        if order_sql:
+            sql += " ORDER BY " + ", ".join(order_sql) + ", _rowid"
+        else:
+            sql += " ORDER BY _rowid"
+        if self._limit is not None and not py_preds and not py_order:
+            sql += " LIMIT ?"
+            params.append(self._limit)
+        return sql, params, py_preds, py_order, cols
+
+    def _rows(self, meta: TableMeta, outputs: list[tuple[str, Expr]], resolver: Resolver
+              ) -> Iterator[tuple[int, RowContext]]:
+        sql, params, py_preds, py_order, cols = self._plan(meta, outputs)
+        db = self._t._conn.db
+        with db.read():
+            raw_rows = db.execute(sql, params)
+            contexts: Iterable[tuple[int, RowContext]] = (
+                (r[0], RowContext(
+                    {c.col_id: r[1 + 3 * i] for i, c in enumerate(cols)},
+                    {c.col_id: (r[2 + 3 * i], r[3 + 3 * i]) for i, c in enumerate(cols)
+                     if r[2 + 3 * i] is not None},
+                    resolver))
+                for r in raw_rows
+            )
+            if py_preds:
+                contexts = (rc for rc in contexts if all(p.eval(rc[1]) is True for p in py_preds))
+            if py_order:
+                contexts = _py_sort(list(contexts), py_order)
+            n = 0
+            for item in contexts:
+                if self._limit is not None and n >= self._limit:
+                    break
+                n += 1
+                yield item
+
+    def _default_outputs(self, meta: TableMeta) -> list[tuple[str, Expr]]:
+        return [(c.name, ColumnRef(meta, c)) for c in meta.columns]
+
+    def collect(self) -> ResultSet:
+        """Run the query; media cells load lazily when the result is read."""
+        meta = self._t._meta()
+        outputs = self._outputs if self._outputs is not None else self._default_outputs(meta)
+        resolver = Resolver(self._t._conn.settings())
+        rows: list[tuple] = []
+        types: list[ColumnType] = [e.type for _, e in outputs]
+        plain = [isinstance(e, ColumnRef) and e.type.is_media for _, e in outputs]
+        for _, rc in self._rows(meta, outputs, resolver):
+            vals = []
+            for (_, e), keep_uri in zip(outputs, plain):
+                if keep_uri:
+                    vals.append(rc.raw.get(e.col.col_id))  # type: ignore[attr-defined]
+                else:
+                    vals.append(e.eval(rc))
+            rows.append(tuple(vals))
+        # Plain media columns keep their URI until read; computed media values (e.g.
+        # select(t.image.rotate(90))) are already PIL objects and pass through untouched.
+        cols_of = [e.col if keep else None for (_, e), keep in zip(outputs, plain)]  # type: ignore[attr-defined]
+
+        def media_value(i: int, uri: Any) -> Any:
+            col = cols_of[i]
+            return uri if col is None else resolver.value(col, uri)
+
+        return ResultSet([n for n, _ in outputs], types, rows, media_value)
+
+    def count(self) -> int:
+        """Number of rows the query matches (ignores select; SQL only when possible)."""
+        meta = self._t._meta()
+        q = self._copy(outputs=[], order=[])
+        sql, params, py_preds, _, _ = q._plan(meta, [])
+        if not py_preds:
+            inner = sql.replace("SELECT _rowid", "SELECT 1", 1)
+            return self._t._conn.db.query(f"SELECT count(*) FROM ({inner})", params)[0][0]
+        return sum(1 for _ in q._rows(meta, [], Resolver(self._t._conn.settings())))
+
+    def head(self, n: int = 10) -> ResultSet:
+        return self.limit(n).collect()
+
+    def show(self, n: int = 20) -> ResultSet:
+        return self.limit(n).collect()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.collect())
+
+    def __repr__(self) -> str:
+        parts = [f"table {self._t._path!r}"]
+        if self._outputs is not None:
+            parts.append("select " + ", ".join(f"{n}={e!r}" for n, e in self._outputs))
+        if self._where is not None:
+            parts.append(f"where {self._where!r}")
+        if self._order:
+            parts.append("order by " + ", ".join(f"{e!r}{'' if a else ' desc'}" for e, a in self._order))
+        if self._limit is not None:
+            parts.append(f"limit {self._limit}")
+        return "<Query " + "; ".join(parts) + ">"
+
+
+def _py_sort(items: list[tuple[int, RowContext]], order: list[tuple[Expr, bool]]
+             ) -> list[tuple[int, RowContext]]:
+    # Stable sorts from the last key to the first; None sorts first ascending, as in SQLite.
+    for e, asc in reversed(order):
+        items.sort(key=lambda it: (lambda v: (v is not None, v))(e.eval(it[1])), reverse=not asc)
+    return items
+
+
+class Table:
+    """A handle on one table. Column references are attributes: ``t.image``, ``t['label']``."""
+
+    def __init__(self, conn: Connection, path: str) -> None:
+        self._conn = conn
+        self._path = path
+
+    # ---- schema --------------------------------------------------------------------------------
+    def _meta(self) -> TableMeta:
+        # Reloaded per operation: another handle or process may have changed the schema.
+        return catalog.load_table(self._conn.db, self._path)
+
+    def _expr(self, e: Any) -> Expr:
+        if not isinstance(e, Expr):
+            return Literal(e)
+        meta = self._meta()
+        for node in e.walk():
+            if isinstance(node, ColumnRef):
+                if node.table.uid != meta.uid:
+                    raise SchemaError(
+                        f"{node!r} belongs to table {node.table.path!r}, not {self._path!r}")
+                if not any(c.col_id == node.col.col_id for c in meta.columns):
+                    raise NotFoundError(f"column {node.col.name!r} no longer exists in {self._path!r}")
+        return e
+
+    def __getattr__(self, name: str) -> ColumnRef:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        meta = self._meta()
+        try:
+            return ColumnRef(meta, meta.column(name))
+        except NotFoundError as e:
+            raise AttributeError(str(e)) from None
+
+    def __getitem__(self, name: str) -> ColumnRef:
+        meta = self._meta()
+        return ColumnRef(meta, meta.column(name))
+
+    @property
+    def name(self) -> str:
+        return self._path.rsplit(".", 1)[-1]
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def columns(self) -> list[str]:
+        return [c.name for c in self._meta().columns]
+
+    def _describe_rows(self) -> list[tuple[str, str, str, str]]:
+        from .exprs import from_json
+
+        meta = self._meta()
+        rows = []
+        for c in meta.columns:
+            expr = ""
+            if c.expr:
+                try:
+                    expr = repr(from_json(json.loads(c.expr), meta, c.type))
+                except PxliteError as e:
+                    expr = f"(unreadable: {e})"
+            dest = ""
+            if c.type.is_media:
+                dest = c.destination or ("(output default)" if c.is_computed else "(input default)")
+            rows.append((c.name, repr(c.type), expr, dest))
+        return rows
+
+    def describe(self) -> str:
+        """The schema as text: name, type, computed-from expression, destination (also printed)."""
+        text = repr(self)
+        print(text)
+        return text
+
+    def __repr__(self) -> str:
+        try:
+            rows = self._describe_rows()
+        except NotFoundError:
+            return f"<table {self._path!r} (dropped)>"
+        head = ("Column", "Type", "Computed with", "Destination")
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+                  for i, h in enumerate(head)]
+        fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
+        lines = [f"Table '{self._path}'", fmt(head), fmt(tuple("-" * w for w in widths))]
+        lines += [fmt(r) for r in rows]
+        return "\n".join(lines)
+
+    def add_column(self, *, if_exists: str = "error", **columns: Any) -> UpdateStatus:
+        """Add plain columns (``t.add_column(label=pxl.String)``); existing rows get None."""
+        t0 = time.perf_counter()
+        db = self._conn.db
+        with db.transaction():
+            meta = self._meta()
+            for name, ctype in columns.items():
+                ctype = as_type(ctype)
+                if any(c.name == name for c in meta.columns):
+                    if if_exists == "ignore":
+                        continue
+                    catalog.check_name(name)
+                if not ctype.nullable and db.query(f"SELECT 1 FROM {meta.sql} LIMIT 1"):
+                    raise SchemaError(
+                        f"cannot add Required column {name!r} to {self._path!r}: its existing rows "
+                        "would have no value; add it as nullable, fill it with update(), or start empty"
+                    )
+                catalog.add_column(db, meta, name, ctype)
+        return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
+
+    def drop_column(self, name: str) -> None:
+        """Drop a column (refused while a computed column depends on it); its files go too."""
+        db = self._conn.db
+        with db.transaction() as after:
+            meta = self._meta()
+            col = meta.column(name)
+            deps = _dependents(meta, col.col_id)
+            if deps:
+                raise SchemaError(
+                    f"cannot drop column {name!r} of {self._path!r}: computed column(s) "
+                    f"{', '.join(repr(d.name) for d in deps)} depend on it; drop them first"
+                )
+            uris = []
+            if col.type.is_media:
+                uris = [r[0] for r in db.query(
+                    f"SELECT DISTINCT {col.sql} FROM {meta.sql} WHERE {col.sql} IS NOT NULL")]
+            catalog.drop_column(db, meta, col)
+            self._conn.release(meta, col.col_id, uris, after, check_refs=False)
+
+    def rename_column(self, old: str, new: str) -> None:
+        """Rename a column; computed columns refer to it by id and keep working."""
+        db = self._conn.db
+        with db.transaction():
+            meta = self._meta()
+            catalog.rename_column(db, meta, meta.column(old), new)
+
+    # ---- queries -------------------------------------------------------------------------------
+    def select(self, *exprs: Any, **named: Any) -> Query:
+        return Query(self).select(*exprs, **named)
+
+    def where(self, pred: Expr) -> Query:
+        return Query(self).where(pred)
+
+    def order_by(self, *exprs: Any, asc: bool = True) -> Query:
+        return Query(self).order_by(*exprs, asc=asc)
+
+    def limit(self, n: int) -> Query:
+        return Query(self).limit(n)
+
+    def collect(self) -> ResultSet:
+        return Query(self).collect()
+
+    def count(self) -> int:
+        """Number of rows."""
+        meta = self._meta()
+        return self._conn.db.query(f"SELECT count(*) FROM {meta.sql}")[0][0]
+
+    def head(self, n: int = 10) -> ResultSet:
+        return Query(self).limit(n).collect()
+
+    def show(self, n: int = 20) -> ResultSet:
+        return Query(self).limit(n).collect()
+
+    # ---- writes --------------------------------------------------------------------------------
+    def insert(self, rows: Iterable[dict[str, Any]] | None = None, /, *,
+               on_error: str = "abort", **values: Any) -> UpdateStatus:
+        """Insert rows (a list of dicts, or one row as keyword arguments).
+
+        ``on_error='abort'``: any bad cell aborts the call; nothing is written and files already
+        stored for it are removed. ``'ignore'``: bad cells become None and keep their error
+        (``t.col.errortype`` / ``t.col.errormsg``).
+        """
+        t0 = time.perf_counter()
+        _check_on_error(on_error)
+        if rows is None:
+            if not values:
+                raise SchemaError("insert() needs rows: a list of dicts, or column=value arguments")
+            rows = [values]
+        elif values:
+            raise SchemaError("pass either a list of rows or column=value arguments, not both")
+        elif isinstance(rows, dict):
+            rows = [rows]
+        meta = self._meta()
+        settings = self._conn.settings()
+        op = FileOp(self._conn, meta, settings)
+        inputs = [c for c in meta.columns if not c.is_computed]
+        computed = {c.name for c in meta.columns if c.is_computed}
+        known = {c.name for c in inputs}
+        convs = [(c, _converter(c, op)) for c in inputs]
+        errors: list[tuple[int, ColumnMeta, str, str]] = []
+        count = 0
+        db = self._conn.db
+
+        def gen(base: int) -> Iterator[list[Any]]:
+            nonlocal count
+            for i, row in enumerate(rows):  # type: ignore[arg-type]
+                if not isinstance(row, dict):
+                    raise SchemaError(f"row {i}: expected a dict of column values, got "
+                                      f"{type(row).__name__}")
+                if not row.keys() <= known:
+                    _bad_keys(self._path, i, row.keys() - known, computed, known)
+                out: list[Any] = [base + i]
+                for c, conv in convs:
+                    v = row.get(c.name)
+                    if v is None:
+                        if not c.type.nullable:
+                            raise SchemaError(f"row {i}: column {c.name!r} of {self._path!r} is "
+                                              "Required; give it a value")
+                        out.append(None)
+                        continue
+                    try:
+                        out.append(conv(v))
+                    except (SchemaError, StorageError, ConfigError, NotFoundError) as e:
+                        if on_error == "abort" or not c.type.nullable:
+                            why = "" if c.type.nullable else " (Required: cannot be left empty)"
+                            raise ComputeError(
+                                f"row {i}, column {c.name!r}{why} of {self._path!r}: {e}",
+                                table=self._path, row=i, column=c.name, value=v,
+                                errortype=type(e).__name__) from e
+                        errors.append((base + i, c, type(e).__name__, str(e)))
+                        out.append(None)
+                count = i + 1
+                yield out
+
+        op.prepare_for(meta.columns)
+        cols_sql = ", ".join(["_rowid"] + [c.sql for c in inputs])
+        sql = f"INSERT INTO {meta.sql} ({cols_sql}) VALUES ({', '.join('?' * (len(inputs) + 1))})"
+        try:
+            with db.transaction():
+                base = db.query(f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}")[0][0]
+                db.executemany(sql, gen(base))
+                for rowid, c, et, em in errors:
+                    db.execute(f"UPDATE {meta.sql} SET {c.sql_et} = ?, {c.sql_em} = ? "
+                               "WHERE _rowid = ?", (et, em, rowid))
+                computed_errors = 0
+                if computed and count:
+                    from .compute import compute_rows
+
+                    computed_errors = compute_rows(
+                        self._conn, meta, [c for c in meta.columns if c.is_computed],
+                        f"_rowid >= {int(base)}", op, settings, None, on_error=on_error,
+                    ).num_errors
+        except BaseException:
+            op.rollback()
+            raise
+        return UpdateStatus("Inserted", count, len(errors) + computed_errors,
+                            time.perf_counter() - t0)
+
+    def _matching_rowids(self, meta: TableMeta, where: Expr | None) -> tuple[str, list[Any]] | list[int]:
+        """A SQL condition for the rows ``where`` selects, or their rowids when Python must decide."""
+        if where is None:
+            return "1", []
+        where = self._expr(where)
+        s = where.sql()
+        if s is not None:
+            return s
+        q = Query(self).where(where)
+        return [rid for rid, _ in q._rows(meta, [], Resolver(self._conn.settings()))]
+
+    def update(self, values: dict[str, Any], where: Expr | None = None, *,
+               on_error: str = "abort") -> UpdateStatus:
+        """Set columns to values or expressions of the row (``{'n': t.n + 1}``) where ``where``."""
+        t0 = time.perf_counter()
+        _check_on_error(on_error)
+        if not isinstance(values, dict) or not values:
+            raise SchemaError("update() takes a dict of {column name: new value or expression}")
+        meta = self._meta()
+        # A new value is an expression of the row, or a constant (a media value such as a path
+        # or PIL image is a constant too, stored the way insert() would store it).
+        targets: list[tuple[ColumnMeta, Any]] = []
+        for name, v in values.items():
+            col = meta.column(name)
+            if col.is_computed:
+                raise SchemaError(f"column {name!r} of {self._path!r} is computed; update its "
+                                  "inputs or use recompute_columns()")
+            targets.append((col, self._expr(v) if isinstance(v, Expr) else v))
+        settings = self._conn.settings()
+        op = FileOp(self._conn, meta, settings)
+        op.prepare_for([c for c, _ in targets] + _dependents(meta, *(c.col_id for c, _ in targets)))
+        db = self._conn.db
+        errors = 0
+        try:
+            with db.transaction() as after:
+                match = self._matching_rowids(meta, where)
+                if isinstance(match, list):
+                    rowids = match
+                else:
+                    rowids = [r[0] for r in db.query(
+                        f"SELECT _rowid FROM {meta.sql} WHERE {match[0]}", match[1])]
+                needed = set().union(*(e.columns() for _, e in targets if isinstance(e, Expr))) | {
+                    c.col_id for c, _ in targets if c.type.is_media}
+                cols = [c for c in meta.columns if c.col_id in needed]
+                resolver = Resolver(settings)
+                sets = ", ".join(f"{c.sql} = ?, {c.sql_et} = ?, {c.sql_em} = ?" for c, _ in targets)
+                replaced: dict[int, list[str]] = {}
+                batch: list[list[Any]] = []
+                for rowid in rowids:
+                    sel = ", ".join([c.sql for c in cols]) or "NULL"
+                    raw = db.query(f"SELECT {sel} FROM {meta.sql} WHERE _rowid = ?", (rowid,))[0]
+                    rc = RowContext({c.col_id: raw[i] for i, c in enumerate(cols)}, None, resolver)
+                    params: list[Any] = []
+                    for c, e in targets:
+                        try:
+                            v = e.eval(rc) if isinstance(e, Expr) else e
+                            sv = None if v is None else (
+                                op.store_input(v, c) if c.type.is_media else c.type.to_sql(v))
+                            if sv is None and not c.type.nullable:
+                                raise SchemaError(f"column {c.name!r} is Required")
+                            params += [sv, None, None]
+                        except (SchemaError, StorageError, ConfigError, NotFoundError) as err:
+                            if on_error == "abort" or not c.type.nullable:
+                                raise ComputeError(
+                                    f"row {rowid}, column {c.name!r} of {self._path!r}: {err}",
+                                    table=self._path, row=rowid, column=c.name) from err
+                            errors += 1
+                            params += [None, type(err).__name__, str(err)]
+                        if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
+                            replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
+                    batch.append(params + [rowid])
+                db.executemany(f"UPDATE {meta.sql} SET {sets} WHERE _rowid = ?", batch)
+                for col_id, uris in replaced.items():
+                    self._conn.release(meta, col_id, uris, after)
+                dependents = _dependents(meta, *(c.col_id for c, _ in targets))
+                if dependents and rowids:
+                    from .compute import compute_rows
+
+                    errors += compute_rows(self._conn, meta, dependents, None, op, settings,
+                                           rowids, on_error=on_error, release_old=after).num_errors
+        except BaseException:
+            op.rollback()
+            raise
+        return UpdateStatus("Updated", len(rowids), errors, time.perf_counter() - t0)
+
+    def delete(self, where: Expr | None = None) -> UpdateStatus:
+        """Delete the rows ``where`` selects (all rows without it); files pxlite wrote for them
+        are removed after the commit, never a user's referenced originals."""
+        t0 = time.perf_counter()
+        meta = self._meta()
+        db = self._conn.db
+        media_cols = [c for c in meta.columns if c.type.is_media]
+        with db.transaction() as after:
+            match = self._matching_rowids(meta, where)
+            if isinstance(match, list):
+                cond, params = (f"_rowid IN (SELECT value FROM json_each(?))",
+                                [json.dumps(match)])
+            else:
+                cond, params = match
+            uris: dict[int, list[str]] = {}
+            for c in media_cols:
+                uris[c.col_id] = [r[0] for r in db.query(
+                    f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE ({cond}) AND {c.sql} IS NOT NULL",
+                    params)]
+            n = db.execute(f"DELETE FROM {meta.sql} WHERE {cond}", params) and db.conn.changes()
+            for col_id, lst in uris.items():
+                self._conn.release(meta, col_id, lst, after)
+        return UpdateStatus("Deleted", n, 0, time.perf_counter() - t0)
+
+    # ---- computed columns (see compute.py) -----------------------------------------------------
+    def add_computed_column(self, *, destination: str | None = None, on_error: str = "abort",
+                            format: str | None = None, if_exists: str = "error",
+                            **column: Expr) -> UpdateStatus:
+        """Add a column computed from others, and compute it for every existing row.
+
+        Image results are stored as files in ``destination`` (else the global
+        ``output_media_dest``, else the database's media folder): JPEG quality 90, or PNG when
+        the image has alpha, unless ``format`` says otherwise.
+        """
+        from .compute import add_computed_column
+
+        return add_computed_column(self, column, destination=destination, on_error=on_error,
+                                   format=format, if_exists=if_exists)
+
+    def recompute_columns(self, *names: str, where: Expr | None = None,
+                          errors_only: bool = False) -> UpdateStatus:
+        """Recompute computed columns (after a UDF changed, or for the rows that errored)."""
+        from .compute import recompute_columns
+
+        return recompute_columns(self, list(names), where=where, errors_only=errors_only)
+
+
+def _dependents(meta: TableMeta, *col_ids: int) -> list[ColumnMeta]:
+    """Computed columns that read any of ``col_ids``, directly or through another computed one."""
+    found: list[ColumnMeta] = []
+    frontier = set(col_ids)
+    changed = True
+    while changed:
+        changed = False
+        for c in meta.columns:
+            if c.is_computed and c not in found:
+                assert c.expr is not None
+                reads = _expr_columns(c.expr)
+                if reads & frontier:
+                    found.append(c)
+                    frontier.add(c.col_id)
+                    changed = True
+    return found
+
+
+def _expr_columns(expr_json: str) -> set[int]:
+    out: set[int] = set()
+
+    def walk(d: Any) -> None:
+        if isinstance(d, dict):
+            if "col" in d and isinstance(d["col"], int):
+                out.add(d["col"])
+            for v in d.values():
+                walk(v)
+        elif isinstance(d, list):
+            for v in d:
+                walk(v)
+
+    walk(json.loads(expr_json))
+    return out
+
+
+def _bad_keys(path: str, i: int, bad: set[str], computed: set[str], known: set[str]) -> None:
+    comp = sorted(bad & computed)
+    if comp:
+        raise SchemaError(f"row {i}: column(s) {comp} of {path!r} are computed; do not insert them")
+    raise NotFoundError(
+        f"row {i}: table {path!r} has no column(s) {sorted(bad)}; its input columns: "
+        f"{', '.join(sorted(known)) or '(none)'}"
+    )

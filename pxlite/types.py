@@ -1,0 +1,304 @@
+"""Column types and how their values map to SQLite.
+
+A type is a small immutable object (``pxl.Int``, ``pxl.Image``...) with a ``nullable`` flag;
+``pxl.Required[pxl.Int]`` is the non-nullable variant. Each type validates Python values
+(:meth:`ColumnType.to_sql`, raising :class:`SchemaError` with a message that names what was
+expected) and turns stored values back into Python values (:meth:`ColumnType.from_sql`). Media
+types store a URI string; the bytes live in storage.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import numbers
+from typing import Any, ClassVar
+
+from .errors import SchemaError
+
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+class ColumnType:
+    """Base of all column types. Instances are immutable; compare by name and nullability."""
+
+    name: ClassVar[str] = "?"
+    sql_type: ClassVar[str] = "ANY"
+    is_media: ClassVar[bool] = False
+    python_type: ClassVar[type | tuple[type, ...]] = object
+
+    def __init__(self, nullable: bool = True) -> None:
+        self.nullable = nullable
+
+    def __repr__(self) -> str:
+        return self.name if self.nullable else f"Required[{self.name}]"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ColumnType)
+            and other.name == self.name
+            and other.nullable == self.nullable
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.nullable))
+
+    def with_nullable(self, nullable: bool) -> ColumnType:
+        return type(self)(nullable=nullable)
+
+    def same_kind(self, other: ColumnType) -> bool:
+        return self.name == other.name
+
+    # values
+    def to_sql(self, value: Any) -> Any:
+        """Validate a non-None Python value and return what SQLite stores."""
+        raise NotImplementedError
+
+    def from_sql(self, value: Any) -> Any:
+        """The Python value for a stored value (never called with None)."""
+        return value
+
+    def expect(self) -> str:
+        return f"a {self.name} value"
+
+    def _bad(self, value: Any) -> SchemaError:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return SchemaError(f"expected {self.expect()}, got {type(value).__name__} {shown}")
+
+
+class IntType(ColumnType):
+    name = "Int"
+    sql_type = "INTEGER"
+
+    def to_sql(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise self._bad(value)
+        v = int(value)
+        if not _INT_MIN <= v <= _INT_MAX:
+            raise SchemaError(f"integer {v} does not fit in 64 bits (Int holds -2**63 .. 2**63-1)")
+        return v
+
+    def expect(self) -> str:
+        return "an integer"
+
+
+class FloatType(ColumnType):
+    name = "Float"
+    sql_type = "REAL"
+
+    def to_sql(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise self._bad(value)
+        v = float(value)
+        if math.isnan(v):
+            # SQLite stores NaN as NULL, which would silently change the value.
+            raise SchemaError("NaN cannot be stored in a Float column; use None for a missing value")
+        return v
+
+    def expect(self) -> str:
+        return "a number"
+
+
+class StringType(ColumnType):
+    name = "String"
+    sql_type = "TEXT"
+
+    def to_sql(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self._bad(value)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise SchemaError(
+                f"string is not valid Unicode text (lone surrogate at position {e.start}); "
+                "encode it properly or store it as Json/bytes"
+            ) from None
+        return value
+
+    def expect(self) -> str:
+        return "a string"
+
+
+class BoolType(ColumnType):
+    name = "Bool"
+    sql_type = "INTEGER"
+
+    def to_sql(self, value: Any) -> int:
+        if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy.bool_ too
+            return int(bool(value))
+        raise self._bad(value)
+
+    def from_sql(self, value: Any) -> bool:
+        return bool(value)
+
+    def expect(self) -> str:
+        return "True or False"
+
+
+class TimestampType(ColumnType):
+    """Stored as fixed-width ISO 8601 text; aware values are normalised to UTC so text order is
+    time order. Naive values stay naive."""
+
+    name = "Timestamp"
+    sql_type = "TEXT"
+
+    def to_sql(self, value: Any) -> str:
+        if isinstance(value, str):
+            try:
+                value = _dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise self._bad(value) from None
+        if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
+            value = _dt.datetime(value.year, value.month, value.day)
+        if not isinstance(value, _dt.datetime):
+            raise self._bad(value)
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.timezone.utc)
+        return value.isoformat(timespec="microseconds")
+
+    def from_sql(self, value: Any) -> _dt.datetime:
+        return _dt.datetime.fromisoformat(value)
+
+    def expect(self) -> str:
+        return "a datetime (or an ISO 8601 string)"
+
+
+class JsonType(ColumnType):
+    name = "Json"
+    sql_type = "TEXT"
+
+    def to_sql(self, value: Any) -> str:
+        try:
+            return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as e:
+            raise SchemaError(
+                f"value is not JSON-serializable ({e}); use dicts, lists, str, int, finite float, "
+                "bool and None"
+            ) from None
+
+    def from_sql(self, value: Any) -> Any:
+        return json.loads(value)
+
+
+class MediaType(ColumnType):
+    """A file reference: the stored value is a URI. Subclasses differ in what a valid file is."""
+
+    sql_type = "TEXT"
+    is_media = True
+    #: header sniffing family used by media.validate (None: any file is accepted)
+    kind: ClassVar[str] = "file"
+
+    def to_sql(self, value: Any) -> str:  # the insert path resolves media before this
+        if not isinstance(value, str):
+            raise self._bad(value)
+        return value
+
+    def expect(self) -> str:
+        return f"a {self.name.lower()} file path, URL or bytes"
+
+
+class ImageType(MediaType):
+    name = "Image"
+    kind = "image"
+
+    def expect(self) -> str:
+        return "an image: a file path, URL, PIL.Image or encoded bytes"
+
+
+class VideoType(MediaType):
+    name = "Video"
+    kind = "video"
+
+
+class AudioType(MediaType):
+    name = "Audio"
+    kind = "audio"
+
+
+class DocumentType(MediaType):
+    name = "Document"
+    kind = "document"
+
+
+_ALL: dict[str, type[ColumnType]] = {
+    c.name: c
+    for c in (IntType, FloatType, StringType, BoolType, TimestampType, JsonType, ImageType,
+              VideoType, AudioType, DocumentType)
+}
+
+Int = IntType()
+Float = FloatType()
+String = StringType()
+Bool = BoolType()
+Timestamp = TimestampType()
+Json = JsonType()
+Image = ImageType()
+Video = VideoType()
+Audio = AudioType()
+Document = DocumentType()
+
+
+class _RequiredFactory:
+    """``Required[pxl.Int]``: the non-nullable variant of a type."""
+
+    def __getitem__(self, t: Any) -> ColumnType:
+        return as_type(t).with_nullable(False)
+
+    def __repr__(self) -> str:
+        return "Required"
+
+
+Required = _RequiredFactory()
+
+_PY_TYPES: dict[Any, ColumnType] = {int: Int, float: Float, str: String, bool: Bool,
+                                    dict: Json, list: Json, _dt.datetime: Timestamp}
+
+
+def as_type(t: Any) -> ColumnType:
+    """Turn what a user wrote in a schema (``pxl.Int``, ``int``, ``'Required[Image]'``) into a type."""
+    if isinstance(t, ColumnType):
+        return t
+    if isinstance(t, type) and issubclass(t, ColumnType) and t in _ALL.values():
+        return t()
+    if isinstance(t, str):
+        return parse_type(t)
+    if t in _PY_TYPES:
+        return _PY_TYPES[t]
+    if getattr(t, "__module__", "").startswith("PIL") and getattr(t, "__name__", "") == "Image":
+        return Image
+    raise SchemaError(
+        f"{t!r} is not a column type; use one of {', '.join('pxl.' + n for n in _ALL)} "
+        "(or pxl.Required[...])"
+    )
+
+
+def parse_type(s: str) -> ColumnType:
+    """Parse the catalog's text form of a type: ``'Int'`` or ``'Required[Image]'``."""
+    s = s.strip()
+    if s.startswith("Required[") and s.endswith("]"):
+        return parse_type(s[len("Required["):-1]).with_nullable(False)
+    cls = _ALL.get(s)
+    if cls is None:
+        raise SchemaError(f"unknown column type {s!r}; known types: {', '.join(_ALL)}")
+    return cls()
+
+
+def type_of_value(value: Any) -> ColumnType:
+    """The column type a Python literal would have (used for literals in expressions)."""
+    for py, t in _PY_TYPES.items():
+        if type(value) is py:
+            return t
+    if isinstance(value, bool):
+        return Bool
+    if isinstance(value, numbers.Integral):
+        return Int
+    if isinstance(value, numbers.Real):
+        return Float
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        return Json
+    if type(value).__module__.startswith("PIL"):
+        return Image
+    raise SchemaError(f"cannot use a {type(value).__name__} value in an expression")

@@ -1,0 +1,158 @@
+"""User-defined functions: ``@pxl.udf`` turns a type-hinted Python function into an expression
+builder, registered under its qualified name so a reopened database can find it again.
+
+Calling a :class:`Function` with any expression argument builds a ``Call`` expression; calling it
+with plain values just runs it. ``is_method=True`` also makes it available as a method on
+expressions of its first parameter's type (``t.image.my_fn(...)``); ``is_property=True`` as a
+property (``t.image.width``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import threading
+import typing
+from collections.abc import Callable
+from typing import Any, overload
+
+from .errors import NotFoundError, SchemaError
+from .types import ColumnType, as_type
+
+_registry: dict[str, Function] = {}
+_methods: dict[str, dict[str, Function]] = {}   # type name -> method name -> Function
+_lock = threading.Lock()
+
+
+def _hint_type(hint: Any, what: str) -> ColumnType:
+    """Column type for a type hint; ``Optional[X]`` is nullable X."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _hint_type(inner[0], what)
+    if origin in (list, dict, tuple):
+        return as_type(dict)
+    if hint is tuple:
+        return as_type(dict)
+    try:
+        return as_type(hint)
+    except SchemaError:
+        raise SchemaError(
+            f"{what}: the type hint {hint!r} has no pxlite column type; use int, float, str, "
+            "bool, dict, list, datetime or PIL.Image.Image"
+        ) from None
+
+
+class Function:
+    """A function usable in expressions; see module docstring."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        return_type: ColumnType | None = None,
+        is_method: bool = False,
+        is_property: bool = False,
+        method_of: ColumnType | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        self.method_name = fn.__name__
+        self.signature = inspect.signature(fn)
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+        if return_type is None:
+            hints = typing.get_type_hints(fn)
+            if "return" not in hints:
+                raise SchemaError(
+                    f"@udf {self.name}: add a return type hint (e.g. '-> int' or "
+                    "'-> PIL.Image.Image') so pxlite knows the column type"
+                )
+            return_type = _hint_type(hints["return"], f"@udf {self.name}")
+        self.return_type = return_type
+        self.is_method = is_method or is_property
+        self.is_property = is_property
+        if self.is_method and method_of is None:
+            params = list(self.signature.parameters.values())
+            if not params:
+                raise SchemaError(f"@udf {self.name}: a method needs at least one parameter")
+            hints = typing.get_type_hints(fn)
+            if params[0].name not in hints:
+                raise SchemaError(f"@udf {self.name}: hint the first parameter's type")
+            method_of = _hint_type(hints[params[0].name], f"@udf {self.name}")
+        self.method_of = method_of
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .exprs import Call, Expr
+
+        if any(isinstance(a, Expr) for a in (*args, *kwargs.values())):
+            try:
+                self.signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise SchemaError(f"{self.method_name}(): {e}") from None
+            return Call(self, list(args), dict(kwargs))
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<pxlite function {self.name}{self.signature}>"
+
+
+@overload
+def udf(fn: Callable[..., Any]) -> Function: ...
+@overload
+def udf(*, is_method: bool = ..., is_property: bool = ..., name: str | None = ...
+        ) -> Callable[[Callable[..., Any]], Function]: ...
+
+
+def udf(fn: Callable[..., Any] | None = None, *, is_method: bool = False,
+        is_property: bool = False, name: str | None = None) -> Any:
+    """Make a type-hinted Python function usable in pxlite expressions (see module docstring)."""
+
+    def wrap(f: Callable[..., Any]) -> Function:
+        func = Function(f, name=name, is_method=is_method, is_property=is_property)
+        register(func)
+        return func
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def register(func: Function) -> None:
+    with _lock:
+        _registry[func.name] = func
+        if func.is_method and func.method_of is not None:
+            _methods.setdefault(func.method_of.name, {})[func.method_name] = func
+
+
+def methods_for(ctype: ColumnType) -> dict[str, Function]:
+    """Methods and properties usable on expressions of this type."""
+    if ctype.name == "Image":
+        import pxlite.functions.image  # noqa: F401  (registers the built-in image functions)
+    return _methods.get(ctype.name, {})
+
+
+def lookup(name: str) -> Function:
+    """Find a function by qualified name, importing its module if needed (reopen case)."""
+    func = _registry.get(name)
+    if func is not None:
+        return func
+    module, _, _attr = name.rpartition(".")
+    last_error: Exception | None = None
+    # qualified names may be nested (module.Class.fn); try successively shorter module paths
+    while module:
+        try:
+            importlib.import_module(module)
+            break
+        except ImportError as e:
+            last_error = e
+            module = module.rpartition(".")[0]
+    func = _registry.get(name)
+    if func is None:
+        why = f" ({last_error})" if last_error else ""
+        raise NotFoundError(
+            f"function {name!r} cannot be found{why}; import the module that defines it "
+            "(with its @pxl.udf) before using the column, or redefine the function"
+        )
+    return func

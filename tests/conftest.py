@@ -1,0 +1,58 @@
+"""Shared fixtures: an isolated PXLITE_HOME per test, a fresh database, generated images.
+
+Real storage servers (moto, the GCS emulator, Azurite) come from the fixtures_storage plugin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["fixtures_storage"]
+
+
+@pytest.fixture(autouse=True)
+def pxlite_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own PXLITE_HOME and no leftover configure() or PXLITE_* settings."""
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("PXLITE_"):
+            monkeypatch.delenv(k)
+    home = tmp_path / "pxhome"
+    monkeypatch.setenv("PXLITE_HOME", str(home))
+    from pxlite import config
+
+    config.reset()
+    yield home
+    config.reset()
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    import pxlite as pxl
+
+    conn = pxl.connect(tmp_path / "test.pxl")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pxlite.imagegen import write_images
+
+    d = tmp_path_factory.mktemp("images")
+    write_images(d, 6, size=(64, 48))
+    write_images(d, 2, size=(40, 30), fmt="png")
+    return d
+
+
+@pytest.fixture
+def jpegs(image_dir: Path) -> list[Path]:
+    return sorted(image_dir.glob("*.jpg"))
+
+
+@pytest.fixture
+def pngs(image_dir: Path) -> list[Path]:
+    return sorted(image_dir.glob("*.png"))

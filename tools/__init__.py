@@ -1,0 +1,1 @@
+"""Developer tools: benchmarks, emulator launcher, image generator (not part of the package)."""
