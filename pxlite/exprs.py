@@ -41,6 +41,16 @@ class RowContext:
         self.media = media
         self._cache: dict[int, Any] = {}
 
+    @property
+    def settings(self) -> Any:
+        """The effective settings of the database being read (for functions that need them)."""
+        s = getattr(self.media, "settings", None)
+        if s is None:
+            from .config import resolve
+
+            s = resolve()
+        return s
+
     def value(self, col: ColumnMeta) -> Any:
         if col.col_id in self._cache:
             return self._cache[col.col_id]
@@ -324,6 +334,8 @@ class Literal(Expr):
     def __init__(self, value: Any) -> None:
         if isinstance(value, tuple):
             value = tuple(value)
+        if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
+            value = int(value)  # IntEnums (PIL.Image.Transpose...) are stored as plain ints
         self.value = value
         self.type = type_of_value(value)
 
@@ -672,6 +684,8 @@ class Call(Expr):
         kwargs = {k: v.eval(row) for k, v in self.kwargs.items()}
         if any(v is None for v in args[:1]):  # a missing input gives a missing output
             return None
+        if self.fn.wants_settings:
+            kwargs["settings"] = row.settings
         return self.fn.fn(*args, **kwargs)
 
     def to_json(self) -> dict[str, Any]:

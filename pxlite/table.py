@@ -739,6 +739,44 @@ class Table:
                 self._conn.release(meta, col_id, lst, after)
         return UpdateStatus("Deleted", n, 0, time.perf_counter() - t0)
 
+    def prefetch(self, *columns: str, where: Expr | None = None) -> int:
+        """Download the remote files of media columns (all of them without names) into the
+        cache, so the table's media reads work offline; returns the number of files fetched
+        or already cached. The cache must be large enough to hold them (see file_cache_size_g)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from . import media, storage
+        from .cache import get_cache
+
+        meta = self._meta()
+        cols = [meta.column(n) for n in columns] if columns else [
+            c for c in meta.columns if c.type.is_media]
+        for c in cols:
+            if not c.type.is_media:
+                raise SchemaError(f"column {c.name!r} of {self._path!r} holds {c.type.name} "
+                                  "values, not files; prefetch() takes media columns")
+        settings = self._conn.settings()
+        match = self._matching_rowids(meta, where)
+        uris: set[str] = set()
+        for c in cols:
+            if isinstance(match, list):
+                rows = self._conn.db.query(
+                    f"SELECT {c.sql} FROM {meta.sql} WHERE _rowid IN "
+                    "(SELECT value FROM json_each(?))", (json.dumps(match),))
+            else:
+                rows = self._conn.db.query(f"SELECT {c.sql} FROM {meta.sql} WHERE {match[0]}",
+                                           match[1])
+            uris |= {r[0] for r in rows if r[0] is not None and not storage.is_local(r[0])}
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="pxlite-prefetch") as pool, \
+                get_cache(settings).operation():
+            return sum(1 for _ in pool.map(lambda u: media.localpath(u, settings), sorted(uris)))
+
+    def move_media(self, column: str, destination: str) -> UpdateStatus:
+        """Move the files pxlite wrote for ``column`` to ``destination`` (see maintenance.py)."""
+        from .maintenance import move_media
+
+        return move_media(self, column, destination)
+
     # ---- computed columns (see compute.py) -----------------------------------------------------
     def add_computed_column(self, *, destination: str | None = None, on_error: str = "abort",
                             format: str | None = None, if_exists: str = "error",

@@ -57,8 +57,12 @@ class Function:
         is_method: bool = False,
         is_property: bool = False,
         method_of: ColumnType | None = None,
+        wants_settings: bool = False,
     ) -> None:
         self.fn = fn
+        #: True for functions that need the database's effective settings (credentials,
+        #: endpoints): the executor passes them as the keyword argument ``settings``.
+        self.wants_settings = wants_settings
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         self.method_name = fn.__name__
         self.signature = inspect.signature(fn)

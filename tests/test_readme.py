@@ -1,0 +1,27 @@
+"""Docs that run: the README's Python example executes as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_readme_example_runs(tmp_path, monkeypatch, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert blocks, "the README has a Python example"
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+    out = capsys.readouterr().out
+    assert "Inserted 2 rows with 0 errors" in out and "1 row left" in out
+    assert (tmp_path / "photos.pxl").is_file() and any((tmp_path / "rotated").rglob("*.jpg"))
+
+
+def test_readme_names_the_two_commands():
+    text = README.read_text(encoding="utf-8")
+    assert "python -m pip install . && pxlite demo" in text
+    assert "bash tools/test.sh" in text
+    ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
+    assert "tools/test.sh" in ci

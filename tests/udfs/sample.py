@@ -1,0 +1,22 @@
+"""UDFs used by the tests; importable in a subprocess as ``udfs.sample`` (tests/ is on the path)."""
+
+from __future__ import annotations
+
+import PIL.Image
+
+import pxlite as pxl
+
+
+@pxl.udf
+def area(img: PIL.Image.Image) -> int:
+    return img.width * img.height
+
+
+@pxl.udf(is_method=True)
+def grayscale(img: PIL.Image.Image) -> PIL.Image.Image:
+    return img.convert("L")
+
+
+@pxl.udf
+def shout(s: str, times: int = 1) -> str:
+    return s.upper() + "!" * times
