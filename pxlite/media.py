@@ -209,19 +209,29 @@ def fileurl(uri: str, settings: Settings) -> str:
 
 
 def open_image(path: Path | str, settings: Settings) -> PILImage.Image:
-    """Open an image lazily (header only), with the configured pixel limit against bombs."""
+    """Open an image lazily (header only), refusing declared sizes over ``max_image_pixels``.
+
+    The limit is checked here on the header's declared size, before any pixel is decoded, so a
+    decompression bomb is refused without using its memory; Pillow's own process-wide limit is
+    left alone (it belongs to the user's program as much as to pxlite).
+    """
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = settings["max_image_pixels"]
+    limit = settings["max_image_pixels"]
     try:
         # By file name, so Pillow closes the file itself once the pixels are loaded.
         img = Image.open(os.fspath(path))
     except Image.DecompressionBombError as e:
-        raise SchemaError(
-            f"image {os.fspath(path)!r} is too large ({e}); raise max_image_pixels if it is trusted"
-        ) from e
+        raise SchemaError(f"image {os.fspath(path)!r} is too large to decode safely ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise SchemaError(f"cannot read image {os.fspath(path)!r}: {e}") from e
+    if img.width * img.height > limit:
+        img.close()
+        raise SchemaError(
+            f"image {os.fspath(path)!r} declares {img.width}x{img.height} = "
+            f"{img.width * img.height:,} pixels, over the limit of {limit:,} (max_image_pixels); "
+            "raise max_image_pixels if the file is trusted"
+        )
     return img
 
 

@@ -28,6 +28,7 @@ from .errors import (
     StorageError,
 )
 from .exprs import ColumnRef, Expr, Literal, RowContext, split_conjuncts
+from .ingest import RowConverter
 from .results import ResultSet, UpdateStatus
 from .types import ColumnType, as_type
 
@@ -177,30 +178,11 @@ class FileOp:
 
 
 def _converter(col: ColumnMeta, op: FileOp) -> Callable[[Any], Any]:
-    """A fast validating converter from an inserted Python value to the stored SQL value."""
-    t = col.type
-    if t.is_media:
+    """The validating converter from an inserted Python value to the stored SQL value (the
+    common types' fast paths live in ingest.RowConverter)."""
+    if col.type.is_media:
         return lambda v: op.store_input(v, col)
-    name = t.name
-    if name == "Int":
-        def conv_int(v: Any) -> Any:
-            if type(v) is int and -(2**63) <= v < 2**63:
-                return v
-            return t.to_sql(v)
-        return conv_int
-    if name == "String":
-        def conv_str(v: Any) -> Any:
-            if type(v) is str and v.isascii():
-                return v
-            return t.to_sql(v)
-        return conv_str
-    if name == "Float":
-        def conv_float(v: Any) -> Any:
-            if type(v) is float and v == v:
-                return v
-            return t.to_sql(v)
-        return conv_float
-    return t.to_sql
+    return col.type.to_sql
 
 
 class Query:
@@ -570,41 +552,17 @@ class Table:
         inputs = [c for c in meta.columns if not c.is_computed]
         computed = {c.name for c in meta.columns if c.is_computed}
         known = {c.name for c in inputs}
-        convs = [(c, _converter(c, op)) for c in inputs]
-        errors: list[tuple[int, ColumnMeta, str, str]] = []
-        count = 0
         db = self._conn.db
 
-        def gen(base: int) -> Iterator[list[Any]]:
-            nonlocal count
-            for i, row in enumerate(rows):  # type: ignore[arg-type]
-                if not isinstance(row, dict):
-                    raise SchemaError(f"row {i}: expected a dict of column values, got "
-                                      f"{type(row).__name__}")
-                if not row.keys() <= known:
-                    _bad_keys(self._path, i, row.keys() - known, computed, known)
-                out: list[Any] = [base + i]
-                for c, conv in convs:
-                    v = row.get(c.name)
-                    if v is None:
-                        if not c.type.nullable:
-                            raise SchemaError(f"row {i}: column {c.name!r} of {self._path!r} is "
-                                              "Required; give it a value")
-                        out.append(None)
-                        continue
-                    try:
-                        out.append(conv(v))
-                    except (SchemaError, StorageError, ConfigError, NotFoundError) as e:
-                        if on_error == "abort" or not c.type.nullable:
-                            why = "" if c.type.nullable else " (Required: cannot be left empty)"
-                            raise ComputeError(
-                                f"row {i}, column {c.name!r}{why} of {self._path!r}: {e}",
-                                table=self._path, row=i, column=c.name, value=v,
-                                errortype=type(e).__name__) from e
-                        errors.append((base + i, c, type(e).__name__, str(e)))
-                        out.append(None)
-                count = i + 1
-                yield out
+        def check_row(i: int, row: Any) -> None:
+            if not isinstance(row, dict):
+                raise SchemaError(f"row {i}: expected a dict of column values, got "
+                                  f"{type(row).__name__}")
+            if not row.keys() <= known:
+                _bad_keys(self._path, i, row.keys() - known, computed, known)
+
+        conv = RowConverter(self._path, inputs, [_converter(c, op) for c in inputs], on_error,
+                            check_row, frozenset(known))
 
         op.prepare_for(meta.columns)
         cols_sql = ", ".join(["_rowid"] + [c.sql for c in inputs])
@@ -612,8 +570,10 @@ class Table:
         try:
             with db.transaction():
                 base = db.query(f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}")[0][0]
-                db.executemany(sql, gen(base))
-                for rowid, c, et, em in errors:
+                db.executemany(sql, conv.rows(rows, base))
+                last = db.query(f"SELECT max(_rowid) FROM {meta.sql}")[0][0]
+                count = 0 if last is None or last < base else last - base + 1
+                for rowid, c, et, em in conv.errors:
                     db.execute(f"UPDATE {meta.sql} SET {c.sql_et} = ?, {c.sql_em} = ? "
                                "WHERE _rowid = ?", (et, em, rowid))
                 computed_errors = 0
@@ -627,7 +587,7 @@ class Table:
         except BaseException:
             op.rollback()
             raise
-        return UpdateStatus("Inserted", count, len(errors) + computed_errors,
+        return UpdateStatus("Inserted", count, len(conv.errors) + computed_errors,
                             time.perf_counter() - t0)
 
     def _matching_rowids(self, meta: TableMeta, where: Expr | None) -> tuple[str, list[Any]] | list[int]:

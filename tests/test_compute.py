@@ -230,3 +230,17 @@ def test_progress_bar_switch(db, monkeypatch):
     bar = compute._progress(1000, "x", config.resolve())
     assert bar is not None and bar.disable  # not a terminal here: tqdm stays silent
     bar.close()
+
+
+def test_pixel_limit_refuses_bombs(tmp_path):
+    """A huge declared size is refused from the header, before decoding (no memory spent)."""
+    db = pxl.connect(tmp_path / "b.pxl", config={"max_image_pixels": 10_000})
+    t = db.create_table("t", {"image": pxl.Image})
+    big = tmp_path / "big.png"
+    Image.new("L", (200, 100)).save(big)
+    t.insert(image=big)
+    with pytest.raises(ComputeError, match="20,000 pixels, over the limit of 10,000"):
+        t.add_computed_column(r=t.image.rotate(90))
+    from PIL import Image as PILImage
+
+    assert PILImage.MAX_IMAGE_PIXELS != 10_000  # Pillow's global setting is left alone

@@ -152,16 +152,22 @@ def import_times(reps: int) -> tuple[list[float], list[float], list[str]]:
 
 
 def importtime_top(n: int = 12) -> list[tuple[int, int, str]]:
-    """``python -X importtime -c 'import pxlite'``: the top modules by self and cumulative us."""
+    """``python -X importtime -c 'import pxlite'``: the top modules of pxlite's own import tree
+    (not the interpreter's start-up, e.g. ``site`` and its .pth imports) by cumulative us."""
     env = {**os.environ, "PYTHONPATH": str(bl.ROOT)}
     err = subprocess.run([sys.executable, "-X", "importtime", "-c", "import pxlite"], env=env,
                          capture_output=True, text=True, check=True).stderr
-    rows = []
+    group: list[tuple[int, int, str]] = []
     for line in err.splitlines():
-        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
-        if m:
-            rows.append((int(m.group(1)), int(m.group(2)), m.group(4)))
-    return sorted(rows, key=lambda r: -r[1])[:n]
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)", line)
+        if not m:
+            continue
+        group.append((int(m.group(1)), int(m.group(2)), m.group(4)))
+        if len(m.group(3)) == 1:  # a top-level import closes its subtree (printed post-order)
+            if m.group(4) == "pxlite":
+                break
+            group = []
+    return sorted(group, key=lambda r: -r[1])[:n]
 
 
 def main() -> None:
@@ -216,7 +222,7 @@ def main() -> None:
             r = bl.med(res[label], "rows_per_s")
             rows.append([label, r, bl.med(res[label], "seconds"), px and r / px,
                          bl.med(res[label], "rss_mb")])
-        bl.say(bl.table(["case", "rows/s", "seconds", "x pxlite time", "peak RSS MB"], rows))
+        bl.say(bl.table(["case", "rows/s", "seconds", "pxlite time / its time", "peak RSS MB"], rows))
         ratio = rows[1][1] / px
         ratio_t = rows[2][1] / px
         bl.say(f"  pxlite takes {ratio:.2f}x the time of apsw executemany fed from the same dicts "

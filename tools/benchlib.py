@@ -40,7 +40,19 @@ Case = Callable[[dict[str, Any]], dict[str, Any]]
 # ---- child side ---------------------------------------------------------------------------------
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (Linux reports KB, macOS bytes)."""
+    """Peak resident set size of this process so far, in MB.
+
+    Linux: ``VmHWM`` from /proc/self/status, the high-water mark of this process image. Not
+    ``ru_maxrss``: Linux carries it across ``execve``, so a child started by a 50 MB parent
+    would report at least 50 MB whatever it did. Elsewhere ``ru_maxrss`` (KB; bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 

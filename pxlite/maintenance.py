@@ -1,0 +1,574 @@
+"""Maintenance: :func:`check` compares the catalog with the stored files both ways (and can
+remove orphans); :func:`move_media` relocates the files pxlite wrote for one column.
+
+Both keep DESIGN.md's data-safety rules:
+
+* A file is *pxlite-owned* iff it lies under ``<location><table uid>/`` for a location recorded in
+  ``px_media_locations``. Anything else a row names (a user's ``file://`` original, a web URL, a
+  bucket object the user inserted) is a reference: it is checked, never deleted or moved.
+* ``check(fix=True)`` deletes only files no row of any table names, and decides that while holding
+  the write lock. pxlite writes files only inside a write transaction (or, for
+  :func:`move_media`, re-checks its copies inside the transaction that makes rows name them), so
+  a file another writer is about to commit can never be mistaken for an orphan and deleted.
+* :func:`move_media` copies first, switches every reference in one transaction, and deletes the
+  old copies only after that commits (durably listed in ``px_pending_deletes``). Interrupted at
+  any point, every row names a readable file; leftovers are orphans ``check(fix=True)`` removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from . import catalog
+from .catalog import ColumnMeta, TableMeta
+from .errors import (
+    DatabaseError,
+    NotFoundError,
+    ObjectNotFoundError,
+    PxliteError,
+    SchemaError,
+    StorageError,
+)
+from .results import UpdateStatus
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .connection import Connection
+    from .db import Database
+    from .table import Table
+
+__all__ = ["CheckReport", "MissingFile", "MoveStatus", "check", "move_media"]
+
+#: Parallel storage calls (listings, existence probes, deletes, copies).
+IO_WORKERS = 16
+#: How many examples of each kind ``str(CheckReport)`` shows.
+EXAMPLES = 10
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = IO_WORKERS,
+              stop: Callable[[], bool] = lambda: False) -> Iterator[tuple[T, R | None,
+                                                                           BaseException | None]]:
+    """Run ``fn`` over ``items`` in a bounded thread pool; yield ``(item, result, exception)``
+    as each finishes. At most ``2 * workers`` calls are queued at once (memory stays bounded);
+    once ``stop()`` is true no new call starts, and the running ones are waited for."""
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pxlite-maint") as pool:
+        inflight: dict[Future[R], T] = {}
+
+        def fill() -> None:
+            while not stop() and len(inflight) < 2 * workers:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+                inflight[pool.submit(fn, item)] = item
+
+        fill()
+        while inflight:
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for f in done:
+                item = inflight.pop(f)
+                exc = f.exception()
+                yield item, (None if exc is not None else f.result()), exc
+            fill()
+
+
+def _backend(uri: str, settings: Settings) -> Any:
+    from . import storage
+
+    return storage.get_backend(uri, settings)
+
+
+def _live_tables(db: Database) -> list[TableMeta]:
+    return [catalog.load_table(db, p) for (p,) in db.query("SELECT path FROM px_tables ORDER BY path")]
+
+
+def _media_columns(meta: TableMeta) -> list[ColumnMeta]:
+    return [c for c in meta.columns if c.type.is_media]
+
+
+def _named_by_rows(db: Database, uris: list[str]) -> set[str]:
+    """Which of ``uris`` some row of any table's media column names (fresh read)."""
+    if not uris:
+        return set()
+    named: set[str] = set()
+    arg = json.dumps(sorted(set(uris)))
+    for meta in _live_tables(db):
+        for c in _media_columns(meta):
+            named |= {r[0] for r in db.query(
+                f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
+                "(SELECT value FROM json_each(?))", (arg,))}
+    return named
+
+
+# ---------------------------------------------------------------------------------------------
+# check()
+
+
+class MissingFile(NamedTuple):
+    """A row naming a file that does not exist. ``owned``: pxlite wrote it (else a reference)."""
+
+    table: str
+    column: str
+    rowid: int
+    uri: str
+    owned: bool = True
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check` found (and, with ``fix=True``, removed).
+
+    ``missing``: rows naming files that do not exist (pxlite's own files and local or bucket
+    references; plain web URLs are not probed). ``orphans``: URIs of files under pxlite-owned
+    prefixes that no row names (including every file of a dropped table and unfinished pending
+    deletes). ``integrity``: SQLite's integrity_check messages (empty when sound). ``fixed``:
+    orphans deleted by ``fix=True``. ``errors``: storage problems that kept part of the check from
+    running (one location failing does not stop the rest). ``pending``: entries found in the
+    pending-deletes list. ``ok`` is true when nothing is missing, the database is sound, every
+    location could be checked, and no orphan is left.
+    """
+
+    database: str = ""
+    fix: bool = False
+    missing: list[MissingFile] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    integrity: list[str] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    pending_cleared: int = 0
+    swept_locations: list[str] = field(default_factory=list)
+    tables: int = 0
+    references: int = 0
+    checked: int = 0
+    unchecked: int = 0
+
+    @property
+    def remaining_orphans(self) -> list[str]:
+        fixed = set(self.fixed)
+        return [u for u in self.orphans if u not in fixed]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.integrity or self.errors or self.remaining_orphans)
+
+    def __str__(self) -> str:
+        n_orph = len(self.orphans)
+        lines = [
+            f"pxlite check of {self.database}: " + ("OK" if self.ok else "PROBLEMS FOUND"),
+            f"  tables: {self.tables:,}; distinct media references: {self.references:,} "
+            f"({self.checked:,} checked, {self.unchecked:,} web URLs not probed)",
+            f"  missing files: {len(self.missing):,} "
+            f"({sum(1 for m in self.missing if m.owned):,} written by pxlite, "
+            f"{sum(1 for m in self.missing if not m.owned):,} references)",
+            f"  orphan files: {n_orph:,}" + (f" (removed {len(self.fixed):,})" if self.fix else ""),
+            f"  pending deletes: {len(self.pending):,}"
+            + (f" (cleared {self.pending_cleared:,})" if self.fix else ""),
+        ]
+        if self.swept_locations:
+            lines.append(f"  dropped-table locations swept: {len(self.swept_locations):,}")
+        lines.append("  database integrity: " + ("ok" if not self.integrity
+                                                 else f"{len(self.integrity):,} problem(s)"))
+        lines.append(f"  storage errors: {len(self.errors):,}")
+
+        def section(title: str, items: list[str]) -> None:
+            if items:
+                more = f", first {EXAMPLES}" if len(items) > EXAMPLES else ""
+                lines.append(f"{title} ({len(items):,}{more}):")
+                lines.extend(f"  {s}" for s in items[:EXAMPLES])
+
+        section("missing files", [
+            f"{m.table} column {m.column!r} row {m.rowid}: {m.uri}"
+            + ("" if m.owned else " (a reference)") for m in self.missing])
+        section("orphan files", [u + (" (removed)" if u in set(self.fixed) else "")
+                                 for u in self.orphans[:EXAMPLES]] + self.orphans[EXAMPLES:])
+        section("integrity problems", self.integrity)
+        section("storage errors", self.errors)
+        if self.remaining_orphans and not self.fix:
+            lines.append("run `pxlite check --fix` (or pxl.check(fix=True)) to remove the orphans")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"<CheckReport ok={self.ok} missing={len(self.missing)} "
+                f"orphans={len(self.orphans)} fixed={len(self.fixed)} "
+                f"integrity={len(self.integrity)} errors={len(self.errors)}>")
+
+
+def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> CheckReport:
+    """Compare the catalog with the stored files, both ways, and run SQLite's integrity check.
+
+    Reports rows naming files that do not exist (pxlite's own files; local references; bucket
+    references when ``remote_refs``, never plain web URLs) and orphans: files under the prefixes
+    pxlite owns (``<location><table uid>/``, dropped tables included) that no row names. With
+    ``fix=True`` the orphans are deleted, unfinished pending deletes are finished and a dropped
+    table's locations are forgotten once empty; rows and referenced files are never touched. A
+    storage error for one location is reported in ``errors``, not raised.
+    """
+    from . import storage
+
+    db = conn.db
+    settings = conn.settings()
+    report = CheckReport(database=str(conn.path), fix=fix)
+    report.integrity = db.integrity_check()
+
+    # 1. One consistent snapshot of the catalog: every media reference and where it is named.
+    named_in: dict[str, list[tuple[TableMeta, ColumnMeta]]] = {}
+    with db.read():
+        tables = _live_tables(db)
+        for meta in tables:
+            for c in _media_columns(meta):
+                for (u,) in db.execute(
+                        f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IS NOT NULL"):
+                    if isinstance(u, str):
+                        named_in.setdefault(u, []).append((meta, c))
+        locations = catalog.all_locations(db)
+        pending = catalog.pending_deletes(db)
+    report.tables = len(tables)
+    report.references = len(named_in)
+    report.pending = pending
+    live_uids = {m.uid for m in tables}
+
+    # 2. List every owned prefix (in parallel; a failing location is reported, not fatal).
+    owned = sorted({prefix + uid + "/": uid for uid, prefix in locations}.items())
+    owned_prefixes = [p for p, _ in owned]
+    listed: dict[str, set[str]] = {}
+
+    def list_prefix(p: str) -> set[str]:
+        return set(_backend(p, settings).list(p))
+
+    for p, files, exc in _parallel(list_prefix, owned_prefixes, workers=8):
+        if exc is None:
+            assert files is not None
+            listed[p] = files
+        elif isinstance(exc, Exception):  # any failure of one location is reported, not fatal
+            report.errors.append(f"cannot list {p}: {exc}")
+        else:
+            raise exc
+
+    def owner(uri: str) -> str | None:
+        best = None
+        for p in owned_prefixes:
+            if uri.startswith(p) and (best is None or len(p) > len(best)):
+                best = p
+        return best
+
+    # 3. Orphans: listed files no row names, plus pending deletes whose file is still there.
+    orphans: list[str] = []
+    seen: set[str] = set()
+    for p in owned_prefixes:
+        for u in sorted(listed.get(p, ())):
+            if u not in named_in and u not in seen and owner(u) == p:
+                orphans.append(u)
+                seen.add(u)
+    gone_pending: set[str] = set()   # pending deletes whose file is known to be gone
+    probe_pending: list[str] = []
+    for u in pending:
+        if u in named_in or u in seen:
+            continue
+        p = owner(u)
+        if p is not None and p in listed:
+            if u not in listed[p]:
+                gone_pending.add(u)
+        else:
+            probe_pending.append(u)
+    for u, exists, exc in _parallel(lambda u: _backend(u, settings).exists(u), probe_pending):
+        if exc is not None:
+            report.errors.append(f"cannot check pending delete {u}: {exc}")
+        elif exists:
+            orphans.append(u)
+            seen.add(u)
+        else:
+            gone_pending.add(u)
+    report.orphans = orphans
+
+    # 4. Missing: owned files absent from their listing, local references absent from disk,
+    #    bucket references whose object does not exist (probed in parallel).
+    suspects: dict[str, bool] = {}  # uri -> owned
+    probe: list[str] = []
+    for u in named_in:
+        p = owner(u)
+        if p is not None:
+            if p in listed:
+                report.checked += 1
+                if u not in listed[p]:
+                    suspects[u] = True
+            continue
+        try:
+            scheme = storage.scheme_of(u)
+            if scheme == "file":
+                report.checked += 1
+                if not storage.local_path(u).is_file():
+                    suspects[u] = False
+            elif scheme == "http" or not remote_refs:
+                report.unchecked += 1
+            else:
+                probe.append(u)
+        except PxliteError as e:
+            report.errors.append(f"cannot check {u}: {e}")
+    for u, exists, exc in _parallel(lambda u: _backend(u, settings).exists(u), probe):
+        if exc is not None:
+            report.errors.append(f"cannot check {u}: {exc}")
+            continue
+        report.checked += 1
+        if not exists:
+            suspects[u] = False
+    # A file written (and its row committed) after the listing is not missing: confirm each
+    # owned suspect, then name the rows from a fresh read (rows deleted meanwhile drop out).
+    confirm = [u for u, is_owned in suspects.items() if is_owned]
+    for u, exists, exc in _parallel(lambda u: _backend(u, settings).exists(u), confirm):
+        if exc is None and exists:
+            del suspects[u]
+    if suspects:
+        report.missing = _rows_naming(db, suspects)
+
+    # 5. Fix: decide and delete under the write lock, so no writer can be between writing a
+    #    file and committing the row that names it.
+    if fix and (orphans or pending or any(uid not in live_uids for uid, _ in locations)):
+        _fix(conn, report, listed, owned, gone_pending, settings)
+    return report
+
+
+def _rows_naming(db: Database, suspects: dict[str, bool]) -> list[MissingFile]:
+    out: list[MissingFile] = []
+    arg = json.dumps(sorted(suspects))
+    with db.read():
+        for meta in _live_tables(db):
+            for c in _media_columns(meta):
+                for rowid, u in db.query(
+                        f"SELECT _rowid, {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
+                        "(SELECT value FROM json_each(?)) ORDER BY _rowid", (arg,)):
+                    out.append(MissingFile(meta.path, c.name, rowid, u, suspects[u]))
+    return out
+
+
+def _fix(conn: Connection, report: CheckReport, listed: dict[str, set[str]],
+         owned: list[tuple[str, str]], gone_pending: set[str], settings: Settings) -> None:
+    db = conn.db
+    with db.transaction():
+        still = _named_by_rows(db, report.orphans + report.pending)
+        doomed = [u for u in report.orphans if u not in still]
+        deleted: set[str] = set()
+        for u, _, exc in _parallel(lambda u: _backend(u, settings).delete(u), doomed):
+            if exc is None:
+                deleted.add(u)
+            elif isinstance(exc, Exception):
+                report.errors.append(f"cannot delete orphan {u}: {exc}")
+            else:
+                raise exc
+        report.fixed = [u for u in report.orphans if u in deleted]
+        clear = [u for u in report.pending if u in still or u in deleted or u in gone_pending]
+        catalog.clear_pending_deletes(db, clear)
+        report.pending_cleared = len(clear)
+        # A dropped table's locations are forgotten once every file under them is gone (all
+        # listed, all deleted); until then they keep marking those files as pxlite's own.
+        live = {r[0] for r in db.query("SELECT uid FROM px_tables")}
+        by_uid: dict[str, list[str]] = {}
+        for p, uid in owned:
+            by_uid.setdefault(uid, []).append(p)
+        for uid, prefixes in by_uid.items():
+            if uid in live:
+                continue
+            if all(p in listed and listed[p] <= deleted for p in prefixes):
+                db.execute("DELETE FROM px_media_locations WHERE table_uid = ?", (uid,))
+                report.swept_locations.extend(prefixes)
+
+
+# ---------------------------------------------------------------------------------------------
+# move_media()
+
+
+@dataclass(repr=False)
+class MoveStatus(UpdateStatus):
+    """An :class:`UpdateStatus` for ``move_media``; ``num_skipped`` counts values left where they
+    are: references pxlite did not write, and files already at the destination."""
+
+    num_skipped: int = 0
+
+
+def _content_type(uri: str) -> str | None:
+    from .media import _CONTENT_TYPES
+
+    return _CONTENT_TYPES.get(uri.rsplit(".", 1)[-1].lower())
+
+
+def _copy(old: str, new: str, settings: Settings, created: list[str]) -> None:
+    """Copy one stored file to ``new`` (unless it is there already: keys are content hashes),
+    streaming through a local temp file when neither side is local."""
+    from . import storage
+
+    dst = _backend(new, settings)
+    if dst.exists(new):
+        return
+    ctype = _content_type(new)
+    if storage.is_local(old):
+        path = storage.local_path(old)
+        if not path.is_file():
+            raise ObjectNotFoundError(f"no file at {old}", uri=old)
+        dst.put_file(path, new, ctype)
+    elif storage.is_local(new):
+        # get_file writes a temp file beside the target and os.replace()s it: atomic.
+        _backend(old, settings).get_file(old, storage.local_path(new))
+    else:
+        fd, tmp = tempfile.mkstemp(prefix="pxlite-move-")
+        os.close(fd)
+        try:
+            _backend(old, settings).get_file(old, tmp)
+            dst.put_file(tmp, new, ctype)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    created.append(new)
+
+
+def _delete_quietly(uris: list[str], settings: Settings) -> None:
+    for _ in _parallel(lambda u: _backend(u, settings).delete(u), uris):
+        pass  # best effort: a copy left behind is an orphan check(fix=True) removes
+
+
+def move_media(table: Table, column: str, destination: str) -> MoveStatus:
+    """Move the files pxlite wrote for ``column`` to ``destination``, keeping their keys.
+
+    Each pxlite-owned file is copied to ``<destination><table uid>/<col id>/<xx>/<hash>.<ext>``
+    (bounded thread pool, streamed through a temp file); then one transaction switches every row
+    to the copies, sets a computed column's destination (so future files go there too) and lists
+    the old files for deletion after the commit. References pxlite did not write stay untouched
+    (``num_skipped``). A copy failure aborts the move: the copies made so far are removed and the
+    table is unchanged. Rows naming a file that no longer exists stay as they are and count as
+    errors. Unknown column: NotFoundError; not a media column: SchemaError; bad destination: the
+    ConfigError from validating it, before anything is copied.
+    """
+    from . import storage
+    from .table import FileOp
+
+    t0 = time.perf_counter()
+    conn = table._conn
+    db = conn.db
+    meta = table._meta()
+    col = meta.column(column)
+    if not col.type.is_media:
+        raise SchemaError(f"column {column!r} of {meta.path!r} holds {col.type.name} values, not "
+                          "files; move_media() takes a media column (Image, Video, Audio, "
+                          "Document)")
+    if db.read_only:
+        raise DatabaseError(f"database {db.path} is read-only; make it writable to move media")
+    new_prefix = conn.validate_dest(destination)
+    settings = conn.settings()
+    tail = f"{meta.uid}/{col.col_id}/"
+
+    with db.read():
+        locs = catalog.locations(db, meta.uid)
+        uris = [r[0] for r in db.query(
+            f"SELECT DISTINCT {col.sql} FROM {meta.sql} WHERE {col.sql} IS NOT NULL")]
+    plan: list[tuple[str, str]] = []
+    skipped = 0
+    for u in uris:
+        loc = max((p for p in locs if isinstance(u, str) and u.startswith(p + tail)),
+                  key=len, default=None)
+        if loc is None:
+            skipped += 1  # a reference pxlite did not write: never moved
+            continue
+        key = u[len(loc):]
+        if storage.is_local(loc):
+            key = urllib.parse.unquote(key)
+        new = storage.join(new_prefix, key)
+        if new == u:
+            skipped += 1  # already there
+            continue
+        plan.append((u, new))
+
+    op = FileOp(conn, meta, settings)
+    if plan:
+        op.prepare(new_prefix)  # committed before the first copy lands: check() sees leftovers
+    created: list[str] = []
+    committed: list[bool] = []
+    lock = threading.Lock()
+
+    def copy_one(item: tuple[str, str]) -> None:
+        mine: list[str] = []
+        _copy(item[0], item[1], settings, mine)
+        with lock:
+            created.extend(mine)
+
+    def copy_all(items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+        """Copy ``items``; return (copied, messages for missing sources); raise on the first
+        other failure once the running copies have finished."""
+        done: list[tuple[str, str]] = []
+        missing: list[str] = []
+        fatal: list[tuple[tuple[str, str], BaseException]] = []
+        for item, _, exc in _parallel(copy_one, items, stop=lambda: bool(fatal)):
+            if exc is None:
+                done.append(item)
+            elif isinstance(exc, ObjectNotFoundError):
+                missing.append(f"{meta.path} column {column!r}: cannot move {item[0]}: the file "
+                               "does not exist (run pxlite check)")
+            else:
+                fatal.append((item, exc))
+        if fatal:
+            (old, new), exc = fatal[0]
+            if not isinstance(exc, PxliteError):
+                raise exc
+            raise StorageError(
+                f"move_media: copying {old} to {new} for {meta.path} column {column!r} failed: "
+                f"{exc}; the table is unchanged (copies made so far were removed)",
+                uri=old, retryable=getattr(exc, "retryable", False)) from exc
+        return done, missing
+
+    try:
+        moved, missing = copy_all(plan)
+        with db.transaction() as after:
+            # Runs first after the commit: from then on rows name the copies, keep them.
+            after.append(lambda: committed.append(True))
+            cur = catalog.load_table(db, meta.path)
+            if cur.uid != meta.uid:
+                raise NotFoundError(f"table {meta.path!r} was dropped while its media moved")
+            ccol = cur.column_by_id(col.col_id)
+            if moved:
+                # A concurrent check(fix=True) may have removed copies no row named yet; it
+                # cannot now (we hold the write lock), so re-copy any that went missing.
+                dst = _backend(new_prefix, settings)
+                present = set(dst.list(new_prefix + tail))
+                lost = [m for m in moved if m[1] not in present]
+                if lost:
+                    again, gone = copy_all(lost)
+                    if gone:
+                        bad = {m[0] for m in lost} - {m[0] for m in again}
+                        moved = [m for m in moved if m[0] not in bad]
+                        missing += gone
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS px_move_map "
+                           "(old TEXT PRIMARY KEY, new TEXT NOT NULL)")
+                db.execute("DELETE FROM temp.px_move_map")
+                db.executemany("INSERT INTO temp.px_move_map(old, new) VALUES (?, ?)", moved)
+                # One pass over the table with an indexed lookup per row (an UPDATE per file
+                # would scan the table once per file).
+                db.execute(
+                    f"UPDATE {cur.sql} SET {ccol.sql} = (SELECT new FROM temp.px_move_map "
+                    f"WHERE old = {ccol.sql}) WHERE {ccol.sql} IN (SELECT old FROM "
+                    "temp.px_move_map)")
+                db.execute("DROP TABLE temp.px_move_map")
+            if ccol.is_computed:
+                catalog.set_column_destination(db, cur, ccol, new_prefix)
+            conn.release(cur, ccol.col_id, [old for old, _ in moved], after)
+    except BaseException:
+        if not committed:
+            _delete_quietly(created, settings)
+        raise
+    return MoveStatus("Moved", len(moved), len(missing), time.perf_counter() - t0, "file",
+                      errors=missing[:10], num_skipped=skipped)

@@ -1,0 +1,319 @@
+"""Computed-column benchmarks: pxlite beside a plain Pillow loop doing the same work, same run.
+
+    python tools/bench_compute.py             # default run (~3 min on 2 busy cores)
+    python tools/bench_compute.py --quick     # smoke run: 60 images, one repetition, no S3
+    python tools/bench_compute.py --rss-10k   # also peak RSS at 10,000 images (+~2-3 min)
+    python tools/bench_compute.py --profile   # also cProfile both compute cases (all threads)
+
+Inputs are distinct noisy 640x480 JPEGs (quality 90, ~90 KB), made once per run in a temp folder
+(``--images DIR`` keeps and reuses them).
+
+(a) ``t.add_computed_column(rot=t.image.rotate(90), destination=<local folder>)`` over 1,000 rows
+    vs a plain loop on a 2-thread ThreadPoolExecutor: open, rotate(90), JPEG q90 encode, write
+    file. images/s and the time ratio (target <= 1.15x);
+(b) inserting 1,000 more rows into a table that already has three image computed columns
+    (rotate(90), transpose(FLIP_LEFT_RIGHT), resize((128, 128))) vs a Pillow loop that decodes
+    once and runs all three (encode + write each) on 2 threads;
+(c) peak RSS of (a) at 1,000 images (and 10,000 with --rss-10k): target < 300 MB and flat;
+(d) (a) with an S3 destination on a local moto server, vs the plain loop uploading with boto3.
+
+Each case runs in a fresh child process (tools/benchlib.py): peak RSS is the child's own, and
+includes its setup (inserting the paths, ~30 MB of interpreter and imports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools import benchlib as bl  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+THREADS = 2
+BUCKET = "pxlite-bench"
+
+
+def _paths(p: dict[str, Any], key: str = "images") -> list[str]:
+    return sorted(str(q) for q in Path(p[key]).glob("*.jpg"))[p.get("skip", 0):][: p["n"]]
+
+
+def _connect(p: dict[str, Any]):  # noqa: ANN202
+    import pxlite as pxl
+
+    cfg = bl.s3_config(p["endpoint"]) if p.get("endpoint") else None
+    return pxl.connect(Path(p["tmp"]) / "bench.pxl", config=cfg)
+
+
+def _dest(p: dict[str, Any], name: str) -> str:
+    if p.get("endpoint"):
+        return f"s3://{BUCKET}/{Path(p['tmp']).name}/{name}/"
+    return str(Path(p["tmp"]) / name)
+
+
+# ---- child cases --------------------------------------------------------------------------------
+
+def case_rotate_pxlite(p: dict[str, Any]) -> dict[str, Any]:
+    import pxlite as pxl
+
+    db = _connect(p)
+    t = db.create_table("bench", {"image": pxl.Image})
+    paths = _paths(p)
+    t.insert([{"image": q} for q in paths])
+    rss_setup = bl.peak_rss_mb()
+    expr = t.image.rotate(90)
+    dest = _dest(p, "rot")
+    if p.get("profile"):
+        with bl.profile_all_threads(Path(p["profile"])):
+            t0 = bl.now()
+            status = t.add_computed_column(rot=expr, destination=dest)
+    else:
+        t0 = bl.now()
+        status = t.add_computed_column(rot=expr, destination=dest)
+    dt = bl.now() - t0
+    assert status.num_errors == 0, status
+    return {"seconds": dt, "images_per_s": len(paths) / dt, "rss_setup_mb": rss_setup}
+
+
+def _plain_put(p: dict[str, Any]):  # noqa: ANN202
+    """Where the plain loop writes a file: a local folder, or boto3 put_object to moto."""
+    if p.get("endpoint"):
+        import boto3
+        from botocore.config import Config
+
+        s3 = boto3.client("s3", endpoint_url=p["endpoint"], region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing",
+                          config=Config(max_pool_connections=32))
+        prefix = Path(p["tmp"]).name
+
+        def put(name: str, data: bytes) -> None:
+            s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}", Body=data,
+                          ContentType="image/jpeg")
+        return put
+    out = Path(p["tmp"]) / "plain"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write(name: str, data: bytes) -> None:
+        (out / name).write_bytes(data)
+    return write
+
+
+def _encode(img: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def case_rotate_plain(p: dict[str, Any]) -> dict[str, Any]:
+    from PIL import Image
+
+    paths = _paths(p)
+    put = _plain_put(p)
+
+    def one(item: tuple[int, str]) -> None:
+        i, path = item
+        with Image.open(path) as img:
+            put(f"{i:06d}.jpg", _encode(img.rotate(90)))
+
+    t0 = bl.now()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(one, enumerate(paths)))
+    dt = bl.now() - t0
+    return {"seconds": dt, "images_per_s": len(paths) / dt}
+
+
+def case_three_pxlite(p: dict[str, Any]) -> dict[str, Any]:
+    import pxlite as pxl
+
+    db = _connect(p)
+    t = db.create_table("bench", {"image": pxl.Image})
+    t.insert([{"image": q} for q in _paths({**p, "n": p["pre"]}, "pre_images")])
+    t.add_computed_column(rot=t.image.rotate(90), destination=_dest(p, "rot"))
+    t.add_computed_column(flip=t.image.transpose(pxl.FLIP_LEFT_RIGHT),
+                          destination=_dest(p, "flip"))
+    t.add_computed_column(small=t.image.resize((128, 128)), destination=_dest(p, "small"))
+    rows = [{"image": q} for q in _paths(p)]
+    if p.get("profile"):
+        with bl.profile_all_threads(Path(p["profile"])):
+            t0 = bl.now()
+            status = t.insert(rows)
+    else:
+        t0 = bl.now()
+        status = t.insert(rows)
+    dt = bl.now() - t0
+    assert status.num_errors == 0, status
+    return {"seconds": dt, "images_per_s": len(rows) / dt}
+
+
+def case_three_plain(p: dict[str, Any]) -> dict[str, Any]:
+    from PIL import Image
+
+    paths = _paths(p)
+    put = _plain_put(p)
+
+    def one(item: tuple[int, str]) -> None:
+        i, path = item
+        with Image.open(path) as img:
+            img.load()
+            put(f"rot_{i:06d}.jpg", _encode(img.rotate(90)))
+            put(f"flip_{i:06d}.jpg", _encode(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+            put(f"small_{i:06d}.jpg", _encode(img.resize((128, 128))))
+
+    t0 = bl.now()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(one, enumerate(paths)))
+    dt = bl.now() - t0
+    return {"seconds": dt, "images_per_s": len(paths) / dt}
+
+
+CASES = {"rotate_pxlite": case_rotate_pxlite, "rotate_plain": case_rotate_plain,
+         "three_pxlite": case_three_pxlite, "three_plain": case_three_plain}
+
+
+# ---- parent -------------------------------------------------------------------------------------
+
+def _run_pair(tmp: Path, tag: str, runs: list[tuple[str, str, dict[str, Any]]], reps: int,
+              before_each: Any = None) -> dict[str, list[dict[str, Any]]]:
+    """Interleaved repetitions; every run gets its own scratch folder, removed afterwards."""
+    res: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in runs}
+    for rep in range(reps):
+        for label, case, params in runs:
+            d = tmp / f"{tag}-{rep}-{case}"
+            d.mkdir()
+            if before_each is not None:
+                before_each()
+            try:
+                r = bl.run_case(SCRIPT, case, {**params, "tmp": str(d)})
+            finally:
+                bl.shutil.rmtree(d, ignore_errors=True)
+            res[label].append(r)
+            bl.say(f"  [{rep + 1}/{reps}] {label}: {r['images_per_s']:.1f} images/s, "
+                   f"{r['seconds']:.2f} s, peak RSS {r['rss_mb']:.0f} MB")
+    return res
+
+
+def _report(res: dict[str, list[dict[str, Any]]], target: float | None) -> tuple[float, float, float]:
+    (pl, pr), (bl_label, br) = list(res.items())
+    px, base = bl.med(pr, "images_per_s"), bl.med(br, "images_per_s")
+    rows = [[pl, px, bl.med(pr, "seconds"), bl.med(pr, "rss_mb")],
+            [bl_label, base, bl.med(br, "seconds"), bl.med(br, "rss_mb")]]
+    bl.say(bl.table(["case", "images/s", "seconds", "peak RSS MB"], rows))
+    ratio = base / px
+    msg = f"  time ratio pxlite / plain = {ratio:.2f}x"
+    if target is not None:
+        msg += f" (target <= {target}x: {bl.verdict(ratio, target)})"
+    bl.say(msg)
+    return px, base, ratio
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 60 images, one repetition, no S3 case")
+    ap.add_argument("--reps", type=int, help="repetitions per case (default 3, --quick 1)")
+    ap.add_argument("-n", "--images-n", type=int, dest="n", help="images per case (default 1000)")
+    ap.add_argument("--images", type=Path, help="folder to keep/reuse the generated images in")
+    ap.add_argument("--rss-10k", action="store_true", help="also peak RSS of (a) at 10,000 images")
+    ap.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) case")
+    ap.add_argument("--profile", type=Path, metavar="DIR",
+                    help="also run (a) and (b) once under cProfile (all threads); stats to DIR")
+    args = ap.parse_args()
+    reps = args.reps or (1 if args.quick else 3)
+    n = args.n or (60 if args.quick else 1000)
+    pre = 10 if args.quick else 50
+
+    bl.header(f"pxlite computed-column benchmark{' (--quick)' if args.quick else ''}: {n:,} "
+              f"images of 640x480, plain loops on {THREADS} threads")
+    summary: list[list[Any]] = []
+    with bl.temp_dir("pxlite-bench-compute-") as tmp:
+        images = args.images or (tmp / "images")
+        t0 = bl.now()
+        bl.make_photos(images, n)
+        bl.make_photos(images.parent / (images.name + "-pre"), pre, start=500_000)
+        bl.say(f"  inputs ready in {bl.now() - t0:.1f} s ({images})")
+        common = {"images": str(images), "n": n}
+
+        bl.say(f"\n(a) add_computed_column(rot=t.image.rotate(90)) to a local folder ({reps} reps)")
+        res = _run_pair(tmp, "a", [
+            ("pxlite add_computed_column", "rotate_pxlite", common),
+            ("plain Pillow loop (2 threads)", "rotate_plain", common)], reps)
+        px, base, ratio = _report(res, 1.15)
+        rss_1k = bl.med(res["pxlite add_computed_column"], "rss_mb")
+        rss_setup = bl.med(res["pxlite add_computed_column"], "rss_setup_mb")
+        summary.append(["(a) rotate(90) -> local", f"{px:.1f} img/s", f"{base:.1f} img/s",
+                        f"{ratio:.2f}x", "<= 1.15x " + bl.verdict(ratio, 1.15)])
+
+        bl.say(f"\n(b) insert {n:,} rows into a table with 3 image computed columns ({reps} reps)")
+        pre_images = str(images.parent / (images.name + "-pre"))
+        res = _run_pair(tmp, "b", [
+            ("pxlite insert (3 computed columns)", "three_pxlite",
+             {**common, "pre": pre, "pre_images": pre_images}),
+            ("plain Pillow loop, decode once (2 threads)", "three_plain", common)], reps)
+        px, base, ratio = _report(res, None)
+        summary.append(["(b) insert with 3 computed cols", f"{px:.1f} rows/s",
+                        f"{base:.1f} rows/s", f"{ratio:.2f}x", "-"])
+
+        bl.say(f"\n(c) peak RSS of (a) (whole child process; after inserting the paths "
+               f"{rss_setup:.0f} MB)")
+        rss_rows = [[f"{n:,} images", rss_1k]]
+        if args.rss_10k:
+            big = 10_000
+            t0 = bl.now()
+            bl.make_photos(images, big)
+            bl.say(f"  {big:,} inputs ready in {bl.now() - t0:.1f} s")
+            r = _run_pair(tmp, "c", [("pxlite add_computed_column", "rotate_pxlite",
+                                      {"images": str(images), "n": big})], 1)
+            rss_rows.append([f"{big:,} images", r["pxlite add_computed_column"][0]["rss_mb"]])
+        else:
+            bl.say("  (10,000 images: run with --rss-10k)")
+        bl.say(bl.table(["pxlite rotate(90)", "peak RSS MB"], rss_rows))
+        worst = max(r[1] for r in rss_rows)
+        growth = (f", {rss_rows[-1][1] - rss_rows[0][1]:+.0f} MB from 1k to 10k"
+                  if len(rss_rows) > 1 else "")
+        bl.say(f"  target < 300 MB and flat: {bl.verdict(worst, 300)}{growth}")
+        summary.append(["(c) peak RSS of (a)", " / ".join(f"{r[1]:.0f} MB" for r in rss_rows),
+                        "", "", "< 300 MB " + bl.verdict(worst, 300) + growth])
+
+        if args.quick or args.no_s3:
+            bl.say("\n(d) S3 destination: skipped (--quick / --no-s3)")
+        else:
+            from tools.servers import moto_server
+
+            bl.say(f"\n(d) rotate(90) -> S3 on a local moto server ({reps} reps)")
+            with moto_server() as s3:
+                s3p = {**common, "endpoint": s3.endpoint}
+                res = _run_pair(tmp, "d", [
+                    ("pxlite add_computed_column -> s3", "rotate_pxlite", s3p),
+                    ("plain Pillow loop + boto3 put_object (2 threads)", "rotate_plain", s3p)],
+                    reps, before_each=lambda: bl.moto_reset_and_bucket(s3.endpoint, BUCKET))
+            px, base, ratio = _report(res, None)
+            summary.append(["(d) rotate(90) -> S3 (moto)", f"{px:.1f} img/s",
+                            f"{base:.1f} img/s", f"{ratio:.2f}x", "-"])
+
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            bl.say(f"\nprofiling (a) and (b) once each under cProfile (all threads) -> {args.profile}")
+            for tag, case, params in (
+                    ("a", "rotate_pxlite", common),
+                    ("b", "three_pxlite", {**common, "pre": pre, "pre_images": pre_images})):
+                d = tmp / f"prof-{tag}"
+                d.mkdir()
+                out = args.profile.resolve() / f"compute_{tag}.prof"
+                r = bl.run_case(SCRIPT, case, {**params, "tmp": str(d), "profile": str(out)})
+                bl.shutil.rmtree(d, ignore_errors=True)
+                bl.say(f"  {case}: {r['images_per_s']:.1f} images/s under the profiler; "
+                       f"{out} and {out.with_suffix('.txt')}")
+
+    bl.say("\nSummary (medians)")
+    bl.say(bl.table(["case", "pxlite", "plain Pillow", "time ratio", "target"], summary))
+
+
+if __name__ == "__main__":
+    if not bl.child_main(CASES):
+        main()
