@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from . import catalog
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .table import FileOp, Table
 
 BATCH_ROWS = 256
+#: Threads that download inputs and store outputs: network waits, not CPU, so more than cores.
+IO_THREADS = 16
 
 
 def workers() -> int:
@@ -46,22 +48,38 @@ class _Target:
         self.prefix = op.output_prefix(col.destination) if self.is_media else None
 
 
-def _describe_inputs(rc: RowContext, meta: TableMeta, expr: Expr) -> str:
+def _describe_inputs(raw: dict[int, Any], meta: TableMeta, expr: Expr) -> str:
     parts = []
     for cid in sorted(expr.columns()):
         try:
             c = meta.column_by_id(cid)
         except PxliteError:
             continue
-        v = rc.raw.get(cid)
+        v = raw.get(cid)
         if not c.is_computed or c.type.is_media:
             parts.append(f"{c.name}={str(v)[:80]!r}")
     return ", ".join(parts)
 
 
+def _abort_error(t: _Target, raw: dict[int, Any], rowid: int, meta: TableMeta,
+                 e: BaseException) -> ComputeError:
+    inputs = _describe_inputs(raw, meta, t.expr)
+    return ComputeError(
+        f"computing column {t.col.name!r} of {meta.path!r} failed for row {rowid} "
+        f"({inputs}): {type(e).__name__}: {e}",
+        table=meta.path, row=rowid, column=t.col.name, value=inputs, errortype=type(e).__name__,
+    )
+
+
 def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: TableMeta,
-                 op: FileOp, on_error: str) -> list[Any]:
-    """Compute one row's cells; returns ``[v1, et1, em1, v2, ...]`` for the UPDATE."""
+                 op: FileOp, on_error: str, io: ThreadPoolExecutor,
+                 read_later: set[int]) -> list[Any]:
+    """Compute one row's cells; returns ``[v1, et1, em1, v2, ...]`` for the UPDATE.
+
+    A media result is encoded here (CPU, in this compute thread) and handed to the I/O pool to
+    store; its slot holds that Future until :func:`_settle` resolves it, unless a later target
+    of this same row reads the column's URI (``read_later``), which then waits for it.
+    """
     from . import media
 
     out: list[Any] = []
@@ -77,23 +95,36 @@ def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: Table
                     raise SchemaError(f"expected an image from {t.expr!r}, got {type(v).__name__}")
                 data, ext = media.encode_image(v, t.col.format)
                 assert t.prefix is not None
-                sv = op.write_bytes(data, ext, t.col, t.prefix)
+                sv: Any = io.submit(op.write_bytes, data, ext, t.col, t.prefix)
+                if t.col.col_id in read_later:
+                    sv = sv.result()
             else:
                 sv = t.col.type.to_sql(v)
             rc.raw[t.col.col_id] = sv
             out += [sv, None, None]
         except Exception as e:  # a UDF may raise anything; it is the cell's error
             if on_error == "abort":
-                raise ComputeError(
-                    f"computing column {t.col.name!r} of {meta.path!r} failed for row {rowid} "
-                    f"({_describe_inputs(rc, meta, t.expr)}): {type(e).__name__}: {e}",
-                    table=meta.path, row=rowid, column=t.col.name,
-                    value=_describe_inputs(rc, meta, t.expr), errortype=type(e).__name__,
-                ) from e
+                raise _abort_error(t, rc.raw, rowid, meta, e) from e
             rc._cache[t.col.col_id] = None
             rc.raw[t.col.col_id] = None
             out += [None, type(e).__name__, str(e) or repr(e)]
     return out
+
+
+def _settle(res: list[Any], raw: dict[int, Any], targets: list[_Target], meta: TableMeta,
+            on_error: str) -> list[Any]:
+    """Replace the Futures of stored files in a row's result by their URIs (or cell errors).
+    Runs in the main thread, so compute threads never wait for uploads."""
+    for k, t in enumerate(targets):
+        fut = res[3 * k]
+        if isinstance(fut, Future):
+            try:
+                res[3 * k] = fut.result()
+            except Exception as e:
+                if on_error == "abort":
+                    raise _abort_error(t, raw, res[-1], meta, e) from e
+                res[3 * k:3 * k + 3] = [None, type(e).__name__, str(e) or repr(e)]
+    return res
 
 
 def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta], where_sql: str | None,
@@ -144,14 +175,40 @@ def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta], wher
     bar = _progress(total, f"{meta.name}: {', '.join(c.name for c in cols)}", settings)
     from .cache import get_cache
 
-    with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-compute") as pool, \
-            get_cache(settings).operation():
-        for rows in batches():
-            def one(r: tuple) -> list[Any]:
-                rc = RowContext({c.col_id: r[1 + i] for i, c in enumerate(inputs)}, None, resolver)
-                return _compute_row(rc, r[0], targets, meta, op, on_error) + [r[0]]
+    read_later = {cid for t in targets for cid in t.expr.columns()} & {
+        t.col.col_id for t in targets if t.is_media}
+    media_inputs = [i for i, c in enumerate(inputs) if c.type.is_media]
 
-            results = list(pool.map(one, rows))
+    def prefetch(rows: list[tuple] | None) -> list[Future]:
+        """Start downloading a batch's remote inputs into the cache (errors surface later,
+        when the row is computed and reads the file)."""
+        from . import media, storage
+
+        if not rows:
+            return []
+        uris = {r[1 + i] for r in rows for i in media_inputs}
+        return [io.submit(media.localpath, u, settings) for u in uris
+                if u is not None and not storage.is_local(u)]
+
+    with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-compute") as pool, \
+            ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="pxlite-io") as io, \
+            get_cache(settings).operation():
+        it = batches()
+        nxt = next(it, None)
+        pending = prefetch(nxt)
+        while nxt is not None:
+            rows, ready = nxt, pending
+            nxt = next(it, None)
+            pending = prefetch(nxt)  # the next batch downloads while this one computes
+            wait(ready)
+
+            def one(r: tuple) -> tuple[list[Any], dict[int, Any]]:
+                rc = RowContext({c.col_id: r[1 + i] for i, c in enumerate(inputs)}, None, resolver)
+                res = _compute_row(rc, r[0], targets, meta, op, on_error, io, read_later)
+                return res + [r[0]], rc.raw  # the raw values (URIs), not the decoded images
+
+            results = [_settle(res, raw, targets, meta, on_error)
+                       for res, raw in pool.map(one, rows)]
             db.executemany(update_sql, results)
             for r, res in zip(rows, results):
                 errors += sum(1 for k in range(1, len(res) - 1, 3) if res[k] is not None)
