@@ -208,7 +208,7 @@ def fileurl(uri: str, settings: Settings) -> str:
     return storage.get_backend(uri, settings).fileurl(uri)
 
 
-def open_image(path: Path | str, settings: Settings) -> PILImage.Image:
+def open_image(path: Path | str, settings: Settings, name: str | None = None) -> PILImage.Image:
     """Open an image lazily (header only), refusing declared sizes over ``max_image_pixels``.
 
     The limit is checked here on the header's declared size, before any pixel is decoded, so a
@@ -218,17 +218,22 @@ def open_image(path: Path | str, settings: Settings) -> PILImage.Image:
     from PIL import Image
 
     limit = settings["max_image_pixels"]
+    shown = name if name and not name.startswith("file://") else os.fspath(path)
     try:
         # By file name, so Pillow closes the file itself once the pixels are loaded.
         img = Image.open(os.fspath(path))
     except Image.DecompressionBombError as e:
-        raise SchemaError(f"image {os.fspath(path)!r} is too large to decode safely ({e})") from e
+        raise SchemaError(f"image {shown!r} is too large to decode safely ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:
-        raise SchemaError(f"cannot read image {os.fspath(path)!r}: {e}") from e
+        with open(path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+        if head.lstrip()[:1] == b"<":
+            raise SchemaError(f"{shown!r} is not an image: it is HTML or XML text") from e
+        raise SchemaError(f"cannot read image {shown!r}: {e}") from e
     if img.width * img.height > limit:
         img.close()
         raise SchemaError(
-            f"image {os.fspath(path)!r} declares {img.width}x{img.height} = "
+            f"image {shown!r} declares {img.width}x{img.height} = "
             f"{img.width * img.height:,} pixels, over the limit of {limit:,} (max_image_pixels); "
             "raise max_image_pixels if the file is trusted"
         )

@@ -57,7 +57,8 @@ class Resolver:
 
         path = media.localpath(uri, self.settings)
         if col.type.name == "Image":
-            return media.open_image(path, self.settings)
+            # errors name the stored reference (the URL), not the cache file behind it
+            return media.open_image(path, self.settings, name=uri)
         return str(path)
 
     def fileurl(self, uri: str) -> str:
@@ -144,10 +145,7 @@ class FileOp:
                 storage.scheme_of(value)  # an unknown scheme is an error now, not at first read
                 if not persist:
                     return value
-                # One download feeds both the upload and the cache.
-                local = media.localpath(value, self.settings)
-                ext = media.check_local_file(local, kind)
-                return self.upload(local, ext, col, self.input_prefix())
+                return self._persist_url(value, col)
             path = storage.local_path(value) if value.lower().startswith("file://") else (
                 Path(value).expanduser().absolute())
             ext = media.check_local_file(path, kind)
@@ -164,6 +162,25 @@ class FileOp:
         raise SchemaError(
             f"expected {col.type.expect()}, got {type(value).__name__} {str(value)[:60]!r}"
         )
+
+    def _persist_url(self, url: str, col: ColumnMeta) -> str:
+        """Copy a URL's file to the input destination with ONE download: the downloaded file is
+        uploaded, then becomes the cache entry of the persisted copy (no upload->download)."""
+        import tempfile
+
+        from . import media, storage
+        from .cache import get_cache
+
+        kind = col.type.kind  # type: ignore[attr-defined]
+        with tempfile.TemporaryDirectory(prefix="pxlite-in-") as tmp:
+            local = Path(tmp) / "download"
+            storage.get_backend(url, self.settings).get_file(url, local)
+            with open(local, "rb") as f:
+                ext = media.check_header(f.read(media.HEADER_BYTES), kind, f"the file at {url}")
+            uri = self.upload(local, ext, col, self.input_prefix())
+            if not storage.is_local(uri):
+                get_cache(self.settings).get_path(uri, lambda dest: os.replace(local, dest))
+            return uri
 
     def rollback(self) -> None:
         """Delete the files this operation created (best effort; check() sweeps leftovers)."""
