@@ -350,6 +350,19 @@ class FileCache:
         with self._deleting(), self._errors():
             return int(self._dc.clear(retry=True))
 
+    def stored_version(self, url: str, *, version: str | None = None) -> str | None:
+        """The object version (etag/generation) the cached copy of ``url`` was downloaded at,
+        as returned by its fetch; None when not cached or not known."""
+        with self._write_lock, self._errors():
+            try:
+                handle, tag = self._dc.get(_key(url, version), default=(None, None), read=True,
+                                           tag=True)
+            except _MissingFile:
+                return None
+        if handle is not None:
+            handle.close()
+        return tag
+
     def evict(self, url: str, *, version: str | None = None) -> bool:
         """Remove the entry ``(url, version)`` and its file; return whether it was there."""
         key = _key(url, version)

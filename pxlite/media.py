@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,8 +178,21 @@ _CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
 
 
 # ---- reading ---------------------------------------------------------------------------------
-def localpath(uri: str, settings: Settings) -> Path:
-    """A local path holding the bytes of ``uri``; remote files are downloaded into the cache."""
+_CONTENT_ADDRESSED = re.compile(r"/([0-9a-f]{2})/\1[0-9a-f]{62}\.[A-Za-z0-9]+$")
+
+
+def is_content_addressed(uri: str) -> bool:
+    """True for files pxlite named by their content hash: their bytes can never change."""
+    return bool(_CONTENT_ADDRESSED.search(uri))
+
+
+def localpath(uri: str, settings: Settings, *, refresh: bool = False) -> Path:
+    """A local path holding the bytes of ``uri``; remote files are downloaded into the cache.
+
+    A cache hit costs no network. The version (etag/generation) of a downloaded file is recorded
+    with it; ``refresh=True`` asks the server for the current version and downloads again only
+    when it changed. Files pxlite wrote are content-addressed and never need that check.
+    """
     from . import storage
 
     if storage.is_local(uri):
@@ -189,12 +203,21 @@ def localpath(uri: str, settings: Settings) -> Path:
     from .cache import get_cache
 
     backend = storage.get_backend(uri, settings)
+    cache = get_cache(settings)
+    immutable = is_content_addressed(uri)
+    if refresh and not immutable and cache.contains(uri):
+        current = backend.stat(uri).version
+        if current is None or current != cache.stored_version(uri):
+            cache.evict(uri)
 
     def fetch(dest: Path) -> str | None:
+        # The version is read before the bytes: if the object changes in between, the older
+        # version is recorded and the next refresh downloads again (never the reverse).
+        version = None if immutable else backend.stat(uri).version
         backend.get_file(uri, dest)
-        return None
+        return version
 
-    return get_cache(settings).get_path(uri, fetch)
+    return cache.get_path(uri, fetch)
 
 
 def fileurl(uri: str, settings: Settings) -> str:

@@ -716,10 +716,11 @@ class Table:
                 self._conn.release(meta, col_id, lst, after)
         return UpdateStatus("Deleted", n, 0, time.perf_counter() - t0)
 
-    def prefetch(self, *columns: str, where: Expr | None = None) -> int:
+    def prefetch(self, *columns: str, where: Expr | None = None, refresh: bool = False) -> int:
         """Download the remote files of media columns (all of them without names) into the
         cache, so the table's media reads work offline; returns the number of files fetched
-        or already cached. The cache must be large enough to hold them (see file_cache_size_g)."""
+        or already cached. The cache must be large enough to hold them (see file_cache_size_g).
+        ``refresh=True`` re-downloads files whose remote version changed since they were cached."""
         from concurrent.futures import ThreadPoolExecutor
 
         from . import media, storage
@@ -746,7 +747,8 @@ class Table:
             uris |= {r[0] for r in rows if r[0] is not None and not storage.is_local(r[0])}
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="pxlite-prefetch") as pool, \
                 get_cache(settings).operation():
-            return sum(1 for _ in pool.map(lambda u: media.localpath(u, settings), sorted(uris)))
+            return sum(1 for _ in pool.map(
+                lambda u: media.localpath(u, settings, refresh=refresh), sorted(uris)))
 
     def move_media(self, column: str, destination: str) -> UpdateStatus:
         """Move the files pxlite wrote for ``column`` to ``destination`` (see maintenance.py)."""
