@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from . import catalog, faults
 from . import config as _config
 from .catalog import TableMeta
 from .db import Database
@@ -195,6 +195,7 @@ class Connection:
         settings = self.settings()
         done = []
         for uri in uris:
+            faults.point("before_file_delete")
             try:
                 storage.get_backend(uri, settings).delete(uri)
                 done.append(uri)

@@ -21,6 +21,7 @@ from typing import Any
 import apsw
 import apsw.bestpractice
 
+from . import faults
 from .errors import DatabaseError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
@@ -223,13 +224,20 @@ class Database:
             if not outer:
                 return
             try:
+                faults.point("before_commit")
                 self.conn.execute("COMMIT")
             except apsw.ReadOnlyError as e:
                 with contextlib.suppress(apsw.Error):
                     self.conn.execute("ROLLBACK")
                 raise self._read_only_error() from e
+            except BaseException:
+                with contextlib.suppress(apsw.Error):
+                    if not self.conn.getautocommit():  # a fault before COMMIT: undo it, as a crash would
+                        self.conn.execute("ROLLBACK")
+                raise
             finally:
                 self._after_commit = None
+        faults.point("after_commit")
         for fn in after:
             fn()
 

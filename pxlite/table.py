@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import catalog
+from . import catalog, faults
 from .catalog import ColumnMeta, TableMeta
 from .errors import (
     ComputeError,
@@ -103,6 +103,7 @@ class FileOp:
 
         self._check_prepared(prefix)
         uri, created = media.write_file(data, ext, prefix, self.meta.uid, col.col_id, self.settings)
+        faults.point("file_written")
         if created:
             self.created.append(uri)
         return uri
@@ -112,6 +113,7 @@ class FileOp:
 
         self._check_prepared(prefix)
         uri, created = media.upload_file(path, ext, prefix, self.meta.uid, col.col_id, self.settings)
+        faults.point("file_written")
         if created:
             self.created.append(uri)
         return uri
