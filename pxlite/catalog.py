@@ -6,6 +6,7 @@ text: data tables and columns are named from integer ids (``t_<id>``, ``c<col_id
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
@@ -101,6 +102,10 @@ class TableMeta:
             f"table {self.path!r} has no column {name!r}; its columns: "
             f"{', '.join(c.name for c in self.columns) or '(none)'}"
         )
+
+    @property
+    def media_columns(self) -> list[ColumnMeta]:
+        return [c for c in self.columns if c.type.is_media]
 
     def column_by_id(self, col_id: int) -> ColumnMeta:
         for c in self.columns:
@@ -198,6 +203,27 @@ def load_table(db: Database, path: str) -> TableMeta:
     ):
         meta.columns.append(ColumnMeta(r[0], r[1], r[2], parse_type(r[3]), r[4], r[5], r[6], r[7]))
     return meta
+
+
+def live_tables(db: Database) -> list[TableMeta]:
+    """Every table's metadata (one consistent read when called inside a transaction)."""
+    return [load_table(db, r[0]) for r in db.query("SELECT path FROM px_tables ORDER BY path")]
+
+
+def named_by_rows(db: Database, uris: Iterable[str]) -> set[str]:
+    """Which of ``uris`` a row of any table's media column names (one scan per media column;
+    a file pxlite wrote for one table may be referenced by another table's row)."""
+    wanted = sorted(set(uris))
+    if not wanted:
+        return set()
+    arg = json.dumps(wanted)
+    named: set[str] = set()
+    for meta in live_tables(db):
+        for c in meta.media_columns:
+            named |= {r[0] for r in db.query(
+                f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
+                "(SELECT value FROM json_each(?))", (arg,))}
+    return named
 
 
 def list_tables(db: Database, under: str | None = None) -> list[str]:

@@ -289,14 +289,10 @@ def add_computed_column(table: Table, column: dict[str, Any], *, destination: st
     op = FileOp(conn, meta, settings)
     if ctype.is_media:
         op.prepare(op.output_prefix(dest))
-    try:
-        with conn.db.transaction():
-            col = catalog.add_column(conn.db, meta, name, ctype, expr=json.dumps(expr.to_json()),
-                                     destination=dest, format=fmt, on_error=on_error)
-            status = compute_rows(conn, meta, [col], None, op, settings, None, on_error=on_error)
-    except BaseException:
-        op.rollback()
-        raise
+    with conn.db.transaction(), op.undo_on_error():
+        col = catalog.add_column(conn.db, meta, name, ctype, expr=json.dumps(expr.to_json()),
+                                 destination=dest, format=fmt, on_error=on_error)
+        status = compute_rows(conn, meta, [col], None, op, settings, None, on_error=on_error)
     status.elapsed_s = time.perf_counter() - t0
     return status
 
@@ -323,31 +319,27 @@ def recompute_columns(table: Table, names: list[str], *, where: Expr | None,
     settings = conn.settings()
     op = FileOp(conn, meta, settings)
     op.prepare_for(cols)
-    try:
-        with conn.db.transaction() as after:
-            match = table._matching_rowids(meta, where)
-            if isinstance(match, list):
-                rowids: list[int] | None = match
-                where_sql = None
+    with conn.db.transaction() as after, op.undo_on_error():
+        match = table._matching_rowids(meta, where)
+        if isinstance(match, list):
+            rowids: list[int] | None = match
+            where_sql = None
+        else:
+            rowids = None
+            where_sql = match[0] if not match[1] else None
+            if match[1]:
+                rowids = [r[0] for r in conn.db.query(
+                    f"SELECT _rowid FROM {meta.sql} WHERE {match[0]}", match[1])]
+        if errors_only:
+            cond = " OR ".join(f"{c.sql_et} IS NOT NULL" for c in cols)
+            if rowids is not None:
+                keep = {r[0] for r in conn.db.query(
+                    f"SELECT _rowid FROM {meta.sql} WHERE {cond}")}
+                rowids = [r for r in rowids if r in keep]
             else:
-                rowids = None
-                where_sql = match[0] if not match[1] else None
-                if match[1]:
-                    rowids = [r[0] for r in conn.db.query(
-                        f"SELECT _rowid FROM {meta.sql} WHERE {match[0]}", match[1])]
-            if errors_only:
-                cond = " OR ".join(f"{c.sql_et} IS NOT NULL" for c in cols)
-                if rowids is not None:
-                    keep = {r[0] for r in conn.db.query(
-                        f"SELECT _rowid FROM {meta.sql} WHERE {cond}")}
-                    rowids = [r for r in rowids if r in keep]
-                else:
-                    where_sql = f"({where_sql}) AND ({cond})" if where_sql else cond
-            status = compute_rows(conn, meta, cols, where_sql, op, settings, rowids,
-                                  on_error="ignore", release_old=after)
-    except BaseException:
-        op.rollback()
-        raise
+                where_sql = f"({where_sql}) AND ({cond})" if where_sql else cond
+        status = compute_rows(conn, meta, cols, where_sql, op, settings, rowids,
+                              on_error="ignore", release_old=after)
     status.verb = "Recomputed"
     status.elapsed_s = time.perf_counter() - t0
     return status

@@ -171,18 +171,14 @@ class Connection:
     def release(self, meta: TableMeta, col_id: int, uris: list[str],
                 after: list[Callable[[], None]], *, check_refs: bool = True) -> None:
         """Inside a write transaction: schedule deletion of the pxlite-owned files among ``uris``
-        that no row of the column names any more (durably, in px_pending_deletes)."""
+        that no row names any more (durably, in px_pending_deletes); they are deleted after
+        the commit by :meth:`_delete_files`, which checks again under the write lock."""
         if not uris:
             return
         prefixes = catalog.owned_prefixes(self.db, meta.uid, col_id)
         owned = [u for u in set(uris) if any(u.startswith(p) for p in prefixes)]
         if owned and check_refs:
-            col = meta.column_by_id(col_id)
-            import json
-
-            still = {r[0] for r in self.db.query(
-                f"SELECT DISTINCT {col.sql} FROM {meta.sql} WHERE {col.sql} IN "
-                "(SELECT value FROM json_each(?))", (json.dumps(owned),))}
+            still = catalog.named_by_rows(self.db, owned)
             owned = [u for u in owned if u not in still]
         if not owned:
             return
@@ -190,20 +186,28 @@ class Connection:
         after.append(lambda: self._delete_files(owned))
 
     def _delete_files(self, uris: list[str]) -> None:
+        """Delete files whose rows are gone, holding the write lock.
+
+        Content addressing lets another operation reuse a file (identical content) between our
+        commit and this delete; it writes and commits inside its own write transaction, so under
+        the lock we see its rows and keep any file a row names again. A file that is no longer
+        pending was handled by someone else (check(fix=True), another process).
+        """
         from . import storage
 
         settings = self.settings()
-        done = []
-        for uri in uris:
-            faults.point("before_file_delete")
-            try:
-                storage.get_backend(uri, settings).delete(uri)
-                done.append(uri)
-            except PxliteError:
-                pass  # stays pending; check(fix=True) or the next open retries it
-        if done:
-            with self.db.transaction():
-                catalog.clear_pending_deletes(self.db, done)
+        with self.db.transaction():
+            pending = set(catalog.pending_deletes(self.db)) & set(uris)
+            named = catalog.named_by_rows(self.db, pending)
+            done = sorted(named)  # named again: not ours to delete any more
+            for uri in sorted(pending - named):
+                faults.point("before_file_delete")
+                try:
+                    storage.get_backend(uri, settings).delete(uri)
+                    done.append(uri)
+                except PxliteError:
+                    pass  # stays pending; check(fix=True) or the next open retries it
+            catalog.clear_pending_deletes(self.db, done)
 
     def _sweep_dropped(self, uid: str, prefixes: list[str]) -> None:
         from . import storage

@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import catalog
+from . import catalog, faults
 from .catalog import ColumnMeta, TableMeta
 from .errors import (
     DatabaseError,
@@ -94,28 +94,6 @@ def _backend(uri: str, settings: Settings) -> Any:
     from . import storage
 
     return storage.get_backend(uri, settings)
-
-
-def _live_tables(db: Database) -> list[TableMeta]:
-    return [catalog.load_table(db, p) for (p,) in db.query("SELECT path FROM px_tables ORDER BY path")]
-
-
-def _media_columns(meta: TableMeta) -> list[ColumnMeta]:
-    return [c for c in meta.columns if c.type.is_media]
-
-
-def _named_by_rows(db: Database, uris: list[str]) -> set[str]:
-    """Which of ``uris`` some row of any table's media column names (fresh read)."""
-    if not uris:
-        return set()
-    named: set[str] = set()
-    arg = json.dumps(sorted(set(uris)))
-    for meta in _live_tables(db):
-        for c in _media_columns(meta):
-            named |= {r[0] for r in db.query(
-                f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
-                "(SELECT value FROM json_each(?))", (arg,))}
-    return named
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,16 +207,16 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
     report = CheckReport(database=str(conn.path), fix=fix)
     report.integrity = db.integrity_check()
 
-    # 1. One consistent snapshot of the catalog: every media reference and where it is named.
-    named_in: dict[str, list[tuple[TableMeta, ColumnMeta]]] = {}
+    # 1. One consistent snapshot of the catalog: every distinct media reference.
+    named_in: set[str] = set()
     with db.read():
-        tables = _live_tables(db)
+        tables = catalog.live_tables(db)
         for meta in tables:
-            for c in _media_columns(meta):
+            for c in meta.media_columns:
                 for (u,) in db.execute(
                         f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IS NOT NULL"):
                     if isinstance(u, str):
-                        named_in.setdefault(u, []).append((meta, c))
+                        named_in.add(u)
         locations = catalog.all_locations(db)
         pending = catalog.pending_deletes(db)
     report.tables = len(tables)
@@ -350,8 +328,8 @@ def _rows_naming(db: Database, suspects: dict[str, bool]) -> list[MissingFile]:
     out: list[MissingFile] = []
     arg = json.dumps(sorted(suspects))
     with db.read():
-        for meta in _live_tables(db):
-            for c in _media_columns(meta):
+        for meta in catalog.live_tables(db):
+            for c in meta.media_columns:
                 for rowid, u in db.query(
                         f"SELECT _rowid, {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
                         "(SELECT value FROM json_each(?)) ORDER BY _rowid", (arg,)):
@@ -363,7 +341,7 @@ def _fix(conn: Connection, report: CheckReport, listed: dict[str, set[str]],
          owned: list[tuple[str, str]], gone_pending: set[str], settings: Settings) -> None:
     db = conn.db
     with db.transaction():
-        still = _named_by_rows(db, report.orphans + report.pending)
+        still = catalog.named_by_rows(db, report.orphans + report.pending)
         doomed = [u for u in report.orphans if u not in still]
         deleted: set[str] = set()
         for u, _, exc in _parallel(lambda u: _backend(u, settings).delete(u), doomed):
@@ -438,9 +416,17 @@ def _copy(old: str, new: str, settings: Settings, created: list[str]) -> None:
     created.append(new)
 
 
-def _delete_quietly(uris: list[str], settings: Settings) -> None:
-    for _ in _parallel(lambda u: _backend(u, settings).delete(u), uris):
-        pass  # best effort: a copy left behind is an orphan check(fix=True) removes
+def _discard_copies(conn: Connection, uris: list[str], settings: Settings) -> None:
+    """Delete copies an aborted move made, under the write lock and only those no row names:
+    a concurrent insert of the same content may have found a copy and named it (content
+    addressing). Best effort: a copy left behind is an orphan ``check(fix=True)`` removes."""
+    if not uris:
+        return
+    with contextlib.suppress(Exception), conn.db.transaction():
+        named = catalog.named_by_rows(conn.db, uris)
+        for _ in _parallel(lambda u: _backend(u, settings).delete(u),
+                           [u for u in uris if u not in named]):
+            pass
 
 
 def move_media(table: Table, column: str, destination: str) -> MoveStatus:
@@ -503,9 +489,12 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
 
     def copy_one(item: tuple[str, str]) -> None:
         mine: list[str] = []
-        _copy(item[0], item[1], settings, mine)
-        with lock:
-            created.extend(mine)
+        try:
+            _copy(item[0], item[1], settings, mine)
+        finally:
+            with lock:
+                created.extend(mine)
+        faults.point("file_written")
 
     def copy_all(items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
         """Copy ``items``; return (copied, messages for missing sources); raise on the first
@@ -568,7 +557,7 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
             conn.release(cur, ccol.col_id, [old for old, _ in moved], after)
     except BaseException:
         if not committed:
-            _delete_quietly(created, settings)
+            _discard_copies(conn, created, settings)
         raise
     return MoveStatus("Moved", len(moved), len(missing), time.perf_counter() - t0, "file",
                       errors=missing[:10], num_skipped=skipped)

@@ -205,15 +205,18 @@ def localpath(uri: str, settings: Settings, *, refresh: bool = False) -> Path:
     backend = storage.get_backend(uri, settings)
     cache = get_cache(settings)
     immutable = is_content_addressed(uri)
+    # Web URLs are not asked for a version: a presigned GET URL answers HEAD with 403 and a
+    # server without HEAD would send the whole body twice. Refreshing re-downloads them.
+    versioned = not immutable and storage.scheme_of(uri) != "http"
     if refresh and not immutable and cache.contains(uri):
-        current = backend.stat(uri).version
+        current = backend.stat(uri).version if versioned else None
         if current is None or current != cache.stored_version(uri):
             cache.evict(uri)
 
     def fetch(dest: Path) -> str | None:
         # The version is read before the bytes: if the object changes in between, the older
         # version is recorded and the next refresh downloads again (never the reverse).
-        version = None if immutable else backend.stat(uri).version
+        version = backend.stat(uri).version if versioned else None
         backend.get_file(uri, dest)
         return version
 

@@ -9,9 +9,11 @@ content addressing means identical content may already have been named by an ear
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -181,8 +183,26 @@ class FileOp:
                 ext = media.check_header(f.read(media.HEADER_BYTES), kind, f"the file at {url}")
             uri = self.upload(local, ext, col, self.input_prefix())
             if not storage.is_local(uri):
-                get_cache(self.settings).get_path(uri, lambda dest: os.replace(local, dest))
+                def move_in(dest: Path) -> None:
+                    # shutil.move: the temp folder may be on another filesystem than the cache
+                    shutil.move(local, dest)
+
+                get_cache(self.settings).get_path(uri, move_in)
             return uri
+
+    @contextlib.contextmanager
+    def undo_on_error(self) -> Iterator[None]:
+        """Delete the files this operation created if the block fails.
+
+        Use it *inside* the operation's write transaction: the files go before ROLLBACK releases
+        the lock, so no other writer can have found one of them (identical content) and named it
+        in a row it commits meanwhile.
+        """
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
 
     def rollback(self) -> None:
         """Delete the files this operation created (best effort; check() sweeps leftovers)."""
@@ -586,26 +606,22 @@ class Table:
         op.prepare_for(meta.columns)
         cols_sql = ", ".join(["_rowid"] + [c.sql for c in inputs])
         sql = f"INSERT INTO {meta.sql} ({cols_sql}) VALUES ({', '.join('?' * (len(inputs) + 1))})"
-        try:
-            with db.transaction():
-                base = db.query(f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}")[0][0]
-                db.executemany(sql, conv.rows(rows, base))
-                last = db.query(f"SELECT max(_rowid) FROM {meta.sql}")[0][0]
-                count = 0 if last is None or last < base else last - base + 1
-                for rowid, c, et, em in conv.errors:
-                    db.execute(f"UPDATE {meta.sql} SET {c.sql_et} = ?, {c.sql_em} = ? "
-                               "WHERE _rowid = ?", (et, em, rowid))
-                computed_errors = 0
-                if computed and count:
-                    from .compute import compute_rows
+        with db.transaction(), op.undo_on_error():
+            base = db.query(f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}")[0][0]
+            db.executemany(sql, conv.rows(rows, base))
+            last = db.query(f"SELECT max(_rowid) FROM {meta.sql}")[0][0]
+            count = 0 if last is None or last < base else last - base + 1
+            for rowid, c, et, em in conv.errors:
+                db.execute(f"UPDATE {meta.sql} SET {c.sql_et} = ?, {c.sql_em} = ? "
+                           "WHERE _rowid = ?", (et, em, rowid))
+            computed_errors = 0
+            if computed and count:
+                from .compute import compute_rows
 
-                    computed_errors = compute_rows(
-                        self._conn, meta, [c for c in meta.columns if c.is_computed],
-                        f"_rowid >= {int(base)}", op, settings, None, on_error=on_error,
-                    ).num_errors
-        except BaseException:
-            op.rollback()
-            raise
+                computed_errors = compute_rows(
+                    self._conn, meta, [c for c in meta.columns if c.is_computed],
+                    f"_rowid >= {int(base)}", op, settings, None, on_error=on_error,
+                ).num_errors
         return UpdateStatus("Inserted", count, len(conv.errors) + computed_errors,
                             time.perf_counter() - t0)
 
@@ -642,56 +658,52 @@ class Table:
         op.prepare_for([c for c, _ in targets] + _dependents(meta, *(c.col_id for c, _ in targets)))
         db = self._conn.db
         errors = 0
-        try:
-            with db.transaction() as after:
-                match = self._matching_rowids(meta, where)
-                if isinstance(match, list):
-                    rowids = match
-                else:
-                    rowids = [r[0] for r in db.query(
-                        f"SELECT _rowid FROM {meta.sql} WHERE {match[0]}", match[1])]
-                needed = set().union(*(e.columns() for _, e in targets if isinstance(e, Expr))) | {
-                    c.col_id for c, _ in targets if c.type.is_media}
-                cols = [c for c in meta.columns if c.col_id in needed]
-                resolver = Resolver(settings)
-                sets = ", ".join(f"{c.sql} = ?, {c.sql_et} = ?, {c.sql_em} = ?" for c, _ in targets)
-                replaced: dict[int, list[str]] = {}
-                batch: list[list[Any]] = []
-                for rowid in rowids:
-                    sel = ", ".join([c.sql for c in cols]) or "NULL"
-                    raw = db.query(f"SELECT {sel} FROM {meta.sql} WHERE _rowid = ?", (rowid,))[0]
-                    rc = RowContext({c.col_id: raw[i] for i, c in enumerate(cols)}, None, resolver)
-                    params: list[Any] = []
-                    for c, e in targets:
-                        try:
-                            v = e.eval(rc) if isinstance(e, Expr) else e
-                            sv = None if v is None else (
-                                op.store_input(v, c) if c.type.is_media else c.type.to_sql(v))
-                            if sv is None and not c.type.nullable:
-                                raise SchemaError(f"column {c.name!r} is Required")
-                            params += [sv, None, None]
-                        except (SchemaError, StorageError, ConfigError, NotFoundError) as err:
-                            if on_error == "abort" or not c.type.nullable:
-                                raise ComputeError(
-                                    f"row {rowid}, column {c.name!r} of {self._path!r}: {err}",
-                                    table=self._path, row=rowid, column=c.name) from err
-                            errors += 1
-                            params += [None, type(err).__name__, str(err)]
-                        if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
-                            replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
-                    batch.append(params + [rowid])
-                db.executemany(f"UPDATE {meta.sql} SET {sets} WHERE _rowid = ?", batch)
-                for col_id, uris in replaced.items():
-                    self._conn.release(meta, col_id, uris, after)
-                dependents = _dependents(meta, *(c.col_id for c, _ in targets))
-                if dependents and rowids:
-                    from .compute import compute_rows
+        with db.transaction() as after, op.undo_on_error():
+            match = self._matching_rowids(meta, where)
+            if isinstance(match, list):
+                rowids = match
+            else:
+                rowids = [r[0] for r in db.query(
+                    f"SELECT _rowid FROM {meta.sql} WHERE {match[0]}", match[1])]
+            needed = set().union(*(e.columns() for _, e in targets if isinstance(e, Expr))) | {
+                c.col_id for c, _ in targets if c.type.is_media}
+            cols = [c for c in meta.columns if c.col_id in needed]
+            resolver = Resolver(settings)
+            sets = ", ".join(f"{c.sql} = ?, {c.sql_et} = ?, {c.sql_em} = ?" for c, _ in targets)
+            replaced: dict[int, list[str]] = {}
+            batch: list[list[Any]] = []
+            for rowid in rowids:
+                sel = ", ".join([c.sql for c in cols]) or "NULL"
+                raw = db.query(f"SELECT {sel} FROM {meta.sql} WHERE _rowid = ?", (rowid,))[0]
+                rc = RowContext({c.col_id: raw[i] for i, c in enumerate(cols)}, None, resolver)
+                params: list[Any] = []
+                for c, e in targets:
+                    try:
+                        v = e.eval(rc) if isinstance(e, Expr) else e
+                        sv = None if v is None else (
+                            op.store_input(v, c) if c.type.is_media else c.type.to_sql(v))
+                        if sv is None and not c.type.nullable:
+                            raise SchemaError(f"column {c.name!r} is Required")
+                        params += [sv, None, None]
+                    except (SchemaError, StorageError, ConfigError, NotFoundError) as err:
+                        if on_error == "abort" or not c.type.nullable:
+                            raise ComputeError(
+                                f"row {rowid}, column {c.name!r} of {self._path!r}: {err}",
+                                table=self._path, row=rowid, column=c.name) from err
+                        errors += 1
+                        params += [None, type(err).__name__, str(err)]
+                    if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
+                        replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
+                batch.append(params + [rowid])
+            db.executemany(f"UPDATE {meta.sql} SET {sets} WHERE _rowid = ?", batch)
+            for col_id, uris in replaced.items():
+                self._conn.release(meta, col_id, uris, after)
+            dependents = _dependents(meta, *(c.col_id for c, _ in targets))
+            if dependents and rowids:
+                from .compute import compute_rows
 
-                    errors += compute_rows(self._conn, meta, dependents, None, op, settings,
-                                           rowids, on_error=on_error, release_old=after).num_errors
-        except BaseException:
-            op.rollback()
-            raise
+                errors += compute_rows(self._conn, meta, dependents, None, op, settings,
+                                       rowids, on_error=on_error, release_old=after).num_errors
         return UpdateStatus("Updated", len(rowids), errors, time.perf_counter() - t0)
 
     def delete(self, where: Expr | None = None) -> UpdateStatus:

@@ -102,3 +102,48 @@ def test_pending_deletes_survive_a_crash(tmp_path):
     db.close()
     pxl.connect(p).close()
     assert not f.exists()
+
+
+def test_deferred_delete_keeps_a_file_reused_meanwhile(tmp_path, monkeypatch):
+    """Between a delete's commit and its file deletion another writer reuses the identical file
+    (content addressing): the file must stay, since a committed row names it again."""
+    from pxlite import faults
+
+    p = tmp_path / "r.pxl"
+    a, b = pxl.connect(p), pxl.connect(p)
+    ta = a.create_table("t", {"image": pxl.Image, "k": pxl.Int})
+    red = Image.new("RGB", (4, 4), "red")
+    ta.insert(image=red, k=1)
+    (f,) = _files(tmp_path / "r.pxl.media")
+    tb = b.get_table("t")
+    fired = []
+
+    def point(name: str) -> None:
+        if name == "after_commit" and not fired:
+            fired.append(name)
+            tb.insert(image=red, k=2)  # the other writer, in the gap
+
+    monkeypatch.setattr(faults, "point", point)
+    ta.delete(where=ta.k == 1)
+    assert fired and f.exists()
+    assert tb.collect()[0]["image"].size == (4, 4)
+    assert a.db.query("SELECT count(*) FROM px_pending_deletes")[0][0] == 0
+    assert pxl.check(db=a).ok
+
+
+def test_abort_cleanup_runs_inside_the_transaction(db, monkeypatch):
+    """Files an aborted write created are deleted before ROLLBACK releases the write lock."""
+    from pxlite.table import FileOp
+
+    seen = []
+    real = FileOp.rollback
+
+    def rollback(self):
+        seen.append(not db.db.conn.getautocommit())  # True: still inside the transaction
+        real(self)
+
+    monkeypatch.setattr(FileOp, "rollback", rollback)
+    t = db.create_table("t", {"image": pxl.Image, "n": pxl.Int})
+    with pytest.raises(ComputeError):
+        t.insert([{"image": Image.new("RGB", (4, 4), "red"), "n": 1}, {"n": "bad"}])
+    assert seen == [True]

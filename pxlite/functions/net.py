@@ -105,7 +105,7 @@ def _azure_uri_of(url: str, settings: Settings) -> str | None:
     return f"az://{container}/{blob}"
 
 
-# ---- the function ---------------------------------------------------------------------------------
+# ---- the function --------------------------------------------------------------------------------
 
 def presigned_url(url: str, expiration_seconds: int, settings: Settings | None = None) -> str:
     """A URL anyone can GET for ``expiration_seconds`` seconds, for a file in cloud storage.
