@@ -9,6 +9,7 @@ one transaction so ``on_error='abort'`` can roll it back and delete the files it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -46,6 +47,9 @@ class _Target:
         self.expr = from_json(json.loads(col.expr), meta, col.type)
         self.is_media = col.type.is_media
         self.prefix = op.output_prefix(col.destination) if self.is_media else None
+        # A local write is quick and CPU-bound: done in the compute thread. Network stores go
+        # to the I/O pool so compute threads never wait on the network.
+        self.local = self.prefix is not None and self.prefix.startswith("file://")
 
 
 def _describe_inputs(raw: dict[int, Any], meta: TableMeta, expr: Expr) -> str:
@@ -95,9 +99,12 @@ def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: Table
                     raise SchemaError(f"expected an image from {t.expr!r}, got {type(v).__name__}")
                 data, ext = media.encode_image(v, t.col.format)
                 assert t.prefix is not None
-                sv: Any = io.submit(op.write_bytes, data, ext, t.col, t.prefix)
-                if t.col.col_id in read_later:
-                    sv = sv.result()
+                if t.local:
+                    sv: Any = op.write_bytes(data, ext, t.col, t.prefix)
+                else:
+                    sv = io.submit(op.write_bytes, data, ext, t.col, t.prefix)
+                    if t.col.col_id in read_later:
+                        sv = sv.result()
             else:
                 sv = t.col.type.to_sql(v)
             rc.raw[t.col.col_id] = sv
@@ -187,12 +194,16 @@ def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta], wher
         if not rows:
             return []
         uris = {r[1 + i] for r in rows for i in media_inputs}
-        return [io.submit(media.localpath, u, settings) for u in uris
-                if u is not None and not storage.is_local(u)]
+        remote = [u for u in uris if u is not None and not storage.is_local(u)]
+        if remote and not cache_op:
+            # The cache is only opened once a remote input shows up: all-local runs skip it.
+            cache_op.append(stack.enter_context(get_cache(settings).operation()))
+        return [io.submit(media.localpath, u, settings) for u in remote]
 
+    cache_op: list[Any] = []
     with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-compute") as pool, \
             ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="pxlite-io") as io, \
-            get_cache(settings).operation():
+            contextlib.ExitStack() as stack:
         it = batches()
         nxt = next(it, None)
         pending = prefetch(nxt)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import apsw
-import apsw.bestpractice
 
 from . import faults
 from .errors import DatabaseError
@@ -106,6 +105,8 @@ class Database:
         return conn
 
     def _configure(self, conn: apsw.Connection) -> None:
+        import apsw.bestpractice  # here, not at import: it pulls in apsw.ext (~15 ms)
+
         # Best practice for *this* connection only: no double-quoted string literals, recursive
         # triggers, periodic optimize; then foreign keys on and WAL so readers never block the writer.
         for fix in (

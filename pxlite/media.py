@@ -147,11 +147,9 @@ def write_file(data: bytes, ext: str, prefix: str, table_uid: str, col_id: int,
     from . import storage
 
     uri = storage.join(prefix, object_key(table_uid, col_id, data, ext))
-    backend = storage.get_backend(uri, settings)
-    if backend.exists(uri):
-        return uri, False
-    backend.put_bytes(data, uri, content_type=_CONTENT_TYPES.get(ext))
-    return uri, True
+    created = storage.get_backend(uri, settings).put_bytes_new(
+        data, uri, content_type=_CONTENT_TYPES.get(ext))
+    return uri, created
 
 
 def upload_file(path: Path, ext: str, prefix: str, table_uid: str, col_id: int,
@@ -250,6 +248,8 @@ def open_image(path: Path | str, settings: Settings, name: str | None = None) ->
         img = Image.open(os.fspath(path))
     except Image.DecompressionBombError as e:
         raise SchemaError(f"image {shown!r} is too large to decode safely ({e})") from e
+    except FileNotFoundError as e:
+        raise ObjectNotFoundError(f"file {shown!r} does not exist any more", uri=name) from e
     except (OSError, SyntaxError, ValueError) as e:
         with open(path, "rb") as f:
             head = f.read(HEADER_BYTES)

@@ -55,8 +55,11 @@ class Resolver:
         self.settings = settings
 
     def value(self, col: ColumnMeta, uri: str) -> Any:
-        from . import media
+        from . import media, storage
 
+        if col.type.name == "Image" and storage.is_local(uri):
+            # open_image reports a missing file itself: no separate exists() per row
+            return media.open_image(storage.local_path(uri), self.settings, name=uri)
         path = media.localpath(uri, self.settings)
         if col.type.name == "Image":
             # errors name the stored reference (the URL), not the cache file behind it

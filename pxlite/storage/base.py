@@ -99,6 +99,17 @@ class StorageBackend(ABC):
     def fileurl(self, uri: str) -> str:
         """Where the object lives, as shown to users (s3://, gs://, https://, file://)."""
 
+    def put_bytes_new(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
+        """Store ``data`` at ``uri`` unless an object is there already; True if it was written.
+
+        For content-addressed keys an existing object has the same bytes, so skipping it is
+        safe and saves the upload. Backends may do this in one atomic step.
+        """
+        if self.exists(uri):
+            return False
+        self.put_bytes(data, uri, content_type)
+        return True
+
     def check_writable(self, prefix_uri: str) -> None:
         """Check that objects can be written under ``prefix_uri``: write and delete a probe.
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +51,39 @@ class LocalBackend(StorageBackend):
         try:
             with atomic_target(_path_of(uri)) as tmp:
                 tmp.write_bytes(data)
+        except OSError as e:
+            raise _error(e, uri, "write") from e
+
+    def put_bytes_new(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
+        # One atomic step instead of exists + write + replace: write a temp file beside the
+        # target and hard-link it into place; an existing target (same content) stays as is.
+        # Fewer system calls matter here: this runs once per computed image.
+        target = _path_of(uri)
+        try:
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                try:
+                    os.link(tmp, target)
+                    return True
+                except FileExistsError:
+                    return False
+                except OSError as e:
+                    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                        raise
+                    # a filesystem without hard links: check, then replace
+                    if target.exists():
+                        return False
+                    os.replace(tmp, target)
+                    return True
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         except OSError as e:
             raise _error(e, uri, "write") from e
 
