@@ -227,9 +227,12 @@ def test_progress_bar_switch(db, monkeypatch):
 
     s = config.resolve({"progress": False})
     assert compute._progress(1000, "x", s) is None
+    assert compute._progress(1000, "x", config.resolve()) is None  # not a terminal here
+    monkeypatch.setattr(compute, "_interactive", lambda: True)
     bar = compute._progress(1000, "x", config.resolve())
-    assert bar is not None and bar.disable  # not a terminal here: tqdm stays silent
+    assert bar is not None and bar.total == 1000  # a terminal or notebook: a bar
     bar.close()
+    assert compute._progress(1000, "x", s) is None  # progress=False wins
 
 
 def test_pixel_limit_refuses_bombs(tmp_path):
