@@ -506,8 +506,15 @@ class IsIn(Expr):
         return f"{self.arg!r}.isin({self.values!r})"
 
 
-class And(Expr):
+class _Connective(Expr):
+    """``&`` / ``|`` with SQL's three-valued logic: ``dominant`` decides alone (False for AND,
+    True for OR); otherwise a None on either side makes the result None."""
+
     type = Bool
+    sql_op: str
+    symbol: str
+    json_key: str
+    dominant: bool
 
     def __init__(self, left: Expr, right: Expr) -> None:
         self.left, self.right = left, right
@@ -517,51 +524,32 @@ class And(Expr):
 
     def sql(self) -> tuple[str, list[Any]] | None:
         a, b = self.left.sql(), self.right.sql()
-        return None if a is None or b is None else (f"({a[0]} AND {b[0]})", a[1] + b[1])
+        if a is None or b is None:
+            return None
+        return f"({a[0]} {self.sql_op} {b[0]})", a[1] + b[1]
 
     def eval(self, row: RowContext) -> Any:
         a = self.left.eval(row)
-        if a is False:
-            return False
+        if a is not None and bool(a) is self.dominant:
+            return self.dominant
         b = self.right.eval(row)
-        if b is False:
-            return False
-        return None if a is None or b is None else bool(a and b)
+        if b is not None and bool(b) is self.dominant:
+            return self.dominant
+        return None if a is None or b is None else not self.dominant
 
     def to_json(self) -> dict[str, Any]:
-        return {"and": [self.left.to_json(), self.right.to_json()]}
+        return {self.json_key: [self.left.to_json(), self.right.to_json()]}
 
     def __repr__(self) -> str:
-        return f"({self.left!r}) & ({self.right!r})"
+        return f"({self.left!r}) {self.symbol} ({self.right!r})"
 
 
-class Or(Expr):
-    type = Bool
+class And(_Connective):
+    sql_op, symbol, json_key, dominant = "AND", "&", "and", False
 
-    def __init__(self, left: Expr, right: Expr) -> None:
-        self.left, self.right = left, right
 
-    def children(self) -> list[Expr]:
-        return [self.left, self.right]
-
-    def sql(self) -> tuple[str, list[Any]] | None:
-        a, b = self.left.sql(), self.right.sql()
-        return None if a is None or b is None else (f"({a[0]} OR {b[0]})", a[1] + b[1])
-
-    def eval(self, row: RowContext) -> Any:
-        a = self.left.eval(row)
-        if a is True:
-            return True
-        b = self.right.eval(row)
-        if b is True:
-            return True
-        return None if a is None or b is None else False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"or": [self.left.to_json(), self.right.to_json()]}
-
-    def __repr__(self) -> str:
-        return f"({self.left!r}) | ({self.right!r})"
+class Or(_Connective):
+    sql_op, symbol, json_key, dominant = "OR", "|", "or", True
 
 
 class Not(Expr):

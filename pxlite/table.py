@@ -104,20 +104,23 @@ class FileOp:
             raise AssertionError(f"internal error: destination {prefix} was not prepared")
 
     def write_bytes(self, data: bytes, ext: str, col: ColumnMeta, prefix: str) -> str:
+        """Store encoded bytes under a prepared prefix (content-addressed); return the URI."""
         from . import media
 
-        self._check_prepared(prefix)
-        uri, created = media.write_file(data, ext, prefix, self.meta.uid, col.col_id, self.settings)
-        faults.point("file_written")
-        if created:
-            self.created.append(uri)
-        return uri
+        return self._track(prefix, media.write_file, data, ext, prefix, self.meta.uid,
+                           col.col_id, self.settings)
 
     def upload(self, path: Path, ext: str, col: ColumnMeta, prefix: str) -> str:
+        """Copy a local file under a prepared prefix (content-addressed); return the URI."""
         from . import media
 
+        return self._track(prefix, media.upload_file, path, ext, prefix, self.meta.uid,
+                           col.col_id, self.settings)
+
+    def _track(self, prefix: str, store: Callable[..., tuple[str, bool]], *args: Any) -> str:
+        # Remember files this operation created (not ones that were there already) for undo.
         self._check_prepared(prefix)
-        uri, created = media.upload_file(path, ext, prefix, self.meta.uid, col.col_id, self.settings)
+        uri, created = store(*args)
         faults.point("file_written")
         if created:
             self.created.append(uri)

@@ -4,7 +4,7 @@
     python tools/bench_storage.py            # default run (~1-2 min on 2 cores)
     python tools/bench_storage.py --quick    # smoke run: 100 objects, one repetition
 
-(a) upload and download throughput of 1,000 objects of ~90 KB (distinct JPEGs) through pxlite's
+(a) upload and download throughput of 1,000 objects of ~92 KB (distinct JPEGs) through pxlite's
     S3 backend (``put_file`` / ``get_file``), on a ThreadPoolExecutor of 16 (the way pxlite's
     executor drives it) vs one at a time, in the same run;
 (b) download-cache hit latency: ``pxlite.cache.FileCache.get_path`` on a hit, median and p99 in
@@ -182,7 +182,10 @@ def case_move_pxlite(p: dict[str, Any]) -> dict[str, Any]:
     t.move_media("image", f"s3://{BUCKET}/moved/")
     dt = bl.now() - t0
     left = sum(1 for _ in (tmp / "inmedia").rglob("*.jpg"))
-    return {"seconds": dt, "files_per_s": p["n"] / dt, "rss_before_mb": rss0, "left_local": left}
+    on_s3 = sum(1 for row in t.select(url=t.image.fileurl).collect().to_dicts()
+                if str(row["url"]).startswith(f"s3://{BUCKET}/moved/"))
+    return {"seconds": dt, "files_per_s": p["n"] / dt, "rss_before_mb": rss0, "left_local": left,
+            "rows_on_s3": on_s3}
 
 
 def case_move_plain(p: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +237,7 @@ def main() -> None:
             return d
 
         # (a) transfers
-        bl.say(f"\n(a) {n:,} objects of ~90 KB through pxlite's S3 backend: {POOL} threads vs "
+        bl.say(f"\n(a) {n:,} objects of ~92 KB through pxlite's S3 backend: {POOL} threads vs "
                f"one at a time ({reps} reps)")
         res = []
         for rep in range(reps):
@@ -253,7 +256,7 @@ def main() -> None:
             name = "upload (put_file)" if what == "up" else "download (get_file)"
             rows.append([name, c, bl.med(res, f"{what}_conc_mbs"), s,
                          bl.med(res, f"{what}_seq_mbs"), c / s])
-            summary.append([f"(a) {name}, {n:,} x ~90 KB", f"{c:.0f} obj/s ({POOL} threads)",
+            summary.append([f"(a) {name}, {n:,} x ~92 KB", f"{c:.0f} obj/s ({POOL} threads)",
                             f"{s:.0f} obj/s (sequential)", f"{c / s:.2f}x faster"])
         bl.say(bl.table([" ", f"{POOL} threads obj/s", "MB/s", "sequential obj/s", "MB/s",
                          "speed-up"], rows))

@@ -189,7 +189,10 @@ def _photo_chunk(folder: str, start: int, stop: int, size: tuple[int, int]) -> l
             # A unique block (colour from the index) so every file, and every rotated/flipped/
             # resized output, has distinct content: content addressing must not deduplicate.
             d = ImageDraw.Draw(img)
-            x, y = (i * 37) % (size[0] - 48), (i * 53) % (size[1] - 48)
+            # Inside the central square so rotate(90) without expand keeps it in the frame.
+            m = (size[0] - size[1]) // 2 + 8
+            x = m + (i * 37) % (size[0] - 2 * m - 48)
+            y = 8 + (i * 53) % (size[1] - 64)
             d.rectangle((x, y, x + 47, y + 47), fill=((i * 7) % 256, (i // 256) % 256, i % 251))
             img.save(p, format="JPEG", quality=90)
         out.append(str(p))
@@ -198,7 +201,7 @@ def _photo_chunk(folder: str, start: int, stop: int, size: tuple[int, int]) -> l
 
 def make_photos(folder: Path, n: int, *, start: int = 0, size: tuple[int, int] = (640, 480),
                 workers: int = 2) -> list[Path]:
-    """``n`` distinct noisy JPEG photos (quality 90, ~90 KB at 640x480) in ``folder``.
+    """``n`` distinct noisy JPEG photos (quality 90, 100-170 KB at 640x480, like imagegen's).
 
     Made from a few ``pxlite.imagegen.make_image`` photos, each copy carrying a unique block, in
     ``workers`` processes: ~10x faster than generating every image from scratch, same sizes and
@@ -215,7 +218,7 @@ def make_photos(folder: Path, n: int, *, start: int = 0, size: tuple[int, int] =
 
 
 def jpeg_variants(n: int, seed: int = 1) -> Iterator[bytes]:
-    """``n`` distinct valid JPEG files (~90 KB each) that decode to the same pixels.
+    """``n`` distinct valid JPEG files (~92 KB each) that decode to the same pixels.
 
     One generated photo with a unique comment (COM) segment each: fast to make, distinct bytes
     (so content-addressed keys differ). Fine for storage and header-checking benchmarks; not for
@@ -224,7 +227,8 @@ def jpeg_variants(n: int, seed: int = 1) -> Iterator[bytes]:
     from pxlite.imagegen import make_image
 
     buf = io.BytesIO()
-    make_image(seed).save(buf, format="JPEG", quality=90)
+    # Quality 88: ~92 KB at 640x480 (imagegen's q90 photos are 100-170 KB).
+    make_image(seed).save(buf, format="JPEG", quality=88)
     data = buf.getvalue()
     for i in range(n):
         comment = f"pxlite-bench-{i:08d}".encode()
