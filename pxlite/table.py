@@ -84,6 +84,7 @@ class FileOp:
         self.conn, self.meta, self.settings = conn, meta, settings
         self.created: list[str] = []
         self._prepared: set[str] = set()
+        self._cwd_cache: str | None = None
 
     def prepare(self, prefix: str) -> str:
         """Record (and commit) that this table's files go under ``prefix``, before any lands.
@@ -126,6 +127,13 @@ class FileOp:
             self.created.append(uri)
         return uri
 
+    def _cwd(self) -> str:
+        # Read once per operation: os.getcwd() is a system call, and the folder does not change
+        # in the middle of an insert.
+        if self._cwd_cache is None:
+            self._cwd_cache = os.getcwd()
+        return self._cwd_cache
+
     def input_prefix(self) -> str:
         dest = self.settings.get("input_media_dest")
         return self.conn.canonical_dest(dest) if dest else self.conn.media_prefix
@@ -156,8 +164,12 @@ class FileOp:
                 if not persist:
                     return value
                 return self._persist_url(value, col)
-            path = storage.local_path(value) if value.lower().startswith("file://") else (
-                Path(value).expanduser().absolute())
+            if value.lower().startswith("file://"):
+                path: Any = storage.local_path(value)
+            else:  # strings, not Path objects: this runs for every inserted path
+                path = os.path.expanduser(value)
+                if not os.path.isabs(path):
+                    path = os.path.join(self._cwd(), path)
             ext = media.check_local_file(path, kind)
             if persist:
                 return self.upload(path, ext, col, self.input_prefix())
