@@ -84,6 +84,7 @@ def connect(path: str | os.PathLike[str] | None = None, *,
     """
     if path is None:
         home = _config.pxlite_home()
+        _config.private_home(home)
         conn = Connection(home / "pxlite.db", config=config, media_dir=home / "media")
     else:
         conn = Connection(path, config=config)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import private_home
 from .errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
@@ -189,7 +190,10 @@ def _unwritable(directory: Path, e: BaseException) -> ConfigError:
 def _prepare_directory(directory: Path, tmp_dir: Path) -> None:
     """Create the cache directory, prove it writable, refuse a foreign database, sweep old temps."""
     try:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Private (0o700): cached files are copies of media the user may not share with others
+        # on the machine. Folders that exist already are left as their owner set them.
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp_dir.mkdir(mode=0o700, exist_ok=True)
         probe = tmp_dir / f"probe-{os.getpid()}-{os.urandom(6).hex()}"
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         os.unlink(probe)
@@ -649,6 +653,8 @@ def get_cache(settings: Settings) -> FileCache:
     :class:`~pxlite.errors.ConfigError` when the directory is unusable.
     """
     directory = Path(settings.cache_dir).expanduser().absolute()
+    if directory.parent == Path(settings.home).expanduser().absolute():
+        private_home(settings.home)
     limit = int(float(settings["file_cache_size_g"]) * 1e9)
     ident = (str(directory), limit)
     with _instances_lock:

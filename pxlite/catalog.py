@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .db import Database
@@ -318,6 +318,32 @@ def owned_prefixes(db: Database, table_uid: str, col_id: int | None = None) -> l
 
 def all_locations(db: Database) -> list[tuple[str, str]]:
     return db.query("SELECT table_uid, prefix FROM px_media_locations")
+
+
+# <table uid>/<col id>/<xx>/<sha256 starting with xx>.<ext>: the only shape pxlite writes.
+_OWNED_KEY = re.compile(
+    r"(?P<uid>[0-9a-f]{12})/\d+/(?P<xx>[0-9a-f]{2})/(?P=xx)[0-9a-f]{62}\.[A-Za-z0-9]{1,8}")
+
+
+def owned_file_test(db: Database) -> Callable[[str], bool]:
+    """A predicate: is this URI a file pxlite itself could have written for this database?
+
+    It must lie under a recorded location, in pxlite's content-addressed key shape, for the
+    uid that location was recorded for. Every automatic delete passes through this test, so a
+    crafted catalog (a shared or downloaded database file) cannot direct deletions at other
+    files: a pending-delete row or a location row alone proves nothing.
+    """
+    locations = all_locations(db)
+
+    def owned(uri: str) -> bool:
+        for uid, prefix in locations:
+            if uri.startswith(prefix):
+                m = _OWNED_KEY.fullmatch(uri[len(prefix):])
+                if m is not None and m["uid"] == uid:
+                    return True
+        return False
+
+    return owned
 
 
 def add_pending_deletes(db: Database, uris: Iterable[str]) -> None:

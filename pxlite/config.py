@@ -96,7 +96,15 @@ def pxlite_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".pxlite"
 
 
-@dataclass(frozen=True)
+def private_home(home: Path) -> None:
+    """Create ``$PXLITE_HOME`` as a private folder (0o700) if it does not exist yet: it holds
+    the default database, its media, the download cache and maybe credentials in config.toml."""
+    home = Path(home).expanduser()
+    if not home.exists():
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Resolved settings, with the source of each value.
 
@@ -132,6 +140,10 @@ class Settings:
                 rows.append((f"{p}.{k}", _show(k, v), self.sources.get(f"{p}.{k}", "?")))
         return rows
 
+    def __repr__(self) -> str:
+        # Masked: a Settings object shows up in tracebacks with locals and in debug logs.
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v, _ in self.describe()) + ")"
+
     def fingerprint(self, provider: str) -> tuple[tuple[str, str], ...]:
         """A hashable identity of a provider section (clients are cached per fingerprint)."""
         return tuple(sorted((k, str(v)) for k, v in self.providers.get(provider, {}).items()))
@@ -143,10 +155,23 @@ def mask(value: Any) -> str:
     return "****" if len(s) < 8 else f"****{s[-2:]} ({len(s)} chars)"
 
 
+#: Settings that are URLs: shown without a query string (a SAS token) or user:password part.
+URL_KEYS = frozenset({"account_url", "endpoint_url", "endpoint"})
+
+
 def _show(key: str, value: Any) -> str:
     if value is None:
         return "(not set)"
-    return mask(value) if key in SECRET_KEYS else str(value)
+    if key in SECRET_KEYS:
+        return mask(value)
+    text = str(value)
+    if key in URL_KEYS and ("?" in text or "@" in text):
+        import urllib.parse
+
+        p = urllib.parse.urlsplit(text)
+        host = (p.hostname or "") + (f":{p.port}" if p.port else "")
+        return urllib.parse.urlunsplit((p.scheme, host, p.path, "****" if p.query else "", ""))
+    return text
 
 
 def _check_layer(layer: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, dict]]:
@@ -160,7 +185,9 @@ def _check_layer(layer: Mapping[str, Any], where: str) -> tuple[dict[str, Any], 
             prov.update(p)
         elif key in PROVIDERS:
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: [{key}] must be a table of settings, got {value!r}")
+                # never echo the value: it may be a connection string with an account key
+                raise ConfigError(f"{where}: [{key}] must be a table of settings (a dict), got "
+                                  f"a {type(value).__name__}")
             unknown = set(value) - PROVIDER_KEYS[key]
             if unknown:
                 raise ConfigError(

@@ -195,12 +195,18 @@ class Connection:
         """
         from . import storage
 
+        from . import media
+
         settings = self.settings()
         with self.db.transaction():
             pending = set(catalog.pending_deletes(self.db)) & set(uris)
             named = catalog.named_by_rows(self.db, pending)
-            done = sorted(named)  # named again: not ours to delete any more
-            for uri in sorted(pending - named):
+            owned = catalog.owned_file_test(self.db)
+            # named again: not ours to delete any more; not pxlite's shape or content (a crafted
+            # catalog): never deleted. Either way the entry is done.
+            done = sorted(named) + [u for u in pending - named
+                                    if not owned(u) or not media.content_matches_name(u)]
+            for uri in sorted(pending - named - set(done)):
                 faults.point("before_file_delete")
                 try:
                     storage.get_backend(uri, settings).delete(uri)
@@ -212,12 +218,16 @@ class Connection:
     def _sweep_dropped(self, uid: str, prefixes: list[str]) -> None:
         from . import storage
 
+        from . import media
+
         settings = self.settings()
+        owned = catalog.owned_file_test(self.db)
         try:
             for prefix in prefixes:
                 backend = storage.get_backend(prefix, settings)
                 for uri in list(backend.list(prefix)):
-                    backend.delete(uri)
+                    if owned(uri) and media.content_matches_name(uri):
+                        backend.delete(uri)
         except PxliteError:
             return  # the locations stay recorded; check(fix=True) sweeps them later
         with self.db.transaction():

@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import catalog, faults
+from . import catalog, media, faults
 from .catalog import ColumnMeta, TableMeta
 from .errors import (
     DatabaseError,
@@ -249,17 +249,23 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
         return best
 
     # 3. Orphans: listed files no row names, plus pending deletes whose file is still there.
+    # Only files in the exact shape pxlite writes count: whatever else sits under a location
+    # (or a crafted pending-delete row) is left alone.
+    owned_file = catalog.owned_file_test(db)
     orphans: list[str] = []
     seen: set[str] = set()
     for p in owned_prefixes:
         for u in sorted(listed.get(p, ())):
-            if u not in named_in and u not in seen and owner(u) == p:
+            if u not in named_in and u not in seen and owner(u) == p and owned_file(u):
                 orphans.append(u)
                 seen.add(u)
     gone_pending: set[str] = set()   # pending deletes whose file is known to be gone
     probe_pending: list[str] = []
     for u in pending:
         if u in named_in or u in seen:
+            continue
+        if not owned_file(u):
+            gone_pending.add(u)  # not a file pxlite writes: the entry is cleared, nothing deleted
             continue
         p = owner(u)
         if p is not None and p in listed:
@@ -343,6 +349,10 @@ def _fix(conn: Connection, report: CheckReport, listed: dict[str, set[str]],
     with db.transaction():
         still = catalog.named_by_rows(db, report.orphans + report.pending)
         doomed = [u for u in report.orphans if u not in still]
+        foreign = [u for u in doomed if not media.content_matches_name(u)]
+        for u in foreign:
+            report.errors.append(f"not deleted: {u} does not hold the content its name says")
+        doomed = [u for u in doomed if u not in foreign]
         deleted: set[str] = set()
         for u, _, exc in _parallel(lambda u: _backend(u, settings).delete(u), doomed):
             if exc is None:

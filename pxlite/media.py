@@ -90,6 +90,9 @@ def check_local_file(path: Path, kind: str) -> str:
         raise SchemaError(f"{str(path)!r} is a folder, not a {kind} file") from None
     except OSError as e:
         raise SchemaError(f"cannot read {str(path)!r}: {e.strerror}") from None
+    except ValueError:
+        raise SchemaError(f"{str(path)!r} is not a usable path: it contains a NUL character"
+                          ) from None
     return check_header(head, kind, f"file {str(path)!r}")
 
 
@@ -182,6 +185,29 @@ _CONTENT_ADDRESSED = re.compile(r"/([0-9a-f]{2})/\1[0-9a-f]{62}\.[A-Za-z0-9]+$")
 def is_content_addressed(uri: str) -> bool:
     """True for files pxlite named by their content hash: their bytes can never change."""
     return bool(_CONTENT_ADDRESSED.search(uri))
+
+
+def content_matches_name(uri: str) -> bool:
+    """For a local content-addressed file: do its bytes hash to its name? (Remote: True.)
+
+    The last check before pxlite deletes a local file it believes it wrote: only a file whose
+    SHA-256 is its own name can be pxlite's output (or an identical copy of it).
+    """
+    from . import storage
+
+    if not storage.is_local(uri):
+        return True
+    path = storage.local_path(uri)
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except FileNotFoundError:
+        return True  # nothing to delete, nothing to protect
+    except OSError:
+        return False
+    return h.hexdigest() == path.name.split(".", 1)[0]
 
 
 def localpath(uri: str, settings: Settings, *, refresh: bool = False) -> Path:

@@ -92,7 +92,11 @@ class FloatType(ColumnType):
     def to_sql(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise self._bad(value)
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:
+            raise SchemaError(f"{str(value)[:40]} does not fit in a Float (64-bit, up to about "
+                              "1.8e308)") from None
         if math.isnan(v):
             # SQLite stores NaN as NULL, which would silently change the value.
             raise SchemaError("NaN cannot be stored in a Float column; use None for a missing value")
@@ -156,7 +160,11 @@ class TimestampType(ColumnType):
         if not isinstance(value, _dt.datetime):
             raise self._bad(value)
         if value.tzinfo is not None:
-            value = value.astimezone(_dt.timezone.utc)
+            try:
+                value = value.astimezone(_dt.timezone.utc)
+            except OverflowError:
+                raise SchemaError(f"{value!r} is outside years 1..9999 once converted to UTC"
+                                  ) from None
         return value.isoformat(timespec="microseconds")
 
     def from_sql(self, value: Any) -> _dt.datetime:
@@ -171,8 +179,13 @@ class JsonType(ColumnType):
     sql_type = "TEXT"
 
     def to_sql(self, value: Any) -> str:
+        _check_json_keys(value)
         try:
-            return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            text.encode("utf-8")  # a lone surrogate cannot be stored (UnicodeEncodeError)
+            return text
+        except RecursionError:
+            raise SchemaError("value is nested too deeply to store as Json") from None
         except (TypeError, ValueError) as e:
             raise SchemaError(
                 f"value is not JSON-serializable ({e}); use dicts, lists, str, int, finite float, "
@@ -181,6 +194,28 @@ class JsonType(ColumnType):
 
     def from_sql(self, value: Any) -> Any:
         return json.loads(value)
+
+
+def _check_json_keys(value: Any) -> None:
+    """Every dict key must be a string: json.dumps would turn 1 into "1" (reading back a
+    different value) and {1: a, "1": b} would silently lose a. Iterative, cycle-safe."""
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            for k in v:
+                if not isinstance(k, str):
+                    raise SchemaError(f"Json object keys must be strings, got {type(k).__name__} "
+                                      f"{k!r}; convert the keys with str() first")
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            stack.extend(v)
 
 
 class MediaType(ColumnType):

@@ -97,19 +97,32 @@ def test_missing_files_are_reported_and_never_fixed(media_table, tmp_path):
     assert _raw(db, "t", "image") == images  # rows are never touched
 
 
+def _key(data: bytes, ext: str) -> str:
+    """``<xx>/<sha256>.<ext>``: the content-addressed shape pxlite writes (and only that is
+    ever taken for an orphan)."""
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    return f"{digest[:2]}/{digest}.{ext}"
+
+
 def test_orphans_are_removed_and_nothing_else(media_table, tmp_path):
     db, t, user = media_table
     meta = catalog.load_table(db.db, "t")
     media = tmp_path / "x.pxl.media"
-    junk = media / meta.uid / "1" / "zz" / ("0" * 64 + ".jpg")
+    junk = media / meta.uid / "1" / _key(b"junk", "jpg")
     junk.parent.mkdir(parents=True)
     junk.write_bytes(b"junk")
-    dropped_col = tmp_path / "rot" / meta.uid / "99" / "ab" / ("ab" * 32 + ".png")
+    dropped_col = tmp_path / "rot" / meta.uid / "99" / _key(b"junk2", "png")
     dropped_col.parent.mkdir(parents=True)
-    dropped_col.write_bytes(b"junk")
+    dropped_col.write_bytes(b"junk2")
+    odd = media / meta.uid / "1" / "zz" / "junk.jpg"  # under the prefix, not pxlite's shape
+    odd.parent.mkdir(parents=True)
+    odd.write_bytes(b"not ours")
     notes = media / "notes.txt"   # in a media folder but not under the table's prefix: not ours
     notes.write_text("keep me")
     keep = (_files(media) | _files(tmp_path / "rot") | {user}) - {junk, dropped_col}
+    assert odd in keep
 
     report = check(db)
     assert not report.ok
@@ -178,7 +191,7 @@ def test_a_failing_location_is_reported_not_fatal(media_table, tmp_path, monkeyp
     from pxlite.storage.local import LocalBackend
 
     meta = catalog.load_table(db.db, "t")
-    junk = tmp_path / "x.pxl.media" / meta.uid / "1" / "zz" / "junk.jpg"
+    junk = tmp_path / "x.pxl.media" / meta.uid / "1" / _key(b"junk", "jpg")
     junk.parent.mkdir(parents=True)
     junk.write_bytes(b"junk")
     rot_prefix = storage.to_uri(tmp_path / "rot") + "/"
@@ -202,7 +215,7 @@ def test_cli_check_exit_status(media_table, tmp_path, capsys):
 
     db, t, _ = media_table
     meta = catalog.load_table(db.db, "t")
-    junk = tmp_path / "x.pxl.media" / meta.uid / "1" / "zz" / "junk.jpg"
+    junk = tmp_path / "x.pxl.media" / meta.uid / "1" / _key(b"junk", "jpg")
     junk.parent.mkdir(parents=True)
     junk.write_bytes(b"junk")
     path = str(tmp_path / "x.pxl")
@@ -228,7 +241,7 @@ def test_check_on_cloud_storage(storage_target, tmp_path):
     assert check(db).ok
     meta = catalog.load_table(db.db, "t")
     rot = _raw(db, "t", "rot")
-    junk = f"{target.prefix}{meta.uid}/{meta.column('rot').col_id}/zz/junk.jpg"
+    junk = f"{target.prefix}{meta.uid}/{meta.column('rot').col_id}/{_key(b'junk', 'jpg')}"
     backend.put_bytes(b"junk", junk)
     backend.delete(rot[0])
     backend.delete(ref)
