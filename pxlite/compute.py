@@ -72,6 +72,7 @@ def _abort_error(t: _Target, raw: dict[int, Any], rowid: int, meta: TableMeta,
         f"computing column {t.col.name!r} of {meta.path!r} failed for row {rowid} "
         f"({inputs}): {type(e).__name__}: {e}",
         table=meta.path, row=rowid, column=t.col.name, value=inputs, errortype=type(e).__name__,
+        retryable=bool(getattr(e, "retryable", False)),
     )
 
 

@@ -86,6 +86,8 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
     "max_image_pixels": (_parse_positive_int, 178_956_970, "refuse images with more pixels"),
     "storage_timeout_s": (_parse_positive_float, 60.0, "network timeout per storage call"),
     "storage_retries": (_parse_positive_int, 4, "retries of retryable storage errors"),
+    "storage_retry_delay_s": (_parse_positive_float, 0.5,
+                              "longest wait before the first retry (doubles per retry, random)"),
     "progress": (_parse_bool, True, "show progress bars on a terminal or notebook"),
 }
 

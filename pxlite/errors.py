@@ -72,8 +72,11 @@ class ComputeError(PxliteError):
         column: str | None = None,
         value: Any = None,
         errortype: str | None = None,
+        retryable: bool = False,
     ) -> None:
         super().__init__(message)
+        #: True when the cause was a retryable storage error: running the call again may work.
+        self.retryable = retryable
         self.table = table
         self.row = row
         self.column = column

@@ -226,9 +226,19 @@ class FileOp:
         """Delete the files this operation created (best effort; check() sweeps leftovers)."""
         from . import storage
 
+        # A backend that failed retryably (a hung or gone server) is not tried again for the
+        # other files: this runs holding the write lock, and each try could take the full
+        # timeout times the retries. What is left is an orphan that check(fix=True) removes.
+        unreachable: set[int] = set()
         for uri in self.created:
+            backend = storage.get_backend(uri, self.settings)
+            if id(backend) in unreachable:
+                continue
             try:
-                storage.get_backend(uri, self.settings).delete(uri)
+                backend.delete(uri)
+            except StorageError as e:
+                if e.retryable:
+                    unreachable.add(id(backend))
             except PxliteError:
                 pass
         self.created.clear()

@@ -537,9 +537,6 @@ def test_defect_home_and_cache_are_private(modes):
     assert m["home"] == 0o700 and m["cache"] == 0o700, {k: oct(m[k]) for k in ("home", "cache")}
 
 
-@pytest.mark.xfail(strict=True, reason="storage/base.py atomic_target: files pxlite writes are "
-                   "0o600 (mkstemp), whatever the umask, while the database beside them is "
-                   "0o644: a shared database's media cannot be read")
 def test_defect_media_files_follow_umask(modes):
     m = modes[0o022]
     for key in ("media_file", "home_media_file", "dest_file"):

@@ -165,7 +165,8 @@ def to_uri(path_or_uri: str | os.PathLike) -> str:
         if _url_scheme(text) is not None:
             return text
     path = os.path.abspath(os.path.expanduser(os.fspath(path_or_uri)))
-    return Path(path).as_uri()
+    # What Path(path).as_uri() returns on POSIX, without building a Path: this runs per row.
+    return "file://" + urllib.parse.quote_from_bytes(os.fsencode(path))
 
 
 def local_path(uri: str | os.PathLike) -> Path:
@@ -360,6 +361,16 @@ def _canonical_azure(text: str, settings: Settings) -> str:
 
 
 def _canonical_local(text: str | os.PathLike, base: Path | None) -> str:
+    if "\x00" in os.fspath(text):
+        raise ConfigError(f"{os.fspath(text)!r} is not a usable destination: it contains a NUL "
+                          "character")
+    try:
+        return _canonical_local_path(text, base)
+    except (RuntimeError, OSError, ValueError) as e:  # a symlink loop, an unreadable folder
+        raise ConfigError(f"{os.fspath(text)!r}: cannot resolve this destination ({e})") from e
+
+
+def _canonical_local_path(text: str | os.PathLike, base: Path | None) -> str:
     if isinstance(text, str) and _url_scheme(text) == "file":
         path = local_path(text)
     else:
@@ -438,15 +449,16 @@ def _load_class(scheme: str) -> type[StorageBackend]:
 def get_backend(uri: str, settings: Settings) -> StorageBackend:
     """The backend serving ``uri``, created on first use and cached.
 
-    Cached per (scheme, provider settings fingerprint, timeout/retries, endpoint or account), so
-    one client (and its connection pool) serves every call. A missing SDK raises
+    Cached per (scheme, provider settings fingerprint, timeout/retries/backoff, endpoint or
+    account), so one client (and its connection pool) serves every call. A missing SDK raises
     :class:`ConfigError` with the ``pip install`` hint.
     """
     scheme = scheme_of(uri)
     cls = _load_class(scheme)
     provider = PROVIDER_OF_SCHEME.get(scheme)
     key = (scheme, settings.fingerprint(provider) if provider else (),
-           settings["storage_timeout_s"], settings["storage_retries"], cls.location_key(uri))
+           settings["storage_timeout_s"], settings["storage_retries"],
+           settings.get("storage_retry_delay_s"), cls.location_key(uri))
     backend = _backends.get(key)
     if backend is not None:
         return backend

@@ -29,15 +29,13 @@ class AzureBackend(StorageBackend):
 
     def __init__(self, settings: Settings, uri: str) -> None:
         super().__init__(settings, uri)
-        from azure.storage.blob import BlobServiceClient, ExponentialRetry
+        from azure.storage.blob import BlobServiceClient
 
         section = settings.provider("azure")
         account = parse_azure_uri(uri).account
-        # The SDK's default retry waits 15 s before the first retry; scale it to our budget.
-        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=self.retries,
-                                 random_jitter_range=1)
         options: dict[str, Any] = dict(
-            retry_policy=retry, connection_timeout=self.timeout_s, read_timeout=self.timeout_s,
+            retry_policy=_retry_policy(self), connection_timeout=self.timeout_s,
+            read_timeout=self.timeout_s,
             max_single_put_size=MULTIPART_THRESHOLD, max_block_size=_BLOCK_SIZE,
             max_single_get_size=_BLOCK_SIZE, max_chunk_get_size=_BLOCK_SIZE)
         configured = _configured_account(section)
@@ -100,7 +98,7 @@ class AzureBackend(StorageBackend):
         return None
 
     def _errors(self, uri: str):
-        return mapped_errors(lambda e: self._translate(e, uri))
+        return mapped_errors(lambda e: self._translate(e, uri), retries=self.retries)
 
     def _blob(self, uri: str):
         loc = parse_azure_uri(uri)
@@ -204,6 +202,47 @@ class AzureBackend(StorageBackend):
                               f"Azure account {self.account!r}; create it first (pxlite never "
                               "creates containers) or fix the destination")
         super().check_writable(prefix_uri)
+
+
+def _retry_policy(backend: AzureBackend) -> Any:
+    """The SDK's ExponentialRetry, made to retry what pxlite calls retryable, as often and as
+    patiently as pxlite's settings say.
+
+    The SDK's own policy does not retry HTTP 429 (a throttling proxy or gateway answers that),
+    stops after 3 retries of a kind whatever ``retry_total`` says, and waits 15 s (or, tuned,
+    seconds) before the first retry. This one retries ``storage_retries`` times per request on
+    408, 429 and 5xx answers (but 501/505), timeouts and dropped connections, with pxlite's
+    full-jitter backoff.
+    """
+    from azure.core.exceptions import AzureError, ClientAuthenticationError
+    from azure.storage.blob import ExponentialRetry
+
+    class Retry(ExponentialRetry):
+        def get_backoff_time(self, settings: dict[str, Any]) -> float:
+            return backend.backoff_s(settings["count"])  # count: retries so far, this one too
+
+        def send(self, request: Any) -> Any:
+            settings = self.configure_retries(request)
+            while True:
+                try:
+                    response = self.next.send(request)
+                except AzureError as err:
+                    if isinstance(err, ClientAuthenticationError) or not self.increment(
+                            settings, request=request.http_request, error=err):
+                        raise
+                    self.sleep(settings, request.context.transport)
+                    continue
+                if is_retryable_status(response.http_response.status_code) and self.increment(
+                        settings, request=request.http_request, response=response.http_response):
+                    self.sleep(settings, request.context.transport)
+                    continue
+                if settings["history"]:
+                    response.context["history"] = settings["history"]
+                response.http_response.location_mode = settings["mode"]
+                return response
+
+    n = backend.retries
+    return Retry(retry_total=n, retry_connect=n, retry_read=n, retry_status=n)
 
 
 def _configured_account(section: dict[str, Any]) -> str | None:

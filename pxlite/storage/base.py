@@ -11,7 +11,6 @@ import contextlib
 import io
 import os
 import random
-import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from ..config import Settings
-from ..errors import ConfigError, PxliteError, StorageError
+from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
 
 T = TypeVar("T")
 
@@ -35,6 +34,11 @@ TRANSFER_THREADS = 4
 SEVEN_DAYS_S = 7 * 24 * 3600
 #: Name prefix of in-progress local temp files (skipped by ``list``).
 TEMP_PREFIX = ".pxlite-tmp-"
+#: Retry backoff (every backend, SDK or not): retry ``n`` waits a random time up to
+#: ``min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** (n - 1))`` ("full jitter", as AWS advises
+#: for throttling). The ``storage_retry_delay_s`` setting, when present, replaces the base.
+RETRY_BASE_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,13 @@ class StorageBackend(ABC):
         self.settings = settings
         self.timeout_s: float = float(settings["storage_timeout_s"])
         self.retries: int = int(settings["storage_retries"])
+        base = settings.get("storage_retry_delay_s")
+        self.retry_base_s: float = float(RETRY_BASE_DELAY_S if base is None else base)
+        self.retry_max_s: float = max(self.retry_base_s, RETRY_MAX_DELAY_S)
+
+    def backoff_s(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
+        return backoff_delay(retry, self.retry_base_s, self.retry_max_s)
 
     @classmethod
     def location_key(cls, uri: str) -> Hashable:
@@ -75,9 +86,13 @@ class StorageBackend(ABC):
     def open(self, uri: str) -> BinaryIO:
         """A readable binary stream of the object; ObjectNotFoundError if it is missing."""
 
-    @abstractmethod
     def exists(self, uri: str) -> bool:
         """True if the object exists (errors other than 'not found' raise StorageError)."""
+        try:
+            self.stat(uri)
+            return True
+        except ObjectNotFoundError:
+            return False
 
     @abstractmethod
     def stat(self, uri: str) -> ObjectInfo:
@@ -144,22 +159,62 @@ def check_expiry(uri: str, expires_s: int, limit_s: int | None, provider: str) -
     return seconds
 
 
+def backoff_delay(retry: int, base_s: float, max_s: float) -> float:
+    """Full-jitter exponential backoff: a random wait up to ``base_s * 2 ** (retry - 1)``
+    (capped at ``max_s``) before retry number ``retry`` (1 = the first retry)."""
+    return random.uniform(0, min(max_s, base_s * 2 ** max(0, retry - 1)))
+
+
+def note_retries_exhausted(error: PxliteError, retries: int) -> PxliteError:
+    """Say in a retryable :class:`StorageError`'s message that the retries are used up.
+
+    Called where the error leaves a retrying layer (an SDK configured with ``storage_retries``,
+    or :func:`retry_call`), so the user knows trying again at once is pointless. Idempotent.
+    """
+    if isinstance(error, StorageError) and error.retryable and not getattr(
+            error, "retries_exhausted", False):
+        attempts = retries + 1
+        error.args = (f"{error.args[0] if error.args else ''} (retries exhausted: gave up after "
+                      f"{attempts} attempt{'s' if attempts != 1 else ''}, storage_retries = "
+                      f"{retries}; try again later)",) + tuple(error.args[1:])
+        error.retries_exhausted = True  # type: ignore[attr-defined]
+    return error
+
+
 def retry_call(fn: Callable[[], T], *, retries: int, base_delay_s: float = 0.2,
                max_delay_s: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> T:
     """Call ``fn``, retrying a retryable :class:`StorageError` up to ``retries`` more times.
 
     Waits with exponential backoff and full jitter between tries (for services without their own
-    retry logic; the cloud SDKs retry internally and are configured with the same count).
+    retry logic; the cloud SDKs retry internally and are configured with the same count). The
+    last retryable error says the retries are exhausted (:func:`note_retries_exhausted`).
     """
     attempt = 0
     while True:
         try:
             return fn()
         except StorageError as e:
-            if not e.retryable or attempt >= retries:
+            if not e.retryable:
                 raise
-            sleep(random.uniform(0, min(max_delay_s, base_delay_s * 2 ** attempt)))
+            if attempt >= retries:
+                raise note_retries_exhausted(e, retries)
             attempt += 1
+            sleep(backoff_delay(attempt, base_delay_s, max_delay_s))
+
+
+def create_temp(folder: str | os.PathLike) -> tuple[int, str]:
+    """A new, exclusive temp file in ``folder``: ``(fd, path)``, opened for writing.
+
+    Created with mode 0o666 less the umask, like any file the user's programs make: mkstemp's
+    0o600 would survive the rename into place and make media files private while the database
+    beside them follows the umask. (The download cache is private through its 0o700 folder.)
+    """
+    while True:
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+        try:
+            return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -171,7 +226,7 @@ def atomic_target(local_path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(local_path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    fd, tmp = create_temp(target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -218,11 +273,13 @@ class MappedReader(io.RawIOBase):
 
 
 @contextlib.contextmanager
-def mapped_errors(translate: Callable[[BaseException], PxliteError | None]) -> Iterator[None]:
+def mapped_errors(translate: Callable[[BaseException], PxliteError | None], *,
+                  retries: int | None = None) -> Iterator[None]:
     """Run the block, turning exceptions ``translate`` knows into pxlite errors (chained).
 
     pxlite errors pass through; exceptions ``translate`` returns None for (programming errors)
-    are re-raised unchanged.
+    are re-raised unchanged. ``retries``: the block ran under an SDK retrying that many times,
+    so a retryable error escaping it has used them up (said in its message).
     """
     try:
         yield
@@ -232,6 +289,8 @@ def mapped_errors(translate: Callable[[BaseException], PxliteError | None]) -> I
         mapped = translate(e)
         if mapped is None:
             raise
+        if retries is not None:
+            note_retries_exhausted(mapped, retries)
         raise mapped from e
 
 
@@ -241,5 +300,7 @@ def buffered(reader: MappedReader) -> BinaryIO:
 
 
 def is_retryable_status(status: int | None) -> bool:
-    """HTTP statuses worth retrying: request timeout, throttling and server errors."""
-    return status is not None and (status in (408, 429) or status >= 500)
+    """HTTP statuses worth retrying: request timeout, throttling and server errors (not 501 Not
+    Implemented or 505 HTTP Version Not Supported: asking again gets the same answer)."""
+    return status is not None and (status in (408, 429) or (status >= 500
+                                                             and status not in (501, 505)))

@@ -28,7 +28,6 @@ class GCSBackend(StorageBackend):
         from google.cloud.storage import Client  # first: a missing SDK fails here
         from google.auth.credentials import AnonymousCredentials
         from google.auth.exceptions import DefaultCredentialsError
-        from google.cloud.storage.retry import DEFAULT_RETRY
 
         section = settings.provider("gcs")
         endpoint = section.get("endpoint") or os.environ.get("STORAGE_EMULATOR_HOST") or None
@@ -52,12 +51,31 @@ class GCSBackend(StorageBackend):
                               f"login' ({e})") from e
         self.signer = file_creds if file_creds is not None else (
             None if self.endpoint else self.client._credentials)
-        # google's Retry is time-based; budget roughly the backoff of `retries` attempts.
-        self.retry = (DEFAULT_RETRY.with_delay(initial=0.25, multiplier=2.0, maximum=8.0)
-                      .with_timeout(min(self.timeout_s * (self.retries + 1),
-                                        0.5 * 2 ** self.retries + 1.0))
-                      if self.retries > 0 else None)
-        self._call: dict[str, Any] = {"timeout": self.timeout_s, "retry": self.retry}
+
+    @property
+    def _call(self) -> dict[str, Any]:
+        """``timeout``/``retry`` keyword arguments for one SDK call (a fresh retry budget).
+
+        google's ``Retry`` is time-based (a deadline), which neither honours ``storage_retries``
+        nor bounds a slow server by attempts; so each call gets a Retry whose predicate allows
+        exactly ``storage_retries`` retries (shared by the requests of that one call, e.g. the
+        pages of a listing) and no deadline: ``storage_timeout_s`` bounds every attempt.
+        """
+        if self.retries <= 0:
+            return {"timeout": self.timeout_s, "retry": None}
+        from google.api_core.retry import Retry
+
+        left = [self.retries]
+
+        def predicate(exc: BaseException) -> bool:
+            if left[0] <= 0 or not _retryable(exc):
+                return False
+            left[0] -= 1
+            return True
+
+        retry = Retry(predicate=predicate, initial=self.retry_base_s, multiplier=2.0,
+                      maximum=self.retry_max_s, timeout=None)
+        return {"timeout": self.timeout_s, "retry": retry}
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -96,7 +114,7 @@ class GCSBackend(StorageBackend):
         return None
 
     def _errors(self, uri: str):
-        return mapped_errors(lambda e: self._translate(e, uri))
+        return mapped_errors(lambda e: self._translate(e, uri), retries=self.retries)
 
     def _blob(self, uri: str):
         loc = parse_bucket_uri(uri)
@@ -188,13 +206,36 @@ class GCSBackend(StorageBackend):
     def check_writable(self, prefix_uri: str) -> None:
         loc = parse_bucket_uri(prefix_uri)
         with self._errors(prefix_uri):
-            bucket = self.client.lookup_bucket(loc.bucket, timeout=self.timeout_s)
+            bucket = self.client.lookup_bucket(loc.bucket, **self._call)
         if bucket is None:
             where = f"GCS ({self.endpoint})" if self.endpoint else "GCS"
             raise ConfigError(f"{prefix_uri}: the bucket {loc.bucket!r} does not exist on "
                               f"{where}; create it first (pxlite never creates buckets) or fix "
                               "the destination")
         super().check_writable(prefix_uri)
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Whether another try of a GCS request may succeed: throttling (429), 408 and server errors,
+    timeouts, refused or dropped connections."""
+    import http.client
+
+    import requests
+    import urllib3
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as aexc
+
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return is_retryable_status(exc.code)
+    if isinstance(exc, aexc.TransportError):  # wraps the requests error
+        return bool(exc.args) and isinstance(exc.args[0], BaseException) and _retryable(
+            exc.args[0])
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is not None:  # google.cloud.storage.exceptions.InvalidResponse and the like
+        return is_retryable_status(status)
+    return isinstance(exc, (ConnectionError, TimeoutError, requests.ConnectionError,
+                            requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                            http.client.HTTPException, urllib3.exceptions.HTTPError))
 
 
 def _load_credentials(path: str) -> Any:

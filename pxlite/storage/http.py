@@ -13,14 +13,15 @@ import shutil
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from typing import BinaryIO, NoReturn
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, NoReturn, TypeVar
 
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
 from .base import (MappedReader, ObjectInfo, StorageBackend, atomic_target, buffered,
                    is_retryable_status, retry_call)
 
 _USER_AGENT = "pxlite"
+T = TypeVar("T")
 
 
 def _translate(e: BaseException, uri: str) -> PxliteError | None:
@@ -58,7 +59,11 @@ class HttpBackend(StorageBackend):
 
     def _request(self, uri: str, method: str = "GET"):
         """Like :meth:`_open_once`, retrying retryable failures with backoff."""
-        return retry_call(lambda: self._open_once(uri, method), retries=self.retries)
+        return self._retry(lambda: self._open_once(uri, method))
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        return retry_call(fn, retries=self.retries, base_delay_s=self.retry_base_s,
+                          max_delay_s=self.retry_max_s)
 
     def _read_only(self, uri: str) -> NoReturn:
         raise ConfigError(f"{uri} is a web URL, which pxlite reads but never writes or deletes; "
@@ -90,18 +95,11 @@ class HttpBackend(StorageBackend):
                     raise StorageError(f"{uri}: download interrupted: {e}", uri=uri,
                                        retryable=True) from e
 
-        retry_call(download, retries=self.retries)
+        self._retry(download)
 
     def open(self, uri: str) -> BinaryIO:
         resp = self._request(uri)
         return buffered(MappedReader(resp.read, resp.close, lambda e: _translate(e, uri)))
-
-    def exists(self, uri: str) -> bool:
-        try:
-            self.stat(uri)
-            return True
-        except ObjectNotFoundError:
-            return False
 
     def stat(self, uri: str) -> ObjectInfo:
         try:

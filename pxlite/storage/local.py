@@ -6,7 +6,6 @@ import contextlib
 import errno
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import BinaryIO
 
 from ..errors import ConfigError, ObjectNotFoundError, StorageError
 from . import local_path as _path_of
-from .base import TEMP_PREFIX, ObjectInfo, StorageBackend, atomic_target
+from .base import TEMP_PREFIX, ObjectInfo, StorageBackend, atomic_target, create_temp
 
 # A full disk or a vanished network mount may recover; a missing permission will not.
 _RETRYABLE_ERRNOS = {errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EIO,
@@ -61,10 +60,10 @@ class LocalBackend(StorageBackend):
         target = _path_of(uri)
         try:
             try:
-                fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+                fd, tmp = create_temp(target.parent)
             except FileNotFoundError:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+                fd, tmp = create_temp(target.parent)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)

@@ -62,15 +62,42 @@ class S3Backend(StorageBackend):
             signature_version="s3v4",  # boto3 would presign SigV2 otherwise
             connect_timeout=self.timeout_s,
             read_timeout=self.timeout_s,
-            retries={"total_max_attempts": self.retries + 1, "mode": "standard"},
+            # botocore's own retry is switched off (one attempt) and replaced by _needs_retry:
+            # botocore does not retry HTTP 429 / TooManyRequests and its backoff is fixed.
+            retries={"total_max_attempts": 1, "mode": "standard"},
             s3={"addressing_style": section.get("addressing_style") or "auto"},
             max_pool_connections=32,
             **extra,
         )
         self.client = session.client("s3", endpoint_url=self.endpoint, config=config)
+        # botocore asks every needs-retry handler and sleeps for the first delay one returns.
+        self.client.meta.events.register("needs-retry.s3", self._needs_retry)
         self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
                                        multipart_chunksize=PART_SIZE,
-                                       max_concurrency=TRANSFER_THREADS)
+                                       max_concurrency=TRANSFER_THREADS,
+                                       num_download_attempts=self.retries + 1)
+
+    def _needs_retry(self, attempts: int, response: Any = None,
+                     caught_exception: BaseException | None = None, **_: Any) -> float | None:
+        """botocore's ``needs-retry`` hook: seconds to wait before the next try, or None.
+
+        Retries ``storage_retries`` times (per HTTP request) on throttling (429, 503 SlowDown and
+        the other codes of ``_RETRY_CODES``), 408/5xx, timeouts and dropped connections, waiting
+        with full-jitter backoff (``backoff_s``).
+        """
+        from botocore.exceptions import ConnectionError, HTTPClientError
+
+        if attempts > self.retries:
+            return None
+        if caught_exception is not None:
+            retry = isinstance(caught_exception, (ConnectionError, HTTPClientError))
+        elif response is not None:
+            http, parsed = response
+            code = str((parsed or {}).get("Error", {}).get("Code", ""))
+            retry = code in _RETRY_CODES or is_retryable_status(http.status_code)
+        else:
+            retry = False
+        return self.backoff_s(attempts) if retry else None
 
     @classmethod
     def location_key(cls, uri: str) -> Hashable:
@@ -81,8 +108,8 @@ class S3Backend(StorageBackend):
     def _translate(self, e: BaseException, uri: str, bucket: str) -> PxliteError | None:
         from boto3.exceptions import Boto3Error, RetriesExceededError, S3UploadFailedError
         from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError,
-                                         IncompleteReadError, NoCredentialsError,
-                                         PartialCredentialsError, ReadTimeoutError,
+                                         HTTPClientError, IncompleteReadError,
+                                         NoCredentialsError, PartialCredentialsError,
                                          ResponseStreamingError)
 
         # boto3's transfer layer wraps the real cause; look through it.
@@ -113,7 +140,8 @@ class S3Backend(StorageBackend):
             return StorageError(f"{uri}: no usable {self.name} credentials ({e}); set "
                                 f"[{self.provider}] aws_access_key_id and aws_secret_access_key, "
                                 "or a profile", uri=uri)
-        if isinstance(e, (ConnectionError, ReadTimeoutError, IncompleteReadError,
+        # HTTPClientError: read timeouts and connections closed before a response came.
+        if isinstance(e, (ConnectionError, HTTPClientError, IncompleteReadError,
                           ResponseStreamingError)):
             return StorageError(f"{uri}: could not reach {where}: {e}", uri=uri, retryable=True)
         if isinstance(e, (BotoCoreError, Boto3Error)):
@@ -126,7 +154,7 @@ class S3Backend(StorageBackend):
         return None
 
     def _errors(self, uri: str, bucket: str):
-        return mapped_errors(lambda e: self._translate(e, uri, bucket))
+        return mapped_errors(lambda e: self._translate(e, uri, bucket), retries=self.retries)
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -155,13 +183,6 @@ class S3Backend(StorageBackend):
             body = self.client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
         return buffered(MappedReader(body.read, body.close,
                                      lambda e: self._translate(e, uri, loc.bucket)))
-
-    def exists(self, uri: str) -> bool:
-        try:
-            self.stat(uri)
-            return True
-        except ObjectNotFoundError:
-            return False
 
     def stat(self, uri: str) -> ObjectInfo:
         loc = parse_bucket_uri(uri)
