@@ -15,7 +15,7 @@ CREATE TABLE px_dirs (
 ) STRICT;
 
 CREATE TABLE px_tables (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: t_<id> names one table only
     uid         TEXT NOT NULL UNIQUE,     -- random; names the table's files in storage keys
     path        TEXT NOT NULL UNIQUE,     -- dotted path, e.g. 'demo.media'
     dir_id      INTEGER REFERENCES px_dirs(id),

@@ -320,9 +320,11 @@ def all_locations(db: Database) -> list[tuple[str, str]]:
     return db.query("SELECT table_uid, prefix FROM px_media_locations")
 
 
-# <table uid>/<col id>/<xx>/<sha256 starting with xx>.<ext>: the only shape pxlite writes.
+# <table uid>/<col id>/<xx>/<sha256 starting with xx>.<ext>: the only shape pxlite writes, or
+# the temp file a killed write left in that folder (.pxlite-tmp-<32 hex>, see storage.base).
 _OWNED_KEY = re.compile(
-    r"(?P<uid>[0-9a-f]{12})/\d+/(?P<xx>[0-9a-f]{2})/(?P=xx)[0-9a-f]{62}\.[A-Za-z0-9]{1,8}")
+    r"(?P<uid>[0-9a-f]{12})/\d+/(?P<xx>[0-9a-f]{2})/"
+    r"(?:(?P=xx)[0-9a-f]{62}\.[A-Za-z0-9]{1,8}|\.pxlite-tmp-[0-9a-f]{32})")
 
 
 def owned_file_test(db: Database) -> Callable[[str], bool]:

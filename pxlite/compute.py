@@ -313,6 +313,7 @@ def add_computed_column(table: Table, column: dict[str, Any], *, destination: st
     if ctype.is_media:
         op.prepare(op.output_prefix(dest))
     with conn.db.transaction(), op.undo_on_error():
+        table._recheck(meta)
         col = catalog.add_column(conn.db, meta, name, ctype, expr=json.dumps(expr.to_json()),
                                  destination=dest, format=fmt, on_error=on_error)
         status = compute_rows(conn, meta, [col], None, op, settings, None, on_error=on_error)
@@ -343,6 +344,7 @@ def recompute_columns(table: Table, names: list[str], *, where: Expr | None,
     op = FileOp(conn, meta, settings)
     op.prepare_for(cols)
     with conn.db.transaction() as after, op.undo_on_error():
+        table._recheck(meta)
         match = table._matching_rowids(meta, where)
         if isinstance(match, list):
             rowids: list[int] | None = match

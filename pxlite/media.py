@@ -198,6 +198,8 @@ def content_matches_name(uri: str) -> bool:
     if not storage.is_local(uri):
         return True
     path = storage.local_path(uri)
+    if path.name.startswith(".pxlite-tmp-"):
+        return True  # a write a crash interrupted: partial by nature, pxlite's by its name
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:

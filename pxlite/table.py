@@ -346,6 +346,7 @@ class Query:
         sql, params, py_preds, py_order, cols = self._plan(meta, outputs)
         db = self._t._conn.db
         with db.read():
+            self._t._recheck(meta)
             raw_rows = db.execute(sql, params)
             contexts: Iterable[tuple[int, RowContext]] = (
                 (r[0], RowContext(
@@ -402,7 +403,9 @@ class Query:
         sql, params, py_preds, _, _ = q._plan(meta, [])
         if not py_preds:
             inner = sql.replace("SELECT _rowid", "SELECT 1", 1)
-            return self._t._conn.db.query(f"SELECT count(*) FROM ({inner})", params)[0][0]
+            with self._t._conn.db.read():
+                self._t._recheck(meta)
+                return self._t._conn.db.query(f"SELECT count(*) FROM ({inner})", params)[0][0]
         return sum(1 for _ in q._rows(meta, [], Resolver(self._t._conn.settings())))
 
     def head(self, n: int = 10) -> ResultSet:
@@ -446,6 +449,20 @@ class Table:
     def _meta(self) -> TableMeta:
         # Reloaded per operation: another handle or process may have changed the schema.
         return catalog.load_table(self._conn.db, self._path)
+
+    def _recheck(self, meta: TableMeta) -> None:
+        """Inside an operation's transaction (or read snapshot): is the table still the one the
+        operation was planned with? Another connection may have dropped it since ``meta`` was
+        loaded. Raises NotFoundError naming the table instead of touching another one."""
+        current = self._meta()  # NotFoundError naming the table when it is gone
+        if current.uid != meta.uid:
+            raise NotFoundError(
+                f"table {self._path!r} was dropped (and created again) by another connection "
+                "while this operation ran; get_table() it again and retry")
+        if not {c.col_id for c in meta.columns} <= {c.col_id for c in current.columns}:
+            raise SchemaError(
+                f"the columns of table {self._path!r} were changed by another connection "
+                "while this operation ran; retry it")
 
     def _expr(self, e: Any) -> Expr:
         if not isinstance(e, Expr):
@@ -585,8 +602,9 @@ class Table:
 
     def count(self) -> int:
         """Number of rows."""
-        meta = self._meta()
-        return self._conn.db.query(f"SELECT count(*) FROM {meta.sql}")[0][0]
+        with self._conn.db.read():  # the metadata and the count from one snapshot
+            meta = self._meta()
+            return self._conn.db.query(f"SELECT count(*) FROM {meta.sql}")[0][0]
 
     def head(self, n: int = 10) -> ResultSet:
         return Query(self).limit(n).collect()
@@ -635,6 +653,7 @@ class Table:
         cols_sql = ", ".join(["_rowid"] + [c.sql for c in inputs])
         sql = f"INSERT INTO {meta.sql} ({cols_sql}) VALUES ({', '.join('?' * (len(inputs) + 1))})"
         with db.transaction(), op.undo_on_error():
+            self._recheck(meta)
             base = db.query(f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}")[0][0]
             db.executemany(sql, conv.rows(rows, base))
             last = db.query(f"SELECT max(_rowid) FROM {meta.sql}")[0][0]
@@ -687,6 +706,7 @@ class Table:
         db = self._conn.db
         errors = 0
         with db.transaction() as after, op.undo_on_error():
+            self._recheck(meta)
             match = self._matching_rowids(meta, where)
             if isinstance(match, list):
                 rowids = match
@@ -742,6 +762,7 @@ class Table:
         db = self._conn.db
         media_cols = [c for c in meta.columns if c.type.is_media]
         with db.transaction() as after:
+            self._recheck(meta)
             match = self._matching_rowids(meta, where)
             if isinstance(match, list):
                 cond, params = (f"_rowid IN (SELECT value FROM json_each(?))",

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,18 @@ from .base import TEMP_PREFIX, ObjectInfo, StorageBackend, atomic_target, create
 # A full disk or a vanished network mount may recover; a missing permission will not.
 _RETRYABLE_ERRNOS = {errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EIO,
                      errno.ESTALE}
+
+
+#: A temp file untouched this long is no write in progress but the leftover of a killed one:
+#: list() then reports it, so check() sees an orphan and check(fix=True) removes it.
+STALE_TEMP_S = 3600
+
+
+def _stale(path: str) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > STALE_TEMP_S
+    except OSError:
+        return False  # gone meanwhile: its write finished
 
 
 def _error(e: OSError, uri: str, doing: str) -> StorageError:
@@ -127,7 +140,7 @@ class LocalBackend(StorageBackend):
         for root, dirs, files in os.walk(folder):
             dirs.sort()
             for name in sorted(files):
-                if name.startswith(TEMP_PREFIX):
+                if name.startswith(TEMP_PREFIX) and not _stale(os.path.join(root, name)):
                     continue  # an upload in progress, not an object
                 uri = Path(root, name).as_uri()
                 if uri.startswith(prefix_uri):
