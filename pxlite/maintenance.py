@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import catalog, media, faults
-from .catalog import ColumnMeta, TableMeta
 from .errors import (
     DatabaseError,
     NotFoundError,

@@ -765,7 +765,7 @@ class Table:
             self._recheck(meta)
             match = self._matching_rowids(meta, where)
             if isinstance(match, list):
-                cond, params = (f"_rowid IN (SELECT value FROM json_each(?))",
+                cond, params = ("_rowid IN (SELECT value FROM json_each(?))",
                                 [json.dumps(match)])
             else:
                 cond, params = match
