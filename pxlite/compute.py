@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
@@ -135,12 +135,14 @@ def _settle(res: list[Any], raw: dict[int, Any], targets: list[_Target], meta: T
     return res
 
 
-def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta], where_sql: str | None,
-                 op: FileOp, settings: Settings, rowids: list[int] | None, *,
-                 on_error: str = "abort", release_old: list[Any] | None = None) -> UpdateStatus:
-    """Fill ``cols`` (computed, in dependency order) for the rows ``where_sql`` or ``rowids``
-    select. Must run inside the caller's write transaction. Old media values that get replaced
-    are released (deleted after commit) when ``release_old`` is the transaction's after list."""
+def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta],
+                 where: tuple[str, list[Any]] | None, op: FileOp, settings: Settings,
+                 rowids: list[int] | None, *, on_error: str = "abort",
+                 release_old: list[Any] | None = None) -> UpdateStatus:
+    """Fill ``cols`` (computed, in dependency order) for the rows that ``where`` (SQL and its
+    parameters) selects, among ``rowids`` when given (all rows otherwise). Must run inside the
+    caller's write transaction. Old media values that get replaced are released (deleted after
+    commit) when ``release_old`` is the transaction's after list."""
     from .table import Resolver
 
     t0 = time.perf_counter()
@@ -161,26 +163,36 @@ def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta], wher
     done = 0
     replaced: dict[int, list[str]] = {}
 
+    where_sql, cond_params = (where[0], list(where[1])) if where else ("", [])
+    cond = f" AND ({where_sql})" if where_sql else ""
+
     def batches() -> Iterator[list[tuple]]:
         if rowids is not None:
             for i in range(0, len(rowids), BATCH_ROWS):
                 chunk = rowids[i:i + BATCH_ROWS]
                 yield db.query(f"SELECT {select} FROM {meta.sql} WHERE _rowid IN "
-                               "(SELECT value FROM json_each(?)) ORDER BY _rowid",
-                               (json.dumps(chunk),))
+                               f"(SELECT value FROM json_each(?)){cond} ORDER BY _rowid",
+                               [json.dumps(chunk), *cond_params])
             return
         last = -(2**63)
-        cond = f" AND ({where_sql})" if where_sql else ""
         while True:
             rows = db.query(f"SELECT {select} FROM {meta.sql} WHERE _rowid > ?{cond} "
-                            f"ORDER BY _rowid LIMIT {BATCH_ROWS}", (last,))
+                            f"ORDER BY _rowid LIMIT {BATCH_ROWS}", [last, *cond_params])
             if not rows:
                 return
             last = rows[-1][0]
             yield rows
 
-    total = _count(conn, meta, where_sql, rowids)
-    bar = _progress(total, f"{meta.name}: {', '.join(c.name for c in cols)}", settings)
+    def count() -> int:
+        if rowids is not None and not where:
+            return len(rowids)
+        if rowids is not None:
+            return db.query(f"SELECT count(*) FROM {meta.sql} WHERE _rowid IN "
+                            f"(SELECT value FROM json_each(?)){cond}",
+                            [json.dumps(rowids), *cond_params])[0][0]
+        return db.query(f"SELECT count(*) FROM {meta.sql} WHERE 1{cond}", cond_params)[0][0]
+
+    bar = _progress(count, f"{meta.name}: {', '.join(c.name for c in cols)}", settings)
     from .cache import get_cache
 
     read_later = {cid for t in targets for cid in t.expr.columns()} & {
@@ -241,17 +253,13 @@ def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta], wher
                         "column value")
 
 
-def _count(conn: Connection, meta: TableMeta, where_sql: str | None,
-           rowids: list[int] | None) -> int:
-    if rowids is not None:
-        return len(rowids)
-    cond = f" WHERE {where_sql}" if where_sql else ""
-    return conn.db.query(f"SELECT count(*) FROM {meta.sql}{cond}")[0][0]
-
-
-def _progress(total: int, desc: str, settings: Settings) -> Any:
-    """A tqdm bar that appears only after a second of work, only on a terminal or notebook."""
-    if not settings.get("progress", True) or total < 2 or not _interactive():
+def _progress(count: Callable[[], int], desc: str, settings: Settings) -> Any:
+    """A tqdm bar that appears only after a second of work, only on a terminal or notebook.
+    ``count`` gives the number of rows; it is only asked (a query) when a bar can show."""
+    if not settings.get("progress", True) or not _interactive():
+        return None
+    total = count()
+    if total < 2:
         return None
     from tqdm.auto import tqdm  # only now: importing it costs ~45 ms
 
@@ -346,24 +354,12 @@ def recompute_columns(table: Table, names: list[str], *, where: Expr | None,
     with conn.db.transaction() as after, op.undo_on_error():
         table._recheck(meta)
         match = table._matching_rowids(meta, where)
-        if isinstance(match, list):
-            rowids: list[int] | None = match
-            where_sql = None
-        else:
-            rowids = None
-            where_sql = match[0] if not match[1] else None
-            if match[1]:
-                rowids = [r[0] for r in conn.db.query(
-                    f"SELECT _rowid FROM {meta.sql} WHERE {match[0]}", match[1])]
+        rowids = match if isinstance(match, list) else None
+        where_sql, params = ("1", []) if isinstance(match, list) else match
         if errors_only:
             cond = " OR ".join(f"{c.sql_et} IS NOT NULL" for c in cols)
-            if rowids is not None:
-                keep = {r[0] for r in conn.db.query(
-                    f"SELECT _rowid FROM {meta.sql} WHERE {cond}")}
-                rowids = [r for r in rowids if r in keep]
-            else:
-                where_sql = f"({where_sql}) AND ({cond})" if where_sql else cond
-        status = compute_rows(conn, meta, cols, where_sql, op, settings, rowids,
+            where_sql = f"({where_sql}) AND ({cond})"
+        status = compute_rows(conn, meta, cols, (where_sql, params), op, settings, rowids,
                               on_error="ignore", release_old=after)
     status.verb = "Recomputed"
     status.elapsed_s = time.perf_counter() - t0

@@ -667,7 +667,7 @@ class Table:
 
                 computed_errors = compute_rows(
                     self._conn, meta, [c for c in meta.columns if c.is_computed],
-                    f"_rowid >= {int(base)}", op, settings, None, on_error=on_error,
+                    ("_rowid >= ?", [base]), op, settings, None, on_error=on_error,
                 ).num_errors
         return UpdateStatus("Inserted", count, len(conv.errors) + computed_errors,
                             time.perf_counter() - t0)

@@ -225,14 +225,17 @@ def test_missing_udf_is_a_clear_error(db, tmp_path):
 def test_progress_bar_switch(db, monkeypatch):
     from pxlite import compute, config
 
+    def no_count() -> int:
+        raise AssertionError("rows counted although no bar can show")
+
     s = config.resolve({"progress": False})
-    assert compute._progress(1000, "x", s) is None
-    assert compute._progress(1000, "x", config.resolve()) is None  # not a terminal here
+    assert compute._progress(no_count, "x", s) is None
+    assert compute._progress(no_count, "x", config.resolve()) is None  # not a terminal here
     monkeypatch.setattr(compute, "_interactive", lambda: True)
-    bar = compute._progress(1000, "x", config.resolve())
+    bar = compute._progress(lambda: 1000, "x", config.resolve())
     assert bar is not None and bar.total == 1000  # a terminal or notebook: a bar
     bar.close()
-    assert compute._progress(1000, "x", s) is None  # progress=False wins
+    assert compute._progress(no_count, "x", s) is None  # progress=False wins
 
 
 def test_pixel_limit_refuses_bombs(tmp_path):
@@ -247,3 +250,19 @@ def test_pixel_limit_refuses_bombs(tmp_path):
     from PIL import Image as PILImage
 
     assert PILImage.MAX_IMAGE_PIXELS != 10_000  # Pillow's global setting is left alone
+
+
+def test_recompute_where_and_errors_only(db, jpegs, tmp_path):
+    """A parameterized where combined with errors_only selects exactly the errored rows in it."""
+    t = db.create_table("t", {"image": pxl.Image, "k": pxl.Int})
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(jpegs[0].read_bytes()[:200])
+    t.insert([{"image": jpegs[0], "k": 0}, {"image": bad, "k": 1}, {"image": bad, "k": 2}])
+    t.add_computed_column(rot=t.image.rotate(90), on_error="ignore")
+    bad.write_bytes(jpegs[1].read_bytes())
+    st = t.recompute_columns("rot", where=t.k >= 2, errors_only=True)
+    assert st.num_rows == 1 and st.num_errors == 0
+    errs = t.select(t.k, t.rot.errortype).order_by(t.k).collect()["rot_errortype"]
+    assert errs[0] is None and errs[1] is not None and errs[2] is None
+    assert t.recompute_columns("rot", where=t.k.isin([0, 1]), errors_only=True).num_rows == 1
+    assert t.where(t.rot.errortype != None).count() == 0  # noqa: E711
