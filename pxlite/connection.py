@@ -193,9 +193,7 @@ class Connection:
         the lock we see its rows and keep any file a row names again. A file that is no longer
         pending was handled by someone else (check(fix=True), another process).
         """
-        from . import storage
-
-        from . import media
+        from . import media, storage
 
         settings = self.settings()
         with self.db.transaction():
@@ -216,9 +214,7 @@ class Connection:
             catalog.clear_pending_deletes(self.db, done)
 
     def _sweep_dropped(self, uid: str, prefixes: list[str]) -> None:
-        from . import storage
-
-        from . import media
+        from . import media, storage
 
         settings = self.settings()
         owned = catalog.owned_file_test(self.db)

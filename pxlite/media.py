@@ -134,10 +134,18 @@ def encode_image(img: PILImage.Image, fmt: str | None = None) -> tuple[bytes, st
     return buf.getvalue(), FORMATS[fmt]
 
 
-def object_key(table_uid: str, col_id: int, data: bytes, ext: str) -> str:
-    """The content-addressed key of a file pxlite writes for a column."""
-    digest = hashlib.sha256(data).hexdigest()
+def object_key(table_uid: str, col_id: int, digest: str, ext: str) -> str:
+    """The content-addressed key of a file pxlite writes for a column (``digest``: SHA-256 hex)."""
     return f"{table_uid}/{col_id}/{digest[:2]}/{digest}.{ext}"
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex of a file's bytes, read in 1 MB chunks (memory stays flat for big files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_file(data: bytes, ext: str, prefix: str, table_uid: str, col_id: int,
@@ -149,7 +157,8 @@ def write_file(data: bytes, ext: str, prefix: str, table_uid: str, col_id: int,
     """
     from . import storage
 
-    uri = storage.join(prefix, object_key(table_uid, col_id, data, ext))
+    digest = hashlib.sha256(data).hexdigest()
+    uri = storage.join(prefix, object_key(table_uid, col_id, digest, ext))
     created = storage.get_backend(uri, settings).put_bytes_new(
         data, uri, content_type=_CONTENT_TYPES.get(ext))
     return uri, created
@@ -160,12 +169,7 @@ def upload_file(path: Path, ext: str, prefix: str, table_uid: str, col_id: int,
     """Copy a local file under a destination prefix (content-addressed); ``(uri, created)``."""
     from . import storage
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    uri = storage.join(prefix, f"{table_uid}/{col_id}/{digest[:2]}/{digest}.{ext}")
+    uri = storage.join(prefix, object_key(table_uid, col_id, file_digest(path), ext))
     backend = storage.get_backend(uri, settings)
     if backend.exists(uri):
         return uri, False
@@ -194,22 +198,20 @@ def content_matches_name(uri: str) -> bool:
     SHA-256 is its own name can be pxlite's output (or an identical copy of it).
     """
     from . import storage
+    from .storage.base import TEMP_PREFIX
 
     if not storage.is_local(uri):
         return True
     path = storage.local_path(uri)
-    if path.name.startswith(".pxlite-tmp-"):
+    if path.name.startswith(TEMP_PREFIX):
         return True  # a write a crash interrupted: partial by nature, pxlite's by its name
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        digest = file_digest(path)
     except FileNotFoundError:
         return True  # nothing to delete, nothing to protect
     except OSError:
         return False
-    return h.hexdigest() == path.name.split(".", 1)[0]
+    return digest == path.name.split(".", 1)[0]
 
 
 def localpath(uri: str, settings: Settings, *, refresh: bool = False) -> Path:
