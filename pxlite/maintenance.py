@@ -27,9 +27,9 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from . import catalog, media, faults
+from . import catalog, faults, media, storage
 from .errors import (
     DatabaseError,
     NotFoundError,
@@ -87,12 +87,6 @@ def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = IO_WORKER
                 exc = f.exception()
                 yield item, (None if exc is not None else f.result()), exc
             fill()
-
-
-def _backend(uri: str, settings: Settings) -> Any:
-    from . import storage
-
-    return storage.get_backend(uri, settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,8 +193,6 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
     table's locations are forgotten once empty; rows and referenced files are never touched. A
     storage error for one location is reported in ``errors``, not raised.
     """
-    from . import storage
-
     db = conn.db
     settings = conn.settings()
     report = CheckReport(database=str(conn.path), fix=fix)
@@ -229,7 +221,10 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
     listed: dict[str, set[str]] = {}
 
     def list_prefix(p: str) -> set[str]:
-        return set(_backend(p, settings).list(p))
+        return set(storage.get_backend(p, settings).list(p))
+
+    def exists(u: str) -> bool:
+        return storage.get_backend(u, settings).exists(u)
 
     for p, files, exc in _parallel(list_prefix, owned_prefixes, workers=8):
         if exc is None:
@@ -272,7 +267,7 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
                 gone_pending.add(u)
         else:
             probe_pending.append(u)
-    for u, exists, exc in _parallel(lambda u: _backend(u, settings).exists(u), probe_pending):
+    for u, exists, exc in _parallel(exists, probe_pending):
         if exc is not None:
             report.errors.append(f"cannot check pending delete {u}: {exc}")
         elif exists:
@@ -306,7 +301,7 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
                 probe.append(u)
         except PxliteError as e:
             report.errors.append(f"cannot check {u}: {e}")
-    for u, exists, exc in _parallel(lambda u: _backend(u, settings).exists(u), probe):
+    for u, exists, exc in _parallel(exists, probe):
         if exc is not None:
             report.errors.append(f"cannot check {u}: {exc}")
             continue
@@ -316,7 +311,7 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
     # A file written (and its row committed) after the listing is not missing: confirm each
     # owned suspect, then name the rows from a fresh read (rows deleted meanwhile drop out).
     confirm = [u for u, is_owned in suspects.items() if is_owned]
-    for u, exists, exc in _parallel(lambda u: _backend(u, settings).exists(u), confirm):
+    for u, exists, exc in _parallel(exists, confirm):
         if exc is None and exists:
             del suspects[u]
     if suspects:
@@ -353,7 +348,7 @@ def _fix(conn: Connection, report: CheckReport, listed: dict[str, set[str]],
             report.errors.append(f"not deleted: {u} does not hold the content its name says")
         doomed = [u for u in doomed if u not in foreign]
         deleted: set[str] = set()
-        for u, _, exc in _parallel(lambda u: _backend(u, settings).delete(u), doomed):
+        for u, _, exc in _parallel(lambda u: storage.get_backend(u, settings).delete(u), doomed):
             if exc is None:
                 deleted.add(u)
             elif isinstance(exc, Exception):
@@ -390,21 +385,13 @@ class MoveStatus(UpdateStatus):
     num_skipped: int = 0
 
 
-def _content_type(uri: str) -> str | None:
-    from .media import _CONTENT_TYPES
-
-    return _CONTENT_TYPES.get(uri.rsplit(".", 1)[-1].lower())
-
-
 def _copy(old: str, new: str, settings: Settings, created: list[str]) -> None:
     """Copy one stored file to ``new`` (unless it is there already: keys are content hashes),
     streaming through a local temp file when neither side is local."""
-    from . import storage
-
-    dst = _backend(new, settings)
+    dst = storage.get_backend(new, settings)
     if dst.exists(new):
         return
-    ctype = _content_type(new)
+    ctype = media.content_type(new.rsplit(".", 1)[-1])
     if storage.is_local(old):
         path = storage.local_path(old)
         if not path.is_file():
@@ -412,12 +399,12 @@ def _copy(old: str, new: str, settings: Settings, created: list[str]) -> None:
         dst.put_file(path, new, ctype)
     elif storage.is_local(new):
         # get_file writes a temp file beside the target and os.replace()s it: atomic.
-        _backend(old, settings).get_file(old, storage.local_path(new))
+        storage.get_backend(old, settings).get_file(old, storage.local_path(new))
     else:
         fd, tmp = tempfile.mkstemp(prefix="pxlite-move-")
         os.close(fd)
         try:
-            _backend(old, settings).get_file(old, tmp)
+            storage.get_backend(old, settings).get_file(old, tmp)
             dst.put_file(tmp, new, ctype)
         finally:
             with contextlib.suppress(OSError):
@@ -433,7 +420,7 @@ def _discard_copies(conn: Connection, uris: list[str], settings: Settings) -> No
         return
     with contextlib.suppress(Exception), conn.db.transaction():
         named = catalog.named_by_rows(conn.db, uris)
-        for _ in _parallel(lambda u: _backend(u, settings).delete(u),
+        for _ in _parallel(lambda u: storage.get_backend(u, settings).delete(u),
                            [u for u in uris if u not in named]):
             pass
 
@@ -541,7 +528,7 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
             if moved:
                 # A concurrent check(fix=True) may have removed copies no row named yet; it
                 # cannot now (we hold the write lock), so re-copy any that went missing.
-                dst = _backend(new_prefix, settings)
+                dst = storage.get_backend(new_prefix, settings)
                 present = set(dst.list(new_prefix + tail))
                 lost = [m for m in moved if m[1] not in present]
                 if lost:

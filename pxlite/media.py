@@ -177,6 +177,11 @@ def upload_file(path: Path, ext: str, prefix: str, table_uid: str, col_id: int,
     return uri, True
 
 
+def content_type(ext: str) -> str | None:
+    """The MIME type stored with a file of this extension (None when unknown)."""
+    return _CONTENT_TYPES.get(ext.lower())
+
+
 _CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif",
                   "bmp": "image/bmp", "tiff": "image/tiff", "pdf": "application/pdf",
                   "mp4": "video/mp4", "wav": "audio/wav", "mp3": "audio/mpeg", "txt": "text/plain"}
