@@ -9,5 +9,12 @@ if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ]; then
   npm install --silent --no-save --no-audit --no-fund --prefix .tools/azurite azurite@3.35.0
 fi
 export PATH="$root/.tools/azurite/node_modules/.bin:$PATH"
+# strace: tests/test_durability.py proves at syscall level that media files are synced before
+# the commit naming them (in CI a missing strace fails that test, never skips it).
+if ! command -v strace >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+  $SUDO apt-get update -qq >/dev/null && \
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq strace >/dev/null
+fi
 # Two workers: the machines here have two cores; storage servers are shared per worker.
 exec python -m pytest -n 2 --dist loadfile "$@"

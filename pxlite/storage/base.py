@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import random
+import sys
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -174,9 +175,9 @@ def note_retries_exhausted(error: PxliteError, retries: int) -> PxliteError:
     if isinstance(error, StorageError) and error.retryable and not getattr(
             error, "retries_exhausted", False):
         attempts = retries + 1
-        error.args = (f"{error.args[0] if error.args else ''} (retries exhausted: gave up after "
-                      f"{attempts} attempt{'s' if attempts != 1 else ''}, storage_retries = "
-                      f"{retries}; try again later)",) + tuple(error.args[1:])
+        error.args = ((f"{error.args[0] if error.args else ''} (retries exhausted: gave up "
+                       f"after {attempts} attempt{'s' if attempts != 1 else ''}, storage_retries "
+                       f"= {retries}; try again later)"),) + tuple(error.args[1:])
         error.retries_exhausted = True  # type: ignore[attr-defined]
     return error
 
@@ -217,12 +218,72 @@ def create_temp(folder: str | os.PathLike) -> tuple[int, str]:
             continue
 
 
+def sync_data(fd: int) -> None:
+    """Make a file's bytes (and the size needed to read them back) durable: ``fdatasync``.
+
+    macOS has no ``fdatasync`` and its ``fsync`` leaves the bytes in the drive's cache, so there
+    ``F_FULLFSYNC`` asks the drive to write them (the only way to survive a power cut there).
+    """
+    if _FULLFSYNC is not None:
+        import fcntl
+
+        try:
+            fcntl.fcntl(fd, _FULLFSYNC)
+            return
+        except OSError:
+            pass  # not supported by this filesystem (e.g. a network share): plain fsync
+    _fdatasync(fd)
+
+
+def sync_file(path: str | os.PathLike) -> None:
+    """:func:`sync_data` for a closed file, by path (FileNotFoundError when it is gone)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        sync_data(fd)
+    finally:
+        os.close(fd)
+
+
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+_FULLFSYNC: int | None = None
+if sys.platform == "darwin":  # pragma: no cover - Linux CI
+    import fcntl as _fcntl
+
+    _FULLFSYNC = getattr(_fcntl, "F_FULLFSYNC", None)
+
+#: Paths whose bytes this process synced when it wrote them (before linking them into place)
+#: and no durability pass has consumed yet: ``pxlite.storage.local.make_durable`` then only
+#: checks they exist instead of syncing them again. Losing an entry is safe (the file is synced
+#: once more), so the set is simply emptied when an aborted operation let it grow too big.
+_SYNCED: set[str] = set()
+_SYNCED_MAX = 20_000
+
+
+def note_synced(path: str | os.PathLike) -> None:
+    """Record that ``path``'s bytes were synced before it got its name (see :func:`take_synced`)."""
+    if len(_SYNCED) >= _SYNCED_MAX:
+        _SYNCED.clear()
+    _SYNCED.add(os.fspath(path))
+
+
+def take_synced(path: str | os.PathLike) -> bool:
+    """True (once) if :func:`note_synced` recorded ``path`` since the last call for it."""
+    key = os.fspath(path)
+    try:
+        _SYNCED.remove(key)
+        return True
+    except KeyError:
+        return False
+
+
 @contextlib.contextmanager
-def atomic_target(local_path: str | os.PathLike) -> Iterator[Path]:
+def atomic_target(local_path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path beside ``local_path``; on success move it into place with os.replace.
 
     The parent folder is created. On any error the temp file is removed, so a failed download
-    never leaves a partial file under the final name.
+    never leaves a partial file under the final name. ``durable``: the temp file's bytes are
+    synced before the rename, so the name never points at bytes a power cut can lose (the
+    folder entry is synced later, once per batch, by the commit that names the file).
     """
     target = Path(local_path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +291,11 @@ def atomic_target(local_path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if durable:
+            sync_file(tmp)
         os.replace(tmp, target)
+        if durable:
+            note_synced(target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

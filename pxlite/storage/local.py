@@ -6,15 +6,26 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ConfigError, ObjectNotFoundError, StorageError
 from . import local_path as _path_of
-from .base import TEMP_PREFIX, ObjectInfo, StorageBackend, atomic_target, create_temp
+from .base import (
+    TEMP_PREFIX,
+    ObjectInfo,
+    StorageBackend,
+    atomic_target,
+    create_temp,
+    note_synced,
+    sync_data,
+    sync_file,
+    take_synced,
+)
 
 # A full disk or a vanished network mount may recover; a missing permission will not.
 _RETRYABLE_ERRNOS = {errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EIO,
@@ -38,6 +49,92 @@ def _error(e: OSError, uri: str, doing: str) -> StorageError:
         return ObjectNotFoundError(f"no file at {uri}", uri=uri)
     return StorageError(f"cannot {doing} {uri}: {e.strerror or e}", uri=uri,
                         retryable=e.errno in _RETRYABLE_ERRNOS)
+
+
+def _is_file_uri(uri: str) -> bool:
+    return uri[:5].lower() == "file:"
+
+
+def _vanished(uri: str, root: str | None, what: str) -> StorageError:
+    where = f"the destination folder {root}" if root else "its folder"
+    return StorageError(
+        f"{what} {_path_of(uri)} ({uri}), which this operation stored, is missing: {where} was "
+        "removed or changed while the operation ran; nothing was committed. Check that no "
+        "other program deletes or moves that folder, then run the operation again", uri=uri,
+        retryable=False)
+
+
+def _sync_failed(e: OSError, uri: str, what: str) -> StorageError:
+    # Not retryable: after a failed fsync the kernel may have dropped the unwritten pages, so
+    # asking again could "succeed" without the bytes ever reaching the disk.
+    return StorageError(f"cannot make {what} {uri} durable: {e.strerror or e}; nothing was "
+                        "committed", uri=uri, retryable=False)
+
+
+def make_durable(file_uris: Iterable[str], root_uris: Iterable[str]) -> None:
+    """Before the commit that names these local files (file:// URIs): make their bytes and
+    directory entries durable and confirm each exists.
+
+    ``root_uris`` are the destination prefixes (``file:///dest/``) the files were written under.
+    Every folder from a file's parent up to and including its root, and the root's parent (the
+    root may be new itself), is fsynced once per call however many files share it. A file whose
+    bytes this process synced when writing it (``put_bytes_new``, ``atomic_target``) is only
+    checked to exist; any other file (found already in place) is opened and synced. Opening a
+    folder or file that is gone raises :class:`StorageError` (not retryable) naming the file: the
+    destination was removed mid-operation and the caller must not commit. Non-``file:`` URIs are
+    ignored; a file under none of the roots gets only its own folder synced.
+    """
+    roots = sorted({os.fspath(_path_of(r)).rstrip(os.sep) or os.sep
+                    for r in root_uris if _is_file_uri(r)}, key=len, reverse=True)
+    files: dict[str, str] = {}  # path -> uri, deduplicated, in order
+    folders: dict[str, tuple[str, str | None]] = {}  # folder -> (first uri under it, its root)
+    walked: set[tuple[str | None, str]] = set()
+    for uri in file_uris:
+        if not _is_file_uri(uri):
+            continue
+        path = os.fspath(_path_of(uri))
+        if path in files:
+            continue
+        files[path] = uri
+        root = next((r for r in roots if path.startswith(r.rstrip(os.sep) + os.sep)), None)
+        stop = os.path.dirname(root) if root else None
+        folder = os.path.dirname(path)
+        while (root, folder) not in walked:
+            walked.add((root, folder))
+            folders.setdefault(folder, (uri, root))
+            parent = os.path.dirname(folder)
+            if stop is None or folder == stop or parent == folder:
+                break
+            folder = parent
+    # Folders first: a removed destination shows up at its first missing folder. The files'
+    # existence is confirmed after their folder entries are synced (never the reverse).
+    if os.name != "nt":  # Windows cannot open a folder to sync it (NTFS journals entries)
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+        for folder, (uri, root) in folders.items():
+            try:
+                fd = os.open(folder, flags)
+            except (FileNotFoundError, NotADirectoryError) as e:
+                raise _vanished(uri, root, "the file") from e
+            except OSError as e:
+                raise _sync_failed(e, folder, "the folder") from e
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                raise _sync_failed(e, folder, "the folder") from e
+            finally:
+                os.close(fd)
+    for path, uri in files.items():
+        root = folders[os.path.dirname(path)][1]
+        try:
+            if take_synced(path):
+                if not stat.S_ISREG(os.stat(path).st_mode):
+                    raise FileNotFoundError(path)
+            else:
+                sync_file(path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+            raise _vanished(uri, root, "the file") from e
+        except OSError as e:
+            raise _sync_failed(e, uri, "the file") from e
 
 
 class LocalBackend(StorageBackend):
@@ -68,8 +165,10 @@ class LocalBackend(StorageBackend):
 
     def put_bytes_new(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
         # One atomic step instead of exists + write + replace: write a temp file beside the
-        # target and hard-link it into place; an existing target (same content) stays as is.
-        # Fewer system calls matter here: this runs once per computed image.
+        # target, sync its bytes, and hard-link it into place; an existing target (same
+        # content) stays as is. Fewer system calls matter here: this runs once per computed
+        # image. The sync runs here, in the writer's thread, so it overlaps with compute; the
+        # folder entries are synced once per batch by make_durable() before the commit.
         target = _path_of(uri)
         try:
             try:
@@ -78,26 +177,50 @@ class LocalBackend(StorageBackend):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = create_temp(target.parent)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    sync_data(fd)
+                finally:
+                    os.close(fd)
                 try:
                     os.link(tmp, target)
-                    return True
                 except FileExistsError:
-                    return False
+                    return self._repair_existing(tmp, target, len(data))
                 except OSError as e:
                     if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
                         raise
                     # a filesystem without hard links: check, then replace
                     if target.exists():
-                        return False
+                        return self._repair_existing(tmp, target, len(data))
                     os.replace(tmp, target)
-                    return True
+                note_synced(target)
+                return True
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+        except FileNotFoundError as e:
+            # The folder was there (or just made) a moment ago: another program removed it.
+            raise StorageError(
+                f"cannot write {target}: its folder {target.parent} was removed or changed while "
+                "the operation ran; check that no other program deletes or moves the destination "
+                "folder, then run the operation again", uri=uri, retryable=False) from e
         except OSError as e:
             raise _error(e, uri, "write") from e
+
+    @staticmethod
+    def _repair_existing(tmp: str, target: Path, size: int) -> bool:
+        """A content-addressed target exists: keep it, unless its size betrays a file a power
+        cut truncated before this fix synced writes (0 bytes under a full name); then the synced
+        temp file replaces it. False either way: the name was there before this operation, so
+        undoing the operation must not delete it."""
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(target).st_size == size:
+                return False
+        os.replace(tmp, target)
+        note_synced(target)
+        return False
 
     def get_file(self, uri: str, local_path: str | os.PathLike) -> None:
         source = _path_of(uri)
@@ -158,7 +281,7 @@ class LocalBackend(StorageBackend):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             probe = folder / f".pxlite-probe-{uuid.uuid4().hex}"
-            with atomic_target(probe) as tmp:
+            with atomic_target(probe, durable=False) as tmp:  # deleted at once
                 tmp.write_bytes(b"pxlite write probe")
             probe.unlink()
         except OSError as e:
