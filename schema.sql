@@ -1,4 +1,4 @@
--- pxlite catalog, schema version 1. The single source of truth for the catalog DDL; shipped in the
+-- pxlite catalog, schema version 2. The single source of truth for the catalog DDL; shipped in the
 -- wheel as pxlite/schema.sql. User data lives in one table per pxlite table, named t_<id>, whose
 -- columns are named c<col_id> (+ c<col_id>_et / c<col_id>_em for a cell's error type and message):
 -- user-chosen names never reach SQL text.
@@ -37,12 +37,21 @@ CREATE TABLE px_columns (
     UNIQUE (table_id, name)
 ) STRICT;
 
+-- px_meta holds the database's identity: 'db_id' (random), 'opened_path' and 'opened_file'
+-- (path and device:inode it was last opened at), 'media_dir' (device:inode of its media folder)
+-- and 'media_shared' (the media folder it shares with the database it was copied from, if any).
+-- A database opened somewhere else while the file it was opened as still exists is a copy: it
+-- takes a new db_id, so the locations its original recorded are no longer its own.
+
 -- Every storage prefix pxlite has written a table's files under, committed before the first file
 -- lands there; files below <prefix><table uid>/<col_id>/ are pxlite's own (deleted with their
--- rows, swept by check()). Rows outlive a dropped table until its files are swept.
+-- rows, swept by check()) when owner is this database's db_id. The database's own media folder
+-- is the prefix 'media:' (files there are stored relative to it as 'media:<key>'). Rows outlive a
+-- dropped table until its files are swept.
 CREATE TABLE px_media_locations (
     table_uid TEXT NOT NULL,
     prefix    TEXT NOT NULL,
+    owner     TEXT NOT NULL DEFAULT '',   -- db_id of the database that recorded it
     PRIMARY KEY (table_uid, prefix)
 ) STRICT;
 
@@ -50,5 +59,5 @@ CREATE TABLE px_media_locations (
 -- removes the rows, deleted after it commits, then unlisted. A crash in between leaves the intent
 -- here; the next open (or check()) finishes it.
 CREATE TABLE px_pending_deletes (
-    uri TEXT PRIMARY KEY
+    uri TEXT PRIMARY KEY                  -- stored form: 'media:<key>' or an absolute URI
 ) STRICT;

@@ -296,28 +296,96 @@ def set_column_destination(db: Database, meta: TableMeta, col: ColumnMeta, dest:
     col.destination = dest
 
 
+# ---- database identity ------------------------------------------------------------------------
+def get_meta(db: Database, key: str) -> str | None:
+    """One value of ``px_meta`` (the database's identity, where it was last opened), or None."""
+    rows = db.query("SELECT value FROM px_meta WHERE key = ?", (key,))
+    return rows[0][0] if rows else None
+
+
+def set_meta(db: Database, values: dict[str, str]) -> None:
+    """Set ``px_meta`` values (inside the caller's write transaction)."""
+    db.executemany("INSERT INTO px_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                   "SET value = excluded.value", list(values.items()))
+
+
 # ---- media bookkeeping -----------------------------------------------------------------------
-def record_location(db: Database, table_uid: str, prefix: str) -> None:
-    """Remember that pxlite writes this table's files under ``prefix`` (ownership, check())."""
+#: The stored prefix of the database's own media folder. Files there are stored as
+#: ``media:<key>``, relative to the folder beside the database file, so the pair (database file +
+#: media folder) can be copied or moved and works on its own files (see media.MediaFolder).
+MEDIA_LOCATION = "media:"
+
+_UID = re.compile(r"[0-9a-f]{12}\Z")
+
+
+def valid_location(table_uid: object, prefix: object) -> bool:
+    """Can this location row be pxlite's? A crafted database may hold anything: a location is
+    only honoured when its uid has pxlite's shape and its prefix is the media folder or a
+    canonical folder URI below a root (never ``file:///`` itself, never a bare scheme)."""
+    if not isinstance(table_uid, str) or not isinstance(prefix, str) or not _UID.match(table_uid):
+        return False
+    if prefix == MEDIA_LOCATION:
+        return True
+    if not prefix.endswith("/") or "/../" in prefix or "/./" in prefix:
+        return False
+    if prefix.startswith("file:"):
+        return prefix.startswith("file:///") and prefix[len("file://"):].strip("/") != ""
+    scheme, sep, rest = prefix.partition("://")
+    return bool(sep) and scheme.isalnum() and rest.split("/", 1)[0] != ""
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Which recorded locations this database may delete files in.
+
+    ``db_id`` is this database file's identity: a location recorded under another identity (a
+    copy's original, a backup's live database) is only referenced, never cleaned. The media
+    folder is owned unless it is physically shared with the database this one was copied from
+    (``owns_media``). A database that cannot prove its identity owns nothing (``db_id`` '').
+    """
+
+    db_id: str
+    owns_media: bool
+
+    def owns(self, prefix: str, owner: str) -> bool:
+        if prefix == MEDIA_LOCATION:
+            return self.owns_media
+        return bool(self.db_id) and owner == self.db_id
+
+
+NO_OWNERSHIP = Ownership("", False)
+
+
+def record_location(db: Database, table_uid: str, prefix: str, owner: str) -> None:
+    """Remember that pxlite writes this table's files under ``prefix`` (ownership, check()).
+
+    ``owner`` is the identity of the database writing there; a location inherited from the
+    database this one was copied from keeps its original owner, so the copy never cleans it."""
     db.execute(
-        "INSERT OR IGNORE INTO px_media_locations(table_uid, prefix) VALUES (?, ?)",
-        (table_uid, prefix),
+        "INSERT OR IGNORE INTO px_media_locations(table_uid, prefix, owner) VALUES (?, ?, ?)",
+        (table_uid, prefix, owner),
     )
 
 
 def locations(db: Database, table_uid: str) -> list[str]:
+    """Every recorded prefix of a table's files (owned or inherited)."""
     return [r[0] for r in db.query(
         "SELECT prefix FROM px_media_locations WHERE table_uid = ?", (table_uid,))]
 
 
-def owned_prefixes(db: Database, table_uid: str, col_id: int | None = None) -> list[str]:
-    """The prefixes ``<location><uid>/`` (or ``<location><uid>/<col_id>/``) of pxlite's files."""
+def owned_prefixes(db: Database, table_uid: str, ownership: Ownership,
+                   col_id: int | None = None) -> list[str]:
+    """The prefixes ``<location><uid>/`` (or ``<location><uid>/<col_id>/``) of the files this
+    database wrote for a table, in locations it owns."""
     tail = f"{table_uid}/" if col_id is None else f"{table_uid}/{col_id}/"
-    return [p + tail for p in locations(db, table_uid)]
+    return [p + tail for uid, p, owner in all_locations(db)
+            if uid == table_uid and ownership.owns(p, owner)]
 
 
-def all_locations(db: Database) -> list[tuple[str, str]]:
-    return db.query("SELECT table_uid, prefix FROM px_media_locations")
+def all_locations(db: Database) -> list[tuple[str, str, str]]:
+    """Every valid location row: ``(table uid, prefix, owner identity)``."""
+    return [(u, p, o) for u, p, o in db.query(
+        "SELECT table_uid, prefix, owner FROM px_media_locations") if valid_location(u, p)]
 
 
 # <table uid>/<col id>/<xx>/<sha256 starting with xx>.<ext>: the only shape pxlite writes, or
@@ -327,25 +395,34 @@ _OWNED_KEY = re.compile(
     r"(?:(?P=xx)[0-9a-f]{62}\.[A-Za-z0-9]{1,8}|\.pxlite-tmp-[0-9a-f]{32})")
 
 
-def owned_file_test(db: Database) -> Callable[[str], bool]:
-    """A predicate: is this URI a file pxlite itself could have written for this database?
+def owned_location_test(db: Database, ownership: Ownership) -> Callable[[str], str | None]:
+    """A function: the owned location (stored prefix) a stored URI was written under by this
+    database, or None when it is not a file this database wrote and may delete.
 
-    It must lie under a recorded location, in pxlite's content-addressed key shape, for the
-    uid that location was recorded for. Every automatic delete passes through this test, so a
-    crafted catalog (a shared or downloaded database file) cannot direct deletions at other
-    files: a pending-delete row or a location row alone proves nothing.
+    The URI must lie under a location this database owns, in pxlite's content-addressed key
+    shape, for the uid that location was recorded for. Every automatic delete passes through
+    this test, so neither a crafted catalog (a shared or downloaded database file) nor a copy of
+    a database can direct deletions at files it did not write: a pending-delete row or a
+    location row alone proves nothing.
     """
-    locations = all_locations(db)
+    owned_locations = [(uid, p) for uid, p, owner in all_locations(db)
+                       if ownership.owns(p, owner)]
 
-    def owned(uri: str) -> bool:
-        for uid, prefix in locations:
+    def location(uri: str) -> str | None:
+        for uid, prefix in owned_locations:
             if uri.startswith(prefix):
                 m = _OWNED_KEY.fullmatch(uri[len(prefix):])
                 if m is not None and m["uid"] == uid:
-                    return True
-        return False
+                    return prefix
+        return None
 
-    return owned
+    return location
+
+
+def owned_file_test(db: Database, ownership: Ownership) -> Callable[[str], bool]:
+    """A predicate: is this stored URI a file this database wrote and may delete?"""
+    location = owned_location_test(db, ownership)
+    return lambda uri: location(uri) is not None
 
 
 def add_pending_deletes(db: Database, uris: Iterable[str]) -> None:

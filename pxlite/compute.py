@@ -158,7 +158,9 @@ def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta],
     select = ", ".join(["_rowid"] + [c.sql for c in inputs] + [c.sql for c in old_media])
     sets = ", ".join(f"{c.sql} = ?, {c.sql_et} = ?, {c.sql_em} = ?" for c in cols)
     update_sql = f"UPDATE {meta.sql} SET {sets} WHERE _rowid = ?"
-    resolver = Resolver(settings)
+    resolver = Resolver(settings, conn.media_folder)
+    stored = conn.stored
+    media_slots = [3 * k for k, t in enumerate(targets) if t.is_media]
     errors = 0
     done = 0
     replaced: dict[int, list[str]] = {}
@@ -207,7 +209,8 @@ def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta],
         if not rows:
             return []
         uris = {r[1 + i] for r in rows for i in media_inputs}
-        remote = [u for u in uris if u is not None and not storage.is_local(u)]
+        remote = [u for u in (conn.resolve(x) for x in uris if isinstance(x, str))
+                  if not storage.is_local(u)]
         if remote and not cache_op:
             # The cache is only opened once a remote input shows up: all-local runs skip it.
             cache_op.append(stack.enter_context(get_cache(settings).operation()))
@@ -233,6 +236,10 @@ def compute_rows(conn: Connection, meta: TableMeta, cols: list[ColumnMeta],
 
             results = [_settle(res, raw, targets, meta, on_error)
                        for res, raw in pool.map(one, rows)]
+            for res in results:  # rows store files in the media folder relative to it
+                for k in media_slots:
+                    if res[k] is not None:
+                        res[k] = stored(res[k])
             db.executemany(update_sql, results)
             for r, res in zip(rows, results):
                 errors += sum(1 for k in range(1, len(res) - 1, 3) if res[k] is not None)
@@ -308,7 +315,9 @@ def add_computed_column(table: Table, column: dict[str, Any], *, destination: st
     if fmt is not None and ctype.name != "Image":
         raise SchemaError(f"column {name!r}: format= applies to Image results only")
     conn = table._conn
-    dest = conn.validate_dest(destination) if destination is not None else None
+    # The database's own media folder is stored as such ('media:'), so a copy of the database
+    # writes into its own media folder, never into its original's.
+    dest = conn.stored(conn.validate_dest(destination)) if destination is not None else None
     settings = conn.settings()
     meta = table._meta()
     if any(c.name == name for c in meta.columns):

@@ -4,8 +4,10 @@ database's own media folder, and the deferred deletion of files rows no longer n
 from __future__ import annotations
 
 import os
+import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,43 @@ from .db import Database
 from .errors import AlreadyExistsError, NotFoundError, PxliteError, SchemaError
 from .table import Table
 from .types import as_type
+
+
+_IDENTITY_KEYS = ("db_id", "opened_path", "opened_file", "media_dir", "media_shared")
+
+
+def _file_id(path: Path) -> str:
+    """``device:inode`` of a file or folder (following symlinks: the real one), '' if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def _identity_change(known: dict[str, str | None], here: str, here_file: str,
+                     media_file: str) -> dict[str, str] | None:
+    """What to record so the catalog names this file as itself; None when it already does."""
+    db_id, opened = known.get("db_id"), known.get("opened_path")
+    shared = known.get("media_shared") or ""
+    if db_id and opened == here and known.get("opened_file") == here_file:
+        return None
+    if db_id and (known.get("opened_file") == here_file
+                  or (opened and opened != here and not os.path.lexists(opened))):
+        # The same file under another path, or the file it was last opened as is gone (moved
+        # to another filesystem): the same database, now here.
+        change = {"opened_path": here, "opened_file": here_file}
+        if media_file and media_file != shared:
+            change["media_dir"] = media_file
+        return change
+    # A new catalog, or a copy of one whose original still exists: a new identity.
+    change = {"db_id": secrets.token_hex(16), "opened_path": here, "opened_file": here_file,
+              "media_shared": ""}
+    if db_id and media_file and media_file in (known.get("media_dir"), shared):
+        change["media_shared"] = media_file  # physically the original's media folder
+    elif media_file:
+        change["media_dir"] = media_file
+    return change
 
 
 def _check_if_exists(value: str, allowed: tuple[str, ...]) -> str:
@@ -33,10 +72,19 @@ class Connection:
         _config.resolve(self.config)  # a typo in config= fails here, not at first use
         self.db = Database(path)
         self.path = self.db.path
-        self.media_dir = Path(media_dir) if media_dir else self.path.with_name(self.path.name + ".media")
+        self.media_dir = Path(media_dir).expanduser().absolute() if media_dir else \
+            self.path.with_name(self.path.name + ".media")
+        from . import media, storage
+
+        self.media_folder = media.MediaFolder(storage.to_uri(self.media_dir).rstrip("/") + "/")
         self._dest_cache: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._finish_pending(local_only=True)
+        try:
+            self.ownership = self._establish_identity()
+            self._finish_pending(local_only=True)
+        except BaseException:
+            self.db.close()
+            raise
 
     def __repr__(self) -> str:
         return f"<pxlite database {str(self.path)!r}>"
@@ -58,10 +106,79 @@ class Connection:
     @property
     def media_prefix(self) -> str:
         """The default destination: this database's own media folder, as a file:// prefix."""
-        from . import storage
-
         self.media_dir.mkdir(parents=True, exist_ok=True)
-        return storage.to_uri(self.media_dir).rstrip("/") + "/"
+        return self.media_folder.prefix
+
+    # ---- identity and ownership -----------------------------------------------------------------
+    def _establish_identity(self) -> catalog.Ownership:
+        """Who this database file is, and which media locations it may clean.
+
+        The catalog records a random ``db_id`` and the path and device:inode the file was last
+        opened at. Opened as the same file (or the same file under another path: renamed,
+        moved), it is the same database. Opened as another file while the file it was last
+        opened as still exists, it is a *copy* (``cp``, a backup, a restore beside the live
+        one): it takes a new ``db_id``, so every location its original recorded stays the
+        original's: the copy reads those files but never deletes or "fixes" them. Its media
+        folder is its own (references there are relative) unless it is physically the
+        original's folder (a symlink, or the same ``media_dir``). Nothing here takes the write
+        lock unless the identity changes.
+        """
+        db = self.db
+        here, here_file, media_file = str(self.path), _file_id(self.path), _file_id(self.media_dir)
+        with db.read():
+            known = {k: catalog.get_meta(db, k) for k in _IDENTITY_KEYS}
+        change = _identity_change(known, here, here_file, media_file)
+        if change is not None and not db.read_only:
+            with db.transaction():
+                known = {k: catalog.get_meta(db, k) for k in _IDENTITY_KEYS}  # under the lock
+                change = _identity_change(known, here, here_file, media_file)
+                if change is not None:
+                    known.update(change)
+                    self._adopt(change, known)
+        elif change is not None:  # read-only and unproven: it may read, it cannot delete anyway
+            return catalog.NO_OWNERSHIP
+        shared = known.get("media_shared") or ""
+        return catalog.Ownership(known.get("db_id") or "",
+                                 not (shared and media_file == shared))
+
+    def _adopt(self, change: dict[str, str], known: dict[str, str | None]) -> None:
+        """Write an identity change (inside the write transaction)."""
+        db = self.db
+        catalog.set_meta(db, {k: v for k, v in change.items() if v is not None})
+        if "db_id" in change and db.migrated_from == 1:
+            # A catalog from before identities: it could not tell copies apart, so it keeps
+            # owning what it recorded (as before), and its media-folder references become
+            # relative so the pair is portable from now on.
+            db.execute("UPDATE px_media_locations SET owner = ?", (change["db_id"],))
+            self._relativize_legacy()
+
+    def _relativize_legacy(self) -> None:
+        db, prefix = self.db, self.media_folder.prefix
+        n = len(prefix)
+        for meta in catalog.live_tables(db):
+            for c in meta.media_columns:
+                db.execute(f"UPDATE {meta.sql} SET {c.sql} = ? || substr({c.sql}, ?) "
+                           f"WHERE substr({c.sql}, 1, ?) = ?",
+                           (catalog.MEDIA_LOCATION, n + 1, n, prefix))
+        db.execute("UPDATE OR IGNORE px_media_locations SET prefix = ? WHERE prefix = ?",
+                   (catalog.MEDIA_LOCATION, prefix))
+        db.execute("UPDATE OR IGNORE px_pending_deletes SET uri = ? || substr(uri, ?) "
+                   "WHERE substr(uri, 1, ?) = ?", (catalog.MEDIA_LOCATION, n + 1, n, prefix))
+
+    def note_media_folder(self) -> None:
+        """Inside a write transaction that records the media folder as a location: remember the
+        folder's device:inode, so a copy of this database can tell whether it shares it."""
+        current = _file_id(self.media_dir)
+        if current and catalog.get_meta(self.db, "media_dir") != current:
+            catalog.set_meta(self.db, {"media_dir": current})
+
+    def stored(self, uri: str) -> str:
+        """The form a row stores for ``uri`` (relative inside the media folder)."""
+        return self.media_folder.stored(uri)
+
+    def resolve(self, stored: str) -> str:
+        """The absolute URI of a stored reference."""
+        return self.media_folder.uri(stored)
 
     def canonical_dest(self, dest: str | os.PathLike[str]) -> str:
         """The canonical prefix URI of a destination (form checked; no network)."""
@@ -145,7 +262,8 @@ class Connection:
         return catalog.list_tables(self.db, dir)
 
     def drop_table(self, path: str | Table, *, if_not_exists: str = "error") -> None:
-        """Drop a table; files pxlite wrote for it are deleted after the commit."""
+        """Drop a table; files pxlite wrote for it that no other table names are deleted after
+        the commit."""
         if isinstance(path, Table):
             path = path.path
         catalog.check_path(path)
@@ -156,28 +274,32 @@ class Connection:
                 if if_not_exists == "ignore":
                     return
                 raise
-            for c in meta.columns:
-                if c.type.is_media:
-                    uris = [r[0] for r in self.db.query(
-                        f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IS NOT NULL")]
-                    self.release(meta, c.col_id, uris, after, check_refs=False)
-            prefixes = catalog.owned_prefixes(self.db, meta.uid)
+            named = {c.col_id: [r[0] for r in self.db.query(
+                f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IS NOT NULL")]
+                for c in meta.media_columns}
+            prefixes = catalog.owned_prefixes(self.db, meta.uid, self.ownership)
             catalog.drop_table_rows(self.db, meta)
+            # After the rows are gone: what another table still names is kept (the same rule
+            # as delete()).
+            for col_id, uris in named.items():
+                self.release(meta, col_id, uris, after)
             # Locations of the dropped table stay recorded until its prefixes are swept, so a
             # crash before the sweep leaves files check() still recognises as orphans.
             after.append(lambda: self._sweep_dropped(meta.uid, prefixes))
 
     # ---- deferred file deletion -------------------------------------------------------------------
     def release(self, meta: TableMeta, col_id: int, uris: list[str],
-                after: list[Callable[[], None]], *, check_refs: bool = True) -> None:
-        """Inside a write transaction: schedule deletion of the pxlite-owned files among ``uris``
-        that no row names any more (durably, in px_pending_deletes); they are deleted after
-        the commit by :meth:`_delete_files`, which checks again under the write lock."""
+                after: list[Callable[[], None]]) -> None:
+        """Inside a write transaction, after the rows that named ``uris`` (stored forms) are
+        changed or gone: schedule deletion of the files among them that this database wrote for
+        the column, in a location it owns, and that no row of any table names any more (durably,
+        in px_pending_deletes). They are deleted after the commit by :meth:`_delete_files`,
+        which checks again under the write lock."""
         if not uris:
             return
-        prefixes = catalog.owned_prefixes(self.db, meta.uid, col_id)
-        owned = [u for u in set(uris) if any(u.startswith(p) for p in prefixes)]
-        if owned and check_refs:
+        prefixes = tuple(catalog.owned_prefixes(self.db, meta.uid, self.ownership, col_id))
+        owned = [u for u in set(uris) if isinstance(u, str) and u.startswith(prefixes)]
+        if owned:
             still = catalog.named_by_rows(self.db, owned)
             owned = [u for u in owned if u not in still]
         if not owned:
@@ -185,55 +307,116 @@ class Connection:
         catalog.add_pending_deletes(self.db, owned)
         after.append(lambda: self._delete_files(owned))
 
+    def delete_unreferenced(self, stored: Iterable[str], settings: _config.Settings,
+                            pool_map: Callable[..., Iterable[Any]] | None = None) -> DeleteOutcome:
+        """Inside a write transaction: delete the files among ``stored`` (stored forms) that
+        this database wrote, in a location it owns, and that no row of any table names.
+
+        The one gate every automatic delete passes (pending deletes, a dropped table's sweep,
+        ``check(fix=True)``). It keeps a file when a row names it; when it is not in pxlite's
+        key shape under an owned location (a copy's original, a crafted catalog); when a local
+        file's real folder lies outside its location (a symlink out of it); or when a local
+        file's bytes do not hash to its name. ``pool_map(fn, items)`` may run the deletes in
+        parallel (it yields ``(item, result, exception)``).
+        """
+        from . import media, storage
+
+        uris = sorted({u for u in stored if isinstance(u, str)})
+        out = DeleteOutcome()
+        named = catalog.named_by_rows(self.db, uris)
+        location = catalog.owned_location_test(self.db, self.ownership)
+        doomed: list[tuple[str, str]] = []
+        for u in uris:
+            if u in named:
+                out.named.append(u)
+                continue
+            loc = location(u)
+            if loc is None:
+                out.refused.append((u, "not a file this database wrote in a location it owns"))
+                continue
+            uri = self.resolve(u)
+            if storage.is_local(uri):
+                why = media.local_delete_refusal(uri, self.resolve(loc))
+                if why is not None:
+                    out.refused.append((u, why))
+                    continue
+            doomed.append((u, uri))
+
+        def delete(item: tuple[str, str]) -> None:
+            faults.point("before_file_delete")
+            storage.get_backend(item[1], settings).delete(item[1])
+
+        if pool_map is None:
+            results: Iterable[tuple[tuple[str, str], Any, BaseException | None]] = (
+                (item, None, _call(delete, item)) for item in doomed)
+        else:
+            results = pool_map(delete, doomed)
+        for (u, _), _, exc in results:
+            if exc is None:
+                out.deleted.append(u)
+            elif isinstance(exc, PxliteError):
+                out.failed.append((u, exc))
+            else:
+                raise exc
+        return out
+
     def _delete_files(self, uris: list[str]) -> None:
         """Delete files whose rows are gone, holding the write lock.
 
         Content addressing lets another operation reuse a file (identical content) between our
         commit and this delete; it writes and commits inside its own write transaction, so under
         the lock we see its rows and keep any file a row names again. A file that is no longer
-        pending was handled by someone else (check(fix=True), another process).
+        pending was handled by someone else (check(fix=True), another process). A file that
+        fails to delete stays pending: check(fix=True) or the next open retries it.
         """
-        from . import media, storage
-
         settings = self.settings()
         with self.db.transaction():
             pending = set(catalog.pending_deletes(self.db)) & set(uris)
-            named = catalog.named_by_rows(self.db, pending)
-            owned = catalog.owned_file_test(self.db)
-            # named again: not ours to delete any more; not pxlite's shape or content (a crafted
-            # catalog): never deleted. Either way the entry is done.
-            done = sorted(named) + [u for u in pending - named
-                                    if not owned(u) or not media.content_matches_name(u)]
-            for uri in sorted(pending - named - set(done)):
-                faults.point("before_file_delete")
-                try:
-                    storage.get_backend(uri, settings).delete(uri)
-                    done.append(uri)
-                except PxliteError:
-                    pass  # stays pending; check(fix=True) or the next open retries it
-            catalog.clear_pending_deletes(self.db, done)
+            out = self.delete_unreferenced(pending, settings)
+            catalog.clear_pending_deletes(self.db, out.deleted + out.named
+                                          + [u for u, _ in out.refused])
 
     def _sweep_dropped(self, uid: str, prefixes: list[str]) -> None:
-        from . import media, storage
+        """After a drop committed: delete the dropped table's remaining files, then forget its
+        locations once nothing of it is left (a file another table still names keeps them)."""
+        from . import storage
 
         settings = self.settings()
-        owned = catalog.owned_file_test(self.db)
         try:
+            listed: list[str] = []
             for prefix in prefixes:
-                backend = storage.get_backend(prefix, settings)
-                for uri in list(backend.list(prefix)):
-                    if owned(uri) and media.content_matches_name(uri):
-                        backend.delete(uri)
+                where = self.resolve(prefix)
+                listed += [self.stored(u) for u in storage.get_backend(where, settings).list(where)]
         except PxliteError:
             return  # the locations stay recorded; check(fix=True) sweeps them later
         with self.db.transaction():
-            self.db.execute("DELETE FROM px_media_locations WHERE table_uid = ?", (uid,))
+            out = self.delete_unreferenced(listed, settings)
+            if not (out.failed or out.named or out.refused):
+                self.db.execute("DELETE FROM px_media_locations WHERE table_uid = ?", (uid,))
 
     def _finish_pending(self, local_only: bool) -> None:
         if self.db.read_only:
             return
         pending = catalog.pending_deletes(self.db)
         if local_only:
-            pending = [u for u in pending if u.startswith("file://")]
+            pending = [u for u in pending if u.startswith(("file://", catalog.MEDIA_LOCATION))]
         if pending:
             self._delete_files(pending)
+
+
+def _call(fn: Callable[[Any], Any], item: Any) -> BaseException | None:
+    try:
+        fn(item)
+    except Exception as e:
+        return e
+    return None
+
+
+@dataclass
+class DeleteOutcome:
+    """What :meth:`Connection.delete_unreferenced` did with each stored URI."""
+
+    deleted: list[str] = field(default_factory=list)
+    named: list[str] = field(default_factory=list)     # a row names it: kept
+    refused: list[tuple[str, str]] = field(default_factory=list)  # not ours to delete: kept
+    failed: list[tuple[str, PxliteError]] = field(default_factory=list)

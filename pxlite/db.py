@@ -24,11 +24,14 @@ from . import faults
 from .errors import DatabaseError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 
-#: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema.
-MIGRATIONS: dict[int, str] = {}
+#: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema; version 2
+#: records which database identity owns each media location (a copy never cleans its original's).
+MIGRATIONS: dict[int, str] = {
+    1: "ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+}
 
 
 def schema_sql() -> str:
@@ -61,6 +64,8 @@ class Database:
         self._lock = threading.RLock()
         self._after_commit: list[Callable[[], None]] | None = None
         self._depth = 0
+        #: The schema version this file had before this open migrated it (None: no migration).
+        self.migrated_from: int | None = None
         self.conn = self._open()
 
     # ---- opening -------------------------------------------------------------------------------
@@ -155,6 +160,7 @@ class Database:
                     f"{self.path} uses schema version {version} and needs a migration, "
                     "but it is read-only; make it writable once to migrate"
                 )
+            self.migrated_from = version
             with self._tx(conn):
                 for v in range(version, SCHEMA_VERSION):
                     conn.execute(MIGRATIONS[v])

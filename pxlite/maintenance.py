@@ -197,6 +197,9 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
     settings = conn.settings()
     report = CheckReport(database=str(conn.path), fix=fix)
     report.integrity = db.integrity_check()
+    resolve, stored = conn.resolve, conn.stored
+    # Everything below works on stored forms ('media:<key>' inside the database's own media
+    # folder, absolute URIs elsewhere); the report shows absolute URIs.
 
     # 1. One consistent snapshot of the catalog: every distinct media reference.
     named_in: set[str] = set()
@@ -212,26 +215,31 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
         pending = catalog.pending_deletes(db)
     report.tables = len(tables)
     report.references = len(named_in)
-    report.pending = pending
+    report.pending = [resolve(u) for u in pending]
     live_uids = {m.uid for m in tables}
 
     # 2. List every owned prefix (in parallel; a failing location is reported, not fatal).
-    owned = sorted({prefix + uid + "/": uid for uid, prefix in locations}.items())
+    #    Locations this database does not own (recorded by the database it was copied from)
+    #    are not listed: their files are checked as references, never called orphans.
+    owned = sorted({prefix + uid + "/": uid for uid, prefix, who in locations
+                    if conn.ownership.owns(prefix, who)}.items())
     owned_prefixes = [p for p, _ in owned]
     listed: dict[str, set[str]] = {}
 
     def list_prefix(p: str) -> set[str]:
-        return set(storage.get_backend(p, settings).list(p))
+        where = resolve(p)
+        return {stored(u) for u in storage.get_backend(where, settings).list(where)}
 
     def exists(u: str) -> bool:
-        return storage.get_backend(u, settings).exists(u)
+        where = resolve(u)
+        return storage.get_backend(where, settings).exists(where)
 
     for p, files, exc in _parallel(list_prefix, owned_prefixes, workers=8):
         if exc is None:
             assert files is not None
             listed[p] = files
         elif isinstance(exc, Exception):  # any failure of one location is reported, not fatal
-            report.errors.append(f"cannot list {p}: {exc}")
+            report.errors.append(f"cannot list {resolve(p)}: {exc}")
         else:
             raise exc
 
@@ -245,7 +253,7 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
     # 3. Orphans: listed files no row names, plus pending deletes whose file is still there.
     # Only files in the exact shape pxlite writes count: whatever else sits under a location
     # (or a crafted pending-delete row) is left alone.
-    owned_file = catalog.owned_file_test(db)
+    owned_file = catalog.owned_file_test(db, conn.ownership)
     orphans: list[str] = []
     seen: set[str] = set()
     for p in owned_prefixes:
@@ -267,19 +275,19 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
                 gone_pending.add(u)
         else:
             probe_pending.append(u)
-    for u, exists, exc in _parallel(exists, probe_pending):
+    for u, found, exc in _parallel(exists, probe_pending):
         if exc is not None:
-            report.errors.append(f"cannot check pending delete {u}: {exc}")
-        elif exists:
+            report.errors.append(f"cannot check pending delete {resolve(u)}: {exc}")
+        elif found:
             orphans.append(u)
             seen.add(u)
         else:
             gone_pending.add(u)
-    report.orphans = orphans
+    report.orphans = [resolve(u) for u in orphans]
 
     # 4. Missing: owned files absent from their listing, local references absent from disk,
     #    bucket references whose object does not exist (probed in parallel).
-    suspects: dict[str, bool] = {}  # uri -> owned
+    suspects: dict[str, bool] = {}  # stored uri -> owned
     probe: list[str] = []
     for u in named_in:
         p = owner(u)
@@ -290,10 +298,11 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
                     suspects[u] = True
             continue
         try:
-            scheme = storage.scheme_of(u)
+            where = resolve(u)
+            scheme = storage.scheme_of(where)
             if scheme == "file":
                 report.checked += 1
-                if not storage.local_path(u).is_file():
+                if not storage.local_path(where).is_file():
                     suspects[u] = False
             elif scheme == "http" or not remote_refs:
                 report.unchecked += 1
@@ -301,30 +310,31 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
                 probe.append(u)
         except PxliteError as e:
             report.errors.append(f"cannot check {u}: {e}")
-    for u, exists, exc in _parallel(exists, probe):
+    for u, found, exc in _parallel(exists, probe):
         if exc is not None:
-            report.errors.append(f"cannot check {u}: {exc}")
+            report.errors.append(f"cannot check {resolve(u)}: {exc}")
             continue
         report.checked += 1
-        if not exists:
+        if not found:
             suspects[u] = False
     # A file written (and its row committed) after the listing is not missing: confirm each
     # owned suspect, then name the rows from a fresh read (rows deleted meanwhile drop out).
     confirm = [u for u, is_owned in suspects.items() if is_owned]
-    for u, exists, exc in _parallel(exists, confirm):
-        if exc is None and exists:
+    for u, found, exc in _parallel(exists, confirm):
+        if exc is None and found:
             del suspects[u]
     if suspects:
-        report.missing = _rows_naming(db, suspects)
+        report.missing = _rows_naming(db, suspects, resolve)
 
     # 5. Fix: decide and delete under the write lock, so no writer can be between writing a
     #    file and committing the row that names it.
-    if fix and (orphans or pending or any(uid not in live_uids for uid, _ in locations)):
-        _fix(conn, report, listed, owned, gone_pending, settings)
+    if fix and (orphans or pending or any(uid not in live_uids for uid, _, _ in locations)):
+        _fix(conn, report, listed, owned, gone_pending, settings, orphans, pending)
     return report
 
 
-def _rows_naming(db: Database, suspects: dict[str, bool]) -> list[MissingFile]:
+def _rows_naming(db: Database, suspects: dict[str, bool],
+                 resolve: Callable[[str], str]) -> list[MissingFile]:
     out: list[MissingFile] = []
     arg = json.dumps(sorted(suspects))
     with db.read():
@@ -333,30 +343,24 @@ def _rows_naming(db: Database, suspects: dict[str, bool]) -> list[MissingFile]:
                 for rowid, u in db.query(
                         f"SELECT _rowid, {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
                         "(SELECT value FROM json_each(?)) ORDER BY _rowid", (arg,)):
-                    out.append(MissingFile(meta.path, c.name, rowid, u, suspects[u]))
+                    out.append(MissingFile(meta.path, c.name, rowid, resolve(u), suspects[u]))
     return out
 
 
 def _fix(conn: Connection, report: CheckReport, listed: dict[str, set[str]],
-         owned: list[tuple[str, str]], gone_pending: set[str], settings: Settings) -> None:
-    db = conn.db
+         owned: list[tuple[str, str]], gone_pending: set[str], settings: Settings,
+         orphans: list[str], pending: list[str]) -> None:
+    db, resolve = conn.db, conn.resolve
     with db.transaction():
-        still = catalog.named_by_rows(db, report.orphans + report.pending)
-        doomed = [u for u in report.orphans if u not in still]
-        foreign = [u for u in doomed if not media.content_matches_name(u)]
-        for u in foreign:
-            report.errors.append(f"not deleted: {u} does not hold the content its name says")
-        doomed = [u for u in doomed if u not in foreign]
-        deleted: set[str] = set()
-        for u, _, exc in _parallel(lambda u: storage.get_backend(u, settings).delete(u), doomed):
-            if exc is None:
-                deleted.add(u)
-            elif isinstance(exc, Exception):
-                report.errors.append(f"cannot delete orphan {u}: {exc}")
-            else:
-                raise exc
-        report.fixed = [u for u in report.orphans if u in deleted]
-        clear = [u for u in report.pending if u in still or u in deleted or u in gone_pending]
+        out = conn.delete_unreferenced(orphans, settings, pool_map=_parallel)
+        for u, why in out.refused:
+            report.errors.append(f"not deleted: {resolve(u)}: {why}")
+        for u, exc in out.failed:
+            report.errors.append(f"cannot delete orphan {resolve(u)}: {exc}")
+        deleted = set(out.deleted)
+        report.fixed = [resolve(u) for u in orphans if u in deleted]
+        still = set(out.named) | catalog.named_by_rows(db, pending)
+        clear = [u for u in pending if u in still or u in deleted or u in gone_pending]
         catalog.clear_pending_deletes(db, clear)
         report.pending_cleared = len(clear)
         # A dropped table's locations are forgotten once every file under them is gone (all
@@ -370,7 +374,7 @@ def _fix(conn: Connection, report: CheckReport, listed: dict[str, set[str]],
                 continue
             if all(p in listed and listed[p] <= deleted for p in prefixes):
                 db.execute("DELETE FROM px_media_locations WHERE table_uid = ?", (uid,))
-                report.swept_locations.extend(prefixes)
+                report.swept_locations.extend(resolve(p) for p in prefixes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,9 +384,56 @@ def _fix(conn: Connection, report: CheckReport, listed: dict[str, set[str]],
 @dataclass(repr=False)
 class MoveStatus(UpdateStatus):
     """An :class:`UpdateStatus` for ``move_media``; ``num_skipped`` counts values left where they
-    are: references pxlite did not write, and files already at the destination."""
+    are: references pxlite did not write, and files already at the destination. ``message``
+    says why nothing moved (e.g. the destination is the files' own folder under another name)."""
 
     num_skipped: int = 0
+    message: str = ""
+
+    def __str__(self) -> str:
+        return super().__str__() + (f"; {self.message}" if self.message else "")
+
+
+def _object_identity(uri: str) -> tuple[str, ...]:
+    """What names one stored object whatever the spelling: the real path of a local file (its
+    folder resolved through symlinks), bucket and key for buckets, container and blob for Azure
+    (endpoint and account are left out: two spellings that might be one place count as one)."""
+    scheme = storage.scheme_of(uri)
+    if scheme == "file":
+        path = storage.local_path(uri)
+        return ("file", os.path.join(os.path.realpath(path.parent), path.name))
+    if scheme in (*storage.S3_FAMILY, "gs"):
+        b = storage.parse_bucket_uri(uri)
+        return ("bucket", b.bucket, b.key)
+    if scheme == "azure":
+        a = storage.parse_azure_uri(uri)
+        return ("azure", a.container, a.blob)
+    return ("uri", uri)
+
+
+def _same_object(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` may be one object (another spelling, a symlinked folder, a
+    hard link): moving one onto the other must not release the original."""
+    if _object_identity(a) == _object_identity(b):
+        return True
+    if storage.is_local(a) and storage.is_local(b):
+        try:
+            return os.path.samefile(storage.local_path(a), storage.local_path(b))
+        except OSError:
+            return False
+    return False
+
+
+def _verify_copy(old: str, new: str, settings: Settings) -> None:
+    """Before the original may be released: the copy is another object, complete (same size)."""
+    if _same_object(old, new):
+        raise StorageError(f"move_media: {new} is the same file as {old} (another spelling of "
+                           "the same place); nothing was released", uri=new)
+    size_old = storage.get_backend(old, settings).stat(old).size
+    size_new = storage.get_backend(new, settings).stat(new).size
+    if size_old != size_new:
+        raise StorageError(f"move_media: the copy {new} has {size_new} bytes, the original {old} "
+                           f"{size_old}; the copy is incomplete, nothing was released", uri=new)
 
 
 def _copy(old: str, new: str, settings: Settings, created: list[str]) -> None:
@@ -419,9 +470,9 @@ def _discard_copies(conn: Connection, uris: list[str], settings: Settings) -> No
     if not uris:
         return
     with contextlib.suppress(Exception), conn.db.transaction():
-        named = catalog.named_by_rows(conn.db, uris)
+        named = catalog.named_by_rows(conn.db, [conn.stored(u) for u in uris])
         for _ in _parallel(lambda u: storage.get_backend(u, settings).delete(u),
-                           [u for u in uris if u not in named]):
+                           [u for u in uris if conn.stored(u) not in named]):
             pass
 
 
@@ -429,15 +480,16 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
     """Move the files pxlite wrote for ``column`` to ``destination``, keeping their keys.
 
     Each pxlite-owned file is copied to ``<destination><table uid>/<col id>/<xx>/<hash>.<ext>``
-    (bounded thread pool, streamed through a temp file); then one transaction switches every row
-    to the copies, sets a computed column's destination (so future files go there too) and lists
-    the old files for deletion after the commit. References pxlite did not write stay untouched
-    (``num_skipped``). A copy failure aborts the move: the copies made so far are removed and the
-    table is unchanged. Rows naming a file that no longer exists stay as they are and count as
-    errors. Unknown column: NotFoundError; not a media column: SchemaError; bad destination: the
-    ConfigError from validating it, before anything is copied.
+    (bounded thread pool, streamed through a temp file); each copy is verified to be another,
+    complete object; then one transaction switches every row to the copies, sets a computed
+    column's destination (so future files go there too) and lists the old files for deletion
+    after the commit. A destination that is the files' own folder under another spelling (a
+    symlink, ``//``, another URI form) is a no-op that says so. References pxlite did not write
+    stay untouched (``num_skipped``). A copy failure aborts the move: the copies made so far
+    are removed and the table is unchanged. Rows naming a file that no longer exists stay as
+    they are and count as errors. Unknown column: NotFoundError; not a media column:
+    SchemaError; bad destination: the ConfigError from validating it, before anything is copied.
     """
-    from . import storage
     from .table import FileOp
 
     t0 = time.perf_counter()
@@ -459,8 +511,8 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
         locs = catalog.locations(db, meta.uid)
         uris = [r[0] for r in db.query(
             f"SELECT DISTINCT {col.sql} FROM {meta.sql} WHERE {col.sql} IS NOT NULL")]
-    plan: list[tuple[str, str]] = []
-    skipped = 0
+    plan: list[tuple[str, str]] = []   # (stored old, absolute new)
+    skipped = same_place = 0
     for u in uris:
         loc = max((p for p in locs if isinstance(u, str) and u.startswith(p + tail)),
                   key=len, default=None)
@@ -468,13 +520,20 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
             skipped += 1  # a reference pxlite did not write: never moved
             continue
         key = u[len(loc):]
-        if storage.is_local(loc):
+        if storage.is_local(conn.resolve(loc)):
             key = urllib.parse.unquote(key)
         new = storage.join(new_prefix, key)
-        if new == u:
-            skipped += 1  # already there
+        if conn.stored(new) == u or _same_object(conn.resolve(u), new):
+            skipped += 1  # already there (perhaps under another spelling of the same place)
+            same_place += 1
             continue
         plan.append((u, new))
+    if not plan and same_place:
+        return MoveStatus("Moved", 0, 0, time.perf_counter() - t0, "file",
+                          num_skipped=skipped,
+                          message=f"{destination!r} is where the files of column {column!r} "
+                                  "already are (the same folder or bucket under another name); "
+                                  "nothing was moved")
 
     op = FileOp(conn, meta, settings)
     if plan:
@@ -485,12 +544,14 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
 
     def copy_one(item: tuple[str, str]) -> None:
         mine: list[str] = []
+        old = conn.resolve(item[0])
         try:
-            _copy(item[0], item[1], settings, mine)
+            _copy(old, item[1], settings, mine)
         finally:
             with lock:
                 created.extend(mine)
         faults.point("file_written")
+        _verify_copy(old, item[1], settings)
 
     def copy_all(items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
         """Copy ``items``; return (copied, messages for missing sources); raise on the first
@@ -501,9 +562,10 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
         for item, _, exc in _parallel(copy_one, items, stop=lambda: bool(fatal)):
             if exc is None:
                 done.append(item)
-            elif isinstance(exc, ObjectNotFoundError):
-                missing.append(f"{meta.path} column {column!r}: cannot move {item[0]}: the file "
-                               "does not exist (run pxlite check)")
+            elif isinstance(exc, ObjectNotFoundError) and exc.uri == conn.resolve(item[0]):
+                missing.append(f"{meta.path} column {column!r}: cannot move "
+                               f"{conn.resolve(item[0])}: the file does not exist (run pxlite "
+                               "check)")
             else:
                 fatal.append((item, exc))
         if fatal:
@@ -511,9 +573,10 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
             if not isinstance(exc, PxliteError):
                 raise exc
             raise StorageError(
-                f"move_media: copying {old} to {new} for {meta.path} column {column!r} failed: "
-                f"{exc}; the table is unchanged (copies made so far were removed)",
-                uri=old, retryable=getattr(exc, "retryable", False)) from exc
+                f"move_media: copying {conn.resolve(old)} to {new} for {meta.path} column "
+                f"{column!r} failed: {exc}; the table is unchanged (copies made so far were "
+                "removed)", uri=conn.resolve(old),
+                retryable=getattr(exc, "retryable", False)) from exc
         return done, missing
 
     try:
@@ -537,10 +600,15 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
                         bad = {m[0] for m in lost} - {m[0] for m in again}
                         moved = [m for m in moved if m[0] not in bad]
                         missing += gone
+                if storage.is_local(new_prefix):
+                    from .storage.local import make_durable
+
+                    make_durable([new for _, new in moved], [new_prefix])
                 db.execute("CREATE TEMP TABLE IF NOT EXISTS px_move_map "
                            "(old TEXT PRIMARY KEY, new TEXT NOT NULL)")
                 db.execute("DELETE FROM temp.px_move_map")
-                db.executemany("INSERT INTO temp.px_move_map(old, new) VALUES (?, ?)", moved)
+                db.executemany("INSERT INTO temp.px_move_map(old, new) VALUES (?, ?)",
+                               [(old, conn.stored(new)) for old, new in moved])
                 # One pass over the table with an indexed lookup per row (an UPDATE per file
                 # would scan the table once per file).
                 db.execute(
@@ -549,7 +617,7 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
                     "temp.px_move_map)")
                 db.execute("DROP TABLE temp.px_move_map")
             if ccol.is_computed:
-                catalog.set_column_destination(db, cur, ccol, new_prefix)
+                catalog.set_column_destination(db, cur, ccol, conn.stored(new_prefix))
             conn.release(cur, ccol.col_id, [old for old, _ in moved], after)
     except BaseException:
         if not committed:

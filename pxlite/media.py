@@ -187,6 +187,48 @@ _CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                   "mp4": "video/mp4", "wav": "audio/wav", "mp3": "audio/mpeg", "txt": "text/plain"}
 
 
+# ---- the database's own media folder --------------------------------------------------------
+#: Stored references to files in a database's own media folder start with this: ``media:<key>``.
+MEDIA_REF = "media:"
+
+
+class MediaFolder:
+    """A database's own media folder, and the relative form of references into it.
+
+    Files in the folder beside the database file are stored as ``media:<key>`` (relative), so
+    the pair (database file + media folder) can be copied or moved and each copy works on its
+    own files; a copy of the database file alone finds its references missing instead of
+    touching the original's. Everything else is stored as its absolute canonical URI. Rows,
+    pending deletes and locations hold the stored form; storage backends get :meth:`uri`.
+    """
+
+    def __init__(self, prefix_uri: str) -> None:
+        if not prefix_uri.startswith("file:///") or not prefix_uri.endswith("/"):
+            raise ValueError(f"a media folder is a file:/// prefix ending in '/', not {prefix_uri!r}")
+        self.prefix = prefix_uri
+
+    def stored(self, uri: str) -> str:
+        """The form to store for ``uri``: relative when it lies in the media folder."""
+        if uri.startswith(self.prefix):
+            return MEDIA_REF + uri[len(self.prefix):]
+        return uri
+
+    def uri(self, stored: str) -> str:
+        """The absolute URI a stored reference names (other values come back unchanged)."""
+        if not stored.startswith(MEDIA_REF):
+            return stored
+        key = stored[len(MEDIA_REF):]
+        if ".." in key or key.startswith("/") or "\x00" in key:
+            import urllib.parse
+
+            parts = urllib.parse.unquote(key).split("/")
+            if key.startswith("/") or "\x00" in key or ".." in parts:
+                raise ObjectNotFoundError(
+                    f"stored reference {stored!r} points outside the database's media folder; "
+                    "it is not a file pxlite wrote (a damaged or crafted database?)", uri=stored)
+        return self.prefix + key
+
+
 # ---- reading ---------------------------------------------------------------------------------
 _CONTENT_ADDRESSED = re.compile(r"/([0-9a-f]{2})/\1[0-9a-f]{62}\.[A-Za-z0-9]+$")
 
@@ -217,6 +259,26 @@ def content_matches_name(uri: str) -> bool:
     except OSError:
         return False
     return digest == path.name.split(".", 1)[0]
+
+
+def local_delete_refusal(uri: str, location_uri: str) -> str | None:
+    """Why a local file pxlite believes it wrote under ``location_uri`` must not be deleted,
+    or None when it may be.
+
+    Its real folder must lie inside the location's real folder: a symlinked ``<uid>/`` (or
+    deeper) folder pointing at another database's files is never followed out of the location
+    being cleaned. And its bytes must hash to its name (see :func:`content_matches_name`).
+    """
+    from . import storage
+
+    path, root = storage.local_path(uri), storage.local_path(location_uri)
+    real_parent, real_root = os.path.realpath(path.parent), os.path.realpath(root)
+    if not (real_parent + os.sep).startswith(real_root.rstrip(os.sep) + os.sep):
+        return (f"its folder is really {real_parent}, outside the location {real_root} "
+                "(reached through a symlink)")
+    if not content_matches_name(uri):
+        return "it does not hold the content its name says"
+    return None
 
 
 def localpath(uri: str, settings: Settings, *, refresh: bool = False) -> Path:

@@ -37,6 +37,7 @@ from .types import ColumnType, as_type
 if TYPE_CHECKING:
     from .config import Settings
     from .connection import Connection
+    from .media import MediaFolder
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 ON_ERROR = ("abort", "ignore")
@@ -49,14 +50,19 @@ def _check_on_error(on_error: str) -> str:
 
 
 class Resolver:
-    """Media access for expressions and results: values, file URLs, local paths."""
+    """Media access for expressions and results: values, file URLs, local paths.
 
-    def __init__(self, settings: Settings) -> None:
+    Takes stored references (``media:<key>`` for files in the database's own media folder,
+    absolute URIs otherwise) as well as absolute URIs."""
+
+    def __init__(self, settings: Settings, folder: MediaFolder) -> None:
         self.settings = settings
+        self.folder = folder
 
     def value(self, col: ColumnMeta, uri: str) -> Any:
         from . import media, storage
 
+        uri = self.folder.uri(uri)
         if col.type.name == "Image" and storage.is_local(uri):
             # open_image reports a missing file itself: no separate exists() per row
             return media.open_image(storage.local_path(uri), self.settings, name=uri)
@@ -69,12 +75,12 @@ class Resolver:
     def fileurl(self, uri: str) -> str:
         from . import media
 
-        return media.fileurl(uri, self.settings)
+        return media.fileurl(self.folder.uri(uri), self.settings)
 
     def localpath(self, uri: str) -> str:
         from . import media
 
-        return str(media.localpath(uri, self.settings))
+        return str(media.localpath(self.folder.uri(uri), self.settings))
 
 
 class FileOp:
@@ -83,6 +89,7 @@ class FileOp:
     def __init__(self, conn: Connection, meta: TableMeta, settings: Settings) -> None:
         self.conn, self.meta, self.settings = conn, meta, settings
         self.created: list[str] = []
+        self.local: list[str] = []  # every local file the operation's rows will name
         self._prepared: set[str] = set()
         self._cwd_cache: str | None = None
 
@@ -94,9 +101,13 @@ class FileOp:
         threads never touch the catalog; they only check the prefix was prepared.
         """
         if prefix not in self._prepared:
-            if prefix not in catalog.locations(self.conn.db, self.meta.uid):
+            stored = self.conn.stored(prefix)
+            if stored not in catalog.locations(self.conn.db, self.meta.uid):
                 with self.conn.db.transaction():
-                    catalog.record_location(self.conn.db, self.meta.uid, prefix)
+                    catalog.record_location(self.conn.db, self.meta.uid, stored,
+                                            self.conn.ownership.db_id)
+                    if stored == catalog.MEDIA_LOCATION:
+                        self.conn.note_media_folder()
             self._prepared.add(prefix)
         return prefix
 
@@ -125,7 +136,18 @@ class FileOp:
         faults.point("file_written")
         if created:
             self.created.append(uri)
+        if uri.startswith("file:"):
+            self.local.append(uri)
         return uri
+
+    def make_durable(self) -> None:
+        """Before the commit that names them: sync the local files this operation stored (and
+        their folders up to the destination root) and confirm each still exists; a destination
+        removed meanwhile fails the operation instead of committing rows naming missing files."""
+        if self.local:
+            from .storage.local import make_durable
+
+            make_durable(self.local, [p for p in self._prepared if p.startswith("file:")])
 
     def _cwd(self) -> str:
         # Read once per operation: os.getcwd() is a system call, and the folder does not change
@@ -140,6 +162,8 @@ class FileOp:
 
     def output_prefix(self, destination: str | None) -> str:
         """Where a computed column's files go: its destination > output_media_dest > default."""
+        if destination == catalog.MEDIA_LOCATION:
+            return self.conn.media_prefix  # set explicitly to the database's own media folder
         dest = destination or self.settings.get("output_media_dest")
         return self.conn.canonical_dest(dest) if dest else self.conn.media_prefix
 
@@ -218,6 +242,7 @@ class FileOp:
         """
         try:
             yield
+            self.make_durable()
         except BaseException:
             self.rollback()
             raise
@@ -248,7 +273,8 @@ def _converter(col: ColumnMeta, op: FileOp) -> Callable[[Any], Any]:
     """The validating converter from an inserted Python value to the stored SQL value (the
     common types' fast paths live in ingest.RowConverter)."""
     if col.type.is_media:
-        return lambda v: op.store_input(v, col)
+        stored = op.conn.stored
+        return lambda v: stored(op.store_input(v, col))
     return col.type.to_sql
 
 
@@ -374,7 +400,7 @@ class Query:
         """Run the query; media cells load lazily when the result is read."""
         meta = self._t._meta()
         outputs = self._outputs if self._outputs is not None else self._default_outputs(meta)
-        resolver = Resolver(self._t._conn.settings())
+        resolver = Resolver(self._t._conn.settings(), self._t._conn.media_folder)
         rows: list[tuple] = []
         types: list[ColumnType] = [e.type for _, e in outputs]
         plain = [isinstance(e, ColumnRef) and e.type.is_media for _, e in outputs]
@@ -406,7 +432,7 @@ class Query:
             with self._t._conn.db.read():
                 self._t._recheck(meta)
                 return self._t._conn.db.query(f"SELECT count(*) FROM ({inner})", params)[0][0]
-        return sum(1 for _ in q._rows(meta, [], Resolver(self._t._conn.settings())))
+        return sum(1 for _ in q._rows(meta, [], Resolver(self._t._conn.settings(), self._t._conn.media_folder)))
 
     def head(self, n: int = 10) -> ResultSet:
         return self.limit(n).collect()
@@ -515,7 +541,8 @@ class Table:
                     expr = f"(unreadable: {e})"
             dest = ""
             if c.type.is_media:
-                dest = c.destination or ("(output default)" if c.is_computed else "(input default)")
+                dest = (self._conn.resolve(c.destination) if c.destination else
+                        "(output default)" if c.is_computed else "(input default)")
             rows.append((c.name, repr(c.type), expr, dest))
         return rows
 
@@ -575,7 +602,8 @@ class Table:
                 uris = [r[0] for r in db.query(
                     f"SELECT DISTINCT {col.sql} FROM {meta.sql} WHERE {col.sql} IS NOT NULL")]
             catalog.drop_column(db, meta, col)
-            self._conn.release(meta, col.col_id, uris, after, check_refs=False)
+            # After the column is gone: files another column or table still names are kept.
+            self._conn.release(meta, col.col_id, uris, after)
 
     def rename_column(self, old: str, new: str) -> None:
         """Rename a column; computed columns refer to it by id and keep working."""
@@ -672,6 +700,27 @@ class Table:
         return UpdateStatus("Inserted", count, len(conv.errors) + computed_errors,
                             time.perf_counter() - t0)
 
+    def _condition(self, where: Any, verb: str) -> Expr | None:
+        """Validate the ``where=`` of a write: None, or a boolean expression over this table's
+        columns. Anything else (``True``, ``1 == 1``, a string, an expression that reads no
+        column) is refused: it would silently select every row or none."""
+        if where is None:
+            return None
+        if not isinstance(where, Expr):
+            raise SchemaError(
+                f"{verb}(where=...) takes a condition on the columns of {self._path!r}, e.g. "
+                f"where=t.label == 'x'; got {type(where).__name__} {where!r}"
+                + (f". To {verb} every row, call {verb}() without where="
+                   if verb == "delete" else ""))
+        where = self._expr(where)
+        if where.type.name != "Bool" or not where.columns():
+            raise SchemaError(
+                f"{verb}(where=...) takes a condition on the columns of {self._path!r} (e.g. "
+                f"t.n > 1), got {where!r}, which "
+                + ("reads no column" if where.type.name == "Bool" else
+                   f"is a {where.type.name} value, not a condition"))
+        return where
+
     def _matching_rowids(self, meta: TableMeta, where: Expr | None) -> tuple[str, list[Any]] | list[int]:
         """A SQL condition for the rows ``where`` selects, or their rowids when Python must decide."""
         if where is None:
@@ -681,15 +730,27 @@ class Table:
         if s is not None:
             return s
         q = Query(self).where(where)
-        return [rid for rid, _ in q._rows(meta, [], Resolver(self._conn.settings()))]
+        return [rid for rid, _ in q._rows(meta, [], Resolver(self._conn.settings(),
+                                                               self._conn.media_folder))]
+
+    @staticmethod
+    def _rows_sql(match: tuple[str, list[Any]] | list[int]) -> tuple[str, list[Any]]:
+        if isinstance(match, list):
+            return "_rowid IN (SELECT value FROM json_each(?))", [json.dumps(match)]
+        return match
 
     def update(self, values: dict[str, Any], where: Expr | None = None, *,
                on_error: str = "abort") -> UpdateStatus:
-        """Set columns to values or expressions of the row (``{'n': t.n + 1}``) where ``where``."""
+        """Set columns to values or expressions of the row (``{'n': t.n + 1}``) where ``where``
+        (a condition on the table's columns; all rows without it).
+
+        Setting a media column to another media column of the row (``{'image': t.alt}``) copies
+        the reference itself: the file is neither decoded nor re-encoded."""
         t0 = time.perf_counter()
         _check_on_error(on_error)
         if not isinstance(values, dict) or not values:
             raise SchemaError("update() takes a dict of {column name: new value or expression}")
+        where = self._condition(where, "update")
         meta = self._meta()
         # A new value is an expression of the row, or a constant (a media value such as a path
         # or PIL image is a constant too, stored the way insert() would store it).
@@ -704,32 +765,37 @@ class Table:
         op = FileOp(self._conn, meta, settings)
         op.prepare_for([c for c, _ in targets] + _dependents(meta, *(c.col_id for c, _ in targets)))
         db = self._conn.db
+        stored = self._conn.stored
         errors = 0
         with db.transaction() as after, op.undo_on_error():
             self._recheck(meta)
-            match = self._matching_rowids(meta, where)
-            if isinstance(match, list):
-                rowids = match
-            else:
-                rowids = [r[0] for r in db.query(
-                    f"SELECT _rowid FROM {meta.sql} WHERE {match[0]}", match[1])]
+            cond, cond_params = self._rows_sql(self._matching_rowids(meta, where))
             needed = set().union(*(e.columns() for _, e in targets if isinstance(e, Expr))) | {
                 c.col_id for c, _ in targets if c.type.is_media}
             cols = [c for c in meta.columns if c.col_id in needed]
-            resolver = Resolver(settings)
+            resolver = Resolver(settings, self._conn.media_folder)
             sets = ", ".join(f"{c.sql} = ?, {c.sql_et} = ?, {c.sql_em} = ?" for c, _ in targets)
             replaced: dict[int, list[str]] = {}
             batch: list[list[Any]] = []
-            for rowid in rowids:
-                sel = ", ".join([c.sql for c in cols]) or "NULL"
-                raw = db.query(f"SELECT {sel} FROM {meta.sql} WHERE _rowid = ?", (rowid,))[0]
-                rc = RowContext({c.col_id: raw[i] for i, c in enumerate(cols)}, None, resolver)
+            rowids: list[int] = []
+            sel = ", ".join(["_rowid"] + [c.sql for c in cols])
+            # One query for all matched rows (not one SELECT per row).
+            for raw in db.query(f"SELECT {sel} FROM {meta.sql} WHERE {cond} ORDER BY _rowid",
+                                cond_params):
+                rowid = raw[0]
+                rowids.append(rowid)
+                rc = RowContext({c.col_id: raw[1 + i] for i, c in enumerate(cols)}, None, resolver)
                 params: list[Any] = []
                 for c, e in targets:
                     try:
-                        v = e.eval(rc) if isinstance(e, Expr) else e
-                        sv = None if v is None else (
-                            op.store_input(v, c) if c.type.is_media else c.type.to_sql(v))
+                        if (c.type.is_media and isinstance(e, ColumnRef) and e.type.is_media
+                                and e.col.type.kind == c.type.kind):  # type: ignore[attr-defined]
+                            sv = rc.raw.get(e.col.col_id)  # the reference itself, not a re-encode
+                        else:
+                            v = e.eval(rc) if isinstance(e, Expr) else e
+                            sv = None if v is None else (
+                                stored(op.store_input(v, c)) if c.type.is_media
+                                else c.type.to_sql(v))
                         if sv is None and not c.type.nullable:
                             raise SchemaError(f"column {c.name!r} is Required")
                         params += [sv, None, None]
@@ -755,20 +821,17 @@ class Table:
         return UpdateStatus("Updated", len(rowids), errors, time.perf_counter() - t0)
 
     def delete(self, where: Expr | None = None) -> UpdateStatus:
-        """Delete the rows ``where`` selects (all rows without it); files pxlite wrote for them
-        are removed after the commit, never a user's referenced originals."""
+        """Delete the rows ``where`` selects (a condition on the table's columns; every row
+        when called without it). Files pxlite wrote for them are removed after the commit,
+        never a user's referenced originals nor a file another row still names."""
         t0 = time.perf_counter()
+        where = self._condition(where, "delete")
         meta = self._meta()
         db = self._conn.db
         media_cols = [c for c in meta.columns if c.type.is_media]
         with db.transaction() as after:
             self._recheck(meta)
-            match = self._matching_rowids(meta, where)
-            if isinstance(match, list):
-                cond, params = ("_rowid IN (SELECT value FROM json_each(?))",
-                                [json.dumps(match)])
-            else:
-                cond, params = match
+            cond, params = self._rows_sql(self._matching_rowids(meta, where))
             uris: dict[int, list[str]] = {}
             for c in media_cols:
                 uris[c.col_id] = [r[0] for r in db.query(
@@ -797,17 +860,14 @@ class Table:
                 raise SchemaError(f"column {c.name!r} of {self._path!r} holds {c.type.name} "
                                   "values, not files; prefetch() takes media columns")
         settings = self._conn.settings()
-        match = self._matching_rowids(meta, where)
+        cond, params = self._rows_sql(self._matching_rowids(meta, self._condition(where,
+                                                                                    "prefetch")))
         uris: set[str] = set()
+        resolve = self._conn.resolve
         for c in cols:
-            if isinstance(match, list):
-                rows = self._conn.db.query(
-                    f"SELECT {c.sql} FROM {meta.sql} WHERE _rowid IN "
-                    "(SELECT value FROM json_each(?))", (json.dumps(match),))
-            else:
-                rows = self._conn.db.query(f"SELECT {c.sql} FROM {meta.sql} WHERE {match[0]}",
-                                           match[1])
-            uris |= {r[0] for r in rows if r[0] is not None and not storage.is_local(r[0])}
+            rows = self._conn.db.query(f"SELECT {c.sql} FROM {meta.sql} WHERE {cond}", params)
+            uris |= {u for u in (resolve(r[0]) for r in rows if isinstance(r[0], str))
+                     if not storage.is_local(u)}
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="pxlite-prefetch") as pool, \
                 get_cache(settings).operation():
             return sum(1 for _ in pool.map(

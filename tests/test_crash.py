@@ -185,9 +185,9 @@ def named_files(conn: pxl.Connection, target: Any) -> set[str]:
     out: set[str] = set()
     for meta in catalog.live_tables(conn.db):
         for c in meta.media_columns:
-            out |= {r[0] for r in conn.db.query(
-                f"SELECT {c.sql} FROM {meta.sql} WHERE {c.sql} IS NOT NULL")
-                if r[0].startswith(owned)}
+            out |= {u for u in (conn.resolve(r[0]) for r in conn.db.query(
+                f"SELECT {c.sql} FROM {meta.sql} WHERE {c.sql} IS NOT NULL"))
+                if u.startswith(owned)}
     return out
 
 

@@ -31,10 +31,12 @@ def _files(folder: Path) -> set[Path]:
 
 
 def _raw(db, path: str, column: str) -> list:
-    """The stored values of a column, by rowid (what rows name, untouched by any resolver)."""
+    """The stored values of a column, by rowid (what rows name: files in the database's own
+    media folder are stored relative to it and given here as absolute URIs)."""
     meta = catalog.load_table(db.db, path)
     col = meta.column(column)
-    return [r[0] for r in db.db.query(f"SELECT {col.sql} FROM {meta.sql} ORDER BY _rowid")]
+    return [r[0] if r[0] is None else db.resolve(r[0])
+            for r in db.db.query(f"SELECT {col.sql} FROM {meta.sql} ORDER BY _rowid")]
 
 
 def _listing(settings, prefix: str) -> set[str]:
@@ -172,7 +174,7 @@ def test_fix_finishes_pending_deletes_left_by_a_crash(tmp_path, monkeypatch):
     monkeypatch.setattr(Connection, "_delete_files", lambda self, uris: None)  # "crash"
     t.delete(where=t.k >= 2)
     monkeypatch.undo()
-    assert sorted(catalog.pending_deletes(db.db)) == sorted(uris[2:])
+    assert sorted(map(db.resolve, catalog.pending_deletes(db.db))) == sorted(uris[2:])
     # Same content inserted again: the file is named by a row once more and must stay.
     t.insert(image=_img(COLORS[3]), k=9)
     report = check(db)
