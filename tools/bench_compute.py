@@ -2,6 +2,7 @@
 
     python tools/bench_compute.py             # default run (~3 min on 2 busy cores)
     python tools/bench_compute.py --quick     # smoke run: 60 images, one repetition, no S3
+    python tools/bench_compute.py --only-a    # only (a) and its RSS (c), ~1 min
     python tools/bench_compute.py --rss-10k   # also peak RSS at 10,000 images (+~2-3 min)
     python tools/bench_compute.py --profile   # also cProfile both compute cases (all threads)
 
@@ -10,10 +11,12 @@ Inputs are distinct noisy 640x480 JPEGs (quality 90, ~120 KB mean), made once pe
 
 (a) ``t.add_computed_column(rot=t.image.rotate(90), destination=<local folder>)`` over 1,000 rows
     vs a plain loop on a 2-thread ThreadPoolExecutor: open, rotate(90), JPEG q90 encode, write
-    file. images/s and the time ratio (target <= 1.15x);
+    file and fdatasync it (pxlite makes every file durable before the commit naming it, so the
+    fair baseline syncs too; the loop fsyncs its folder once at the end). images/s and the time
+    ratio (target <= 1.15x). Also vs the same loop without any sync: the cost of durability;
 (b) inserting 1,000 more rows into a table that already has three image computed columns
     (rotate(90), transpose(FLIP_LEFT_RIGHT), resize((128, 128))) vs a Pillow loop that decodes
-    once and runs all three (encode + write each) on 2 threads;
+    once and runs all three (encode + write + fdatasync each) on 2 threads;
 (c) peak RSS of (a) at 1,000 images (and 10,000 with --rss-10k): target < 300 MB and flat;
 (d) (a) with an S3 destination on a local moto server, vs the plain loop uploading with boto3.
 
@@ -96,10 +99,37 @@ def _plain_put(p: dict[str, Any]):  # noqa: ANN202
         return put
     out = Path(p["tmp"]) / "plain"
     out.mkdir(parents=True, exist_ok=True)
+    if not p.get("fsync", True):
+        def write(name: str, data: bytes) -> None:
+            (out / name).write_bytes(data)
+        return write
+    import os
 
-    def write(name: str, data: bytes) -> None:
-        (out / name).write_bytes(data)
-    return write
+    fdatasync = getattr(os, "fdatasync", os.fsync)
+
+    def write_durable(name: str, data: bytes) -> None:
+        fd = os.open(out / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            fdatasync(fd)
+        finally:
+            os.close(fd)
+    return write_durable
+
+
+def _plain_done(p: dict[str, Any]) -> None:
+    """A durable plain loop ends like pxlite's commit: its folder entries synced (once)."""
+    if p.get("endpoint") or not p.get("fsync", True):
+        return
+    import os
+
+    fd = os.open(Path(p["tmp"]) / "plain", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _encode(img: Any) -> bytes:
@@ -124,6 +154,7 @@ def case_rotate_plain(p: dict[str, Any]) -> dict[str, Any]:
     t0 = bl.now()
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(one, enumerate(paths)))
+    _plain_done(p)
     dt = bl.now() - t0
     return {"seconds": dt, "images_per_s": len(paths) / dt}
 
@@ -168,6 +199,7 @@ def case_three_plain(p: dict[str, Any]) -> dict[str, Any]:
     t0 = bl.now()
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(one, enumerate(paths)))
+    _plain_done(p)
     dt = bl.now() - t0
     return {"seconds": dt, "images_per_s": len(paths) / dt}
 
@@ -198,16 +230,21 @@ def _run_pair(tmp: Path, tag: str, runs: list[tuple[str, str, dict[str, Any]]], 
     return res
 
 
-def _report(res: dict[str, list[dict[str, Any]]], target: float | None) -> tuple[float, float, float]:
-    (pl, pr), (bl_label, br) = list(res.items())
+def _report(res: dict[str, list[dict[str, Any]]], target: float | None,
+            baseline: str | None = None, table: bool = True) -> tuple[float, float, float]:
+    """Figures of every run in ``res`` and the ratio of the first (pxlite) to ``baseline`` (by
+    default the second)."""
+    (_, pr), *others = list(res.items())
+    bl_label, br = next((o for o in others if o[0] == baseline), others[0])
     px, base = bl.med(pr, "images_per_s"), bl.med(br, "images_per_s")
-    rows = [[pl, px, bl.med(pr, "seconds"), bl.med(pr, "rss_mb")],
-            [bl_label, base, bl.med(br, "seconds"), bl.med(br, "rss_mb")]]
-    bl.say(bl.table(["case", "images/s", "seconds", "peak RSS MB"], rows))
+    if table:
+        rows = [[label, bl.med(r, "images_per_s"), bl.med(r, "seconds"), bl.med(r, "rss_mb")]
+                for label, r in res.items()]
+        bl.say(bl.table(["case", "images/s", "seconds", "peak RSS MB"], rows))
     ratio = base / px
     paired = bl.statistics.median(b["images_per_s"] / a["images_per_s"] for a, b in zip(pr, br))
     best = min(r["seconds"] for r in pr) / min(r["seconds"] for r in br)
-    msg = (f"  time ratio pxlite / plain = {ratio:.2f}x (median of the per-repetition ratios: "
+    msg = (f"  time ratio pxlite / {bl_label} = {ratio:.2f}x (median of the per-repetition ratios: "
            f"{paired:.2f}x; best-of-{len(pr)} times: {best:.2f}x)")
     if target is not None:
         msg += f" (target <= {target}x: {bl.verdict(ratio, target)})"
@@ -224,6 +261,9 @@ def main() -> None:
     ap.add_argument("--images", type=Path, help="folder to keep/reuse the generated images in")
     ap.add_argument("--rss-10k", action="store_true", help="also peak RSS of (a) at 10,000 images")
     ap.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) case")
+    ap.add_argument("--only-a", action="store_true",
+                    help="only case (a) (and its peak RSS, (c)): pxlite vs the loop with and "
+                         "without fdatasync")
     ap.add_argument("--profile", type=Path, metavar="DIR",
                     help="also run (a) and (b) once under cProfile (all threads); stats to DIR")
     args = ap.parse_args()
@@ -243,24 +283,37 @@ def main() -> None:
         common = {"images": str(images), "n": n}
 
         bl.say(f"\n(a) add_computed_column(rot=t.image.rotate(90)) to a local folder ({reps} reps)")
+        plain_sync, plain_nosync = ("plain Pillow loop + fdatasync (2 threads)",
+                                    "plain Pillow loop, no sync (2 threads)")
         res = _run_pair(tmp, "a", [
             ("pxlite add_computed_column", "rotate_pxlite", common),
-            ("plain Pillow loop (2 threads)", "rotate_plain", common)], reps)
-        px, base, ratio = _report(res, 1.15)
+            (plain_sync, "rotate_plain", common),
+            (plain_nosync, "rotate_plain", {**common, "fsync": False})], reps)
+        px, base, ratio = _report(res, 1.15, plain_sync)
+        _, base_nosync, ratio_nosync = _report(res, None, plain_nosync, table=False)
+        bl.say("  (the second ratio is the cost of durability: pxlite syncs every file it "
+               "writes, the loop without sync does not)")
         rss_1k = bl.med(res["pxlite add_computed_column"], "rss_mb")
         rss_setup = bl.med(res["pxlite add_computed_column"], "rss_setup_mb")
         summary.append(["(a) rotate(90) -> local", f"{px:.1f} img/s", f"{base:.1f} img/s",
                         f"{ratio:.2f}x", "<= 1.15x " + bl.verdict(ratio, 1.15)])
+        summary.append(["(a) vs a loop without sync", f"{px:.1f} img/s",
+                        f"{base_nosync:.1f} img/s", f"{ratio_nosync:.2f}x", "-"])
 
-        bl.say(f"\n(b) insert {n:,} rows into a table with 3 image computed columns ({reps} reps)")
         pre_images = str(images.parent / (images.name + "-pre"))
-        res = _run_pair(tmp, "b", [
-            ("pxlite insert (3 computed columns)", "three_pxlite",
-             {**common, "pre": pre, "pre_images": pre_images}),
-            ("plain Pillow loop, decode once (2 threads)", "three_plain", common)], reps)
-        px, base, ratio = _report(res, None)
-        summary.append(["(b) insert with 3 computed cols", f"{px:.1f} rows/s",
-                        f"{base:.1f} rows/s", f"{ratio:.2f}x", "-"])
+        if args.only_a:
+            bl.say("\n(b) skipped (--only-a)")
+        else:
+            bl.say(f"\n(b) insert {n:,} rows into a table with 3 image computed columns "
+                   f"({reps} reps)")
+            res = _run_pair(tmp, "b", [
+                ("pxlite insert (3 computed columns)", "three_pxlite",
+                 {**common, "pre": pre, "pre_images": pre_images}),
+                ("plain Pillow loop, decode once, + fdatasync (2 threads)", "three_plain", common)],
+                reps)
+            px, base, ratio = _report(res, None)
+            summary.append(["(b) insert with 3 computed cols", f"{px:.1f} rows/s",
+                            f"{base:.1f} rows/s", f"{ratio:.2f}x", "-"])
 
         bl.say(f"\n(c) peak RSS of (a) (whole child process; after inserting the paths "
                f"{rss_setup:.0f} MB)")
@@ -283,8 +336,8 @@ def main() -> None:
         summary.append(["(c) peak RSS of (a)", " / ".join(f"{r[1]:.0f} MB" for r in rss_rows),
                         "", "", "< 300 MB " + bl.verdict(worst, 300) + growth])
 
-        if args.quick or args.no_s3:
-            bl.say("\n(d) S3 destination: skipped (--quick / --no-s3)")
+        if args.quick or args.no_s3 or args.only_a:
+            bl.say("\n(d) S3 destination: skipped (--quick / --no-s3 / --only-a)")
         else:
             from tools.servers import moto_server
 
