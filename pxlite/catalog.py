@@ -288,6 +288,13 @@ def rename_column(db: Database, meta: TableMeta, col: ColumnMeta, new_name: str)
     col.name = new_name
 
 
+def set_column_position(db: Database, meta: TableMeta, col: ColumnMeta, position: int) -> None:
+    db.execute("UPDATE px_columns SET position = ? WHERE table_id = ? AND col_id = ?",
+               (position, meta.id, col.col_id))
+    col.position = position
+    meta.columns.sort(key=lambda c: c.position)
+
+
 def set_column_destination(db: Database, meta: TableMeta, col: ColumnMeta, dest: str | None) -> None:
     db.execute(
         "UPDATE px_columns SET destination = ? WHERE table_id = ? AND col_id = ?",

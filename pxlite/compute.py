@@ -297,7 +297,9 @@ def add_computed_column(table: Table, column: dict[str, Any], *, destination: st
         raise SchemaError("add_computed_column() takes exactly one name=expression, e.g. "
                           "add_computed_column(rot=t.image.rotate(90))")
     ((name, expr),) = column.items()
-    catalog.check_name(name)
+    from .table import check_column_name
+
+    check_column_name(name)
     if if_exists not in ("error", "ignore", "replace"):
         raise SchemaError(f"if_exists must be 'error', 'ignore' or 'replace', got {if_exists!r}")
     if not isinstance(expr, Expr):
@@ -320,22 +322,49 @@ def add_computed_column(table: Table, column: dict[str, Any], *, destination: st
     dest = conn.stored(conn.validate_dest(destination)) if destination is not None else None
     settings = conn.settings()
     meta = table._meta()
+    old: ColumnMeta | None = None
     if any(c.name == name for c in meta.columns):
         if if_exists == "ignore":
             return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
         if if_exists == "replace":
-            table.drop_column(name)
-            meta = table._meta()
+            old = _replaceable(table, meta, name)
     op = FileOp(conn, meta, settings)
     if ctype.is_media:
         op.prepare(op.output_prefix(dest))
-    with conn.db.transaction(), op.undo_on_error():
+    with conn.db.transaction() as after, op.undo_on_error():
         table._recheck(meta)
-        col = catalog.add_column(conn.db, meta, name, ctype, expr=json.dumps(expr.to_json()),
-                                 destination=dest, format=fmt, on_error=on_error)
+        if old is not None:
+            _replaceable(table, table._meta(), name)  # again, under the write lock
+            old = meta.column(name)
+        # A replacement is computed beside the old column under a temporary name and takes its
+        # place in the same transaction: if computing fails, the old column and its files stay.
+        col = catalog.add_column(conn.db, meta, name if old is None else f"_pxl_new_{name}",
+                                 ctype, expr=json.dumps(expr.to_json()), destination=dest,
+                                 format=fmt, on_error=on_error)
         status = compute_rows(conn, meta, [col], None, op, settings, None, on_error=on_error)
+        if old is not None:
+            uris = [r[0] for r in conn.db.query(
+                f"SELECT DISTINCT {old.sql} FROM {meta.sql} WHERE {old.sql} IS NOT NULL")
+            ] if old.type.is_media else []
+            catalog.drop_column(conn.db, meta, old)
+            catalog.rename_column(conn.db, meta, col, name)
+            catalog.set_column_position(conn.db, meta, col, old.position)
+            conn.release(meta, old.col_id, uris, after)
     status.elapsed_s = time.perf_counter() - t0
     return status
+
+
+def _replaceable(table: Table, meta: TableMeta, name: str) -> ColumnMeta:
+    """The column ``if_exists='replace'`` would replace; refused while others depend on it."""
+    from .table import _dependents
+
+    old = meta.column(name)
+    deps = [d for d in _dependents(meta, old.col_id) if d.col_id != old.col_id]
+    if deps:
+        raise SchemaError(
+            f"cannot replace column {name!r} of {table.path!r}: computed column(s) "
+            f"{', '.join(repr(d.name) for d in deps)} depend on it; drop them first")
+    return old
 
 
 def recompute_columns(table: Table, names: list[str], *, where: Expr | None,

@@ -16,7 +16,7 @@ from . import config as _config
 from .catalog import TableMeta
 from .db import Database
 from .errors import AlreadyExistsError, NotFoundError, PxliteError, SchemaError
-from .table import Table
+from .table import Table, check_column_name
 from .types import as_type
 
 
@@ -172,6 +172,48 @@ class Connection:
         if current and catalog.get_meta(self.db, "media_dir") != current:
             catalog.set_meta(self.db, {"media_dir": current})
 
+    def known_spelling(self, table_uid: str, prefix: str) -> str:
+        """A local destination prefix as the table already knows it: when ``prefix`` is
+        another spelling (a symlink, ``//``) of a folder recorded as one of the table's
+        locations (or of the media folder), that recorded spelling. One folder is then never
+        two locations, so no file is ever seen twice, once as an orphan."""
+        from . import storage
+
+        if not prefix.startswith("file:"):
+            return prefix
+        real = os.path.realpath(storage.local_path(prefix))
+        known = [self.resolve(p) for p in catalog.locations(self.db, table_uid)]
+        for where in [self.media_folder.prefix, *known]:
+            if where != prefix and where.startswith("file:") and \
+                    os.path.realpath(storage.local_path(where)) == real:
+                return where
+        return prefix
+
+    def _aliases_named(self, local: list[tuple[str, str]]) -> set[str]:
+        """Of ``(stored, absolute)`` local files about to be deleted, those a row names under
+        another spelling of the same folder (a second location row for one real folder)."""
+        from . import storage
+
+        roots: dict[str, list[str]] = {}
+        for _, p, _ in catalog.all_locations(self.db):
+            where = self.resolve(p)
+            if where.startswith("file:"):
+                roots.setdefault(os.path.realpath(storage.local_path(where)), []).append(where)
+        if all(len(v) < 2 for v in roots.values()):
+            return set()
+        alternatives: dict[str, str] = {}
+        for u, uri in local:
+            real = os.path.realpath(storage.local_path(uri))
+            for root, spellings in roots.items():
+                if len(spellings) > 1 and real.startswith(root.rstrip(os.sep) + os.sep):
+                    rel = os.path.relpath(real, root)
+                    for sp in spellings:
+                        alt = self.stored(storage.join(sp, rel))
+                        if alt != u:
+                            alternatives[alt] = u
+        named = catalog.named_by_rows(self.db, alternatives)
+        return {alternatives[a] for a in named}
+
     def stored(self, uri: str) -> str:
         """The form a row stores for ``uri`` (relative inside the media folder)."""
         return self.media_folder.stored(uri)
@@ -235,7 +277,7 @@ class Connection:
         _check_if_exists(if_exists, ("error", "ignore", "replace"))
         if schema is not None and not isinstance(schema, dict):
             raise SchemaError(f"the schema must be a dict of {{name: type}}, got {type(schema).__name__}")
-        cols = [(catalog.check_name(n), as_type(t)) for n, t in (schema or {}).items()]
+        cols = [(check_column_name(n), as_type(t)) for n, t in (schema or {}).items()]
         with self.db.transaction():
             kind = catalog.path_kind(self.db, catalog.check_path(path))
             if kind == "table" and if_exists == "ignore":
@@ -341,6 +383,11 @@ class Connection:
                     out.refused.append((u, why))
                     continue
             doomed.append((u, uri))
+        aliased = self._aliases_named([d for d in doomed if d[1].startswith("file:")])
+        for u in aliased:
+            out.refused.append((u, "a row names the same file under another spelling of its "
+                                   "folder"))
+        doomed = [d for d in doomed if d[0] not in aliased]
 
         def delete(item: tuple[str, str]) -> None:
             faults.point("before_file_delete")

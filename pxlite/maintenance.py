@@ -426,7 +426,16 @@ def _same_object(a: str, b: str) -> bool:
 
 def _verify_copy(old: str, new: str, settings: Settings) -> None:
     """Before the original may be released: the copy is another object, complete (same size)."""
-    if _same_object(old, new):
+    # Checked on its own (not through the planning's _same_object): the last word before an
+    # original is released.
+    if storage.is_local(old) and storage.is_local(new):
+        try:
+            same = os.path.samefile(storage.local_path(old), storage.local_path(new))
+        except OSError:
+            same = False
+    else:
+        same = _object_identity(old) == _object_identity(new)
+    if same:
         raise StorageError(f"move_media: {new} is the same file as {old} (another spelling of "
                            "the same place); nothing was released", uri=new)
     size_old = storage.get_backend(old, settings).stat(old).size
@@ -503,7 +512,7 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
                           "Document)")
     if db.read_only:
         raise DatabaseError(f"database {db.path} is read-only; make it writable to move media")
-    new_prefix = conn.validate_dest(destination)
+    new_prefix = conn.known_spelling(meta.uid, conn.validate_dest(destination))
     settings = conn.settings()
     tail = f"{meta.uid}/{col.col_id}/"
 

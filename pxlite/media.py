@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,10 +81,14 @@ def check_header(head: bytes, kind: str, what: str) -> str:
 
 
 def check_local_file(path: Path, kind: str) -> str:
-    """Check that a local file exists and has a header of ``kind``; return its extension."""
+    """Check that a local path is a regular file with a header of ``kind``; return its extension.
+
+    Only regular files are media: a FIFO, device or socket would block a read forever (while
+    the caller holds the write lock) or stream without end. The path is opened non-blocking and
+    checked with fstat before a byte is read, so neither can hang the check.
+    """
     try:
-        with open(path, "rb") as f:
-            head = f.read(HEADER_BYTES)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise SchemaError(f"file {str(path)!r} does not exist") from None
     except IsADirectoryError:
@@ -93,6 +98,22 @@ def check_local_file(path: Path, kind: str) -> str:
     except ValueError:
         raise SchemaError(f"{str(path)!r} is not a usable path: it contains a NUL character"
                           ) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise SchemaError(f"{str(path)!r} is a folder, not a {kind} file")
+        if not stat.S_ISREG(mode):
+            what = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else
+                    "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+                    "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise SchemaError(f"{str(path)!r} is {what}, not a {kind} file; only regular files "
+                              "can be media values")
+        try:
+            head = os.read(fd, HEADER_BYTES)
+        except OSError as e:
+            raise SchemaError(f"cannot read {str(path)!r}: {e.strerror}") from None
+    finally:
+        os.close(fd)
     return check_header(head, kind, f"file {str(path)!r}")
 
 
@@ -115,8 +136,24 @@ def has_alpha(img: PILImage.Image) -> bool:
     )
 
 
+def input_format(img: PILImage.Image) -> str | None:
+    """The format that stores an inserted image without losing what its mode holds: PNG for
+    16-bit images (JPEG would cut them to 8 bits), TIFF for 32-bit integer and floating-point
+    ones (PNG has neither); None (the default: JPEG, or PNG with alpha) for everything else."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return "png"
+    if img.mode in ("I", "F"):
+        return "tiff"
+    return None
+
+
 def encode_image(img: PILImage.Image, fmt: str | None = None) -> tuple[bytes, str]:
-    """Encode an image: JPEG quality 90, or PNG when it has alpha; ``fmt`` overrides."""
+    """Encode an image: JPEG quality 90, or PNG when it has alpha; ``fmt`` overrides
+    ('tiff' only for :func:`input_format`'s lossless floating-point case)."""
+    if fmt == "tiff":
+        buf = io.BytesIO()
+        img.save(buf, format="TIFF")
+        return buf.getvalue(), "tiff"
     fmt = check_format(fmt) or ("png" if has_alpha(img) else "jpeg")
     buf = io.BytesIO()
     if fmt == "jpeg":

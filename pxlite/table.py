@@ -158,14 +158,16 @@ class FileOp:
 
     def input_prefix(self) -> str:
         dest = self.settings.get("input_media_dest")
-        return self.conn.canonical_dest(dest) if dest else self.conn.media_prefix
+        return self.conn.known_spelling(self.meta.uid, self.conn.canonical_dest(dest)) \
+            if dest else self.conn.media_prefix
 
     def output_prefix(self, destination: str | None) -> str:
         """Where a computed column's files go: its destination > output_media_dest > default."""
         if destination == catalog.MEDIA_LOCATION:
             return self.conn.media_prefix  # set explicitly to the database's own media folder
         dest = destination or self.settings.get("output_media_dest")
-        return self.conn.canonical_dest(dest) if dest else self.conn.media_prefix
+        return self.conn.known_spelling(self.meta.uid, self.conn.canonical_dest(dest)) \
+            if dest else self.conn.media_prefix
 
     def prepare_for(self, cols: Iterable[ColumnMeta]) -> None:
         """Prepare every prefix the given columns may write to (see :meth:`prepare`)."""
@@ -203,7 +205,7 @@ class FileOp:
             ext = media.check_header(data[: media.HEADER_BYTES], kind, "the bytes given")
             return self.write_bytes(data, ext, col, self.input_prefix())
         if kind == "image" and type(value).__module__.startswith("PIL"):
-            data, ext = media.encode_image(value, None)
+            data, ext = media.encode_image(value, media.input_format(value))
             return self.write_bytes(data, ext, col, self.input_prefix())
         raise SchemaError(
             f"expected {col.type.expect()}, got {type(value).__name__} {str(value)[:60]!r}"
@@ -577,6 +579,7 @@ class Table:
                     if if_exists == "ignore":
                         continue
                     catalog.check_name(name)
+                check_column_name(name)
                 if not ctype.nullable and db.query(f"SELECT 1 FROM {meta.sql} LIMIT 1"):
                     raise SchemaError(
                         f"cannot add Required column {name!r} to {self._path!r}: its existing rows "
@@ -610,7 +613,8 @@ class Table:
         db = self._conn.db
         with db.transaction():
             meta = self._meta()
-            catalog.rename_column(db, meta, meta.column(old), new)
+            col = meta.column(old)
+            catalog.rename_column(db, meta, col, check_column_name(new))
 
     # ---- queries -------------------------------------------------------------------------------
     def select(self, *exprs: Any, **named: Any) -> Query:
@@ -900,6 +904,24 @@ class Table:
         from .compute import recompute_columns
 
         return recompute_columns(self, list(names), where=where, errors_only=errors_only)
+
+
+#: Names a column may not have: ``t.<name>`` must reach the column, never a Table method or
+#: attribute (a column named ``name`` once turned ``t.delete(where=t.name != 'x')`` into
+#: "delete every row", because ``t.name`` was the table's name, a plain string).
+TABLE_ATTRIBUTES = frozenset(n for n in dir(Table) if not n.startswith("_"))
+
+
+def check_column_name(name: object) -> str:
+    """Validate a new column's name: an identifier (see catalog.check_name) that is not the
+    name of a Table method or attribute."""
+    catalog.check_name(name, "column")
+    assert isinstance(name, str)
+    if name in TABLE_ATTRIBUTES:
+        raise SchemaError(
+            f"invalid column name {name!r}: t.{name} is a Table method or attribute, so the "
+            f"column could not be reached as t.{name}; choose another name, e.g. {name + '_'!r}")
+    return name
 
 
 def _dependents(meta: TableMeta, *col_ids: int) -> list[ColumnMeta]:

@@ -380,7 +380,7 @@ def test_azure_sas_is_read_only(tmp_path, azurite_server):
 #: reviewed and added here.
 SQL_FRAGMENTS = {
     # identifiers made from integer ids: t_<id>, c<id>, c<id>_et, c<id>_em
-    r"(meta|cur|table|t)\.sql", r"(c|col|ccol|d)\.sql(_et|_em)?", r"sql_name",
+    r"(meta|cur|table|t)\.sql", r"(c|col|ccol|d|old)\.sql(_et|_em)?", r"sql_name",
     r"ctype\.sql_type",                                     # from a fixed set of type classes
     r"(s|a|b|lhs|rhs|match)\[0\]",                          # Expr.sql() fragments (checked here too)
     r"_SQL_OP\[self\.op\]",                                 # fixed operator table
