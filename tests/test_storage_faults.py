@@ -565,7 +565,10 @@ def test_throttled_computed_column_completes(faulty: Faulty, tmp_path: Path,
     uris = _raw(db, "rot")
     assert len(set(uris)) == ROWS and all(faulty.upstream_exists(u) for u in uris)
     writes = faulty.proxy.requests("write", ".jpg")
-    assert len(writes) == ROWS + 4 and sum(w.fault is not None for w in writes) == 4
+    # Every object written once plus the 4 refused attempts; under load an SDK may also retry
+    # a write whose answer came late (seen for GCS in full-suite runs on 2 cores), never fewer.
+    assert len(writes) >= ROWS + 4 and sum(w.fault is not None for w in writes) == 4
+    assert len({w.key for w in writes}) == ROWS
     db.close()
 
 
