@@ -56,3 +56,13 @@ def jpegs(image_dir: Path) -> list[Path]:
 @pytest.fixture
 def pngs(image_dir: Path) -> list[Path]:
     return sorted(image_dir.glob("*.png"))
+
+
+@pytest.fixture
+def fresh_backends():
+    """No storage backend cached from another test, before or after this one."""
+    from pxlite import storage
+
+    storage.clear_backends()
+    yield
+    storage.clear_backends()

@@ -85,22 +85,28 @@ def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers
     yield from _start(lambda: servers.start_azurite(where))
 
 
-@pytest.fixture(scope="session")
-def gcs_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fake service-account key (fresh RSA key): enough to sign URLs, useless against Google."""
+def fake_gcs_key(folder: Path, kid: str) -> tuple[Path, str, str]:
+    """A fresh fake service-account key (new RSA key) written to ``folder/sa.json``: enough to
+    sign URLs, useless against Google. Returns (path, pem, a distinctive slice of the pem)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()).decode()
-    path = tmp_path_factory.mktemp("gcs-key") / "service-account.json"
+    path = folder / "sa.json"
     path.write_text(json.dumps({
-        "type": "service_account", "project_id": "pxlite-test", "private_key_id": "fake",
-        "private_key": pem, "client_email": "pxlite-test@pxlite-test.iam.gserviceaccount.com",
-        "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token",
-    }))
-    return path
+        "type": "service_account", "project_id": "pxlite-test", "private_key_id": kid,
+        "private_key": pem, "client_email": "pxl@pxlite-test.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token"}))
+    body = "".join(pem.splitlines()[1:-1])
+    return path, pem, body[200:264]
+
+
+@pytest.fixture(scope="session")
+def gcs_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fake service-account key file, used only to sign GCS URLs."""
+    return fake_gcs_key(tmp_path_factory.mktemp("gcs-key"), "fake")[0]
 
 
 def s3_config(provider: str, endpoint: str) -> dict[str, Any]:

@@ -99,3 +99,25 @@ def test_wheel_installs_and_runs_demo(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert "Added" in out.stdout and "originals still there: True" in out.stdout
+
+
+@pytest.mark.parametrize("text,line", [
+    ("[pxlite]\nfile_cache_size_g = 3\ninput_media_dest = \n", 3),
+    ("[s3]\naws_secret_access_key = \"PXSECRET-toml-0001\"\nthis is not toml\n", 3),
+    ("[pxlite]\n[pxlite]\n", 2),
+    ("x = \"unterminated\n", 1),
+])
+def test_config_with_malformed_toml_is_one_line_error(pxlite_home, text, line):
+    pxlite_home.mkdir(parents=True, exist_ok=True)
+    (pxlite_home / "config.toml").write_text(text)
+    env = {**os.environ, "PXLITE_HOME": str(pxlite_home),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("PXLITE_DEBUG", None)
+    out = subprocess.run([sys.executable, "-m", "pxlite.cli", "config"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.returncode == 1
+    assert out.stdout == ""
+    err = out.stderr
+    assert err.count("\n") == 1 and err.startswith("pxlite: error: "), err
+    assert str(pxlite_home / "config.toml") in err and f"line {line}" in err, err
+    assert "Traceback" not in err and "PXSECRET" not in err

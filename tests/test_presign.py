@@ -3,21 +3,27 @@
 The URLs are fetched with plain ``urllib`` (no credentials), as a browser would. moto and the GCS
 emulator check neither signatures nor expiry, so for them the form of the URL (SigV4 / GOOG4
 parameters, the expiry asked for) and the client-side 7-day limit are checked; Azurite checks
-both, so the SAS expiry is tested there for real.
+both, so the SAS expiry is tested there for real. The signatures are recomputed to show a URL
+is good for GET only, and Azurite shows a SAS is read-only.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import hmac
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 
 import pxlite as pxl
-from pxlite import storage
+from fixtures_storage import fake_gcs_key
+from pxlite import config, storage
 from pxlite.errors import ComputeError, ConfigError, SchemaError
 from pxlite.functions import net
 
@@ -217,3 +223,127 @@ def test_bad_arguments_fail_when_the_expression_is_built(tmp_path):
     with pytest.raises(ComputeError, match="positive"):
         t.add_computed_column(share=net.presigned_url(t.url, t.n))
     db.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# GET only, bounded: the signature binds the method (checked by recomputing it) and the expiry
+# (7 days for S3 and GCS); an Azure SAS is read-only (a PUT with one is refused by Azurite).
+
+
+def _canonical_query(params: dict[str, str]) -> str:
+    q = lambda s: urllib.parse.quote(s, safe="-_.~")  # noqa: E731
+    return "&".join(f"{q(k)}={q(v)}" for k, v in sorted(params.items()))
+
+
+def _canonical_request(url: str, method: str, sig_param: str) -> tuple[str, dict[str, str], str]:
+    u = urllib.parse.urlsplit(url)
+    params = dict(urllib.parse.parse_qsl(u.query, keep_blank_values=True))
+    sig = params.pop(sig_param)
+    signed = [h for h in (params.get("X-Amz-SignedHeaders") or params["X-Goog-SignedHeaders"]
+                          ).split(";")]
+    assert signed == ["host"], signed  # nothing but the host is signed: no body, no headers
+    canon = "\n".join([method, u.path, _canonical_query(params), f"host:{u.netloc}", "", "host",
+                       "UNSIGNED-PAYLOAD"])
+    return canon, params, sig
+
+
+def _sigv4_matches(url: str, secret: str, method: str) -> bool:
+    canon, p, sig = _canonical_request(url, method, "X-Amz-Signature")
+    scope = p["X-Amz-Credential"].split("/", 1)[1]
+    date, region, service, _ = scope.split("/")
+    sts = "\n".join(["AWS4-HMAC-SHA256", p["X-Amz-Date"], scope,
+                     hashlib.sha256(canon.encode()).hexdigest()])
+    k = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    return hmac.compare_digest(hmac.new(k, sts.encode(), hashlib.sha256).hexdigest(), sig)
+
+
+def _goog4_matches(url: str, public_key, method: str) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    canon, p, sig = _canonical_request(url, method, "X-Goog-Signature")
+    scope = p["X-Goog-Credential"].split("/", 1)[1]
+    sts = "\n".join(["GOOG4-RSA-SHA256", p["X-Goog-Date"], scope,
+                     hashlib.sha256(canon.encode()).hexdigest()])
+    try:
+        public_key.verify(bytes.fromhex(sig), sts.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return True
+    except InvalidSignature:
+        return False
+
+
+@pytest.mark.usefixtures("fresh_backends")
+def test_s3_presign_is_get_only_and_bounded():
+    """Recompute the SigV4 signature: it is valid for GET and invalid for PUT/DELETE/POST."""
+    secret = "PXSECRET-presign-s3"
+    for provider, endpoint in [("s3", "http://127.0.0.1:9"), ("r2", "https://acct.r2.example"),
+                               ("b2", None), ("tigris", None)]:
+        section = {"aws_access_key_id": "AKID", "aws_secret_access_key": secret,
+                   "region": "us-west-004" if provider == "b2" else "eu-west-1"}
+        if endpoint:
+            section["endpoint_url"] = endpoint
+        s = config.resolve({provider: section})
+        url = net.presigned_url(f"{provider}://bkt/dir/a b+c.jpg", 900, settings=s)
+        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+        assert q["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256" and q["X-Amz-Expires"] == "900"
+        assert secret not in url
+        assert _sigv4_matches(url, secret, "GET"), url
+        for method in ("PUT", "DELETE", "POST", "HEAD"):
+            assert not _sigv4_matches(url, secret, method)
+        with pytest.raises(ConfigError, match="7 days"):
+            net.presigned_url(f"{provider}://bkt/a.jpg", 7 * 24 * 3600 + 1, settings=s)
+        for bad in (0, -1):
+            with pytest.raises(ConfigError, match="positive"):
+                net.presigned_url(f"{provider}://bkt/a.jpg", bad, settings=s)
+        assert net.presigned_url(f"{provider}://bkt/a.jpg", 7 * 24 * 3600, settings=s)
+
+
+@pytest.mark.usefixtures("fresh_backends")
+def test_gcs_presign_is_get_only_and_bounded(tmp_path):
+    key_file, pem, _ = fake_gcs_key(tmp_path, "kid")
+    from cryptography.hazmat.primitives import serialization
+
+    public = serialization.load_pem_private_key(pem.encode(), None).public_key()
+    s = config.resolve({"gcs": {"credentials_file": str(key_file), "project": "p",
+                                "endpoint": "http://127.0.0.1:9"}})
+    url = net.presigned_url("gs://bkt/dir/a b.jpg", 900, settings=s)
+    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    assert q["X-Goog-Algorithm"] == "GOOG4-RSA-SHA256" and q["X-Goog-Expires"] == "900"
+    assert _goog4_matches(url, public, "GET"), url
+    for method in ("PUT", "DELETE", "POST"):
+        assert not _goog4_matches(url, public, method)
+    with pytest.raises(ConfigError, match="7 days"):
+        net.presigned_url("gs://bkt/a.jpg", 7 * 24 * 3600 + 1, settings=s)
+
+
+@pytest.mark.usefixtures("fresh_backends")
+def test_azure_sas_is_read_only(tmp_path, azurite_server):
+    """The SAS grants read (sp=r) on one blob: Azurite serves a GET and refuses writes/deletes."""
+    from azure.storage.blob import BlobServiceClient
+
+    container = f"pxl-{uuid.uuid4().hex[:12]}"
+    svc = BlobServiceClient.from_connection_string(azurite_server.connection_string)
+    svc.create_container(container)
+    svc.get_blob_client(container, "a.txt").upload_blob(b"hello")
+    s = config.resolve({"azure": {"connection_string": azurite_server.connection_string}})
+    url = net.presigned_url(f"az://{container}/a.txt", 600, settings=s)
+    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    assert q["sp"] == "r" and q["sr"] == "b"
+    expiry = dt.datetime.fromisoformat(q["se"].replace("Z", "+00:00"))
+    assert expiry - dt.datetime.now(dt.timezone.utc) < dt.timedelta(seconds=660)
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.read() == b"hello"
+    for method, headers, data in [("PUT", {"x-ms-blob-type": "BlockBlob"}, b"evil"),
+                                  ("DELETE", {}, None)]:
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as ei:
+            urllib.request.urlopen(req, timeout=10)
+        assert ei.value.code == 403, (method, ei.value.code)
+    other = url.replace("/a.txt?", "/b.txt?")  # the signature is for that one blob
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(other, timeout=10)
+    assert ei.value.code == 403
+    assert svc.get_blob_client(container, "a.txt").download_blob().readall() == b"hello"

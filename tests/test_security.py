@@ -3,14 +3,14 @@
 * Credentials never reach the catalog file (incl. -wal/-shm), the media and cache folders, log
   records (every logger, DEBUG), exception messages/reprs/tracebacks, or ``pxlite config``, even
   when storage calls fail in every way we can provoke (closed port, missing bucket, wrong key).
-* Presigned URLs are GET-only (the signature binds the method; checked by recomputing it) and
-  bounded (7 days for S3 and GCS; Azure SAS are read-only: a PUT with one is refused by Azurite).
 * SQL is parameterized: every f-string that builds SQL interpolates only allow-listed, id-derived
-  fragments (AST check), and hostile strings never appear in executed SQL text (apsw exec trace).
-* File permissions pxlite sets ($PXLITE_HOME, cache, database, media) under two umasks.
+  fragments (AST check), hostile strings never appear in executed SQL text (apsw exec trace), and
+  SQL-injection-shaped names are refused while such values come back as data.
 * A database file from someone else: what opening and using it can do.
 
-Defects are pinned by ``xfail(strict=True)`` tests; SECURITY.md has the proposed diffs.
+Presigned URLs being GET-only and bounded are checked in test_presign.py; file permissions in
+test_file_permissions.py; hostile names, values, destinations and files in test_names.py,
+test_types.py, test_destinations.py and test_media_files.py.
 """
 
 from __future__ import annotations
@@ -18,15 +18,9 @@ from __future__ import annotations
 import ast
 import base64
 import datetime as dt
-import hashlib
-import hmac
 import json
 import logging
-import os
 import re
-import socket
-import subprocess
-import sys
 import traceback
 import urllib.parse
 import urllib.request
@@ -37,48 +31,22 @@ import apsw
 import pytest
 
 import pxlite as pxl
-from pxlite import config, storage
+from fixtures_storage import fake_gcs_key
+from hostile_inputs import INJECTIONS, closed_port, valid_path
+from pxlite import config
 from pxlite.cli import main
-from pxlite.errors import ConfigError, PxliteError
+from pxlite.errors import ConfigError, PxliteError, SchemaError
 from pxlite.functions import net
 
 ROOT = Path(__file__).parents[1]
 PXLITE = ROOT / "pxlite"
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released): connections are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_backends():
-    storage.clear_backends()
-    yield
-    storage.clear_backends()
+pytestmark = pytest.mark.usefixtures("fresh_backends")
 
 
 # ---------------------------------------------------------------------------------------------
 # Credentials never leak
-
-
-def _gcs_key(tmp_path: Path, kid: str) -> tuple[Path, str, str]:
-    """A fresh service-account key file; returns (path, pem, a distinctive slice of the pem)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    path = tmp_path / "sa.json"
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": "pxlite-test", "private_key_id": kid,
-        "private_key": pem, "client_email": "pxl@pxlite-test.iam.gserviceaccount.com",
-        "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token"}))
-    body = "".join(pem.splitlines()[1:-1])
-    return path, pem, body[200:264]
 
 
 class Leaks:
@@ -149,7 +117,7 @@ def test_secrets_never_leak(tmp_path, caplog, capsys, pxlite_home, moto_server, 
     s3_secret = f"PXSECRET-s3-{token}"
     az_secret = base64.b64encode(f"PXSECRET-az-{token}-0123456789".encode()).decode()
     kid = f"pxsecret-kid-{token}"
-    key_file, pem, pem_slice = _gcs_key(tmp_path, kid)
+    key_file, pem, pem_slice = fake_gcs_key(tmp_path, kid)
     secrets = [s3_secret, az_secret, kid, pem_slice]
     closed = f"http://127.0.0.1:{closed_port()}"
     base = {"storage_retries": 0, "storage_timeout_s": 3}
@@ -232,144 +200,24 @@ def test_presigned_urls_are_stored_as_bearer_urls(tmp_path, moto_server):
     assert secret.encode() not in raw and session.encode() in raw
 
 
-def test_defect_settings_repr_masks_secrets():
+def test_settings_repr_masks_secrets():
     s = config.resolve({"s3": {"aws_secret_access_key": "PXSECRET-repr-1234"},
                         "azure": {"connection_string": "AccountName=a;AccountKey=PXSECRETKEY=="}})
     assert "PXSECRET" not in repr(s) and "PXSECRET" not in str(s)
 
 
-def test_defect_describe_masks_sas_in_account_url():
+def test_describe_masks_sas_in_account_url():
     s = config.resolve({"azure": {"account_url":
                                   "https://acct.blob.core.windows.net/?sv=2022-11-02&sig=PXSIG%3D"}})
     text = repr(s.describe())
     assert "PXSIG" not in text and "acct.blob.core.windows.net" in text
 
 
-def test_defect_config_error_does_not_echo_section_value(tmp_path):
+def test_config_error_does_not_echo_a_secret_section_value(tmp_path):
     conn = "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=PXSECRETKEY=="
     with pytest.raises(ConfigError) as ei:
         pxl.connect(tmp_path / "x.pxl", config={"azure": conn})
     assert "PXSECRET" not in str(ei.value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Presigned URLs: GET only, bounded
-
-
-def _canonical_query(params: dict[str, str]) -> str:
-    q = lambda s: urllib.parse.quote(s, safe="-_.~")  # noqa: E731
-    return "&".join(f"{q(k)}={q(v)}" for k, v in sorted(params.items()))
-
-
-def _canonical_request(url: str, method: str, sig_param: str) -> tuple[str, dict[str, str], str]:
-    u = urllib.parse.urlsplit(url)
-    params = dict(urllib.parse.parse_qsl(u.query, keep_blank_values=True))
-    sig = params.pop(sig_param)
-    signed = [h for h in (params.get("X-Amz-SignedHeaders") or params["X-Goog-SignedHeaders"]
-                          ).split(";")]
-    assert signed == ["host"], signed  # nothing but the host is signed: no body, no headers
-    canon = "\n".join([method, u.path, _canonical_query(params), f"host:{u.netloc}", "", "host",
-                       "UNSIGNED-PAYLOAD"])
-    return canon, params, sig
-
-
-def _sigv4_matches(url: str, secret: str, method: str) -> bool:
-    canon, p, sig = _canonical_request(url, method, "X-Amz-Signature")
-    scope = p["X-Amz-Credential"].split("/", 1)[1]
-    date, region, service, _ = scope.split("/")
-    sts = "\n".join(["AWS4-HMAC-SHA256", p["X-Amz-Date"], scope,
-                     hashlib.sha256(canon.encode()).hexdigest()])
-    k = ("AWS4" + secret).encode()
-    for part in (date, region, service, "aws4_request"):
-        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-    return hmac.compare_digest(hmac.new(k, sts.encode(), hashlib.sha256).hexdigest(), sig)
-
-
-def _goog4_matches(url: str, public_key, method: str) -> bool:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    canon, p, sig = _canonical_request(url, method, "X-Goog-Signature")
-    scope = p["X-Goog-Credential"].split("/", 1)[1]
-    sts = "\n".join(["GOOG4-RSA-SHA256", p["X-Goog-Date"], scope,
-                     hashlib.sha256(canon.encode()).hexdigest()])
-    try:
-        public_key.verify(bytes.fromhex(sig), sts.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return True
-    except InvalidSignature:
-        return False
-
-
-def test_s3_presign_is_get_only_and_bounded():
-    """Recompute the SigV4 signature: it is valid for GET and invalid for PUT/DELETE/POST."""
-    secret = "PXSECRET-presign-s3"
-    for provider, endpoint in [("s3", "http://127.0.0.1:9"), ("r2", "https://acct.r2.example"),
-                               ("b2", None), ("tigris", None)]:
-        section = {"aws_access_key_id": "AKID", "aws_secret_access_key": secret,
-                   "region": "us-west-004" if provider == "b2" else "eu-west-1"}
-        if endpoint:
-            section["endpoint_url"] = endpoint
-        s = config.resolve({provider: section})
-        url = net.presigned_url(f"{provider}://bkt/dir/a b+c.jpg", 900, settings=s)
-        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
-        assert q["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256" and q["X-Amz-Expires"] == "900"
-        assert secret not in url
-        assert _sigv4_matches(url, secret, "GET"), url
-        for method in ("PUT", "DELETE", "POST", "HEAD"):
-            assert not _sigv4_matches(url, secret, method)
-        with pytest.raises(ConfigError, match="7 days"):
-            net.presigned_url(f"{provider}://bkt/a.jpg", 7 * 24 * 3600 + 1, settings=s)
-        for bad in (0, -1):
-            with pytest.raises(ConfigError, match="positive"):
-                net.presigned_url(f"{provider}://bkt/a.jpg", bad, settings=s)
-        assert net.presigned_url(f"{provider}://bkt/a.jpg", 7 * 24 * 3600, settings=s)
-
-
-def test_gcs_presign_is_get_only_and_bounded(tmp_path):
-    key_file, pem, _ = _gcs_key(tmp_path, "kid")
-    from cryptography.hazmat.primitives import serialization
-
-    public = serialization.load_pem_private_key(pem.encode(), None).public_key()
-    s = config.resolve({"gcs": {"credentials_file": str(key_file), "project": "p",
-                                "endpoint": "http://127.0.0.1:9"}})
-    url = net.presigned_url("gs://bkt/dir/a b.jpg", 900, settings=s)
-    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
-    assert q["X-Goog-Algorithm"] == "GOOG4-RSA-SHA256" and q["X-Goog-Expires"] == "900"
-    assert _goog4_matches(url, public, "GET"), url
-    for method in ("PUT", "DELETE", "POST"):
-        assert not _goog4_matches(url, public, method)
-    with pytest.raises(ConfigError, match="7 days"):
-        net.presigned_url("gs://bkt/a.jpg", 7 * 24 * 3600 + 1, settings=s)
-
-
-def test_azure_sas_is_read_only(tmp_path, azurite_server):
-    """The SAS grants read (sp=r) on one blob: Azurite serves a GET and refuses writes/deletes."""
-    from azure.storage.blob import BlobServiceClient
-
-    container = f"pxl-{uuid.uuid4().hex[:12]}"
-    svc = BlobServiceClient.from_connection_string(azurite_server.connection_string)
-    svc.create_container(container)
-    svc.get_blob_client(container, "a.txt").upload_blob(b"hello")
-    s = config.resolve({"azure": {"connection_string": azurite_server.connection_string}})
-    url = net.presigned_url(f"az://{container}/a.txt", 600, settings=s)
-    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
-    assert q["sp"] == "r" and q["sr"] == "b"
-    expiry = dt.datetime.fromisoformat(q["se"].replace("Z", "+00:00"))
-    assert expiry - dt.datetime.now(dt.timezone.utc) < dt.timedelta(seconds=660)
-    with urllib.request.urlopen(url, timeout=10) as r:
-        assert r.read() == b"hello"
-    for method, headers, data in [("PUT", {"x-ms-blob-type": "BlockBlob"}, b"evil"),
-                                  ("DELETE", {}, None)]:
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        with pytest.raises(urllib.error.HTTPError) as ei:
-            urllib.request.urlopen(req, timeout=10)
-        assert ei.value.code == 403, (method, ei.value.code)
-    other = url.replace("/a.txt?", "/b.txt?")  # the signature is for that one blob
-    with pytest.raises(urllib.error.HTTPError) as ei:
-        urllib.request.urlopen(other, timeout=10)
-    assert ei.value.code == 403
-    assert svc.get_blob_client(container, "a.txt").download_blob().readall() == b"hello"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,78 +317,43 @@ def test_no_user_string_in_executed_sql(tmp_path, jpegs):
     assert not leaked, leaked
 
 
-# ---------------------------------------------------------------------------------------------
-# File permissions
-
-PERMS_SCRIPT = r"""
-import json, os, stat, sys
-root, mask = sys.argv[1], int(sys.argv[2], 8)
-os.umask(mask)
-os.environ["PXLITE_HOME"] = f"{root}/home"
-sys.path.insert(0, sys.argv[3])
-import pxlite as pxl
-from PIL import Image
-db = pxl.default()
-t = db.create_table("t", {"image": pxl.Image})
-t.insert(image=Image.new("RGB", (8, 8)))
-pxl.cache_info()
-p = pxl.connect(f"{root}/proj/x.pxl")
-u = p.create_table("t", {"image": pxl.Image})
-u.insert(image=Image.new("RGB", (8, 8), "red"))
-u.add_computed_column(r=u.image.rotate(90), destination=f"{root}/out")
-def mode(path):
-    return stat.S_IMODE(os.stat(path).st_mode)
-def first_file(d):
-    return next(os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs)
-print(json.dumps({
-    "home": mode(f"{root}/home"), "home_db": mode(f"{root}/home/pxlite.db"),
-    "home_wal": mode(f"{root}/home/pxlite.db-wal"),
-    "home_media": mode(f"{root}/home/media"), "home_media_file": mode(first_file(f"{root}/home/media")),
-    "cache": mode(f"{root}/home/file_cache"), "cache_db": mode(f"{root}/home/file_cache/cache.db"),
-    "db": mode(f"{root}/proj/x.pxl"), "media": mode(f"{root}/proj/x.pxl.media"),
-    "media_file": mode(first_file(f"{root}/proj/x.pxl.media")),
-    "dest_dir": mode(f"{root}/out"), "dest_file": mode(first_file(f"{root}/out")),
-}))
-"""
-
-
-@pytest.fixture(scope="module")
-def modes(tmp_path_factory) -> dict[int, dict[str, int]]:
-    out = {}
-    for mask in (0o022, 0o077):
-        root = tmp_path_factory.mktemp(f"perm{mask:o}")
-        r = subprocess.run([sys.executable, "-c", PERMS_SCRIPT, str(root), f"{mask:o}",
-                            str(ROOT)], capture_output=True, text=True, timeout=120,
-                           env={k: v for k, v in os.environ.items()
-                                if not k.startswith("PXLITE_")})
-        assert r.returncode == 0, r.stderr
-        out[mask] = json.loads(r.stdout.strip().splitlines()[-1])
-    return out
-
-
-def test_database_and_media_folders_follow_umask(modes):
-    for mask, m in modes.items():
-        for key in ("db", "home_db", "home_wal"):
-            assert m[key] == 0o644 & ~mask, (mask, key, oct(m[key]))
-        for key in ("media", "home_media", "dest_dir"):
-            assert m[key] == 0o777 & ~mask, (mask, key, oct(m[key]))
-
-
-def test_umask_077_keeps_everything_private(modes):
-    m = modes[0o077]
-    public = {k: oct(v) for k, v in m.items() if v & 0o077}
-    assert not public, public
-
-
-def test_defect_home_and_cache_are_private(modes):
-    m = modes[0o022]
-    assert m["home"] == 0o700 and m["cache"] == 0o700, {k: oct(m[k]) for k in ("home", "cache")}
-
-
-def test_defect_media_files_follow_umask(modes):
-    m = modes[0o022]
-    for key in ("media_file", "home_media_file", "dest_file"):
-        assert m[key] == 0o644, (key, oct(m[key]))
+def test_injection_shaped_names_and_values_round_trip(db, jpegs, tmp_path):
+    """Names are refused unless they are identifiers (so none of these get in); values, paths,
+    URLs, JSON and literals in expressions are bound as data and come back byte for byte."""
+    for bad in INJECTIONS:
+        if valid_path(bad):
+            continue
+        with pytest.raises(SchemaError):
+            db.create_table(bad, {"a": pxl.Int})
+        with pytest.raises(SchemaError):
+            db.create_table("ok", {bad: pxl.Int})
+        with pytest.raises(SchemaError):
+            db.create_dir(bad)
+    assert db.list_tables() == [] and db.list_dirs() == []
+    # identifiers that look like pxlite's own SQL names are just names
+    t = db.create_table("px_tables", {"t_1": pxl.String, "c1": pxl.Json, "sqlite_master": pxl.Int,
+                                      "image": pxl.Image})
+    weird = tmp_path / "x'); DROP TABLE px_tables;--"
+    weird.mkdir()
+    img = weird / "a\"b'c;--.jpg"
+    img.write_bytes(jpegs[0].read_bytes())
+    rows = [{"t_1": s, "c1": {s: [s]}, "sqlite_master": i, "image": str(img)}
+            for i, s in enumerate(INJECTIONS)]
+    t.insert(rows)
+    got = t.order_by(t.sqlite_master).collect()
+    assert got["t_1"] == INJECTIONS
+    assert got["c1"] == [{s: [s]} for s in INJECTIONS]
+    assert t.select(t.image.localpath).collect()["image_localpath"] == [str(img)] * len(INJECTIONS)
+    for s in INJECTIONS:
+        assert t.where(t.t_1 == s).count() == 1
+        assert t.where(t.t_1.isin([s, "' OR 1=1 --"])).count() == 1
+    t.update({"t_1": "'); DELETE FROM px_columns; --"}, where=t.t_1 == INJECTIONS[0])
+    t.delete(where=t.t_1 == INJECTIONS[1])
+    assert t.count() == len(INJECTIONS) - 1
+    assert db.get_table("px_tables").columns()[:4] == ["t_1", "c1", "sqlite_master", "image"]
+    assert db.db.integrity_check() == []
+    assert {r[0] for r in db.db.query("SELECT name FROM sqlite_schema WHERE type='table'")} >= {
+        "px_tables", "px_columns", "px_dirs"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,7 +366,7 @@ def _craft(path: Path, sql: str, params=()) -> None:
     c.close()
 
 
-def test_defect_opening_a_crafted_database_deletes_nothing_foreign(tmp_path):
+def test_opening_a_crafted_database_deletes_nothing_foreign(tmp_path):
     victim = tmp_path / "precious.txt"
     victim.write_text("keep me")
     p = tmp_path / "shared.pxl"
@@ -563,7 +376,7 @@ def test_defect_opening_a_crafted_database_deletes_nothing_foreign(tmp_path):
     assert victim.exists()
 
 
-def test_defect_check_fix_on_a_crafted_database_deletes_nothing_foreign(tmp_path):
+def test_check_fix_on_a_crafted_database_deletes_nothing_foreign(tmp_path):
     home = tmp_path / "user"
     (home / "Documents").mkdir(parents=True)
     victim = home / "Documents" / "thesis.txt"
