@@ -11,7 +11,7 @@
     microseconds, from one thread and from 16 threads at once (no network involved);
 (c) ``t.move_media(column, 's3://...')`` of 1,000 files pxlite wrote to a local folder: files/s
     and peak RSS, beside a plain boto3 loop (16 threads) uploading the same files and deleting the
-    local copies. Skipped, saying so, while ``pxlite.maintenance.move_media`` does not exist.
+    local copies.
 
 Each case runs in a fresh child process (tools/benchlib.py); peak RSS is the child's own.
 moto runs on the same 2 cores as the client, so absolute throughput here is a floor: the point is
@@ -21,7 +21,6 @@ the concurrent/sequential ratio and pxlite vs the plain loop.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -35,15 +34,6 @@ from tools import benchlib as bl  # noqa: E402
 SCRIPT = Path(__file__).resolve()
 BUCKET = "pxlite-bench"
 POOL = 16
-
-
-def move_media_available() -> bool:
-    """Whether pxlite.maintenance (being written) exists and defines move_media."""
-    if importlib.util.find_spec("pxlite.maintenance") is None:
-        return False
-    import pxlite.maintenance as m
-
-    return hasattr(m, "move_media")
 
 
 # ---- child cases --------------------------------------------------------------------------------
@@ -169,8 +159,6 @@ def case_move_setup(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def case_move_pxlite(p: dict[str, Any]) -> dict[str, Any]:
-    if not move_media_available():
-        return {"skipped": 1}
     import pxlite as pxl
 
     tmp = Path(p["tmp"])
@@ -280,36 +268,31 @@ def main() -> None:
 
         # (c) move_media
         bl.say(f"\n(c) t.move_media('image', 's3://...') of {n:,} files pxlite wrote locally")
-        if not move_media_available():
-            bl.say("  skipped: move_media not available (pxlite/maintenance.py has no move_media)")
-            summary.append(["(c) move_media local -> s3", "skipped: move_media not available",
-                            "", ""])
-        else:
-            res_px, res_plain = [], []
-            for rep in range(reps):
-                for label, case, out in (("pxlite move_media", "move_pxlite", res_px),
-                                         ("plain boto3 upload+delete", "move_plain", res_plain)):
-                    bl.moto_reset_and_bucket(s3.endpoint, BUCKET)
-                    d = fresh(f"c{rep}")
-                    params = {"n": n, "endpoint": s3.endpoint, "tmp": str(d)}
-                    bl.run_case(SCRIPT, "move_setup", params)
-                    r = bl.run_case(SCRIPT, case, params)
-                    bl.shutil.rmtree(d, ignore_errors=True)
-                    out.append(r)
-                    bl.say(f"  [{rep + 1}/{reps}] {label}: " + ", ".join(
-                        f"{k}={bl._fmt(v)}" for k, v in r.items()))
-            rows = [["pxlite move_media", bl.med(res_px, "files_per_s"),
-                     bl.med(res_px, "seconds"), bl.med(res_px, "rss_mb"),
-                     bl.med(res_px, "rss_before_mb")],
-                    [f"plain boto3 upload+delete ({POOL} threads)",
-                     bl.med(res_plain, "files_per_s"), bl.med(res_plain, "seconds"),
-                     bl.med(res_plain, "rss_mb"), ""]]
-            bl.say(bl.table(["case", "files/s", "seconds", "peak RSS MB", "RSS before move MB"],
-                            rows))
-            summary.append(["(c) move_media local -> s3",
-                            f"{rows[0][1]:.0f} files/s, peak RSS {rows[0][3]:.0f} MB",
-                            f"plain {rows[1][1]:.0f} files/s, {rows[1][3]:.0f} MB",
-                            f"{rows[1][1] / rows[0][1]:.2f}x time"])
+        res_px, res_plain = [], []
+        for rep in range(reps):
+            for label, case, out in (("pxlite move_media", "move_pxlite", res_px),
+                                     ("plain boto3 upload+delete", "move_plain", res_plain)):
+                bl.moto_reset_and_bucket(s3.endpoint, BUCKET)
+                d = fresh(f"c{rep}")
+                params = {"n": n, "endpoint": s3.endpoint, "tmp": str(d)}
+                bl.run_case(SCRIPT, "move_setup", params)
+                r = bl.run_case(SCRIPT, case, params)
+                bl.shutil.rmtree(d, ignore_errors=True)
+                out.append(r)
+                bl.say(f"  [{rep + 1}/{reps}] {label}: " + ", ".join(
+                    f"{k}={bl.fmt(v)}" for k, v in r.items()))
+        rows = [["pxlite move_media", bl.med(res_px, "files_per_s"),
+                 bl.med(res_px, "seconds"), bl.med(res_px, "rss_mb"),
+                 bl.med(res_px, "rss_before_mb")],
+                [f"plain boto3 upload+delete ({POOL} threads)",
+                 bl.med(res_plain, "files_per_s"), bl.med(res_plain, "seconds"),
+                 bl.med(res_plain, "rss_mb"), ""]]
+        bl.say(bl.table(["case", "files/s", "seconds", "peak RSS MB", "RSS before move MB"],
+                        rows))
+        summary.append(["(c) move_media local -> s3",
+                        f"{rows[0][1]:.0f} files/s, peak RSS {rows[0][3]:.0f} MB",
+                        f"plain {rows[1][1]:.0f} files/s, {rows[1][3]:.0f} MB",
+                        f"{rows[1][1] / rows[0][1]:.2f}x time"])
 
     bl.say("\nSummary (medians)")
     bl.say(bl.table(["case", "pxlite", "baseline", "ratio"], summary))

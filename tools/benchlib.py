@@ -105,7 +105,7 @@ def repeat(runs: list[tuple[str, str, dict[str, Any]]], reps: int, script: str |
             out[label].append(r)
             if progress:
                 say(f"  [{rep + 1}/{reps}] {label}: " + ", ".join(
-                    f"{k}={_fmt(v)}" for k, v in r.items() if isinstance(v, (int, float))))
+                    f"{k}={fmt(v)}" for k, v in r.items() if isinstance(v, (int, float))))
     return out
 
 
@@ -120,7 +120,8 @@ def percentile(values: list[float], q: float) -> float:
     return s[k]
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
+    """A figure for a table cell: 3 decimals below 10, 1 above, thousands separated."""
     if isinstance(v, float):
         return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
@@ -128,7 +129,7 @@ def _fmt(v: Any) -> str:
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     """A plain text table; numbers right-aligned."""
-    cells = [[_fmt(c) for c in r] for r in rows]
+    cells = [[fmt(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
               for i, h in enumerate(headers)]
     def line(r: list[str], raw: list[Any] | None = None) -> str:
