@@ -212,6 +212,45 @@ def test_a_failing_location_is_reported_not_fatal(media_table, tmp_path, monkeyp
     assert all(p.exists() for p in _files(tmp_path / "rot"))
 
 
+def test_file_written_after_the_listing_is_not_missing_after_probing_a_pending_delete(
+        media_table, tmp_path, monkeypatch):
+    """check() confirms each owned file absent from its listing before calling it missing (it
+    may have been written, and its row committed, after the listing). That confirmation must
+    still work once a pending delete has been probed: check() once named the probe loop's
+    variable ``exists``, which shadowed the probe function, so the confirmation called a bool
+    and reported the late file missing."""
+    import apsw
+
+    from pxlite.storage.local import LocalBackend
+
+    db, t, _ = media_table
+    meta = catalog.load_table(db.db, "t")
+    # A pending delete under a location whose listing fails: check() must probe it directly.
+    rot_prefix = storage.to_uri(tmp_path / "rot") + "/"
+    leftover = tmp_path / "rot" / meta.uid / "9" / _key(b"leftover", "jpg")
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"leftover")
+    raw = apsw.Connection(str(tmp_path / "x.pxl"))
+    raw.execute("INSERT INTO px_pending_deletes(uri) VALUES (?)", (leftover.as_uri(),))
+    raw.close()
+    # A file pxlite wrote (its row committed) that the listing of its location does not show.
+    late = t.select(t.image.fileurl).collect()[0]["image_fileurl"]
+    assert late.startswith((tmp_path / "x.pxl.media").as_uri()) and Path(
+        storage.local_path(late)).is_file()
+    real_list = LocalBackend.list
+
+    def listing(self, prefix):
+        if prefix.startswith(rot_prefix):
+            raise StorageError(f"injected: cannot list {prefix}", uri=prefix)
+        return (u for u in real_list(self, prefix) if u != late)
+
+    monkeypatch.setattr(LocalBackend, "list", listing)
+    report = check(db)
+    assert leftover.as_uri() in report.orphans  # the pending delete was probed: it exists
+    assert len(report.errors) == 1 and "injected" in report.errors[0]
+    assert report.missing == [], str(report)
+
+
 def test_cli_check_exit_status(media_table, tmp_path, capsys):
     from pxlite.cli import main
 
