@@ -2,9 +2,10 @@
 
 Enable with ``pytest_plugins = ["fixtures_storage"]`` (``tests`` and the repo root on pythonpath).
 
-* ``moto_server``, ``gcs_server``, ``azurite_server`` (session): a :class:`tools.servers.RunningServer`
-  (``.endpoint``; Azurite also ``.connection_string``). Started on first use only. A missing server
-  program FAILS the test with the install command; it never skips.
+* ``moto_server``, ``gcs_server``, ``azurite_server`` (session): a
+  :class:`tools.servers.RunningServer` (``.endpoint``; Azurite also ``.connection_string``).
+  Started on first use only. A missing server program FAILS the test with the install command;
+  it never skips.
 * ``storage_target`` (parametrized over :data:`BACKENDS`): a :class:`StorageTarget` with
   ``settings`` (a resolved ``Settings``), ``config`` (the dict it came from, as users pass to
   ``connect(config=...)``) and ``prefix``, a canonical writable prefix URI in a fresh

@@ -7,7 +7,6 @@ and a spawned process.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sqlite3
 import subprocess
 import sys
@@ -240,11 +239,9 @@ def test_working_set_that_fits_does_not_warn(cache: FileCache) -> None:
 def test_nested_operations_warn_once(cache: FileCache) -> None:
     f = Fetcher()
     urls = [f"s3://b/{i}.jpg" for i in range(6)]
-    with pytest.warns(CacheTooSmallWarning) as record:
-        with cache.operation():
-            with cache.operation():
-                for u in urls + urls:
-                    cache.get_path(u, f.for_url(u))
+    with pytest.warns(CacheTooSmallWarning) as record, cache.operation(), cache.operation():
+        for u in urls + urls:
+            cache.get_path(u, f.for_url(u))
     assert len(record) == 1 and "0.0012" in str(record[0].message)
 
 

@@ -50,7 +50,8 @@ def test_changed_remote_object_is_refreshed(storage_target, tmp_path, monkeypatc
 def test_pxlite_files_are_never_revalidated(tmp_path, monkeypatch, storage_target):
     """Content-addressed files cannot change: refresh does not even ask the server."""
     target = storage_target
-    db = pxl.connect(tmp_path / "x.pxl", config={**target.config, "input_media_dest": target.prefix})
+    db = pxl.connect(tmp_path / "x.pxl",
+                     config={**target.config, "input_media_dest": target.prefix})
     t = db.create_table("t", {"image": pxl.Image})
     t.insert(image=Image.new("RGB", (8, 8), "green"))
     t.prefetch()

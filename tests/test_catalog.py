@@ -63,7 +63,7 @@ def test_missing_things(db):
         t.insert(b=1)
 
 
-@pytest.mark.parametrize("bad", ["a; DROP TABLE x", "", "1abc", "a-b", "a b", "ａ", "naïve",
+@pytest.mark.parametrize("bad", ["a; DROP TABLE x", "", "1abc", "a-b", "a b", "ａ", "naïve",  # noqa: RUF001 (hostile unicode on purpose)
                                  "a\u200bb", "rowid", "x.y"])
 def test_bad_column_names(db, bad):
     with pytest.raises(SchemaError, match="name"):
@@ -71,7 +71,7 @@ def test_bad_column_names(db, bad):
     assert db.list_tables() == []
 
 
-@pytest.mark.parametrize("bad", ["a; DROP TABLE x", "", "a..b", ".a", "a.", "t'--", "ｔ"])
+@pytest.mark.parametrize("bad", ["a; DROP TABLE x", "", "a..b", ".a", "a.", "t'--", "ｔ"])  # noqa: RUF001 (a fullwidth t on purpose)
 def test_bad_table_paths(db, bad):
     with pytest.raises(SchemaError, match="path"):
         db.create_table(bad, {"a": pxl.Int})

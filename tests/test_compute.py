@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from udfs.sample import area, shout
 
 import pxlite as pxl
 from pxlite.errors import ComputeError, ConfigError, SchemaError
-from udfs.sample import area, grayscale, shout
 
 
 def _files(folder: Path) -> set[Path]:
@@ -43,7 +43,8 @@ def test_existing_and_new_rows(t, jpegs, tmp_path):
     src = Image.open(jpegs[0]).rotate(90)
     got = t.where(t.label == "l0").select(t.rot).collect()[0]["rot"]
     assert got.size == src.size
-    diff = [abs(a - b) for a, b in zip(got.convert("L").tobytes(), src.convert("L").tobytes())]
+    diff = [abs(a - b) for a, b in zip(got.convert("L").tobytes(), src.convert("L").tobytes(),
+                                          strict=True)]
     assert sum(diff) / len(diff) < 8  # the same picture, give or take JPEG
     assert "image.rotate(90)" in repr(t) and "rot.width" in repr(t)
 
@@ -63,7 +64,7 @@ def test_update_recomputes_and_replaces_files(t, jpegs, tmp_path):
 def test_drop_input_refused(t):
     t.add_computed_column(rot=t.image.rotate(90))
     t.add_computed_column(w=t.rot.width)
-    with pytest.raises(SchemaError, match="'rot', 'w'.*depend"):
+    with pytest.raises(SchemaError, match=r"'rot', 'w'.*depend"):
         t.drop_column("image")
     t.drop_column("w")
     t.drop_column("rot")
@@ -215,7 +216,8 @@ def test_missing_udf_is_a_clear_error(db, tmp_path):
     mod.unlink()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     out = subprocess.run([sys.executable, "-c", _MISSING, str(tmp_path / "test.pxl")], env=env,
-                         capture_output=True, text=True, timeout=120, cwd=str(Path(__file__).parent))
+                         capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).parent))
     assert out.returncode == 0, out.stderr
     assert "missing" in out.stdout and "gone_udfs.twice" in out.stdout  # describe still works
     assert "['a']" in out.stdout                                         # the rest of the table too

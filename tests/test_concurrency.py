@@ -22,7 +22,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from PIL import Image
@@ -130,7 +130,7 @@ def test_two_processes_insert_at_once(tmp_path, small_images):
     conn.close()
 
 
-# ---- readers during a long computed-column run ----------------------------------------------------
+# ---- readers during a long computed-column run ---------------------------------------------------
 SLOW_ADD = textwrap.dedent("""
     import json, sys, time
     sys.path[:0] = [{root!r}]
@@ -185,7 +185,7 @@ def test_readers_see_a_computed_column_absent_or_complete(tmp_path, small_images
                 # exited, but we read before its commit was visible: read once more
                 assert proc.returncode == 0, proc.communicate()[1][-3000:]
             time.sleep(0.005)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-3000:]
     finally:
         if proc.poll() is None:
@@ -198,7 +198,7 @@ def test_readers_see_a_computed_column_absent_or_complete(tmp_path, small_images
     conn.close()
 
 
-# ---- many threads, one cache ----------------------------------------------------------------------
+# ---- many threads, one cache ---------------------------------------------------------------------
 def _jpeg(i: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (16, 12), (i * 13 % 256, 80, 160)).save(buf, format="JPEG")
@@ -208,10 +208,10 @@ def _jpeg(i: int) -> bytes:
 class _Counting(http.server.BaseHTTPRequestHandler):
     """Serves /img/<i>.jpg slowly (a wide race window) and counts requests per path."""
 
-    counts: collections.Counter = collections.Counter()
+    counts: ClassVar[collections.Counter] = collections.Counter()
     lock = threading.Lock()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         with self.lock:
             self.counts[self.path] += 1
         time.sleep(0.1)
@@ -223,7 +223,7 @@ class _Counting(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         with self.lock:
             self.counts["HEAD " + self.path] += 1
         self.send_response(200)

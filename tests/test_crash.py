@@ -254,7 +254,8 @@ def test_fault_point_hits(tmp_path, monkeypatch):
         hits: collections.Counter = collections.Counter()
         lock = threading.Lock()
 
-        def count(point: str) -> None:
+        def count(point: str, hits: collections.Counter = hits,
+                  lock: threading.Lock = lock) -> None:
             with lock:
                 hits[point] += 1
 
@@ -293,7 +294,7 @@ def test_interrupted_at_fault_point(storage_target, tmp_path, monkeypatch, op_na
     conn.close()
 
 
-# ---- 2. a real SIGKILL at each fault point ---------------------------------------------------------
+# ---- 2. a real SIGKILL at each fault point -------------------------------------------------------
 KILL_AT_POINT = textwrap.dedent("""
     import json, os, signal, sys, threading
     sys.path[:0] = [{tests!r}, {root!r}]
@@ -339,7 +340,7 @@ def test_killed_at_fault_point(storage_target, tmp_path, op_name, point, nth):
     verify_recovery(db_path, target, op_name, f"{op_name} killed at {point} #{nth}").close()
 
 
-# ---- 3. SIGKILL from outside, mid-operation ----------------------------------------------------------
+# ---- 3. SIGKILL from outside, mid-operation ------------------------------------------------------
 KILL_MID = textwrap.dedent("""
     import json, sys, time
     sys.path[:0] = [{root!r}]
@@ -492,7 +493,7 @@ def test_sigkill_mid_operation(storage_target, tmp_path, small_images, op_name):
     conn.close()
 
 
-# ---- 4. a temp file left by a killed local write -----------------------------------------------------
+# ---- 4. a temp file left by a killed local write -------------------------------------------------
 KILL_IN_WRITE = textwrap.dedent("""
     import json, os, signal, sys
     sys.path[:0] = [{root!r}]

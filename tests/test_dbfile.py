@@ -41,7 +41,7 @@ def test_corrupt_database(tmp_path):
     p.write_bytes(bytes(data))
     for suffix in ("-wal", "-shm"):
         Path(str(p) + suffix).unlink(missing_ok=True)
-    with pytest.raises(DatabaseError, match="corrupt|not a pxlite database"):
+    with pytest.raises(DatabaseError, match=r"corrupt|not a pxlite database"):
         pxl.connect(p).get_table("t").count()
 
 
@@ -62,7 +62,7 @@ def test_newer_schema_refused(tmp_path):
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.commit()
     con.close()
-    with pytest.raises(DatabaseError, match="newer pxlite.*pip install -U pxlite"):
+    with pytest.raises(DatabaseError, match=r"newer pxlite.*pip install -U pxlite"):
         pxl.connect(p)
 
 
@@ -119,7 +119,7 @@ def test_two_processes_write_while_reading(tmp_path):
     p = tmp_path / "shared.pxl"
     with pxl.connect(p) as db:
         db.create_table("t", {"who": pxl.Int, "i": pxl.Int})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1])] + sys.path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(p), str(w)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for w in (1, 2)]

@@ -12,11 +12,11 @@ import os
 import re
 
 import pytest
+from hostile_inputs import HYP, closed_port
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import pxlite as pxl
-from hostile_inputs import HYP, closed_port
 from pxlite import config, storage
 from pxlite.errors import ConfigError, PxliteError
 

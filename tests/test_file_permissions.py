@@ -38,7 +38,8 @@ def first_file(d):
 print(json.dumps({
     "home": mode(f"{root}/home"), "home_db": mode(f"{root}/home/pxlite.db"),
     "home_wal": mode(f"{root}/home/pxlite.db-wal"),
-    "home_media": mode(f"{root}/home/media"), "home_media_file": mode(first_file(f"{root}/home/media")),
+    "home_media": mode(f"{root}/home/media"),
+    "home_media_file": mode(first_file(f"{root}/home/media")),
     "cache": mode(f"{root}/home/file_cache"), "cache_db": mode(f"{root}/home/file_cache/cache.db"),
     "db": mode(f"{root}/proj/x.pxl"), "media": mode(f"{root}/proj/x.pxl.media"),
     "media_file": mode(first_file(f"{root}/proj/x.pxl.media")),

@@ -332,7 +332,7 @@ def test_bad_arguments_raise_schema_error(build, match) -> None:
 
 def test_unknown_method_is_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute or method 'rotat'"):
-        REF.rotat(90)  # noqa: B018
+        REF.rotat(90)
 
 
 @pytest.mark.parametrize("lut", [lambda x: 255 - x, "abc", 5, [1, "x"], None])
@@ -362,7 +362,7 @@ def test_pillow_errors_surface_at_eval() -> None:
         REF.blend(OTHER, 0.5).eval(row("rgb", "rgba"))
 
 
-# ---- hypothesis: argument values round-trip through the catalog -----------------------------------
+# ---- hypothesis: argument values round-trip through the catalog ----------------------------------
 
 _fast = settings(max_examples=40, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow])

@@ -17,7 +17,8 @@ from pxlite.errors import ComputeError, NotFoundError, SchemaError
 def test_status_text(db):
     t = db.create_table("t", {"a": pxl.Int})
     s = t.insert([{"a": i} for i in range(5)])
-    assert re.fullmatch(r"Inserted 5 rows with 0 errors in \d+\.\d\d s \([\d,]+\.\d\d rows/s\)", str(s))
+    assert re.fullmatch(r"Inserted 5 rows with 0 errors in \d+\.\d\d s "
+                        r"\([\d,]+\.\d\d rows/s\)", str(s))
     assert (s.num_rows, s.num_errors) == (5, 0)
     assert str(t.insert(a=1)).startswith("Inserted 1 row with 0 errors")
 
@@ -51,11 +52,11 @@ def test_wrong_value_ignore_keeps_error(db):
 
 def test_required_and_unknown_columns(db):
     t = db.create_table("t", {"a": pxl.Required[pxl.Int], "b": pxl.String})
-    with pytest.raises(SchemaError, match="'a' .*Required"):
+    with pytest.raises(SchemaError, match=r"'a' .*Required"):
         t.insert(b="x")
     with pytest.raises(ComputeError, match="Required"):
         t.insert([{"a": "bad"}], on_error="ignore")
-    with pytest.raises(NotFoundError, match="no column.*'c'"):
+    with pytest.raises(NotFoundError, match=r"no column.*'c'"):
         t.insert(a=1, c=2)
     with pytest.raises(SchemaError, match="dict"):
         t.insert([1, 2])
@@ -74,7 +75,7 @@ def test_timestamps_and_json(db):
     got = t.order_by(t.ts).collect()
     assert got["ts"] == [dt.datetime(2020, 1, 1), aware]
     assert got["j"] == [[1], {"a": [1, 2, None], "b": "é"}]
-    assert t.where(t.ts > dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.timezone.utc)).count() == 1
+    assert t.where(t.ts > dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.UTC)).count() == 1
 
 
 def test_local_path_is_a_reference(db, jpegs, tmp_path, monkeypatch):
@@ -86,7 +87,8 @@ def test_local_path_is_a_reference(db, jpegs, tmp_path, monkeypatch):
     assert t.select(t.image.localpath).collect()["image_localpath"] == [str(p) for p in jpegs[:3]]
     img = t.collect()[0]["image"]
     assert isinstance(img, Image.Image) and img.size == (64, 48)
-    assert not (tmp_path / "test.pxl.media").exists() or not any((tmp_path / "test.pxl.media").rglob("*.jpg"))
+    media = tmp_path / "test.pxl.media"
+    assert not media.exists() or not any(media.rglob("*.jpg"))
 
 
 def test_bad_image_files(db, tmp_path):

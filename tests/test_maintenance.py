@@ -72,7 +72,7 @@ def media_table(tmp_path, jpegs):
 
 # ---- check() -----------------------------------------------------------------------------------
 def test_clean_database_is_ok(media_table):
-    db, t, _ = media_table
+    db, _, _ = media_table
     report = check(db)
     assert isinstance(report, CheckReport)
     assert report.ok, str(report)
@@ -84,7 +84,7 @@ def test_clean_database_is_ok(media_table):
 
 
 def test_missing_files_are_reported_and_never_fixed(media_table, tmp_path):
-    db, t, user = media_table
+    db, _, user = media_table
     images = _raw(db, "t", "image")
     written = storage.local_path(images[1])
     written.unlink()              # a file pxlite wrote
@@ -189,7 +189,7 @@ def test_fix_finishes_pending_deletes_left_by_a_crash(tmp_path, monkeypatch):
 
 
 def test_a_failing_location_is_reported_not_fatal(media_table, tmp_path, monkeypatch):
-    db, t, _ = media_table
+    db, _, _ = media_table
     from pxlite.storage.local import LocalBackend
 
     meta = catalog.load_table(db.db, "t")
@@ -254,7 +254,7 @@ def test_file_written_after_the_listing_is_not_missing_after_probing_a_pending_d
 def test_cli_check_exit_status(media_table, tmp_path, capsys):
     from pxlite.cli import main
 
-    db, t, _ = media_table
+    db, _, _ = media_table
     meta = catalog.load_table(db.db, "t")
     junk = tmp_path / "x.pxl.media" / meta.uid / "1" / _key(b"junk", "jpg")
     junk.parent.mkdir(parents=True)
@@ -317,7 +317,7 @@ def test_move_media_local_to_cloud_and_back(storage_target, tmp_path, jpegs):
     assert st.num_skipped == 1
     after = _raw(db, "t", "image")
     assert after[4] == before[4] == user.as_uri()                   # the user's file: untouched
-    for old, new in zip(before[:4], after[:4]):
+    for old, new in zip(before[:4], after[:4], strict=True):
         assert new.startswith(target.prefix) and new.endswith(old.split(f"{meta.uid}/", 1)[1])
     assert _sizes(t) == [(8, 8)] * 4 + [Image.open(user).size]
     assert not _files(media / meta.uid / "1")                       # old copies gone

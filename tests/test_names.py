@@ -8,11 +8,11 @@ nothing in the catalog. The catalog's ordinary name errors are in test_catalog.p
 from __future__ import annotations
 
 import pytest
+from hostile_inputs import HYP, INJECTIONS, valid_column, valid_path
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 import pxlite as pxl
-from hostile_inputs import HYP, INJECTIONS, valid_column, valid_path
 from pxlite.errors import NotFoundError, SchemaError
 
 
@@ -31,8 +31,9 @@ NAMES = st.one_of(
     st.text(max_size=24),
     st.text(alphabet=st.characters(codec="ascii"), max_size=12),
     st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}(\.[A-Za-z_][A-Za-z0-9_]{0,6})?", fullmatch=True),
-    st.sampled_from(INJECTIONS + ["", " ", ".", "a.", ".a", "a..b", "é", "a\x00b", "a\n", "1a",
-                                  "a-b", "a b", "ａ", "K", "ǅ", "ı", "name", "select", "path"]),
+    st.sampled_from([*INJECTIONS, "", " ", ".", "a.", ".a", "a..b", "é", "a\x00b", "a\n", "1a",
+                     "a-b", "a b", "ａ", "K", "ǅ", "ı",  # noqa: RUF001 (look-alikes on purpose)
+                     "name", "select", "path"]),
     st.integers(), st.none(), st.binary(max_size=6), st.floats(),
 )
 
@@ -80,7 +81,7 @@ def test_table_and_dir_names_accepted_only_when_valid(db):
     check()
     assert _snapshot(db) == base
     # get/drop of arbitrary names never fail with anything but SchemaError/NotFoundError
-    for name in INJECTIONS + ["", "a..b", 5, None]:
+    for name in [*INJECTIONS, "", "a..b", 5, None]:
         with pytest.raises((SchemaError, NotFoundError)):
             db.get_table(name)
         with pytest.raises((SchemaError, NotFoundError)):

@@ -20,9 +20,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fixtures_storage import fake_gcs_key
 
 import pxlite as pxl
-from fixtures_storage import fake_gcs_key
 from pxlite import config, storage
 from pxlite.errors import ComputeError, ConfigError, SchemaError
 from pxlite.functions import net
@@ -333,7 +333,7 @@ def test_azure_sas_is_read_only(tmp_path, azurite_server):
     q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
     assert q["sp"] == "r" and q["sr"] == "b"
     expiry = dt.datetime.fromisoformat(q["se"].replace("Z", "+00:00"))
-    assert expiry - dt.datetime.now(dt.timezone.utc) < dt.timedelta(seconds=660)
+    assert expiry - dt.datetime.now(dt.UTC) < dt.timedelta(seconds=660)
     with urllib.request.urlopen(url, timeout=10) as r:
         assert r.read() == b"hello"
     for method, headers, data in [("PUT", {"x-ms-blob-type": "BlockBlob"}, b"evil"),

@@ -21,13 +21,14 @@ _SETTINGS = settings(max_examples=40, deadline=None,
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53)
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=4),
     max_leaves=10,
 )
 text = st.text().filter(lambda s: all(not 0xD800 <= ord(c) <= 0xDFFF for c in s))
 timestamps = st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)) | \
     st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30),
-                 timezones=st.just(dt.timezone.utc))
+                 timezones=st.just(dt.UTC))
 
 STRATEGIES = {
     "Int": st.integers(-(2**63), 2**63 - 1),

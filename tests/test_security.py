@@ -29,10 +29,10 @@ from pathlib import Path
 
 import apsw
 import pytest
-
-import pxlite as pxl
 from fixtures_storage import fake_gcs_key
 from hostile_inputs import INJECTIONS, closed_port, valid_path
+
+import pxlite as pxl
 from pxlite import config
 from pxlite.cli import main
 from pxlite.errors import ConfigError, PxliteError, SchemaError
@@ -117,7 +117,7 @@ def test_secrets_never_leak(tmp_path, caplog, capsys, pxlite_home, moto_server, 
     s3_secret = f"PXSECRET-s3-{token}"
     az_secret = base64.b64encode(f"PXSECRET-az-{token}-0123456789".encode()).decode()
     kid = f"pxsecret-kid-{token}"
-    key_file, pem, pem_slice = fake_gcs_key(tmp_path, kid)
+    key_file, _, pem_slice = fake_gcs_key(tmp_path, kid)
     secrets = [s3_secret, az_secret, kid, pem_slice]
     closed = f"http://127.0.0.1:{closed_port()}"
     base = {"storage_retries": 0, "storage_timeout_s": 3}
@@ -230,7 +230,7 @@ SQL_FRAGMENTS = {
     # identifiers made from integer ids: t_<id>, c<id>, c<id>_et, c<id>_em
     r"(meta|cur|table|t)\.sql", r"(c|col|ccol|d|old)\.sql(_et|_em)?", r"sql_name",
     r"ctype\.sql_type",                                     # from a fixed set of type classes
-    r"(s|a|b|lhs|rhs|match)\[0\]",                          # Expr.sql() fragments (checked here too)
+    r"(s|a|b|lhs|rhs|match)\[0\]",                         # Expr.sql() fragments (checked here too)
     r"_SQL_OP\[self\.op\]",                                 # fixed operator table
     r"'ASC' if asc else 'DESC'",
     r"BATCH_ROWS", r"int\(base\)",                          # integers
@@ -298,7 +298,8 @@ def test_no_user_string_in_executed_sql(tmp_path, jpegs):
         t.add_computed_column(up=t.s.isin([marker, "b"]))
         t.add_computed_column(rot=t.img.rotate(90), on_error="ignore")
         assert t.where(t.s == marker).count() == 2
-        assert t.where((t.s == marker) | t.s.isin([marker])).select(t.s).collect()["s"] == [marker] * 2
+        got = t.where((t.s == marker) | t.s.isin([marker])).select(t.s).collect()["s"]
+        assert got == [marker] * 2
         t.where(t.s > marker).order_by(t.s).limit(3).collect()
         t.update({"s": marker + "2"}, where=t.s == marker)
         t.delete(where=t.s == "x" + marker)

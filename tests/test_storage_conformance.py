@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from fixtures_storage import StorageTarget
+
 from pxlite.errors import ConfigError, NotFoundError, ObjectNotFoundError, StorageError
 from pxlite.storage import get_backend, join, scheme_of
 from pxlite.storage.base import ObjectInfo, StorageBackend

@@ -42,6 +42,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_storage import (
+    S3_REGIONS,
+    create_azure_container,
+    create_gcs_bucket,
+    create_s3_bucket,
+    fresh_name,
+    s3_config,
+)
 
 import pxlite as pxl
 from pxlite import catalog, config, storage
@@ -49,9 +57,6 @@ from pxlite.errors import ComputeError, StorageError
 from pxlite.imagegen import write_images
 from pxlite.storage import base as storage_base
 from tools import servers
-
-from fixtures_storage import (S3_REGIONS, create_azure_container, create_gcs_bucket,
-                              create_s3_bucket, fresh_name, s3_config)
 
 CLOUD = ["s3", "gcs", "azure"]
 ROWS = 30
@@ -142,7 +147,7 @@ class FaultProxy:
             def _any(self) -> None:
                 proxy._handle(self)
 
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = _any  # noqa: N815
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = _any
 
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
@@ -603,7 +608,7 @@ def test_throttled_for_good_mid_computed_column(faulty: Faulty, tmp_path: Path,
                                                 images: list[Path]):
     """The server stays up but refuses every upload after ten: the abort clean-up runs and
     removes the ten objects already uploaded."""
-    db, t, before, left = _abort_mid_column(faulty, tmp_path, images, "503")
+    db, _, before, left = _abort_mid_column(faulty, tmp_path, images, "503")
     assert not left and faulty.listing() == before
     assert pxl.check(db=db).ok
     db.close()
@@ -632,7 +637,7 @@ def test_server_gone_mid_computed_column_ignore(faulty: Faulty, tmp_path: Path,
     uris, errortypes, errormsgs = _raw(db, "rot"), _raw(db, "rot", "et"), _raw(db, "rot", "em")
     failed = [i for i, u in enumerate(uris) if u is None]
     assert len(failed) == st.num_errors
-    for u, et, em in zip(uris, errortypes, errormsgs):
+    for u, et, em in zip(uris, errortypes, errormsgs, strict=True):
         if u is None:
             assert et == "StorageError" and "retries exhausted" in em, (et, em)
         else:

@@ -9,19 +9,36 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from fixtures_storage import (
+    create_azure_container,
+    create_gcs_bucket,
+    create_s3_bucket,
+    fresh_name,
+    s3_config,
+)
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 import pxlite.storage as storage
-from fixtures_storage import (create_azure_container, create_gcs_bucket, create_s3_bucket,
-                              fresh_name, s3_config)
 from pxlite import config
 from pxlite.errors import ConfigError, ObjectNotFoundError, StorageError
-from pxlite.storage import (canonical_prefix, get_backend, is_local, join, local_path, scheme_of,
-                            to_uri, validate_destination)
+from pxlite.storage import (
+    canonical_prefix,
+    get_backend,
+    is_local,
+    join,
+    local_path,
+    scheme_of,
+    to_uri,
+    validate_destination,
+)
 from pxlite.storage.base import check_expiry, retry_call
 from tools import servers
+
 
 @pytest.fixture
 def named_settings():
@@ -222,13 +239,13 @@ def test_missing_s3_bucket(moto_server):
 
 def test_missing_gcs_bucket(gcs_server):
     s = config.resolve({"gcs": {"endpoint": gcs_server.endpoint}})
-    with pytest.raises(ConfigError, match="'pxl-no-such-bucket' does not exist.*create it"):
+    with pytest.raises(ConfigError, match=r"'pxl-no-such-bucket' does not exist.*create it"):
         validate_destination("gs://pxl-no-such-bucket/p/", s)
 
 
 def test_missing_azure_container(azurite_server):
     s = config.resolve({"azure": {"connection_string": azurite_server.connection_string}})
-    with pytest.raises(ConfigError, match="'pxl-no-such-container' does not exist.*create it"):
+    with pytest.raises(ConfigError, match=r"'pxl-no-such-container' does not exist.*create it"):
         validate_destination("az://pxl-no-such-container/p/", s)
 
 
@@ -305,9 +322,9 @@ def test_server_stopped_mid_use(start, prepare, tmp_path):
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    hits: dict[str, int] = {}
+    hits: ClassVar[dict[str, int]] = {}
 
-    def do_GET(self):  # noqa: N802 - http.server API
+    def do_GET(self):
         _Handler.hits[self.path] = _Handler.hits.get(self.path, 0) + 1
         if self.path.startswith("/error500"):
             self.send_error(500, "boom")
@@ -399,7 +416,8 @@ def test_missing_sdk_is_config_error(uri, module, extra, monkeypatch):
 def test_import_is_cheap():
     code = ("import sys, pxlite.storage, pxlite.storage.base, pxlite.storage.s3, "
             "pxlite.storage.gcs, pxlite.storage.azure, pxlite.storage.http, pxlite.storage.local\n"
-            "heavy = [m for m in ('boto3', 'botocore', 'google.cloud.storage', 'azure.storage.blob',"
+            "heavy = [m for m in ('boto3', 'botocore', 'google.cloud.storage', "
+            "'azure.storage.blob',"
             " 'azure.core', 'requests') if m in sys.modules]\n"
             "assert not heavy, heavy")
     root = Path(__file__).resolve().parent.parent
@@ -458,7 +476,7 @@ def test_missing_server_program_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.delenv("PXLITE_AZURITE", raising=False)
     monkeypatch.setattr(servers, "AZURITE_LOCAL_BIN", tmp_path / "no-azurite")
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(servers.ServerNotInstalled, match="npm install .*azurite@3.35.0"):
+    with pytest.raises(servers.ServerNotInstalled, match=r"npm install .*azurite@3\.35\.0"):
         servers.start_azurite(tmp_path)
     monkeypatch.setattr(servers.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(servers.ServerNotInstalled, match="pip install 'moto\\[server\\]'"):

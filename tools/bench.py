@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools import benchlib as bl  # noqa: E402
+from tools import benchlib as bl
 
 SCRIPT = Path(__file__).resolve()
 HEAVY = ("PIL", "boto3", "botocore", "diskcache", "google", "azure", "numpy", "pandas", "tqdm",
@@ -53,7 +53,7 @@ def case_insert_pxlite(p: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": dt, "rows_per_s": p["n"] / dt}
 
 
-def _plain_db(path: Path):  # noqa: ANN202
+def _plain_db(path: Path):
     """An apsw connection set up the way pxlite sets up its own (pxlite/db.py _configure)."""
     import apsw
     import apsw.bestpractice
@@ -109,7 +109,7 @@ def case_paths_plain(p: dict[str, Any]) -> dict[str, Any]:
     conn = _plain_db(Path(p["tmp"]) / "plain_paths.db")
     conn.execute("CREATE TABLE t_1 (_rowid INTEGER PRIMARY KEY, c1 TEXT, c1_et TEXT, c1_em TEXT)")
 
-    def gen():  # noqa: ANN202
+    def gen():
         for k, q in enumerate(paths):
             ap = Path(q).expanduser().absolute()
             with open(ap, "rb") as f:
@@ -213,7 +213,8 @@ def main() -> None:
             for label, case, params in runs:
                 d = tmp / f"b{rep}-{case}-{len(res)}"
                 d.mkdir()
-                res.setdefault(label, []).append(bl.run_case(SCRIPT, case, {**params, "tmp": str(d)}))
+                r = bl.run_case(SCRIPT, case, {**params, "tmp": str(d)})
+                res.setdefault(label, []).append(r)
                 bl.say(f"  [{rep + 1}/{reps}] {label}: {res[label][-1]['rows_per_s']:,.0f} rows/s")
                 bl.shutil.rmtree(d, ignore_errors=True)
         px = bl.med(res[runs[0][0]], "rows_per_s")
@@ -222,7 +223,8 @@ def main() -> None:
             r = bl.med(res[label], "rows_per_s")
             rows.append([label, r, bl.med(res[label], "seconds"), px and r / px,
                          bl.med(res[label], "rss_mb")])
-        bl.say(bl.table(["case", "rows/s", "seconds", "pxlite time / its time", "peak RSS MB"], rows))
+        bl.say(bl.table(["case", "rows/s", "seconds", "pxlite time / its time", "peak RSS MB"],
+                        rows))
         ratio = rows[1][1] / px
         ratio_t = rows[2][1] / px
         best = (min(r["seconds"] for r in res[runs[0][0]])
@@ -232,7 +234,8 @@ def main() -> None:
         bl.say(f"  pxlite takes {ratio:.2f}x the time of apsw executemany fed from the same dicts "
                f"({ratio_t:.2f}x vs pre-built tuples); target <= 2x: {bl.verdict(ratio, 2.0)}")
         summary.append([f"insert {n_rows:,} scalar rows", f"{px:,.0f} rows/s",
-                        f"{rows[1][1]:,.0f} rows/s", f"{ratio:.2f}x", "<= 2x " + bl.verdict(ratio, 2.0)])
+                        f"{rows[1][1]:,.0f} rows/s", f"{ratio:.2f}x",
+                        "<= 2x " + bl.verdict(ratio, 2.0)])
 
         # (c) 1,000 local image paths
         bl.say(f"\n(c) insert {n_img:,} local 640x480 JPEG paths in one call ({reps} reps)")

@@ -6,8 +6,8 @@
     python tools/bench_compute.py --rss-10k   # also peak RSS at 10,000 images (+~2-3 min)
     python tools/bench_compute.py --profile   # also cProfile both compute cases (all threads)
 
-Inputs are distinct noisy 640x480 JPEGs (quality 90, ~120 KB mean), made once per run in a temp folder
-(``--images DIR`` keeps and reuses them).
+Inputs are distinct noisy 640x480 JPEGs (quality 90, ~120 KB mean), made once per run in a temp
+folder (``--images DIR`` keeps and reuses them).
 
 (a) ``t.add_computed_column(rot=t.image.rotate(90), destination=<local folder>)`` over 1,000 rows
     vs a plain loop on a 2-thread ThreadPoolExecutor: open, rotate(90), JPEG q90 encode, write
@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools import benchlib as bl  # noqa: E402
+from tools import benchlib as bl
 
 SCRIPT = Path(__file__).resolve()
 THREADS = 2
@@ -45,7 +45,7 @@ def _paths(p: dict[str, Any], key: str = "images") -> list[str]:
     return sorted(str(q) for q in Path(p[key]).glob("*.jpg"))[p.get("skip", 0):][: p["n"]]
 
 
-def _connect(p: dict[str, Any]):  # noqa: ANN202
+def _connect(p: dict[str, Any]):
     import pxlite as pxl
 
     cfg = bl.s3_config(p["endpoint"]) if p.get("endpoint") else None
@@ -82,7 +82,7 @@ def case_rotate_pxlite(p: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": dt, "images_per_s": len(paths) / dt, "rss_setup_mb": rss_setup}
 
 
-def _plain_put(p: dict[str, Any]):  # noqa: ANN202
+def _plain_put(p: dict[str, Any]):
     """Where the plain loop writes a file: a local folder, or boto3 put_object to moto."""
     if p.get("endpoint"):
         import boto3
@@ -242,7 +242,8 @@ def _report(res: dict[str, list[dict[str, Any]]], target: float | None,
                 for label, r in res.items()]
         bl.say(bl.table(["case", "images/s", "seconds", "peak RSS MB"], rows))
     ratio = base / px
-    paired = bl.statistics.median(b["images_per_s"] / a["images_per_s"] for a, b in zip(pr, br))
+    paired = bl.statistics.median(b["images_per_s"] / a["images_per_s"]
+                                  for a, b in zip(pr, br, strict=True))
     best = min(r["seconds"] for r in pr) / min(r["seconds"] for r in br)
     msg = (f"  time ratio pxlite / {bl_label} = {ratio:.2f}x (median of the per-repetition ratios: "
            f"{paired:.2f}x; best-of-{len(pr)} times: {best:.2f}x)")
@@ -354,7 +355,8 @@ def main() -> None:
 
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
-            bl.say(f"\nprofiling (a) and (b) once each under cProfile (all threads) -> {args.profile}")
+            bl.say("\nprofiling (a) and (b) once each under cProfile (all threads) -> "
+                   f"{args.profile}")
             for tag, case, params in (
                     ("a", "rotate_pxlite", common),
                     ("b", "three_pxlite", {**common, "pre": pre, "pre_images": pre_images})):

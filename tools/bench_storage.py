@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools import benchlib as bl  # noqa: E402
+from tools import benchlib as bl
 
 SCRIPT = Path(__file__).resolve()
 BUCKET = "pxlite-bench"

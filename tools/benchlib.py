@@ -12,6 +12,7 @@ Benchmarks print figures; they assert nothing (tests never assert timings).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -134,12 +135,12 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
               for i, h in enumerate(headers)]
     def line(r: list[str], raw: list[Any] | None = None) -> str:
         parts = []
-        for i, (c, w) in enumerate(zip(r, widths)):
+        for i, (c, w) in enumerate(zip(r, widths, strict=True)):
             num = raw is not None and isinstance(raw[i], (int, float))
             parts.append(c.rjust(w) if num else c.ljust(w))
         return "  ".join(parts).rstrip()
     out = [line(headers), line(["-" * w for w in widths])]
-    out += [line(c, r) for c, r in zip(cells, rows)]
+    out += [line(c, r) for c, r in zip(cells, rows, strict=True)]
     return "\n".join(out)
 
 
@@ -211,11 +212,12 @@ def make_photos(folder: Path, n: int, *, start: int = 0, size: tuple[int, int] =
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     step = max(50, n // (workers * 4) + 1)
-    chunks = [(str(folder), a, min(a + step, start + n), size) for a in range(start, start + n, step)]
+    chunks = [(str(folder), a, min(a + step, start + n), size)
+              for a in range(start, start + n, step)]
     if workers <= 1 or len(chunks) == 1:
         return [Path(p) for c in chunks for p in _photo_chunk(*c)]
     with ProcessPoolExecutor(workers) as pool:
-        return [Path(p) for ps in pool.map(_photo_chunk, *zip(*chunks)) for p in ps]
+        return [Path(p) for ps in pool.map(_photo_chunk, *zip(*chunks, strict=True)) for p in ps]
 
 
 def jpeg_variants(n: int, seed: int = 1) -> Iterator[bytes]:
@@ -297,10 +299,8 @@ def profile_all_threads(out_path: Path, top: int = 40) -> Iterator[None]:
         threading.setprofile(None)
         stats = pstats.Stats(main)
         for p in profiles:
-            try:
+            with contextlib.suppress(TypeError):  # a profile with no entries
                 stats.add(p)
-            except TypeError:  # a profile with no entries
-                pass
         stats.dump_stats(str(out_path))
         text = io.StringIO()
         s = pstats.Stats(str(out_path), stream=text)
