@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .db import Database
@@ -395,41 +395,9 @@ def all_locations(db: Database) -> list[tuple[str, str, str]]:
         "SELECT table_uid, prefix, owner FROM px_media_locations") if valid_location(u, p)]
 
 
-# <table uid>/<col id>/<xx>/<sha256 starting with xx>.<ext>: the only shape pxlite writes, or
-# the temp file a killed write left in that folder (.pxlite-tmp-<32 hex>, see storage.base).
-_OWNED_KEY = re.compile(
-    r"(?P<uid>[0-9a-f]{12})/\d+/(?P<xx>[0-9a-f]{2})/"
-    r"(?:(?P=xx)[0-9a-f]{62}\.[A-Za-z0-9]{1,8}|\.pxlite-tmp-[0-9a-f]{32})")
-
-
-def owned_location_test(db: Database, ownership: Ownership) -> Callable[[str], str | None]:
-    """A function: the owned location (stored prefix) a stored URI was written under by this
-    database, or None when it is not a file this database wrote and may delete.
-
-    The URI must lie under a location this database owns, in pxlite's content-addressed key
-    shape, for the uid that location was recorded for. Every automatic delete passes through
-    this test, so neither a crafted catalog (a shared or downloaded database file) nor a copy of
-    a database can direct deletions at files it did not write: a pending-delete row or a
-    location row alone proves nothing.
-    """
-    owned_locations = [(uid, p) for uid, p, owner in all_locations(db)
-                       if ownership.owns(p, owner)]
-
-    def location(uri: str) -> str | None:
-        for uid, prefix in owned_locations:
-            if uri.startswith(prefix):
-                m = _OWNED_KEY.fullmatch(uri[len(prefix):])
-                if m is not None and m["uid"] == uid:
-                    return prefix
-        return None
-
-    return location
-
-
-def owned_file_test(db: Database, ownership: Ownership) -> Callable[[str], bool]:
-    """A predicate: is this stored URI a file this database wrote and may delete?"""
-    location = owned_location_test(db, ownership)
-    return lambda uri: location(uri) is not None
+def forget_locations(db: Database, table_uid: str) -> None:
+    """Forget a dropped table's locations (once nothing of it is left there)."""
+    db.execute("DELETE FROM px_media_locations WHERE table_uid = ?", (table_uid,))
 
 
 def add_pending_deletes(db: Database, uris: Iterable[str]) -> None:

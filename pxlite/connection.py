@@ -6,16 +6,14 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import catalog, faults
+from . import catalog
 from . import config as _config
 from .catalog import TableMeta
 from .db import Database
-from .errors import AlreadyExistsError, NotFoundError, PxliteError, SchemaError
+from .errors import AlreadyExistsError, NotFoundError, SchemaError, check_choice
 from .table import Table, check_column_name
 from .types import as_type
 
@@ -57,12 +55,6 @@ def _identity_change(known: dict[str, str | None], here: str, here_file: str,
     return change
 
 
-def _check_if_exists(value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise SchemaError(f"if_exists must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
-
-
 class Connection:
     """One pxlite database file and its media folder (``<file>.media/`` beside it)."""
 
@@ -81,7 +73,9 @@ class Connection:
         self._lock = threading.Lock()
         try:
             self.ownership = self._establish_identity()
-            self._finish_pending(local_only=True)
+            from . import writes
+
+            writes.finish_pending(self, local_only=True)
         except BaseException:
             self.db.close()
             raise
@@ -189,31 +183,6 @@ class Connection:
                 return where
         return prefix
 
-    def _aliases_named(self, local: list[tuple[str, str]]) -> set[str]:
-        """Of ``(stored, absolute)`` local files about to be deleted, those a row names under
-        another spelling of the same folder (a second location row for one real folder)."""
-        from . import storage
-
-        roots: dict[str, list[str]] = {}
-        for _, p, _ in catalog.all_locations(self.db):
-            where = self.resolve(p)
-            if where.startswith("file:"):
-                roots.setdefault(os.path.realpath(storage.local_path(where)), []).append(where)
-        if all(len(v) < 2 for v in roots.values()):
-            return set()
-        alternatives: dict[str, str] = {}
-        for u, uri in local:
-            real = os.path.realpath(storage.local_path(uri))
-            for root, spellings in roots.items():
-                if len(spellings) > 1 and real.startswith(root.rstrip(os.sep) + os.sep):
-                    rel = os.path.relpath(real, root)
-                    for sp in spellings:
-                        alt = self.stored(storage.join(sp, rel))
-                        if alt != u:
-                            alternatives[alt] = u
-        named = catalog.named_by_rows(self.db, alternatives)
-        return {alternatives[a] for a in named}
-
     def stored(self, uri: str) -> str:
         """The form a row stores for ``uri`` (relative inside the media folder)."""
         return self.media_folder.stored(uri)
@@ -241,7 +210,7 @@ class Connection:
     # ---- directories ------------------------------------------------------------------------------
     def create_dir(self, path: str, *, if_exists: str = "error") -> None:
         """Create a directory (dotted path; the parent must exist)."""
-        _check_if_exists(if_exists, ("error", "ignore"))
+        check_choice(if_exists, "if_exists", ("error", "ignore"))
         with self.db.transaction():
             if if_exists == "ignore" and catalog.path_kind(self.db, path) == "directory":
                 return
@@ -249,6 +218,7 @@ class Connection:
 
     def drop_dir(self, path: str, *, force: bool = False, if_not_exists: str = "error") -> None:
         """Drop a directory; with ``force=True`` also everything in it (tables and their files)."""
+        check_choice(if_not_exists, "if_not_exists", ("error", "ignore"))
         catalog.check_path(path, "directory")
         with self.db.transaction():
             if catalog.path_kind(self.db, path) != "directory":
@@ -274,7 +244,7 @@ class Connection:
     def create_table(self, path: str, schema: dict[str, Any] | None = None, *,
                      if_exists: str = "error") -> Table:
         """Create a table from ``{name: type}``; ``if_exists='error'|'ignore'|'replace'``."""
-        _check_if_exists(if_exists, ("error", "ignore", "replace"))
+        check_choice(if_exists, "if_exists", ("error", "ignore", "replace"))
         if schema is not None and not isinstance(schema, dict):
             raise SchemaError(f"the schema must be a dict of {{name: type}}, got {type(schema).__name__}")
         cols = [(check_column_name(n), as_type(t)) for n, t in (schema or {}).items()]
@@ -306,164 +276,34 @@ class Connection:
     def drop_table(self, path: str | Table, *, if_not_exists: str = "error") -> None:
         """Drop a table; files pxlite wrote for it that no other table names are deleted after
         the commit."""
+        from . import plan, writes
+
+        check_choice(if_not_exists, "if_not_exists", ("error", "ignore"))
         if isinstance(path, Table):
             path = path.path
         catalog.check_path(path)
-        with self.db.transaction() as after:
-            try:
-                meta = catalog.load_table(self.db, path)
-            except NotFoundError:
-                if if_not_exists == "ignore":
-                    return
-                raise
-            named = {c.col_id: [r[0] for r in self.db.query(
-                f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IS NOT NULL")]
-                for c in meta.media_columns}
+        try:
+            meta = catalog.load_table(self.db, path)
+        except NotFoundError:
+            if if_not_exists == "ignore":
+                return
+            raise
+        with writes.operation(self, meta, recheck=self._same_table) as op:
+            named = {c.col_id: [r[0] for r in self.db.query(*plan.distinct_values(meta, c))]
+                     for c in meta.media_columns}
             prefixes = catalog.owned_prefixes(self.db, meta.uid, self.ownership)
             catalog.drop_table_rows(self.db, meta)
             # After the rows are gone: what another table still names is kept (the same rule
             # as delete()).
             for col_id, uris in named.items():
-                self.release(meta, col_id, uris, after)
+                op.release(col_id, uris)
             # Locations of the dropped table stay recorded until its prefixes are swept, so a
             # crash before the sweep leaves files check() still recognises as orphans.
-            after.append(lambda: self._sweep_dropped(meta.uid, prefixes))
+            op.after_commit(lambda: writes.sweep_dropped(self, meta.uid, prefixes))
 
-    # ---- deferred file deletion -------------------------------------------------------------------
-    def release(self, meta: TableMeta, col_id: int, uris: list[str],
-                after: list[Callable[[], None]]) -> None:
-        """Inside a write transaction, after the rows that named ``uris`` (stored forms) are
-        changed or gone: schedule deletion of the files among them that this database wrote for
-        the column, in a location it owns, and that no row of any table names any more (durably,
-        in px_pending_deletes). They are deleted after the commit by :meth:`_delete_files`,
-        which checks again under the write lock."""
-        if not uris:
-            return
-        prefixes = tuple(catalog.owned_prefixes(self.db, meta.uid, self.ownership, col_id))
-        owned = [u for u in set(uris) if isinstance(u, str) and u.startswith(prefixes)]
-        if owned:
-            still = catalog.named_by_rows(self.db, owned)
-            owned = [u for u in owned if u not in still]
-        if not owned:
-            return
-        catalog.add_pending_deletes(self.db, owned)
-        after.append(lambda: self._delete_files(owned))
-
-    def delete_unreferenced(self, stored: Iterable[str], settings: _config.Settings,
-                            pool_map: Callable[..., Iterable[Any]] | None = None) -> DeleteOutcome:
-        """Inside a write transaction: delete the files among ``stored`` (stored forms) that
-        this database wrote, in a location it owns, and that no row of any table names.
-
-        The one gate every automatic delete passes (pending deletes, a dropped table's sweep,
-        ``check(fix=True)``). It keeps a file when a row names it; when it is not in pxlite's
-        key shape under an owned location (a copy's original, a crafted catalog); when a local
-        file's real folder lies outside its location (a symlink out of it); or when a local
-        file's bytes do not hash to its name. ``pool_map(fn, items)`` may run the deletes in
-        parallel (it yields ``(item, result, exception)``).
-        """
-        from . import media, storage
-
-        uris = sorted({u for u in stored if isinstance(u, str)})
-        out = DeleteOutcome()
-        named = catalog.named_by_rows(self.db, uris)
-        location = catalog.owned_location_test(self.db, self.ownership)
-        doomed: list[tuple[str, str]] = []
-        for u in uris:
-            if u in named:
-                out.named.append(u)
-                continue
-            loc = location(u)
-            if loc is None:
-                out.refused.append((u, "not a file this database wrote in a location it owns"))
-                continue
-            uri = self.resolve(u)
-            if storage.is_local(uri):
-                why = media.local_delete_refusal(uri, self.resolve(loc))
-                if why is not None:
-                    out.refused.append((u, why))
-                    continue
-            doomed.append((u, uri))
-        aliased = self._aliases_named([d for d in doomed if d[1].startswith("file:")])
-        for u in aliased:
-            out.refused.append((u, "a row names the same file under another spelling of its "
-                                   "folder"))
-        doomed = [d for d in doomed if d[0] not in aliased]
-
-        def delete(item: tuple[str, str]) -> None:
-            faults.point("before_file_delete")
-            storage.get_backend(item[1], settings).delete(item[1])
-
-        if pool_map is None:
-            results: Iterable[tuple[tuple[str, str], Any, BaseException | None]] = (
-                (item, None, _call(delete, item)) for item in doomed)
-        else:
-            results = pool_map(delete, doomed)
-        for (u, _), _, exc in results:
-            if exc is None:
-                out.deleted.append(u)
-            elif isinstance(exc, PxliteError):
-                out.failed.append((u, exc))
-            else:
-                raise exc
-        return out
-
-    def _delete_files(self, uris: list[str]) -> None:
-        """Delete files whose rows are gone, holding the write lock.
-
-        Content addressing lets another operation reuse a file (identical content) between our
-        commit and this delete; it writes and commits inside its own write transaction, so under
-        the lock we see its rows and keep any file a row names again. A file that is no longer
-        pending was handled by someone else (check(fix=True), another process). A file that
-        fails to delete stays pending: check(fix=True) or the next open retries it.
-        """
-        settings = self.settings()
-        with self.db.transaction():
-            pending = set(catalog.pending_deletes(self.db)) & set(uris)
-            out = self.delete_unreferenced(pending, settings)
-            catalog.clear_pending_deletes(self.db, out.deleted + out.named
-                                          + [u for u, _ in out.refused])
-
-    def _sweep_dropped(self, uid: str, prefixes: list[str]) -> None:
-        """After a drop committed: delete the dropped table's remaining files, then forget its
-        locations once nothing of it is left (a file another table still names keeps them)."""
-        from . import storage
-
-        settings = self.settings()
-        try:
-            listed: list[str] = []
-            for prefix in prefixes:
-                where = self.resolve(prefix)
-                listed += [self.stored(u) for u in storage.get_backend(where, settings).list(where)]
-        except PxliteError:
-            return  # the locations stay recorded; check(fix=True) sweeps them later
-        with self.db.transaction():
-            out = self.delete_unreferenced(listed, settings)
-            if not (out.failed or out.named or out.refused):
-                self.db.execute("DELETE FROM px_media_locations WHERE table_uid = ?", (uid,))
-
-    def _finish_pending(self, local_only: bool) -> None:
-        if self.db.read_only:
-            return
-        pending = catalog.pending_deletes(self.db)
-        if local_only:
-            pending = [u for u in pending if u.startswith(("file://", catalog.MEDIA_LOCATION))]
-        if pending:
-            self._delete_files(pending)
-
-
-def _call(fn: Callable[[Any], Any], item: Any) -> BaseException | None:
-    try:
-        fn(item)
-    except Exception as e:
-        return e
-    return None
-
-
-@dataclass
-class DeleteOutcome:
-    """What :meth:`Connection.delete_unreferenced` did with each stored URI."""
-
-    deleted: list[str] = field(default_factory=list)
-    named: list[str] = field(default_factory=list)     # a row names it: kept
-    refused: list[tuple[str, str]] = field(default_factory=list)  # not ours to delete: kept
-    failed: list[tuple[str, PxliteError]] = field(default_factory=list)
+    def _same_table(self, meta: TableMeta) -> None:
+        """Inside a write: the table ``meta`` describes still exists (not dropped meanwhile)."""
+        current = catalog.load_table(self.db, meta.path)
+        if current.uid != meta.uid:
+            raise NotFoundError(f"table {meta.path!r} was dropped (and created again) by another "
+                                "connection meanwhile; retry")

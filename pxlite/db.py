@@ -64,6 +64,7 @@ class Database:
         self._lock = threading.RLock()
         self._after_commit: list[Callable[[], None]] | None = None
         self._depth = 0
+        self._savepoints = 0
         #: The schema version this file had before this open migrated it (None: no migration).
         self.migrated_from: int | None = None
         self.conn = self._open()
@@ -250,6 +251,26 @@ class Database:
         faults.point("after_commit")
         for fn in after:
             fn()
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a write transaction: a nested part whose changes are taken back on error while
+        the transaction (and its lock) goes on; the error propagates."""
+        if not self._depth:
+            raise AssertionError("internal error: a savepoint needs an open write transaction")
+        name = f"pxlite_sp{self._savepoints}"
+        self._savepoints += 1
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(apsw.Error):
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+            raise
+        finally:
+            self._savepoints -= 1
+        self.conn.execute(f"RELEASE {name}")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:

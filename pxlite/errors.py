@@ -82,3 +82,28 @@ class ComputeError(PxliteError):
         self.column = column
         self.value = value
         self.errortype = errortype or type(self).__name__
+
+
+# ---- argument choices and per-cell errors: one spelling each ---------------------------------
+#: What an operation does with a bad cell: 'abort' the whole call, or 'ignore' (store None and
+#: keep the error in the cell's errortype/errormsg).
+ON_ERROR = ("abort", "ignore")
+
+
+def check_choice(value: object, argument: str, allowed: tuple[str, ...]) -> str:
+    """Validate a string option such as ``if_exists`` or ``on_error``: every method taking one
+    refuses anything else (a typo must never fall through to a default behaviour)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise SchemaError(f"{argument} must be one of {', '.join(map(repr, allowed))}, "
+                          f"got {value!r}")
+    return value
+
+
+def check_on_error(on_error: object) -> str:
+    """Validate ``on_error=`` ('abort' or 'ignore')."""
+    return check_choice(on_error, "on_error", ON_ERROR)
+
+
+def cell_error(e: BaseException) -> tuple[str, str]:
+    """``(errortype, errormsg)`` stored for a failed cell under ``on_error='ignore'``."""
+    return type(e).__name__, str(e) or repr(e)

@@ -693,8 +693,13 @@ class Call(Expr):
 class MissingCall(Expr):
     """A call whose function cannot be imported any more: the column errors, the table works."""
 
-    def __init__(self, name: str, error: str, data: dict[str, Any], ctype: ColumnType) -> None:
+    def __init__(self, name: str, error: str, data: dict[str, Any], ctype: ColumnType,
+                 args: list[Expr] | None = None) -> None:
         self.name, self.error, self.data, self.type = name, error, data, ctype
+        self.args = args or []  # still known: what the column reads (its dependencies)
+
+    def children(self) -> list[Expr]:
+        return self.args
 
     def eval(self, row: RowContext) -> Any:
         raise NotFoundError(self.error)
@@ -742,7 +747,9 @@ def from_json(data: dict[str, Any], table: TableMeta, ctype: ColumnType | None =
         try:
             fn = lookup(data["call"])
         except NotFoundError as e:
-            return MissingCall(data["call"], str(e), data, ctype or Json)
+            args = [from_json(a, table) for a in data.get("args", [])] + [
+                from_json(v, table) for v in data.get("kwargs", {}).values()]
+            return MissingCall(data["call"], str(e), data, ctype or Json, args)
         return Call(fn, [from_json(a, table) for a in data["args"]],
                     {k: from_json(v, table) for k, v in data["kwargs"].items()})
     raise SchemaError(f"unreadable expression in the catalog: {data!r}")

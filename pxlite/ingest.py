@@ -10,11 +10,21 @@ reach the generated code only as bound constants, never as source text.
 from __future__ import annotations
 
 import itertools
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from . import media, storage
 from .catalog import ColumnMeta
 from .errors import ComputeError, ConfigError, NotFoundError, SchemaError, StorageError
+from .types import is_pil_image
+from .writes import Operation
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
@@ -94,3 +104,74 @@ class RowConverter:
         """Parameter tuples for ``rows``, rowids from ``base`` (lazily; map keeps the per-row
         loop in C)."""
         return map(self._convert, rows, itertools.count(), itertools.count(base))
+
+
+# ---- media values --------------------------------------------------------------------------------
+class MediaInput:
+    """Turns inserted media values (a path, a URL, a PIL image, bytes) into the stored reference
+    for one operation: a local path stays where it is (a ``file://`` reference), a URL is stored
+    as given, a PIL image or bytes becomes a new file at the input destination; with
+    ``input_media_dest`` set, every input is persisted there. Returns the stored form
+    (relative inside the database's media folder)."""
+
+    def __init__(self, op: Operation) -> None:
+        self.op = op
+        self.persist = bool(op.settings.get("input_media_dest"))
+        self._cwd: str | None = None
+
+    def __call__(self, value: Any, col: ColumnMeta) -> str:
+        return self.op.conn.stored(self.store(value, col))
+
+    def store(self, value: Any, col: ColumnMeta) -> str:
+        """The absolute URI of the stored input."""
+        op = self.op
+        kind = col.type.kind  # type: ignore[attr-defined]
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, str):
+            if _URL.match(value) and not value.lower().startswith("file://"):
+                storage.scheme_of(value)  # an unknown scheme is an error now, not at first read
+                return self._persist_url(value, col) if self.persist else value
+            if value.lower().startswith("file://"):
+                path: Any = storage.local_path(value)
+            else:  # strings, not Path objects: this runs for every inserted path
+                path = os.path.expanduser(value)
+                if not os.path.isabs(path):
+                    if self._cwd is None:  # once per operation: getcwd() is a system call
+                        self._cwd = os.getcwd()
+                    path = os.path.join(self._cwd, path)
+            ext = media.check_local_file(path, kind)
+            if self.persist:
+                return op.upload(path, ext, col, op.input_prefix())
+            return storage.to_uri(path)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            ext = media.check_header(data[: media.HEADER_BYTES], kind, "the bytes given")
+            return op.write_bytes(data, ext, col, op.input_prefix())
+        if kind == "image" and is_pil_image(value):
+            data, ext = media.encode_image(value, media.input_format(value))
+            return op.write_bytes(data, ext, col, op.input_prefix())
+        raise SchemaError(
+            f"expected {col.type.expect()}, got {type(value).__name__} {str(value)[:60]!r}"
+        )
+
+    def _persist_url(self, url: str, col: ColumnMeta) -> str:
+        """Copy a URL's file to the input destination with ONE download: the downloaded file is
+        uploaded, then becomes the cache entry of the persisted copy (no upload->download)."""
+        from .cache import get_cache
+
+        op = self.op
+        kind = col.type.kind  # type: ignore[attr-defined]
+        with tempfile.TemporaryDirectory(prefix="pxlite-in-") as tmp:
+            local = Path(tmp) / "download"
+            storage.get_backend(url, op.settings).get_file(url, local)
+            with open(local, "rb") as f:
+                ext = media.check_header(f.read(media.HEADER_BYTES), kind, f"the file at {url}")
+            uri = op.upload(local, ext, col, op.input_prefix())
+            if not storage.is_local(uri):
+                def move_in(dest: Path) -> None:
+                    # shutil.move: the temp folder may be on another filesystem than the cache
+                    shutil.move(local, dest)
+
+                get_cache(op.settings).get_path(uri, move_in)
+            return uri

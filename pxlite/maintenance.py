@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from . import catalog, faults, media, storage
+from . import catalog, media, plan, storage, writes
 from .errors import (
     DatabaseError,
     NotFoundError,
@@ -43,8 +43,8 @@ from .results import UpdateStatus
 if TYPE_CHECKING:
     from .config import Settings
     from .connection import Connection
+    from .catalog import TableMeta
     from .db import Database
-    from .table import Table
 
 __all__ = ["CheckReport", "MissingFile", "MoveStatus", "check", "move_media"]
 
@@ -253,7 +253,11 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
     # 3. Orphans: listed files no row names, plus pending deletes whose file is still there.
     # Only files in the exact shape pxlite writes count: whatever else sits under a location
     # (or a crafted pending-delete row) is left alone.
-    owned_file = catalog.owned_file_test(db, conn.ownership)
+    owned_location = writes.owned_location_test(conn)
+
+    def owned_file(u: str) -> bool:
+        return owned_location(u) is not None
+
     orphans: list[str] = []
     seen: set[str] = set()
     for p in owned_prefixes:
@@ -352,7 +356,7 @@ def _fix(conn: Connection, report: CheckReport, listed: dict[str, set[str]],
          orphans: list[str], pending: list[str]) -> None:
     db, resolve = conn.db, conn.resolve
     with db.transaction():
-        out = conn.delete_unreferenced(orphans, settings, pool_map=_parallel)
+        out = writes.delete_unreferenced(conn, orphans, settings, pool_map=_parallel)
         for u, why in out.refused:
             report.errors.append(f"not deleted: {resolve(u)}: {why}")
         for u, exc in out.failed:
@@ -373,7 +377,7 @@ def _fix(conn: Connection, report: CheckReport, listed: dict[str, set[str]],
             if uid in live:
                 continue
             if all(p in listed and listed[p] <= deleted for p in prefixes):
-                db.execute("DELETE FROM px_media_locations WHERE table_uid = ?", (uid,))
+                catalog.forget_locations(db, uid)
                 report.swept_locations.extend(resolve(p) for p in prefixes)
 
 
@@ -472,20 +476,7 @@ def _copy(old: str, new: str, settings: Settings, created: list[str]) -> None:
     created.append(new)
 
 
-def _discard_copies(conn: Connection, uris: list[str], settings: Settings) -> None:
-    """Delete copies an aborted move made, under the write lock and only those no row names:
-    a concurrent insert of the same content may have found a copy and named it (content
-    addressing). Best effort: a copy left behind is an orphan ``check(fix=True)`` removes."""
-    if not uris:
-        return
-    with contextlib.suppress(Exception), conn.db.transaction():
-        named = catalog.named_by_rows(conn.db, [conn.stored(u) for u in uris])
-        for _ in _parallel(lambda u: storage.get_backend(u, settings).delete(u),
-                           [u for u in uris if conn.stored(u) not in named]):
-            pass
-
-
-def move_media(table: Table, column: str, destination: str) -> MoveStatus:
+def move_media(conn: Connection, meta: TableMeta, column: str, destination: str) -> MoveStatus:
     """Move the files pxlite wrote for ``column`` to ``destination``, keeping their keys.
 
     Each pxlite-owned file is copied to ``<destination><table uid>/<col id>/<xx>/<hash>.<ext>``
@@ -499,12 +490,8 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
     they are and count as errors. Unknown column: NotFoundError; not a media column:
     SchemaError; bad destination: the ConfigError from validating it, before anything is copied.
     """
-    from .table import FileOp
-
     t0 = time.perf_counter()
-    conn = table._conn
     db = conn.db
-    meta = table._meta()
     col = meta.column(column)
     if not col.type.is_media:
         raise SchemaError(f"column {column!r} of {meta.path!r} holds {col.type.name} values, not "
@@ -518,9 +505,8 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
 
     with db.read():
         locs = catalog.locations(db, meta.uid)
-        uris = [r[0] for r in db.query(
-            f"SELECT DISTINCT {col.sql} FROM {meta.sql} WHERE {col.sql} IS NOT NULL")]
-    plan: list[tuple[str, str]] = []   # (stored old, absolute new)
+        uris = [r[0] for r in db.query(*plan.distinct_values(meta, col))]
+    moves: list[tuple[str, str]] = []   # (stored old, absolute new)
     skipped = same_place = 0
     for u in uris:
         loc = max((p for p in locs if isinstance(u, str) and u.startswith(p + tail)),
@@ -536,67 +522,61 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
             skipped += 1  # already there (perhaps under another spelling of the same place)
             same_place += 1
             continue
-        plan.append((u, new))
-    if not plan and same_place:
+        moves.append((u, new))
+    if not moves and same_place:
         return MoveStatus("Moved", 0, 0, time.perf_counter() - t0, "file",
                           num_skipped=skipped,
                           message=f"{destination!r} is where the files of column {column!r} "
                                   "already are (the same folder or bucket under another name); "
                                   "nothing was moved")
 
-    op = FileOp(conn, meta, settings)
-    if plan:
-        op.prepare(new_prefix)  # committed before the first copy lands: check() sees leftovers
-    created: list[str] = []
-    committed: list[bool] = []
-    lock = threading.Lock()
+    with writes.Operation(conn, meta, settings) as op:
+        if moves:
+            op.prepare(new_prefix)  # committed before the first copy lands: check() sees leftovers
+        lock = threading.Lock()
 
-    def copy_one(item: tuple[str, str]) -> None:
-        mine: list[str] = []
-        old = conn.resolve(item[0])
-        try:
-            _copy(old, item[1], settings, mine)
-        finally:
-            with lock:
-                created.extend(mine)
-        faults.point("file_written")
-        _verify_copy(old, item[1], settings)
+        def copy_one(item: tuple[str, str]) -> None:
+            mine: list[str] = []
+            old = conn.resolve(item[0])
+            try:
+                _copy(old, item[1], settings, mine)
+            finally:
+                with lock:  # tracked even when the copy failed half-way: undone on failure
+                    for new in mine:
+                        op.track(new, created=True)
+            if not mine:
+                op.track(item[1], created=False)
+            _verify_copy(old, item[1], settings)
 
-    def copy_all(items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
-        """Copy ``items``; return (copied, messages for missing sources); raise on the first
-        other failure once the running copies have finished."""
-        done: list[tuple[str, str]] = []
-        missing: list[str] = []
-        fatal: list[tuple[tuple[str, str], BaseException]] = []
-        for item, _, exc in _parallel(copy_one, items, stop=lambda: bool(fatal)):
-            if exc is None:
-                done.append(item)
-            elif isinstance(exc, ObjectNotFoundError) and exc.uri == conn.resolve(item[0]):
-                missing.append(f"{meta.path} column {column!r}: cannot move "
-                               f"{conn.resolve(item[0])}: the file does not exist (run pxlite "
-                               "check)")
-            else:
-                fatal.append((item, exc))
-        if fatal:
-            (old, new), exc = fatal[0]
-            if not isinstance(exc, PxliteError):
-                raise exc
-            raise StorageError(
-                f"move_media: copying {conn.resolve(old)} to {new} for {meta.path} column "
-                f"{column!r} failed: {exc}; the table is unchanged (copies made so far were "
-                "removed)", uri=conn.resolve(old),
-                retryable=getattr(exc, "retryable", False)) from exc
-        return done, missing
+        def copy_all(items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+            """Copy ``items``; return (copied, messages for missing sources); raise on the first
+            other failure once the running copies have finished."""
+            done: list[tuple[str, str]] = []
+            missing: list[str] = []
+            fatal: list[tuple[tuple[str, str], BaseException]] = []
+            for item, _, exc in _parallel(copy_one, items, stop=lambda: bool(fatal)):
+                if exc is None:
+                    done.append(item)
+                elif isinstance(exc, ObjectNotFoundError) and exc.uri == conn.resolve(item[0]):
+                    missing.append(f"{meta.path} column {column!r}: cannot move "
+                                   f"{conn.resolve(item[0])}: the file does not exist (run "
+                                   "pxlite check)")
+                else:
+                    fatal.append((item, exc))
+            if fatal:
+                (old, new), exc = fatal[0]
+                if not isinstance(exc, PxliteError):
+                    raise exc
+                raise StorageError(
+                    f"move_media: copying {conn.resolve(old)} to {new} for {meta.path} column "
+                    f"{column!r} failed: {exc}; the table is unchanged (copies made so far were "
+                    "removed)", uri=conn.resolve(old),
+                    retryable=getattr(exc, "retryable", False)) from exc
+            return done, missing
 
-    try:
-        moved, missing = copy_all(plan)
-        with db.transaction() as after:
-            # Runs first after the commit: from then on rows name the copies, keep them.
-            after.append(lambda: committed.append(True))
-            cur = catalog.load_table(db, meta.path)
-            if cur.uid != meta.uid:
-                raise NotFoundError(f"table {meta.path!r} was dropped while its media moved")
-            ccol = cur.column_by_id(col.col_id)
+        moved, missing = copy_all(moves)
+        with op.committing(_same_table(conn)):
+            ccol = catalog.load_table(db, meta.path).column_by_id(col.col_id)
             if moved:
                 # A concurrent check(fix=True) may have removed copies no row named yet; it
                 # cannot now (we hold the write lock), so re-copy any that went missing.
@@ -609,10 +589,6 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
                         bad = {m[0] for m in lost} - {m[0] for m in again}
                         moved = [m for m in moved if m[0] not in bad]
                         missing += gone
-                if storage.is_local(new_prefix):
-                    from .storage.local import make_durable
-
-                    make_durable([new for _, new in moved], [new_prefix])
                 db.execute("CREATE TEMP TABLE IF NOT EXISTS px_move_map "
                            "(old TEXT PRIMARY KEY, new TEXT NOT NULL)")
                 db.execute("DELETE FROM temp.px_move_map")
@@ -621,16 +597,23 @@ def move_media(table: Table, column: str, destination: str) -> MoveStatus:
                 # One pass over the table with an indexed lookup per row (an UPDATE per file
                 # would scan the table once per file).
                 db.execute(
-                    f"UPDATE {cur.sql} SET {ccol.sql} = (SELECT new FROM temp.px_move_map "
+                    f"UPDATE {meta.sql} SET {ccol.sql} = (SELECT new FROM temp.px_move_map "
                     f"WHERE old = {ccol.sql}) WHERE {ccol.sql} IN (SELECT old FROM "
                     "temp.px_move_map)")
                 db.execute("DROP TABLE temp.px_move_map")
             if ccol.is_computed:
-                catalog.set_column_destination(db, cur, ccol, conn.stored(new_prefix))
-            conn.release(cur, ccol.col_id, [old for old, _ in moved], after)
-    except BaseException:
-        if not committed:
-            _discard_copies(conn, created, settings)
-        raise
+                catalog.set_column_destination(db, meta, ccol, conn.stored(new_prefix))
+            op.release(ccol.col_id, [old for old, _ in moved])
     return MoveStatus("Moved", len(moved), len(missing), time.perf_counter() - t0, "file",
                       errors=missing[:10], num_skipped=skipped)
+
+
+def _same_table(conn: Connection) -> Callable[[TableMeta], None]:
+    def recheck(meta: TableMeta) -> None:
+        try:
+            cur = catalog.load_table(conn.db, meta.path)
+        except NotFoundError:
+            cur = None
+        if cur is None or cur.uid != meta.uid:
+            raise NotFoundError(f"table {meta.path!r} was dropped while its media moved")
+    return recheck

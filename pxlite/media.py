@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .errors import ObjectNotFoundError, SchemaError, StorageError
+from .errors import ObjectNotFoundError, SchemaError
 
 if TYPE_CHECKING:
+    from .catalog import ColumnMeta
     from PIL import Image as PILImage
 
 # (kind, extension, predicate on the first 64 bytes)
@@ -171,9 +172,32 @@ def encode_image(img: PILImage.Image, fmt: str | None = None) -> tuple[bytes, st
     return buf.getvalue(), FORMATS[fmt]
 
 
+# ---- THE object-key grammar -------------------------------------------------------------------
+# Every file pxlite writes is named <table uid>/<col id>/<xx>/<sha256>.<ext>, where <xx> is the
+# first two hex digits of the SHA-256 of its bytes: content addressing makes a retried write
+# idempotent and a column's files a prefix listing. A write a crash interrupted leaves
+# <table uid>/<col id>/<xx>/.pxlite-tmp-<32 hex> (storage.base.TEMP_PREFIX) in that folder.
+_HASHED_NAME = r"(?P<xx>[0-9a-f]{2})/(?P=xx)[0-9a-f]{62}\.[A-Za-z0-9]{1,8}"
+_KEY = re.compile(r"(?P<uid>[0-9a-f]{12})/(?P<col>\d+)/(?:" + _HASHED_NAME
+                  + r"|[0-9a-f]{2}/\.pxlite-tmp-[0-9a-f]{32})")
+_HASHED_TAIL = re.compile("/" + _HASHED_NAME + "$")
+
+
 def object_key(table_uid: str, col_id: int, digest: str, ext: str) -> str:
     """The content-addressed key of a file pxlite writes for a column (``digest``: SHA-256 hex)."""
     return f"{table_uid}/{col_id}/{digest[:2]}/{digest}.{ext}"
+
+
+def key_owner(key: str) -> str | None:
+    """The table uid of a key in pxlite's shape (a written file or a killed write's temp file),
+    None for anything else."""
+    m = _KEY.fullmatch(key)
+    return m["uid"] if m is not None else None
+
+
+def is_content_addressed(uri: str) -> bool:
+    """True for files pxlite named by their content hash: their bytes can never change."""
+    return bool(_HASHED_TAIL.search(uri))
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -267,14 +291,6 @@ class MediaFolder:
 
 
 # ---- reading ---------------------------------------------------------------------------------
-_CONTENT_ADDRESSED = re.compile(r"/([0-9a-f]{2})/\1[0-9a-f]{62}\.[A-Za-z0-9]+$")
-
-
-def is_content_addressed(uri: str) -> bool:
-    """True for files pxlite named by their content hash: their bytes can never change."""
-    return bool(_CONTENT_ADDRESSED.search(uri))
-
-
 def content_matches_name(uri: str) -> bool:
     """For a local content-addressed file: do its bytes hash to its name? (Remote: True.)
 
@@ -400,8 +416,33 @@ def open_image(path: Path | str, settings: Settings, name: str | None = None) ->
     return img
 
 
-def media_error(e: BaseException) -> tuple[str, str]:
-    """``(errortype, errormsg)`` to store for a failed cell."""
-    if isinstance(e, StorageError):
-        return type(e).__name__, str(e)
-    return type(e).__name__, str(e) or repr(e)
+# ---- values for expressions and results ----------------------------------------------------
+class Resolver:
+    """Media access for expressions and results: values, file URLs, local paths.
+
+    Takes stored references (``media:<key>`` for files in the database's own media folder,
+    absolute URIs otherwise) as well as absolute URIs."""
+
+    def __init__(self, settings: Settings, folder: MediaFolder) -> None:
+        self.settings = settings
+        self.folder = folder
+
+    def value(self, col: ColumnMeta, uri: str) -> Any:
+        """A cell's user-facing value: a lazily loaded PIL image, or a local path."""
+        from . import storage
+
+        uri = self.folder.uri(uri)
+        if col.type.name == "Image" and storage.is_local(uri):
+            # open_image reports a missing file itself: no separate exists() per row
+            return open_image(storage.local_path(uri), self.settings, name=uri)
+        path = localpath(uri, self.settings)
+        if col.type.name == "Image":
+            # errors name the stored reference (the URL), not the cache file behind it
+            return open_image(path, self.settings, name=uri)
+        return str(path)
+
+    def fileurl(self, uri: str) -> str:
+        return fileurl(self.folder.uri(uri), self.settings)
+
+    def localpath(self, uri: str) -> str:
+        return str(localpath(self.folder.uri(uri), self.settings))

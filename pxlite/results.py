@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .types import ColumnType
+from .types import ColumnType, is_pil_image
 
 
 @dataclass
@@ -103,7 +103,7 @@ class ResultSet:
             return "None"
         if self.types[i].is_media and isinstance(v, str):
             return v.rsplit("/", 1)[-1] if len(v) > 40 else v
-        if type(v).__module__.startswith("PIL"):
+        if is_pil_image(v):
             return f"<Image {v.mode} {v.width}x{v.height}>"
         s = str(v)
         return s if len(s) <= 60 else s[:57] + "..."
@@ -133,7 +133,7 @@ class ResultSet:
             cells = []
             for i, v in enumerate(r):
                 shown = self._value(i, v)
-                if shown is not None and type(shown).__module__.startswith("PIL"):
+                if shown is not None and is_pil_image(shown):
                     try:
                         cells.append(f"<td>{self._thumb(shown)}</td>")
                         continue

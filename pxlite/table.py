@@ -9,274 +9,42 @@ content addressing means identical content may already have been named by an ear
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import re
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, faults
+from . import catalog, media, plan, storage, writes
 from .catalog import ColumnMeta, TableMeta
+from .compute import compute_rows
 from .errors import (
+    AlreadyExistsError,
     ComputeError,
     ConfigError,
     NotFoundError,
     PxliteError,
     SchemaError,
     StorageError,
+    cell_error,
+    check_choice,
+    check_on_error,
 )
-from .exprs import ColumnRef, Expr, Literal, RowContext, split_conjuncts
-from .ingest import RowConverter
+from .exprs import ColumnRef, Expr, Literal, RowContext, from_json, split_conjuncts
+from .ingest import MediaInput, RowConverter
+from .media import Resolver
+from .plan import Rows
 from .results import ResultSet, UpdateStatus
 from .types import ColumnType, as_type
 
 if TYPE_CHECKING:
-    from .config import Settings
     from .connection import Connection
-    from .media import MediaFolder
-
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
-ON_ERROR = ("abort", "ignore")
 
 
-def _check_on_error(on_error: str) -> str:
-    if on_error not in ON_ERROR:
-        raise SchemaError(f"on_error must be 'abort' or 'ignore', got {on_error!r}")
-    return on_error
-
-
-class Resolver:
-    """Media access for expressions and results: values, file URLs, local paths.
-
-    Takes stored references (``media:<key>`` for files in the database's own media folder,
-    absolute URIs otherwise) as well as absolute URIs."""
-
-    def __init__(self, settings: Settings, folder: MediaFolder) -> None:
-        self.settings = settings
-        self.folder = folder
-
-    def value(self, col: ColumnMeta, uri: str) -> Any:
-        from . import media, storage
-
-        uri = self.folder.uri(uri)
-        if col.type.name == "Image" and storage.is_local(uri):
-            # open_image reports a missing file itself: no separate exists() per row
-            return media.open_image(storage.local_path(uri), self.settings, name=uri)
-        path = media.localpath(uri, self.settings)
-        if col.type.name == "Image":
-            # errors name the stored reference (the URL), not the cache file behind it
-            return media.open_image(path, self.settings, name=uri)
-        return str(path)
-
-    def fileurl(self, uri: str) -> str:
-        from . import media
-
-        return media.fileurl(self.folder.uri(uri), self.settings)
-
-    def localpath(self, uri: str) -> str:
-        from . import media
-
-        return str(media.localpath(self.folder.uri(uri), self.settings))
-
-
-class FileOp:
-    """The files one operation writes: where they go, and how to undo them on abort."""
-
-    def __init__(self, conn: Connection, meta: TableMeta, settings: Settings) -> None:
-        self.conn, self.meta, self.settings = conn, meta, settings
-        self.created: list[str] = []
-        self.local: list[str] = []  # every local file the operation's rows will name
-        self._prepared: set[str] = set()
-        self._cwd_cache: str | None = None
-
-    def prepare(self, prefix: str) -> str:
-        """Record (and commit) that this table's files go under ``prefix``, before any lands.
-
-        Call before the operation's write transaction opens: a crash after a file is written
-        but before its row commits then leaves a file check() can still find and sweep. Worker
-        threads never touch the catalog; they only check the prefix was prepared.
-        """
-        if prefix not in self._prepared:
-            stored = self.conn.stored(prefix)
-            if stored not in catalog.locations(self.conn.db, self.meta.uid):
-                with self.conn.db.transaction():
-                    catalog.record_location(self.conn.db, self.meta.uid, stored,
-                                            self.conn.ownership.db_id)
-                    if stored == catalog.MEDIA_LOCATION:
-                        self.conn.note_media_folder()
-            self._prepared.add(prefix)
-        return prefix
-
-    def _check_prepared(self, prefix: str) -> None:
-        if prefix not in self._prepared:
-            raise AssertionError(f"internal error: destination {prefix} was not prepared")
-
-    def write_bytes(self, data: bytes, ext: str, col: ColumnMeta, prefix: str) -> str:
-        """Store encoded bytes under a prepared prefix (content-addressed); return the URI."""
-        from . import media
-
-        return self._track(prefix, media.write_file, data, ext, prefix, self.meta.uid,
-                           col.col_id, self.settings)
-
-    def upload(self, path: Path, ext: str, col: ColumnMeta, prefix: str) -> str:
-        """Copy a local file under a prepared prefix (content-addressed); return the URI."""
-        from . import media
-
-        return self._track(prefix, media.upload_file, path, ext, prefix, self.meta.uid,
-                           col.col_id, self.settings)
-
-    def _track(self, prefix: str, store: Callable[..., tuple[str, bool]], *args: Any) -> str:
-        # Remember files this operation created (not ones that were there already) for undo.
-        self._check_prepared(prefix)
-        uri, created = store(*args)
-        faults.point("file_written")
-        if created:
-            self.created.append(uri)
-        if uri.startswith("file:"):
-            self.local.append(uri)
-        return uri
-
-    def make_durable(self) -> None:
-        """Before the commit that names them: sync the local files this operation stored (and
-        their folders up to the destination root) and confirm each still exists; a destination
-        removed meanwhile fails the operation instead of committing rows naming missing files."""
-        if self.local:
-            from .storage.local import make_durable
-
-            make_durable(self.local, [p for p in self._prepared if p.startswith("file:")])
-
-    def _cwd(self) -> str:
-        # Read once per operation: os.getcwd() is a system call, and the folder does not change
-        # in the middle of an insert.
-        if self._cwd_cache is None:
-            self._cwd_cache = os.getcwd()
-        return self._cwd_cache
-
-    def input_prefix(self) -> str:
-        dest = self.settings.get("input_media_dest")
-        return self.conn.known_spelling(self.meta.uid, self.conn.canonical_dest(dest)) \
-            if dest else self.conn.media_prefix
-
-    def output_prefix(self, destination: str | None) -> str:
-        """Where a computed column's files go: its destination > output_media_dest > default."""
-        if destination == catalog.MEDIA_LOCATION:
-            return self.conn.media_prefix  # set explicitly to the database's own media folder
-        dest = destination or self.settings.get("output_media_dest")
-        return self.conn.known_spelling(self.meta.uid, self.conn.canonical_dest(dest)) \
-            if dest else self.conn.media_prefix
-
-    def prepare_for(self, cols: Iterable[ColumnMeta]) -> None:
-        """Prepare every prefix the given columns may write to (see :meth:`prepare`)."""
-        for c in cols:
-            if c.type.is_media:
-                self.prepare(self.output_prefix(c.destination) if c.is_computed
-                             else self.input_prefix())
-
-    def store_input(self, value: Any, col: ColumnMeta) -> str:
-        """Turn an inserted media value (path, URL, PIL image, bytes) into the URI to store."""
-        from . import media, storage
-
-        kind = col.type.kind  # type: ignore[attr-defined]
-        persist = self.settings.get("input_media_dest")
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if isinstance(value, str):
-            if _URL.match(value) and not value.lower().startswith("file://"):
-                storage.scheme_of(value)  # an unknown scheme is an error now, not at first read
-                if not persist:
-                    return value
-                return self._persist_url(value, col)
-            if value.lower().startswith("file://"):
-                path: Any = storage.local_path(value)
-            else:  # strings, not Path objects: this runs for every inserted path
-                path = os.path.expanduser(value)
-                if not os.path.isabs(path):
-                    path = os.path.join(self._cwd(), path)
-            ext = media.check_local_file(path, kind)
-            if persist:
-                return self.upload(path, ext, col, self.input_prefix())
-            return storage.to_uri(path)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            data = bytes(value)
-            ext = media.check_header(data[: media.HEADER_BYTES], kind, "the bytes given")
-            return self.write_bytes(data, ext, col, self.input_prefix())
-        if kind == "image" and type(value).__module__.startswith("PIL"):
-            data, ext = media.encode_image(value, media.input_format(value))
-            return self.write_bytes(data, ext, col, self.input_prefix())
-        raise SchemaError(
-            f"expected {col.type.expect()}, got {type(value).__name__} {str(value)[:60]!r}"
-        )
-
-    def _persist_url(self, url: str, col: ColumnMeta) -> str:
-        """Copy a URL's file to the input destination with ONE download: the downloaded file is
-        uploaded, then becomes the cache entry of the persisted copy (no upload->download)."""
-        import tempfile
-
-        from . import media, storage
-        from .cache import get_cache
-
-        kind = col.type.kind  # type: ignore[attr-defined]
-        with tempfile.TemporaryDirectory(prefix="pxlite-in-") as tmp:
-            local = Path(tmp) / "download"
-            storage.get_backend(url, self.settings).get_file(url, local)
-            with open(local, "rb") as f:
-                ext = media.check_header(f.read(media.HEADER_BYTES), kind, f"the file at {url}")
-            uri = self.upload(local, ext, col, self.input_prefix())
-            if not storage.is_local(uri):
-                def move_in(dest: Path) -> None:
-                    # shutil.move: the temp folder may be on another filesystem than the cache
-                    shutil.move(local, dest)
-
-                get_cache(self.settings).get_path(uri, move_in)
-            return uri
-
-    @contextlib.contextmanager
-    def undo_on_error(self) -> Iterator[None]:
-        """Delete the files this operation created if the block fails.
-
-        Use it *inside* the operation's write transaction: the files go before ROLLBACK releases
-        the lock, so no other writer can have found one of them (identical content) and named it
-        in a row it commits meanwhile.
-        """
-        try:
-            yield
-            self.make_durable()
-        except BaseException:
-            self.rollback()
-            raise
-
-    def rollback(self) -> None:
-        """Delete the files this operation created (best effort; check() sweeps leftovers)."""
-        from . import storage
-
-        # A backend that failed retryably (a hung or gone server) is not tried again for the
-        # other files: this runs holding the write lock, and each try could take the full
-        # timeout times the retries. What is left is an orphan that check(fix=True) removes.
-        unreachable: set[int] = set()
-        for uri in self.created:
-            backend = storage.get_backend(uri, self.settings)
-            if id(backend) in unreachable:
-                continue
-            try:
-                backend.delete(uri)
-            except StorageError as e:
-                if e.retryable:
-                    unreachable.add(id(backend))
-            except PxliteError:
-                pass
-        self.created.clear()
-
-
-def _converter(col: ColumnMeta, op: FileOp) -> Callable[[Any], Any]:
+def _converter(col: ColumnMeta, media_input: MediaInput) -> Callable[[Any], Any]:
     """The validating converter from an inserted Python value to the stored SQL value (the
     common types' fast paths live in ingest.RowConverter)."""
     if col.type.is_media:
-        stored = op.conn.stored
-        return lambda v: stored(op.store_input(v, col))
+        return lambda v: media_input(v, col)
     return col.type.to_sql
 
 
@@ -570,9 +338,10 @@ class Table:
     def add_column(self, *, if_exists: str = "error", **columns: Any) -> UpdateStatus:
         """Add plain columns (``t.add_column(label=pxl.String)``); existing rows get None."""
         t0 = time.perf_counter()
+        check_choice(if_exists, "if_exists", ("error", "ignore"))
         db = self._conn.db
-        with db.transaction():
-            meta = self._meta()
+        with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
+            meta = op.meta
             for name, ctype in columns.items():
                 ctype = as_type(ctype)
                 if any(c.name == name for c in meta.columns):
@@ -589,10 +358,10 @@ class Table:
         return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
 
     def drop_column(self, name: str) -> None:
-        """Drop a column (refused while a computed column depends on it); its files go too."""
-        db = self._conn.db
-        with db.transaction() as after:
-            meta = self._meta()
+        """Drop a column (refused while a computed column depends on it); the files pxlite
+        wrote for it go too, unless another column or table still names them."""
+        with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
+            meta, db = op.meta, self._conn.db
             col = meta.column(name)
             deps = _dependents(meta, col.col_id)
             if deps:
@@ -600,21 +369,16 @@ class Table:
                     f"cannot drop column {name!r} of {self._path!r}: computed column(s) "
                     f"{', '.join(repr(d.name) for d in deps)} depend on it; drop them first"
                 )
-            uris = []
-            if col.type.is_media:
-                uris = [r[0] for r in db.query(
-                    f"SELECT DISTINCT {col.sql} FROM {meta.sql} WHERE {col.sql} IS NOT NULL")]
+            uris = [r[0] for r in db.query(*plan.distinct_values(meta, col))] \
+                if col.type.is_media else []
             catalog.drop_column(db, meta, col)
-            # After the column is gone: files another column or table still names are kept.
-            self._conn.release(meta, col.col_id, uris, after)
+            op.release(col.col_id, uris)  # after the column is gone: what others name stays
 
     def rename_column(self, old: str, new: str) -> None:
         """Rename a column; computed columns refer to it by id and keep working."""
-        db = self._conn.db
-        with db.transaction():
-            meta = self._meta()
-            col = meta.column(old)
-            catalog.rename_column(db, meta, col, check_column_name(new))
+        with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
+            col = op.meta.column(old)
+            catalog.rename_column(self._conn.db, op.meta, col, check_column_name(new))
 
     # ---- queries -------------------------------------------------------------------------------
     def select(self, *exprs: Any, **named: Any) -> Query:
@@ -654,7 +418,7 @@ class Table:
         (``t.col.errortype`` / ``t.col.errormsg``).
         """
         t0 = time.perf_counter()
-        _check_on_error(on_error)
+        check_on_error(on_error)
         if rows is None:
             if not values:
                 raise SchemaError("insert() needs rows: a list of dicts, or column=value arguments")
@@ -664,10 +428,8 @@ class Table:
         elif isinstance(rows, dict):
             rows = [rows]
         meta = self._meta()
-        settings = self._conn.settings()
-        op = FileOp(self._conn, meta, settings)
         inputs = [c for c in meta.columns if not c.is_computed]
-        computed = {c.name for c in meta.columns if c.is_computed}
+        computed = [c for c in meta.columns if c.is_computed]
         known = {c.name for c in inputs}
         db = self._conn.db
 
@@ -676,31 +438,23 @@ class Table:
                 raise SchemaError(f"row {i}: expected a dict of column values, got "
                                   f"{type(row).__name__}")
             if not row.keys() <= known:
-                _bad_keys(self._path, i, row.keys() - known, computed, known)
+                _bad_keys(self._path, i, row.keys() - known, {c.name for c in computed}, known)
 
-        conv = RowConverter(self._path, inputs, [_converter(c, op) for c in inputs], on_error,
-                            check_row, frozenset(known))
-
-        op.prepare_for(meta.columns)
-        cols_sql = ", ".join(["_rowid"] + [c.sql for c in inputs])
-        sql = f"INSERT INTO {meta.sql} ({cols_sql}) VALUES ({', '.join('?' * (len(inputs) + 1))})"
-        with db.transaction(), op.undo_on_error():
-            self._recheck(meta)
+        with writes.operation(self._conn, meta, columns=meta.columns,
+                              recheck=self._recheck) as op:
+            media_input = MediaInput(op)
+            conv = RowConverter(self._path, inputs, [_converter(c, media_input) for c in inputs],
+                                on_error, check_row, frozenset(known))
             base = db.query(f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}")[0][0]
-            db.executemany(sql, conv.rows(rows, base))
+            db.executemany(plan.insert(meta, inputs), conv.rows(rows, base))
             last = db.query(f"SELECT max(_rowid) FROM {meta.sql}")[0][0]
             count = 0 if last is None or last < base else last - base + 1
             for rowid, c, et, em in conv.errors:
-                db.execute(f"UPDATE {meta.sql} SET {c.sql_et} = ?, {c.sql_em} = ? "
-                           "WHERE _rowid = ?", (et, em, rowid))
+                db.execute(plan.set_cell_errors(meta, c), (et, em, rowid))
             computed_errors = 0
             if computed and count:
-                from .compute import compute_rows
-
-                computed_errors = compute_rows(
-                    self._conn, meta, [c for c in meta.columns if c.is_computed],
-                    ("_rowid >= ?", [base]), op, settings, None, on_error=on_error,
-                ).num_errors
+                computed_errors = compute_rows(op, computed, Rows.matching("_rowid >= ?", [base]),
+                                               on_error=on_error).num_errors
         return UpdateStatus("Inserted", count, len(conv.errors) + computed_errors,
                             time.perf_counter() - t0)
 
@@ -725,23 +479,18 @@ class Table:
                    f"is a {where.type.name} value, not a condition"))
         return where
 
-    def _matching_rowids(self, meta: TableMeta, where: Expr | None) -> tuple[str, list[Any]] | list[int]:
-        """A SQL condition for the rows ``where`` selects, or their rowids when Python must decide."""
+    def _rows(self, meta: TableMeta, where: Expr | None) -> Rows:
+        """The rows ``where`` selects: its SQL when SQLite can evaluate it, else the rowids a
+        query evaluating it in Python finds."""
         if where is None:
-            return "1", []
+            return Rows.all()
         where = self._expr(where)
         s = where.sql()
         if s is not None:
-            return s
+            return Rows.matching(*s)
         q = Query(self).where(where)
-        return [rid for rid, _ in q._rows(meta, [], Resolver(self._conn.settings(),
-                                                               self._conn.media_folder))]
-
-    @staticmethod
-    def _rows_sql(match: tuple[str, list[Any]] | list[int]) -> tuple[str, list[Any]]:
-        if isinstance(match, list):
-            return "_rowid IN (SELECT value FROM json_each(?))", [json.dumps(match)]
-        return match
+        resolver = Resolver(self._conn.settings(), self._conn.media_folder)
+        return Rows.ids(rid for rid, _ in q._rows(meta, [], resolver))
 
     def update(self, values: dict[str, Any], where: Expr | None = None, *,
                on_error: str = "abort") -> UpdateStatus:
@@ -751,7 +500,7 @@ class Table:
         Setting a media column to another media column of the row (``{'image': t.alt}``) copies
         the reference itself: the file is neither decoded nor re-encoded."""
         t0 = time.perf_counter()
-        _check_on_error(on_error)
+        check_on_error(on_error)
         if not isinstance(values, dict) or not values:
             raise SchemaError("update() takes a dict of {column name: new value or expression}")
         where = self._condition(where, "update")
@@ -765,27 +514,22 @@ class Table:
                 raise SchemaError(f"column {name!r} of {self._path!r} is computed; update its "
                                   "inputs or use recompute_columns()")
             targets.append((col, self._expr(v) if isinstance(v, Expr) else v))
-        settings = self._conn.settings()
-        op = FileOp(self._conn, meta, settings)
-        op.prepare_for([c for c, _ in targets] + _dependents(meta, *(c.col_id for c, _ in targets)))
+        dependents = _dependents(meta, *(c.col_id for c, _ in targets))
         db = self._conn.db
-        stored = self._conn.stored
         errors = 0
-        with db.transaction() as after, op.undo_on_error():
-            self._recheck(meta)
-            cond, cond_params = self._rows_sql(self._matching_rowids(meta, where))
+        with writes.operation(self._conn, meta, columns=[c for c, _ in targets] + dependents,
+                              recheck=self._recheck) as op:
+            rows = self._rows(meta, where)
             needed = set().union(*(e.columns() for _, e in targets if isinstance(e, Expr))) | {
                 c.col_id for c, _ in targets if c.type.is_media}
             cols = [c for c in meta.columns if c.col_id in needed]
-            resolver = Resolver(settings, self._conn.media_folder)
-            sets = ", ".join(f"{c.sql} = ?, {c.sql_et} = ?, {c.sql_em} = ?" for c, _ in targets)
+            resolver = Resolver(op.settings, self._conn.media_folder)
+            media_input = MediaInput(op)
             replaced: dict[int, list[str]] = {}
             batch: list[list[Any]] = []
             rowids: list[int] = []
-            sel = ", ".join(["_rowid"] + [c.sql for c in cols])
             # One query for all matched rows (not one SELECT per row).
-            for raw in db.query(f"SELECT {sel} FROM {meta.sql} WHERE {cond} ORDER BY _rowid",
-                                cond_params):
+            for raw in db.query(*plan.select(meta, cols, rows)):
                 rowid = raw[0]
                 rowids.append(rowid)
                 rc = RowContext({c.col_id: raw[1 + i] for i, c in enumerate(cols)}, None, resolver)
@@ -798,8 +542,7 @@ class Table:
                         else:
                             v = e.eval(rc) if isinstance(e, Expr) else e
                             sv = None if v is None else (
-                                stored(op.store_input(v, c)) if c.type.is_media
-                                else c.type.to_sql(v))
+                                media_input(v, c) if c.type.is_media else c.type.to_sql(v))
                         if sv is None and not c.type.nullable:
                             raise SchemaError(f"column {c.name!r} is Required")
                         params += [sv, None, None]
@@ -809,19 +552,16 @@ class Table:
                                 f"row {rowid}, column {c.name!r} of {self._path!r}: {err}",
                                 table=self._path, row=rowid, column=c.name) from err
                         errors += 1
-                        params += [None, type(err).__name__, str(err)]
+                        params += [None, *cell_error(err)]
                     if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
                         replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
-                batch.append(params + [rowid])
-            db.executemany(f"UPDATE {meta.sql} SET {sets} WHERE _rowid = ?", batch)
+                batch.append([*params, rowid])
+            db.executemany(plan.update_cells(meta, [c for c, _ in targets]), batch)
             for col_id, uris in replaced.items():
-                self._conn.release(meta, col_id, uris, after)
-            dependents = _dependents(meta, *(c.col_id for c, _ in targets))
+                op.release(col_id, uris)
             if dependents and rowids:
-                from .compute import compute_rows
-
-                errors += compute_rows(self._conn, meta, dependents, None, op, settings,
-                                       rowids, on_error=on_error, release_old=after).num_errors
+                errors += compute_rows(op, dependents, Rows.ids(rowids), on_error=on_error,
+                                       release_old=True).num_errors
         return UpdateStatus("Updated", len(rowids), errors, time.perf_counter() - t0)
 
     def delete(self, where: Expr | None = None) -> UpdateStatus:
@@ -832,18 +572,14 @@ class Table:
         where = self._condition(where, "delete")
         meta = self._meta()
         db = self._conn.db
-        media_cols = [c for c in meta.columns if c.type.is_media]
-        with db.transaction() as after:
-            self._recheck(meta)
-            cond, params = self._rows_sql(self._matching_rowids(meta, where))
-            uris: dict[int, list[str]] = {}
-            for c in media_cols:
-                uris[c.col_id] = [r[0] for r in db.query(
-                    f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE ({cond}) AND {c.sql} IS NOT NULL",
-                    params)]
-            n = db.execute(f"DELETE FROM {meta.sql} WHERE {cond}", params) and db.conn.changes()
+        with writes.operation(self._conn, meta, recheck=self._recheck) as op:
+            rows = self._rows(meta, where)
+            uris = {c.col_id: [r[0] for r in db.query(*plan.distinct_values(meta, c, rows))]
+                    for c in meta.media_columns}
+            db.execute(*plan.delete(meta, rows))
+            n = db.conn.changes()
             for col_id, lst in uris.items():
-                self._conn.release(meta, col_id, lst, after)
+                op.release(col_id, lst)
         return UpdateStatus("Deleted", n, 0, time.perf_counter() - t0)
 
     def prefetch(self, *columns: str, where: Expr | None = None, refresh: bool = False) -> int:
@@ -853,24 +589,21 @@ class Table:
         ``refresh=True`` re-downloads files whose remote version changed since they were cached."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from . import media, storage
         from .cache import get_cache
 
         meta = self._meta()
-        cols = [meta.column(n) for n in columns] if columns else [
-            c for c in meta.columns if c.type.is_media]
+        cols = [meta.column(n) for n in columns] if columns else meta.media_columns
         for c in cols:
             if not c.type.is_media:
                 raise SchemaError(f"column {c.name!r} of {self._path!r} holds {c.type.name} "
                                   "values, not files; prefetch() takes media columns")
         settings = self._conn.settings()
-        cond, params = self._rows_sql(self._matching_rowids(meta, self._condition(where,
-                                                                                    "prefetch")))
+        rows = self._rows(meta, self._condition(where, "prefetch"))
         uris: set[str] = set()
         resolve = self._conn.resolve
         for c in cols:
-            rows = self._conn.db.query(f"SELECT {c.sql} FROM {meta.sql} WHERE {cond}", params)
-            uris |= {u for u in (resolve(r[0]) for r in rows if isinstance(r[0], str))
+            found = self._conn.db.query(*plan.distinct_values(meta, c, rows))
+            uris |= {u for u in (resolve(r[0]) for r in found if isinstance(r[0], str))
                      if not storage.is_local(u)}
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="pxlite-prefetch") as pool, \
                 get_cache(settings).operation():
@@ -878,12 +611,13 @@ class Table:
                 lambda u: media.localpath(u, settings, refresh=refresh), sorted(uris)))
 
     def move_media(self, column: str, destination: str) -> UpdateStatus:
-        """Move the files pxlite wrote for ``column`` to ``destination`` (see maintenance.py)."""
+        """Move the files pxlite wrote for ``column`` to ``destination`` (see
+        :func:`pxlite.maintenance.move_media`)."""
         from .maintenance import move_media
 
-        return move_media(self, column, destination)
+        return move_media(self._conn, self._meta(), column, destination)
 
-    # ---- computed columns (see compute.py) -----------------------------------------------------
+    # ---- computed columns (the executor: compute.py) -------------------------------------------
     def add_computed_column(self, *, destination: str | None = None, on_error: str = "abort",
                             format: str | None = None, if_exists: str = "error",
                             **column: Expr) -> UpdateStatus:
@@ -891,19 +625,104 @@ class Table:
 
         Image results are stored as files in ``destination`` (else the global
         ``output_media_dest``, else the database's media folder): JPEG quality 90, or PNG when
-        the image has alpha, unless ``format`` says otherwise.
+        the image has alpha, unless ``format`` says otherwise. ``if_exists='replace'`` is
+        atomic: the new column is computed beside the old one and takes its place in the same
+        transaction, so a failed replace leaves the old column and its files as they were.
         """
-        from .compute import add_computed_column
+        t0 = time.perf_counter()
+        check_on_error(on_error)
+        if len(column) != 1:
+            raise SchemaError("add_computed_column() takes exactly one name=expression, e.g. "
+                              "add_computed_column(rot=t.image.rotate(90))")
+        ((name, expr),) = column.items()
+        check_column_name(name)
+        check_choice(if_exists, "if_exists", ("error", "ignore", "replace"))
+        if not isinstance(expr, Expr):
+            raise SchemaError(f"column {name!r}: expected an expression of the table's columns "
+                              f"(e.g. t.image.rotate(90)), got {type(expr).__name__} {expr!r}")
+        expr = self._expr(expr)
+        if not expr.columns():
+            raise SchemaError(f"column {name!r}: the expression {expr!r} reads no column")
+        ctype = expr.type.with_nullable(True)
+        fmt = media.check_format(format)
+        if not ctype.is_media and (destination is not None or fmt is not None):
+            what = "destination" if destination is not None else "format"
+            raise SchemaError(f"column {name!r} computes {ctype.name} values, not files: "
+                              f"{what}= applies to image results only")
+        if fmt is not None and ctype.name != "Image":
+            raise SchemaError(f"column {name!r}: format= applies to Image results only")
+        conn = self._conn
+        # The database's own media folder is stored as such ('media:'), so a copy of the
+        # database writes into its own media folder, never into its original's.
+        dest = conn.stored(conn.validate_dest(destination)) if destination is not None else None
+        meta = self._meta()
+        replacing = any(c.name == name for c in meta.columns)
+        if replacing:
+            if if_exists == "ignore":
+                return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
+            if if_exists == "error":
+                raise AlreadyExistsError(f"table {self._path!r} already has a column named "
+                                         f"{name!r}; pass if_exists='replace' or 'ignore'")
+            self._replaceable(meta, name)
+        with writes.Operation(conn, meta) as op:
+            if ctype.is_media:
+                op.prepare(op.output_prefix(dest))
+            with op.committing(self._recheck):
+                old = self._replaceable(self._meta(), name) and meta.column(name) \
+                    if replacing else None
+                # A replacement is computed under a temporary name beside the old column and
+                # takes its place in this transaction.
+                col = catalog.add_column(conn.db, meta, f"_pxl_new_{name}" if old else name,
+                                         ctype, expr=json.dumps(expr.to_json()),
+                                         destination=dest, format=fmt, on_error=on_error)
+                status = compute_rows(op, [col], Rows.all(), on_error=on_error)
+                if old is not None:
+                    uris = [r[0] for r in conn.db.query(*plan.distinct_values(meta, old))] \
+                        if old.type.is_media else []
+                    catalog.drop_column(conn.db, meta, old)
+                    catalog.rename_column(conn.db, meta, col, name)
+                    catalog.set_column_position(conn.db, meta, col, old.position)
+                    op.release(old.col_id, uris)
+        status.elapsed_s = time.perf_counter() - t0
+        return status
 
-        return add_computed_column(self, column, destination=destination, on_error=on_error,
-                                   format=format, if_exists=if_exists)
+    def _replaceable(self, meta: TableMeta, name: str) -> bool:
+        """May ``if_exists='replace'`` replace this column? Not while others depend on it."""
+        old = meta.column(name)
+        deps = [d for d in _dependents(meta, old.col_id) if d.col_id != old.col_id]
+        if deps:
+            raise SchemaError(
+                f"cannot replace column {name!r} of {self._path!r}: computed column(s) "
+                f"{', '.join(repr(d.name) for d in deps)} depend on it; drop them first")
+        return True
 
     def recompute_columns(self, *names: str, where: Expr | None = None,
                           errors_only: bool = False) -> UpdateStatus:
-        """Recompute computed columns (after a UDF changed, or for the rows that errored)."""
-        from .compute import recompute_columns
-
-        return recompute_columns(self, list(names), where=where, errors_only=errors_only)
+        """Recompute computed columns (after a UDF changed, or for the rows that errored);
+        the columns computed from them are recomputed too."""
+        t0 = time.perf_counter()
+        if not names:
+            raise SchemaError("recompute_columns() needs at least one computed column name")
+        meta = self._meta()
+        cols = []
+        for n in names:
+            c = meta.column(n)
+            if not c.is_computed:
+                raise SchemaError(f"column {n!r} of {self._path!r} is not computed; nothing to "
+                                  "recompute")
+            cols.append(c)
+        for d in _dependents(meta, *(c.col_id for c in cols)):
+            if d not in cols:
+                cols.append(d)
+        where = self._condition(where, "recompute_columns")
+        with writes.operation(self._conn, meta, columns=cols, recheck=self._recheck) as op:
+            rows = self._rows(meta, where)
+            if errors_only:
+                rows = rows.where(" OR ".join(f"{c.sql_et} IS NOT NULL" for c in cols))
+            status = compute_rows(op, cols, rows, on_error="ignore", release_old=True)
+        status.verb = "Recomputed"
+        status.elapsed_s = time.perf_counter() - t0
+        return status
 
 
 #: Names a column may not have: ``t.<name>`` must reach the column, never a Table method or
@@ -925,38 +744,21 @@ def check_column_name(name: object) -> str:
 
 
 def _dependents(meta: TableMeta, *col_ids: int) -> list[ColumnMeta]:
-    """Computed columns that read any of ``col_ids``, directly or through another computed one."""
+    """Computed columns that read any of ``col_ids``, directly or through another computed one
+    (a column whose function cannot be found still depends on what it reads)."""
+    reads = {c.col_id: from_json(json.loads(c.expr), meta, c.type).columns()
+             for c in meta.columns if c.expr is not None}
     found: list[ColumnMeta] = []
     frontier = set(col_ids)
     changed = True
     while changed:
         changed = False
         for c in meta.columns:
-            if c.is_computed and c not in found:
-                assert c.expr is not None
-                reads = _expr_columns(c.expr)
-                if reads & frontier:
-                    found.append(c)
-                    frontier.add(c.col_id)
-                    changed = True
+            if c.is_computed and c not in found and reads[c.col_id] & frontier:
+                found.append(c)
+                frontier.add(c.col_id)
+                changed = True
     return found
-
-
-def _expr_columns(expr_json: str) -> set[int]:
-    out: set[int] = set()
-
-    def walk(d: Any) -> None:
-        if isinstance(d, dict):
-            if "col" in d and isinstance(d["col"], int):
-                out.add(d["col"])
-            for v in d.values():
-                walk(v)
-        elif isinstance(d, list):
-            for v in d:
-                walk(v)
-
-    walk(json.loads(expr_json))
-    return out
 
 
 def _bad_keys(path: str, i: int, bad: set[str], computed: set[str], known: set[str]) -> None:

@@ -334,6 +334,11 @@ def type_of_value(value: Any) -> ColumnType:
         return Float
     if isinstance(value, (dict, list, tuple)) or value is None:
         return Json
-    if type(value).__module__.startswith("PIL"):
+    if is_pil_image(value):
         return Image
     raise SchemaError(f"cannot use a {type(value).__name__} value in an expression")
+
+
+def is_pil_image(value: object) -> bool:
+    """True for a Pillow image, tested without importing Pillow (``import pxlite`` stays cheap)."""
+    return type(value).__module__.startswith("PIL")

@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 import pxlite as pxl
-from pxlite import catalog, storage
-from pxlite.connection import Connection
+from pxlite import catalog, storage, writes
 from pxlite.errors import ConfigError, NotFoundError, SchemaError, StorageError
 from pxlite.maintenance import CheckReport, check
 
@@ -147,8 +146,8 @@ def test_fix_sweeps_a_dropped_table_whose_sweep_was_interrupted(tmp_path, monkey
     gone.insert([{"image": _img(c)} for c in COLORS[2:5]])
     gone.add_computed_column(rot=gone.image.rotate(45), destination=str(tmp_path / "rot"))
     uid = catalog.load_table(db.db, "gone").uid
-    monkeypatch.setattr(Connection, "_sweep_dropped", lambda self, uid, prefixes: None)
-    monkeypatch.setattr(Connection, "_delete_files", lambda self, uris: None)
+    monkeypatch.setattr(writes, "sweep_dropped", lambda conn, uid, prefixes: None)
+    monkeypatch.setattr(writes, "finish_deletes", lambda conn, uris: None)
     db.drop_table("gone")
     monkeypatch.undo()
     leftovers = {p for p in _files(tmp_path / "x.pxl.media") | _files(tmp_path / "rot")
@@ -171,7 +170,7 @@ def test_fix_finishes_pending_deletes_left_by_a_crash(tmp_path, monkeypatch):
     t = db.create_table("t", {"image": pxl.Image, "k": pxl.Int})
     t.insert([{"image": _img(c), "k": i} for i, c in enumerate(COLORS[:4])])
     uris = _raw(db, "t", "image")
-    monkeypatch.setattr(Connection, "_delete_files", lambda self, uris: None)  # "crash"
+    monkeypatch.setattr(writes, "finish_deletes", lambda conn, uris: None)  # "crash"
     t.delete(where=t.k >= 2)
     monkeypatch.undo()
     assert sorted(map(db.resolve, catalog.pending_deletes(db.db))) == sorted(uris[2:])
@@ -412,7 +411,7 @@ def test_move_interrupted_after_commit_is_finished_by_fix(media_table, tmp_path,
     db, t, user = media_table
     before = _raw(db, "t", "image")
     dest = tmp_path / "moved"
-    monkeypatch.setattr(Connection, "_delete_files", lambda self, uris: None)  # crash after commit
+    monkeypatch.setattr(writes, "finish_deletes", lambda conn, uris: None)  # crash after commit
     st = t.move_media("image", str(dest))
     monkeypatch.undo()
     assert st.num_rows == 3 and st.num_skipped == 1   # the user's file stays

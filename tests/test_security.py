@@ -238,6 +238,9 @@ SQL_FRAGMENTS = {
     # locals assembled in the same function from the fragments above
     r"where_sql", r"cond", r"select", r"', '\.join\(select\)", r"sets", r"cols_sql", r"sel",
     r"inner",
+    # plan.py's builders: identifiers from ids, '?' placeholders, Rows predicates (Expr.sql())
+    r"cell_sets\(cols\)", r"names", r"', '\.join\('\?' \* \(len\(cols\) \+ 1\)\)", r"what",
+    r"(self\.)?predicate", r"ids",
 }
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WHERE|FROM|LIMIT|"
                         r"ORDER BY|SET|VALUES|IS NULL|IS NOT NULL|AND|OR|IN|CAST|AS REAL|ASC|DESC)"

@@ -96,8 +96,14 @@ def test_pending_deletes_survive_a_crash(tmp_path):
     t = db.create_table("t", {"a": pxl.Image})
     t.insert(a=Image.new("RGB", (4, 4), "red"))
     (f,) = _files(tmp_path / "c.pxl.media")
-    db._delete_files = lambda uris: None  # the process "dies" before deleting the file
-    t.delete()
+    from pxlite import writes
+
+    real = writes.finish_deletes
+    writes.finish_deletes = lambda conn, uris: None  # the process "dies" before deleting the file
+    try:
+        t.delete()
+    finally:
+        writes.finish_deletes = real
     assert f.exists()
     db.close()
     pxl.connect(p).close()
@@ -131,19 +137,20 @@ def test_deferred_delete_keeps_a_file_reused_meanwhile(tmp_path, monkeypatch):
     assert pxl.check(db=a).ok
 
 
-def test_abort_cleanup_runs_inside_the_transaction(db, monkeypatch):
-    """Files an aborted write created are deleted before ROLLBACK releases the write lock."""
-    from pxlite.table import FileOp
+def test_abort_cleanup_runs_under_the_write_lock(db, monkeypatch):
+    """Files an aborted write created are deleted holding the write lock (after the rows that
+    named them were rolled back), so no other writer can name one meanwhile unseen."""
+    from pxlite.storage.local import LocalBackend
 
     seen = []
-    real = FileOp.rollback
+    real = LocalBackend.delete
 
-    def rollback(self):
-        seen.append(not db.db.conn.getautocommit())  # True: still inside the transaction
-        real(self)
+    def delete(self, uri):
+        seen.append(not db.db.conn.getautocommit())  # True: inside a write transaction
+        real(self, uri)
 
-    monkeypatch.setattr(FileOp, "rollback", rollback)
+    monkeypatch.setattr(LocalBackend, "delete", delete)
     t = db.create_table("t", {"image": pxl.Image, "n": pxl.Int})
     with pytest.raises(ComputeError):
         t.insert([{"image": Image.new("RGB", (4, 4), "red"), "n": 1}, {"n": "bad"}])
-    assert seen == [True]
+    assert seen == [True] and not _files(db.media_dir)

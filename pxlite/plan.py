@@ -1,0 +1,126 @@
+"""Which rows, and the SQL that reads or writes them: plans to inspect without running them.
+
+:class:`Rows` is the one way pxlite says "which rows of a table": a SQL predicate with its
+parameters, optionally narrowed to an explicit set of rowids (when Python had to decide, for a
+condition SQLite cannot evaluate). The statement builders below return ``(sql, params)`` and run
+nothing, so a test can look at a plan (as sqlite-utils' ``*_sql`` twins do). Every identifier in
+them comes from integer ids (``t_<id>``, ``c<id>``): no user string reaches SQL text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .catalog import ColumnMeta, TableMeta
+
+#: A statement and its parameters, ready for ``Database.execute``.
+Statement = tuple[str, list[Any]]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Which rows of a table: ``predicate`` (SQL over the table's columns, with ``params``),
+    and, when not None, only the rows whose ``_rowid`` is in ``rowids``."""
+
+    predicate: str = "1"
+    params: tuple[Any, ...] = ()
+    rowids: tuple[int, ...] | None = None
+
+    @classmethod
+    def all(cls) -> Rows:
+        return cls()
+
+    @classmethod
+    def matching(cls, predicate: str, params: Sequence[Any] = ()) -> Rows:
+        """The rows a SQL condition selects (an expression's ``sql()``)."""
+        return cls(predicate, tuple(params))
+
+    @classmethod
+    def ids(cls, rowids: Iterable[int]) -> Rows:
+        """Exactly these rows (those that still exist)."""
+        return cls(rowids=tuple(rowids))
+
+    def where(self, predicate: str, params: Sequence[Any] = ()) -> Rows:
+        """These rows, narrowed by one more SQL condition."""
+        if self.predicate == "1":
+            return Rows(predicate, tuple(params), self.rowids)
+        return Rows(f"({self.predicate}) AND ({predicate})", self.params + tuple(params),
+                    self.rowids)
+
+    def chunks(self, size: int) -> Iterable[Rows]:
+        """An explicit rowid set split into parts of at most ``size`` rows (for batches)."""
+        assert self.rowids is not None
+        for i in range(0, len(self.rowids), size):
+            yield Rows(self.predicate, self.params, self.rowids[i:i + size])
+
+    def condition(self) -> Statement:
+        """The SQL condition (for a WHERE clause) and its parameters."""
+        if self.rowids is None:
+            return self.predicate, list(self.params)
+        ids = "_rowid IN (SELECT value FROM json_each(?))"
+        if self.predicate == "1":
+            return ids, [json.dumps(list(self.rowids))]
+        return f"{ids} AND ({self.predicate})", [json.dumps(list(self.rowids)), *self.params]
+
+
+# ---- cells ---------------------------------------------------------------------------------------
+def cell_columns(col: ColumnMeta) -> str:
+    """The three SQL columns of one cell: its value, errortype and errormsg."""
+    return f"{col.sql}, {col.sql_et}, {col.sql_em}"
+
+
+def cell_sets(cols: Iterable[ColumnMeta]) -> str:
+    """``SET`` assignments for cells: each column's value, errortype and errormsg."""
+    return ", ".join(f"{c.sql} = ?, {c.sql_et} = ?, {c.sql_em} = ?" for c in cols)
+
+
+def update_cells(meta: TableMeta, cols: Sequence[ColumnMeta]) -> str:
+    """One row's cells: parameters ``[v1, et1, em1, v2, ..., rowid]`` (for executemany)."""
+    return f"UPDATE {meta.sql} SET {cell_sets(cols)} WHERE _rowid = ?"
+
+
+def set_cell_errors(meta: TableMeta, col: ColumnMeta) -> str:
+    """One cell's errortype and errormsg: parameters ``[errortype, errormsg, rowid]``."""
+    return f"UPDATE {meta.sql} SET {col.sql_et} = ?, {col.sql_em} = ? WHERE _rowid = ?"
+
+
+# ---- statements ------------------------------------------------------------------------------
+def insert(meta: TableMeta, cols: Sequence[ColumnMeta]) -> str:
+    """A row with an explicit ``_rowid`` and the given columns (for executemany)."""
+    names = ", ".join(["_rowid"] + [c.sql for c in cols])
+    return f"INSERT INTO {meta.sql} ({names}) VALUES ({', '.join('?' * (len(cols) + 1))})"
+
+
+def select(meta: TableMeta, cols: Sequence[ColumnMeta], rows: Rows, *, cells: bool = False,
+           after: int | None = None, limit: int | None = None) -> Statement:
+    """``_rowid`` and the given columns (with errortype/errormsg when ``cells``) of ``rows``,
+    in rowid order; ``after``: only rowids above it (keyset batches); ``limit``: at most that."""
+    cond, params = rows.condition()
+    what = ", ".join(["_rowid"] + [cell_columns(c) if cells else c.sql for c in cols])
+    if after is not None:
+        cond, params = f"_rowid > ? AND ({cond})", [after, *params]
+    sql = f"SELECT {what} FROM {meta.sql} WHERE {cond} ORDER BY _rowid"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    return sql, params
+
+
+def distinct_values(meta: TableMeta, col: ColumnMeta, rows: Rows = Rows()) -> Statement:
+    """The distinct non-NULL values of one column among ``rows`` (e.g. the files they name)."""
+    cond, params = rows.condition()
+    return (f"SELECT DISTINCT {col.sql} FROM {meta.sql} WHERE ({cond}) AND {col.sql} IS NOT NULL",
+            params)
+
+
+def count(meta: TableMeta, rows: Rows = Rows()) -> Statement:
+    cond, params = rows.condition()
+    return f"SELECT count(*) FROM {meta.sql} WHERE {cond}", params
+
+
+def delete(meta: TableMeta, rows: Rows) -> Statement:
+    cond, params = rows.condition()
+    return f"DELETE FROM {meta.sql} WHERE {cond}", params
