@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from . import config as _config
+from . import maintenance, storage
 from .connection import Connection
 from .errors import (
     AlreadyExistsError,
@@ -58,14 +59,55 @@ TRANSPOSE = 5
 TRANSVERSE = 6
 
 __all__ = [
-    "AlreadyExistsError", "Audio", "Bool", "ColumnType", "ComputeError", "ConfigError",
-    "Connection", "DatabaseError", "Document", "Expr", "FLIP_LEFT_RIGHT", "FLIP_TOP_BOTTOM",
-    "Float", "Function", "Image", "Int", "Json", "NotFoundError", "ObjectNotFoundError",
-    "PxliteError", "Query", "ROTATE_180", "ROTATE_270", "ROTATE_90", "Required", "ResultSet",
-    "SchemaError", "StorageError", "String", "TRANSPOSE", "TRANSVERSE", "Table", "Timestamp",
-    "UpdateStatus", "Video", "cache_info", "check", "clear_cache", "configure", "connect",
-    "create_dir", "create_table", "drop_dir", "drop_table", "get_table", "list_dirs",
-    "list_tables", "settings", "udf",
+    "FLIP_LEFT_RIGHT",
+    "FLIP_TOP_BOTTOM",
+    "ROTATE_90",
+    "ROTATE_180",
+    "ROTATE_270",
+    "TRANSPOSE",
+    "TRANSVERSE",
+    "AlreadyExistsError",
+    "Audio",
+    "Bool",
+    "ColumnType",
+    "ComputeError",
+    "ConfigError",
+    "Connection",
+    "DatabaseError",
+    "Document",
+    "Expr",
+    "Float",
+    "Function",
+    "Image",
+    "Int",
+    "Json",
+    "NotFoundError",
+    "ObjectNotFoundError",
+    "PxliteError",
+    "Query",
+    "Required",
+    "ResultSet",
+    "SchemaError",
+    "StorageError",
+    "String",
+    "Table",
+    "Timestamp",
+    "UpdateStatus",
+    "Video",
+    "cache_info",
+    "check",
+    "clear_cache",
+    "configure",
+    "connect",
+    "create_dir",
+    "create_table",
+    "drop_dir",
+    "drop_table",
+    "get_table",
+    "list_dirs",
+    "list_tables",
+    "settings",
+    "udf",
 ]
 
 _default: Connection | None = None
@@ -116,8 +158,6 @@ def configure(**settings: Any) -> None:
     bucket, write access) so a mistake fails here rather than at the first row."""
     _config.configure(**settings)
     if any(k in settings and settings[k] for k in ("input_media_dest", "output_media_dest")):
-        from . import storage
-
         s = _config.resolve()
         for key in ("input_media_dest", "output_media_dest"):
             if settings.get(key):
@@ -171,20 +211,18 @@ def drop_table(path: str | Table, *, if_not_exists: str = "error") -> None:
 
 def cache_info() -> Any:
     """Size, count, bound and hit/miss figures of the download cache."""
-    from .cache import get_cache
+    from .cache import get_cache  # here, not at import: it loads diskcache
 
     return get_cache(_config.resolve()).info()
 
 
 def clear_cache() -> int:
     """Empty the download cache; returns the number of files removed."""
-    from .cache import get_cache
+    from .cache import get_cache  # here, not at import: it loads diskcache
 
     return get_cache(_config.resolve()).clear()
 
 
 def check(fix: bool = False, db: Connection | None = None) -> Any:
     """Compare catalog and files both ways (see ``maintenance.check``) on ``db`` or the default."""
-    from .maintenance import check as _check
-
-    return _check(db or default(), fix=fix)
+    return maintenance.check(db or default(), fix=fix)

@@ -24,11 +24,11 @@ cheap.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
 import re
+import sqlite3
 import threading
 import time
 import warnings
@@ -36,6 +36,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import diskcache
+from diskcache.core import MODE_BINARY, UNKNOWN
 
 from .config import private_home
 from .errors import ConfigError, StorageError
@@ -110,7 +113,7 @@ class CacheOperation:
 
 @dataclass
 class _Staged:
-    """A finished download waiting to be moved into the store (see ``_disk_class``)."""
+    """A finished download waiting to be moved into the store (see ``_FileDisk``)."""
 
     path: str
     size: int
@@ -126,34 +129,28 @@ class _MissingFile(Exception):
     """
 
 
-@functools.cache
-def _disk_class() -> type:
-    """The diskcache ``Disk`` subclass that moves staged downloads in instead of copying them."""
-    import diskcache
-    from diskcache.core import MODE_BINARY, UNKNOWN
+class _FileDisk(diskcache.Disk):  # type: ignore[misc]
+    """The diskcache ``Disk`` that moves staged downloads in instead of copying them."""
 
-    class _FileDisk(diskcache.Disk):  # type: ignore[misc]
-        def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple:
-            if not isinstance(value, _Staged):
-                return super().store(value, read, key=key)
-            filename, _ = self.filename(key, value)
-            # Keep the object's extension so a path handed to a user or a viewer says what it is.
-            filename = os.path.splitext(filename)[0] + value.suffix
-            full_path = os.path.join(self._directory, filename)
-            os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            os.replace(value.path, full_path)
-            value.stored_as = full_path
-            return value.size, MODE_BINARY, filename, None
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple:
+        if not isinstance(value, _Staged):
+            return super().store(value, read, key=key)  # type: ignore[no-any-return]
+        filename, _ = self.filename(key, value)
+        # Keep the object's extension so a path handed to a user or a viewer says what it is.
+        filename = os.path.splitext(filename)[0] + value.suffix
+        full_path = os.path.join(self._directory, filename)
+        os.makedirs(os.path.dirname(full_path), exist_ok=True)
+        os.replace(value.path, full_path)
+        value.stored_as = full_path
+        return value.size, MODE_BINARY, filename, None
 
-        def fetch(self, mode: int, filename: str, value: Any, read: bool) -> Any:
-            if read and mode == MODE_BINARY:
-                try:
-                    return open(os.path.join(self._directory, filename), "rb")  # noqa: SIM115
-                except FileNotFoundError:
-                    raise _MissingFile(filename) from None
-            return super().fetch(mode, filename, value, read)
-
-    return _FileDisk
+    def fetch(self, mode: int, filename: str, value: Any, read: bool) -> Any:
+        if read and mode == MODE_BINARY:
+            try:
+                return open(os.path.join(self._directory, filename), "rb")
+            except FileNotFoundError:
+                raise _MissingFile(filename) from None
+        return super().fetch(mode, filename, value, read)
 
 
 def _key(url: str, version: str | None) -> str:
@@ -250,16 +247,12 @@ class FileCache:
         self._tmp_dir = self.directory / _TMP_DIR
         _prepare_directory(self.directory, self._tmp_dir)
 
-        import sqlite3
-
-        import diskcache
-
         self._Timeout = diskcache.Timeout
         try:
             self._dc = diskcache.Cache(
                 str(self.directory),
                 timeout=_LOCK_TIMEOUT_S,
-                disk=_disk_class(),
+                disk=_FileDisk,
                 # Our eviction, not diskcache's (see the module docstring); size_limit is only
                 # recorded so diskcache's own tools show the same bound.
                 size_limit=self.limit_bytes,
@@ -435,8 +428,6 @@ class FileCache:
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """Map diskcache/SQLite failures to pxlite errors (fetch errors never pass through here)."""
-        import sqlite3
-
         try:
             yield
         except self._Timeout as e:

@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .db import Database
 from .errors import AlreadyExistsError, NotFoundError, SchemaError
@@ -180,7 +181,7 @@ def create_table(db: Database, path: str, columns: Iterable[tuple[str, ColumnTyp
         "INSERT INTO px_tables(uid, path, dir_id, created_at) VALUES (?, ?, ?, ?)",
         (uid, path, dir_id, time.time()),
     )
-    tid = db.conn.last_insert_rowid()
+    tid = db.last_insert_rowid()
     meta = TableMeta(id=tid, uid=uid, path=path)
     db.execute(f"CREATE TABLE {meta.sql} (_rowid INTEGER PRIMARY KEY)")
     for name, ctype in columns:
@@ -341,8 +342,7 @@ def valid_location(table_uid: object, prefix: object) -> bool:
     return bool(sep) and scheme.isalnum() and rest.split("/", 1)[0] != ""
 
 
-@dataclass(frozen=True)
-class Ownership:
+class Ownership(NamedTuple):
     """Which recorded locations this database may delete files in.
 
     ``db_id`` is this database file's identity: a location recorded under another identity (a

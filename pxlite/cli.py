@@ -12,10 +12,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pxlite as pxl
 
-def _open(args: argparse.Namespace):  # noqa: ANN202
-    import pxlite as pxl
+from . import config, maintenance
+from .demo import run_demo
+from .errors import PxliteError
 
+
+def _open(args: argparse.Namespace) -> pxl.Connection:
     return pxl.connect(args.db) if args.db else pxl.default()
 
 
@@ -40,8 +44,6 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    from . import config
-
     s = config.resolve()
     rows = s.describe()
     w = max(len(k) for k, _, _ in rows)
@@ -50,8 +52,6 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
-    import pxlite as pxl
-
     if args.action == "clear":
         print(f"removed {pxl.clear_cache():,} cached files")
     else:
@@ -61,17 +61,13 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    from .maintenance import check
-
-    report = check(_open(args), fix=args.fix)
+    report = maintenance.check(_open(args), fix=args.fix)
     print(report)
     if not report.ok and not args.fix:
         raise SystemExit(1)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
-
     run_demo(Path(args.dir) if args.dir else None, n=args.n)
 
 
@@ -112,15 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from . import __version__
-
-        print(f"pxlite {__version__}")
+        print(f"pxlite {pxl.__version__}")
         return 0
     if not getattr(args, "fn", None):
         parser.print_help()
         return 2
-    from .errors import PxliteError
-
     try:
         args.fn(args)
     except PxliteError as e:

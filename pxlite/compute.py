@@ -15,7 +15,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from . import media, plan, storage
@@ -28,6 +27,8 @@ from .types import is_pil_image
 from .writes import Operation
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from .config import Settings
 
 BATCH_ROWS = 256
@@ -123,6 +124,8 @@ def _settle(res: list[Any], raw: dict[int, Any], targets: list[_Target], meta: T
             on_error: str) -> list[Any]:
     """Replace the Futures of stored files in a row's result by their URIs (or cell errors).
     Runs in the main thread, so compute threads never wait for uploads."""
+    from concurrent.futures import Future
+
     for k, t in enumerate(targets):
         fut = res[3 * k]
         if isinstance(fut, Future):
@@ -140,6 +143,10 @@ def compute_rows(op: Operation, cols: list[ColumnMeta], rows: Rows, *, on_error:
     """Fill ``cols`` (computed, in dependency order) for ``rows``, inside ``op``'s write
     transaction. Old media values that get replaced are released (deleted after the commit)
     when ``release_old``."""
+    # Imported here, not at module level: ``import pxlite`` stays cheap (concurrent.futures
+    # costs milliseconds and only computing needs it).
+    from concurrent.futures import ThreadPoolExecutor, wait
+
     t0 = time.perf_counter()
     conn, meta, settings = op.conn, op.meta, op.settings
     db = conn.db
@@ -175,8 +182,6 @@ def compute_rows(op: Operation, cols: list[ColumnMeta], rows: Rows, *, on_error:
 
     bar = _progress(lambda: db.query(*plan.count(meta, rows))[0][0],
                     f"{meta.name}: {', '.join(c.name for c in cols)}", settings)
-    from .cache import get_cache
-
     read_later = {cid for t in targets for cid in t.expr.columns()} & {
         t.col.col_id for t in targets if t.is_media}
     media_inputs = [i for i, c in enumerate(inputs) if c.type.is_media]
@@ -190,9 +195,11 @@ def compute_rows(op: Operation, cols: list[ColumnMeta], rows: Rows, *, on_error:
         remote = [u for u in (conn.resolve(x) for x in uris if isinstance(x, str))
                   if not storage.is_local(u)]
         if remote and not cache_op:
+            from .cache import get_cache  # here, not at import: it loads diskcache
+
             # The cache is only opened once a remote input shows up: all-local runs skip it.
             cache_op.append(stack.enter_context(get_cache(settings).operation()))
-        return [io.submit(media.localpath, u, settings) for u in remote]
+        return [io.submit(media.fetch_local, u, settings) for u in remote]
 
     cache_op: list[Any] = []
     with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-compute") as pool, \

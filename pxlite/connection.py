@@ -9,14 +9,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from . import catalog, media, plan, storage, writes
 from . import config as _config
 from .catalog import TableMeta
 from .db import Database
 from .errors import AlreadyExistsError, NotFoundError, SchemaError, check_choice
 from .table import Table, check_column_name
 from .types import as_type
-
 
 _IDENTITY_KEYS = ("db_id", "opened_path", "opened_file", "media_dir", "media_shared")
 
@@ -66,15 +65,11 @@ class Connection:
         self.path = self.db.path
         self.media_dir = Path(media_dir).expanduser().absolute() if media_dir else \
             self.path.with_name(self.path.name + ".media")
-        from . import media, storage
-
         self.media_folder = media.MediaFolder(storage.to_uri(self.media_dir).rstrip("/") + "/")
         self._dest_cache: dict[str, str] = {}
         self._lock = threading.Lock()
         try:
             self.ownership = self._establish_identity()
-            from . import writes
-
             writes.finish_pending(self, local_only=True)
         except BaseException:
             self.db.close()
@@ -171,15 +166,13 @@ class Connection:
         another spelling (a symlink, ``//``) of a folder recorded as one of the table's
         locations (or of the media folder), that recorded spelling. One folder is then never
         two locations, so no file is ever seen twice, once as an orphan."""
-        from . import storage
-
         if not prefix.startswith("file:"):
             return prefix
-        real = os.path.realpath(storage.local_path(prefix))
+        real = os.path.realpath(storage.file_path(prefix))
         known = [self.resolve(p) for p in catalog.locations(self.db, table_uid)]
         for where in [self.media_folder.prefix, *known]:
             if where != prefix and where.startswith("file:") and \
-                    os.path.realpath(storage.local_path(where)) == real:
+                    os.path.realpath(storage.file_path(where)) == real:
                 return where
         return prefix
 
@@ -193,8 +186,6 @@ class Connection:
 
     def canonical_dest(self, dest: str | os.PathLike[str]) -> str:
         """The canonical prefix URI of a destination (form checked; no network)."""
-        from . import storage
-
         key = os.fspath(dest)
         with self._lock:
             if key not in self._dest_cache:
@@ -203,8 +194,6 @@ class Connection:
 
     def validate_dest(self, dest: str | os.PathLike[str]) -> str:
         """Check a destination fully (form, bucket, write access) and return its prefix URI."""
-        from . import storage
-
         return storage.validate_destination(os.fspath(dest), self.settings())
 
     # ---- directories ------------------------------------------------------------------------------
@@ -276,8 +265,6 @@ class Connection:
     def drop_table(self, path: str | Table, *, if_not_exists: str = "error") -> None:
         """Drop a table; files pxlite wrote for it that no other table names are deleted after
         the commit."""
-        from . import plan, writes
-
         check_choice(if_not_exists, "if_not_exists", ("error", "ignore"))
         if isinstance(path, Table):
             path = path.path

@@ -67,7 +67,7 @@ class Database:
         self._savepoints = 0
         #: The schema version this file had before this open migrated it (None: no migration).
         self.migrated_from: int | None = None
-        self.conn = self._open()
+        self.sqlite = self._open()
 
     # ---- opening -------------------------------------------------------------------------------
     def _open(self) -> apsw.Connection:
@@ -182,7 +182,7 @@ class Database:
     def execute(self, sql: str, params: Any = None) -> apsw.Cursor:
         """Run one statement (values always bound as parameters) and return its cursor."""
         try:
-            return self.conn.execute(sql, params)
+            return self.sqlite.execute(sql, params)
         except apsw.ReadOnlyError as e:
             raise self._read_only_error() from e
 
@@ -192,7 +192,7 @@ class Database:
 
     def executemany(self, sql: str, rows: Any) -> None:
         try:
-            self.conn.executemany(sql, rows)
+            self.sqlite.executemany(sql, rows)
         except apsw.ReadOnlyError as e:
             raise self._read_only_error() from e
 
@@ -216,7 +216,7 @@ class Database:
             if outer:
                 self._after_commit = []
                 try:
-                    self.conn.execute("BEGIN IMMEDIATE")
+                    self.sqlite.execute("BEGIN IMMEDIATE")
                 except apsw.ReadOnlyError as e:
                     raise self._read_only_error() from e
             self._depth += 1
@@ -229,22 +229,22 @@ class Database:
                 if outer:
                     self._after_commit = None
                     with contextlib.suppress(apsw.Error):
-                        self.conn.execute("ROLLBACK")
+                        self.sqlite.execute("ROLLBACK")
                 raise
             self._depth -= 1
             if not outer:
                 return
             try:
                 faults.point("before_commit")
-                self.conn.execute("COMMIT")
+                self.sqlite.execute("COMMIT")
             except apsw.ReadOnlyError as e:
                 with contextlib.suppress(apsw.Error):
-                    self.conn.execute("ROLLBACK")
+                    self.sqlite.execute("ROLLBACK")
                 raise self._read_only_error() from e
             except BaseException:
                 with contextlib.suppress(apsw.Error):
-                    if not self.conn.getautocommit():  # a fault before COMMIT: undo it, as a crash would
-                        self.conn.execute("ROLLBACK")
+                    if not self.sqlite.getautocommit():  # a fault before COMMIT: undo it, as a crash would
+                        self.sqlite.execute("ROLLBACK")
                 raise
             finally:
                 self._after_commit = None
@@ -260,17 +260,17 @@ class Database:
             raise AssertionError("internal error: a savepoint needs an open write transaction")
         name = f"pxlite_sp{self._savepoints}"
         self._savepoints += 1
-        self.conn.execute(f"SAVEPOINT {name}")
+        self.sqlite.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
             with contextlib.suppress(apsw.Error):
-                self.conn.execute(f"ROLLBACK TO {name}")
-                self.conn.execute(f"RELEASE {name}")
+                self.sqlite.execute(f"ROLLBACK TO {name}")
+                self.sqlite.execute(f"RELEASE {name}")
             raise
         finally:
             self._savepoints -= 1
-        self.conn.execute(f"RELEASE {name}")
+        self.sqlite.execute(f"RELEASE {name}")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:
@@ -279,14 +279,21 @@ class Database:
             if self._depth:
                 yield
                 return
-            self.conn.execute("BEGIN")
+            self.sqlite.execute("BEGIN")
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
                 with contextlib.suppress(apsw.Error):
-                    self.conn.execute("COMMIT")
+                    self.sqlite.execute("COMMIT")
+
+    def changes(self) -> int:
+        """Rows changed by the last INSERT, UPDATE or DELETE on this connection."""
+        return self.sqlite.changes()
+
+    def last_insert_rowid(self) -> int:
+        return self.sqlite.last_insert_rowid()
 
     def integrity_check(self) -> list[str]:
         """SQLite's own integrity check; an empty list means the file is sound."""
@@ -294,4 +301,4 @@ class Database:
         return [] if rows == ["ok"] else rows
 
     def close(self) -> None:
-        self.conn.close()
+        self.sqlite.close()

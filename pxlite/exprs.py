@@ -14,8 +14,19 @@ import operator
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .config import resolve as resolve_settings
 from .errors import NotFoundError, SchemaError
-from .types import Bool, ColumnType, Float, Int, Json, String, type_of_value
+from .types import (
+    Bool,
+    ColumnType,
+    Float,
+    Int,
+    Json,
+    String,
+    as_type,
+    parse_type,
+    type_of_value,
+)
 
 if TYPE_CHECKING:
     from .catalog import ColumnMeta, TableMeta
@@ -46,9 +57,7 @@ class RowContext:
         """The effective settings of the database being read (for functions that need them)."""
         s = getattr(self.media, "settings", None)
         if s is None:
-            from .config import resolve
-
-            s = resolve()
+            s = resolve_settings()
         return s
 
     def value(self, col: ColumnMeta) -> Any:
@@ -166,8 +175,6 @@ class Expr:
         return Not(IsNull(self))
 
     def astype(self, ctype: Any) -> Expr:
-        from .types import as_type
-
         return Cast(self, as_type(ctype))
 
     def __getattr__(self, name: str) -> Any:
@@ -354,19 +361,19 @@ class Literal(Expr):
         return "literal"
 
     def to_json(self) -> dict[str, Any]:
-        return {"lit": _lit_to_json(self.value)}
+        return {"lit": lit_to_json(self.value)}
 
     def __repr__(self) -> str:
         return repr(self.value)
 
 
-def _lit_to_json(v: Any) -> Any:
+def lit_to_json(v: Any) -> Any:
     if isinstance(v, tuple):
-        return {"tuple": [_lit_to_json(x) for x in v]}
+        return {"tuple": [lit_to_json(x) for x in v]}
     if isinstance(v, list):
-        return [_lit_to_json(x) for x in v]
+        return [lit_to_json(x) for x in v]
     if isinstance(v, dict):
-        return {"dict": {k: _lit_to_json(x) for k, x in v.items()}}
+        return {"dict": {k: lit_to_json(x) for k, x in v.items()}}
     if isinstance(v, _dt.datetime):
         return {"ts": v.isoformat()}
     if v is None or isinstance(v, (bool, int, float, str)):
@@ -500,7 +507,7 @@ class IsIn(Expr):
         return None if v is None else v in self.values
 
     def to_json(self) -> dict[str, Any]:
-        return {"isin": self.arg.to_json(), "values": _lit_to_json(list(self.values))}
+        return {"isin": self.arg.to_json(), "values": lit_to_json(list(self.values))}
 
     def __repr__(self) -> str:
         return f"{self.arg!r}.isin({self.values!r})"
@@ -714,8 +721,6 @@ class MissingCall(Expr):
 def from_json(data: dict[str, Any], table: TableMeta, ctype: ColumnType | None = None) -> Expr:
     """Rebuild an expression from :meth:`Expr.to_json` output against a table's columns."""
     if "col" in data:
-        from .catalog import TableMeta  # noqa: F401  (typing only)
-
         return ColumnRef(table, table.column_by_id(data["col"]))
     if "lit" in data:
         return Literal(_lit_from_json(data["lit"]))
@@ -738,8 +743,6 @@ def from_json(data: dict[str, Any], table: TableMeta, ctype: ColumnType | None =
     if "arith" in data:
         return Arith(data["arith"], from_json(data["l"], table), from_json(data["r"], table))
     if "cast" in data:
-        from .types import parse_type
-
         return Cast(from_json(data["arg"], table), parse_type(data["cast"]))
     if "call" in data:
         from .udf import lookup

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 
-def make_image(seed: int, size: tuple[int, int] = (640, 480), alpha: bool = False):  # noqa: ANN201
+def make_image(seed: int, size: tuple[int, int] = (640, 480), alpha: bool = False):
     """One RGB (or RGBA) image: a colour gradient, a few shapes, and per-pixel noise."""
     from PIL import Image, ImageDraw
 

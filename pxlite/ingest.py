@@ -12,10 +12,8 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import shutil
-import tempfile
-from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from . import media, storage
@@ -97,7 +95,7 @@ class RowConverter:
                 lines.append(f"    {v} = full({j}, {v}, i, rowid)")
         values = "".join(f"v{j}, " for j in range(len(self.inputs)))
         lines.append(f"    return (rowid, {values})")
-        exec("\n".join(lines), env)  # noqa: S102  (code built above from fixed templates only)
+        exec("\n".join(lines), env)
         return env["convert"]  # type: ignore[no-any-return]
 
     def rows(self, rows: Iterable[Any], base: int) -> Iterator[tuple]:
@@ -133,7 +131,7 @@ class MediaInput:
                 storage.scheme_of(value)  # an unknown scheme is an error now, not at first read
                 return self._persist_url(value, col) if self.persist else value
             if value.lower().startswith("file://"):
-                path: Any = storage.local_path(value)
+                path: Any = storage.file_path(value)
             else:  # strings, not Path objects: this runs for every inserted path
                 path = os.path.expanduser(value)
                 if not os.path.isabs(path):
@@ -158,7 +156,10 @@ class MediaInput:
     def _persist_url(self, url: str, col: ColumnMeta) -> str:
         """Copy a URL's file to the input destination with ONE download: the downloaded file is
         uploaded, then becomes the cache entry of the persisted copy (no upload->download)."""
-        from .cache import get_cache
+        import shutil
+        import tempfile
+
+        from .cache import get_cache  # here, not at import: it loads diskcache
 
         op = self.op
         kind = col.type.kind  # type: ignore[attr-defined]

@@ -20,12 +20,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
@@ -41,9 +39,11 @@ from .errors import (
 from .results import UpdateStatus
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from .catalog import TableMeta
     from .config import Settings
     from .connection import Connection
-    from .catalog import TableMeta
     from .db import Database
 
 __all__ = ["CheckReport", "MissingFile", "MoveStatus", "check", "move_media"]
@@ -67,6 +67,9 @@ def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = IO_WORKER
     """Run ``fn`` over ``items`` in a bounded thread pool; yield ``(item, result, exception)``
     as each finishes. At most ``2 * workers`` calls are queued at once (memory stays bounded);
     once ``stop()`` is true no new call starts, and the running ones are waited for."""
+    # Imported here: ``import pxlite`` must stay cheap, and only maintenance needs a pool.
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     it = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pxlite-maint") as pool:
         inflight: dict[Future[R], T] = {}
@@ -306,7 +309,7 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
             scheme = storage.scheme_of(where)
             if scheme == "file":
                 report.checked += 1
-                if not storage.local_path(where).is_file():
+                if not storage.file_path(where).is_file():
                     suspects[u] = False
             elif scheme == "http" or not remote_refs:
                 report.unchecked += 1
@@ -404,7 +407,7 @@ def _object_identity(uri: str) -> tuple[str, ...]:
     (endpoint and account are left out: two spellings that might be one place count as one)."""
     scheme = storage.scheme_of(uri)
     if scheme == "file":
-        path = storage.local_path(uri)
+        path = storage.file_path(uri)
         return ("file", os.path.join(os.path.realpath(path.parent), path.name))
     if scheme in (*storage.S3_FAMILY, "gs"):
         b = storage.parse_bucket_uri(uri)
@@ -422,7 +425,7 @@ def _same_object(a: str, b: str) -> bool:
         return True
     if storage.is_local(a) and storage.is_local(b):
         try:
-            return os.path.samefile(storage.local_path(a), storage.local_path(b))
+            return os.path.samefile(storage.file_path(a), storage.file_path(b))
         except OSError:
             return False
     return False
@@ -434,7 +437,7 @@ def _verify_copy(old: str, new: str, settings: Settings) -> None:
     # original is released.
     if storage.is_local(old) and storage.is_local(new):
         try:
-            same = os.path.samefile(storage.local_path(old), storage.local_path(new))
+            same = os.path.samefile(storage.file_path(old), storage.file_path(new))
         except OSError:
             same = False
     else:
@@ -457,14 +460,16 @@ def _copy(old: str, new: str, settings: Settings, created: list[str]) -> None:
         return
     ctype = media.content_type(new.rsplit(".", 1)[-1])
     if storage.is_local(old):
-        path = storage.local_path(old)
+        path = storage.file_path(old)
         if not path.is_file():
             raise ObjectNotFoundError(f"no file at {old}", uri=old)
         dst.put_file(path, new, ctype)
     elif storage.is_local(new):
         # get_file writes a temp file beside the target and os.replace()s it: atomic.
-        storage.get_backend(old, settings).get_file(old, storage.local_path(new))
+        storage.get_backend(old, settings).get_file(old, storage.file_path(new))
     else:
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(prefix="pxlite-move-")
         os.close(fd)
         try:

@@ -16,12 +16,15 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import storage
 from .config import Settings
 from .errors import ObjectNotFoundError, SchemaError
+from .storage.base import TEMP_PREFIX
 
 if TYPE_CHECKING:
-    from .catalog import ColumnMeta
     from PIL import Image as PILImage
+
+    from .catalog import ColumnMeta
 
 # (kind, extension, predicate on the first 64 bytes)
 _SIGNATURES: list[tuple[str, str, Any]] = [
@@ -216,8 +219,6 @@ def write_file(data: bytes, ext: str, prefix: str, table_uid: str, col_id: int,
     ``created`` is False when identical content was already there (content addressing), so an
     aborted operation never deletes a file an earlier row still names.
     """
-    from . import storage
-
     digest = hashlib.sha256(data).hexdigest()
     uri = storage.join(prefix, object_key(table_uid, col_id, digest, ext))
     created = storage.get_backend(uri, settings).put_bytes_new(
@@ -228,8 +229,6 @@ def write_file(data: bytes, ext: str, prefix: str, table_uid: str, col_id: int,
 def upload_file(path: Path, ext: str, prefix: str, table_uid: str, col_id: int,
                 settings: Settings) -> tuple[str, bool]:
     """Copy a local file under a destination prefix (content-addressed); ``(uri, created)``."""
-    from . import storage
-
     uri = storage.join(prefix, object_key(table_uid, col_id, file_digest(path), ext))
     backend = storage.get_backend(uri, settings)
     if backend.exists(uri):
@@ -297,12 +296,10 @@ def content_matches_name(uri: str) -> bool:
     The last check before pxlite deletes a local file it believes it wrote: only a file whose
     SHA-256 is its own name can be pxlite's output (or an identical copy of it).
     """
-    from . import storage
-    from .storage.base import TEMP_PREFIX
 
     if not storage.is_local(uri):
         return True
-    path = storage.local_path(uri)
+    path = storage.file_path(uri)
     if path.name.startswith(TEMP_PREFIX):
         return True  # a write a crash interrupted: partial by nature, pxlite's by its name
     try:
@@ -322,9 +319,7 @@ def local_delete_refusal(uri: str, location_uri: str) -> str | None:
     deeper) folder pointing at another database's files is never followed out of the location
     being cleaned. And its bytes must hash to its name (see :func:`content_matches_name`).
     """
-    from . import storage
-
-    path, root = storage.local_path(uri), storage.local_path(location_uri)
+    path, root = storage.file_path(uri), storage.file_path(location_uri)
     real_parent, real_root = os.path.realpath(path.parent), os.path.realpath(root)
     if not (real_parent + os.sep).startswith(real_root.rstrip(os.sep) + os.sep):
         return (f"its folder is really {real_parent}, outside the location {real_root} "
@@ -334,23 +329,21 @@ def local_delete_refusal(uri: str, location_uri: str) -> str | None:
     return None
 
 
-def localpath(uri: str, settings: Settings, *, refresh: bool = False) -> Path:
+def fetch_local(uri: str, settings: Settings, *, refresh: bool = False) -> Path:
     """A local path holding the bytes of ``uri``; remote files are downloaded into the cache.
 
     A cache hit costs no network. The version (etag/generation) of a downloaded file is recorded
     with it; ``refresh=True`` asks the server for the current version and downloads again only
     when it changed. Files pxlite wrote are content-addressed and never need that check.
     """
-    from . import storage
-
     if storage.is_local(uri):
-        p = storage.local_path(uri)
+        p = storage.file_path(uri)
         if not p.exists():
             raise ObjectNotFoundError(f"file {str(p)!r} does not exist any more", uri=uri)
         return p
-    from .cache import get_cache
-
     backend = storage.get_backend(uri, settings)
+    from .cache import get_cache  # here, not at import: it loads diskcache
+
     cache = get_cache(settings)
     immutable = is_content_addressed(uri)
     # Web URLs are not asked for a version: a presigned GET URL answers HEAD with 403 and a
@@ -373,8 +366,6 @@ def localpath(uri: str, settings: Settings, *, refresh: bool = False) -> Path:
 
 def fileurl(uri: str, settings: Settings) -> str:
     """The user-facing location of a stored file (e.g. the Azure https URL of an az:// URI)."""
-    from . import storage
-
     # Only Azure's short az:// form differs from its user-facing https URL; every other URI is
     # already where the file lives, and answering must not need credentials or a client.
     if storage.scheme_of(uri) != "azure" or uri.startswith(("https://", "http://")):
@@ -429,13 +420,11 @@ class Resolver:
 
     def value(self, col: ColumnMeta, uri: str) -> Any:
         """A cell's user-facing value: a lazily loaded PIL image, or a local path."""
-        from . import storage
-
         uri = self.folder.uri(uri)
         if col.type.name == "Image" and storage.is_local(uri):
             # open_image reports a missing file itself: no separate exists() per row
-            return open_image(storage.local_path(uri), self.settings, name=uri)
-        path = localpath(uri, self.settings)
+            return open_image(storage.file_path(uri), self.settings, name=uri)
+        path = fetch_local(uri, self.settings)
         if col.type.name == "Image":
             # errors name the stored reference (the URL), not the cache file behind it
             return open_image(path, self.settings, name=uri)
@@ -445,4 +434,4 @@ class Resolver:
         return fileurl(self.folder.uri(uri), self.settings)
 
     def localpath(self, uri: str) -> str:
-        return str(localpath(self.folder.uri(uri), self.settings))
+        return str(fetch_local(self.folder.uri(uri), self.settings))

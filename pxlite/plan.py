@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .catalog import ColumnMeta, TableMeta
 
@@ -20,10 +19,10 @@ from .catalog import ColumnMeta, TableMeta
 Statement = tuple[str, list[Any]]
 
 
-@dataclass(frozen=True)
-class Rows:
+class Rows(NamedTuple):
     """Which rows of a table: ``predicate`` (SQL over the table's columns, with ``params``),
-    and, when not None, only the rows whose ``_rowid`` is in ``rowids``."""
+    and, when not None, only the rows whose ``_rowid`` is in ``rowids``. (A NamedTuple: as
+    immutable as a frozen dataclass, and cheaper to define at import.)"""
 
     predicate: str = "1"
     params: tuple[Any, ...] = ()

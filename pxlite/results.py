@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError, NotFoundError
 from .types import ColumnType, is_pil_image
 
 
@@ -69,8 +70,6 @@ class ResultSet:
             try:
                 i = self.names.index(key)
             except ValueError:
-                from .errors import NotFoundError
-
                 raise NotFoundError(f"no column {key!r} in this result; it has {self.names}") from None
             return [self._value(i, r[i]) for r in self._rows]
         if isinstance(key, slice):
@@ -88,8 +87,6 @@ class ResultSet:
         try:
             import pandas as pd
         except ImportError as e:
-            from .errors import ConfigError
-
             raise ConfigError("to_pandas() needs pandas: pip install pandas") from e
         return pd.DataFrame(self.to_dicts(), columns=self.names)
 

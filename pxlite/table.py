@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, media, plan, storage, writes
+from . import catalog, maintenance, media, plan, storage, writes
 from .catalog import ColumnMeta, TableMeta
 from .compute import compute_rows
 from .errors import (
@@ -298,8 +298,6 @@ class Table:
         return [c.name for c in self._meta().columns]
 
     def _describe_rows(self) -> list[tuple[str, str, str, str]]:
-        from .exprs import from_json
-
         meta = self._meta()
         rows = []
         for c in meta.columns:
@@ -577,7 +575,7 @@ class Table:
             uris = {c.col_id: [r[0] for r in db.query(*plan.distinct_values(meta, c, rows))]
                     for c in meta.media_columns}
             db.execute(*plan.delete(meta, rows))
-            n = db.conn.changes()
+            n = db.changes()
             for col_id, lst in uris.items():
                 op.release(col_id, lst)
         return UpdateStatus("Deleted", n, 0, time.perf_counter() - t0)
@@ -589,7 +587,7 @@ class Table:
         ``refresh=True`` re-downloads files whose remote version changed since they were cached."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from .cache import get_cache
+        from .cache import get_cache  # here, not at import: it loads diskcache
 
         meta = self._meta()
         cols = [meta.column(n) for n in columns] if columns else meta.media_columns
@@ -608,14 +606,12 @@ class Table:
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="pxlite-prefetch") as pool, \
                 get_cache(settings).operation():
             return sum(1 for _ in pool.map(
-                lambda u: media.localpath(u, settings, refresh=refresh), sorted(uris)))
+                lambda u: media.fetch_local(u, settings, refresh=refresh), sorted(uris)))
 
     def move_media(self, column: str, destination: str) -> UpdateStatus:
         """Move the files pxlite wrote for ``column`` to ``destination`` (see
         :func:`pxlite.maintenance.move_media`)."""
-        from .maintenance import move_media
-
-        return move_media(self._conn, self._meta(), column, destination)
+        return maintenance.move_media(self._conn, self._meta(), column, destination)
 
     # ---- computed columns (the executor: compute.py) -------------------------------------------
     def add_computed_column(self, *, destination: str | None = None, on_error: str = "abort",

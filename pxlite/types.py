@@ -161,7 +161,7 @@ class TimestampType(ColumnType):
             raise self._bad(value)
         if value.tzinfo is not None:
             try:
-                value = value.astimezone(_dt.timezone.utc)
+                value = value.astimezone(_dt.UTC)
             except OverflowError:
                 raise SchemaError(f"{value!r} is outside years 1..9999 once converted to UTC"
                                   ) from None

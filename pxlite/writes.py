@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +136,7 @@ class Operation:
         their folders up to the destination root) and confirm each still exists; a destination
         removed meanwhile fails the operation instead of committing rows naming missing files."""
         if self.local:
+            # The local backend, like every backend, is loaded through the registry on use.
             from .storage.local import make_durable
 
             make_durable(self.local, [p for p in self._prepared if p.startswith("file:")])
@@ -261,14 +261,14 @@ def owned_location_test(conn: Connection) -> Callable[[str], str | None]:
     return location
 
 
-@dataclass
 class DeleteOutcome:
     """What :func:`delete_unreferenced` did with each stored URI."""
 
-    deleted: list[str] = field(default_factory=list)
-    named: list[str] = field(default_factory=list)     # a row names it: kept
-    refused: list[tuple[str, str]] = field(default_factory=list)  # not ours to delete: kept
-    failed: list[tuple[str, PxliteError]] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+        self.named: list[str] = []                    # a row names it: kept
+        self.refused: list[tuple[str, str]] = []      # not ours to delete: kept, with why
+        self.failed: list[tuple[str, PxliteError]] = []
 
 
 def delete_unreferenced(conn: Connection, stored: Iterable[str], settings: Settings,
@@ -339,12 +339,12 @@ def _named_under_another_spelling(conn: Connection, local: list[tuple[str, str]]
     for _, p, _ in catalog.all_locations(conn.db):
         where = conn.resolve(p)
         if where.startswith("file:"):
-            roots.setdefault(os.path.realpath(storage.local_path(where)), []).append(where)
+            roots.setdefault(os.path.realpath(storage.file_path(where)), []).append(where)
     if all(len(v) < 2 for v in roots.values()):
         return set()
     alternatives: dict[str, str] = {}
     for u, uri in local:
-        real = os.path.realpath(storage.local_path(uri))
+        real = os.path.realpath(storage.file_path(uri))
         for root, spellings in roots.items():
             if len(spellings) > 1 and real.startswith(root.rstrip(os.sep) + os.sep):
                 rel = os.path.relpath(real, root)

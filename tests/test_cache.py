@@ -362,7 +362,10 @@ def test_second_process_sees_entries(cache: FileCache) -> None:
 
 
 def test_import_does_not_load_diskcache() -> None:
-    code = "import sys, pxlite.cache; assert 'diskcache' not in sys.modules, 'eager import'"
+    """pxlite.cache is the diskcache wrapper; ``import pxlite`` (and an all-local session)
+    loads neither: they are imported where the first remote file is read."""
+    code = ("import sys, pxlite; assert 'diskcache' not in sys.modules, 'eager import'; "
+            "assert 'pxlite.cache' not in sys.modules, 'eager import'")
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 

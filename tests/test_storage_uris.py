@@ -31,7 +31,7 @@ from pxlite.storage import (
     get_backend,
     is_local,
     join,
-    local_path,
+    file_path,
     scheme_of,
     to_uri,
     validate_destination,
@@ -191,12 +191,12 @@ def test_unwritable_local_destination(tmp_path, bare_settings):
 
 
 def test_file_uri_forms():
-    assert local_path("file:///tmp/a%20b.jpg") == Path("/tmp/a b.jpg")
-    assert local_path("file://localhost/tmp/x") == Path("/tmp/x")
+    assert file_path("file:///tmp/a%20b.jpg") == Path("/tmp/a b.jpg")
+    assert file_path("file://localhost/tmp/x") == Path("/tmp/x")
     with pytest.raises(ConfigError, match="another host"):
-        local_path("file://server/share/x")
+        file_path("file://server/share/x")
     with pytest.raises(ConfigError, match="not a local file URI"):
-        local_path("s3://b/k")
+        file_path("s3://b/k")
     assert to_uri("s3://b/k") == "s3://b/k"
     assert to_uri("/tmp/a b#c.jpg") == "file:///tmp/a%20b%23c.jpg"
 
@@ -209,7 +209,7 @@ def test_file_uri_forms():
 def test_path_uri_round_trip(parts):
     path = Path("/data", *parts)
     uri = to_uri(path)
-    assert scheme_of(uri) == "file" and local_path(uri) == path
+    assert scheme_of(uri) == "file" and file_path(uri) == path
     key = "/".join(parts)
     assert join("file:///data/", key) == uri
 

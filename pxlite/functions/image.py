@@ -29,9 +29,29 @@ from ..types import Image
 from ..udf import Function, register
 
 __all__ = [
-    "rotate", "transpose", "resize", "thumbnail", "crop", "convert", "reduce", "getchannel",
-    "point", "quantize", "effect_spread", "blend", "alpha_composite", "composite", "getbbox",
-    "getextrema", "histogram", "entropy", "b64_encode", "width", "height", "mode", "size",
+    "alpha_composite",
+    "b64_encode",
+    "blend",
+    "composite",
+    "convert",
+    "crop",
+    "effect_spread",
+    "entropy",
+    "getbbox",
+    "getchannel",
+    "getextrema",
+    "height",
+    "histogram",
+    "mode",
+    "point",
+    "quantize",
+    "reduce",
+    "resize",
+    "rotate",
+    "size",
+    "thumbnail",
+    "transpose",
+    "width",
 ]
 
 _Check = Callable[[inspect.BoundArguments], None]
@@ -43,7 +63,7 @@ class _CheckedSignature(inspect.Signature):
     """A signature whose ``bind`` also validates the arguments, so mistakes surface when the
     expression is built (``t.image.point(lambda x: x)``), not when the column is computed."""
 
-    __slots__ = ("_fn_name", "_check", "_image_params")
+    __slots__ = ("_check", "_fn_name", "_image_params")
 
     def __init__(self, sig: inspect.Signature, fn_name: str, image_params: frozenset[str],
                  check: _Check | None) -> None:
@@ -60,7 +80,7 @@ class _CheckedSignature(inspect.Signature):
 
 def _check_arguments(fn_name: str, image_params: frozenset[str],
                      bound: inspect.BoundArguments) -> None:
-    from ..exprs import Expr, _lit_to_json
+    from ..exprs import Expr, lit_to_json
 
     if not any(isinstance(v, Expr) for v in bound.arguments.values()):
         return  # a direct call on plain values, not an expression being built
@@ -74,7 +94,7 @@ def _check_arguments(fn_name: str, image_params: frozenset[str],
             raise SchemaError(f"{fn_name}(): {pname} must be an image column or expression; a PIL "
                               "image value cannot be stored in a column definition")
         try:
-            _lit_to_json(v)
+            lit_to_json(v)
         except SchemaError:
             raise SchemaError(
                 f"{fn_name}(): the argument {pname}={v!r} cannot be stored in a column "

@@ -28,7 +28,8 @@ import threading
 import urllib.parse
 from typing import Any
 
-from ..config import Settings  # a runtime import: the type hints are resolved at registration
+from .. import storage
+from ..config import Settings, resolve  # Settings at runtime: hints are resolved at registration
 from ..errors import ConfigError, SchemaError
 from ..udf import Function, register
 
@@ -68,8 +69,6 @@ def _azure_account_endpoint(settings: Settings) -> str | None:
     with _endpoints_lock:
         if key in _endpoints:
             return _endpoints[key]
-    from .. import storage
-
     client = storage.get_backend("az://pxlite-probe/", settings).client  # no network
     endpoint = str(client.primary_endpoint).split("?", 1)[0].split("#", 1)[0]
     endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
@@ -119,8 +118,6 @@ def presigned_url(url: str, expiration_seconds: int, settings: Settings | None =
     database's settings are passed automatically; a direct call uses ``settings`` or else the
     process-wide settings (``pxl.configure`` > environment > config.toml).
     """
-    from .. import storage
-
     seconds = _check_seconds(expiration_seconds, ConfigError)
     if not isinstance(url, str):
         raise ConfigError(f"presigned_url(): url must be a string (a file URL or URI), got "
@@ -129,8 +126,6 @@ def presigned_url(url: str, expiration_seconds: int, settings: Settings | None =
     if not text:
         raise ConfigError("presigned_url(): url is empty")
     if settings is None:
-        from ..config import resolve
-
         settings = resolve()
     scheme = storage.scheme_of(text)  # an unsupported scheme (ftp://...) is a ConfigError
     if scheme == "file":

@@ -41,9 +41,22 @@ if TYPE_CHECKING:
     from .base import StorageBackend
 
 __all__ = [
-    "register_backend", "canonical_prefix", "validate_destination", "get_backend", "to_uri",
-    "is_local", "local_path", "join", "scheme_of", "clear_backends", "parse_bucket_uri",
-    "parse_azure_uri", "BucketURI", "AzureURI", "PROVIDER_OF_SCHEME", "S3_FAMILY",
+    "PROVIDER_OF_SCHEME",
+    "S3_FAMILY",
+    "AzureURI",
+    "BucketURI",
+    "canonical_prefix",
+    "clear_backends",
+    "file_path",
+    "get_backend",
+    "is_local",
+    "join",
+    "parse_azure_uri",
+    "parse_bucket_uri",
+    "register_backend",
+    "scheme_of",
+    "to_uri",
+    "validate_destination",
 ]
 
 #: Schemes served by the S3 backend, each with its own settings section.
@@ -61,15 +74,24 @@ _backends: dict[Hashable, StorageBackend] = {}
 _lock = threading.Lock()
 
 
-def register_backend(scheme: str, target: str, install_hint: str) -> None:
-    """Register (or replace) the backend class serving ``scheme``.
+def register_backend(scheme: str, target: str, install_hint: str = "", *,
+                     clobber: bool = False) -> None:
+    """Register the backend class serving ``scheme`` (``clobber=True`` to replace one).
 
     ``target`` is ``"package.module:ClassName"``, imported on first use; ``install_hint`` is what a
     user must run when that import fails for lack of an SDK (e.g. ``"pip install 'pxlite[s3]'"``).
+    A new scheme is then a usable destination and input everywhere: its URIs are recognised by
+    :func:`scheme_of`, and the class's ``canonical_prefix`` checks its destinations.
     """
     if ":" not in target:
         raise ConfigError(f"backend target {target!r} must look like 'package.module:ClassName'")
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme or ""):
+        raise ConfigError(f"{scheme!r} is not a URI scheme (lowercase letters, digits, '+', '.', "
+                          "'-', starting with a letter)")
     with _lock:
+        if scheme in _registry and not clobber and _registry[scheme][0] != target:
+            raise ConfigError(f"a storage backend is already registered for {scheme!r} URIs "
+                              f"({_registry[scheme][0]}); pass clobber=True to replace it")
         _registry[scheme] = (target, install_hint)
         for key in [k for k in _backends if k[0] == scheme]:  # type: ignore[index]
             del _backends[key]
@@ -169,7 +191,7 @@ def to_uri(path_or_uri: str | os.PathLike) -> str:
     return "file://" + urllib.parse.quote_from_bytes(os.fsencode(path))
 
 
-def local_path(uri: str | os.PathLike) -> Path:
+def file_path(uri: str | os.PathLike) -> Path:
     """The local path a ``file:`` URI (or a plain path) names; ConfigError for other URIs."""
     text = os.fspath(uri)
     scheme = _url_scheme(text)
@@ -372,7 +394,7 @@ def _canonical_local(text: str | os.PathLike, base: Path | None) -> str:
 
 def _canonical_local_path(text: str | os.PathLike, base: Path | None) -> str:
     if isinstance(text, str) and _url_scheme(text) == "file":
-        path = local_path(text)
+        path = file_path(text)
     else:
         raw = os.path.expanduser(os.fspath(text))
         if not raw:
@@ -414,8 +436,10 @@ def canonical_prefix(dest: str | os.PathLike, settings: Settings, *,
         return _canonical_bucket(text, settings)
     if scheme == "azure":
         return _canonical_azure(text, settings)
-    raise ConfigError(f"{text!r} is a plain web URL, which pxlite can read but not write to; "
-                      f"use one of: {_FORMS}")
+    if scheme == "http":
+        raise ConfigError(f"{text!r} is a plain web URL, which pxlite can read but not write to; "
+                          f"use one of: {_FORMS}")
+    return _load_class(scheme).canonical_prefix(text, settings)  # a registered backend's own
 
 
 def validate_destination(dest: str | os.PathLike, settings: Settings, *,

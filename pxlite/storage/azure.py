@@ -17,9 +17,19 @@ from typing import Any, BinaryIO
 from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
 from . import AzureURI, parse_azure_uri
-from .base import (MULTIPART_THRESHOLD, SEVEN_DAYS_S, TRANSFER_THREADS, MappedReader, ObjectInfo,
-                   StorageBackend, atomic_target, buffered, check_expiry, is_retryable_status,
-                   mapped_errors)
+from .base import (
+    MULTIPART_THRESHOLD,
+    SEVEN_DAYS_S,
+    TRANSFER_THREADS,
+    MappedReader,
+    ObjectInfo,
+    StorageBackend,
+    atomic_target,
+    buffered,
+    check_expiry,
+    is_retryable_status,
+    mapped_errors,
+)
 
 _BLOCK_SIZE = 4 * 1024 * 1024
 
@@ -165,7 +175,7 @@ class AzureBackend(StorageBackend):
         token_auth = hasattr(self.client.credential, "get_token")
         # Account-key SAS has no lifetime limit; a user delegation key lives at most 7 days.
         seconds = check_expiry(uri, expires_s, None if key else SEVEN_DAYS_S, "Azure")
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         start, expiry = now - datetime.timedelta(minutes=5), now + datetime.timedelta(
             seconds=seconds)  # start in the past tolerates clock skew
         sas_args: dict[str, Any] = {}

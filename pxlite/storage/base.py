@@ -13,7 +13,6 @@ import os
 import random
 import sys
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -64,6 +63,22 @@ class StorageBackend(ABC):
     def backoff_s(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
         return backoff_delay(retry, self.retry_base_s, self.retry_max_s)
+
+    @classmethod
+    def canonical_prefix(cls, text: str, settings: Settings) -> str:
+        """The canonical destination prefix of ``text`` in this backend's own URI grammar
+        (``scheme://bucket/prefix/`` by default: a bucket, clean segments, a trailing '/').
+        Raises ConfigError naming what is wrong. Backends with other forms override it."""
+        scheme, sep, rest = text.partition("://")
+        bucket, _, key = rest.partition("/")
+        if not sep or not bucket:
+            raise ConfigError(f"{text!r}: expected {scheme}://<bucket>/<prefix>/")
+        if "?" in key or "#" in key:
+            raise ConfigError(f"{text!r}: a destination prefix may not contain '?' or '#'")
+        for seg in key.rstrip("/").split("/") if key else []:
+            if seg in ("", ".", ".."):
+                raise ConfigError(f"{text!r}: the prefix has an empty, '.' or '..' segment")
+        return f"{scheme.lower()}://{bucket}/{key if not key or key.endswith('/') else key + '/'}"
 
     @classmethod
     def location_key(cls, uri: str) -> Hashable:
@@ -131,7 +146,7 @@ class StorageBackend(ABC):
 
         Cloud backends first check that the bucket/container exists, for a clearer message.
         """
-        probe = prefix_uri + f".pxlite-probe-{uuid.uuid4().hex}"
+        probe = prefix_uri + f".pxlite-probe-{os.urandom(16).hex()}"
         try:
             self.put_bytes(b"pxlite write probe", probe, "text/plain")
             self.delete(probe)
@@ -211,7 +226,7 @@ def create_temp(folder: str | os.PathLike) -> tuple[int, str]:
     beside them follows the umask. (The download cache is private through its 0o700 folder.)
     """
     while True:
-        tmp = os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(16).hex()}")
         try:
             return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), tmp
         except FileExistsError:

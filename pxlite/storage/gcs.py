@@ -16,8 +16,18 @@ from typing import Any, BinaryIO
 from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
 from . import parse_bucket_uri
-from .base import (PART_SIZE, SEVEN_DAYS_S, MappedReader, ObjectInfo, StorageBackend,
-                   atomic_target, buffered, check_expiry, is_retryable_status, mapped_errors)
+from .base import (
+    PART_SIZE,
+    SEVEN_DAYS_S,
+    MappedReader,
+    ObjectInfo,
+    StorageBackend,
+    atomic_target,
+    buffered,
+    check_expiry,
+    is_retryable_status,
+    mapped_errors,
+)
 
 
 class GCSBackend(StorageBackend):
@@ -25,9 +35,9 @@ class GCSBackend(StorageBackend):
 
     def __init__(self, settings: Settings, uri: str) -> None:
         super().__init__(settings, uri)
-        from google.cloud.storage import Client  # first: a missing SDK fails here
         from google.auth.credentials import AnonymousCredentials
         from google.auth.exceptions import DefaultCredentialsError
+        from google.cloud.storage import Client  # first: a missing SDK fails here
 
         section = settings.provider("gcs")
         endpoint = section.get("endpoint") or os.environ.get("STORAGE_EMULATOR_HOST") or None

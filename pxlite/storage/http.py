@@ -17,8 +17,15 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO, NoReturn, TypeVar
 
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
-from .base import (MappedReader, ObjectInfo, StorageBackend, atomic_target, buffered,
-                   is_retryable_status, retry_call)
+from .base import (
+    MappedReader,
+    ObjectInfo,
+    StorageBackend,
+    atomic_target,
+    buffered,
+    is_retryable_status,
+    retry_call,
+)
 
 _USER_AGENT = "pxlite"
 T = TypeVar("T")

@@ -8,13 +8,12 @@ import os
 import shutil
 import stat
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ConfigError, ObjectNotFoundError, StorageError
-from . import local_path as _path_of
+from . import file_path as _path_of
 from .base import (
     TEMP_PREFIX,
     ObjectInfo,
@@ -280,7 +279,7 @@ class LocalBackend(StorageBackend):
         folder = _path_of(prefix_uri)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".pxlite-probe-{uuid.uuid4().hex}"
+            probe = folder / f".pxlite-probe-{os.urandom(16).hex()}"
             with atomic_target(probe, durable=False) as tmp:  # deleted at once
                 tmp.write_bytes(b"pxlite write probe")
             probe.unlink()

@@ -14,9 +14,20 @@ from typing import Any, BinaryIO
 from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
 from . import parse_bucket_uri
-from .base import (MULTIPART_THRESHOLD, PART_SIZE, SEVEN_DAYS_S, TRANSFER_THREADS, MappedReader,
-                   ObjectInfo, StorageBackend, atomic_target, buffered, check_expiry,
-                   is_retryable_status, mapped_errors)
+from .base import (
+    MULTIPART_THRESHOLD,
+    PART_SIZE,
+    SEVEN_DAYS_S,
+    TRANSFER_THREADS,
+    MappedReader,
+    ObjectInfo,
+    StorageBackend,
+    atomic_target,
+    buffered,
+    check_expiry,
+    is_retryable_status,
+    mapped_errors,
+)
 
 _NAMES = {"s3": "S3", "r2": "Cloudflare R2", "b2": "Backblaze B2", "tigris": "Tigris"}
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
@@ -107,10 +118,16 @@ class S3Backend(StorageBackend):
 
     def _translate(self, e: BaseException, uri: str, bucket: str) -> PxliteError | None:
         from boto3.exceptions import Boto3Error, RetriesExceededError, S3UploadFailedError
-        from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError,
-                                         HTTPClientError, IncompleteReadError,
-                                         NoCredentialsError, PartialCredentialsError,
-                                         ResponseStreamingError)
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError,
+            HTTPClientError,
+            IncompleteReadError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ResponseStreamingError,
+        )
 
         # boto3's transfer layer wraps the real cause; look through it.
         if isinstance(e, S3UploadFailedError) and e.__context__ is not None:
