@@ -23,7 +23,8 @@ _RESERVED = frozenset({"_rowid", "rowid", "oid", "_rowid_"})
 
 
 def check_name(name: object, what: str = "column") -> str:
-    """Return ``name`` if it is an identifier (ASCII letters, digits, ``_``), else explain why not."""
+    """Return ``name`` if it is an identifier (ASCII letters, digits, ``_``), else explain why
+    not."""
     if not isinstance(name, str):
         raise SchemaError(f"a {what} name must be a string, got {type(name).__name__} {name!r}")
     if not _IDENT.match(name):
@@ -194,7 +195,8 @@ def load_table(db: Database, path: str) -> TableMeta:
     if not rows:
         if db.query("SELECT 1 FROM px_dirs WHERE path = ?", (path,)):
             raise NotFoundError(f"{path!r} is a directory, not a table")
-        raise NotFoundError(f"table {path!r} does not exist; list_tables() shows the tables there are")
+        raise NotFoundError(
+            f"table {path!r} does not exist; list_tables() shows the tables there are")
     tid, uid, p = rows[0]
     meta = TableMeta(id=tid, uid=uid, path=p)
     for r in db.query(
@@ -296,7 +298,8 @@ def set_column_position(db: Database, meta: TableMeta, col: ColumnMeta, position
     meta.columns.sort(key=lambda c: c.position)
 
 
-def set_column_destination(db: Database, meta: TableMeta, col: ColumnMeta, dest: str | None) -> None:
+def set_column_destination(db: Database, meta: TableMeta, col: ColumnMeta,
+                           dest: str | None) -> None:
     db.execute(
         "UPDATE px_columns SET destination = ? WHERE table_id = ? AND col_id = ?",
         (dest, meta.id, col.col_id),

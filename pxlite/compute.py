@@ -217,7 +217,7 @@ def compute_rows(op: Operation, cols: list[ColumnMeta], rows: Rows, *, on_error:
             def one(r: tuple) -> tuple[list[Any], dict[int, Any]]:
                 rc = RowContext({c.col_id: r[1 + i] for i, c in enumerate(inputs)}, None, resolver)
                 res = _compute_row(rc, r[0], targets, meta, op, on_error, io, read_later)
-                return res + [r[0]], rc.raw  # the raw values (URIs), not the decoded images
+                return [*res, r[0]], rc.raw  # the raw values (URIs), not the decoded images
 
             results = [_settle(res, raw, targets, meta, on_error)
                        for res, raw in pool.map(one, batch)]

@@ -1,10 +1,10 @@
 """Settings: where they come from and what they resolve to.
 
-Precedence, highest first: a database's own ``connect(path, config=...)``, then ``pxl.configure(...)``
-for the process, then ``PXLITE_*`` environment variables, then ``$PXLITE_HOME/config.toml``, then
-built-in defaults. Every resolved value remembers its source so ``pxlite config`` can say where it
-came from. This module only reads settings; validating destination URIs needs the storage registry
-and happens one layer up.
+Precedence, highest first: a database's own ``connect(path, config=...)``, then
+``pxl.configure(...)`` for the process, then ``PXLITE_*`` environment variables, then
+``$PXLITE_HOME/config.toml``, then built-in defaults. Every resolved value remembers its source so
+``pxlite config`` can say where it came from. This module only reads settings; validating
+destination URIs needs the storage registry and happens one layer up.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def private_home(home: Path) -> None:
 class Settings:
     """Resolved settings, with the source of each value.
 
-    ``values`` holds the [pxlite] keys, ``providers`` the provider sections (``'s3'``, ``'gcs'``...),
-    ``sources`` maps ``key`` or ``provider.key`` to where it came from.
+    ``values`` holds the [pxlite] keys, ``providers`` the provider sections (``'s3'``,
+    ``'gcs'``...), ``sources`` maps ``key`` or ``provider.key`` to where it came from.
     """
 
     values: Mapping[str, Any]
@@ -283,7 +283,8 @@ def resolve(db_config: Mapping[str, Any] | None = None) -> Settings:
         layers.append(("connect(config=)", db_config))
     values: dict[str, Any] = {}
     providers: dict[str, dict[str, Any]] = {}
-    sources: dict[str, str] = {"home": "environment" if os.environ.get("PXLITE_HOME") else "default"}
+    sources: dict[str, str] = {
+        "home": "environment" if os.environ.get("PXLITE_HOME") else "default"}
     for where, layer in layers:
         if where == "default":
             top, prov = dict(layer), {}

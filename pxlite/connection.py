@@ -196,7 +196,7 @@ class Connection:
         """Check a destination fully (form, bucket, write access) and return its prefix URI."""
         return storage.validate_destination(os.fspath(dest), self.settings())
 
-    # ---- directories ------------------------------------------------------------------------------
+    # ---- directories -----------------------------------------------------------------------------
     def create_dir(self, path: str, *, if_exists: str = "error") -> None:
         """Create a directory (dotted path; the parent must exist)."""
         check_choice(if_exists, "if_exists", ("error", "ignore"))
@@ -229,13 +229,14 @@ class Connection:
     def list_dirs(self) -> list[str]:
         return catalog.list_dirs(self.db)
 
-    # ---- tables -----------------------------------------------------------------------------------
+    # ---- tables ----------------------------------------------------------------------------------
     def create_table(self, path: str, schema: dict[str, Any] | None = None, *,
                      if_exists: str = "error") -> Table:
         """Create a table from ``{name: type}``; ``if_exists='error'|'ignore'|'replace'``."""
         check_choice(if_exists, "if_exists", ("error", "ignore", "replace"))
         if schema is not None and not isinstance(schema, dict):
-            raise SchemaError(f"the schema must be a dict of {{name: type}}, got {type(schema).__name__}")
+            raise SchemaError(f"the schema must be a dict of {{name: type}}, "
+                              f"got {type(schema).__name__}")
         cols = [(check_column_name(n), as_type(t)) for n, t in (schema or {}).items()]
         with self.db.transaction():
             kind = catalog.path_kind(self.db, catalog.check_path(path))

@@ -114,7 +114,8 @@ class Database:
         import apsw.bestpractice  # here, not at import: it pulls in apsw.ext (~15 ms)
 
         # Best practice for *this* connection only: no double-quoted string literals, recursive
-        # triggers, periodic optimize; then foreign keys on and WAL so readers never block the writer.
+        # triggers, periodic optimize; then foreign keys on and WAL so readers never block the
+        # writer.
         for fix in (
             apsw.bestpractice.connection_dqs,
             apsw.bestpractice.connection_recursive_triggers,
@@ -243,7 +244,8 @@ class Database:
                 raise self._read_only_error() from e
             except BaseException:
                 with contextlib.suppress(apsw.Error):
-                    if not self.sqlite.getautocommit():  # a fault before COMMIT: undo it, as a crash would
+                    # a fault before COMMIT: undo it, as a crash would
+                    if not self.sqlite.getautocommit():
                         self.sqlite.execute("ROLLBACK")
                 raise
             finally:

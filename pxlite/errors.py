@@ -1,11 +1,11 @@
 """The one family of pxlite errors.
 
-Every error pxlite raises on purpose derives from :class:`PxliteError`. The subclasses are grouped by
-what the caller can do about them: fix a name (:class:`NotFoundError`, :class:`AlreadyExistsError`),
-fix a value or schema (:class:`SchemaError`), fix settings (:class:`ConfigError`), retry or fix
-storage (:class:`StorageError`), look at a failed cell (:class:`ComputeError`), or deal with an
-unusable database file (:class:`DatabaseError`). Messages name the object, what was expected and
-the fix; causes are chained with ``raise ... from``.
+Every error pxlite raises on purpose derives from :class:`PxliteError`. The subclasses are grouped
+by what the caller can do about them: fix a name (:class:`NotFoundError`,
+:class:`AlreadyExistsError`), fix a value or schema (:class:`SchemaError`), fix settings
+(:class:`ConfigError`), retry or fix storage (:class:`StorageError`), look at a failed cell
+(:class:`ComputeError`), or deal with an unusable database file (:class:`DatabaseError`). Messages
+name the object, what was expected and the fix; causes are chained with ``raise ... from``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import operator
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import resolve as resolve_settings
@@ -438,14 +439,13 @@ class Compare(Expr):
         a, b = self.left.eval(row), self.right.eval(row)
         # compare the way SQL would: a datetime column against an ISO string literal, etc.
         if isinstance(self.left, ColumnRef) and isinstance(self.right, Literal) and b is not None:
-            try:
+            with suppress(SchemaError):  # not convertible: compare as given
                 b = self.left.type.from_sql(self.left.type.to_sql(b))
-            except SchemaError:
-                pass
         try:
             return _compare_values(self.op, a, b)
         except TypeError as e:
-            raise SchemaError(f"cannot compare {self.left!r} {self.op} {self.right!r}: {e}") from None
+            raise SchemaError(
+                f"cannot compare {self.left!r} {self.op} {self.right!r}: {e}") from None
 
     def to_json(self) -> dict[str, Any]:
         return {"cmp": self.op, "l": self.left.to_json(), "r": self.right.to_json()}

@@ -25,8 +25,10 @@ def make_image(seed: int, size: tuple[int, int] = (640, 480), alpha: bool = Fals
     draw = ImageDraw.Draw(img)
     for _ in range(6):
         x0, y0 = rnd.randrange(w), rnd.randrange(h)
-        x1, y1 = min(w - 1, x0 + rnd.randrange(w // 3 + 1)), min(h - 1, y0 + rnd.randrange(h // 3 + 1))
-        draw.ellipse((x0, y0, x1, y1), fill=(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)))
+        x1 = min(w - 1, x0 + rnd.randrange(w // 3 + 1))
+        y1 = min(h - 1, y0 + rnd.randrange(h // 3 + 1))
+        fill = (rnd.randrange(256), rnd.randrange(256), rnd.randrange(256))
+        draw.ellipse((x0, y0, x1, y1), fill=fill)
     noise = Image.effect_noise((w, h), 20).convert("RGB")
     img = Image.blend(img, noise, 0.12)
     if alpha:

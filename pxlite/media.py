@@ -264,7 +264,8 @@ class MediaFolder:
 
     def __init__(self, prefix_uri: str) -> None:
         if not prefix_uri.startswith("file:///") or not prefix_uri.endswith("/"):
-            raise ValueError(f"a media folder is a file:/// prefix ending in '/', not {prefix_uri!r}")
+            raise ValueError(
+                f"a media folder is a file:/// prefix ending in '/', not {prefix_uri!r}")
         self.prefix = prefix_uri
 
     def stored(self, uri: str) -> str:

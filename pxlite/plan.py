@@ -30,7 +30,7 @@ class Rows(NamedTuple):
 
     @classmethod
     def all(cls) -> Rows:
-        return cls()
+        return ALL
 
     @classmethod
     def matching(cls, predicate: str, params: Sequence[Any] = ()) -> Rows:
@@ -63,6 +63,10 @@ class Rows(NamedTuple):
         if self.predicate == "1":
             return ids, [json.dumps(list(self.rowids))]
         return f"{ids} AND ({self.predicate})", [json.dumps(list(self.rowids)), *self.params]
+
+
+#: Every row of the table (the default "which rows"; a Rows is immutable, so one is shared).
+ALL = Rows()
 
 
 # ---- cells ---------------------------------------------------------------------------------------
@@ -108,14 +112,14 @@ def select(meta: TableMeta, cols: Sequence[ColumnMeta], rows: Rows, *, cells: bo
     return sql, params
 
 
-def distinct_values(meta: TableMeta, col: ColumnMeta, rows: Rows = Rows()) -> Statement:
+def distinct_values(meta: TableMeta, col: ColumnMeta, rows: Rows = ALL) -> Statement:
     """The distinct non-NULL values of one column among ``rows`` (e.g. the files they name)."""
     cond, params = rows.condition()
     return (f"SELECT DISTINCT {col.sql} FROM {meta.sql} WHERE ({cond}) AND {col.sql} IS NOT NULL",
             params)
 
 
-def count(meta: TableMeta, rows: Rows = Rows()) -> Statement:
+def count(meta: TableMeta, rows: Rows = ALL) -> Statement:
     cond, params = rows.condition()
     return f"SELECT count(*) FROM {meta.sql} WHERE {cond}", params
 

@@ -63,14 +63,15 @@ class ResultSet:
         return v
 
     def _row(self, r: tuple) -> dict[str, Any]:
-        return {n: self._value(i, v) for i, (n, v) in enumerate(zip(self.names, r))}
+        return {n: self._value(i, v) for i, (n, v) in enumerate(zip(self.names, r, strict=True))}
 
     def __getitem__(self, key: int | str | slice) -> Any:
         if isinstance(key, str):
             try:
                 i = self.names.index(key)
             except ValueError:
-                raise NotFoundError(f"no column {key!r} in this result; it has {self.names}") from None
+                raise NotFoundError(
+                    f"no column {key!r} in this result; it has {self.names}") from None
             return [self._value(i, r[i]) for r in self._rows]
         if isinstance(key, slice):
             return ResultSet(self.names, self.types, self._rows[key], self._media)
@@ -92,7 +93,7 @@ class ResultSet:
 
     @property
     def schema(self) -> dict[str, ColumnType]:
-        return dict(zip(self.names, self.types))
+        return dict(zip(self.names, self.types, strict=True))
 
     # ---- display -------------------------------------------------------------------------------
     def _cell_text(self, i: int, v: Any) -> str:
@@ -109,7 +110,8 @@ class ResultSet:
         header = self.names
         body = [[self._cell_text(i, v) for i, v in enumerate(r)] for r in self._rows]
         widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(header)]
-        line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+        line = lambda cells: "  ".join(  # noqa: E731
+            c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
         out = [line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
         return "\n".join(out) + f"\n({len(self)} row{'s' if len(self) != 1 else ''})"
 

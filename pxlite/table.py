@@ -61,7 +61,8 @@ class Query:
         self._limit = limit
 
     def _copy(self, **kw: Any) -> Query:
-        args = dict(outputs=self._outputs, where=self._where, order=self._order, limit=self._limit)
+        args: dict[str, Any] = dict(outputs=self._outputs, where=self._where, order=self._order,
+                                    limit=self._limit)
         args.update(kw)
         return Query(self._t, **args)
 
@@ -156,11 +157,9 @@ class Query:
                 contexts = (rc for rc in contexts if all(p.eval(rc[1]) is True for p in py_preds))
             if py_order:
                 contexts = _py_sort(list(contexts), py_order)
-            n = 0
-            for item in contexts:
+            for n, item in enumerate(contexts):
                 if self._limit is not None and n >= self._limit:
                     break
-                n += 1
                 yield item
 
     def _default_outputs(self, meta: TableMeta) -> list[tuple[str, Expr]]:
@@ -173,18 +172,15 @@ class Query:
         resolver = Resolver(self._t._conn.settings(), self._t._conn.media_folder)
         rows: list[tuple] = []
         types: list[ColumnType] = [e.type for _, e in outputs]
-        plain = [isinstance(e, ColumnRef) and e.type.is_media for _, e in outputs]
-        for _, rc in self._rows(meta, outputs, resolver):
-            vals = []
-            for (_, e), keep_uri in zip(outputs, plain):
-                if keep_uri:
-                    vals.append(rc.raw.get(e.col.col_id))  # type: ignore[attr-defined]
-                else:
-                    vals.append(e.eval(rc))
-            rows.append(tuple(vals))
         # Plain media columns keep their URI until read; computed media values (e.g.
         # select(t.image.rotate(90))) are already PIL objects and pass through untouched.
-        cols_of = [e.col if keep else None for (_, e), keep in zip(outputs, plain)]  # type: ignore[attr-defined]
+        cols_of: list[ColumnMeta | None] = [
+            e.col if isinstance(e, ColumnRef) and e.type.is_media else None for _, e in outputs]
+        for _, rc in self._rows(meta, outputs, resolver):
+            vals = []
+            for (_, e), col in zip(outputs, cols_of, strict=True):
+                vals.append(e.eval(rc) if col is None else rc.raw.get(col.col_id))
+            rows.append(tuple(vals))
 
         def media_value(i: int, uri: Any) -> Any:
             col = cols_of[i]
@@ -202,7 +198,8 @@ class Query:
             with self._t._conn.db.read():
                 self._t._recheck(meta)
                 return self._t._conn.db.query(f"SELECT count(*) FROM ({inner})", params)[0][0]
-        return sum(1 for _ in q._rows(meta, [], Resolver(self._t._conn.settings(), self._t._conn.media_folder)))
+        resolver = Resolver(self._t._conn.settings(), self._t._conn.media_folder)
+        return sum(1 for _ in q._rows(meta, [], resolver))
 
     def head(self, n: int = 10) -> ResultSet:
         return self.limit(n).collect()
@@ -220,7 +217,8 @@ class Query:
         if self._where is not None:
             parts.append(f"where {self._where!r}")
         if self._order:
-            parts.append("order by " + ", ".join(f"{e!r}{'' if a else ' desc'}" for e, a in self._order))
+            parts.append("order by " + ", ".join(f"{e!r}{'' if a else ' desc'}"
+                                                 for e, a in self._order))
         if self._limit is not None:
             parts.append(f"limit {self._limit}")
         return "<Query " + "; ".join(parts) + ">"
@@ -270,7 +268,8 @@ class Table:
                     raise SchemaError(
                         f"{node!r} belongs to table {node.table.path!r}, not {self._path!r}")
                 if not any(c.col_id == node.col.col_id for c in meta.columns):
-                    raise NotFoundError(f"column {node.col.name!r} no longer exists in {self._path!r}")
+                    raise NotFoundError(
+                        f"column {node.col.name!r} no longer exists in {self._path!r}")
         return e
 
     def __getattr__(self, name: str) -> ColumnRef:
@@ -328,7 +327,7 @@ class Table:
         head = ("Column", "Type", "Computed with", "Destination")
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
                   for i, h in enumerate(head)]
-        fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
+        fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
         lines = [f"Table '{self._path}'", fmt(head), fmt(tuple("-" * w for w in widths))]
         lines += [fmt(r) for r in rows]
         return "\n".join(lines)
@@ -350,7 +349,8 @@ class Table:
                 if not ctype.nullable and db.query(f"SELECT 1 FROM {meta.sql} LIMIT 1"):
                     raise SchemaError(
                         f"cannot add Required column {name!r} to {self._path!r}: its existing rows "
-                        "would have no value; add it as nullable, fill it with update(), or start empty"
+                        "would have no value; add it as nullable, fill it with update(), or "
+                        "start empty"
                     )
                 catalog.add_column(db, meta, name, ctype)
         return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
@@ -659,13 +659,15 @@ class Table:
             if if_exists == "error":
                 raise AlreadyExistsError(f"table {self._path!r} already has a column named "
                                          f"{name!r}; pass if_exists='replace' or 'ignore'")
-            self._replaceable(meta, name)
+            self._check_replaceable(meta, name)
         with writes.Operation(conn, meta) as op:
             if ctype.is_media:
                 op.prepare(op.output_prefix(dest))
             with op.committing(self._recheck):
-                old = self._replaceable(self._meta(), name) and meta.column(name) \
-                    if replacing else None
+                old: ColumnMeta | None = None
+                if replacing:  # checked again: a dependent may have been added meanwhile
+                    self._check_replaceable(self._meta(), name)
+                    old = meta.column(name)
                 # A replacement is computed under a temporary name beside the old column and
                 # takes its place in this transaction.
                 col = catalog.add_column(conn.db, meta, f"_pxl_new_{name}" if old else name,
@@ -682,15 +684,15 @@ class Table:
         status.elapsed_s = time.perf_counter() - t0
         return status
 
-    def _replaceable(self, meta: TableMeta, name: str) -> bool:
-        """May ``if_exists='replace'`` replace this column? Not while others depend on it."""
+    def _check_replaceable(self, meta: TableMeta, name: str) -> None:
+        """May ``if_exists='replace'`` replace this column? Not while others depend on it: then
+        a SchemaError says which."""
         old = meta.column(name)
         deps = [d for d in _dependents(meta, old.col_id) if d.col_id != old.col_id]
         if deps:
             raise SchemaError(
                 f"cannot replace column {name!r} of {self._path!r}: computed column(s) "
                 f"{', '.join(repr(d.name) for d in deps)} depend on it; drop them first")
-        return True
 
     def recompute_columns(self, *names: str, where: Expr | None = None,
                           errors_only: bool = False) -> UpdateStatus:

@@ -99,7 +99,8 @@ class FloatType(ColumnType):
                               "1.8e308)") from None
         if math.isnan(v):
             # SQLite stores NaN as NULL, which would silently change the value.
-            raise SchemaError("NaN cannot be stored in a Float column; use None for a missing value")
+            raise SchemaError(
+                "NaN cannot be stored in a Float column; use None for a missing value")
         return v
 
     def expect(self) -> str:
@@ -293,7 +294,8 @@ _PY_TYPES: dict[Any, ColumnType] = {int: Int, float: Float, str: String, bool: B
 
 
 def as_type(t: Any) -> ColumnType:
-    """Turn what a user wrote in a schema (``pxl.Int``, ``int``, ``'Required[Image]'``) into a type."""
+    """Turn what a user wrote in a schema (``pxl.Int``, ``int``, ``'Required[Image]'``) into a
+    type."""
     if isinstance(t, ColumnType):
         return t
     if isinstance(t, type) and issubclass(t, ColumnType) and t in _ALL.values():

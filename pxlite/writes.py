@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 #: ``pool_map(fn, items)`` yields ``(item, result, exception)`` as each call finishes.
-PoolMap = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[tuple[Any, Any, BaseException | None]]]
+PoolMap = Callable[[Callable[[Any], Any], Iterable[Any]],
+                   Iterable[tuple[Any, Any, BaseException | None]]]
 
 
 class Operation:

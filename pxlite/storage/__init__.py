@@ -181,7 +181,8 @@ def is_local(uri: str | os.PathLike) -> bool:
 
 
 def to_uri(path_or_uri: str | os.PathLike) -> str:
-    """A local path as an absolute ``file:///`` URI (no existence check); URIs come back unchanged."""
+    """A local path as an absolute ``file:///`` URI (no existence check); URIs come back
+    unchanged."""
     if not isinstance(path_or_uri, os.PathLike):
         text = str(path_or_uri)
         if _url_scheme(text) is not None:

@@ -165,7 +165,8 @@ def check_expiry(uri: str, expires_s: int, limit_s: int | None, provider: str) -
     try:
         seconds = int(expires_s)
     except (TypeError, ValueError):
-        raise ConfigError(f"presigned URL expiry must be whole seconds, got {expires_s!r}") from None
+        raise ConfigError(
+            f"presigned URL expiry must be whole seconds, got {expires_s!r}") from None
     if seconds <= 0:
         raise ConfigError(f"presigned URL expiry must be positive, got {expires_s!r} for {uri}")
     if limit_s is not None and seconds > limit_s:
@@ -190,9 +191,9 @@ def note_retries_exhausted(error: PxliteError, retries: int) -> PxliteError:
     if isinstance(error, StorageError) and error.retryable and not getattr(
             error, "retries_exhausted", False):
         attempts = retries + 1
-        error.args = ((f"{error.args[0] if error.args else ''} (retries exhausted: gave up "
-                       f"after {attempts} attempt{'s' if attempts != 1 else ''}, storage_retries "
-                       f"= {retries}; try again later)"),) + tuple(error.args[1:])
+        error.args = (f"{error.args[0] if error.args else ''} (retries exhausted: gave up "
+                      f"after {attempts} attempt{'s' if attempts != 1 else ''}, storage_retries "
+                      f"= {retries}; try again later)", *error.args[1:])
         error.retries_exhausted = True  # type: ignore[attr-defined]
     return error
 
@@ -213,7 +214,9 @@ def retry_call(fn: Callable[[], T], *, retries: int, base_delay_s: float = 0.2,
             if not e.retryable:
                 raise
             if attempt >= retries:
-                raise note_retries_exhausted(e, retries)
+                # the same error, its message amended: a bare raise keeps its cause and traceback
+                note_retries_exhausted(e, retries)
+                raise
             attempt += 1
             sleep(backoff_delay(attempt, base_delay_s, max_delay_s))
 
