@@ -36,7 +36,7 @@ CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-# ---- strace log parsing ---------------------------------------------------------------------------
+# ---- strace log parsing --------------------------------------------------------------------------
 @dataclass
 class Call:
     """One system call: name, raw argument text, result text, and the log line indexes where it
@@ -216,7 +216,7 @@ def _named_files(db_path: Path) -> list[Path]:
                 if v.startswith("media:"):
                     out.append(media / v[len("media:"):])
                 else:
-                    out.append(storage.local_path(v))
+                    out.append(storage.file_path(v))
         return out
     finally:
         db.close()
@@ -290,7 +290,7 @@ def test_syscall_order(tmp_path):
     assert not problems, "\n".join(problems)
 
 
-# ---- point 7: a destination removed while the operation runs ------------------------------------
+# ---- point 7: a destination removed while the operation runs -------------------------------------
 def _rm_after(monkeypatch, nth: int, folder: Path) -> list[int]:
     hits = [0]
 
@@ -410,7 +410,7 @@ def test_destination_removed_during_insert(tmp_path, monkeypatch, nth):
     assert len(_rows(db_path)[1]) == len(rows)
 
 
-# ---- make_durable itself ----------------------------------------------------------------------
+# ---- make_durable itself -------------------------------------------------------------------------
 def _backend() -> local.LocalBackend:
     backend = storage.get_backend("file:///", config.resolve({}))
     assert isinstance(backend, local.LocalBackend)
@@ -471,18 +471,18 @@ def test_make_durable_missing_file(tmp_path):
     root = tmp_path / "dest"
     uri = f"{root.as_uri()}/t/1/ab/{'ab' * 32}.jpg"
     _write(uri, b"data")
-    os.unlink(storage.local_path(uri))
+    os.unlink(storage.file_path(uri))
     with pytest.raises(StorageError) as info:
         local.make_durable([uri], [root.as_uri() + "/"])
     assert not info.value.retryable and info.value.uri == uri
     msg = str(info.value)
-    assert str(storage.local_path(uri)) in msg and str(root) in msg, msg
+    assert str(storage.file_path(uri)) in msg and str(root) in msg, msg
     assert "removed or changed" in msg and "nothing was committed" in msg, msg
 
     shutil.rmtree(root)  # the whole folder gone: the first missing folder names the file
     with pytest.raises(StorageError, match="removed or changed") as info:
         local.make_durable([uri], [root.as_uri() + "/"])
-    assert str(storage.local_path(uri)) in str(info.value)
+    assert str(storage.file_path(uri)) in str(info.value)
 
 
 @needs_proc
@@ -496,7 +496,7 @@ def test_put_bytes_new_repairs_truncated_file(tmp_path):
     """A content-addressed name holding 0 bytes (a power cut before writes were synced) is
     replaced by the full bytes; the name counts as already there (never undone)."""
     uri = f"{tmp_path.as_uri()}/dest/{'cd' * 32}.jpg"
-    path = storage.local_path(uri)
+    path = storage.file_path(uri)
     path.parent.mkdir()
     path.write_bytes(b"")
     assert _backend().put_bytes_new(b"full", uri) is False

@@ -82,7 +82,7 @@ def test_a_copied_pair_works_on_its_own_files(tmp_path):
         t = db.get_table("t")
         urls = [r["image_fileurl"] for r in t.select(t.image.fileurl).collect()]
         assert all(u.startswith((tmp_path / "copy.pxl.media").as_uri()) for u in urls)
-        assert [r["image"].size for r in t.select(t.image).order_by(t.k).collect()][0] == (8, 8)
+        assert t.select(t.image).order_by(t.k).collect()[0]["image"].size == (8, 8)
         t.delete(where=t.k == 0)
         assert pxl.check(db=db).ok
     # The copy deleted its own copy of row 0's image; the original keeps its own.
@@ -110,7 +110,7 @@ def test_a_moved_pair_keeps_working_and_owns_its_files(tmp_path):
     shutil.move(db_path.with_name("t.pxl.media"), moved / "t.pxl.media")
     with pxl.connect(moved / "t.pxl") as db:
         t = db.get_table("t")
-        assert [r["image"].size for r in t.select(t.image).order_by(t.k).collect()][0] == (8, 8)
+        assert t.select(t.image).order_by(t.k).collect()[0]["image"].size == (8, 8)
         assert t.select(t.image.fileurl).collect()[0]["image_fileurl"].startswith(
             (moved / "t.pxl.media").as_uri())
         assert pxl.check(db=db).ok
@@ -174,7 +174,7 @@ def test_schema_1_database_is_migrated_to_relative_references(tmp_path):
                           (media,))
             db.db.execute("DELETE FROM px_meta")
             db.db.execute("ALTER TABLE px_media_locations DROP COLUMN owner")
-            db.db.conn.pragma("user_version", 1)
+            db.db.sqlite.pragma("user_version", 1)
     with pxl.connect(db_path) as db:
         meta = catalog.load_table(db.db, "t")
         raw = [r[0] for r in db.db.query(f"SELECT {meta.column('image').sql} FROM {meta.sql}")]
@@ -185,7 +185,7 @@ def test_schema_1_database_is_migrated_to_relative_references(tmp_path):
     assert len(_files(tmp_path / "t.pxl.media")) == 3  # still owns what it wrote
 
 
-# ---- move_media onto another spelling of the same place --------------------------------------
+# ---- move_media onto another spelling of the same place ------------------------------------------
 @pytest.mark.parametrize("spelling", ["symlink", "double-slash", "file-uri"])
 def test_move_media_onto_the_same_folder_is_a_no_op(tmp_path, spelling):
     db_path, rot = _make(tmp_path)
@@ -202,7 +202,7 @@ def test_move_media_onto_the_same_folder_is_a_no_op(tmp_path, spelling):
         st = t.move_media("rot", dest)
         assert st.num_rows == 0 and "nothing was moved" in str(st)
         assert pxl.check(db=db).ok
-        assert [r["rot"].size for r in t.select(t.rot).order_by(t.k).collect()][0] == (8, 8)
+        assert t.select(t.rot).order_by(t.k).collect()[0]["rot"].size == (8, 8)
     assert _files(rot) == before
 
 
@@ -240,10 +240,10 @@ def test_cloud_spellings_of_one_object_are_one_object(a, b, same):
     assert _same_object(a, b) is same
 
 
-# ---- drop keeps what other tables reference --------------------------------------------------
+# ---- drop keeps what other tables reference ------------------------------------------------------
 @pytest.mark.parametrize("how", ["drop_table", "drop_column"])
 def test_dropping_keeps_files_another_table_names(tmp_path, how):
-    db_path, rot = _make(tmp_path)
+    db_path, _ = _make(tmp_path)
     with pxl.connect(db_path) as db:
         t = db.get_table("t")
         favs = db.create_table("favs", {"image": pxl.Image})
@@ -259,7 +259,7 @@ def test_dropping_keeps_files_another_table_names(tmp_path, how):
                                                  for r in favs.collect())
 
 
-# ---- where= of writes, and column names ---------------------------------------------------------
+# ---- where= of writes, and column names ----------------------------------------------------------
 def test_a_where_that_is_not_a_condition_is_refused(tmp_path):
     db = pxl.connect(tmp_path / "w.pxl")
     t = db.create_table("t", {"n": pxl.Int, "label": pxl.String})
@@ -291,7 +291,7 @@ def test_column_names_that_shadow_table_attributes_are_refused(tmp_path, name):
     assert t.columns() == ["x"]
 
 
-# ---- replace is atomic ----------------------------------------------------------------------------
+# ---- replace is atomic ---------------------------------------------------------------------------
 @pxl.udf
 def _fail_on_wide(img: pxl.Image) -> pxl.Image:
     if img.width > 9:
@@ -308,7 +308,7 @@ def test_a_failed_replace_keeps_the_old_column_and_its_files(tmp_path):
             t.add_computed_column(rot=_fail_on_wide(t.image), if_exists="replace",
                                   destination=str(rot))
         assert t.columns() == ["image", "k", "rot"]
-        assert [r["rot"].size for r in t.select(t.rot).order_by(t.k).collect()][0] == (8, 8)
+        assert t.select(t.rot).order_by(t.k).collect()[0]["rot"].size == (8, 8)
         assert pxl.check(db=db).ok
         st = t.add_computed_column(rot=t.image.rotate(180), if_exists="replace")
         assert st.num_errors == 0 and t.columns() == ["image", "k", "rot"]
@@ -316,7 +316,7 @@ def test_a_failed_replace_keeps_the_old_column_and_its_files(tmp_path):
     assert not (_files(rot) & before)  # the replaced column's files were released
 
 
-# ---- media values keep their bytes -----------------------------------------------------------------
+# ---- media values keep their bytes ---------------------------------------------------------------
 def test_update_with_another_media_column_copies_the_reference(tmp_path):
     png = tmp_path / "noise.png"
     Image.effect_noise((32, 32), 90).convert("RGB").save(png)
@@ -342,7 +342,7 @@ def test_inserted_high_depth_images_keep_their_values(tmp_path, mode, value):
         assert back.getpixel((1, 1)) == value and back.getpixel((0, 0)) == 0
 
 
-# ---- only regular files are media -----------------------------------------------------------------
+# ---- only regular files are media ----------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_a_fifo_or_device_path_is_refused_without_hanging(tmp_path, kind):
     if kind == "fifo":
@@ -357,7 +357,7 @@ def test_a_fifo_or_device_path_is_refused_without_hanging(tmp_path, kind):
     def run() -> None:
         try:
             t.insert(image=str(path))
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+        except BaseException as e:  # handed to the test thread
             outcome.append(e)
 
     th = threading.Thread(target=run, daemon=True)
@@ -369,7 +369,7 @@ def test_a_fifo_or_device_path_is_refused_without_hanging(tmp_path, kind):
     assert t.count() == 0
 
 
-# ---- crafted locations and symlinks out of a location ------------------------------------------
+# ---- crafted locations and symlinks out of a location --------------------------------------------
 def test_crafted_location_rows_are_ignored(tmp_path, monkeypatch):
     from pxlite.storage.local import LocalBackend
 
