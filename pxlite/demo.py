@@ -13,6 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import pxlite as pxl
+
+from .imagegen import make_image, write_images
+
 
 def _say(title: str) -> None:
     print(f"\n== {title}")
@@ -20,9 +24,6 @@ def _say(title: str) -> None:
 
 def run_demo(folder: Path | None = None, n: int = 6) -> Path:
     """Run the walkthrough in ``folder``; return the database path."""
-    import pxlite as pxl
-    from pxlite.imagegen import make_image, write_images
-
     t_start = time.perf_counter()
     folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="pxlite-demo-"))
     folder.mkdir(parents=True, exist_ok=True)

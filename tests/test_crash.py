@@ -199,7 +199,7 @@ def stored_files(db_path: Path, target: Any) -> set[str]:
     out = set()
     folders = [db_path.with_name(db_path.name + ".media")]
     if target.name == "local":
-        folders.append(storage.local_path(target.prefix))
+        folders.append(storage.file_path(target.prefix))
     else:
         out |= set(storage.get_backend(target.prefix, target.settings).list(target.prefix))
     for f in folders:
@@ -376,7 +376,7 @@ def _output_files(conn: pxl.Connection, target: Any) -> Callable[[], int]:
     uid = catalog.load_table(conn.db, "t").uid
     prefix = f"{target.prefix}{uid}/"
     if target.name == "local":
-        folder = storage.local_path(prefix)
+        folder = storage.file_path(prefix)
         return lambda: sum(1 for _, _, fs in os.walk(folder) for f in fs
                            if not f.startswith(TEMP))
     backend = storage.get_backend(prefix, target.settings)

@@ -152,4 +152,4 @@ def test_migration_ladder_runs(tmp_path, monkeypatch):
                         "INSERT INTO px_meta(key, value) VALUES ('migrated', 'yes')")
     with pxl.connect(p) as db:
         assert db.db.query("SELECT value FROM px_meta WHERE key = 'migrated'") == [("yes",)]
-        assert db.db.conn.pragma("user_version") == SCHEMA_VERSION
+        assert db.db.sqlite.pragma("user_version") == SCHEMA_VERSION

@@ -64,7 +64,7 @@ def test_any_destination_is_canonical_or_refused(tmp_path):
         # (a POSIX '//a' stays 'file:////a/': same folder, second spelling; see SECURITY.md)
         assert scheme == "file" or "" not in segs[:-1], p
         if scheme == "file":
-            path = storage.local_path(p)
+            path = storage.file_path(p)
             assert path.is_absolute()
             raw = os.path.expanduser(text.strip()) if not text.lower().startswith("file:") else ""
             if raw and not os.path.isabs(raw) and "\x00" not in raw:
@@ -133,7 +133,7 @@ def test_configure_keeps_only_valid_destinations(tmp_path, monkeypatch):
             return
         assert kept == dest
         prefix = storage.canonical_prefix(kept, config.resolve())
-        assert storage.local_path(prefix).resolve().is_relative_to(tmp_path.resolve())
+        assert storage.file_path(prefix).resolve().is_relative_to(tmp_path.resolve())
         pxl.configure(output_media_dest=None)
 
     check()

@@ -85,7 +85,7 @@ def test_clean_database_is_ok(media_table):
 def test_missing_files_are_reported_and_never_fixed(media_table, tmp_path):
     db, _, user = media_table
     images = _raw(db, "t", "image")
-    written = storage.local_path(images[1])
+    written = storage.file_path(images[1])
     written.unlink()              # a file pxlite wrote
     user.unlink()                 # a user's original that vanished
     report = check(db)
@@ -180,8 +180,8 @@ def test_fix_finishes_pending_deletes_left_by_a_crash(tmp_path, monkeypatch):
     assert report.orphans == [uris[2]] and len(report.pending) == 2
     fixed = check(db, fix=True)
     assert fixed.fixed == [uris[2]] and fixed.pending_cleared == 2
-    assert not storage.local_path(uris[2]).exists()
-    assert storage.local_path(uris[3]).exists()
+    assert not storage.file_path(uris[2]).exists()
+    assert storage.file_path(uris[3]).exists()
     assert not catalog.pending_deletes(db.db)
     assert check(db).ok and _sizes(t) == [(8, 8)] * 3
     db.close()
@@ -235,7 +235,7 @@ def test_file_written_after_the_listing_is_not_missing_after_probing_a_pending_d
     # A file pxlite wrote (its row committed) that the listing of its location does not show.
     late = t.select(t.image.fileurl).collect()[0]["image_fileurl"]
     assert late.startswith((tmp_path / "x.pxl.media").as_uri()) and Path(
-        storage.local_path(late)).is_file()
+        storage.file_path(late)).is_file()
     real_list = LocalBackend.list
 
     def listing(self, prefix):
@@ -421,7 +421,7 @@ def test_move_interrupted_after_commit_is_finished_by_fix(media_table, tmp_path,
     report = check(db)
     assert sorted(report.orphans) == sorted(before[:3]) and len(report.pending) == 3
     fixed = check(db, fix=True)
-    assert fixed.ok and not any(storage.local_path(u).exists() for u in before[:3])
+    assert fixed.ok and not any(storage.file_path(u).exists() for u in before[:3])
     assert user.exists() and not catalog.pending_deletes(db.db)
     # Moving again to the same place is a no-op.
     again = t.move_media("image", str(dest))

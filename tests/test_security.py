@@ -288,7 +288,7 @@ def test_no_user_string_in_executed_sql(tmp_path, jpegs):
         statements.append(sql)
         return True
 
-    db.db.conn.exec_trace = tracer
+    db.db.sqlite.exec_trace = tracer
     try:
         t = db.create_table("t", {"s": pxl.String, "j": pxl.Json, "img": pxl.Image,
                                   "ts": pxl.Timestamp})
@@ -315,7 +315,7 @@ def test_no_user_string_in_executed_sql(tmp_path, jpegs):
                 db.get_table(bad)
         pxl.check(db=db)
     finally:
-        db.db.conn.exec_trace = None
+        db.db.sqlite.exec_trace = None
     assert len(statements) > 30
     leaked = [s for s in statements if "PXMARK" in s]
     assert not leaked, leaked

@@ -591,7 +591,7 @@ def _abort_mid_column(faulty: Faulty, tmp_path: Path, images: list[Path], how: s
     assert cause.retryable is True and cause.uri and cause.uri.startswith(owned), str(cause)
     assert "retries exhausted" in str(cause)
     assert t.columns() == ["image"]                     # the column was not added
-    assert all(Path(storage.local_path(u)).exists() for u in _raw(db, "image"))
+    assert all(Path(storage.file_path(u)).exists() for u in _raw(db, "image"))
     uploaded = {s.key.split("pfx/", 1)[1] for s in faulty.proxy.requests("write", ".jpg")
                 if s.status is not None and s.status < 300 and s.key}
     assert len(uploaded) >= KILL_AFTER

@@ -146,7 +146,7 @@ def test_abort_cleanup_runs_under_the_write_lock(db, monkeypatch):
     real = LocalBackend.delete
 
     def delete(self, uri):
-        seen.append(not db.db.conn.getautocommit())  # True: inside a write transaction
+        seen.append(not db.db.sqlite.getautocommit())  # True: inside a write transaction
         real(self, uri)
 
     monkeypatch.setattr(LocalBackend, "delete", delete)
