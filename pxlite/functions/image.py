@@ -16,11 +16,12 @@ Wrappers never modify their input (the same decoded image may feed several colum
 from __future__ import annotations
 
 import base64
+import enum
 import inspect
 import io
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from PIL import Image as PILImage
 
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 _Check = Callable[[inspect.BoundArguments], None]
+_E = TypeVar("_E", bound=enum.IntEnum)
 
 
 # ---- registration --------------------------------------------------------------------------------
@@ -136,6 +138,21 @@ def _int_arg(fn_name: str, pname: str, v: Any) -> int | None:
     return int(v)
 
 
+def _required_int_arg(fn_name: str, pname: str, v: Any) -> int:
+    """An int-valued option that has no None form (it becomes a Pillow enum here)."""
+    m = _int_arg(fn_name, pname, v)
+    if m is None:
+        raise SchemaError(f"{fn_name}(): {pname} must be an int (or a PIL enum), got None")
+    return m
+
+
+def _pillow_int(enum_type: type[_E], v: int | None) -> _E:
+    """``v`` passed on unchanged where Pillow's annotation names an IntEnum (``Resampling``,
+    ``Dither``). Pillow takes plain ints (and, in places, None) there and checks them itself, with
+    its own messages; converting to the enum here would refuse values Pillow accepts."""
+    return cast(_E, v)
+
+
 def _as_list(v: Any) -> Any:
     return [_as_list(x) for x in v] if isinstance(v, (list, tuple)) else v
 
@@ -150,13 +167,11 @@ def _check_transpose(bound: inspect.BoundArguments) -> None:
 
 def _transpose_method(method: Any) -> PILImage.Transpose:
     m = _int_arg("transpose", "method", method)
-    try:
-        return PILImage.Transpose(m)
-    except ValueError:
+    if m is None or m not in {t.value for t in PILImage.Transpose}:
         raise SchemaError(
             f"transpose(): method must be one of pxl.FLIP_LEFT_RIGHT (0), FLIP_TOP_BOTTOM, "
-            f"ROTATE_90, ROTATE_180, ROTATE_270, TRANSPOSE, TRANSVERSE (6); got {method!r}"
-        ) from None
+            f"ROTATE_90, ROTATE_180, ROTATE_270, TRANSPOSE, TRANSVERSE (6); got {method!r}")
+    return PILImage.Transpose(m)
 
 
 def _check_lut(lut: Any) -> None:
@@ -186,8 +201,9 @@ def rotate(img: PILImage.Image, angle: float, resample: int = 0, expand: bool = 
            center: tuple[float, float] | None = None, translate: tuple[int, int] | None = None,
            fillcolor: float | tuple[float, ...] | str | None = None) -> PILImage.Image:
     """Wraps ``PIL.Image.Image.rotate``: a copy rotated ``angle`` degrees counter-clockwise."""
-    return img.rotate(angle, resample=_int_arg("rotate", "resample", resample), expand=expand,
-                      center=_tup(center), translate=_tup(translate), fillcolor=_tup(fillcolor))
+    return img.rotate(angle, expand=expand, center=_tup(center), translate=_tup(translate),
+                      fillcolor=_tup(fillcolor), resample=_pillow_int(
+                          PILImage.Resampling, _int_arg("rotate", "resample", resample)))
 
 
 @_register(check=_check_transpose)
@@ -210,8 +226,8 @@ def thumbnail(img: PILImage.Image, size: tuple[int, int], resample: int = 3,
               reducing_gap: float | None = 2.0) -> PILImage.Image:
     """Wraps ``PIL.Image.Image.thumbnail``: a copy shrunk to fit in ``size``, keeping the aspect."""
     out = img.copy()  # Pillow's thumbnail works in place; never touch the input
-    out.thumbnail(_tup(size), resample=_int_arg("thumbnail", "resample", resample),
-                  reducing_gap=reducing_gap)
+    out.thumbnail(_tup(size), reducing_gap=reducing_gap, resample=_pillow_int(
+        PILImage.Resampling, _int_arg("thumbnail", "resample", resample)))
     return out
 
 
@@ -226,9 +242,10 @@ def convert(img: PILImage.Image, mode: str | None = None,
             matrix: tuple[float, ...] | None = None, dither: int | None = None,
             palette: int = 0, colors: int = 256) -> PILImage.Image:
     """Wraps ``PIL.Image.Image.convert``: a copy in another mode ('L', 'RGB', 'RGBA'...)."""
-    pal = _int_arg("convert", "palette", palette)
-    return img.convert(mode, matrix=_tup(matrix), dither=_int_arg("convert", "dither", dither),
-                       palette=PILImage.Palette(pal), colors=colors)
+    pal = _required_int_arg("convert", "palette", palette)
+    dith = _pillow_int(PILImage.Dither, _int_arg("convert", "dither", dither))
+    return img.convert(mode, matrix=_tup(matrix), dither=dith, palette=PILImage.Palette(pal),
+                       colors=colors)
 
 
 @_register()
@@ -257,7 +274,7 @@ def quantize(img: PILImage.Image, colors: int = 256, method: int | None = None, 
     """Wraps ``PIL.Image.Image.quantize``: a 'P' image with at most ``colors`` colors."""
     return img.quantize(colors, method=_int_arg("quantize", "method", method), kmeans=kmeans,
                         palette=palette,
-                        dither=PILImage.Dither(_int_arg("quantize", "dither", dither)))
+                        dither=PILImage.Dither(_required_int_arg("quantize", "dither", dither)))
 
 
 @_register()

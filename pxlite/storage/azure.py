@@ -178,18 +178,26 @@ class AzureBackend(StorageBackend):
         now = datetime.datetime.now(datetime.UTC)
         start, expiry = now - datetime.timedelta(minutes=5), now + datetime.timedelta(
             seconds=seconds)  # start in the past tolerates clock skew
+        if not key and not token_auth:
+            raise ConfigError(f"cannot presign {uri}: signing needs the account key (an [azure] "
+                              "connection_string with AccountKey) or an Entra ID credential")
+        # The signature covers the account name; the SDK knows it from a key credential or an
+        # https://<account>.blob.core.windows.net URL, not from a custom domain.
+        account = self.account
+        if account is None:
+            raise ConfigError(f"cannot presign {uri}: the [azure] account_url does not name the "
+                              "storage account, which the signature needs; use "
+                              "https://<account>.blob.core.windows.net or a connection_string "
+                              "with AccountName")
         sas_args: dict[str, Any] = {}
         if key:
             sas_args["account_key"] = key
-        elif token_auth:
+        else:
             with self._errors(uri):
                 sas_args["user_delegation_key"] = self.client.get_user_delegation_key(start,
                                                                                       expiry)
-        else:
-            raise ConfigError(f"cannot presign {uri}: signing needs the account key (an [azure] "
-                              "connection_string with AccountKey) or an Entra ID credential")
         with self._errors(uri):
-            sas = generate_blob_sas(self.account, loc.container, loc.blob,
+            sas = generate_blob_sas(account, loc.container, loc.blob,
                                     permission=BlobSasPermissions(read=True), expiry=expiry,
                                     start=start, **sas_args)
             return f"{self._blob(uri).url}?{sas}"
