@@ -129,12 +129,12 @@ class _MissingFile(Exception):
     """
 
 
-class _FileDisk(diskcache.Disk):  # type: ignore[misc]
+class _FileDisk(diskcache.Disk):
     """The diskcache ``Disk`` that moves staged downloads in instead of copying them."""
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple:
         if not isinstance(value, _Staged):
-            return super().store(value, read, key=key)  # type: ignore[no-any-return]
+            return super().store(value, read, key=key)
         filename, _ = self.filename(key, value)
         # Keep the object's extension so a path handed to a user or a viewer says what it is.
         filename = os.path.splitext(filename)[0] + value.suffix

@@ -286,6 +286,8 @@ def resolve(db_config: Mapping[str, Any] | None = None) -> Settings:
     sources: dict[str, str] = {
         "home": "environment" if os.environ.get("PXLITE_HOME") else "default"}
     for where, layer in layers:
+        top: dict[str, Any]
+        prov: dict[str, dict]
         if where == "default":
             top, prov = dict(layer), {}
         else:

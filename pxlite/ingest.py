@@ -96,7 +96,7 @@ class RowConverter:
         values = "".join(f"v{j}, " for j in range(len(self.inputs)))
         lines.append(f"    return (rowid, {values})")
         exec("\n".join(lines), env)
-        return env["convert"]  # type: ignore[no-any-return]
+        return env["convert"]
 
     def rows(self, rows: Iterable[Any], base: int) -> Iterator[tuple]:
         """Parameter tuples for ``rows``, rowids from ``base`` (lazily; map keeps the per-row

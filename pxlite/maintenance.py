@@ -276,9 +276,9 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
         if not owned_file(u):
             gone_pending.add(u)  # not a file pxlite writes: the entry is cleared, nothing deleted
             continue
-        p = owner(u)
-        if p is not None and p in listed:
-            if u not in listed[p]:
+        prefix = owner(u)
+        if prefix is not None and prefix in listed:
+            if u not in listed[prefix]:
                 gone_pending.add(u)
         else:
             probe_pending.append(u)
@@ -297,11 +297,11 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
     suspects: dict[str, bool] = {}  # stored uri -> owned
     probe: list[str] = []
     for u in named_in:
-        p = owner(u)
-        if p is not None:
-            if p in listed:
+        prefix = owner(u)
+        if prefix is not None:
+            if prefix in listed:
                 report.checked += 1
-                if u not in listed[p]:
+                if u not in listed[prefix]:
                     suspects[u] = True
             continue
         try:

@@ -31,6 +31,7 @@ from typing import Any
 from .. import storage
 from ..config import Settings, resolve  # Settings at runtime: hints are resolved at registration
 from ..errors import ConfigError, SchemaError
+from ..storage.azure import AzureBackend  # the module only: the SDK loads on first use
 from ..udf import Function, register
 
 __all__ = ["presigned_url"]
@@ -69,8 +70,10 @@ def _azure_account_endpoint(settings: Settings) -> str | None:
     with _endpoints_lock:
         if key in _endpoints:
             return _endpoints[key]
-    client = storage.get_backend("az://pxlite-probe/", settings).client  # no network
-    endpoint = str(client.primary_endpoint).split("?", 1)[0].split("#", 1)[0]
+    backend = storage.get_backend("az://pxlite-probe/", settings)  # no network
+    if not isinstance(backend, AzureBackend):
+        return None  # az:// registered to another class: no SDK client to read the endpoint from
+    endpoint = str(backend.client.primary_endpoint).split("?", 1)[0].split("#", 1)[0]
     endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
     with _endpoints_lock:
         _endpoints[key] = endpoint
@@ -185,6 +188,6 @@ class _PresignedUrlFunction(Function):
         return super().__call__(url, expiry)
 
 
-presigned_url = _PresignedUrlFunction(  # type: ignore[assignment]
+presigned_url = _PresignedUrlFunction(
     presigned_url, name="pxlite.functions.net.presigned_url", wants_settings=True)
-register(presigned_url)  # type: ignore[arg-type]
+register(presigned_url)

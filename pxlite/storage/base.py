@@ -17,10 +17,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 T = TypeVar("T")
 
@@ -334,19 +337,20 @@ class MappedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        try:
-            data = self._read(len(buffer))
-        except PxliteError:
-            raise
-        except Exception as e:
-            mapped = self._translate(e)
-            if mapped is None:
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        with memoryview(buffer) as view, view.cast("B") as out:  # any buffer, as bytes
+            try:
+                data = self._read(len(out))
+            except PxliteError:
                 raise
-            raise mapped from e
-        n = len(data)
-        buffer[:n] = data
-        return n
+            except Exception as e:
+                mapped = self._translate(e)
+                if mapped is None:
+                    raise
+                raise mapped from e
+            n = len(data)
+            out[:n] = data
+            return n
 
     def close(self) -> None:
         if not self.closed:
@@ -379,7 +383,7 @@ def mapped_errors(translate: Callable[[BaseException], PxliteError | None], *,
 
 def buffered(reader: MappedReader) -> BinaryIO:
     """Wrap a raw reader in a 1 MiB buffer (a ``BinaryIO``)."""
-    return io.BufferedReader(reader, buffer_size=1024 * 1024)  # type: ignore[return-value]
+    return io.BufferedReader(reader, buffer_size=1024 * 1024)
 
 
 def is_retryable_status(status: int | None) -> bool:

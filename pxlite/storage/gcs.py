@@ -153,9 +153,9 @@ class GCSBackend(StorageBackend):
         loc = parse_bucket_uri(uri)
         # A fresh blob pinned to that generation: one that holds fetched metadata downloads from
         # its mediaLink, which the emulator does not percent-encode.
+        version = info.version or ""
         blob = self.client.bucket(loc.bucket).blob(
-            loc.key, chunk_size=PART_SIZE,
-            generation=int(info.version) if (info.version or "").isdigit() else None)
+            loc.key, chunk_size=PART_SIZE, generation=int(version) if version.isdigit() else None)
         with self._errors(uri):
             reader = blob.open("rb", chunk_size=PART_SIZE, **self._call)
         return buffered(MappedReader(reader.read, reader.close,
