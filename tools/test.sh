@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, including installing what it needs: the package with its test extras
-# (cloud SDKs, moto server, the GCS emulator) and Azurite from npm. Safe to run again.
+# (cloud SDKs, moto server, the GCS emulator, ruff, mypy) and Azurite from npm. Safe to run again.
+# Lint (ruff) and types (mypy, configured in pyproject.toml) run first: any finding fails the run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+python -m ruff check pxlite tests tools
+python -m mypy
 if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ]; then
   npm install --silent --no-save --no-audit --no-fund --prefix .tools/azurite azurite@3.35.0
 fi
