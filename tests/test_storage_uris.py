@@ -28,10 +28,10 @@ from pxlite import config
 from pxlite.errors import ConfigError, ObjectNotFoundError, StorageError
 from pxlite.storage import (
     canonical_prefix,
+    file_path,
     get_backend,
     is_local,
     join,
-    file_path,
     scheme_of,
     to_uri,
     validate_destination,
