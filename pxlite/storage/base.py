@@ -11,13 +11,14 @@ import contextlib
 import io
 import os
 import random
+import re
 import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, TypeVar
 
 from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
@@ -67,11 +68,38 @@ class StorageBackend(ABC):
         """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
         return backoff_delay(retry, self.retry_base_s, self.retry_max_s)
 
+    # -- URI grammar: classmethods, so the registry asks them without creating a client --------
+    #
+    # The registry (pxlite.storage) maps a scheme to a class and only dispatches: each class says
+    # which spellings are its own and what their canonical form is. A class registered under
+    # several schemes reads the scheme from the text it is given.
+
+    #: Other URI schemes this backend reads as its own (Azure: ``az``, ``wasbs``, ``abfss``...).
+    #: ``scheme_of`` maps them to the scheme the class is registered under.
+    input_schemes: ClassVar[tuple[str, ...]] = ()
+    #: The settings section (``settings.provider(...)``) the backend reads; it is part of the key
+    #: a created backend is cached under, so changed settings get a new client.
+    settings_section: ClassVar[str | None] = None
+
     @classmethod
-    def canonical_prefix(cls, text: str, settings: Settings) -> str:
+    def claims_https(cls, host: str) -> bool:
+        """True if ``https://<host>/...`` URLs (host lower-cased, no query string) are this
+        backend's, e.g. R2's ``<account>.r2.cloudflarestorage.com``. None by default."""
+        return False
+
+    @classmethod
+    def uri_forms(cls, scheme: str) -> tuple[str, ...]:
+        """The destination spellings this backend accepts when registered for ``scheme``, for
+        help texts ("use one of: ..."); ``scheme://bucket/prefix/`` by default."""
+        return (f"{scheme}://bucket/prefix/",)
+
+    @classmethod
+    def canonical_prefix(cls, text: str, settings: Settings, *, base: Path | None = None) -> str:
         """The canonical destination prefix of ``text`` in this backend's own URI grammar
         (``scheme://bucket/prefix/`` by default: a bucket, clean segments, a trailing '/').
-        Raises ConfigError naming what is wrong. Backends with other forms override it."""
+        Raises ConfigError naming what is wrong; no network access. ``base`` is the folder a
+        relative local path resolves against (only local paths have one; an override must still
+        accept the keyword). Backends with other forms override it."""
         scheme, sep, rest = text.partition("://")
         bucket, _, key = rest.partition("/")
         if not sep or not bucket:
@@ -161,6 +189,43 @@ class StorageBackend(ABC):
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
+
+
+def check_segments(path: str, uri: str, *, what: str, allow_empty: bool) -> None:
+    """Reject ``.``/``..``/empty segments, a leading ``/``, and characters that break URLs."""
+    if not path:
+        if allow_empty:
+            return
+        raise ConfigError(f"{uri!r}: the {what} is empty")
+    if path.startswith("/"):
+        raise ConfigError(f"{uri!r}: the {what} {path!r} must not start with '/'")
+    for seg in path.rstrip("/").split("/"):
+        if seg in ("", ".", ".."):
+            raise ConfigError(f"{uri!r}: the {what} {path!r} has an empty, '.' or '..' segment; "
+                              "write the path without '//', './' or '../'")
+    bad = sorted({c for c in path if ord(c) < 32 or c in "\\\x7f"})
+    if bad:
+        raise ConfigError(f"{uri!r}: the {what} contains the forbidden character(s) {bad!r}")
+
+
+def folder_prefix(text: str, base: str, container: str, path: str, *, what: str, example: str,
+                  pattern: re.Pattern[str], rules: str, query_hint: str = "") -> str:
+    """The canonical prefix ``base + container/path/`` of a bucket (or container) URI ``text``.
+
+    Checks that the ``what`` ("bucket", "container") is named (else the message shows
+    ``example``) and matches ``pattern`` (described by ``rules``), and that the prefix has no
+    ``?``/``#`` (``query_hint`` says where such a part belongs instead) and only clean segments
+    (:func:`check_segments`). Shared by the S3 family, GCS and Azure grammars.
+    """
+    if not container:
+        raise ConfigError(f"{text!r}: the {what} name is missing; write {example}")
+    if not pattern.match(container) or ".." in container:
+        raise ConfigError(f"{text!r}: {container!r} is not a valid {what} name; {rules}")
+    if "?" in path or "#" in path:
+        raise ConfigError(f"{text!r}: a destination prefix may not contain '?' or '#'{query_hint}")
+    check_segments(path, text, what="prefix", allow_empty=True)
+    key = path if not path or path.endswith("/") else path + "/"
+    return f"{base}{container}/{key}"
 
 
 def check_expiry(uri: str, expires_s: int, limit_s: int | None, provider: str) -> int:
