@@ -19,8 +19,19 @@ azure      ``az://container/p/`` (account from ``[azure]``),
 http       any other ``http(s)://`` URL, and any URL with a query string (read-only)
 =========  =====================================================================================
 
+This module is the registry: it maps a scheme to a backend class and dispatches. Each backend class
+owns its URI grammar as classmethods (see :class:`~pxlite.storage.base.StorageBackend`): the input
+schemes it reads as its own (``input_schemes``: Azure's ``az``, ``wasbs``...), the https hosts it
+claims (``claims_https``), its destination forms for help texts (``uri_forms``) and the check and
+canonical form of a destination (``canonical_prefix``). A backend registered for a new scheme is
+therefore recognised everywhere with no edit here. The one form without a scheme, a local path,
+is the ``file`` backend's.
+
 Backends are imported lazily by name (``"module:Class"``) so ``import pxlite.storage`` loads no
-cloud SDK; a missing SDK becomes a :class:`ConfigError` with the ``pip install`` hint.
+cloud SDK and no backend module; the first URI that needs the grammar of every backend (an https
+URL, an alias such as ``az://``, an unknown scheme) imports the backend modules, which import
+their SDKs only when a client is created. A missing SDK becomes a :class:`ConfigError` with the
+``pip install`` hint.
 """
 
 from __future__ import annotations
@@ -32,13 +43,15 @@ import threading
 import urllib.parse
 from collections.abc import Hashable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from ..config import Settings
 from ..errors import ConfigError
+from .base import StorageBackend, check_segments
 
 if TYPE_CHECKING:
-    from .base import StorageBackend
+    from .azure import AzureBackend
+    from .local import LocalBackend
 
 __all__ = [
     "PROVIDER_OF_SCHEME",
@@ -47,6 +60,7 @@ __all__ = [
     "BucketURI",
     "canonical_prefix",
     "clear_backends",
+    "destination_forms",
     "file_path",
     "get_backend",
     "is_local",
@@ -56,13 +70,16 @@ __all__ = [
     "register_backend",
     "scheme_of",
     "to_uri",
+    "url_scheme",
     "validate_destination",
 ]
 
-#: Schemes served by the S3 backend, each with its own settings section.
+#: Schemes served by the S3 backend (``S3Backend`` and its subclasses in ``storage/s3.py``),
+#: each with its own settings section.
 S3_FAMILY = ("s3", "r2", "b2", "tigris")
 
-#: The settings section (``settings.provider(...)``) each scheme reads.
+#: The settings section (``settings.provider(...)``) each built-in scheme reads (its backend
+#: class's ``settings_section``, which is what :func:`get_backend` uses).
 PROVIDER_OF_SCHEME: dict[str, str | None] = {
     "file": None, "http": None, "s3": "s3", "r2": "r2", "b2": "b2", "tigris": "tigris",
     "gs": "gcs", "azure": "azure",
@@ -72,6 +89,7 @@ _S3_HINT = "pip install 'pxlite[s3]'"
 _registry: dict[str, tuple[str, str]] = {}
 _backends: dict[Hashable, StorageBackend] = {}
 _lock = threading.Lock()
+_generation = 0  # counts registrations: the grammar built from the registry is then stale
 
 
 def register_backend(scheme: str, target: str, install_hint: str = "", *,
@@ -80,28 +98,35 @@ def register_backend(scheme: str, target: str, install_hint: str = "", *,
 
     ``target`` is ``"package.module:ClassName"``, imported on first use; ``install_hint`` is what a
     user must run when that import fails for lack of an SDK (e.g. ``"pip install 'pxlite[s3]'"``).
-    A new scheme is then a usable destination and input everywhere: its URIs are recognised by
-    :func:`scheme_of`, and the class's ``canonical_prefix`` checks its destinations.
+    A new scheme is then a usable destination and input everywhere: its URIs (and the class's
+    ``input_schemes`` and claimed https hosts) are recognised by :func:`scheme_of`, the class's
+    ``canonical_prefix`` checks its destinations and its ``uri_forms`` join the help texts.
+    Registration order is the order of the help texts; the first class claiming a host wins.
     """
     if ":" not in target:
         raise ConfigError(f"backend target {target!r} must look like 'package.module:ClassName'")
     if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme or ""):
         raise ConfigError(f"{scheme!r} is not a URI scheme (lowercase letters, digits, '+', '.', "
                           "'-', starting with a letter)")
+    global _generation
     with _lock:
         if scheme in _registry and not clobber and _registry[scheme][0] != target:
             raise ConfigError(f"a storage backend is already registered for {scheme!r} URIs "
                               f"({_registry[scheme][0]}); pass clobber=True to replace it")
         _registry[scheme] = (target, install_hint)
+        _generation += 1
         for key in [k for k in _backends if k[0] == scheme]:  # type: ignore[index]
             del _backends[key]
 
 
-for _s in S3_FAMILY:
-    register_backend(_s, "pxlite.storage.s3:S3Backend", _S3_HINT)
+# In the order of the help texts ("use one of: a local path, file:///path, s3://...").
 register_backend("file", "pxlite.storage.local:LocalBackend", "")
+register_backend("s3", "pxlite.storage.s3:S3Backend", _S3_HINT)
 register_backend("gs", "pxlite.storage.gcs:GCSBackend", "pip install 'pxlite[gcs]'")
 register_backend("azure", "pxlite.storage.azure:AzureBackend", "pip install 'pxlite[azure]'")
+register_backend("r2", "pxlite.storage.s3:R2Backend", _S3_HINT)
+register_backend("b2", "pxlite.storage.s3:B2Backend", _S3_HINT)
+register_backend("tigris", "pxlite.storage.s3:TigrisBackend", _S3_HINT)
 register_backend("http", "pxlite.storage.http:HttpBackend", "")
 
 
@@ -109,70 +134,85 @@ register_backend("http", "pxlite.storage.http:HttpBackend", "")
 # Recognising URIs
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
-_R2_HOST = re.compile(r"^[a-z0-9-]+(\.[a-z]+)?\.r2\.cloudflarestorage\.com$")
-_B2_HOST = re.compile(r"^s3\.([a-z0-9-]+)\.backblazeb2\.com$")
-_TIGRIS_HOSTS = ("t3.storage.dev", "fly.storage.tigris.dev")
-_AZURE_HOST = re.compile(r"^([a-z0-9]{3,24})\.(blob|dfs)\.core\.windows\.net$")
-_AZURE_INPUT_SCHEMES = ("az", "wasb", "wasbs", "abfs", "abfss")
-_FORMS = (
-    "a local path, file:///path, s3://bucket/prefix/, gs://bucket/prefix/, az://container/prefix/, "
-    "wasbs://container@account.blob.core.windows.net/prefix/, "
-    "https://account.blob.core.windows.net/container/prefix/, r2://bucket/prefix/, "
-    "https://<account>.r2.cloudflarestorage.com/bucket/prefix/, b2://bucket/prefix/, "
-    "https://s3.<region>.backblazeb2.com/bucket/prefix/, tigris://bucket/prefix/, "
-    "https://t3.storage.dev/bucket/prefix/"
-)
 
 
-def _url_scheme(text: str) -> str | None:
+def url_scheme(text: str) -> str | None:
     """The lower-cased scheme of ``text`` if it is a ``scheme:`` URI (not a Windows drive)."""
     m = _SCHEME_RE.match(text)
     return m.group(1).lower() if m else None
 
 
-def _https_host_and_path(uri: str) -> tuple[str, str] | None:
-    """``(host, rest)`` of an http(s) URI without a query string, else None."""
-    scheme = _url_scheme(uri)
-    if scheme not in ("http", "https") or "?" in uri:
-        return None
-    rest = uri.split("://", 1)[1] if "://" in uri else ""
-    host, _, path = rest.partition("/")
-    return host.lower(), path
+class _Grammar(NamedTuple):
+    """What the registered classes say about URIs, built from one state of the registry."""
+
+    registry: dict[str, tuple[str, str]]
+    generation: int
+    aliases: dict[str, str]  # input scheme -> registered scheme
+    claimers: tuple[tuple[str, type[StorageBackend]], ...]  # asked in turn about https hosts
+    forms: str
+
+
+_grammar_cache: _Grammar | None = None
+
+
+def _grammar() -> _Grammar:
+    """The grammar of every registered backend class (imported now, without their SDKs),
+    rebuilt when a backend is registered or the registry is swapped (as tests do)."""
+    global _grammar_cache
+    g = _grammar_cache
+    if g is not None and g.registry is _registry and g.generation == _generation:
+        return g
+    registry, generation = _registry, _generation
+    aliases: dict[str, str] = {}
+    claimers: list[tuple[str, type[StorageBackend]]] = []
+    forms: dict[str, None] = {}
+    for scheme in list(registry):
+        try:
+            cls = _load_class(scheme)
+        except (ImportError, AttributeError):
+            continue  # a plug-in that cannot load claims nothing (using its scheme says why)
+        for alias in cls.input_schemes:
+            aliases.setdefault(alias, scheme)
+        claimers.append((scheme, cls))
+        forms.update(dict.fromkeys(cls.uri_forms(scheme)))
+    g = _Grammar(registry, generation, aliases, tuple(claimers), ", ".join(forms))
+    _grammar_cache = g
+    return g
+
+
+def destination_forms() -> str:
+    """The destination spellings of every registered backend, for help texts: "a local path,
+    file:///path, s3://bucket/prefix/, ..." (each backend's ``uri_forms``, in registration
+    order)."""
+    return _grammar().forms
 
 
 def scheme_of(uri: str | os.PathLike) -> str:
-    """The backend scheme of a URI or path: file, s3, r2, b2, tigris, gs, azure or http.
+    """The backend scheme of a URI or path: file, s3, r2, b2, tigris, gs, azure, http, or a
+    scheme added with :func:`register_backend`.
 
-    Paths and ``file:`` URIs are ``'file'``; https URLs of R2, B2, Tigris and Azure Blob hosts map
-    to their provider (unless they carry a query string such as a SAS token, which makes them plain
-    ``'http'``). Raises :class:`ConfigError` for an unsupported scheme such as ``ftp://``.
+    Paths and ``file:`` URIs are ``'file'``; an input scheme a backend reads as its own maps to
+    that backend's scheme (``az://``, ``wasbs://`` -> ``'azure'``); https URLs of a host a backend
+    claims (R2, B2, Tigris and Azure Blob hosts) map to it unless they carry a query string such
+    as a SAS token, which makes them plain ``'http'``, like every other web URL. Raises
+    :class:`ConfigError` for an unsupported scheme such as ``ftp://``.
     """
     text = os.fspath(uri)
-    scheme = _url_scheme(text)
+    scheme = url_scheme(text)
     if scheme is None:
         return "file"
-    if scheme in ("file", "s3", "r2", "b2", "tigris", "gs"):
+    if scheme == "https" and "?" not in text:
+        host = text.split("://", 1)[1].partition("/")[0].lower() if "://" in text else ""
+        for name, cls in _grammar().claimers:
+            if cls.claims_https(host):
+                return name
+    if scheme in _registry:
         return scheme
-    if scheme in _AZURE_INPUT_SCHEMES:
-        return "azure"
-    if scheme in ("http", "https"):
-        hp = _https_host_and_path(text)
-        if hp is not None and scheme == "https":
-            host = hp[0]
-            if _R2_HOST.match(host):
-                return "r2"
-            if _B2_HOST.match(host):
-                return "b2"
-            if host in _TIGRIS_HOSTS:
-                return "tigris"
-            if _AZURE_HOST.match(host):
-                return "azure"
-        return "http"
-    if scheme in _registry:  # a scheme added with register_backend()
-        return scheme
-    raise ConfigError(
-        f"{text!r}: unsupported URI scheme {scheme!r}; use one of: {_FORMS}, or http(s):// to read"
-    )
+    grammar = _grammar()
+    if scheme in grammar.aliases:
+        return grammar.aliases[scheme]
+    raise ConfigError(f"{text!r}: unsupported URI scheme {scheme!r}; use one of: "
+                      f"{grammar.forms}, or http(s):// to read")
 
 
 def is_local(uri: str | os.PathLike) -> bool:
@@ -185,7 +225,7 @@ def to_uri(path_or_uri: str | os.PathLike) -> str:
     unchanged."""
     if not isinstance(path_or_uri, os.PathLike):
         text = str(path_or_uri)
-        if _url_scheme(text) is not None:
+        if url_scheme(text) is not None:
             return text
     path = os.path.abspath(os.path.expanduser(os.fspath(path_or_uri)))
     # What Path(path).as_uri() returns on POSIX, without building a Path: this runs per row.
@@ -195,7 +235,7 @@ def to_uri(path_or_uri: str | os.PathLike) -> str:
 def file_path(uri: str | os.PathLike) -> Path:
     """The local path a ``file:`` URI (or a plain path) names; ConfigError for other URIs."""
     text = os.fspath(uri)
-    scheme = _url_scheme(text)
+    scheme = url_scheme(text)
     if scheme is None:
         return Path(os.path.abspath(os.path.expanduser(text)))
     if scheme != "file":
@@ -218,8 +258,8 @@ def join(prefix_uri: str, key: str) -> str:
     """The URI of ``key`` (relative, posix, no ``..``) under ``prefix_uri`` (which ends in "/")."""
     if not prefix_uri.endswith("/"):
         raise ConfigError(f"prefix {prefix_uri!r} must end with '/' (use canonical_prefix())")
-    _check_segments(key, prefix_uri + key, what="key", allow_empty=False)
-    if _url_scheme(prefix_uri) == "file":
+    check_segments(key, prefix_uri + key, what="key", allow_empty=False)
+    if url_scheme(prefix_uri) == "file":
         return prefix_uri + urllib.parse.quote(key, safe="/")
     return prefix_uri + key
 
@@ -262,7 +302,7 @@ def parse_bucket_uri(uri: str) -> BucketURI:
     head, sep, rest = uri.partition("://")
     if not sep:
         raise ConfigError(f"{uri!r}: expected {scheme}://bucket/key")
-    if _url_scheme(uri) in ("http", "https"):
+    if url_scheme(uri) in ("http", "https"):
         host, _, rest = rest.partition("/")
         base = f"{head.lower()}://{host.lower()}/"
     else:
@@ -273,147 +313,11 @@ def parse_bucket_uri(uri: str) -> BucketURI:
 
 def parse_azure_uri(uri: str) -> AzureURI:
     """Split an Azure URI (az://, https blob, wasbs/abfs) into account, base, container, blob."""
-    scheme = _url_scheme(uri)
-    rest = uri.split("://", 1)[1] if "://" in uri else ""
-    if scheme == "az":
-        container, _, blob = rest.partition("/")
-        return AzureURI(None, "az://", container, blob)
-    if scheme in ("http", "https"):
-        host, _, path = rest.partition("/")
-        m = _AZURE_HOST.match(host.lower())
-        if not m:
-            raise ConfigError(f"{uri!r} is not an Azure Blob URL (https://<account>.blob.core."
-                              "windows.net/container/path)")
-        container, _, blob = path.partition("/")
-        return AzureURI(m.group(1), f"https://{m.group(1)}.blob.core.windows.net/", container,
-                        blob)
-    if scheme in ("wasb", "wasbs", "abfs", "abfss"):
-        authority, _, blob = rest.partition("/")
-        container, at, host = authority.partition("@")
-        m = _AZURE_HOST.match(host.lower()) if at else None
-        if not m:
-            raise ConfigError(f"{uri!r}: expected {scheme}://container@<account>.blob.core."
-                              "windows.net/path")
-        return AzureURI(m.group(1), f"https://{m.group(1)}.blob.core.windows.net/", container,
-                        blob)
-    raise ConfigError(f"{uri!r} is not an Azure Blob URI")
+    return cast("type[AzureBackend]", _load_class("azure")).parse_uri(uri)
 
 
 # ---------------------------------------------------------------------------------------------
 # Destinations
-
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
-_AZ_CONTAINER = re.compile(r"^(\$root|[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9])$")
-
-
-def _check_segments(path: str, uri: str, *, what: str, allow_empty: bool) -> None:
-    """Reject ``.``/``..``/empty segments, a leading ``/``, and characters that break URLs."""
-    if not path:
-        if allow_empty:
-            return
-        raise ConfigError(f"{uri!r}: the {what} is empty")
-    if path.startswith("/"):
-        raise ConfigError(f"{uri!r}: the {what} {path!r} must not start with '/'")
-    for seg in path.rstrip("/").split("/"):
-        if seg in ("", ".", ".."):
-            raise ConfigError(f"{uri!r}: the {what} {path!r} has an empty, '.' or '..' segment; "
-                              "write the path without '//', './' or '../'")
-    bad = sorted({c for c in path if ord(c) < 32 or c in "\\\x7f"})
-    if bad:
-        raise ConfigError(f"{uri!r}: the {what} contains the forbidden character(s) {bad!r}")
-
-
-def _bucket_rules(scheme: str) -> tuple[re.Pattern[str], str]:
-    if scheme == "gs":
-        return _GCS_BUCKET, ("3-63 characters (up to 222 with dots): lowercase letters, digits, "
-                             "'-', '_' and '.', starting and ending with a letter or digit")
-    return _S3_BUCKET, ("3-63 characters: lowercase letters, digits, '-' and '.', starting and "
-                        "ending with a letter or digit")
-
-
-def _canonical_bucket(text: str, settings: Settings) -> str:
-    loc = parse_bucket_uri(text)
-    scheme = loc.scheme
-    if not loc.bucket:
-        raise ConfigError(f"{text!r}: the bucket name is missing; write "
-                          f"{loc.base}<bucket>/<prefix>/")
-    pattern, rules = _bucket_rules(scheme)
-    if not pattern.match(loc.bucket) or ".." in loc.bucket:
-        raise ConfigError(f"{text!r}: {loc.bucket!r} is not a valid bucket name; a bucket name "
-                          f"has {rules}")
-    if "?" in loc.key or "#" in loc.key:
-        raise ConfigError(f"{text!r}: a destination prefix may not contain '?' or '#'")
-    _check_segments(loc.key, text, what="prefix", allow_empty=True)
-    if loc.base == f"{scheme}://":
-        section = settings.provider(scheme)
-        if scheme == "r2" and not (section.get("endpoint_url") or section.get("account_id")):
-            raise ConfigError(f"{text!r}: r2:// needs your Cloudflare account; set [r2] account_id "
-                              "(or endpoint_url), or use https://<account>.r2.cloudflarestorage."
-                              "com/bucket/prefix/")
-        if scheme == "b2" and not (section.get("endpoint_url") or section.get("region")):
-            raise ConfigError(f"{text!r}: b2:// needs the bucket's region; set [b2] region "
-                              "(e.g. 'us-west-004') or endpoint_url, or use https://s3.<region>."
-                              "backblazeb2.com/bucket/prefix/")
-    key = loc.key if not loc.key or loc.key.endswith("/") else loc.key + "/"
-    return loc.with_key(key)
-
-
-def _canonical_azure(text: str, settings: Settings) -> str:
-    loc = parse_azure_uri(text)
-    if not loc.container:
-        raise ConfigError(f"{text!r}: the container name is missing; write "
-                          "az://<container>/<prefix>/")
-    if not _AZ_CONTAINER.match(loc.container):
-        raise ConfigError(f"{text!r}: {loc.container!r} is not a valid container name; it has "
-                          "3-63 characters: lowercase letters, digits and single '-', starting and "
-                          "ending with a letter or digit")
-    if "?" in loc.blob or "#" in loc.blob:
-        raise ConfigError(f"{text!r}: a destination prefix may not contain '?' or '#' (a SAS "
-                          "token belongs in [azure] credential)")
-    _check_segments(loc.blob, text, what="prefix", allow_empty=True)
-    if loc.account is None:
-        az = settings.provider("azure")
-        if not (az.get("connection_string") or az.get("account_url") or az.get("account_name")):
-            raise ConfigError(f"{text!r}: az:// uses the account in the [azure] settings, which "
-                              "has none; set [azure] connection_string, or account_url (+ "
-                              "credential), or write https://<account>.blob.core.windows.net/"
-                              f"{loc.container}/...")
-    key = loc.blob if not loc.blob or loc.blob.endswith("/") else loc.blob + "/"
-    return loc.with_key(key)
-
-
-def _canonical_local(text: str | os.PathLike, base: Path | None) -> str:
-    if "\x00" in os.fspath(text):
-        raise ConfigError(f"{os.fspath(text)!r} is not a usable destination: it contains a NUL "
-                          "character")
-    try:
-        return _canonical_local_path(text, base)
-    except (RuntimeError, OSError, ValueError) as e:  # a symlink loop, an unreadable folder
-        raise ConfigError(f"{os.fspath(text)!r}: cannot resolve this destination ({e})") from e
-
-
-def _canonical_local_path(text: str | os.PathLike, base: Path | None) -> str:
-    if isinstance(text, str) and _url_scheme(text) == "file":
-        path = file_path(text)
-    else:
-        raw = os.path.expanduser(os.fspath(text))
-        if not raw:
-            raise ConfigError("an empty string is not a destination; give a folder path or URI")
-        path = Path(raw)
-        if not path.is_absolute():
-            anchor = Path(base) if base is not None else Path.cwd()
-            path = anchor / path
-            if base is not None:
-                resolved, root = path.resolve(), anchor.resolve()
-                if not resolved.is_relative_to(root):
-                    raise ConfigError(
-                        f"{os.fspath(text)!r}: the relative destination resolves to {resolved}, "
-                        f"outside {root} (through '..' or a symlink); give a folder inside it "
-                        "or an absolute path")
-    uri = Path(os.path.abspath(path)).as_uri()
-    return uri if uri.endswith("/") else uri + "/"
-
 
 def canonical_prefix(dest: str | os.PathLike, settings: Settings, *,
                      base: Path | None = None) -> str:
@@ -424,23 +328,15 @@ def canonical_prefix(dest: str | os.PathLike, settings: Settings, *,
     or a symlink. Cloud URIs are checked for a valid bucket/container name, a clean prefix and the
     settings they need (``az://`` needs an [azure] account, ``r2://`` an account id, ``b2://`` a
     region). No network access; raises :class:`ConfigError` naming the URI, the problem and the fix.
+    The check is the serving backend class's own ``canonical_prefix``.
     """
     if isinstance(dest, os.PathLike):
-        return _canonical_local(dest, base)
+        return cast("type[LocalBackend]", _load_class("file")).canonical_prefix(
+            dest, settings, base=base)
     if not isinstance(dest, str):
         raise ConfigError(f"a destination must be a path or URI string, got {dest!r}")
     text = dest.strip()
-    scheme = scheme_of(text)
-    if scheme == "file":
-        return _canonical_local(text, base)
-    if scheme in (*S3_FAMILY, "gs"):
-        return _canonical_bucket(text, settings)
-    if scheme == "azure":
-        return _canonical_azure(text, settings)
-    if scheme == "http":
-        raise ConfigError(f"{text!r} is a plain web URL, which pxlite can read but not write to; "
-                          f"use one of: {_FORMS}")
-    return _load_class(scheme).canonical_prefix(text, settings)  # a registered backend's own
+    return _load_class(scheme_of(text)).canonical_prefix(text, settings, base=base)
 
 
 def validate_destination(dest: str | os.PathLike, settings: Settings, *,
@@ -480,7 +376,7 @@ def get_backend(uri: str, settings: Settings) -> StorageBackend:
     """
     scheme = scheme_of(uri)
     cls = _load_class(scheme)
-    provider = PROVIDER_OF_SCHEME.get(scheme)
+    provider = cls.settings_section
     key = (scheme, settings.fingerprint(provider) if provider else (),
            settings["storage_timeout_s"], settings["storage_retries"],
            settings.get("storage_retry_delay_s"), cls.location_key(uri))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Hashable, Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
-from . import AzureURI, parse_azure_uri
+from . import AzureURI, url_scheme
 from .base import (
     MULTIPART_THRESHOLD,
     SEVEN_DAYS_S,
@@ -27,15 +29,89 @@ from .base import (
     atomic_target,
     buffered,
     check_expiry,
+    folder_prefix,
     is_retryable_status,
     mapped_errors,
 )
 
 _BLOCK_SIZE = 4 * 1024 * 1024
+#: Blob and Data Lake (dfs) endpoints of an account; both name the same blobs.
+_HOST = re.compile(r"^([a-z0-9]{3,24})\.(blob|dfs)\.core\.windows\.net$")
+_CONTAINER = re.compile(r"^(\$root|[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9])$")
+_CONTAINER_RULES = ("it has 3-63 characters: lowercase letters, digits and single '-', starting "
+                    "and ending with a letter or digit")
+#: Hadoop-style spellings (``container@<account>.blob.core.windows.net``), read as https.
+_HADOOP_SCHEMES = ("wasb", "wasbs", "abfs", "abfss")
+
+
+def parse_azure_uri(uri: str) -> AzureURI:
+    """Split an Azure URI (az://, https blob, wasbs/abfs) into account, base, container, blob."""
+    scheme = url_scheme(uri)
+    rest = uri.split("://", 1)[1] if "://" in uri else ""
+    if scheme == "az":
+        container, _, blob = rest.partition("/")
+        return AzureURI(None, "az://", container, blob)
+    if scheme in ("http", "https"):
+        host, _, path = rest.partition("/")
+        m = _HOST.match(host.lower())
+        if not m:
+            raise ConfigError(f"{uri!r} is not an Azure Blob URL (https://<account>.blob.core."
+                              "windows.net/container/path)")
+        container, _, blob = path.partition("/")
+        return AzureURI(m.group(1), f"https://{m.group(1)}.blob.core.windows.net/", container,
+                        blob)
+    if scheme in _HADOOP_SCHEMES:
+        authority, _, blob = rest.partition("/")
+        container, at, host = authority.partition("@")
+        m = _HOST.match(host.lower()) if at else None
+        if not m:
+            raise ConfigError(f"{uri!r}: expected {scheme}://container@<account>.blob.core."
+                              "windows.net/path")
+        return AzureURI(m.group(1), f"https://{m.group(1)}.blob.core.windows.net/", container,
+                        blob)
+    raise ConfigError(f"{uri!r} is not an Azure Blob URI")
 
 
 class AzureBackend(StorageBackend):
     """One storage account behind one ``BlobServiceClient`` (thread-safe)."""
+
+    input_schemes = ("az", *_HADOOP_SCHEMES)
+    settings_section = "azure"
+
+    # -- grammar -------------------------------------------------------------------------------
+
+    @classmethod
+    def claims_https(cls, host: str) -> bool:
+        return _HOST.match(host) is not None
+
+    @classmethod
+    def uri_forms(cls, scheme: str) -> tuple[str, ...]:
+        return ("az://container/prefix/", "wasbs://container@account.blob.core.windows.net/prefix/",
+                "https://account.blob.core.windows.net/container/prefix/")
+
+    @classmethod
+    def parse_uri(cls, uri: str) -> AzureURI:
+        """:func:`parse_azure_uri`: the account, base, container and blob of an Azure URI."""
+        return parse_azure_uri(uri)
+
+    @classmethod
+    def canonical_prefix(cls, text: str, settings: Settings, *, base: Path | None = None) -> str:
+        loc = parse_azure_uri(text)
+        prefix = folder_prefix(text, loc.base, loc.container, loc.blob, what="container",
+                               example="az://<container>/<prefix>/", pattern=_CONTAINER,
+                               rules=_CONTAINER_RULES,
+                               query_hint=" (a SAS token belongs in [azure] credential)")
+        if loc.account is None:
+            az = settings.provider("azure")
+            if not (az.get("connection_string") or az.get("account_url")
+                    or az.get("account_name")):
+                raise ConfigError(f"{text!r}: az:// uses the account in the [azure] settings, "
+                                  "which has none; set [azure] connection_string, or account_url "
+                                  "(+ credential), or write https://<account>.blob.core.windows."
+                                  f"net/{loc.container}/...")
+        return prefix
+
+    # -- client --------------------------------------------------------------------------------
 
     def __init__(self, settings: Settings, uri: str) -> None:
         super().__init__(settings, uri)

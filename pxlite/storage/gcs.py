@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..config import Settings
@@ -25,13 +27,27 @@ from .base import (
     atomic_target,
     buffered,
     check_expiry,
+    folder_prefix,
     is_retryable_status,
     mapped_errors,
 )
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+_BUCKET_RULES = ("a bucket name has 3-63 characters (up to 222 with dots): lowercase letters, "
+                 "digits, '-', '_' and '.', starting and ending with a letter or digit")
+
 
 class GCSBackend(StorageBackend):
     """One GCS project/credential set (or one emulator) behind one ``storage.Client``."""
+
+    settings_section = "gcs"
+
+    @classmethod
+    def canonical_prefix(cls, text: str, settings: Settings, *, base: Path | None = None) -> str:
+        loc = parse_bucket_uri(text)
+        return folder_prefix(text, loc.base, loc.bucket, loc.key, what="bucket",
+                             example=f"{loc.base}<bucket>/<prefix>/", pattern=_BUCKET,
+                             rules=_BUCKET_RULES)
 
     def __init__(self, settings: Settings, uri: str) -> None:
         super().__init__(settings, uri)

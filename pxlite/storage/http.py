@@ -14,9 +14,12 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import BinaryIO, NoReturn, TypeVar
 
+from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
+from . import destination_forms
 from .base import (
     MappedReader,
     ObjectInfo,
@@ -51,7 +54,22 @@ def _translate(e: BaseException, uri: str) -> PxliteError | None:
 
 
 class HttpBackend(StorageBackend):
-    """Read-only access to web URLs; ``fileurl`` and ``presign`` return the URL unchanged."""
+    """Read-only access to web URLs; ``fileurl`` and ``presign`` return the URL unchanged.
+
+    Registered as ``http``, it also serves ``https``: every web URL no other backend claims
+    (and every one with a query string, such as a presigned or SAS URL).
+    """
+
+    input_schemes = ("https",)
+
+    @classmethod
+    def uri_forms(cls, scheme: str) -> tuple[str, ...]:
+        return ()  # read-only: never a destination
+
+    @classmethod
+    def canonical_prefix(cls, text: str, settings: Settings, *, base: Path | None = None) -> str:
+        raise ConfigError(f"{text!r} is a plain web URL, which pxlite can read but not write to; "
+                          f"use one of: {destination_forms()}")
 
     def _open_once(self, uri: str, method: str = "GET"):
         """An open response for ``uri`` (one try), failures mapped to pxlite errors."""

@@ -1,4 +1,9 @@
-"""Local folders: ``file:///abs/path`` URIs, written atomically (temp file + ``os.replace``)."""
+"""Local folders: ``file:///abs/path`` URIs, written atomically (temp file + ``os.replace``).
+
+The file scheme's grammar (plain paths, ``file:`` URIs, relative destinations confined to a base
+folder) is :meth:`LocalBackend.canonical_prefix`; ``pxlite.storage`` keeps the per-row helpers
+``to_uri``, ``file_path`` and ``join``, since a path is the one form without a scheme.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, StorageError
 from . import file_path as _path_of
 from .base import (
@@ -136,8 +142,54 @@ def make_durable(file_uris: Iterable[str], root_uris: Iterable[str]) -> None:
             raise _sync_failed(e, uri, "the file") from e
 
 
+def _folder_uri(text: str | os.PathLike, base: Path | None) -> str:
+    """The ``file:///abs/dir/`` prefix of a destination path or ``file:`` URI (see
+    :meth:`LocalBackend.canonical_prefix`)."""
+    if isinstance(text, str) and _is_file_uri(text):
+        path = _path_of(text)
+    else:
+        raw = os.path.expanduser(os.fspath(text))
+        if not raw:
+            raise ConfigError("an empty string is not a destination; give a folder path or URI")
+        path = Path(raw)
+        if not path.is_absolute():
+            anchor = Path(base) if base is not None else Path.cwd()
+            path = anchor / path
+            if base is not None:
+                resolved, root = path.resolve(), anchor.resolve()
+                if not resolved.is_relative_to(root):
+                    raise ConfigError(
+                        f"{os.fspath(text)!r}: the relative destination resolves to {resolved}, "
+                        f"outside {root} (through '..' or a symlink); give a folder inside it "
+                        "or an absolute path")
+    uri = Path(os.path.abspath(path)).as_uri()
+    return uri if uri.endswith("/") else uri + "/"
+
+
 class LocalBackend(StorageBackend):
     """Files in local folders; ``version`` is mtime, size and inode (new on every replace)."""
+
+    # -- grammar: paths (no scheme) and file:///abs/path ---------------------------------------
+
+    @classmethod
+    def uri_forms(cls, scheme: str) -> tuple[str, ...]:
+        return ("a local path", "file:///path")
+
+    @classmethod
+    def canonical_prefix(cls, text: str | os.PathLike, settings: Settings, *,
+                         base: Path | None = None) -> str:
+        """``file:///abs/dir/`` for a path or ``file:`` URI; a relative path resolves against
+        ``base`` (or the current folder) and, when ``base`` is given, may not leave it through
+        ``..`` or a symlink. No I/O beyond resolving symlinks."""
+        if "\x00" in os.fspath(text):
+            raise ConfigError(f"{os.fspath(text)!r} is not a usable destination: it contains a "
+                              "NUL character")
+        try:
+            return _folder_uri(text, base)
+        except (RuntimeError, OSError, ValueError) as e:  # a symlink loop, an unreadable folder
+            raise ConfigError(f"{os.fspath(text)!r}: cannot resolve this destination ({e})") from e
+
+    # -- operations ----------------------------------------------------------------------------
 
     def put_file(self, local_path: str | os.PathLike, uri: str,
                  content_type: str | None = None) -> None:

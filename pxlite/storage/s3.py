@@ -1,15 +1,20 @@
 """Amazon S3 and the S3-compatible services (Cloudflare R2, Backblaze B2, Tigris) via boto3.
 
-Each provider reads its own settings section ([s3], [r2], [b2], [tigris]); the endpoint comes from
-``endpoint_url`` when set (tests point it at moto), else from the URI's https host, the R2
-``account_id``, the B2 ``region`` or Tigris' public endpoint. boto3 is imported on first use.
+One class per scheme (:class:`S3Backend` and its subclasses :class:`R2Backend`,
+:class:`B2Backend`, :class:`TigrisBackend`), each owning its grammar: the https host it claims, the
+settings a ``scheme://`` destination needs, and how the endpoint is found. Each provider reads its
+own settings section ([s3], [r2], [b2], [tigris]); the endpoint comes from ``endpoint_url`` when
+set (tests point it at moto), else from the URI's https host, the R2 ``account_id``, the B2
+``region`` or Tigris' public endpoint. boto3 is imported on first use.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Hashable, Iterator
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
 
 from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
@@ -25,11 +30,14 @@ from .base import (
     atomic_target,
     buffered,
     check_expiry,
+    folder_prefix,
     is_retryable_status,
     mapped_errors,
 )
 
-_NAMES = {"s3": "S3", "r2": "Cloudflare R2", "b2": "Backblaze B2", "tigris": "Tigris"}
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_RULES = ("a bucket name has 3-63 characters: lowercase letters, digits, '-' and '.', "
+                 "starting and ending with a letter or digit")
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled"}
@@ -39,7 +47,50 @@ _RETRY_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout
 
 
 class S3Backend(StorageBackend):
-    """One S3-compatible endpoint with one set of credentials (boto3 client, thread-safe)."""
+    """One S3-compatible endpoint with one set of credentials (boto3 client, thread-safe).
+
+    This class is Amazon S3 (``s3://``); the other services of the family subclass it and
+    override its grammar: :attr:`provider`, :attr:`name`, :meth:`claims_https`,
+    :meth:`check_settings` and :meth:`endpoint_and_region`.
+    """
+
+    #: The scheme, which is also the settings section.
+    provider: ClassVar[str] = "s3"
+    #: The service's name in messages.
+    name: ClassVar[str] = "S3"
+    settings_section: ClassVar[str | None] = "s3"
+    #: The https form of a destination, for help texts ("" when the service has none).
+    https_form: ClassVar[str] = ""
+
+    # -- grammar -------------------------------------------------------------------------------
+
+    @classmethod
+    def uri_forms(cls, scheme: str) -> tuple[str, ...]:
+        return (f"{scheme}://bucket/prefix/", *([cls.https_form] if cls.https_form else []))
+
+    @classmethod
+    def canonical_prefix(cls, text: str, settings: Settings, *, base: Path | None = None) -> str:
+        loc = parse_bucket_uri(text)
+        prefix = folder_prefix(text, loc.base, loc.bucket, loc.key, what="bucket",
+                               example=f"{loc.base}<bucket>/<prefix>/", pattern=_BUCKET,
+                               rules=_BUCKET_RULES)
+        if loc.base == f"{loc.scheme}://":  # no https host: the settings name the endpoint
+            cls.check_settings(text, settings.provider(cls.provider))
+        return prefix
+
+    @classmethod
+    def check_settings(cls, text: str, section: dict[str, Any]) -> None:
+        """Raise ConfigError when a ``scheme://`` destination lacks settings it needs to find
+        its endpoint (S3 needs none: boto3 finds the region itself)."""
+
+    @classmethod
+    def endpoint_and_region(cls, base: str, section: dict[str, Any]
+                            ) -> tuple[str | None, str | None]:
+        """The endpoint URL and signing region of the settings ``section`` and URI ``base``
+        (``"s3://"`` or ``"https://host/"``, see :class:`~pxlite.storage.BucketURI`)."""
+        return section.get("endpoint_url") or None, section.get("region") or None
+
+    # -- client --------------------------------------------------------------------------------
 
     def __init__(self, settings: Settings, uri: str) -> None:
         super().__init__(settings, uri)
@@ -49,10 +100,8 @@ class S3Backend(StorageBackend):
         from botocore.exceptions import BotoCoreError
 
         loc = parse_bucket_uri(uri)
-        self.provider = loc.scheme
-        self.name = _NAMES[self.provider]
         section = settings.provider(self.provider)
-        self.endpoint, region = _endpoint_and_region(loc.scheme, loc.base, section)
+        self.endpoint, region = self.endpoint_and_region(loc.base, section)
         try:
             session = boto3.session.Session(
                 aws_access_key_id=section.get("aws_access_key_id"),
@@ -256,16 +305,38 @@ class S3Backend(StorageBackend):
         super().check_writable(prefix_uri)
 
 
-def _endpoint_and_region(scheme: str, base: str, section: dict[str, Any]
-                         ) -> tuple[str | None, str | None]:
-    """The endpoint URL and signing region of one provider section and URI form."""
-    endpoint = section.get("endpoint_url") or None
-    region = section.get("region") or None
-    https_host = base[len("https://"):].rstrip("/") if base.startswith("https://") else None
-    if scheme == "s3":
-        return endpoint, region
-    if scheme == "r2":
+
+def _https_host(base: str) -> str | None:
+    """The host of an ``https://host/`` base, None for ``scheme://``."""
+    return base[len("https://"):].rstrip("/") if base.startswith("https://") else None
+
+
+class R2Backend(S3Backend):
+    """Cloudflare R2: ``r2://bucket/key`` with [r2] account_id, or the account's https host."""
+
+    provider = "r2"
+    name = "Cloudflare R2"
+    settings_section = "r2"
+    https_form = "https://<account>.r2.cloudflarestorage.com/bucket/prefix/"
+    _HOST = re.compile(r"^[a-z0-9-]+(\.[a-z]+)?\.r2\.cloudflarestorage\.com$")
+
+    @classmethod
+    def claims_https(cls, host: str) -> bool:
+        return cls._HOST.match(host) is not None
+
+    @classmethod
+    def check_settings(cls, text: str, section: dict[str, Any]) -> None:
+        if not (section.get("endpoint_url") or section.get("account_id")):
+            raise ConfigError(f"{text!r}: r2:// needs your Cloudflare account; set [r2] account_id "
+                              "(or endpoint_url), or use https://<account>.r2.cloudflarestorage."
+                              "com/bucket/prefix/")
+
+    @classmethod
+    def endpoint_and_region(cls, base: str, section: dict[str, Any]
+                            ) -> tuple[str | None, str | None]:
+        endpoint, region = super().endpoint_and_region(base, section)
         if not endpoint:
+            https_host = _https_host(base)
             if https_host:
                 endpoint = f"https://{https_host}"
             elif section.get("account_id"):
@@ -274,7 +345,33 @@ def _endpoint_and_region(scheme: str, base: str, section: dict[str, Any]
                 raise ConfigError("r2:// needs your Cloudflare account: set [r2] account_id or "
                                   "endpoint_url")
         return endpoint, region or "auto"
-    if scheme == "b2":
+
+
+class B2Backend(S3Backend):
+    """Backblaze B2: ``b2://bucket/key`` with [b2] region, or ``https://s3.<region>.backblazeb2.com``."""
+
+    provider = "b2"
+    name = "Backblaze B2"
+    settings_section = "b2"
+    https_form = "https://s3.<region>.backblazeb2.com/bucket/prefix/"
+    _HOST = re.compile(r"^s3\.([a-z0-9-]+)\.backblazeb2\.com$")
+
+    @classmethod
+    def claims_https(cls, host: str) -> bool:
+        return cls._HOST.match(host) is not None
+
+    @classmethod
+    def check_settings(cls, text: str, section: dict[str, Any]) -> None:
+        if not (section.get("endpoint_url") or section.get("region")):
+            raise ConfigError(f"{text!r}: b2:// needs the bucket's region; set [b2] region "
+                              "(e.g. 'us-west-004') or endpoint_url, or use https://s3.<region>."
+                              "backblazeb2.com/bucket/prefix/")
+
+    @classmethod
+    def endpoint_and_region(cls, base: str, section: dict[str, Any]
+                            ) -> tuple[str | None, str | None]:
+        endpoint, region = super().endpoint_and_region(base, section)
+        https_host = _https_host(base)
         if https_host and not region:
             region = https_host.split(".")[1]  # s3.<region>.backblazeb2.com
         if not endpoint:
@@ -286,5 +383,24 @@ def _endpoint_and_region(scheme: str, base: str, section: dict[str, Any]
                 raise ConfigError("b2:// needs the bucket's region: set [b2] region (e.g. "
                                   "'us-west-004') or endpoint_url")
         return endpoint, region
-    # tigris
-    return endpoint or f"https://{https_host or 't3.storage.dev'}", region or "auto"
+
+
+class TigrisBackend(S3Backend):
+    """Tigris: ``tigris://bucket/key`` or its public https endpoints (no settings needed)."""
+
+    provider = "tigris"
+    name = "Tigris"
+    settings_section = "tigris"
+    https_form = "https://t3.storage.dev/bucket/prefix/"
+    #: The public endpoints; the first is the default one.
+    HOSTS: ClassVar[tuple[str, ...]] = ("t3.storage.dev", "fly.storage.tigris.dev")
+
+    @classmethod
+    def claims_https(cls, host: str) -> bool:
+        return host in cls.HOSTS
+
+    @classmethod
+    def endpoint_and_region(cls, base: str, section: dict[str, Any]
+                            ) -> tuple[str | None, str | None]:
+        endpoint, region = super().endpoint_and_region(base, section)
+        return endpoint or f"https://{_https_host(base) or cls.HOSTS[0]}", region or "auto"
