@@ -50,8 +50,8 @@ class S3Backend(StorageBackend):
     """One S3-compatible endpoint with one set of credentials (boto3 client, thread-safe).
 
     This class is Amazon S3 (``s3://``); the other services of the family subclass it and
-    override its grammar: :attr:`provider`, :attr:`name`, :meth:`claims_https`,
-    :meth:`check_settings` and :meth:`endpoint_and_region`.
+    set its grammar: :attr:`provider`, :attr:`name`, :attr:`https_host`, :attr:`https_form`,
+    :attr:`required_setting` and :meth:`endpoint_and_region`.
     """
 
     #: The scheme, which is also the settings section.
@@ -59,8 +59,13 @@ class S3Backend(StorageBackend):
     #: The service's name in messages.
     name: ClassVar[str] = "S3"
     settings_section: ClassVar[str | None] = "s3"
+    #: The https hosts the service's URLs name (None: its https URLs are read as plain web URLs).
+    https_host: ClassVar[re.Pattern[str] | None] = None
     #: The https form of a destination, for help texts ("" when the service has none).
     https_form: ClassVar[str] = ""
+    #: The setting a ``scheme://`` destination needs to find its endpoint when ``endpoint_url``
+    #: is not set, and what the message says it is (None: it needs none).
+    required_setting: ClassVar[tuple[str, str] | None] = None
 
     # -- grammar -------------------------------------------------------------------------------
 
@@ -79,9 +84,18 @@ class S3Backend(StorageBackend):
         return prefix
 
     @classmethod
+    def claims_https(cls, host: str) -> bool:
+        return cls.https_host is not None and cls.https_host.match(host) is not None
+
+    @classmethod
     def check_settings(cls, text: str, section: dict[str, Any]) -> None:
-        """Raise ConfigError when a ``scheme://`` destination lacks settings it needs to find
+        """Raise ConfigError when a ``scheme://`` destination lacks the setting it needs to find
         its endpoint (S3 needs none: boto3 finds the region itself)."""
+        if cls.required_setting is None:
+            return
+        key, needs = cls.required_setting
+        if not (section.get("endpoint_url") or section.get(key)):
+            raise ConfigError(f"{text!r}: {cls.provider}:// {needs}, or use {cls.https_form}")
 
     @classmethod
     def endpoint_and_region(cls, base: str, section: dict[str, Any]
@@ -317,28 +331,19 @@ class R2Backend(S3Backend):
     provider = "r2"
     name = "Cloudflare R2"
     settings_section = "r2"
+    https_host = re.compile(r"^[a-z0-9-]+(\.[a-z]+)?\.r2\.cloudflarestorage\.com$")
     https_form = "https://<account>.r2.cloudflarestorage.com/bucket/prefix/"
-    _HOST = re.compile(r"^[a-z0-9-]+(\.[a-z]+)?\.r2\.cloudflarestorage\.com$")
-
-    @classmethod
-    def claims_https(cls, host: str) -> bool:
-        return cls._HOST.match(host) is not None
-
-    @classmethod
-    def check_settings(cls, text: str, section: dict[str, Any]) -> None:
-        if not (section.get("endpoint_url") or section.get("account_id")):
-            raise ConfigError(f"{text!r}: r2:// needs your Cloudflare account; set [r2] account_id "
-                              "(or endpoint_url), or use https://<account>.r2.cloudflarestorage."
-                              "com/bucket/prefix/")
+    required_setting = ("account_id", "needs your Cloudflare account; set [r2] account_id "
+                                      "(or endpoint_url)")
 
     @classmethod
     def endpoint_and_region(cls, base: str, section: dict[str, Any]
                             ) -> tuple[str | None, str | None]:
         endpoint, region = super().endpoint_and_region(base, section)
         if not endpoint:
-            https_host = _https_host(base)
-            if https_host:
-                endpoint = f"https://{https_host}"
+            host = _https_host(base)
+            if host:
+                endpoint = f"https://{host}"
             elif section.get("account_id"):
                 endpoint = f"https://{section['account_id']}.r2.cloudflarestorage.com"
             else:
@@ -353,30 +358,21 @@ class B2Backend(S3Backend):
     provider = "b2"
     name = "Backblaze B2"
     settings_section = "b2"
+    https_host = re.compile(r"^s3\.([a-z0-9-]+)\.backblazeb2\.com$")
     https_form = "https://s3.<region>.backblazeb2.com/bucket/prefix/"
-    _HOST = re.compile(r"^s3\.([a-z0-9-]+)\.backblazeb2\.com$")
-
-    @classmethod
-    def claims_https(cls, host: str) -> bool:
-        return cls._HOST.match(host) is not None
-
-    @classmethod
-    def check_settings(cls, text: str, section: dict[str, Any]) -> None:
-        if not (section.get("endpoint_url") or section.get("region")):
-            raise ConfigError(f"{text!r}: b2:// needs the bucket's region; set [b2] region "
-                              "(e.g. 'us-west-004') or endpoint_url, or use https://s3.<region>."
-                              "backblazeb2.com/bucket/prefix/")
+    required_setting = ("region", "needs the bucket's region; set [b2] region (e.g. "
+                                  "'us-west-004') or endpoint_url")
 
     @classmethod
     def endpoint_and_region(cls, base: str, section: dict[str, Any]
                             ) -> tuple[str | None, str | None]:
         endpoint, region = super().endpoint_and_region(base, section)
-        https_host = _https_host(base)
-        if https_host and not region:
-            region = https_host.split(".")[1]  # s3.<region>.backblazeb2.com
+        host = _https_host(base)
+        if host and not region:
+            region = host.split(".")[1]  # s3.<region>.backblazeb2.com
         if not endpoint:
-            if https_host:
-                endpoint = f"https://{https_host}"
+            if host:
+                endpoint = f"https://{host}"
             elif region:
                 endpoint = f"https://s3.{region}.backblazeb2.com"
             else:
@@ -391,16 +387,13 @@ class TigrisBackend(S3Backend):
     provider = "tigris"
     name = "Tigris"
     settings_section = "tigris"
+    https_host = re.compile(r"^(t3\.storage\.dev|fly\.storage\.tigris\.dev)\Z")  # exact
     https_form = "https://t3.storage.dev/bucket/prefix/"
-    #: The public endpoints; the first is the default one.
-    HOSTS: ClassVar[tuple[str, ...]] = ("t3.storage.dev", "fly.storage.tigris.dev")
-
-    @classmethod
-    def claims_https(cls, host: str) -> bool:
-        return host in cls.HOSTS
+    #: The public endpoint used for ``tigris://`` when no endpoint_url is set.
+    DEFAULT_HOST: ClassVar[str] = "t3.storage.dev"
 
     @classmethod
     def endpoint_and_region(cls, base: str, section: dict[str, Any]
                             ) -> tuple[str | None, str | None]:
         endpoint, region = super().endpoint_and_region(base, section)
-        return endpoint or f"https://{_https_host(base) or cls.HOSTS[0]}", region or "auto"
+        return endpoint or f"https://{_https_host(base) or cls.DEFAULT_HOST}", region or "auto"
