@@ -10,22 +10,19 @@ in pxlite.storage.
 from __future__ import annotations
 
 import importlib
-import io
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 from PIL import Image
+from test_writes import STORE, MemoryBackend
 
 import pxlite as pxl
 from pxlite import config, storage
-from pxlite.errors import ConfigError, ObjectNotFoundError
-from pxlite.storage.base import ObjectInfo, StorageBackend
+from pxlite.errors import ConfigError
+from pxlite.storage.base import StorageBackend
 from pxlite.storage.s3 import B2Backend, R2Backend, S3Backend, TigrisBackend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,14 +204,13 @@ def test_import_pxlite_loads_no_backend_module_and_the_grammar_no_sdk():
 # ---------------------------------------------------------------------------------------------
 # A new backend, its own https host and alias included, plugs in with no edit in pxlite.storage
 
-STORE: dict[str, bytes] = {}
-_LOCK = threading.Lock()
 _BUCKET = re.compile(r"^[a-z][a-z0-9-]{2,30}$")
 
 
-class HostedMemoryBackend(StorageBackend):
-    """A storage service in a dict, spelled ``mem://bucket/key``, ``memory://bucket/key`` or
-    ``https://mem.example/bucket/key`` (the canonical https form keeps its host, like R2's)."""
+class HostedMemoryBackend(MemoryBackend):
+    """test_writes' storage service in a dict, with a grammar of its own: ``mem://bucket/key``,
+    ``memory://bucket/key`` or ``https://mem.example/bucket/key`` (whose canonical form keeps its
+    host, like R2's)."""
 
     input_schemes = ("memory",)
 
@@ -238,52 +234,6 @@ class HostedMemoryBackend(StorageBackend):
         if not _BUCKET.match(bucket):
             raise ConfigError(f"{text!r}: {bucket!r} is not a mem bucket name")
         return f"{head}{bucket}/{key.rstrip('/') + '/' if key else ''}"
-
-    @staticmethod
-    def _key(uri: str) -> str:
-        """``bucket/key``: one object, whatever the spelling."""
-        rest = uri.split("://", 1)[1]
-        return rest.split("/", 1)[1] if uri.lower().startswith("https://") else rest
-
-    def put_file(self, local_path, uri, content_type=None) -> None:
-        with open(local_path, "rb") as f:
-            self.put_bytes(f.read(), uri)
-
-    def put_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> None:
-        with _LOCK:
-            STORE[self._key(uri)] = bytes(data)
-
-    def get_file(self, uri: str, local_path) -> None:
-        with open(local_path, "wb") as f:
-            f.write(self._get(uri))
-
-    def open(self, uri: str) -> BinaryIO:
-        return io.BytesIO(self._get(uri))
-
-    def _get(self, uri: str) -> bytes:
-        with _LOCK:
-            if self._key(uri) not in STORE:
-                raise ObjectNotFoundError(f"no object {uri}", uri=uri)
-            return STORE[self._key(uri)]
-
-    def stat(self, uri: str) -> ObjectInfo:
-        return ObjectInfo(len(self._get(uri)), None)
-
-    def delete(self, uri: str) -> None:
-        with _LOCK:
-            STORE.pop(self._key(uri), None)
-
-    def list(self, prefix_uri: str) -> Iterator[str]:
-        head = prefix_uri[: len(prefix_uri) - len(self._key(prefix_uri))]
-        with _LOCK:
-            keys = sorted(k for k in STORE if k.startswith(self._key(prefix_uri)))
-        return iter([head + k for k in keys])
-
-    def presign(self, uri: str, expires_s: int) -> str:
-        raise ConfigError("mem:// has no presigned URLs")
-
-    def fileurl(self, uri: str) -> str:
-        return uri
 
 
 @pytest.fixture
@@ -317,7 +267,7 @@ def test_a_registered_backend_owns_its_forms(hosted_mem):
     assert isinstance(backend, HostedMemoryBackend)
     assert storage.get_backend("mem://bkt/k", s) is backend
     backend.put_bytes(b"hi", "https://mem.example/bkt/k")
-    assert backend.open("mem://bkt/k").read() == b"hi"
+    assert backend.open("https://mem.example/bkt/k").read() == b"hi"
 
 
 def test_a_registered_https_host_is_a_usable_destination(tmp_path, hosted_mem, monkeypatch):
@@ -332,12 +282,12 @@ def test_a_registered_https_host_is_a_usable_destination(tmp_path, hosted_mem, m
     st = t.add_computed_column(rot=t.image.rotate(90),
                                destination="https://mem.example/bucket/out")
     assert st.num_errors == 0 and len(hosted_mem) == 3
-    assert all(k.startswith("bucket/out/") for k in hosted_mem)
+    assert all(u.startswith("https://mem.example/bucket/out/") for u in hosted_mem)
     rows = t.select(t.k, t.rot, t.rot.fileurl).order_by(t.k).collect()
     assert rows[0]["rot"].size == (8, 6)
     assert all(r["rot_fileurl"].startswith("https://mem.example/bucket/out/") for r in rows)
     t.delete(where=t.k == 0)
-    assert len(hosted_mem) == 2
+    assert len(hosted_mem) == 2 and rows[0]["rot_fileurl"] not in hosted_mem
     assert pxl.check(db=db).ok
     db.close()
     monkeypatch.undo()
