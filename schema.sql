@@ -33,6 +33,7 @@ CREATE TABLE px_columns (
     destination TEXT,                     -- computed media columns: canonical prefix URI, or NULL
     format      TEXT,                     -- computed image columns: 'jpeg'|'png'|'webp' or NULL (auto)
     on_error    TEXT NOT NULL DEFAULT 'abort',
+    pending     INTEGER NOT NULL DEFAULT 0,  -- 1 while an add_computed_column is unfinished
     PRIMARY KEY (table_id, col_id),
     UNIQUE (table_id, name)
 ) STRICT;
@@ -60,4 +61,22 @@ CREATE TABLE px_media_locations (
 -- here; the next open (or check()) finishes it.
 CREATE TABLE px_pending_deletes (
     uri TEXT PRIMARY KEY                  -- stored form: 'media:<key>' or an absolute URI
+) STRICT;
+
+-- Long operations in progress (add_computed_column, recompute_columns): computed outside the
+-- write lock and committed in brief batches, in rowid order. Rows up to done_upto are committed;
+-- an interrupted operation resumes from there when the same call runs again. The row also
+-- tells a writer that waits for the lock what is running (pid, host, since when).
+CREATE TABLE px_jobs (
+    id         INTEGER PRIMARY KEY,
+    table_id   INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
+    kind       TEXT NOT NULL,         -- 'add_computed_column' | 'recompute_columns'
+    spec       TEXT NOT NULL,         -- JSON: what was asked (to recognise the same call again)
+    done_upto  INTEGER NOT NULL,      -- rowids <= this are done and committed
+    done_rows  INTEGER NOT NULL DEFAULT 0,
+    total_rows INTEGER NOT NULL DEFAULT 0,
+    pid        INTEGER NOT NULL,
+    host       TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL
 ) STRICT;

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .db import Database
 from .errors import AlreadyExistsError, NotFoundError, SchemaError
@@ -63,6 +63,7 @@ class ColumnMeta:
     destination: str | None = None   # canonical prefix URI, computed media columns only
     format: str | None = None
     on_error: str = "abort"
+    pending: bool = False            # an add_computed_column that has not finished
 
     @property
     def sql(self) -> str:
@@ -200,11 +201,12 @@ def load_table(db: Database, path: str) -> TableMeta:
     tid, uid, p = rows[0]
     meta = TableMeta(id=tid, uid=uid, path=p)
     for r in db.query(
-        "SELECT col_id, name, position, type, expr, destination, format, on_error "
+        "SELECT col_id, name, position, type, expr, destination, format, on_error, pending "
         "FROM px_columns WHERE table_id = ? ORDER BY position",
         (tid,),
     ):
-        meta.columns.append(ColumnMeta(r[0], r[1], r[2], parse_type(r[3]), r[4], r[5], r[6], r[7]))
+        meta.columns.append(ColumnMeta(r[0], r[1], r[2], parse_type(r[3]), r[4], r[5], r[6], r[7],
+                                       bool(r[8])))
     return meta
 
 
@@ -252,18 +254,20 @@ def add_column(
     destination: str | None = None,
     format: str | None = None,
     on_error: str = "abort",
+    pending: bool = False,
 ) -> ColumnMeta:
     check_name(name, "column")
     if any(c.name == name for c in meta.columns):
         raise AlreadyExistsError(f"table {meta.path!r} already has a column named {name!r}")
     col_id = db.query("SELECT next_col_id FROM px_tables WHERE id = ?", (meta.id,))[0][0]
     position = max((c.position for c in meta.columns), default=-1) + 1
-    col = ColumnMeta(col_id, name, position, ctype, expr, destination, format, on_error)
+    col = ColumnMeta(col_id, name, position, ctype, expr, destination, format, on_error, pending)
     db.execute("UPDATE px_tables SET next_col_id = ? WHERE id = ?", (col_id + 1, meta.id))
     db.execute(
         "INSERT INTO px_columns(table_id, col_id, name, position, type, expr, destination, format,"
-        " on_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (meta.id, col_id, name, position, repr(ctype), expr, destination, format, on_error),
+        " on_error, pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (meta.id, col_id, name, position, repr(ctype), expr, destination, format, on_error,
+         int(pending)),
     )
     # Column names come from integer ids; the SQL type is from a fixed set: nothing user-made here.
     db.execute(f"ALTER TABLE {meta.sql} ADD COLUMN {col.sql} {ctype.sql_type}")
@@ -289,6 +293,13 @@ def rename_column(db: Database, meta: TableMeta, col: ColumnMeta, new_name: str)
         (new_name, meta.id, col.col_id),
     )
     col.name = new_name
+
+
+def set_column_ready(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+    """An added computed column is complete: visible to queries from this commit on."""
+    db.execute("UPDATE px_columns SET pending = 0 WHERE table_id = ? AND col_id = ?",
+               (meta.id, col.col_id))
+    col.pending = False
 
 
 def set_column_position(db: Database, meta: TableMeta, col: ColumnMeta, position: int) -> None:
@@ -413,3 +424,73 @@ def pending_deletes(db: Database) -> list[str]:
 
 def clear_pending_deletes(db: Database, uris: Iterable[str]) -> None:
     db.executemany("DELETE FROM px_pending_deletes WHERE uri = ?", ((u,) for u in uris))
+
+
+# ---- long operations (px_jobs) -------------------------------------------------------------------
+@dataclass
+class Job:
+    """A long operation in progress: what was asked (``spec``) and how far it got."""
+
+    id: int
+    table_id: int
+    kind: str
+    spec: dict[str, Any]
+    done_upto: int
+    done_rows: int
+    total_rows: int
+    pid: int
+    host: str
+    started_at: float
+
+    def progress(self) -> str:
+        return f"{self.done_rows:,}/{self.total_rows:,}"
+
+
+_JOB_COLUMNS = ("id, table_id, kind, spec, done_upto, done_rows, total_rows, pid, host, "
+                "started_at")
+
+
+def _job(row: tuple) -> Job:
+    try:
+        spec = json.loads(row[3])
+    except ValueError:
+        spec = {}
+    return Job(row[0], row[1], row[2], spec if isinstance(spec, dict) else {}, *row[4:])
+
+
+def jobs(db: Database, table_id: int | None = None) -> list[Job]:
+    """The long operations recorded as in progress (of one table, or all)."""
+    if table_id is None:
+        rows = db.query(f"SELECT {_JOB_COLUMNS} FROM px_jobs ORDER BY id")
+    else:
+        rows = db.query(f"SELECT {_JOB_COLUMNS} FROM px_jobs WHERE table_id = ? ORDER BY id",
+                        (table_id,))
+    return [_job(r) for r in rows]
+
+
+def start_job(db: Database, table_id: int, kind: str, spec: dict[str, Any], total: int,
+              pid: int, host: str) -> Job:
+    now = time.time()
+    db.execute("INSERT INTO px_jobs(table_id, kind, spec, done_upto, done_rows, total_rows, pid,"
+               " host, started_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+               (table_id, kind, json.dumps(spec, sort_keys=True), -(2**63), total, pid, host,
+                now, now))
+    return Job(db.last_insert_rowid(), table_id, kind, spec, -(2**63), 0, total, pid, host, now)
+
+
+def advance_job(db: Database, job: Job, done_upto: int, rows: int) -> None:
+    """Record a committed batch (inside its transaction)."""
+    job.done_upto, job.done_rows = done_upto, job.done_rows + rows
+    db.execute("UPDATE px_jobs SET done_upto = ?, done_rows = ?, updated_at = ? WHERE id = ?",
+               (job.done_upto, job.done_rows, time.time(), job.id))
+
+
+def claim_job(db: Database, job: Job, total: int, pid: int, host: str) -> None:
+    """This process resumes ``job`` (another one was interrupted)."""
+    job.total_rows, job.pid, job.host = total, pid, host
+    db.execute("UPDATE px_jobs SET total_rows = ?, pid = ?, host = ?, updated_at = ? "
+               "WHERE id = ?", (total, pid, host, time.time(), job.id))
+
+
+def end_job(db: Database, job: Job) -> None:
+    db.execute("DELETE FROM px_jobs WHERE id = ?", (job.id,))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import media, plan, storage
+from . import catalog, media, plan, storage
 from .catalog import ColumnMeta, TableMeta
 from .errors import ComputeError, PxliteError, SchemaError, cell_error
 from .exprs import Expr, RowContext, from_json
@@ -138,115 +138,259 @@ def _settle(res: list[Any], raw: dict[int, Any], targets: list[_Target], meta: T
     return res
 
 
+class Computation:
+    """Computes the cells of computed columns for rows, on a compute pool (one thread per core:
+    Pillow releases the GIL) and an I/O pool (downloads of remote inputs, uploads of outputs).
+
+    It reads no table and writes no row: rows come in as ``(rowid, {col_id: stored value})``
+    and go out as cells ``[v1, et1, em1, v2, ...]`` with media values in stored form, so the
+    same computation serves an insert (before its brief commit), a batched long operation
+    (computing outside the write lock) and an update (inside its transaction).
+    """
+
+    def __init__(self, op: Operation, cols: list[ColumnMeta], *, on_error: str,
+                 bar: Any = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.op, self.on_error, self.bar = op, on_error, bar
+        self.cols = sorted(cols, key=lambda c: c.position)
+        self.targets = [_Target(op.meta, c, op) for c in self.cols]
+        ids = {c.col_id for c in self.cols}
+        needed: set[int] = set()
+        for t in self.targets:
+            needed |= t.expr.columns()
+        #: The columns a row must bring (the targets' inputs), in table order.
+        self.inputs = [c for c in op.meta.columns if c.col_id in needed and c.col_id not in ids]
+        self._read_later = needed & {t.col.col_id for t in self.targets if t.is_media}
+        self._media_inputs = [c.col_id for c in self.inputs if c.type.is_media]
+        self.media_slots = [3 * k for k, t in enumerate(self.targets) if t.is_media]
+        self._resolver = media.Resolver(op.settings, op.conn.media_folder)
+        self._downloads: dict[str, Future] = {}
+        self._stack = contextlib.ExitStack()
+        self._pool = self._stack.enter_context(
+            ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-compute"))
+        self._io = self._stack.enter_context(
+            ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="pxlite-io"))
+        self._cache_open = False
+        self.errors = 0
+
+    def __enter__(self) -> Computation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        if self.bar is not None:
+            self.bar.close()
+
+    def submit(self, rows: list[tuple[int, dict[int, Any]]]) -> list[Future]:
+        """Start computing ``rows``; their remote inputs start downloading at once."""
+        conn = self.op.conn
+        for _, raw in rows:
+            for cid in self._media_inputs:
+                v = raw.get(cid)
+                if isinstance(v, str):
+                    uri = conn.resolve(v)
+                    if uri not in self._downloads and not storage.is_local(uri):
+                        self._open_cache()
+                        self._downloads[uri] = self._io.submit(
+                            media.fetch_local, uri, self.op.settings)
+        return [self._pool.submit(self._one, rowid, raw) for rowid, raw in rows]
+
+    def _open_cache(self) -> None:
+        if not self._cache_open:  # only once a remote input shows up: all-local runs skip it
+            from .cache import get_cache  # here, not at import: it loads diskcache
+
+            self._stack.enter_context(get_cache(self.op.settings).operation())
+            self._cache_open = True
+
+    def _one(self, rowid: int, raw: dict[int, Any]) -> tuple[list[Any], dict[int, Any]]:
+        from concurrent.futures import wait
+
+        waiting = [self._downloads[u] for u in (
+            self.op.conn.resolve(raw[c]) for c in self._media_inputs
+            if isinstance(raw.get(c), str)) if u in self._downloads]
+        if waiting:
+            wait(waiting)  # a failed download is the cell's error when the row reads the file
+        rc = RowContext(dict(raw), None, self._resolver)
+        res = _compute_row(rc, rowid, self.targets, self.op.meta, self.op, self.on_error,
+                           self._io, self._read_later)
+        return res, rc.raw
+
+    def collect(self, futures: list[Future], rowids: list[int]) -> list[list[Any]]:
+        """The cells of submitted rows, in order (waiting for their uploads); the progress bar
+        advances per row."""
+        out = []
+        stored = self.op.conn.stored
+        for fut, rowid in zip(futures, rowids, strict=True):
+            res, raw = fut.result()
+            res = _settle([*res, rowid], raw, self.targets, self.op.meta, self.on_error)[:-1]
+            for k in self.media_slots:
+                if res[k] is not None:
+                    res[k] = stored(res[k])  # files in the media folder are stored relative
+            self.errors += sum(1 for k in range(1, len(res), 3) if res[k] is not None)
+            out.append(res)
+            if self.bar is not None:
+                self.bar.update(1)
+        return out
+
+    def compute(self, rows: list[tuple[int, dict[int, Any]]]) -> list[list[Any]]:
+        return self.collect(self.submit(rows), [r[0] for r in rows])
+
+
+def _row_inputs(inputs: list[ColumnMeta], r: tuple, offset: int = 1) -> dict[int, Any]:
+    return {c.col_id: r[offset + i] for i, c in enumerate(inputs)}
+
+
 def compute_rows(op: Operation, cols: list[ColumnMeta], rows: Rows, *, on_error: str = "abort",
                  release_old: bool = False) -> UpdateStatus:
     """Fill ``cols`` (computed, in dependency order) for ``rows``, inside ``op``'s write
-    transaction. Old media values that get replaced are released (deleted after the commit)
-    when ``release_old``."""
-    # Imported here, not at module level: ``import pxlite`` stays cheap (concurrent.futures
-    # costs milliseconds and only computing needs it).
-    from concurrent.futures import ThreadPoolExecutor, wait
+    transaction (an update's dependents, the last rows of a long operation). Old media values
+    that get replaced are released (deleted after the commit) when ``release_old``."""
+    t0 = time.perf_counter()
+    db, meta = op.conn.db, op.meta
+    with Computation(op, cols, on_error=on_error) as comp:
+        old_media = [c for c in comp.cols if c.type.is_media] if release_old else []
+        read_cols = comp.inputs + old_media
+        update_sql = plan.update_cells(meta, comp.cols)
+        done = 0
+        replaced: dict[int, list[str]] = {}
+        for batch in _batches(db, meta, read_cols, rows):
+            cells = comp.compute([(r[0], _row_inputs(comp.inputs, r)) for r in batch])
+            db.executemany(update_sql, [[*c, r[0]] for c, r in zip(cells, batch, strict=True)])
+            _note_replaced(replaced, comp, old_media, batch, cells)
+            done += len(batch)
+        for col_id, uris in replaced.items():
+            op.release(col_id, uris)
+    return UpdateStatus("Added", done * len(cols), comp.errors, time.perf_counter() - t0,
+                        "column value")
+
+
+def _batches(db: Any, meta: TableMeta, cols: list[ColumnMeta], rows: Rows,
+             size: int = BATCH_ROWS) -> Iterator[list[tuple]]:
+    """``rows`` in rowid order, ``size`` at a time (keyset batches: memory stays bounded)."""
+    if rows.rowids is not None:
+        for part in rows.chunks(size):
+            yield db.query(*plan.select(meta, cols, part))
+        return
+    last = -(2**63)
+    while True:
+        batch = db.query(*plan.select(meta, cols, rows, after=last, limit=size))
+        if not batch:
+            return
+        last = batch[-1][0]
+        yield batch
+
+
+def _note_replaced(replaced: dict[int, list[str]], comp: Computation,
+                   old_media: list[ColumnMeta], batch: list[tuple], cells: list[list[Any]]
+                   ) -> None:
+    """Old media values the new cells replace (to release after the commit)."""
+    n_in = len(comp.inputs)
+    for r, res in zip(batch, cells, strict=True):
+        for j, c in enumerate(old_media):
+            old, new = r[1 + n_in + j], res[3 * comp.cols.index(c)]
+            if old is not None and old != new:
+                replaced.setdefault(c.col_id, []).append(old)
+
+
+# ---- long operations: compute outside the lock, commit briefly, resume -------------------------
+#: A batch aims at about this much computing before its brief commit (and holds at most
+#: BATCH_ROWS rows): other connections wait at most one commit, and progress is saved often.
+BATCH_SECONDS = 1.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a long operation: it stopped after the batch in progress was committed."""
+
+
+def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.Job, *,
+                on_error: str, release_old: bool, recheck: Callable[[], None],
+                resume_hint: str, desc: str) -> UpdateStatus:
+    """Compute ``cols`` for ``rows`` beyond ``job.done_upto`` in batches: read and compute
+    without the write lock, then commit each batch in a brief transaction that records the
+    job's progress. A cell is written only if its row's inputs are what was computed from
+    (another writer may have changed or deleted the row meanwhile: it computed the cell
+    itself). Returns when no row is left beyond the job's mark (the caller finishes under the
+    lock); raises on failure with the job left resumable. Ctrl-C stops after the current batch.
+    """
+    import signal
+    import threading
 
     t0 = time.perf_counter()
-    conn, meta, settings = op.conn, op.meta, op.settings
-    db = conn.db
-    cols = sorted(cols, key=lambda c: c.position)
-    targets = [_Target(meta, c, op) for c in cols]
-    target_ids = {c.col_id for c in cols}
-    needed: set[int] = set()
-    for t in targets:
-        needed |= t.expr.columns()
-    inputs = [c for c in meta.columns if c.col_id in needed and c.col_id not in target_ids]
-    old_media = [c for c in cols if c.type.is_media] if release_old else []
-    read_cols = inputs + old_media
-    update_sql = plan.update_cells(meta, cols)
-    resolver = media.Resolver(settings, conn.media_folder)
-    stored = conn.stored
-    media_slots = [3 * k for k, t in enumerate(targets) if t.is_media]
-    errors = 0
-    done = 0
-    replaced: dict[int, list[str]] = {}
+    meta, db = op.meta, op.conn.db
+    stop: list[int] = []
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_sigint(signum: int, frame: Any) -> None:
+            stop.append(signum)
+            signal.signal(signal.SIGINT, previous or signal.default_int_handler)
 
-    def batches() -> Iterator[list[tuple]]:
-        if rows.rowids is not None:
-            for part in rows.chunks(BATCH_ROWS):
-                yield db.query(*plan.select(meta, read_cols, part))
-            return
-        last = -(2**63)
-        while True:
-            batch = db.query(*plan.select(meta, read_cols, rows, after=last, limit=BATCH_ROWS))
-            if not batch:
-                return
-            last = batch[-1][0]
-            yield batch
-
-    bar = _progress(lambda: db.query(*plan.count(meta, rows))[0][0],
-                    f"{meta.name}: {', '.join(c.name for c in cols)}", settings)
-    read_later = {cid for t in targets for cid in t.expr.columns()} & {
-        t.col.col_id for t in targets if t.is_media}
-    media_inputs = [i for i, c in enumerate(inputs) if c.type.is_media]
-
-    def prefetch(batch: list[tuple] | None) -> list[Future]:
-        """Start downloading a batch's remote inputs into the cache (errors surface later,
-        when the row is computed and reads the file)."""
-        if not batch:
-            return []
-        uris = {r[1 + i] for r in batch for i in media_inputs}
-        remote = [u for u in (conn.resolve(x) for x in uris if isinstance(x, str))
-                  if not storage.is_local(u)]
-        if remote and not cache_op:
-            from .cache import get_cache  # here, not at import: it loads diskcache
-
-            # The cache is only opened once a remote input shows up: all-local runs skip it.
-            cache_op.append(stack.enter_context(get_cache(settings).operation()))
-        return [io.submit(media.fetch_local, u, settings) for u in remote]
-
-    cache_op: list[Any] = []
-    with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-compute") as pool, \
-            ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="pxlite-io") as io, \
-            contextlib.ExitStack() as stack:
-        it = batches()
-        nxt = next(it, None)
-        pending = prefetch(nxt)
-        while nxt is not None:
-            batch, ready = nxt, pending
-            nxt = next(it, None)
-            pending = prefetch(nxt)  # the next batch downloads while this one computes
-            wait(ready)
-
-            def one(r: tuple) -> tuple[list[Any], dict[int, Any]]:
-                rc = RowContext({c.col_id: r[1 + i] for i, c in enumerate(inputs)}, None, resolver)
-                res = _compute_row(rc, r[0], targets, meta, op, on_error, io, read_later)
-                return [*res, r[0]], rc.raw  # the raw values (URIs), not the decoded images
-
-            results = [_settle(res, raw, targets, meta, on_error)
-                       for res, raw in pool.map(one, batch)]
-            for res in results:  # rows store files in the media folder relative to it
-                for k in media_slots:
-                    if res[k] is not None:
-                        res[k] = stored(res[k])
-            db.executemany(update_sql, results)
-            for r, res in zip(batch, results, strict=True):
-                errors += sum(1 for k in range(1, len(res) - 1, 3) if res[k] is not None)
-                for j, c in enumerate(old_media):
-                    old = r[1 + len(inputs) + j]
-                    new = res[3 * cols.index(c)]
-                    if old is not None and old != new:
-                        replaced.setdefault(c.col_id, []).append(old)
-            done += len(batch)
-            if bar is not None:
-                bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    for col_id, uris in replaced.items():
-        op.release(col_id, uris)
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = _progress(lambda: max(job.total_rows, job.done_rows), desc, op.settings,
+                    initial=job.done_rows)
+    try:
+        with Computation(op, cols, on_error=on_error, bar=bar) as comp:
+            old_media = [c for c in comp.cols if c.type.is_media] if release_old else []
+            read_cols = comp.inputs + old_media
+            guard = " AND ".join(f"{c.sql} IS ?" for c in comp.inputs)
+            update_sql = plan.update_cells(meta, comp.cols) + (f" AND {guard}" if guard else "")
+            size, done = 16, 0
+            while not stop:
+                with db.read():
+                    batch = db.query(*plan.select(meta, read_cols, rows, after=job.done_upto,
+                                                  limit=size))
+                if not batch:
+                    break
+                t_batch = time.perf_counter()
+                cells = comp.compute([(r[0], _row_inputs(comp.inputs, r)) for r in batch])
+                spent = time.perf_counter() - t_batch
+                params = [[*c, r[0], *r[1:1 + len(comp.inputs)]]
+                          for c, r in zip(cells, batch, strict=True)]
+                stored_now = set(op.created)
+                with op.committing(lambda _meta: recheck()):
+                    written = _write_guarded(db, update_sql, params)
+                    kept = [(r, c) for (r, c), ok in zip(zip(batch, cells, strict=True), written,
+                                                          strict=True) if ok]
+                    skipped = [c for c, ok in zip(cells, written, strict=True) if not ok]
+                    replaced: dict[int, list[str]] = {}
+                    _note_replaced(replaced, comp, old_media, [r for r, _ in kept],
+                                   [c for _, c in kept])
+                    for col_id, uris in replaced.items():
+                        op.release(col_id, uris)
+                    catalog.advance_job(db, job, batch[-1][0], len(batch))
+                if skipped:  # their rows changed meanwhile: the files computed for them go
+                    op.discard(u for u in (op.conn.resolve(c[k]) for c in skipped
+                                           for k in comp.media_slots if c[k] is not None)
+                               if u in stored_now)
+                done += len(batch)
+                # Next batch: about BATCH_SECONDS of work, at most BATCH_ROWS rows.
+                per_row = spent / len(batch)
+                size = max(1, min(BATCH_ROWS, int(BATCH_SECONDS / per_row) if per_row else
+                                  BATCH_ROWS))
+            errors = comp.errors
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if stop:
+        raise Interrupted(f"interrupted: {resume_hint}")
     return UpdateStatus("Added", done * len(cols), errors, time.perf_counter() - t0,
                         "column value")
 
 
-def _progress(count: Callable[[], int], desc: str, settings: Settings) -> Any:
-    """A tqdm bar that appears only after a second of work, only on a terminal or notebook.
-    ``count`` gives the number of rows; it is only asked (a query) when a bar can show."""
+def _write_guarded(db: Any, sql: str, params: list[list[Any]]) -> list[bool]:
+    """Run a guarded UPDATE per row; which rows it changed (False: changed or deleted)."""
+    out = []
+    for p in params:
+        db.execute(sql, p)
+        out.append(db.changes() > 0)
+    return out
+
+
+def _progress(count: Callable[[], int], desc: str, settings: Settings, *,
+              initial: int = 0) -> Any:
+    """A tqdm bar, only on a terminal or notebook: it shows ``initial``/total at once and
+    advances per row, with rate and ETA. ``count`` gives the total; it is only asked (a query)
+    when a bar can show."""
     if not settings.get("progress", True) or not _interactive():
         return None
     total = count()
@@ -254,7 +398,7 @@ def _progress(count: Callable[[], int], desc: str, settings: Settings) -> Any:
         return None
     from tqdm.auto import tqdm  # only now: importing it costs ~45 ms
 
-    return tqdm(total=total, desc=desc, unit="row", delay=1.0, leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, unit="row", leave=False)
 
 
 def _interactive() -> bool:

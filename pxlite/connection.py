@@ -3,9 +3,11 @@ database's own media folder, and the deferred deletion of files rows no longer n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from . import catalog, media, plan, storage, writes
 from . import config as _config
 from .catalog import TableMeta
 from .db import Database
-from .errors import AlreadyExistsError, NotFoundError, SchemaError, check_choice
+from .errors import AlreadyExistsError, BusyError, NotFoundError, SchemaError, check_choice
 from .table import Table, check_column_name
 from .types import as_type
 
@@ -68,9 +70,13 @@ class Connection:
         self.media_folder = media.MediaFolder(storage.to_uri(self.media_dir).rstrip("/") + "/")
         self._dest_cache: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.db.busy_hint = self._busy_hint
         try:
             self.ownership = self._establish_identity()
-            writes.finish_pending(self, local_only=True)
+            # Optional at connect time: with another process writing, the deletes wait for a
+            # later open (or check(fix=True)) rather than this open waiting for the lock.
+            with contextlib.suppress(BusyError), self.db.nowait():
+                writes.finish_pending(self, local_only=True)
         except BaseException:
             self.db.close()
             raise
@@ -118,12 +124,17 @@ class Connection:
             known = {k: catalog.get_meta(db, k) for k in _IDENTITY_KEYS}
         change = _identity_change(known, here, here_file, media_file)
         if change is not None and not db.read_only:
-            with db.transaction():
-                known = {k: catalog.get_meta(db, k) for k in _IDENTITY_KEYS}  # under the lock
-                change = _identity_change(known, here, here_file, media_file)
-                if change is not None:
-                    known.update(change)
-                    self._adopt(change, known)
+            try:
+                with db.nowait(), db.transaction():
+                    known = {k: catalog.get_meta(db, k) for k in _IDENTITY_KEYS}  # locked now
+                    change = _identity_change(known, here, here_file, media_file)
+                    if change is not None:
+                        known.update(change)
+                        self._adopt(change, known)
+            except BusyError:
+                # Another process is writing: this connection reads, but owns nothing (it
+                # cannot prove who it is) until a later open records its identity.
+                return catalog.NO_OWNERSHIP
         elif change is not None:  # read-only and unproven: it may read, it cannot delete anyway
             return catalog.NO_OWNERSHIP
         shared = known.get("media_shared") or ""
@@ -153,6 +164,17 @@ class Connection:
                    (catalog.MEDIA_LOCATION, prefix))
         db.execute("UPDATE OR IGNORE px_pending_deletes SET uri = ? || substr(uri, ?) "
                    "WHERE substr(uri, 1, ?) = ?", (catalog.MEDIA_LOCATION, n + 1, n, prefix))
+
+    def _busy_hint(self) -> str:
+        """For a BusyError: the long operations the catalog says are running."""
+        running = catalog.jobs(self.db)
+        if not running:
+            return ""
+        names = {r[0]: r[1] for r in self.db.query("SELECT id, path FROM px_tables")}
+        return "; running: " + ", ".join(
+            f"{j.kind} on {names.get(j.table_id, '?')!r} (pid {j.pid} on {j.host}, since "
+            f"{time.strftime('%H:%M:%S', time.localtime(j.started_at))}, {j.progress()} rows)"
+            for j in running)
 
     def note_media_folder(self) -> None:
         """Inside a write transaction that records the media folder as a location: remember the

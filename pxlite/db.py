@@ -21,16 +21,33 @@ from typing import Any
 import apsw
 
 from . import faults
-from .errors import DatabaseError
+from .errors import BusyError, DatabaseError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 
 #: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema; version 2
-#: records which database identity owns each media location (a copy never cleans its original's).
+#: records which database identity owns each media location (a copy never cleans its original's)
+#: and the long operations in progress (pending columns, resumable jobs).
 MIGRATIONS: dict[int, str] = {
-    1: "ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+    1: """
+    ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE px_columns ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE px_jobs (
+        id         INTEGER PRIMARY KEY,
+        table_id   INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
+        kind       TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        done_upto  INTEGER NOT NULL,
+        done_rows  INTEGER NOT NULL DEFAULT 0,
+        total_rows INTEGER NOT NULL DEFAULT 0,
+        pid        INTEGER NOT NULL,
+        host       TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    ) STRICT;
+    """,
 }
 
 
@@ -65,6 +82,8 @@ class Database:
         self._after_commit: list[Callable[[], None]] | None = None
         self._depth = 0
         self._savepoints = 0
+        #: Says what holds the write lock when a write times out (set by the connection).
+        self.busy_hint: Callable[[], str] | None = None
         #: The schema version this file had before this open migrated it (None: no migration).
         self.migrated_from: int | None = None
         self.sqlite = self._open()
@@ -116,10 +135,11 @@ class Database:
         # Best practice for *this* connection only: no double-quoted string literals, recursive
         # triggers, periodic optimize; then foreign keys on and WAL so readers never block the
         # writer.
+        # (Not connection_optimize: its PRAGMA optimize at connect time can need the write lock
+        # and fail with a busy error while another process writes. It runs at close instead.)
         for fix in (
             apsw.bestpractice.connection_dqs,
             apsw.bestpractice.connection_recursive_triggers,
-            apsw.bestpractice.connection_optimize,
         ):
             fix(conn)
         conn.pragma("foreign_keys", True)
@@ -186,6 +206,8 @@ class Database:
             return self.sqlite.execute(sql, params)
         except apsw.ReadOnlyError as e:
             raise self._read_only_error() from e
+        except apsw.BusyError as e:
+            raise self._busy_error(e) from e
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
         """Run one statement and return all rows."""
@@ -196,6 +218,20 @@ class Database:
             self.sqlite.executemany(sql, rows)
         except apsw.ReadOnlyError as e:
             raise self._read_only_error() from e
+        except apsw.BusyError as e:
+            raise self._busy_error(e) from e
+
+    def _busy_error(self, e: BaseException) -> BusyError:
+        """The write lock stayed taken past the busy timeout: say by whom, if the catalog
+        knows (a long operation records itself), and what to do."""
+        who = ""
+        if self.busy_hint is not None:
+            with contextlib.suppress(Exception):
+                who = self.busy_hint()
+        return BusyError(
+            f"database {self.path} is busy: another connection held its write lock for more "
+            f"than {BUSY_TIMEOUT_MS // 1000} s{who or ' (an operation in another process)'}; "
+            "try again when it has finished")
 
     def _read_only_error(self) -> DatabaseError:
         return DatabaseError(
@@ -220,6 +256,8 @@ class Database:
                     self.sqlite.execute("BEGIN IMMEDIATE")
                 except apsw.ReadOnlyError as e:
                     raise self._read_only_error() from e
+                except apsw.BusyError as e:
+                    raise self._busy_error(e) from e
             self._depth += 1
             after = self._after_commit
             assert after is not None
@@ -242,6 +280,10 @@ class Database:
                 with contextlib.suppress(apsw.Error):
                     self.sqlite.execute("ROLLBACK")
                 raise self._read_only_error() from e
+            except apsw.BusyError as e:
+                with contextlib.suppress(apsw.Error):
+                    self.sqlite.execute("ROLLBACK")
+                raise self._busy_error(e) from e
             except BaseException:
                 with contextlib.suppress(apsw.Error):
                     # a fault before COMMIT: undo it, as a crash would
@@ -253,6 +295,17 @@ class Database:
         faults.point("after_commit")
         for fn in after:
             fn()
+
+    @contextlib.contextmanager
+    def nowait(self) -> Iterator[None]:
+        """Writes inside give up at once (BusyError) instead of waiting for the write lock:
+        for optional work, such as finishing deletes at connect time, that can wait for a
+        later moment when another process is writing."""
+        self.sqlite.set_busy_timeout(0)
+        try:
+            yield
+        finally:
+            self.sqlite.set_busy_timeout(BUSY_TIMEOUT_MS)
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -303,4 +356,10 @@ class Database:
         return [] if rows == ["ok"] else rows
 
     def close(self) -> None:
+        """Close; first let SQLite refresh its planner statistics if that is quick and the lock
+        is free (never waiting: a busy database just skips it)."""
+        if not self.read_only:
+            with contextlib.suppress(apsw.Error):
+                self.sqlite.set_busy_timeout(0)
+                self.sqlite.pragma("optimize")
         self.sqlite.close()

@@ -40,6 +40,10 @@ class DatabaseError(PxliteError):
     """The database file cannot be used: not a pxlite file, too new, corrupt or read-only."""
 
 
+class BusyError(DatabaseError):
+    """Another connection held the database's write lock for longer than the busy timeout."""
+
+
 class StorageError(PxliteError):
     """A storage operation failed.
 

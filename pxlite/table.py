@@ -9,14 +9,17 @@ content addressing means identical content may already have been named by an ear
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import catalog, maintenance, media, plan, storage, writes
 from .catalog import ColumnMeta, TableMeta
-from .compute import compute_rows
+from .compute import Computation, Interrupted, compute_rows, run_batches
 from .errors import (
     AlreadyExistsError,
     ComputeError,
@@ -163,7 +166,7 @@ class Query:
                 yield item
 
     def _default_outputs(self, meta: TableMeta) -> list[tuple[str, Expr]]:
-        return [(c.name, ColumnRef(meta, c)) for c in meta.columns]
+        return [(c.name, ColumnRef(meta, c)) for c in meta.columns if not c.pending]
 
     def collect(self) -> ResultSet:
         """Run the query; media cells load lazily when the result is read."""
@@ -275,15 +278,27 @@ class Table:
     def __getattr__(self, name: str) -> ColumnRef:
         if name.startswith("_"):
             raise AttributeError(name)
-        meta = self._meta()
-        try:
-            return ColumnRef(meta, meta.column(name))
+        meta = self._meta()  # a missing table is a NotFoundError; a missing column is not an
+        try:                 # attribute (hasattr() and getattr(t, name, default) work)
+            col = meta.column(name)
         except NotFoundError as e:
             raise AttributeError(str(e)) from None
+        if col.pending:
+            raise NotFoundError(self._pending_message(meta, col))
+        return ColumnRef(meta, col)
 
     def __getitem__(self, name: str) -> ColumnRef:
         meta = self._meta()
-        return ColumnRef(meta, meta.column(name))
+        col = meta.column(name)
+        if col.pending:  # not readable until complete
+            raise NotFoundError(self._pending_message(meta, col))
+        return ColumnRef(meta, col)
+
+    def _pending_message(self, meta: TableMeta, col: ColumnMeta) -> str:
+        return (f"column {col.name!r} of {self._path!r} is not complete yet "
+                f"({self._pending_state(meta, col)}): an add_computed_column is running or was "
+                f"interrupted; run the same add_computed_column({col.name}=...) again to finish "
+                f"it, or drop it with t.drop_column({col.name!r})")
 
     @property
     def name(self) -> str:
@@ -294,7 +309,8 @@ class Table:
         return self._path
 
     def columns(self) -> list[str]:
-        return [c.name for c in self._meta().columns]
+        """The names of the table's columns (a pending computed column is not one yet)."""
+        return [c.name for c in self._meta().columns if not c.pending]
 
     def _describe_rows(self) -> list[tuple[str, str, str, str]]:
         meta = self._meta()
@@ -306,6 +322,8 @@ class Table:
                     expr = repr(from_json(json.loads(c.expr), meta, c.type))
                 except PxliteError as e:
                     expr = f"(unreadable: {e})"
+            if c.pending:
+                expr += f"  [{self._pending_state(meta, c)}]"
             dest = ""
             if c.type.is_media:
                 dest = (self._conn.resolve(c.destination) if c.destination else
@@ -361,6 +379,9 @@ class Table:
         with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
             meta, db = op.meta, self._conn.db
             col = meta.column(name)
+            if col.pending:  # an unfinished add_computed_column: its job goes with it
+                self._drop_pending(op, col)
+                return
             deps = _dependents(meta, col.col_id)
             if deps:
                 raise SchemaError(
@@ -369,6 +390,9 @@ class Table:
                 )
             uris = [r[0] for r in db.query(*plan.distinct_values(meta, col))] \
                 if col.type.is_media else []
+            for job in catalog.jobs(db, meta.id):  # a recompute of it cannot resume now
+                if col.col_id in job.spec.get("cols", ()):
+                    catalog.end_job(db, job)
             catalog.drop_column(db, meta, col)
             op.release(col.col_id, uris)  # after the column is gone: what others name stays
 
@@ -438,22 +462,48 @@ class Table:
             if not row.keys() <= known:
                 _bad_keys(self._path, i, row.keys() - known, {c.name for c in computed}, known)
 
-        with writes.operation(self._conn, meta, columns=meta.columns,
-                              recheck=self._recheck) as op:
+        insert_sql = plan.insert(meta, inputs)
+        next_rowid = f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}"
+        computed_errors = 0
+        with writes.Operation(self._conn, meta) as op:
+            op.prepare_for(meta.columns)
             media_input = MediaInput(op)
             conv = RowConverter(self._path, inputs, [_converter(c, media_input) for c in inputs],
                                 on_error, check_row, frozenset(known))
-            base = db.query(f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}")[0][0]
-            db.executemany(plan.insert(meta, inputs), conv.rows(rows, base))
-            last = db.query(f"SELECT max(_rowid) FROM {meta.sql}")[0][0]
-            count = 0 if last is None or last < base else last - base + 1
-            for rowid, c, et, em in conv.errors:
-                db.execute(plan.set_cell_errors(meta, c), (et, em, rowid))
-            computed_errors = 0
-            if computed and count:
-                computed_errors = compute_rows(op, computed, Rows.matching("_rowid >= ?", [base]),
-                                               on_error=on_error).num_errors
-        return UpdateStatus("Inserted", count, len(conv.errors) + computed_errors,
+            if not computed and not any(c.type.is_media for c in inputs):
+                # Plain values: streamed straight into one brief transaction.
+                with op.committing(self._recheck):
+                    base = db.query(next_rowid)[0][0]
+                    db.executemany(insert_sql, conv.rows(rows, base))
+                    last = db.query(f"SELECT max(_rowid) FROM {meta.sql}")[0][0]
+                    count = 0 if last is None or last < base else last - base + 1
+                    for rowid, c, et, em in conv.errors:
+                        db.execute(plan.set_cell_errors(meta, c), (et, em, rowid))
+                return UpdateStatus("Inserted", count, len(conv.errors), time.perf_counter() - t0)
+            # Media files and computed cells are made before the write lock is taken; then one
+            # brief commit makes the rows appear, all together with their computed cells.
+            with db.read():
+                self._recheck(meta)
+                base = db.query(next_rowid)[0][0]
+            params = [list(p) for p in conv.rows(rows, base)]
+            cells: list[list[Any]] = []
+            if computed and params:
+                with Computation(op, computed, on_error=on_error) as comp:
+                    cells = comp.compute([(p[0], {c.col_id: p[1 + j]
+                                                  for j, c in enumerate(inputs)})
+                                          for p in params])
+                    computed_errors, computed = comp.errors, comp.cols
+            with op.committing(self._recheck):
+                shift = db.query(next_rowid)[0][0] - base  # rows another writer added meanwhile
+                for p in params:
+                    p[0] += shift
+                db.executemany(insert_sql, params)
+                for rowid, c, et, em in conv.errors:
+                    db.execute(plan.set_cell_errors(meta, c), (et, em, rowid + shift))
+                if cells:
+                    db.executemany(plan.update_cells(meta, computed),
+                                   [[*c, p[0]] for c, p in zip(cells, params, strict=True)])
+        return UpdateStatus("Inserted", len(params), len(conv.errors) + computed_errors,
                             time.perf_counter() - t0)
 
     def _condition(self, where: Any, verb: str) -> Expr | None:
@@ -621,9 +671,15 @@ class Table:
 
         Image results are stored as files in ``destination`` (else the global
         ``output_media_dest``, else the database's media folder): JPEG quality 90, or PNG when
-        the image has alpha, unless ``format`` says otherwise. ``if_exists='replace'`` is
-        atomic: the new column is computed beside the old one and takes its place in the same
-        transaction, so a failed replace leaves the old column and its files as they were.
+        the image has alpha, unless ``format`` says otherwise.
+
+        The rows are computed outside the write lock and committed in brief batches, so other
+        connections and processes keep reading and writing. Until every row is done the column
+        is *pending*: queries do not show it and ``describe()`` shows its progress. Interrupted
+        (an error, Ctrl-C, a killed process), it stays pending: running the same call again
+        resumes with the missing rows. ``on_error='abort'`` leaves nothing behind (cells,
+        files, the column). ``if_exists='replace'`` computes the new column beside the old one,
+        which keeps serving until the new one takes its place.
         """
         t0 = time.perf_counter()
         check_on_error(on_error)
@@ -647,12 +703,15 @@ class Table:
                               f"{what}= applies to image results only")
         if fmt is not None and ctype.name != "Image":
             raise SchemaError(f"column {name!r}: format= applies to Image results only")
-        conn = self._conn
+        conn, db = self._conn, self._conn.db
         # The database's own media folder is stored as such ('media:'), so a copy of the
         # database writes into its own media folder, never into its original's.
         dest = conn.stored(conn.validate_dest(destination)) if destination is not None else None
+        spec: dict[str, Any] = {"name": name, "expr": json.dumps(expr.to_json()),
+                                "destination": dest, "format": fmt, "on_error": on_error}
         meta = self._meta()
-        replacing = any(c.name == name for c in meta.columns)
+        existing = next((c for c in meta.columns if c.name == name), None)
+        replacing = existing is not None and not existing.pending
         if replacing:
             if if_exists == "ignore":
                 return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
@@ -660,35 +719,155 @@ class Table:
                 raise AlreadyExistsError(f"table {self._path!r} already has a column named "
                                          f"{name!r}; pass if_exists='replace' or 'ignore'")
             self._check_replaceable(meta, name)
+        spec["replace"] = replacing
+        work_name = f"_pxl_new_{name}" if replacing else name
+        col, job = self._resumable(meta, work_name, spec, replace=if_exists == "replace")
+        meta = self._meta()
         with writes.Operation(conn, meta) as op:
             if ctype.is_media:
                 op.prepare(op.output_prefix(dest))
-            with op.committing(self._recheck):
-                old: ColumnMeta | None = None
-                if replacing:  # checked again: a dependent may have been added meanwhile
-                    self._check_replaceable(self._meta(), name)
-                    old = meta.column(name)
-                # A replacement is computed under a temporary name beside the old column and
-                # takes its place in this transaction.
-                col = catalog.add_column(conn.db, meta, f"_pxl_new_{name}" if old else name,
-                                         ctype, expr=json.dumps(expr.to_json()),
-                                         destination=dest, format=fmt, on_error=on_error)
-                status = compute_rows(op, [col], Rows.all(), on_error=on_error)
-                if old is not None:
-                    uris = [r[0] for r in conn.db.query(*plan.distinct_values(meta, old))] \
-                        if old.type.is_media else []
-                    catalog.drop_column(conn.db, meta, old)
-                    catalog.rename_column(conn.db, meta, col, name)
-                    catalog.set_column_position(conn.db, meta, col, old.position)
-                    op.release(old.col_id, uris)
+            if col is None:  # a new pending column and its job, in one brief commit
+                with op.committing(self._recheck):
+                    col = catalog.add_column(db, op.meta, work_name, ctype, expr=spec["expr"],
+                                             destination=dest, format=fmt, on_error=on_error,
+                                             pending=True)
+                    total = db.query(*plan.count(op.meta))[0][0]
+                    job = catalog.start_job(db, meta.id, "add_computed_column",
+                                            {**spec, "col_id": col.col_id}, total,
+                                            os.getpid(), socket.gethostname())
+            else:
+                self._sweep_uncommitted(op, col)  # files of a batch a crash kept from commit
+            assert job is not None
+            hint = (f"column {name!r} of {self._path!r} is pending ({{}} rows done); run the "
+                    f"same add_computed_column({name}=...) again to finish it")
+            try:
+                status = self._run_job(op, [col], Rows.all(), job, on_error, hint)
+                with op.committing(self._recheck):  # brief: the last rows, then it is complete
+                    self._check_job(op.meta, job)
+                    tail = compute_rows(op, [col], Rows.matching("_rowid > ?", [job.done_upto]),
+                                        on_error=on_error, release_old=True)
+                    if replacing:
+                        self._check_replaceable(self._meta(), name)
+                        old = op.meta.column(name)
+                        uris = [r[0] for r in db.query(*plan.distinct_values(op.meta, old))] \
+                            if old.type.is_media else []
+                        catalog.drop_column(db, op.meta, old)
+                        catalog.rename_column(db, op.meta, col, name)
+                        catalog.set_column_position(db, op.meta, col, old.position)
+                        op.release(old.col_id, uris)
+                    catalog.set_column_ready(db, op.meta, col)
+                    catalog.end_job(db, job)
+            except ComputeError:
+                if on_error == "abort":  # nothing of the operation remains
+                    op.undo()  # the files of the batch that failed, then the committed ones
+                    self._abandon(op, col, job)
+                raise
+        status.num_rows += tail.num_rows
+        status.num_errors += tail.num_errors
         status.elapsed_s = time.perf_counter() - t0
         return status
+
+    def _resumable(self, meta: TableMeta, work_name: str, spec: dict[str, Any], *,
+                   replace: bool) -> tuple[ColumnMeta | None, catalog.Job | None]:
+        """A pending column left by an interrupted call: the one to resume when ``spec`` is
+        what it was started with; else an error saying what is pending and how to go on
+        (``replace``: it is dropped and the call starts afresh)."""
+        pending = next((c for c in meta.columns if c.name == work_name and c.pending), None)
+        if pending is None:
+            return None, None
+        job = self._job_of(meta, pending)
+        if job is not None and _alive_elsewhere(job):
+            raise SchemaError(
+                f"column {spec['name']!r} of {self._path!r} is being computed by another process "
+                f"(pid {job.pid} on {job.host}, {job.progress()} rows done); wait for it")
+        if job is not None and {k: job.spec.get(k) for k in spec} == spec:
+            with self._conn.db.transaction():
+                catalog.claim_job(self._conn.db, job, max(job.total_rows, self._count_all()),
+                                  os.getpid(), socket.gethostname())
+            return pending, job
+        if not replace:
+            raise SchemaError(
+                f"column {spec['name']!r} of {self._path!r} is pending from an interrupted "
+                f"add_computed_column of another expression ({self._pending_state(meta, pending)}"
+                f"); run that call again to finish it, pass if_exists='replace' to start this "
+                f"one instead, or drop it with t.drop_column({pending.name!r})")
+        with writes.operation(self._conn, meta, recheck=self._recheck) as op:
+            self._drop_pending(op, pending)
+        return None, None
+
+    def _run_job(self, op: writes.Operation, cols: list[ColumnMeta], rows: Rows,
+                 job: catalog.Job, on_error: str, hint: str) -> UpdateStatus:
+        def recheck() -> None:
+            self._recheck(op.meta)
+            self._check_job(op.meta, job)
+
+        try:
+            return run_batches(op, cols, rows, job, on_error=on_error, release_old=True,
+                               recheck=recheck, resume_hint=hint.format(job.progress()),
+                               desc=f"{self.name}: {', '.join(c.name for c in cols)}")
+        except Interrupted as e:
+            raise Interrupted(f"interrupted: {hint.format(job.progress())}") from e
+
+    def _check_job(self, meta: TableMeta, job: catalog.Job) -> None:
+        """Inside a batch's transaction: the job was not cancelled meanwhile (its column
+        dropped by another connection)."""
+        if not any(j.id == job.id for j in catalog.jobs(self._conn.db, meta.id)):
+            raise NotFoundError(f"the {job.kind} on {self._path!r} was cancelled by another "
+                                "connection (its column was dropped or replaced)")
+
+    def _job_of(self, meta: TableMeta, col: ColumnMeta) -> catalog.Job | None:
+        return next((j for j in catalog.jobs(self._conn.db, meta.id)
+                     if j.kind == "add_computed_column" and j.spec.get("col_id") == col.col_id),
+                    None)
+
+    def _pending_state(self, meta: TableMeta, col: ColumnMeta) -> str:
+        job = self._job_of(meta, col)
+        return f"pending {job.progress()}" if job is not None else "pending"
+
+    def _sweep_uncommitted(self, op: writes.Operation, col: ColumnMeta) -> None:
+        """Before resuming: delete the files a killed batch stored for ``col`` without
+        committing them (in pxlite's key shape under this column's folder, named by no row)."""
+        if not col.type.is_media:
+            return
+        prefix = op.output_prefix(col.destination)
+        where = storage.join(prefix, f"{op.meta.uid}/{col.col_id}/")
+        try:
+            listed = [self._conn.stored(u) for u in
+                      storage.get_backend(where, op.settings).list(where)]
+        except PxliteError:
+            return  # check(fix=True) sweeps them later
+        if listed:
+            with self._conn.db.transaction():
+                writes.delete_unreferenced(self._conn, listed, op.settings)
+
+    def _abandon(self, op: writes.Operation, col: ColumnMeta, job: catalog.Job) -> None:
+        """on_error='abort' after batches committed: remove the column, its cells and files."""
+        with contextlib.suppress(NotFoundError), op.committing(self._recheck):
+            self._drop_pending(op, next(c for c in self._meta().columns
+                                        if c.col_id == col.col_id))
+
+    def _drop_pending(self, op: writes.Operation, col: ColumnMeta) -> None:
+        """Inside ``op``'s transaction: drop a pending column, its job and its files."""
+        db = self._conn.db
+        meta = op.meta if any(c.col_id == col.col_id for c in op.meta.columns) else self._meta()
+        col = meta.column_by_id(col.col_id)
+        uris = [r[0] for r in db.query(*plan.distinct_values(meta, col))] \
+            if col.type.is_media else []
+        for job in catalog.jobs(db, meta.id):
+            if job.spec.get("col_id") == col.col_id:
+                catalog.end_job(db, job)
+        catalog.drop_column(db, meta, col)
+        op.release(col.col_id, uris)
+
+    def _count_all(self) -> int:
+        return self._conn.db.query(*plan.count(self._meta()))[0][0]
 
     def _check_replaceable(self, meta: TableMeta, name: str) -> None:
         """May ``if_exists='replace'`` replace this column? Not while others depend on it: then
         a SchemaError says which."""
         old = meta.column(name)
-        deps = [d for d in _dependents(meta, old.col_id) if d.col_id != old.col_id]
+        deps = [d for d in _dependents(meta, old.col_id)
+                if d.col_id != old.col_id and d.name != f"_pxl_new_{name}"]
         if deps:
             raise SchemaError(
                 f"cannot replace column {name!r} of {self._path!r}: computed column(s) "
@@ -697,7 +876,10 @@ class Table:
     def recompute_columns(self, *names: str, where: Expr | None = None,
                           errors_only: bool = False) -> UpdateStatus:
         """Recompute computed columns (after a UDF changed, or for the rows that errored);
-        the columns computed from them are recomputed too."""
+        the columns computed from them are recomputed too.
+
+        Like add_computed_column, it computes outside the write lock and commits in brief
+        batches; interrupted, running the same call again continues where it stopped."""
         t0 = time.perf_counter()
         if not names:
             raise SchemaError("recompute_columns() needs at least one computed column name")
@@ -708,19 +890,63 @@ class Table:
             if not c.is_computed:
                 raise SchemaError(f"column {n!r} of {self._path!r} is not computed; nothing to "
                                   "recompute")
+            if c.pending:
+                raise SchemaError(self._pending_message(meta, c))
             cols.append(c)
         for d in _dependents(meta, *(c.col_id for c in cols)):
             if d not in cols:
                 cols.append(d)
         where = self._condition(where, "recompute_columns")
-        with writes.operation(self._conn, meta, columns=cols, recheck=self._recheck) as op:
-            rows = self._rows(meta, where)
-            if errors_only:
-                rows = rows.where(" OR ".join(f"{c.sql_et} IS NOT NULL" for c in cols))
-            status = compute_rows(op, cols, rows, on_error="ignore", release_old=True)
+        spec = {"cols": sorted(c.col_id for c in cols), "errors_only": bool(errors_only),
+                "where": None if where is None else json.dumps(where.to_json(), default=str)}
+        db = self._conn.db
+        with writes.Operation(self._conn, meta) as op:
+            op.prepare_for(cols)
+            with op.committing(self._recheck):
+                job = None
+                for j in catalog.jobs(db, meta.id):
+                    if j.kind != "recompute_columns":
+                        continue
+                    if _alive_elsewhere(j):
+                        raise SchemaError(
+                            f"another process is recomputing columns of {self._path!r} (pid "
+                            f"{j.pid} on {j.host}, {j.progress()} rows done); wait for it")
+                    if j.spec == spec and job is None:
+                        job = j  # the same call, interrupted: resume it
+                    else:
+                        catalog.end_job(db, j)
+                rows = self._rows(meta, where)
+                if errors_only:
+                    rows = rows.where(" OR ".join(f"{c.sql_et} IS NOT NULL" for c in cols))
+                total = db.query(*plan.count(meta, rows))[0][0]
+                if job is None:
+                    job = catalog.start_job(db, meta.id, "recompute_columns", spec, total,
+                                            os.getpid(), socket.gethostname())
+                else:
+                    catalog.claim_job(db, job, job.done_rows + total, os.getpid(),
+                                      socket.gethostname())
+            hint = (f"recompute_columns of {self._path!r} stopped after {{}} rows; run the same "
+                    "call again to continue")
+            status = self._run_job(op, cols, rows, job, "ignore", hint)
+            with op.committing(self._recheck):
+                catalog.end_job(db, job)
         status.verb = "Recomputed"
         status.elapsed_s = time.perf_counter() - t0
         return status
+
+
+def _alive_elsewhere(job: catalog.Job) -> bool:
+    """Is another live process on this machine running ``job``? (One on another machine cannot
+    be asked: its job is taken over.)"""
+    if job.pid == os.getpid() or job.host != socket.gethostname():
+        return False
+    try:
+        os.kill(job.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 #: Names a column may not have: ``t.<name>`` must reach the column, never a Table method or

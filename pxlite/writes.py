@@ -59,8 +59,8 @@ class Operation:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None and not self.committed:
-            self.undo()
+        if exc_type is not None:
+            self.undo()  # the files of what never committed (each commit settles its own)
 
     # ---- where files go --------------------------------------------------------------------------
     def input_prefix(self) -> str:
@@ -163,7 +163,10 @@ class Operation:
             after.insert(0, self._mark_committed)  # the first thing run after COMMIT
 
     def _mark_committed(self) -> None:
+        # The committed rows name these files now; an operation that commits in batches
+        # starts the next batch with nothing to undo.
         self.committed = True
+        self.created, self.local = [], []
 
     def release(self, col_id: int, uris: Iterable[Any]) -> None:
         """Inside :meth:`committing`, after the rows that named ``uris`` (stored forms) changed
@@ -180,23 +183,35 @@ class Operation:
             raise AssertionError("internal error: after_commit() outside the transaction")
         self._after.append(fn)
 
+    def discard(self, uris: Iterable[str]) -> None:
+        """Delete files this operation stored but did not commit (a row it meant to write was
+        changed or deleted meanwhile), unless a row names them: see :meth:`undo`."""
+        doomed = list(uris)
+        self.local = [u for u in self.local if u not in set(doomed)]
+        self._delete_unnamed(doomed)
+
     def undo(self) -> None:
         """Delete the files this operation created that no committed row names.
 
         Runs after the failed transaction rolled back (or, nested, after its savepoint did),
         under the write lock again: another writer may meanwhile have committed a row naming
-        identical content (content addressing), and that file stays. Best effort: a backend that
-        failed retryably is not tried again for the other files (each try could take the full
-        timeout times the retries); what is left is an orphan check(fix=True) removes.
+        identical content (content addressing), and that file stays.
         """
         created, self.created = self.created, []
-        if not created:
+        self.local = []  # nothing of what failed will be committed: nothing to sync either
+        self._delete_unnamed(created)
+
+    def _delete_unnamed(self, uris: list[str]) -> None:
+        """Best effort: a backend that failed retryably is not tried again for the other files
+        (each try could take the full timeout times the retries); what is left is an orphan
+        check(fix=True) removes."""
+        if not uris:
             return
         conn = self.conn
         with contextlib.suppress(Exception), conn.db.transaction():
-            named = catalog.named_by_rows(conn.db, [conn.stored(u) for u in created])
+            named = catalog.named_by_rows(conn.db, [conn.stored(u) for u in uris])
             unreachable: set[int] = set()
-            for uri in created:
+            for uri in uris:
                 if conn.stored(uri) in named:
                     continue
                 backend = storage.get_backend(uri, self.settings)

@@ -370,10 +370,15 @@ def test_destination_removed_during_computed_column(tmp_path, monkeypatch, nth):
     monkeypatch.undo()
     conn.close()
     _assert_names_missing_file(info.value, dest, at_commit=nth == 5)
-    assert _rows(db_path) == before
+    # The batch never committed: the column is pending (resumable) with no cell written, and
+    # what readers see is unchanged.
+    names, rows = _rows(db_path)
+    assert names[:2] == before[0] and [r[:2] for r in rows] == before[1]
+    assert names[2:] in ([], ["rot"]) and all(r[2:] in ((), (None,)) for r in rows)
+    assert pxl.connect(db_path).get_table("t").columns() == before[0]
     _assert_sound(db_path)
 
-    conn = pxl.connect(db_path)  # the folder is back: the same call now succeeds
+    conn = pxl.connect(db_path)  # the folder is back: the same call now succeeds (resumes)
     t = conn.get_table("t")
     t.add_computed_column(rot=t.image.rotate(90), destination=str(dest))
     conn.close()

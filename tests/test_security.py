@@ -241,6 +241,8 @@ SQL_FRAGMENTS = {
     # plan.py's builders: identifiers from ids, '?' placeholders, Rows predicates (Expr.sql())
     r"cell_sets\(cols\)", r"names", r"', '\.join\('\?' \* \(len\(cols\) \+ 1\)\)", r"what",
     r"(self\.)?predicate", r"ids",
+    r"_JOB_COLUMNS",                                        # a constant list of px_jobs columns
+    r"guard",                        # "c<id> IS ?" per input column (compute.run_batches)
 }
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WHERE|FROM|LIMIT|"
                         r"ORDER BY|SET|VALUES|IS NULL|IS NOT NULL|AND|OR|IN|CAST|AS REAL|ASC|DESC)"

@@ -20,3 +20,13 @@ def grayscale(img: PIL.Image.Image) -> PIL.Image.Image:
 @pxl.udf
 def shout(s: str, times: int = 1) -> str:
     return s.upper() + "!" * times
+
+
+@pxl.udf
+def slow_flip(img: PIL.Image.Image) -> PIL.Image.Image:
+    """A flip that takes ``PXLITE_TEST_UDF_SLEEP`` seconds (a long operation, for the tests)."""
+    import os
+    import time
+
+    time.sleep(float(os.environ.get("PXLITE_TEST_UDF_SLEEP", "0")))
+    return img.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT)
