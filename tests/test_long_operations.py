@@ -19,11 +19,12 @@ from pathlib import Path
 import apsw
 import pytest
 from PIL import Image
+from udfs.sample import slow_flip  # the child's UDF: this process resumes its column
 
 import pxlite as pxl
-from pxlite import catalog, compute, db as dbmod
+from pxlite import catalog, compute
+from pxlite import db as dbmod
 from pxlite.errors import BusyError, ComputeError, NotFoundError, SchemaError
-from udfs.sample import slow_flip  # the child's UDF: this process resumes its column
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 40
@@ -120,7 +121,7 @@ def test_others_read_and_write_while_a_column_is_added(tmp_path):
         assert time.monotonic() - t0 < 20  # not blocked for the add's whole run
         assert child.poll() is None, "the add finished before the other writer ran"
     finally:
-        out, err = child.communicate(timeout=120)
+        _, err = child.communicate(timeout=120)
     assert child.returncode == 0, err
     with pxl.connect(db_path) as db:
         t = db.get_table("t")
