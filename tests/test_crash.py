@@ -268,7 +268,7 @@ def test_fault_point_hits(tmp_path, monkeypatch):
         conn.close()
 
 
-@pytest.mark.parametrize("storage_target", ["local", "s3"], indirect=True)
+@pytest.mark.parametrize("storage_target", ["local", "s3", "gcs", "azure"], indirect=True)
 @pytest.mark.parametrize("op_name,point,nth", CASES, ids=[f"{o}-{p}-{n}" for o, p, n in CASES])
 def test_interrupted_at_fault_point(storage_target, tmp_path, monkeypatch, op_name, point, nth):
     target = storage_target
@@ -323,7 +323,7 @@ def _child_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PXLITE_HOME": str(tmp_path / "child-home")}
 
 
-@pytest.mark.parametrize("storage_target", ["local", "s3"], indirect=True)
+@pytest.mark.parametrize("storage_target", ["local", "s3", "gcs", "azure"], indirect=True)
 @pytest.mark.parametrize("op_name,point,nth", KILL_CASES,
                          ids=[f"{o}-{p}-{n}" for o, p, n in KILL_CASES])
 def test_killed_at_fault_point(storage_target, tmp_path, op_name, point, nth):
@@ -414,8 +414,21 @@ def _kill_mid_way(tmp_path: Path, args: dict, count: Callable[[], int], want: in
     return seen, time.monotonic() - t0
 
 
-@pytest.mark.parametrize("storage_target", ["local", "s3"], indirect=True)
+@pytest.mark.parametrize("storage_target", ["local", "s3", "gcs", "azure"], indirect=True)
 @pytest.mark.parametrize("op_name", ["add", "insert"])
+def _settled(db_path: Path, target: Any, timeout: float = 10.0) -> None:
+    """Wait until the destination's listing stops changing: an upload the killed process had
+    sent can still land on the server after the process died (seen with Azurite)."""
+    deadline = time.monotonic() + timeout
+    last = stored_files(db_path, target)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = stored_files(db_path, target)
+        if now == last:
+            return
+        last = now
+
+
 def test_sigkill_mid_operation(storage_target, tmp_path, small_images, op_name):
     """A 500-row add_computed_column (or insert with a computed column) is SIGKILLed once some
     of its output files exist. An insert is one brief commit: afterwards the rows are absent
@@ -456,6 +469,7 @@ def test_sigkill_mid_operation(storage_target, tmp_path, small_images, op_name):
             conn.close()
     assert killed is not None, f"could not kill the child mid-way: {last}"
     seen, ran = killed
+    _settled(db_path, target)
 
     conn = pxl.connect(db_path, config=target.config)
     report = check(conn)
