@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import catalog, media, plan, storage
 from .catalog import ColumnMeta, TableMeta
-from .errors import ComputeError, PxliteError, SchemaError, cell_error
+from .errors import ComputeError, PxliteError, SchemaError, failed_cell
 from .exprs import Expr, RowContext, from_json
 from .plan import Rows
 from .results import UpdateStatus
@@ -112,11 +112,9 @@ def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: Table
             rc.raw[t.col.col_id] = sv
             out += [sv, None, None]
         except Exception as e:  # a UDF may raise anything; it is the cell's error
-            if on_error == "abort":
-                raise _abort_error(t, rc.raw, rowid, meta, e) from e
+            out += failed_cell(on_error, e, _abort_error(t, rc.raw, rowid, meta, e))
             rc._cache[t.col.col_id] = None
             rc.raw[t.col.col_id] = None
-            out += [None, *cell_error(e)]
     return out
 
 
@@ -132,9 +130,8 @@ def _settle(res: list[Any], raw: dict[int, Any], targets: list[_Target], meta: T
             try:
                 res[3 * k] = fut.result()
             except Exception as e:
-                if on_error == "abort":
-                    raise _abort_error(t, raw, res[-1], meta, e) from e
-                res[3 * k:3 * k + 3] = [None, *cell_error(e)]
+                res[3 * k:3 * k + 3] = failed_cell(
+                    on_error, e, _abort_error(t, raw, res[-1], meta, e))
     return res
 
 

@@ -111,3 +111,14 @@ def check_on_error(on_error: object) -> str:
 def cell_error(e: BaseException) -> tuple[str, str]:
     """``(errortype, errormsg)`` stored for a failed cell under ``on_error='ignore'``."""
     return type(e).__name__, str(e) or repr(e)
+
+
+def failed_cell(on_error: str, e: BaseException, abort: PxliteError, *,
+                required: bool = False) -> list[Any]:
+    """THE per-cell error policy, for inserted, updated and computed cells alike: under
+    ``on_error='abort'`` (and always for a Required column, which cannot be left empty) raise
+    ``abort`` (the error naming table, row, column and cause), chained to ``e``; under
+    ``'ignore'`` return the cell to store, ``[None, errortype, errormsg]``."""
+    if on_error == "abort" or required:
+        raise abort from e
+    return [None, *cell_error(e)]

@@ -18,7 +18,14 @@ from typing import Any
 
 from . import media, storage
 from .catalog import ColumnMeta
-from .errors import ComputeError, ConfigError, NotFoundError, SchemaError, StorageError
+from .errors import (
+    ComputeError,
+    ConfigError,
+    NotFoundError,
+    SchemaError,
+    StorageError,
+    failed_cell,
+)
 from .types import is_pil_image
 from .writes import Operation
 
@@ -67,12 +74,13 @@ class RowConverter:
         try:
             return self.convs[j](v)
         except (SchemaError, StorageError, ConfigError, NotFoundError) as e:
-            if self.on_error == "abort" or not c.type.nullable:
-                why = "" if c.type.nullable else " (Required: cannot be left empty)"
-                raise ComputeError(f"row {i}, column {c.name!r}{why} of {self.path!r}: {e}",
-                                   table=self.path, row=i, column=c.name, value=v,
-                                   errortype=type(e).__name__) from e
-            self.errors.append((rowid, c, type(e).__name__, str(e)))
+            why = "" if c.type.nullable else " (Required: cannot be left empty)"
+            _, et, em = failed_cell(
+                self.on_error, e, ComputeError(
+                    f"row {i}, column {c.name!r}{why} of {self.path!r}: {e}", table=self.path,
+                    row=i, column=c.name, value=v, errortype=type(e).__name__),
+                required=not c.type.nullable)
+            self.errors.append((rowid, c, et, em))
             return None
 
     def _generate(self) -> Callable[[Any, int, int], tuple]:

@@ -28,9 +28,9 @@ from .errors import (
     PxliteError,
     SchemaError,
     StorageError,
-    cell_error,
     check_choice,
     check_on_error,
+    failed_cell,
 )
 from .exprs import ColumnRef, Expr, Literal, RowContext, from_json, split_conjuncts
 from .ingest import MediaInput, RowConverter
@@ -595,12 +595,12 @@ class Table:
                             raise SchemaError(f"column {c.name!r} is Required")
                         params += [sv, None, None]
                     except (SchemaError, StorageError, ConfigError, NotFoundError) as err:
-                        if on_error == "abort" or not c.type.nullable:
-                            raise ComputeError(
+                        params += failed_cell(
+                            on_error, err, ComputeError(
                                 f"row {rowid}, column {c.name!r} of {self._path!r}: {err}",
-                                table=self._path, row=rowid, column=c.name) from err
+                                table=self._path, row=rowid, column=c.name),
+                            required=not c.type.nullable)
                         errors += 1
-                        params += [None, *cell_error(err)]
                     if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
                         replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
                 batch.append([*params, rowid])
