@@ -69,7 +69,7 @@ CHILD = textwrap.dedent("""
     os.environ["PXLITE_TEST_UDF_SLEEP"] = str(args["sleep"])
 
     db = pxl.connect(args["db"])
-    t = db.get_table("t")
+    t = db.get_table(args.get("table", "t"))
     print("started", flush=True)
     try:
         st = t.add_computed_column(rot=slow_flip(t.image))
@@ -80,11 +80,12 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _child(tmp_path: Path, db_path: Path, sleep: float) -> subprocess.Popen:
+def _child(tmp_path: Path, db_path: Path, sleep: float, table: str = "t") -> subprocess.Popen:
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(root=str(ROOT), tests=str(ROOT / "tests")))
     return subprocess.Popen(
-        [sys.executable, str(script), json.dumps({"db": str(db_path), "sleep": sleep})],
+        [sys.executable, str(script),
+         json.dumps({"db": str(db_path), "sleep": sleep, "table": table})],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PXLITE_HOME": str(tmp_path / "home")})
 
@@ -130,6 +131,28 @@ def test_others_read_and_write_while_a_column_is_added(tmp_path):
         assert t.where(t.rot.is_null()).count() == 0 and t.count() == N + 1
         assert not catalog.jobs(db.db)
         assert pxl.check(db=db).ok
+
+
+def test_two_long_operations_on_two_tables_interleave(tmp_path):
+    db_path, paths = _table(tmp_path, 24)
+    with pxl.connect(db_path) as db:
+        u = db.create_table("u", {"image": pxl.Image, "k": pxl.Int})
+        u.insert([{"image": p, "k": i} for i, p in enumerate(paths)])
+    a = _child(tmp_path, db_path, sleep=0.03, table="t")
+    b = _child(tmp_path, db_path, sleep=0.03, table="u")
+    seen: set[str] = set()
+    while a.poll() is None or b.poll() is None:  # both jobs are seen running at once
+        with pxl.connect(db_path) as db:
+            running = {j.spec.get("name", "") + str(j.table_id) for j in catalog.jobs(db.db)}
+        if len(running) == 2:
+            seen.add("both")
+        time.sleep(0.05)
+    assert a.returncode == 0 and b.returncode == 0, (a.communicate(), b.communicate())
+    assert "both" in seen, "the second add waited for the first instead of interleaving"
+    with pxl.connect(db_path) as db:
+        for name in ("t", "u"):
+            t = db.get_table(name)
+            assert t.where(t.rot.is_null()).count() == 0
 
 
 def test_ctrl_c_stops_after_the_batch_and_the_same_call_resumes(tmp_path):
