@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .redact import redact
+
 
 class PxliteError(Exception):
     """Base class of every error pxlite raises on purpose."""
@@ -109,8 +111,13 @@ def check_on_error(on_error: object) -> str:
 
 
 def cell_error(e: BaseException) -> tuple[str, str]:
-    """``(errortype, errormsg)`` stored for a failed cell under ``on_error='ignore'``."""
-    return type(e).__name__, str(e) or repr(e)
+    """``(errortype, errormsg)`` stored for a failed cell under ``on_error='ignore'``.
+
+    The message is stored in the database file, so credentials are masked first
+    (:func:`pxlite.redact.redact`: URL user-info, SAS and token query parameters, the secrets of
+    the settings in use), whatever raised it (a UDF, a web server, an SDK).
+    """
+    return type(e).__name__, redact(str(e) or repr(e))
 
 
 def failed_cell(on_error: str, e: BaseException, abort: PxliteError, *,

@@ -31,6 +31,7 @@ from typing import Any
 from .. import storage
 from ..config import Settings, resolve  # Settings at runtime: hints are resolved at registration
 from ..errors import ConfigError, SchemaError
+from ..redact import public_url
 from ..storage.azure import AzureBackend  # the module only: the SDK loads on first use
 from ..udf import Function, register
 
@@ -60,7 +61,8 @@ def _azure_account_endpoint(settings: Settings) -> str | None:
 
     Taken from the SDK client the Azure backend builds, so connection strings (BlobEndpoint,
     UseDevelopmentStorage, EndpointSuffix) and account URLs are read exactly as the SDK reads
-    them; any SAS query of an account URL is dropped. Cached per [azure] settings.
+    them; a SAS query and a ``user:password@`` of the endpoint are dropped, as in the file URLs
+    ``AzureBackend.fileurl`` returns. Cached per [azure] settings.
     """
     section = settings.provider("azure")
     if not (section.get("connection_string") or section.get("account_url")
@@ -73,7 +75,7 @@ def _azure_account_endpoint(settings: Settings) -> str | None:
     backend = storage.get_backend("az://pxlite-probe/", settings)  # no network
     if not isinstance(backend, AzureBackend):
         return None  # az:// registered to another class: no SDK client to read the endpoint from
-    endpoint = str(backend.client.primary_endpoint).split("?", 1)[0].split("#", 1)[0]
+    endpoint = public_url(str(backend.client.primary_endpoint))  # as AzureBackend.fileurl
     endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
     with _endpoints_lock:
         _endpoints[key] = endpoint

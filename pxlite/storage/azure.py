@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
+from ..redact import public_url, redact
 from . import AzureURI, url_scheme
 from .base import (
     MULTIPART_THRESHOLD,
@@ -32,6 +33,7 @@ from .base import (
     folder_prefix,
     is_retryable_status,
     mapped_errors,
+    raise_masked,
 )
 
 _BLOCK_SIZE = 4 * 1024 * 1024
@@ -141,9 +143,9 @@ class AzureBackend(StorageBackend):
                 raise ConfigError(f"{uri}: az:// needs an [azure] account; set connection_string, "
                                   "or account_url and credential")
         except ValueError as e:  # a malformed connection string or URL; never echo secrets
-            raise ConfigError(f"[azure] settings are not usable: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]}; check connection_string / "
-                              "account_url") from e
+            first_line = redact((str(e).splitlines() or [""])[0][:200])
+            raise_masked(ConfigError(f"[azure] settings are not usable: {type(e).__name__}: "
+                                     f"{first_line}; check connection_string / account_url"), e)
         self.account = self.client.account_name
 
     @classmethod
@@ -249,8 +251,9 @@ class AzureBackend(StorageBackend):
         loc = parse_azure_uri(uri)
         key = getattr(self.client.credential, "account_key", None)
         token_auth = hasattr(self.client.credential, "get_token")
-        # Account-key SAS has no lifetime limit; a user delegation key lives at most 7 days.
-        seconds = check_expiry(uri, expires_s, None if key else SEVEN_DAYS_S, "Azure")
+        # A user delegation key lives at most 7 days; an account-key SAS has no provider limit
+        # but gets the same cap as S3 and GCS: a presigned URL is a bearer credential.
+        seconds = check_expiry(uri, expires_s, SEVEN_DAYS_S, "Azure")
         now = datetime.datetime.now(datetime.UTC)
         start, expiry = now - datetime.timedelta(minutes=5), now + datetime.timedelta(
             seconds=seconds)  # start in the past tolerates clock skew
@@ -276,10 +279,14 @@ class AzureBackend(StorageBackend):
             sas = generate_blob_sas(account, loc.container, loc.blob,
                                     permission=BlobSasPermissions(read=True), expiry=expiry,
                                     start=start, **sas_args)
-            return f"{self._blob(uri).url}?{sas}"
+            return f"{self.fileurl(uri)}?{sas}"
 
     def fileurl(self, uri: str) -> str:
-        return self._blob(uri).url
+        # The SDK appends the client's SAS credential (an [azure] credential or a connection
+        # string's SharedAccessSignature, often an account SAS with write and delete rights) to
+        # every blob URL, and keeps a user:password of the endpoint in it; where a file lives
+        # is the URL without either.
+        return public_url(self._blob(uri).url)
 
     def check_writable(self, prefix_uri: str) -> None:
         loc: AzureURI = parse_azure_uri(prefix_uri)

@@ -18,10 +18,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, NoReturn, TypeVar
 
-from ..config import Settings
+from ..config import SECRET_KEYS, URL_KEYS, Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
+from ..redact import install_log_filter, redact, remember, scrub_exception, secrets_of
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -57,6 +58,10 @@ class StorageBackend(ABC):
     """One storage service (and one account/endpoint of it), addressed by full URIs."""
 
     def __init__(self, settings: Settings, uri: str) -> None:
+        # The secrets this backend will use are masked wherever pxlite writes text from now on
+        # (messages, stored cell errors, the SDKs' log lines): see pxlite.redact.
+        remember_secrets(settings)
+        install_log_filter()
         self.settings = settings
         self.timeout_s: float = float(settings["storage_timeout_s"])
         self.retries: int = int(settings["storage_retries"])
@@ -226,6 +231,32 @@ def folder_prefix(text: str, base: str, container: str, path: str, *, what: str,
     check_segments(path, text, what="prefix", allow_empty=True)
     key = path if not path or path.endswith("/") else path + "/"
     return f"{base}{container}/{key}"
+
+
+def remember_secrets(settings: Settings) -> None:
+    """Tell :mod:`pxlite.redact` the secret values of ``settings`` (keys, tokens, SAS, the
+    user-info and token parameters of endpoint URLs), so they are masked wherever they appear."""
+    remember(secrets_of(settings.providers, SECRET_KEYS, URL_KEYS))
+
+
+def masked_error(mapped: PxliteError, cause: BaseException) -> PxliteError:
+    """Prepare ``mapped`` (built from the SDK exception ``cause``) to be raised ``from cause``:
+    credentials are masked in its message and in the text of every exception of ``cause``'s
+    chain, since tracebacks print them all. When a cause's text cannot be cleaned, ``mapped``
+    gets no cause (``__suppress_context__``), so the traceback never shows it."""
+    mapped.args = tuple(redact(a) if isinstance(a, str) else a for a in mapped.args)
+    if not scrub_exception(cause):
+        mapped.__suppress_context__ = True
+        mapped.__cause__ = None
+    return mapped
+
+
+def raise_masked(mapped: PxliteError, cause: BaseException) -> NoReturn:
+    """Raise ``mapped`` from ``cause`` with credentials masked (:func:`masked_error`)."""
+    masked_error(mapped, cause)
+    if mapped.__suppress_context__:
+        raise mapped from None
+    raise mapped from cause
 
 
 def check_expiry(uri: str, expires_s: int, limit_s: int | None, provider: str) -> int:
@@ -412,7 +443,7 @@ class MappedReader(io.RawIOBase):
                 mapped = self._translate(e)
                 if mapped is None:
                     raise
-                raise mapped from e
+                raise_masked(mapped, e)
             n = len(data)
             out[:n] = data
             return n
@@ -431,8 +462,11 @@ def mapped_errors(translate: Callable[[BaseException], PxliteError | None], *,
 
     pxlite errors pass through; exceptions ``translate`` returns None for (programming errors)
     are re-raised unchanged. ``retries``: the block ran under an SDK retrying that many times,
-    so a retryable error escaping it has used them up (said in its message).
+    so a retryable error escaping it has used them up (said in its message). Credentials are
+    masked in the mapped error and its causes (:func:`masked_error`); the redacting log filter
+    is (re)installed on the SDK loggers first, as an SDK may have created loggers since.
     """
+    install_log_filter()
     try:
         yield
     except PxliteError:
@@ -443,7 +477,7 @@ def mapped_errors(translate: Callable[[BaseException], PxliteError | None], *,
             raise
         if retries is not None:
             note_retries_exhausted(mapped, retries)
-        raise mapped from e
+        raise_masked(mapped, e)
 
 
 def buffered(reader: MappedReader) -> BinaryIO:

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
+from ..redact import public_url
 from . import parse_bucket_uri
 from .base import (
     PART_SIZE,
@@ -60,6 +61,8 @@ class GCSBackend(StorageBackend):
         if endpoint and "://" not in endpoint:
             endpoint = "http://" + endpoint
         self.endpoint: str | None = endpoint.rstrip("/") if endpoint else None
+        #: GCS as messages name it: the endpoint without user-info or a query string.
+        self.where = f"GCS ({public_url(self.endpoint)})" if self.endpoint else "GCS"
         key_file = section.get("credentials_file")
         file_creds = _load_credentials(key_file) if key_file else None
         try:
@@ -110,7 +113,7 @@ class GCSBackend(StorageBackend):
         from google.auth import exceptions as aexc
 
         bucket = parse_bucket_uri(uri).bucket
-        where = f"GCS ({self.endpoint})" if self.endpoint else "GCS"
+        where = self.where
         if isinstance(e, gexc.NotFound):
             if "bucket" in str(e).lower() and "object" not in str(e).lower():
                 return StorageError(f"{uri}: the bucket {bucket!r} does not exist on {where}; "
@@ -224,7 +227,8 @@ class GCSBackend(StorageBackend):
             return self._blob(uri).generate_signed_url(
                 version="v4", expiration=datetime.timedelta(seconds=seconds), method="GET",
                 credentials=signer if not extra else None,
-                api_access_endpoint=self.endpoint or "https://storage.googleapis.com", **extra)
+                api_access_endpoint=public_url(self.endpoint or "https://storage.googleapis.com"),
+                **extra)
 
     def fileurl(self, uri: str) -> str:
         return uri
@@ -234,7 +238,7 @@ class GCSBackend(StorageBackend):
         with self._errors(prefix_uri):
             bucket = self.client.lookup_bucket(loc.bucket, **self._call)
         if bucket is None:
-            where = f"GCS ({self.endpoint})" if self.endpoint else "GCS"
+            where = self.where
             raise ConfigError(f"{prefix_uri}: the bucket {loc.bucket!r} does not exist on "
                               f"{where}; create it first (pxlite never creates buckets) or fix "
                               "the destination")

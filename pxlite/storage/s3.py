@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
+from ..redact import public_url, strip_userinfo
 from . import parse_bucket_uri
 from .base import (
     MULTIPART_THRESHOLD,
@@ -33,6 +34,7 @@ from .base import (
     folder_prefix,
     is_retryable_status,
     mapped_errors,
+    raise_masked,
 )
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -116,6 +118,10 @@ class S3Backend(StorageBackend):
         loc = parse_bucket_uri(uri)
         section = settings.provider(self.provider)
         self.endpoint, region = self.endpoint_and_region(loc.base, section)
+        #: The service as messages name it: the endpoint without user-info or a query string
+        #: (an endpoint_url may carry credentials: http://user:pw@host/?token=...).
+        self.where = (f"{self.name} ({public_url(self.endpoint)})" if self.endpoint
+                      else self.name)
         try:
             session = boto3.session.Session(
                 aws_access_key_id=section.get("aws_access_key_id"),
@@ -143,7 +149,11 @@ class S3Backend(StorageBackend):
             max_pool_connections=32,
             **extra,
         )
-        self.client = session.client("s3", endpoint_url=self.endpoint, config=config)
+        try:
+            self.client = session.client("s3", endpoint_url=self.endpoint, config=config)
+        except ValueError as e:  # "Invalid endpoint: <the URL>", which may hold credentials
+            raise_masked(ConfigError(f"[{self.provider}] endpoint_url is not usable: {e}; fix "
+                                     "it (http(s)://host[:port])"), e)
         # botocore asks every needs-retry handler and sleeps for the first delay one returns.
         self.client.meta.events.register("needs-retry.s3", self._needs_retry)
         self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
@@ -197,7 +207,7 @@ class S3Backend(StorageBackend):
             e = e.__context__
         if isinstance(e, RetriesExceededError) and e.last_exception is not None:
             e = e.last_exception
-        where = f"{self.name} ({self.endpoint})" if self.endpoint else self.name
+        where = self.where
         if isinstance(e, ClientError):
             err = e.response.get("Error", {})
             code = str(err.get("Code", ""))
@@ -292,8 +302,11 @@ class S3Backend(StorageBackend):
         seconds = check_expiry(uri, expires_s, SEVEN_DAYS_S, self.name)
         loc = parse_bucket_uri(uri)
         with self._errors(uri, loc.bucket):
-            return self.client.generate_presigned_url(
+            url = self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": loc.bucket, "Key": loc.key}, ExpiresIn=seconds)
+        # The signature is the credential a presigned URL carries; an endpoint's user:password
+        # is not handed out with it.
+        return strip_userinfo(url)
 
     def fileurl(self, uri: str) -> str:
         return uri
@@ -302,7 +315,7 @@ class S3Backend(StorageBackend):
         from botocore.exceptions import ClientError
 
         loc = parse_bucket_uri(prefix_uri)
-        where = f"{self.name} ({self.endpoint})" if self.endpoint else self.name
+        where = self.where
         try:
             with self._errors(prefix_uri, loc.bucket):
                 self.client.head_bucket(Bucket=loc.bucket)
