@@ -29,7 +29,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from fixtures_storage import fake_gcs_key
+from fixtures_storage import create_azure_container, fake_gcs_key
 from hostile_inputs import INJECTIONS, closed_port, valid_path
 
 import pxlite as pxl
@@ -37,6 +37,7 @@ from pxlite import config
 from pxlite.cli import main
 from pxlite.errors import ConfigError, PxliteError, SchemaError
 from pxlite.functions import net
+from tools.servers import AZURITE_ACCOUNT, AZURITE_KEY
 
 ROOT = Path(__file__).parents[1]
 PXLITE = ROOT / "pxlite"
@@ -86,39 +87,66 @@ class Leaks:
 
 
 def _exercise(leaks: Leaks, tmp_path: Path, cfg: dict, dest: str, obj: str, tag: str):
-    """Every operation that talks to storage, each expected to fail (or to presign offline)."""
+    """Every operation that talks to storage, each expected to fail (or to presign offline);
+    with working credentials (the SAS cases) they succeed and their results are searched."""
     dbpath = tmp_path / f"{tag}.pxl"
-    leaks.run("connect with dest", pxl.connect, tmp_path / f"{tag}-d.pxl",
+    leaks.run(f"{tag} connect with dest", pxl.connect, tmp_path / f"{tag}-d.pxl",
               config={**cfg, "output_media_dest": dest})
     db = pxl.connect(dbpath, config=cfg)
     t = db.create_table("t", {"img": pxl.Image, "n": pxl.Int})
     t.insert(img=obj, n=1)  # a URL is stored as given; nothing is fetched yet
-    leaks.run("computed ignore", t.add_computed_column, r=t.img.rotate(90), on_error="ignore")
-    leaks.run("computed abort", t.add_computed_column, r2=t.img.rotate(90))
-    leaks.run("destination=", t.add_computed_column, r3=t.img.rotate(90), destination=dest)
-    leaks.run("presign", t.add_computed_column, share=net.presigned_url(t.img, 3600),
+    leaks.run(f"{tag} computed ignore", t.add_computed_column, r=t.img.rotate(90),
               on_error="ignore")
-    leaks.run("read", lambda: t.select(t.img.localpath).collect().to_dicts())
-    leaks.run("read image", lambda: t.collect()[0]["img"])
-    leaks.run("prefetch", t.prefetch)
-    leaks.run("check", lambda: str(pxl.check(db=db)))
-    leaks.run("describe", repr, t)
-    leaks.run("errors", lambda: t.select(t.r.errortype, t.r.errormsg, t.share,
-                                         t.share.errormsg).collect().to_dicts())
+    leaks.run(f"{tag} computed abort", t.add_computed_column, r2=t.img.rotate(90))
+    leaks.run(f"{tag} destination=", t.add_computed_column, r3=t.img.rotate(90),
+              destination=dest)
+    leaks.run(f"{tag} presign", t.add_computed_column, share=net.presigned_url(t.img, 3600),
+              on_error="ignore")
+    # file URLs, returned and stored (an Azure SAS credential used to ride along)
+    leaks.run(f"{tag} fileurl", t.add_computed_column, url=t.img.fileurl, on_error="ignore")
+    def fileurls():
+        cols = [t.img.fileurl, t.r.fileurl, *([t.r3.fileurl] if "r3" in t.columns() else [])]
+        return t.select(*cols).collect().to_dicts()
+
+    leaks.run(f"{tag} fileurls", fileurls)
+    leaks.run(f"{tag} read", lambda: t.select(t.img.localpath).collect().to_dicts())
+    leaks.run(f"{tag} read image", lambda: t.collect()[0]["img"])
+    leaks.run(f"{tag} prefetch", t.prefetch)
+    leaks.run(f"{tag} check", lambda: str(pxl.check(db=db)))
+    leaks.run(f"{tag} describe", repr, t)
+    leaks.run(f"{tag} errors", lambda: t.select(t.r.errortype, t.r.errormsg, t.share,
+                                                t.share.errormsg).collect().to_dicts())
     db.close()
     return [dbpath, Path(f"{dbpath}-wal"), Path(f"{dbpath}-shm"), Path(f"{dbpath}.media"),
             tmp_path / f"{tag}-d.pxl"]
 
 
+def _account_sas() -> str:
+    """An Azurite account SAS with read, write, delete and list rights (what users configure)."""
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    return generate_account_sas(
+        AZURITE_ACCOUNT, AZURITE_KEY, ResourceTypes(service=True, container=True, object=True),
+        AccountSasPermissions(read=True, write=True, delete=True, list=True, add=True,
+                              create=True),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
+
+
 def test_secrets_never_leak(tmp_path, caplog, capsys, pxlite_home, moto_server, gcs_server,
-                            azurite_server):
+                            azurite_server, jpegs):
     caplog.set_level(logging.DEBUG)  # the root logger: every library logger propagates here
     token = uuid.uuid4().hex
     s3_secret = f"PXSECRET-s3-{token}"
     az_secret = base64.b64encode(f"PXSECRET-az-{token}-0123456789".encode()).decode()
     kid = f"pxsecret-kid-{token}"
     key_file, _, pem_slice = fake_gcs_key(tmp_path, kid)
-    secrets = [s3_secret, az_secret, kid, pem_slice]
+    # credentials inside endpoint URLs: a user:password and a query token
+    password, qtoken = f"PXPASSWORD-{token}", f"PXQTOKEN-{token}"
+    # a real account SAS (Azurite checks it): read, write, delete, list
+    sas = _account_sas()
+    sig = urllib.parse.parse_qs(sas)["sig"][0]
+    secrets = [s3_secret, az_secret, kid, pem_slice, password, qtoken, sas, sig,
+               urllib.parse.quote(sig, safe="")]
     closed = f"http://127.0.0.1:{closed_port()}"
     base = {"storage_retries": 0, "storage_timeout_s": 3}
     s3 = {"aws_access_key_id": "pxlite-test-key", "aws_secret_access_key": s3_secret,
@@ -127,6 +155,15 @@ def test_secrets_never_leak(tmp_path, caplog, capsys, pxlite_home, moto_server, 
                           f"AccountKey={az_secret};BlobEndpoint={ep}/devstoreaccount1;")
     gcs = {"project": "pxlite-test", "credentials_file": str(key_file)}
     bucket = f"pxl-missing-{token[:12]}"
+    userinfo = lambda ep: ep.replace("://", f"://pxuser:{password}@", 1)  # noqa: E731
+    blob_endpoint = f"{azurite_server.endpoint}/devstoreaccount1"
+    container = f"pxl-sas-{token[:12]}"
+    create_azure_container(azurite_server.connection_string, container)
+    from azure.storage.blob import BlobServiceClient
+
+    with open(jpegs[0], "rb") as f:
+        BlobServiceClient.from_connection_string(azurite_server.connection_string) \
+            .get_blob_client(container, "in/x.jpg").upload_blob(f)
     cases = [
         # unreachable endpoints (connection refused)
         ("s3-closed", {**base, "s3": {**s3, "endpoint_url": closed}}, "s3://bkt/out/",
@@ -142,6 +179,30 @@ def test_secrets_never_leak(tmp_path, caplog, capsys, pxlite_home, moto_server, 
          f"az://{bucket}/out/", f"az://{bucket}/in/x.jpg"),
         ("gcs-nobucket", {**base, "gcs": {**gcs, "endpoint": gcs_server.endpoint}},
          f"gs://{bucket}/out/", f"gs://{bucket}/in/x.jpg"),
+        # credentials in endpoints: moto serves the user-info form; botocore refuses a query
+        # string in an endpoint (its refusal quotes it); the GCS client takes both
+        ("s3-userinfo", {**base, "s3": {**s3, "endpoint_url": userinfo(moto_server.endpoint)}},
+         f"s3://{bucket}/out/", f"s3://{bucket}/in/x.jpg"),
+        ("s3-token", {**base, "s3": {**s3, "endpoint_url":
+                                     f"{userinfo(moto_server.endpoint)}/?token={qtoken}"}},
+         f"s3://{bucket}/out/", f"s3://{bucket}/in/x.jpg"),
+        ("gcs-userinfo-token", {**base, "gcs": {**gcs, "endpoint":
+                                                f"{userinfo(gcs_server.endpoint)}/?token={qtoken}"}},
+         f"gs://{bucket}/out/", f"gs://{bucket}/in/x.jpg"),
+        ("az-closed-userinfo", {**base, "azure": {"connection_string":
+                                                  az_conn(userinfo(closed))}},
+         "az://cont/out/", "az://cont/in/x.jpg"),
+        # an Azure SAS credential that works: uploads, reads and file URLs succeed
+        ("az-sas", {**base, "azure": {"account_url": blob_endpoint, "credential": sas}},
+         f"az://{container}/out/", f"az://{container}/in/x.jpg"),
+        ("az-sas-conn", {**base, "azure": {"connection_string":
+                                           f"BlobEndpoint={userinfo(blob_endpoint)};"
+                                           f"SharedAccessSignature={sas}"}},
+         f"az://{container}/out2/", f"az://{container}/in/x.jpg"),
+        # ... and the same SAS on a missing container
+        ("az-sas-nocontainer", {**base, "azure": {"account_url": blob_endpoint,
+                                                  "credential": sas}},
+         f"az://{bucket}/out/", f"az://{bucket}/in/x.jpg"),
     ]
     leaks = Leaks()
     files: list[Path] = []
@@ -152,12 +213,18 @@ def test_secrets_never_leak(tmp_path, caplog, capsys, pxlite_home, moto_server, 
         leaks.run(f"{tag} configure", pxl.configure, output_media_dest=dest,
                   **{k: v for k, v in cfg.items()})
         config.reset()
-    # every case really failed, in the ways we meant
+    # every failing case really failed, in the ways we meant
     kinds = {type(e).__name__ for e in leaks.errors}
     assert {"StorageError", "ComputeError"} <= kinds | {"ConfigError"}, kinds
-    assert len(leaks.errors) >= 5 * len(cases)
+    assert len(leaks.errors) >= 5 * (len(cases) - 2)
     msgs = " ".join(str(e) for e in leaks.errors)
     assert "could not reach" in msgs and "does not exist" in msgs and "refused" in msgs, msgs
+    assert "was not a valid URI" in msgs and "****@127.0.0.1" in msgs, msgs
+    # the SAS cases worked: files were written and their URLs returned (without the SAS)
+    results = " ".join(text for what, text in leaks.texts if what.startswith("az-sas fileurls"))
+    assert f"{blob_endpoint}/{container}/in/x.jpg" in results, results
+    assert f"{blob_endpoint}/{container}/out/" in results, results
+    assert "sig=****" in caplog.text  # the SDK logged SAS-signed requests, masked
     # presigned URLs were computed offline and stored: they carry signatures, not keys
     # pxlite config, with the same secrets in config.toml
     pxlite_home.mkdir(parents=True, exist_ok=True)
@@ -173,7 +240,7 @@ def test_secrets_never_leak(tmp_path, caplog, capsys, pxlite_home, moto_server, 
     files += [pxlite_home / "file_cache"]
     # the log capture saw the SDKs' own DEBUG records, so their absence of secrets means something
     sources = {r.name.split(".")[0] for r in caplog.records}
-    assert {"botocore", "azure"} <= sources, sources
+    assert {"botocore", "azure", "urllib3"} <= sources, sources
     leaks.check(secrets, files, caplog)
     # and the check itself can see a leak
     with pytest.raises(AssertionError):
