@@ -22,11 +22,25 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _RESERVED = frozenset({"_rowid", "rowid", "oid", "_rowid_"})
 
 
+def _short(text: object) -> str:
+    """A user's string in a message: at most ~60 characters (a name may be a megabyte)."""
+    shown = repr(text)
+    return shown if len(shown) <= 60 else shown[:40] + f"...' ({len(str(text)):,} characters)"
+
+
+#: The longest name of a table, directory or column (as in PostgreSQL).
+MAX_NAME_LENGTH = 63
+
+
 def check_name(name: object, what: str = "column") -> str:
-    """Return ``name`` if it is an identifier (ASCII letters, digits, ``_``), else explain why
-    not."""
+    """Return ``name`` if it is an identifier (ASCII letters, digits, ``_``, at most
+    MAX_NAME_LENGTH characters), else explain why not."""
     if not isinstance(name, str):
-        raise SchemaError(f"a {what} name must be a string, got {type(name).__name__} {name!r}")
+        raise SchemaError(f"a {what} name must be a string, got {type(name).__name__} "
+                          f"{str(name)[:40]!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise SchemaError(f"invalid {what} name {_short(name)}: a name has at most "
+                          f"{MAX_NAME_LENGTH} characters; choose a shorter one")
     if not _IDENT.match(name):
         hint = "" if name else " (it is empty)"
         raise SchemaError(
@@ -41,14 +55,18 @@ def check_name(name: object, what: str = "column") -> str:
 def check_path(path: object, what: str = "table") -> str:
     """Validate a dotted path such as ``'demo.media'``: each part an identifier."""
     if not isinstance(path, str) or not path:
-        raise SchemaError(f"a {what} path must be a non-empty string like 'dir.name', got {path!r}")
+        raise SchemaError(f"a {what} path must be a non-empty string like 'dir.name', got "
+                          f"{_short(path)}")
     for part in path.split("."):
+        if len(part) > MAX_NAME_LENGTH:
+            raise SchemaError(f"invalid {what} path {_short(path)}: each dot-separated part has "
+                              f"at most {MAX_NAME_LENGTH} characters")
         try:
             check_name(part, what)
         except SchemaError:
             raise SchemaError(
-                f"invalid {what} path {path!r}: each dot-separated part must be an identifier "
-                "(ASCII letters, digits and _, not starting with a digit)"
+                f"invalid {what} path {_short(path)}: each dot-separated part must be an "
+                "identifier (ASCII letters, digits and _, not starting with a digit)"
             ) from None
     return path
 
@@ -259,6 +277,12 @@ def add_column(
     check_name(name, "column")
     if any(c.name == name for c in meta.columns):
         raise AlreadyExistsError(f"table {meta.path!r} already has a column named {name!r}")
+    # Each column is three SQL columns (value, errortype, errormsg) beside the rowid.
+    limit = (db.max_columns() - 1) // 3
+    if len(meta.columns) >= limit:
+        raise SchemaError(f"table {meta.path!r} has {len(meta.columns)} columns, the most a table "
+                          f"can have here ({limit}: SQLite allows {db.max_columns()} SQL columns, "
+                          "each pxlite column takes 3); split the data over several tables")
     col_id = db.query("SELECT next_col_id FROM px_tables WHERE id = ?", (meta.id,))[0][0]
     position = max((c.position for c in meta.columns), default=-1) + 1
     col = ColumnMeta(col_id, name, position, ctype, expr, destination, format, on_error, pending)

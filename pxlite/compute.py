@@ -11,7 +11,6 @@ release of replaced files. It never imports the table layer.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import catalog, media, plan, storage
 from .catalog import ColumnMeta, TableMeta
 from .errors import ComputeError, PxliteError, SchemaError, failed_cell
-from .exprs import Expr, RowContext, from_json
+from .exprs import Expr, RowContext, column_expr
 from .plan import Rows
 from .results import UpdateStatus
 from .types import is_pil_image
@@ -47,7 +46,7 @@ class _Target:
     def __init__(self, meta: TableMeta, col: ColumnMeta, op: Operation):
         assert col.expr is not None
         self.col = col
-        self.expr = from_json(json.loads(col.expr), meta, col.type)
+        self.expr = column_expr(meta, col, op.settings)
         self.is_media = col.type.is_media
         self.prefix = op.output_prefix(col.destination) if self.is_media else None
         # A local write is quick and CPU-bound: done in the compute thread. Network stores go

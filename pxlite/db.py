@@ -76,6 +76,9 @@ class Database:
     """One open pxlite catalog file."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if "\x00" in os.fspath(path):
+            raise DatabaseError(f"{os.fspath(path)!r} is not a usable database path: it "
+                                "contains a NUL character")
         self.path = Path(path).expanduser().absolute()
         self.read_only = self.path.exists() and _read_only_file(self.path)
         self._lock = threading.RLock()
@@ -171,6 +174,14 @@ class Database:
                 f"{self.path} is a SQLite file but not a pxlite database "
                 f"(application_id {app_id:#x}); pass another path"
             )
+        # Version 0 with pxlite's id, or a version without the catalog's tables: not a catalog
+        # pxlite wrote (a damaged file, or another program's).
+        if version == 0 or not conn.execute(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
+                "('px_meta', 'px_tables', 'px_columns')").fetchall()[0][0] == 3:
+            raise DatabaseError(
+                f"{self.path} carries pxlite's file id but holds no pxlite catalog (damaged, or "
+                "written by another program); restore it from a backup or pass another path")
         if version > SCHEMA_VERSION:
             raise DatabaseError(
                 f"{self.path} was written by a newer pxlite (schema version {version}, this pxlite "
@@ -208,6 +219,8 @@ class Database:
             raise self._read_only_error() from e
         except apsw.BusyError as e:
             raise self._busy_error(e) from e
+        except apsw.FullError as e:
+            raise self._full_error() from e
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
         """Run one statement and return all rows."""
@@ -220,6 +233,13 @@ class Database:
             raise self._read_only_error() from e
         except apsw.BusyError as e:
             raise self._busy_error(e) from e
+        except apsw.FullError as e:
+            raise self._full_error() from e
+
+    def _full_error(self) -> DatabaseError:
+        return DatabaseError(
+            f"the disk holding database {self.path} is full (or the database reached its size "
+            "limit); nothing of this operation was committed: free some space and retry")
 
     def _busy_error(self, e: BaseException) -> BusyError:
         """The write lock stayed taken past the busy timeout: say by whom, if the catalog
@@ -284,6 +304,10 @@ class Database:
                 with contextlib.suppress(apsw.Error):
                     self.sqlite.execute("ROLLBACK")
                 raise self._busy_error(e) from e
+            except apsw.FullError as e:
+                with contextlib.suppress(apsw.Error):
+                    self.sqlite.execute("ROLLBACK")
+                raise self._full_error() from e
             except BaseException:
                 with contextlib.suppress(apsw.Error):
                     # a fault before COMMIT: undo it, as a crash would
@@ -342,6 +366,10 @@ class Database:
                 self._depth -= 1
                 with contextlib.suppress(apsw.Error):
                     self.sqlite.execute("COMMIT")
+
+    def max_columns(self) -> int:
+        """How many columns SQLite allows in one table (SQLITE_LIMIT_COLUMN)."""
+        return int(self.sqlite.limit(apsw.SQLITE_LIMIT_COLUMN, -1))
 
     def changes(self) -> int:
         """Rows changed by the last INSERT, UPDATE or DELETE on this connection."""

@@ -10,6 +10,7 @@ computed-column definitions survive in the catalog and are rebuilt in a new proc
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import operator
 from collections.abc import Callable, Iterable
 from contextlib import suppress
@@ -43,11 +44,17 @@ class MediaResolver(Protocol):
     def localpath(self, uri: str) -> str: ...
 
 
+#: Above this many values, ``isin`` binds one JSON array instead of one parameter per value
+#: (SQLite refuses statements with more than 32,766 parameters).
+_MAX_IN_PARAMS = 500
+
+
 class RowContext:
     """What an expression needs to evaluate on one row: raw stored values and media access."""
 
     def __init__(self, raw: dict[int, Any], errors: dict[int, tuple[Any, Any]] | None = None,
-                 media: MediaResolver | None = None) -> None:
+                 media: MediaResolver | None = None, rowid: int | None = None) -> None:
+        self.rowid = rowid           # for messages about this row
         self.raw = raw               # col_id -> stored SQL value
         self.errors = errors or {}   # col_id -> (errortype, errormsg)
         self.media = media
@@ -61,18 +68,36 @@ class RowContext:
             s = resolve_settings()
         return s
 
+    def stored(self, col: ColumnMeta) -> Any:
+        """A cell's stored value, checked to be of the column's stored kind (a crafted file
+        may hold anything): a media column's URI before anything opens it."""
+        raw = self.raw.get(col.col_id)
+        if raw is not None and not isinstance(raw, col.type.stored_as):
+            where = f", row {self.rowid}" if self.rowid is not None else ""
+            try:
+                col.type.load(raw)
+            except SchemaError as e:
+                raise SchemaError(f"column {col.name!r}{where}: {e}") from None
+        return raw
+
     def value(self, col: ColumnMeta) -> Any:
         if col.col_id in self._cache:
             return self._cache[col.col_id]
         raw = self.raw.get(col.col_id)
-        if raw is None:
-            v = None
-        elif col.type.is_media:
-            if self.media is None:
-                raise SchemaError(f"column {col.name!r}: media values are not available here")
-            v = self.media.value(col, raw)
-        else:
-            v = col.type.from_sql(raw)
+        try:
+            if raw is None:
+                v = None
+            elif col.type.is_media:
+                if self.media is None:
+                    raise SchemaError(f"column {col.name!r}: media values are not available here")
+                col.type.load(raw)  # a URI, not whatever a crafted file holds
+                v = self.media.value(col, raw)
+            else:
+                v = col.type.load(raw)
+        except SchemaError as e:
+            if self.rowid is None or "stored value" not in str(e):
+                raise
+            raise SchemaError(f"column {col.name!r}, row {self.rowid}: {e}") from None
         self._cache[col.col_id] = v
         return v
 
@@ -500,6 +525,8 @@ class IsIn(Expr):
             params += b[1]
         if not params:
             return "(0)", []
+        if len(params) > _MAX_IN_PARAMS:  # SQLite caps bound parameters: one JSON array instead
+            return f"({s[0]} IN (SELECT value FROM json_each(?)))", [*s[1], json.dumps(params)]
         return f"({s[0]} IN ({', '.join('?' * len(params))}))", s[1] + params
 
     def eval(self, row: RowContext) -> Any:
@@ -716,6 +743,27 @@ class MissingCall(Expr):
 
     def __repr__(self) -> str:
         return f"{self.name}(...)  # missing: {self.error}"
+
+
+def column_expr(table: TableMeta, col: ColumnMeta, settings: Any = None) -> Expr:
+    """The expression a computed column is defined by, rebuilt from the catalog. A definition
+    pxlite cannot read (a damaged or crafted file) is a SchemaError naming the column.
+    ``settings`` (the database's) say which modules may be imported to find its functions
+    (``udf_modules``); by default the process-wide settings do."""
+    from .udf import trusting
+
+    try:
+        data = json.loads(col.expr or "")
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        with trusting(settings):
+            return from_json(data, table, col.type)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, SchemaError,
+            NotFoundError) as e:
+        raise SchemaError(
+            f"the definition of computed column {col.name!r} of {table.path!r} cannot be read "
+            f"({type(e).__name__}: {str(e)[:120]}); a damaged or crafted database file? Drop "
+            "the column, or restore the file from a backup") from None
 
 
 def from_json(data: dict[str, Any], table: TableMeta, ctype: ColumnType | None = None) -> Expr:

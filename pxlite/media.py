@@ -13,6 +13,9 @@ import io
 import os
 import re
 import stat
+import threading
+import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -374,14 +377,163 @@ def fileurl(uri: str, settings: Settings) -> str:
     return storage.get_backend(uri, settings).fileurl(uri)
 
 
+# ---- decoding: pixel limit, memory budget, orientation ----------------------------------------
+#: EXIF tag 274 (0x0112): how the stored pixels must be turned to stand upright.
+_ORIENTATION = 0x0112
+#: A charge older than this no longer holds other threads back (see _DecodeBudget).
+_CHARGE_TTL_S = 60.0
+#: How often a waiting thread re-checks for holders that ended without freeing their image.
+_BUDGET_POLL_S = 0.5
+
+
+def decoded_bytes(width: int, height: int, mode: str) -> int:
+    """The memory Pillow takes to hold an image's pixels: it stores 1 byte per pixel for modes
+    1/L/P, 2 for 16-bit modes, and 4 for everything else (RGB is stored padded as RGBX)."""
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    return width * height * per_pixel
+
+
+class _DecodeBudget:
+    """The process-wide budget (``decode_memory_mb``) for decoded pixels held by worker threads.
+
+    A worker thread (any thread but the main one: compute pools, Dask worker threads, the user's
+    own pools) is *charged* for the image whose pixels it decodes, from the decode until the
+    image is freed; before decoding it waits while the other threads' charges plus its own
+    would exceed the budget. So however many cores, the decoded images worker threads hold at
+    once fit the budget, except that one image larger than the whole budget is decoded alone.
+
+    Each thread carries one charge, for its latest image: a thread starting a new image has
+    moved on from the last one (and a thread that needs two images at once, such as
+    ``blend``, is never stuck waiting on itself). Charges of threads that ended, and charges
+    older than ``_CHARGE_TTL_S`` (an image kept alive by a result the user holds, or by an
+    error's traceback), stop holding others back, so the budget can slow a pool down but
+    never deadlock it. The main thread is not charged and never waits: what it holds is the
+    user's (a notebook's images), and a pool must not wait for those.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        #: thread ident -> (thread, bytes, token, monotonic time of the charge)
+        self._charges: dict[int, tuple[threading.Thread, int, int, float]] = {}
+        self._tokens = 0
+
+    def charged(self) -> int:
+        """Bytes charged now by live threads within the TTL (for tests and diagnostics)."""
+        with self._cond:
+            return sum(self._live(time.monotonic()))
+
+    def _live(self, now: float) -> list[int]:
+        for ident, (thread, _, _, since) in list(self._charges.items()):
+            if not thread.is_alive() or now - since > _CHARGE_TTL_S:
+                del self._charges[ident]
+        return [n for _, n, _, _ in self._charges.values()]
+
+    def acquire(self, nbytes: int, limit: int) -> tuple[int, int] | None:
+        """Wait until ``nbytes`` (at most ``limit``) fit beside the other threads' charges, then
+        charge them to this thread; returns the charge's key for :meth:`release` (None in the
+        main thread, which is never charged)."""
+        me = threading.current_thread()
+        if me is threading.main_thread() or me.ident is None:
+            return None
+        need = min(nbytes, limit)
+        with self._cond:
+            if self._charges.pop(me.ident, None) is not None:
+                self._cond.notify_all()  # this thread moved on from its previous image
+            while True:
+                now = time.monotonic()
+                others = self._live(now)
+                if not others or sum(others) + need <= limit:
+                    break
+                oldest = min(since for _, _, _, since in self._charges.values())
+                self._cond.wait(min(_BUDGET_POLL_S, max(0.01, oldest + _CHARGE_TTL_S - now)))
+            self._tokens += 1
+            self._charges[me.ident] = (me, need, self._tokens, time.monotonic())
+            return me.ident, self._tokens
+
+    def release(self, key: tuple[int, int]) -> None:
+        """End a charge (its image was freed), unless the thread has moved on already."""
+        ident, token = key
+        with self._cond:
+            charge = self._charges.get(ident)
+            if charge is not None and charge[2] == token:
+                del self._charges[ident]
+                self._cond.notify_all()
+
+
+_budget = _DecodeBudget()
+
+
+def decode_budget_bytes(settings: Settings) -> int:
+    """``decode_memory_mb`` in bytes."""
+    from .config import KEYS
+
+    mb = settings.get("decode_memory_mb")
+    return int(KEYS["decode_memory_mb"][1] if mb is None else mb) * 1024 * 1024
+
+
+def _charge(img: PILImage.Image, nbytes: int, limit: int) -> None:
+    """Charge the calling thread for ``img``'s pixels until ``img`` is freed."""
+    key = _budget.acquire(nbytes, limit)
+    if key is not None:
+        weakref.finalize(img, _budget.release, key)
+
+
+def _charge_on_load(img: PILImage.Image, nbytes: int, limit: int) -> None:
+    """Make ``img`` charge the decode budget when its pixels are first loaded (by whichever
+    thread touches them), so opening an image to read its size costs nothing."""
+    cls_load = type(img).load
+    ref = weakref.ref(img)  # the hook lives on the image: a strong reference would be a cycle
+    done = False
+
+    def load() -> Any:
+        nonlocal done
+        im = ref()
+        assert im is not None  # called as a bound method's stand-in: the image is alive
+        if not done:
+            done = True
+            _charge(im, nbytes, limit)
+        return cls_load(im)
+
+    # Pillow's own methods call self.load() before touching pixels: an instance attribute is
+    # found first, so every decode path goes through the hook.
+    img.load = load  # type: ignore[method-assign]
+
+
+def image_orientation(img: PILImage.Image) -> int:
+    """The EXIF orientation (1-8) an opened image declares, read from its header only; 1 when
+    it has none or it is damaged. (Formats whose EXIF may follow the pixels, such as PNG, are
+    read only when the header already carried it, so this never decodes.)"""
+    if "exif" not in img.info and img.format not in ("TIFF", "MPO"):
+        return 1
+    try:
+        value = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # a damaged EXIF block never makes the image itself unreadable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def open_image(path: Path | str, settings: Settings, name: str | None = None) -> PILImage.Image:
-    """Open an image lazily (header only), refusing declared sizes over ``max_image_pixels``.
+    """Open an image, upright, refusing declared sizes over ``max_image_pixels``; its pixels
+    are decoded under the ``decode_memory_mb`` budget.
 
     The limit is checked here on the header's declared size, before any pixel is decoded, so a
     decompression bomb is refused without using its memory; Pillow's own process-wide limit is
     left alone (it belongs to the user's program as much as to pxlite).
+
+    Orientation: an image whose EXIF orientation tag says its stored pixels are turned (phone
+    photos: usually 6, "rotate 90 degrees clockwise to view") is returned as it is meant to be
+    seen, i.e. through Pillow's ``ImageOps.exif_transpose``: ``width``/``height``, computed
+    columns, UDFs, thumbnails and ``_repr_html_`` all see the upright image, and its EXIF no
+    longer carries the tag (so an output saved from it is not turned a second time). This is
+    what viewers and browsers show; Pixeltable and plain ``PIL.Image.open`` hand out the
+    stored, sideways pixels instead. Such an image is decoded at once (turning needs the
+    pixels); every other image stays lazy (header only) until its pixels are touched.
+
+    Memory: the first decode of the pixels (by whichever thread touches them) is charged to the
+    process-wide ``decode_memory_mb`` budget (see :class:`_DecodeBudget`) until the image is
+    freed: worker threads wait rather than decode more at once than the budget holds.
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     limit = settings["max_image_pixels"]
     shown = name if name and not name.startswith("file://") else os.fspath(path)
@@ -405,7 +557,24 @@ def open_image(path: Path | str, settings: Settings, name: str | None = None) ->
             f"{img.width * img.height:,} pixels, over the limit of {limit:,} (max_image_pixels); "
             "raise max_image_pixels if the file is trusted"
         )
-    return img
+    nbytes = decoded_bytes(img.width, img.height, img.mode)
+    budget = decode_budget_bytes(settings)
+    if image_orientation(img) == 1:
+        _charge_on_load(img, nbytes, budget)
+        return img
+    # Turned pixels: decode and transpose now, charged for the upright copy that is returned.
+    key = _budget.acquire(nbytes, budget)
+    try:
+        with img:
+            upright = ImageOps.exif_transpose(img)
+    except Exception as e:
+        if key is not None:
+            _budget.release(key)
+        raise SchemaError(f"cannot read image {shown!r}: {e}") from e
+    assert upright is not None
+    if key is not None:
+        weakref.finalize(upright, _budget.release, key)
+    return upright
 
 
 # ---- values for expressions and results ----------------------------------------------------
@@ -422,6 +591,9 @@ class Resolver:
     def value(self, col: ColumnMeta, uri: str) -> Any:
         """A cell's user-facing value: a lazily loaded PIL image, or a local path."""
         uri = self.folder.uri(uri)
+        if "://" not in uri:  # pxlite stores URIs only; anything else comes from a crafted file
+            raise SchemaError(f"the stored value {uri[:80]!r} is not a file reference (a damaged "
+                              "or crafted database file?); fix or delete the row")
         if col.type.name == "Image" and storage.is_local(uri):
             # open_image reports a missing file itself: no separate exists() per row
             return open_image(storage.file_path(uri), self.settings, name=uri)

@@ -32,7 +32,7 @@ from .errors import (
     check_on_error,
     failed_cell,
 )
-from .exprs import ColumnRef, Expr, Literal, RowContext, from_json, split_conjuncts
+from .exprs import ColumnRef, Expr, Literal, RowContext, column_expr, split_conjuncts
 from .ingest import MediaInput, RowConverter
 from .media import Resolver
 from .plan import Rows
@@ -98,8 +98,8 @@ class Query:
         return self._copy(order=self._order + [(self._t._expr(e), asc) for e in exprs])
 
     def limit(self, n: int) -> Query:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise SchemaError(f"limit() takes a whole number >= 0, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2**63:
+            raise SchemaError(f"limit() takes a whole number from 0 to 2**63 - 1, got {n!r}")
         return self._copy(limit=n)
 
     # ---- running -------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class Query:
                     {c.col_id: r[1 + 3 * i] for i, c in enumerate(cols)},
                     {c.col_id: (r[2 + 3 * i], r[3 + 3 * i]) for i, c in enumerate(cols)
                      if r[2 + 3 * i] is not None},
-                    resolver))
+                    resolver, rowid=r[0]))
                 for r in raw_rows
             )
             if py_preds:
@@ -182,7 +182,7 @@ class Query:
         for _, rc in self._rows(meta, outputs, resolver):
             vals = []
             for (_, e), col in zip(outputs, cols_of, strict=True):
-                vals.append(e.eval(rc) if col is None else rc.raw.get(col.col_id))
+                vals.append(e.eval(rc) if col is None else rc.stored(col))
             rows.append(tuple(vals))
 
         def media_value(i: int, uri: Any) -> Any:
@@ -319,7 +319,7 @@ class Table:
             expr = ""
             if c.expr:
                 try:
-                    expr = repr(from_json(json.loads(c.expr), meta, c.type))
+                    expr = repr(column_expr(meta, c, self._conn.settings()))
                 except PxliteError as e:
                     expr = f"(unreadable: {e})"
             if c.pending:
@@ -970,7 +970,7 @@ def check_column_name(name: object) -> str:
 def _dependents(meta: TableMeta, *col_ids: int) -> list[ColumnMeta]:
     """Computed columns that read any of ``col_ids``, directly or through another computed one
     (a column whose function cannot be found still depends on what it reads)."""
-    reads = {c.col_id: from_json(json.loads(c.expr), meta, c.type).columns()
+    reads = {c.col_id: column_expr(meta, c).columns()
              for c in meta.columns if c.expr is not None}
     found: list[ColumnMeta] = []
     frontier = set(col_ids)

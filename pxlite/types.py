@@ -59,19 +59,36 @@ class ColumnType:
         """The Python value for a stored value (never called with None)."""
         return value
 
+    #: What SQLite hands back for a value of this type that pxlite stored.
+    stored_as: ClassVar[tuple[type, ...]] = (object,)
+
+    def load(self, value: Any) -> Any:
+        """:meth:`from_sql` for a value read from a file pxlite may not have written (damaged,
+        or crafted by someone else): anything but a value of this type is a SchemaError, never
+        an exception of another kind (a bad timestamp, invalid or too deeply nested JSON, text
+        in an Int column)."""
+        if not isinstance(value, self.stored_as):
+            raise SchemaError(f"the stored value {_shown(value)} is not {self.expect()} (a "
+                              "damaged or crafted database file?); fix or delete the row")
+        try:
+            return self.from_sql(value)
+        except (ValueError, TypeError, OverflowError, RecursionError) as e:
+            raise SchemaError(f"the stored value {_shown(value)} cannot be read as "
+                              f"{self.expect()}: {type(e).__name__} (a damaged or crafted "
+                              "database file?); fix or delete the row") from None
+
     def expect(self) -> str:
         return f"a {self.name} value"
 
     def _bad(self, value: Any) -> SchemaError:
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        return SchemaError(f"expected {self.expect()}, got {type(value).__name__} {shown}")
+        return SchemaError(f"expected {self.expect()}, got {type(value).__name__} "
+                           f"{_shown(value)}")
 
 
 class IntType(ColumnType):
     name = "Int"
     sql_type = "INTEGER"
+    stored_as = (int,)
 
     def to_sql(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -88,6 +105,7 @@ class IntType(ColumnType):
 class FloatType(ColumnType):
     name = "Float"
     sql_type = "REAL"
+    stored_as = (float, int)
 
     def to_sql(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -110,6 +128,7 @@ class FloatType(ColumnType):
 class StringType(ColumnType):
     name = "String"
     sql_type = "TEXT"
+    stored_as = (str,)
 
     def to_sql(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -130,6 +149,7 @@ class StringType(ColumnType):
 class BoolType(ColumnType):
     name = "Bool"
     sql_type = "INTEGER"
+    stored_as = (int,)
 
     def to_sql(self, value: Any) -> int:
         if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy.bool_ too
@@ -149,6 +169,7 @@ class TimestampType(ColumnType):
 
     name = "Timestamp"
     sql_type = "TEXT"
+    stored_as = (str,)
 
     def to_sql(self, value: Any) -> str:
         if isinstance(value, str):
@@ -178,6 +199,7 @@ class TimestampType(ColumnType):
 class JsonType(ColumnType):
     name = "Json"
     sql_type = "TEXT"
+    stored_as = (str,)
 
     def to_sql(self, value: Any) -> str:
         _check_json_keys(value)
@@ -223,6 +245,7 @@ class MediaType(ColumnType):
     """A file reference: the stored value is a URI. Subclasses differ in what a valid file is."""
 
     sql_type = "TEXT"
+    stored_as = (str,)
     is_media = True
     #: header sniffing family used by media.validate (None: any file is accepted)
     kind: ClassVar[str] = "file"
@@ -291,6 +314,11 @@ Required = _RequiredFactory()
 
 _PY_TYPES: dict[Any, ColumnType] = {int: Int, float: Float, str: String, bool: Bool,
                                     dict: Json, list: Json, _dt.datetime: Timestamp}
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def as_type(t: Any) -> ColumnType:

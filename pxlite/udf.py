@@ -9,13 +9,16 @@ property (``t.image.width``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import inspect
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, overload
 
+from .config import resolve as resolve_settings
 from .errors import NotFoundError, SchemaError
 from .types import ColumnType, as_type
 
@@ -138,25 +141,57 @@ def methods_for(ctype: ColumnType) -> dict[str, Function]:
 
 
 def lookup(name: str) -> Function:
-    """Find a function by qualified name, importing its module if needed (reopen case)."""
+    """Find a function by qualified name among those registered in this process.
+
+    A database file names the functions of its computed columns; opening one must never make
+    pxlite run code it names (importing a module runs its top-level code). So a module is only
+    imported to find a function when it is pxlite's own, or when the user allowed it with the
+    ``udf_modules`` setting (module names or package prefixes). Otherwise the column reports the
+    function as missing, naming it, and the rest of the table keeps working.
+    """
     func = _registry.get(name)
     if func is not None:
         return func
     module, _, _attr = name.rpartition(".")
+    allowed = _allowed_modules()
     last_error: Exception | None = None
-    # qualified names may be nested (module.Class.fn); try successively shorter module paths
-    while module:
-        try:
-            importlib.import_module(module)
-            break
-        except ImportError as e:
-            last_error = e
-            module = module.rpartition(".")[0]
-    func = _registry.get(name)
+    if any(module == a or module.startswith(a + ".") for a in allowed):
+        # qualified names may be nested (module.Class.fn): try shorter module paths
+        while module:
+            try:
+                importlib.import_module(module)
+                break
+            except ImportError as e:
+                last_error = e
+                module = module.rpartition(".")[0]
+        func = _registry.get(name)
     if func is None:
         why = f" ({last_error})" if last_error else ""
         raise NotFoundError(
-            f"function {name!r} cannot be found{why}; import the module that defines it "
-            "(with its @pxl.udf) before using the column, or redefine the function"
+            f"function {name!r} cannot be found{why}: it is not registered in this process; "
+            "import the module that defines it (with its @pxl.udf) before using the column, "
+            "or redefine the function (pxlite never imports a module because a database file "
+            "names it; trusted modules can be allowed with the udf_modules setting)"
         )
     return func
+
+
+_trusted: contextvars.ContextVar[Any] = contextvars.ContextVar("pxlite_udf_settings",
+                                                               default=None)
+
+
+@contextlib.contextmanager
+def trusting(settings: Any) -> Iterator[None]:
+    """Within: look functions up with these settings' ``udf_modules`` (a database's own)."""
+    token = _trusted.set(settings)
+    try:
+        yield
+    finally:
+        _trusted.reset(token)
+
+
+def _allowed_modules() -> list[str]:
+    """pxlite's own functions, plus the modules the user allowed (``udf_modules``)."""
+    settings = _trusted.get() or resolve_settings()
+    extra = settings.get("udf_modules") or []
+    return ["pxlite", *(str(m) for m in extra if m)]

@@ -3,6 +3,7 @@ formats, precedence, and definitions that survive a new process."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -168,6 +169,7 @@ def test_bad_definitions(t, tmp_path):
 
 _REOPEN = textwrap.dedent("""
     import sys, pxlite as pxl
+    import udfs.sample  # the program imports its own UDFs; pxlite never imports what a file names
     db = pxl.connect(sys.argv[1])
     t = db.get_table("t")
     print(t.insert(image=sys.argv[2], label="child"))
@@ -222,6 +224,52 @@ def test_missing_udf_is_a_clear_error(db, tmp_path):
     assert "missing" in out.stdout and "gone_udfs.twice" in out.stdout  # describe still works
     assert "['a']" in out.stdout                                         # the rest of the table too
     assert "ERR" in out.stdout and "'gone_udfs.twice' cannot be found" in out.stdout
+
+
+_TRUST = textwrap.dedent("""
+    import json, sys, pxlite as pxl
+    db = pxl.connect(sys.argv[1], config=json.loads(sys.argv[2]))
+    t = db.get_table("t")
+    print(repr(t))
+    print(t.insert([{"label": "b"}], on_error="ignore"))
+    print(t.select(t.d, t.d.errormsg).collect().to_dicts())
+""")
+
+
+def test_opening_a_database_never_imports_a_module_it_names(db, tmp_path):
+    """A database names the functions of its computed columns; opening it (a downloaded dataset,
+    a colleague's file) must not import the modules named, since importing runs their code."""
+    (tmp_path / "mods").mkdir()
+    marker = tmp_path / "imported"
+    (tmp_path / "mods" / "trusty.py").write_text(
+        f"open({str(marker)!r}, 'a').write('x')\n"
+        "import pxlite as pxl\n@pxl.udf\ndef twice(s: str) -> str:\n    return s * 2\n")
+    sys.path.insert(0, str(tmp_path / "mods"))
+    try:
+        import trusty
+        t = db.create_table("t", {"label": pxl.String})
+        t.insert(label="a")
+        t.add_computed_column(d=trusty.twice(t.label))
+    finally:
+        sys.path.remove(str(tmp_path / "mods"))
+        sys.modules.pop("trusty", None)
+    marker.unlink()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "mods"),
+                                                        str(Path(__file__).parents[1])])}
+
+    def child(config: dict) -> str:
+        out = subprocess.run([sys.executable, "-c", _TRUST, str(tmp_path / "test.pxl"),
+                              json.dumps(config)], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    out = child({})
+    assert not marker.exists()  # the module was not imported
+    assert "'trusty.twice' cannot be found" in out and "udf_modules" in out
+    assert "with 1 error" in out
+    out = child({"udf_modules": ["trusty"]})  # the user trusts it: found again
+    assert marker.exists() and "'d': 'bb'" in out
 
 
 def test_progress_bar_switch(db, monkeypatch):

@@ -414,8 +414,6 @@ def _kill_mid_way(tmp_path: Path, args: dict, count: Callable[[], int], want: in
     return seen, time.monotonic() - t0
 
 
-@pytest.mark.parametrize("storage_target", ["local", "s3", "gcs", "azure"], indirect=True)
-@pytest.mark.parametrize("op_name", ["add", "insert"])
 def _settled(db_path: Path, target: Any, timeout: float = 10.0) -> None:
     """Wait until the destination's listing stops changing: an upload the killed process had
     sent can still land on the server after the process died (seen with Azurite)."""
@@ -429,6 +427,8 @@ def _settled(db_path: Path, target: Any, timeout: float = 10.0) -> None:
         last = now
 
 
+@pytest.mark.parametrize("storage_target", ["local", "s3", "gcs", "azure"], indirect=True)
+@pytest.mark.parametrize("op_name", ["add", "insert"])
 def test_sigkill_mid_operation(storage_target, tmp_path, small_images, op_name):
     """A 500-row add_computed_column (or insert with a computed column) is SIGKILLed once some
     of its output files exist. An insert is one brief commit: afterwards the rows are absent

@@ -251,7 +251,11 @@ def file_path(uri: str | os.PathLike) -> Path:
         path = rest
     if not path.startswith("/"):
         raise ConfigError(f"{text!r}: a file URI must hold an absolute path (file:///abs/path)")
-    return Path(urllib.parse.unquote(path))
+    decoded = urllib.parse.unquote(path)
+    if "\x00" in decoded:
+        raise ConfigError(f"{text!r} is not a usable file URI: it names a path with a NUL "
+                          "character")
+    return Path(decoded)
 
 
 def join(prefix_uri: str, key: str) -> str:
