@@ -68,6 +68,17 @@ def _parse_positive_int(value: Any) -> int:
     return i
 
 
+def _parse_count(value: Any) -> int:
+    """A whole number >= 1 (a limit where 0 would refuse everything)."""
+    try:
+        i = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected a whole number, got {value!r}") from None
+    if i < 1:
+        raise ConfigError(f"expected a whole number >= 1, got {value!r}")
+    return i
+
+
 def _parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -85,6 +96,11 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
     "file_cache_size_g": (_parse_positive_float, 10.0, "download cache bound in GB"),
     "max_image_pixels": (_parse_positive_int, 178_956_970, "refuse images with more pixels"),
     "storage_timeout_s": (_parse_positive_float, 60.0, "network timeout per storage call"),
+    "download_timeout_s": (_parse_positive_float, 600.0,
+                           "deadline for one whole web download, all tries together"),
+    "max_download_bytes": (_parse_count, 4_000_000_000, "refuse web downloads larger than this"),
+    "decode_memory_mb": (_parse_count, 1024,
+                         "memory for decoded images held by worker threads at once"),
     "storage_retries": (_parse_positive_int, 4, "retries of retryable storage errors"),
     "storage_retry_delay_s": (_parse_positive_float, 0.5,
                               "longest wait before the first retry (doubles per retry, random)"),

@@ -6,12 +6,17 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError, NotFoundError
+from .media import MEDIA_REF
 from .types import ColumnType, is_pil_image
+
+#: A quoted absolute path or URL in an error message; group 1 is its last segment.
+_QUOTED_PATH = re.compile(r"'(?:[A-Za-z][A-Za-z0-9+.-]*:)?/[^'\s]*/([^'/\s]+)'")
 
 
 @dataclass
@@ -96,7 +101,18 @@ class ResultSet:
         return dict(zip(self.names, self.types, strict=True))
 
     # ---- display -------------------------------------------------------------------------------
-    def _cell_text(self, i: int, v: Any) -> str:
+    # One broken cell (a missing, truncated or refused file) shows as text saying what is wrong;
+    # it never takes the whole table down with it.
+    def _problem(self, e: BaseException, width: int, name: str = "") -> str:
+        """What is wrong with a cell, in at most ``width`` characters: the error's type and
+        message, after the file's name unless the message names it already."""
+        message = " ".join(str(e).split())
+        text = f"{type(e).__name__}: {message}" if message else type(e).__name__
+        if name and name.rsplit("/", 1)[-1] not in message:
+            text = f"{name}: {text}"
+        return text if len(text) <= width else text[:width - 3] + "..."
+
+    def _short(self, i: int, v: Any) -> str:
         if v is None:
             return "None"
         if self.types[i].is_media and isinstance(v, str):
@@ -105,6 +121,23 @@ class ResultSet:
             return f"<Image {v.mode} {v.width}x{v.height}>"
         s = str(v)
         return s if len(s) <= 60 else s[:57] + "..."
+
+    def _cell_text(self, i: int, v: Any) -> str:
+        """A cell as text. A media reference to a local file is opened (header only; no network
+        for a text table) so that a missing or unreadable file says so."""
+        try:
+            text = self._short(i, v)
+            if (i in self._lazy and isinstance(v, str)
+                    and v.startswith((MEDIA_REF, "file://"))):
+                value = self._value(i, v)
+                if is_pil_image(value):
+                    value.close()
+        except Exception as e:
+            problem = self._problem(e, 10_000, v if isinstance(v, str) else "")
+            # A table row has no room for full paths: quoted paths and URLs show their last part
+            problem = _QUOTED_PATH.sub(r"'\1'", problem)
+            return f"<{problem if len(problem) <= 100 else problem[:97] + '...'}>"
+        return text
 
     def __repr__(self) -> str:
         header = self.names
@@ -115,8 +148,11 @@ class ResultSet:
         out = [line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
         return "\n".join(out) + f"\n({len(self)} row{'s' if len(self) != 1 else ''})"
 
-    def _thumb(self, img: Any) -> str:
-        img = img.copy()
+    def _thumb(self, img: Any, *, owned: bool) -> str:
+        # An image resolved just for this table is ours to shrink in place: thumbnail() then
+        # decodes a JPEG at reduced scale (draft) instead of copying the full-size pixels.
+        if not owned:
+            img = img.copy()
         img.thumbnail((128, 128))
         if img.mode not in ("RGB", "RGBA", "L"):
             img = img.convert("RGBA")
@@ -125,20 +161,25 @@ class ResultSet:
         b64 = base64.b64encode(buf.getvalue()).decode()
         return f'<img src="data:image/png;base64,{b64}" style="max-width:128px;max-height:128px"/>'
 
+    def _html_cell(self, i: int, v: Any) -> str:
+        owned = v is not None and i in self._lazy and isinstance(v, str)
+        try:
+            shown = self._value(i, v)
+            if shown is not None and is_pil_image(shown):
+                try:
+                    return f"<td>{self._thumb(shown, owned=owned)}</td>"
+                finally:
+                    if owned:
+                        shown.close()
+            return f"<td>{html.escape(self._short(i, v))}</td>"
+        except Exception as e:
+            name = self._short(i, v) if isinstance(v, str) else ""
+            return (f'<td title="{html.escape(name)}"><span style="color:#b00">&#9888; '
+                    f"{html.escape(self._problem(e, 300, name))}</span></td>")
+
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(n)}</th>" for n in self.names)
-        rows = []
-        for r in self._rows:
-            cells = []
-            for i, v in enumerate(r):
-                shown = self._value(i, v)
-                if shown is not None and is_pil_image(shown):
-                    try:
-                        cells.append(f"<td>{self._thumb(shown)}</td>")
-                        continue
-                    except Exception:  # a broken image still shows as text
-                        pass
-                cells.append(f"<td>{html.escape(self._cell_text(i, v))}</td>")
-            rows.append("<tr>" + "".join(cells) + "</tr>")
+        rows = ["<tr>" + "".join(self._html_cell(i, v) for i, v in enumerate(r)) + "</tr>"
+                for r in self._rows]
         return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
                 f"<p>{len(self)} row{'s' if len(self) != 1 else ''}</p>")
