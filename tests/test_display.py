@@ -27,7 +27,7 @@ def _table_with_broken_files(db, tmp_path: Path):
 
 
 def test_html_shows_broken_cells_as_text(db, tmp_path: Path) -> None:
-    t, paths = _table_with_broken_files(db, tmp_path)
+    t, _ = _table_with_broken_files(db, tmp_path)
     rs = t.select(t.image, t.n).order_by(t.n).collect()
     out = rs._repr_html_()
     cells = re.findall(r"<tr><td[^>]*>(.*?)</td><td>(\d)</td></tr>", out)
