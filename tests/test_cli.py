@@ -73,6 +73,34 @@ def test_demo_runs(tmp_path, capsys):
     assert (tmp_path / "demo" / "demo.pxl").is_file()
 
 
+def _dependency_dirs(wheel: Path) -> list[str]:
+    """The folders where this interpreter finds the distributions the wheel requires (and what
+    they require in turn), from the wheel's own METADATA, so the inner venv sees exactly those."""
+    import zipfile
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    with zipfile.ZipFile(wheel) as z:
+        (name,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        text = z.read(name).decode()
+    reqs = [line.split(":", 1)[1].strip() for line in text.splitlines()
+            if line.startswith("Requires-Dist:")]
+    dirs: list[str] = []
+    seen: set[str] = set()
+    while reqs:
+        req = Requirement(reqs.pop())
+        if (req.marker and not req.marker.evaluate({"extra": ""})) or req.name.lower() in seen:
+            continue
+        seen.add(req.name.lower())
+        dist = metadata.distribution(req.name)  # missing: the outer environment is incomplete
+        where = str(dist.locate_file(""))
+        if where not in dirs:
+            dirs.append(where)
+        reqs.extend(dist.requires or [])
+    return dirs
+
+
 def test_wheel_installs_and_runs_demo(tmp_path):
     """The built wheel (schema.sql inside) works from a fresh venv, outside the source tree."""
     dist = tmp_path / "dist"
@@ -83,16 +111,27 @@ def test_wheel_installs_and_runs_demo(tmp_path):
 
     assert "pxlite/schema.sql" in zipfile.ZipFile(wheel).namelist()
     venv = tmp_path / "venv"
-    # system site packages provide the dependencies (no network); the wheel provides pxlite
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True,
-                   timeout=300)
+    # The inner venv gets its dependencies explicitly, wherever the outer interpreter lives.
+    # Not --system-site-packages: `venv` always builds on the *base* interpreter, so when the
+    # tests run inside a venv (the README's way) the dependencies installed there are invisible
+    # to it. Not a pip resolve: that would need the network. Instead a .pth file names the
+    # folders where this interpreter found the wheel's declared dependencies: a plain path line
+    # only extends sys.path (the .pth files in those folders, such as the editable pxlite's,
+    # are not processed), and it comes after the venv's own site-packages, so pxlite is the
+    # wheel's copy, which the assertion below proves.
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
-                   check=True, timeout=300)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "outer_dependencies.pth").write_text("\n".join(_dependency_dirs(wheel)) + "\n")
+    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                    str(wheel)], check=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PXLITE_HOME"] = str(tmp_path / "home")
     where = subprocess.run([str(py), "-c", "import pxlite; print(pxlite.__file__)"], env=env,
-                           cwd=tmp_path, capture_output=True, text=True, check=True)
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert where.returncode == 0, where.stderr
     assert str(venv) in where.stdout
     out = subprocess.run([str(venv / "bin" / "pxlite"), "demo", "--dir", str(tmp_path / "d"),
                           "-n", "3"], env=env, cwd=tmp_path, capture_output=True, text=True,
