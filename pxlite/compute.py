@@ -47,6 +47,7 @@ class _Target:
         assert col.expr is not None
         self.col = col
         self.expr = column_expr(meta, col, op.settings)
+        self.reads = self.expr.columns()
         self.is_media = col.type.is_media
         self.prefix = op.output_prefix(col.destination) if self.is_media else None
         # A local write is quick and CPU-bound: done in the compute thread. Network stores go
@@ -89,6 +90,18 @@ def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: Table
     """
     out: list[Any] = []
     for t in targets:
+        upstream = next((cid for cid in t.reads if cid in rc.errors), None)
+        if upstream is not None:
+            # Computed from a cell that failed: this cell fails too (counted, kept), never a
+            # silent None. It is the input's error, not a new one: on_error does not abort here.
+            et, em = rc.errors[upstream]
+            name = next((c.name for c in meta.columns if c.col_id == upstream), str(upstream))
+            msg = f"input column {name!r} has an error: {em}"
+            rc.errors[t.col.col_id] = (et, msg)
+            rc._cache[t.col.col_id] = None
+            rc.raw[t.col.col_id] = None
+            out += [None, et, msg]
+            continue
         try:
             v = t.expr.eval(rc)
             rc._cache[t.col.col_id] = v  # later targets reading this column reuse the value
@@ -111,7 +124,9 @@ def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: Table
             rc.raw[t.col.col_id] = sv
             out += [sv, None, None]
         except Exception as e:  # a UDF may raise anything; it is the cell's error
-            out += failed_cell(on_error, e, _abort_error(t, rc.raw, rowid, meta, e))
+            cell = failed_cell(on_error, e, _abort_error(t, rc.raw, rowid, meta, e))
+            out += cell
+            rc.errors[t.col.col_id] = (cell[1], cell[2])  # columns computed from it fail too
             rc._cache[t.col.col_id] = None
             rc.raw[t.col.col_id] = None
     return out
@@ -178,10 +193,11 @@ class Computation:
         if self.bar is not None:
             self.bar.close()
 
-    def submit(self, rows: list[tuple[int, dict[int, Any]]]) -> list[Future]:
-        """Start computing ``rows``; their remote inputs start downloading at once."""
+    def submit(self, rows: list[Row]) -> list[Future]:
+        """Start computing ``rows`` (rowid, stored inputs, the inputs' cell errors); their
+        remote inputs start downloading at once."""
         conn = self.op.conn
-        for _, raw in rows:
+        for _, raw, _ in rows:
             for cid in self._media_inputs:
                 v = raw.get(cid)
                 if isinstance(v, str):
@@ -190,7 +206,7 @@ class Computation:
                         self._open_cache()
                         self._downloads[uri] = self._io.submit(
                             media.fetch_local, uri, self.op.settings)
-        return [self._pool.submit(self._one, rowid, raw) for rowid, raw in rows]
+        return [self._pool.submit(self._one, rowid, raw, errors) for rowid, raw, errors in rows]
 
     def _open_cache(self) -> None:
         if not self._cache_open:  # only once a remote input shows up: all-local runs skip it
@@ -199,7 +215,8 @@ class Computation:
             self._stack.enter_context(get_cache(self.op.settings).operation())
             self._cache_open = True
 
-    def _one(self, rowid: int, raw: dict[int, Any]) -> tuple[list[Any], dict[int, Any]]:
+    def _one(self, rowid: int, raw: dict[int, Any], errors: dict[int, tuple[Any, Any]]
+             ) -> tuple[list[Any], dict[int, Any]]:
         from concurrent.futures import wait
 
         waiting = [self._downloads[u] for u in (
@@ -207,9 +224,12 @@ class Computation:
             if isinstance(raw.get(c), str)) if u in self._downloads]
         if waiting:
             wait(waiting)  # a failed download is the cell's error when the row reads the file
-        rc = RowContext(dict(raw), None, self._resolver)
-        res = _compute_row(rc, rowid, self.targets, self.op.meta, self.op, self.on_error,
-                           self._io, self._read_later)
+        rc = RowContext(dict(raw), dict(errors), self._resolver, rowid=rowid)
+        try:
+            res = _compute_row(rc, rowid, self.targets, self.op.meta, self.op, self.on_error,
+                               self._io, self._read_later)
+        finally:
+            rc.close_opened()  # inputs read only for their header hold no open file
         return res, rc.raw
 
     def collect(self, futures: list[Future], rowids: list[int]) -> list[list[Any]]:
@@ -229,12 +249,21 @@ class Computation:
                 self.bar.update(1)
         return out
 
-    def compute(self, rows: list[tuple[int, dict[int, Any]]]) -> list[list[Any]]:
+    def compute(self, rows: list[Row]) -> list[list[Any]]:
         return self.collect(self.submit(rows), [r[0] for r in rows])
 
 
-def _row_inputs(inputs: list[ColumnMeta], r: tuple, offset: int = 1) -> dict[int, Any]:
-    return {c.col_id: r[offset + i] for i, c in enumerate(inputs)}
+#: A row to compute: its rowid, its inputs' stored values and their cell errors.
+Row = tuple[int, dict[int, Any], dict[int, tuple[Any, Any]]]
+
+
+def _row(comp: Computation, r: tuple, n_read: int) -> Row:
+    """A row read as ``_rowid, <read columns>..., <inputs' errortype, errormsg>...``."""
+    raw = {c.col_id: r[1 + i] for i, c in enumerate(comp.inputs)}
+    base = 1 + n_read
+    errors = {c.col_id: (r[base + 2 * i], r[base + 2 * i + 1])
+              for i, c in enumerate(comp.inputs) if r[base + 2 * i] is not None}
+    return r[0], raw, errors
 
 
 def compute_rows(op: Operation, cols: list[ColumnMeta], rows: Rows, *, on_error: str = "abort",
@@ -250,8 +279,8 @@ def compute_rows(op: Operation, cols: list[ColumnMeta], rows: Rows, *, on_error:
         update_sql = plan.update_cells(meta, comp.cols)
         done = 0
         replaced: dict[int, list[str]] = {}
-        for batch in _batches(db, meta, read_cols, rows):
-            cells = comp.compute([(r[0], _row_inputs(comp.inputs, r)) for r in batch])
+        for batch in _batches(db, meta, read_cols, rows, errors_of=comp.inputs):
+            cells = comp.compute([_row(comp, r, len(read_cols)) for r in batch])
             db.executemany(update_sql, [[*c, r[0]] for c, r in zip(cells, batch, strict=True)])
             _note_replaced(replaced, comp, old_media, batch, cells)
             done += len(batch)
@@ -262,15 +291,17 @@ def compute_rows(op: Operation, cols: list[ColumnMeta], rows: Rows, *, on_error:
 
 
 def _batches(db: Any, meta: TableMeta, cols: list[ColumnMeta], rows: Rows,
-             size: int = BATCH_ROWS) -> Iterator[list[tuple]]:
+             size: int = BATCH_ROWS, errors_of: list[ColumnMeta] | None = None
+             ) -> Iterator[list[tuple]]:
     """``rows`` in rowid order, ``size`` at a time (keyset batches: memory stays bounded)."""
+    errs = errors_of or []
     if rows.rowids is not None:
         for part in rows.chunks(size):
-            yield db.query(*plan.select(meta, cols, part))
+            yield db.query(*plan.select(meta, cols, part, errors_of=errs))
         return
     last = -(2**63)
     while True:
-        batch = db.query(*plan.select(meta, cols, rows, after=last, limit=size))
+        batch = db.query(*plan.select(meta, cols, rows, after=last, limit=size, errors_of=errs))
         if not batch:
             return
         last = batch[-1][0]
@@ -334,11 +365,11 @@ def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.
             while not stop:
                 with db.read():
                     batch = db.query(*plan.select(meta, read_cols, rows, after=job.done_upto,
-                                                  limit=size))
+                                                  limit=size, errors_of=comp.inputs))
                 if not batch:
                     break
                 t_batch = time.perf_counter()
-                cells = comp.compute([(r[0], _row_inputs(comp.inputs, r)) for r in batch])
+                cells = comp.compute([_row(comp, r, len(read_cols)) for r in batch])
                 spent = time.perf_counter() - t_batch
                 params = [[*c, r[0], *r[1:1 + len(comp.inputs)]]
                           for c, r in zip(cells, batch, strict=True)]

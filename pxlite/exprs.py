@@ -9,6 +9,7 @@ computed-column definitions survive in the catalog and are rebuilt in a new proc
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import operator
@@ -59,6 +60,7 @@ class RowContext:
         self.errors = errors or {}   # col_id -> (errortype, errormsg)
         self.media = media
         self._cache: dict[int, Any] = {}
+        self._opened: list[Any] = []  # images this row opened from files (see close_opened)
 
     @property
     def settings(self) -> Any:
@@ -67,6 +69,16 @@ class RowContext:
         if s is None:
             s = resolve_settings()
         return s
+
+    def close_opened(self, keep: Iterable[Any] = ()) -> None:
+        """Close the image files this row opened (an expression may have read only a header,
+        e.g. ``t.image.width``, which leaves the file open), except values handed on."""
+        kept = {id(v) for v in keep}
+        for img in self._opened:
+            if id(img) not in kept:
+                with contextlib.suppress(Exception):
+                    img.close()
+        self._opened.clear()
 
     def stored(self, col: ColumnMeta) -> Any:
         """A cell's stored value, checked to be of the column's stored kind (a crafted file
@@ -92,6 +104,8 @@ class RowContext:
                     raise SchemaError(f"column {col.name!r}: media values are not available here")
                 col.type.load(raw)  # a URI, not whatever a crafted file holds
                 v = self.media.value(col, raw)
+                if hasattr(v, "close"):
+                    self._opened.append(v)
             else:
                 v = col.type.load(raw)
         except SchemaError as e:
@@ -176,6 +190,9 @@ class Expr:
 
     def __mod__(self, other: Any) -> Expr:
         return Arith("%", self, lit(other))
+
+    def __rmod__(self, other: Any) -> Expr:
+        return Arith("%", lit(other), self)
 
     def __neg__(self) -> Expr:
         return Arith("-", Literal(0), self)
@@ -694,6 +711,9 @@ class Call(Expr):
         self.args = [lit(a) for a in args]
         self.kwargs = {k: lit(v) for k, v in kwargs.items()}
         self.type = fn.return_type
+        # A None for a parameter that does not accept it gives None without a call (Pixeltable
+        # does the same): a missing input is a missing output.
+        self._required_pos, self._required_kw = fn.required(len(self.args), self.kwargs)
 
     def children(self) -> list[Expr]:
         return [*self.args, *self.kwargs.values()]
@@ -704,7 +724,8 @@ class Call(Expr):
     def eval(self, row: RowContext) -> Any:
         args = [a.eval(row) for a in self.args]
         kwargs = {k: v.eval(row) for k, v in self.kwargs.items()}
-        if any(v is None for v in args[:1]):  # a missing input gives a missing output
+        if any(args[i] is None for i in self._required_pos) or any(
+                kwargs[k] is None for k in self._required_kw):
             return None
         if self.fn.wants_settings:
             kwargs["settings"] = row.settings

@@ -49,6 +49,7 @@ _SIGNATURES: list[tuple[str, str, Any]] = [
     ("video", "avi", lambda h: h[:4] == b"RIFF" and h[8:12] == b"AVI "),
     ("video", "mkv", lambda h: h[:4] == b"\x1a\x45\xdf\xa3"),
     ("video", "mp4", lambda h: h[4:8] == b"ftyp"),
+    ("video", "mpg", lambda h: h[:4] == b"\x00\x00\x01\xba"),  # MPEG program stream
     ("document", "pdf", lambda h: h[:5] == b"%PDF-"),
     ("document", "zip", lambda h: h[:4] == b"PK\x03\x04"),  # docx/xlsx/pptx/odt
 ]
@@ -247,7 +248,8 @@ def content_type(ext: str) -> str | None:
 
 _CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif",
                   "bmp": "image/bmp", "tiff": "image/tiff", "pdf": "application/pdf",
-                  "mp4": "video/mp4", "wav": "audio/wav", "mp3": "audio/mpeg", "txt": "text/plain"}
+                  "mp4": "video/mp4", "mpg": "video/mpeg", "wav": "audio/wav", "mp3": "audio/mpeg",
+                  "txt": "text/plain"}
 
 
 # ---- the database's own media folder --------------------------------------------------------

@@ -98,11 +98,14 @@ def insert(meta: TableMeta, cols: Sequence[ColumnMeta]) -> str:
 
 
 def select(meta: TableMeta, cols: Sequence[ColumnMeta], rows: Rows, *, cells: bool = False,
-           after: int | None = None, limit: int | None = None) -> Statement:
+           after: int | None = None, limit: int | None = None,
+           errors_of: Sequence[ColumnMeta] = ()) -> Statement:
     """``_rowid`` and the given columns (with errortype/errormsg when ``cells``) of ``rows``,
-    in rowid order; ``after``: only rowids above it (keyset batches); ``limit``: at most that."""
+    then the errortype and errormsg of ``errors_of``, in rowid order; ``after``: only rowids
+    above it (keyset batches); ``limit``: at most that."""
     cond, params = rows.condition()
-    what = ", ".join(["_rowid"] + [cell_columns(c) if cells else c.sql for c in cols])
+    what = ", ".join(["_rowid"] + [cell_columns(c) if cells else c.sql for c in cols]
+                     + [f"{c.sql_et}, {c.sql_em}" for c in errors_of])
     if after is not None:
         cond, params = f"_rowid > ? AND ({cond})", [after, *params]
     sql = f"SELECT {what} FROM {meta.sql} WHERE {cond} ORDER BY _rowid"

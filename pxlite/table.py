@@ -70,7 +70,10 @@ class Query:
         return Query(self._t, **args)
 
     def select(self, *exprs: Any, **named: Any) -> Query:
-        """Choose the outputs: columns, expressions, and ``name=expr`` for named outputs."""
+        """Choose the outputs: columns, expressions, and ``name=expr`` for named outputs;
+        ``select()`` with nothing means every column."""
+        if not exprs and not named:
+            return self._copy(outputs=None)
         outputs: list[tuple[str, Expr]] = []
         used: set[str] = set()
         for e in exprs:
@@ -165,6 +168,20 @@ class Query:
                     break
                 yield item
 
+    @staticmethod
+    def _eval(meta: TableMeta, name: str, e: Expr, rc: RowContext) -> Any:
+        """One output of one row; a function that fails (a UDF may raise anything) is a
+        ComputeError naming the row, the output and its expression, and the cause."""
+        try:
+            return e.eval(rc)
+        except PxliteError:
+            raise
+        except Exception as err:
+            raise ComputeError(
+                f"computing {name} = {e!r} of {meta.path!r} failed for row {rc.rowid}: "
+                f"{type(err).__name__}: {err}", table=meta.path, row=rc.rowid, column=name,
+                errortype=type(err).__name__) from err
+
     def _default_outputs(self, meta: TableMeta) -> list[tuple[str, Expr]]:
         return [(c.name, ColumnRef(meta, c)) for c in meta.columns if not c.pending]
 
@@ -181,8 +198,9 @@ class Query:
             e.col if isinstance(e, ColumnRef) and e.type.is_media else None for _, e in outputs]
         for _, rc in self._rows(meta, outputs, resolver):
             vals = []
-            for (_, e), col in zip(outputs, cols_of, strict=True):
-                vals.append(e.eval(rc) if col is None else rc.stored(col))
+            for (name, e), col in zip(outputs, cols_of, strict=True):
+                vals.append(self._eval(meta, name, e, rc) if col is None else rc.stored(col))
+            rc.close_opened(keep=vals)
             rows.append(tuple(vals))
 
         def media_value(i: int, uri: Any) -> Any:
@@ -243,6 +261,14 @@ class Table:
         self._path = path
 
     # ---- schema --------------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        """Two handles on the same table of the same database file are equal."""
+        return (isinstance(other, Table) and other._path == self._path
+                and other._conn.path == self._conn.path)
+
+    def __hash__(self) -> int:
+        return hash((str(self._conn.path), self._path))
+
     def _meta(self) -> TableMeta:
         # Reloaded per operation: another handle or process may have changed the schema.
         return catalog.load_table(self._conn.db, self._path)
@@ -353,7 +379,7 @@ class Table:
     def add_column(self, *, if_exists: str = "error", **columns: Any) -> UpdateStatus:
         """Add plain columns (``t.add_column(label=pxl.String)``); existing rows get None."""
         t0 = time.perf_counter()
-        check_choice(if_exists, "if_exists", ("error", "ignore"))
+        check_choice(if_exists, "if_exists", ("error", "ignore", "replace"))
         db = self._conn.db
         with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
             meta = op.meta
@@ -362,7 +388,20 @@ class Table:
                 if any(c.name == name for c in meta.columns):
                     if if_exists == "ignore":
                         continue
-                    catalog.check_name(name)
+                    if if_exists == "replace":  # in this transaction: all or nothing
+                        old = meta.column(name)
+                        if _dependents(meta, old.col_id):
+                            raise SchemaError(
+                                f"cannot replace column {name!r} of {self._path!r}: computed "
+                                "columns depend on it; drop them first")
+                        uris = [r[0] for r in db.query(*plan.distinct_values(meta, old))] \
+                            if old.type.is_media else []
+                        catalog.drop_column(db, meta, old)
+                        op.release(old.col_id, uris)
+                    else:
+                        raise AlreadyExistsError(
+                            f"table {self._path!r} already has a column named {name!r}; pass "
+                            "if_exists='ignore' or 'replace'")
                 check_column_name(name)
                 if not ctype.nullable and db.query(f"SELECT 1 FROM {meta.sql} LIMIT 1"):
                     raise SchemaError(
@@ -373,9 +412,22 @@ class Table:
                 catalog.add_column(db, meta, name, ctype)
         return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
 
-    def drop_column(self, name: str) -> None:
+    def _name_of(self, column: str | ColumnRef) -> str:
+        """A column given by name or by reference (``t.rot``): its name."""
+        if isinstance(column, ColumnRef):
+            if column.table.uid != self._meta().uid:
+                raise SchemaError(f"{column!r} belongs to table {column.table.path!r}, not "
+                                  f"{self._path!r}")
+            return column.col.name
+        if not isinstance(column, str):
+            raise SchemaError(f"expected a column name or a column of {self._path!r} (e.g. "
+                              f"t.image), got {type(column).__name__} {column!r}")
+        return column
+
+    def drop_column(self, name: str | ColumnRef) -> None:
         """Drop a column (refused while a computed column depends on it); the files pxlite
         wrote for it go too, unless another column or table still names them."""
+        name = self._name_of(name)
         with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
             meta, db = op.meta, self._conn.db
             col = meta.column(name)
@@ -396,8 +448,9 @@ class Table:
             catalog.drop_column(db, meta, col)
             op.release(col.col_id, uris)  # after the column is gone: what others name stays
 
-    def rename_column(self, old: str, new: str) -> None:
+    def rename_column(self, old: str | ColumnRef, new: str) -> None:
         """Rename a column; computed columns refer to it by id and keep working."""
+        old = self._name_of(old)
         with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
             col = op.meta.column(old)
             catalog.rename_column(self._conn.db, op.meta, col, check_column_name(new))
@@ -488,9 +541,13 @@ class Table:
             params = [list(p) for p in conv.rows(rows, base)]
             cells: list[list[Any]] = []
             if computed and params:
+                bad: dict[int, dict[int, tuple[Any, Any]]] = {}
+                for rowid, c, et, em in conv.errors:  # inputs that failed (on_error='ignore')
+                    bad.setdefault(rowid, {})[c.col_id] = (et, em)
                 with Computation(op, computed, on_error=on_error) as comp:
                     cells = comp.compute([(p[0], {c.col_id: p[1 + j]
-                                                  for j, c in enumerate(inputs)})
+                                                  for j, c in enumerate(inputs)},
+                                           bad.get(p[0], {}))
                                           for p in params])
                     computed_errors, computed = comp.errors, comp.cols
             with op.committing(self._recheck):
@@ -630,7 +687,8 @@ class Table:
                 op.release(col_id, lst)
         return UpdateStatus("Deleted", n, 0, time.perf_counter() - t0)
 
-    def prefetch(self, *columns: str, where: Expr | None = None, refresh: bool = False) -> int:
+    def prefetch(self, *columns: str | ColumnRef, where: Expr | None = None,
+                 refresh: bool = False) -> int:
         """Download the remote files of media columns (all of them without names) into the
         cache, so the table's media reads work offline; returns the number of files fetched
         or already cached. The cache must be large enough to hold them (see file_cache_size_g).
@@ -640,7 +698,8 @@ class Table:
         from .cache import get_cache  # here, not at import: it loads diskcache
 
         meta = self._meta()
-        cols = [meta.column(n) for n in columns] if columns else meta.media_columns
+        cols = [meta.column(self._name_of(n)) for n in columns] if columns else \
+            meta.media_columns
         for c in cols:
             if not c.type.is_media:
                 raise SchemaError(f"column {c.name!r} of {self._path!r} holds {c.type.name} "
@@ -658,10 +717,11 @@ class Table:
             return sum(1 for _ in pool.map(
                 lambda u: media.fetch_local(u, settings, refresh=refresh), sorted(uris)))
 
-    def move_media(self, column: str, destination: str) -> UpdateStatus:
+    def move_media(self, column: str | ColumnRef, destination: str) -> UpdateStatus:
         """Move the files pxlite wrote for ``column`` to ``destination`` (see
         :func:`pxlite.maintenance.move_media`)."""
-        return maintenance.move_media(self._conn, self._meta(), column, destination)
+        return maintenance.move_media(self._conn, self._meta(), self._name_of(column),
+                                      destination)
 
     # ---- computed columns (the executor: compute.py) -------------------------------------------
     def add_computed_column(self, *, destination: str | None = None, on_error: str = "abort",
@@ -703,6 +763,10 @@ class Table:
                               f"{what}= applies to image results only")
         if fmt is not None and ctype.name != "Image":
             raise SchemaError(f"column {name!r}: format= applies to Image results only")
+        if destination is not None and not isinstance(destination, (str, os.PathLike)):
+            raise SchemaError(f"column {name!r}: destination= takes a folder path or a storage "
+                              f"URI (e.g. 's3://bucket/prefix/'), got {type(destination).__name__} "
+                              f"{destination!r}")
         conn, db = self._conn, self._conn.db
         # The database's own media folder is stored as such ('media:'), so a copy of the
         # database writes into its own media folder, never into its original's.
@@ -873,7 +937,7 @@ class Table:
                 f"cannot replace column {name!r} of {self._path!r}: computed column(s) "
                 f"{', '.join(repr(d.name) for d in deps)} depend on it; drop them first")
 
-    def recompute_columns(self, *names: str, where: Expr | None = None,
+    def recompute_columns(self, *columns: str | ColumnRef, where: Expr | None = None,
                           errors_only: bool = False) -> UpdateStatus:
         """Recompute computed columns (after a UDF changed, or for the rows that errored);
         the columns computed from them are recomputed too.
@@ -881,6 +945,7 @@ class Table:
         Like add_computed_column, it computes outside the write lock and commits in brief
         batches; interrupted, running the same call again continues where it stopped."""
         t0 = time.perf_counter()
+        names = [self._name_of(c) for c in columns]
         if not names:
             raise SchemaError("recompute_columns() needs at least one computed column name")
         meta = self._meta()
@@ -930,7 +995,8 @@ class Table:
             status = self._run_job(op, cols, rows, job, "ignore", hint)
             with op.committing(self._recheck):
                 catalog.end_job(db, job)
-        status.verb = "Recomputed"
+        status.verb, status.noun = "Recomputed", "row"
+        status.num_rows //= max(1, len(cols))  # rows, not cells (one per recomputed column)
         status.elapsed_s = time.perf_counter() - t0
         return status
 

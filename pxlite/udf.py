@@ -15,7 +15,7 @@ import importlib
 import inspect
 import threading
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, overload
 
 from .config import resolve as resolve_settings
@@ -91,6 +91,16 @@ class Function:
                 raise SchemaError(f"@udf {self.name}: hint the first parameter's type")
             method_of = _hint_type(hints[params[0].name], f"@udf {self.name}")
         self.method_of = method_of
+        self.accepts_none = _accepts_none(fn, self.signature)
+
+    def required(self, n_args: int, kwargs: Iterable[str]) -> tuple[list[int], list[str]]:
+        """Which of a call's positional indexes and keyword names go to parameters that do not
+        accept None: when one of them is None, the call gives None without running."""
+        names = [p.name for p in self.signature.parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        pos = [i for i in range(n_args) if i < len(names) and names[i] not in self.accepts_none]
+        kw = [k for k in kwargs if k not in self.accepts_none]
+        return pos, kw
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from .exprs import Call, Expr
@@ -105,6 +115,22 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<pxlite function {self.name}{self.signature}>"
+
+
+def _accepts_none(fn: Callable[..., Any], signature: inspect.Signature) -> frozenset[str]:
+    """Parameters a None may be passed to: hinted Optional (``X | None``) or defaulting to
+    None. (Hints that cannot be resolved count as not accepting None.)"""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    out = set()
+    for p in signature.parameters.values():
+        hint = hints.get(p.name)
+        if p.default is None or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or (
+                hint is not None and type(None) in typing.get_args(hint)) or hint is Any:
+            out.add(p.name)
+    return frozenset(out)
 
 
 @overload

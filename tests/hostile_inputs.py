@@ -51,8 +51,10 @@ def closed_port() -> int:
 
 
 def valid_part(s: object) -> bool:
-    """The oracle for an identifier (SPEC: ``[A-Za-z_][A-Za-z0-9_]*``, rowid aliases reserved)."""
-    return (isinstance(s, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s, re.ASCII) is not None
+    """The oracle for an identifier (SPEC: ``[A-Za-z_][A-Za-z0-9_]*``, at most 63 characters,
+    rowid aliases reserved)."""
+    return (isinstance(s, str) and len(s) <= 63
+            and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s, re.ASCII) is not None
             and s.lower() not in {"_rowid", "rowid", "oid", "_rowid_"})
 
 

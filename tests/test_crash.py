@@ -418,12 +418,11 @@ def _settled(db_path: Path, target: Any, timeout: float = 10.0) -> None:
     """Wait until the destination's listing stops changing: an upload the killed process had
     sent can still land on the server after the process died (seen with Azurite)."""
     deadline = time.monotonic() + timeout
-    last = stored_files(db_path, target)
-    while time.monotonic() < deadline:
+    last, stable = stored_files(db_path, target), 0
+    while time.monotonic() < deadline and stable < 5:  # unchanged for 1.5 s
         time.sleep(0.3)
         now = stored_files(db_path, target)
-        if now == last:
-            return
+        stable = stable + 1 if now == last else 0
         last = now
 
 

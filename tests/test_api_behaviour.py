@@ -1,0 +1,156 @@
+"""What a Pixeltable user expects of the API (issue 12, points 1-11), each with its own test."""
+
+from __future__ import annotations
+
+import gc
+import warnings
+
+import pytest
+from PIL import Image
+
+import pxlite as pxl
+from pxlite.errors import ComputeError, NotFoundError, SchemaError
+
+
+@pytest.fixture
+def db(tmp_path):
+    conn = pxl.connect(tmp_path / "api.pxl")
+    yield conn
+    conn.close()
+
+
+def test_select_without_arguments_means_every_column(db):
+    t = db.create_table("t", {"a": pxl.Int, "b": pxl.String})
+    t.insert(a=1, b="x")
+    assert t.select().collect().to_dicts() == [{"a": 1, "b": "x"}]
+    assert t.where(t.a == 1).select().collect().names == ["a", "b"]
+
+
+@pxl.udf
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@pxl.udf
+def add_or_100(a: int, b: int | None = None) -> int:
+    return a + (100 if b is None else b)
+
+
+def test_a_none_for_any_parameter_that_does_not_take_it_gives_none(db):
+    t = db.create_table("t", {"a": pxl.Int, "b": pxl.Int})
+    t.insert([{"a": 1, "b": 2}, {"a": 1, "b": None}, {"a": None, "b": 3}])
+    st = t.add_computed_column(s=add(t.a, t.b))
+    assert st.num_errors == 0
+    t.add_computed_column(o=add_or_100(t.a, t.b))
+    assert t.select(t.s, t.o).collect().to_dicts() == [
+        {"s": 3, "o": 3}, {"s": None, "o": 101}, {"s": None, "o": None}]
+
+
+@pxl.udf
+def inverse(x: int) -> float:
+    return 1 / x
+
+
+def test_an_error_in_a_cell_propagates_to_what_is_computed_from_it(db):
+    t = db.create_table("t", {"x": pxl.Int})
+    t.insert([{"x": 1}, {"x": 0}])
+    st = t.add_computed_column(inv=inverse(t.x), on_error="ignore")
+    assert st.num_errors == 1
+    st = t.add_computed_column(twice=t.inv * 2)
+    assert st.num_errors == 1  # not a silent None
+    rows = t.select(t.twice, t.twice.errortype, t.twice.errormsg).collect().to_dicts()
+    assert rows[0] == {"twice": 2.0, "twice_errortype": None, "twice_errormsg": None}
+    assert rows[1]["twice"] is None and rows[1]["twice_errortype"] == "ZeroDivisionError"
+    assert "input column 'inv' has an error" in rows[1]["twice_errormsg"]
+    t.insert(x=0, on_error="ignore")  # new rows propagate too
+    assert t.where(t.twice.errortype == "ZeroDivisionError").count() == 2
+
+
+def test_columns_are_accepted_by_reference_where_a_name_is(db, tmp_path):
+    t = db.create_table("t", {"x": pxl.Int, "image": pxl.Image})
+    t.insert(x=2, image=Image.new("RGB", (4, 4)))
+    t.add_computed_column(y=t.x + 1)
+    t.add_computed_column(r=t.image.rotate(90))
+    assert t.recompute_columns(t.y).num_rows == 1
+    assert t.move_media(t.r, str(tmp_path / "moved")).num_rows == 1
+    t.rename_column(t.y, "z")
+    t.drop_column(t.z)
+    assert t.columns() == ["x", "image", "r"]
+    other = db.create_table("u", {"x": pxl.Int})
+    with pytest.raises(SchemaError, match="belongs to table 'u'"):
+        t.drop_column(other.x)
+
+
+def test_a_function_failing_in_a_query_is_a_compute_error(db):
+    t = db.create_table("t", {"x": pxl.Int})
+    t.insert([{"x": 1}, {"x": 0}])
+    with pytest.raises(ComputeError) as e:
+        t.select(v=inverse(t.x)).collect()
+    msg = str(e.value)
+    assert "row 2" in msg and "v = inverse(x)" in msg and "ZeroDivisionError" in msg, msg
+    assert isinstance(e.value.__cause__, ZeroDivisionError)
+
+
+def test_every_if_exists_option_is_checked_and_replace_replaces(db):
+    t = db.create_table("t", {"x": pxl.Int})
+    for call in (lambda: db.drop_table("t", if_not_exists="bogus"),
+                 lambda: db.drop_dir("d", if_not_exists="bogus"),
+                 lambda: db.create_dir("d", if_exists="bogus"),
+                 lambda: t.add_column(y=pxl.Int, if_exists="bogus"),
+                 lambda: t.add_computed_column(z=t.x + 1, if_exists="bogus")):
+        with pytest.raises(SchemaError, match="bogus"):
+            call()
+    assert db.list_tables() == ["t"]
+    t.insert(x=1)
+    t.add_column(x=pxl.String, if_exists="replace")
+    assert t.select(t.x).collect().to_dicts() == [{"x": None}]
+    db.drop_dir("missing", force=True)  # nothing to drop: no error
+    with pytest.raises(NotFoundError, match="missing"):
+        db.list_tables("missing")
+
+
+def test_a_destination_that_is_no_path_is_a_schema_error(db):
+    t = db.create_table("t", {"image": pxl.Image})
+    with pytest.raises(SchemaError, match="destination"):
+        t.add_computed_column(r=t.image.rotate(90), destination=27)
+
+
+def test_reflected_modulo_and_equal_handles(db):
+    t = db.create_table("t", {"x": pxl.Int})
+    t.insert([{"x": 3}, {"x": 5}])
+    assert t.select(m=2 % t.x, n=t.x % 2).collect().to_dicts() == [
+        {"m": 2, "n": 1}, {"m": 2, "n": 1}]
+    again = db.get_table("t")
+    assert again == t and hash(again) == hash(t) and len({t, again}) == 1
+    assert t != db.create_table("u", {"x": pxl.Int})
+
+
+def test_mpeg_program_stream_is_a_video(db, tmp_path):
+    p = tmp_path / "clip.mpg"
+    p.write_bytes(b"\x00\x00\x01\xba" + bytes(60))
+    t = db.create_table("t", {"v": pxl.Video})
+    t.insert(v=str(p))
+    assert t.count() == 1
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_reading_only_a_header_leaves_no_file_open(db, tmp_path):
+    p = tmp_path / "a.png"
+    Image.new("RGB", (10, 7)).save(p)
+    t = db.create_table("t", {"image": pxl.Image})
+    t.insert([{"image": str(p)}] * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        assert t.select(t.image.width).collect()["width"] == [10] * 3
+        t.add_computed_column(h=t.image.height)
+        gc.collect()
+    assert t.select(t.h).collect()["h"] == [7] * 3
+
+
+def test_recompute_counts_rows(db):
+    t = db.create_table("t", {"x": pxl.Int})
+    t.insert([{"x": i} for i in range(4)])
+    t.add_computed_column(y=t.x + 1)
+    t.add_computed_column(z=t.y * 2)
+    st = t.recompute_columns("y")  # z depends on y: recomputed too
+    assert st.num_rows == 4 and str(st).startswith("Recomputed 4 rows")
