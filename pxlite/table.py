@@ -353,15 +353,28 @@ class Table:
             dest = ""
             if c.type.is_media:
                 dest = (self._conn.resolve(c.destination) if c.destination else
-                        "(output default)" if c.is_computed else "(input default)")
+                        self._default_destination("output_media_dest" if c.is_computed
+                                                  else "input_media_dest"))
             rows.append((c.name, repr(c.type), expr, dest))
         return rows
 
-    def describe(self) -> str:
-        """The schema as text: name, type, computed-from expression, destination (also printed)."""
-        text = repr(self)
-        print(text)
-        return text
+    def _default_destination(self, key: str) -> str:
+        """What a column without its own destination writes to now, and where that comes
+        from (a global setting and its source, or the database's media folder)."""
+        settings = self._conn.settings()
+        dest = settings.get(key)
+        if not dest:
+            if key == "input_media_dest":
+                return "(default: references stay where they are; new files go to the media " \
+                       f"folder {self._conn.media_folder.prefix})"
+            return f"(default: the media folder {self._conn.media_folder.prefix})"
+        return f"(default: {dest}, {key} from {settings.sources.get(key, 'default')})"
+
+    def describe(self) -> None:
+        """Print the schema: name, type, computed-from expression (with the progress of a
+        pending column), destination (a default shows where it resolves to now, and why).
+        Returns nothing, so a REPL shows it once; ``repr(t)`` is the same text."""
+        print(repr(self))
 
     def __repr__(self) -> str:
         try:

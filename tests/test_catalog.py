@@ -109,10 +109,16 @@ def test_add_drop_rename_column(db):
 
 def test_describe_and_repr(db, capsys):
     t = db.create_table("t", {"image": pxl.Image, "n": pxl.Required[pxl.Int], "j": pxl.Json})
-    text = t.describe()
+    assert t.describe() is None  # printed once, not also echoed by a REPL
+    text = capsys.readouterr().out.strip()
     assert "Required[Int]" in text and "image" in text and "Image" in text
-    assert text in capsys.readouterr().out
     assert repr(t) == text
+    assert "(default: references stay where they are; new files go to the media folder " \
+        f"{db.media_folder.prefix})" in text
+    t.add_computed_column(r=t.image.rotate(90))
+    assert f"(default: the media folder {db.media_folder.prefix})" in repr(t)
+    db.config["output_media_dest"] = str(db.path.parent / "out")
+    assert "out, output_media_dest from connect(config=))" in repr(t), repr(t)
     db.drop_table("t")
     assert "dropped" in repr(t)
     with pytest.raises(NotFoundError):
