@@ -414,7 +414,9 @@ class _DecodeBudget:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        # Reentrant: release() runs from weakref finalizers, which a garbage collection may
+        # start inside any allocation, including one made while this thread holds the lock.
+        self._cond = threading.Condition(threading.RLock())
         #: thread ident -> (thread, bytes, token, monotonic time of the charge)
         self._charges: dict[int, tuple[threading.Thread, int, int, float]] = {}
         self._tokens = 0
@@ -422,13 +424,17 @@ class _DecodeBudget:
     def charged(self) -> int:
         """Bytes charged now by live threads within the TTL (for tests and diagnostics)."""
         with self._cond:
-            return sum(self._live(time.monotonic()))
+            return sum(n for n, _ in self._live(time.monotonic()))
 
-    def _live(self, now: float) -> list[int]:
-        for ident, (thread, _, _, since) in list(self._charges.items()):
+    def _live(self, now: float) -> list[tuple[int, float]]:
+        """``(bytes, since)`` of the charges that still count; drops the others."""
+        live = []
+        for ident, (thread, nbytes, _, since) in list(self._charges.items()):
             if not thread.is_alive() or now - since > _CHARGE_TTL_S:
-                del self._charges[ident]
-        return [n for _, n, _, _ in self._charges.values()]
+                self._charges.pop(ident, None)
+            else:
+                live.append((nbytes, since))
+        return live
 
     def acquire(self, nbytes: int, limit: int) -> tuple[int, int] | None:
         """Wait until ``nbytes`` (at most ``limit``) fit beside the other threads' charges, then
@@ -444,9 +450,9 @@ class _DecodeBudget:
             while True:
                 now = time.monotonic()
                 others = self._live(now)
-                if not others or sum(others) + need <= limit:
+                if not others or sum(n for n, _ in others) + need <= limit:
                     break
-                oldest = min(since for _, _, _, since in self._charges.values())
+                oldest = min(since for _, since in others)
                 self._cond.wait(min(_BUDGET_POLL_S, max(0.01, oldest + _CHARGE_TTL_S - now)))
             self._tokens += 1
             self._charges[me.ident] = (me, need, self._tokens, time.monotonic())
@@ -458,7 +464,7 @@ class _DecodeBudget:
         with self._cond:
             charge = self._charges.get(ident)
             if charge is not None and charge[2] == token:
-                del self._charges[ident]
+                self._charges.pop(ident, None)
                 self._cond.notify_all()
 
 
