@@ -6,6 +6,7 @@ text: data tables and columns are named from integer ids (``t_<id>``, ``c<col_id
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import secrets
@@ -20,6 +21,20 @@ from .types import ColumnType, parse_type
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _RESERVED = frozenset({"_rowid", "rowid", "oid", "_rowid_"})
+
+
+def did_you_mean(name: object, candidates: Iterable[str]) -> str:
+    """``"did you mean 'image'? "`` for a mistyped name (close spellings, or the same name in
+    another directory), or ``''`` when nothing is close; spliced into NotFoundError messages."""
+    if not isinstance(name, str) or len(name) > 200:  # matching cost grows with the length
+        return ""
+    names = list(candidates)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    last = name.rsplit(".", 1)[-1]
+    close += [c for c in names if c.rsplit(".", 1)[-1] == last and c not in close]
+    if not close:
+        return ""
+    return "did you mean " + " or ".join(repr(c) for c in close[:3]) + "? "
 
 
 def _short(text: object) -> str:
@@ -120,8 +135,9 @@ class TableMeta:
             if c.name == name:
                 return c
         raise NotFoundError(
-            f"table {self.path!r} has no column {name!r}; its columns: "
-            f"{', '.join(c.name for c in self.columns) or '(none)'}"
+        names = [c.name for c in self.columns]
+            f"table {self.path!r} has no column {_short(name)}; {did_you_mean(name, names)}"
+            f"its columns: {', '.join(names) or '(none)'}"
         )
 
     @property
@@ -145,7 +161,8 @@ def _dir_id(db: Database, path: str | None, for_what: str) -> int | None:
     rows = db.query("SELECT id FROM px_dirs WHERE path = ?", (path,))
     if not rows:
         raise NotFoundError(f"directory {path!r} does not exist (needed for {for_what!r}); "
-                            f"create it first with create_dir({path!r})")
+        hint = did_you_mean(path, list_dirs(db))
+                            f"{hint}create it first with create_dir({path!r})")
     return rows[0][0]
 
 
@@ -214,8 +231,9 @@ def load_table(db: Database, path: str) -> TableMeta:
     if not rows:
         if db.query("SELECT 1 FROM px_dirs WHERE path = ?", (path,)):
             raise NotFoundError(f"{path!r} is a directory, not a table")
-        raise NotFoundError(
-            f"table {path!r} does not exist; list_tables() shows the tables there are")
+        raise NotFoundError(f"table {_short(path)} does not exist; "
+                            f"{did_you_mean(path, list_tables(db))}"
+                            "list_tables() shows the tables there are")
     tid, uid, p = rows[0]
     meta = TableMeta(id=tid, uid=uid, path=p)
     for r in db.query(
