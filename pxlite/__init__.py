@@ -115,11 +115,14 @@ _default_lock = threading.Lock()
 
 
 def connect(path: str | os.PathLike[str] | None = None, *,
-            config: dict[str, Any] | None = None) -> Connection:
-    """Open (creating if missing) a pxlite database file.
+            config: dict[str, Any] | None = None, create: bool = True) -> Connection:
+    """Open a pxlite database file, creating the file if it is missing (``create=False``:
+    refuse a missing file with ``NotFoundError``).
 
-    Without ``path``, the default database ``$PXLITE_HOME/pxlite.db`` (``~/.pxlite`` unless set),
-    whose media folder is ``$PXLITE_HOME/media``. ``config`` takes the shape of config.toml: the
+    The file's folder must exist: a missing folder is a ``NotFoundError``, never created, so a
+    mistyped path does not become a new empty database. Without ``path``, the default database
+    ``$PXLITE_HOME/pxlite.db`` (``~/.pxlite`` unless set; created with its folder), whose media
+    folder is ``$PXLITE_HOME/media``. ``config`` takes the shape of config.toml: the
     ``[pxlite]`` keys at the top level and provider sections as nested dicts; it applies to this
     database only and takes precedence over ``configure()``, the environment and the file.
     Destinations in it are checked now.
@@ -129,17 +132,25 @@ def connect(path: str | os.PathLike[str] | None = None, *,
         _config.private_home(home)
         conn = Connection(home / "pxlite.db", config=config, media_dir=home / "media")
     else:
-        conn = Connection(path, config=config)
+        conn = Connection(path, config=config, create=create)
     if config:
-        _validate_dests(conn, config)
+        try:
+            for dest in _dests(config):
+                conn.validate_dest(dest)
+        except BaseException:
+            conn.close()  # not left open for the garbage collector
+            raise
     return conn
 
 
-def _validate_dests(conn: Connection, settings: dict[str, Any]) -> None:
+def _dests(settings: dict[str, Any]) -> list[str]:
+    """The destination URIs set in a settings dict (top level or under ``pxlite``)."""
+    found = []
     for key in ("input_media_dest", "output_media_dest"):
         dest = settings.get(key) or (settings.get("pxlite") or {}).get(key)
         if dest:
-            conn.validate_dest(dest)
+            found.append(os.fspath(dest))
+    return found
 
 
 def default() -> Connection:
@@ -154,18 +165,24 @@ def default() -> Connection:
 
 def configure(**settings: Any) -> None:
     """Set process-wide settings, e.g. ``configure(output_media_dest='s3://b/out/',
-    s3={'endpoint_url': ...})``; ``None`` unsets a key. Destinations are validated now (form,
-    bucket, write access) so a mistake fails here rather than at the first row."""
+    s3={'endpoint_url': ...})``; ``None`` unsets a key. All or nothing: the keys and the
+    destinations (form, bucket, write access) are validated first, against the settings as they
+    would be, and nothing is applied when one fails, so a mistake fails here rather than at the
+    first row and leaves the settings as they were."""
+    dests = _dests(settings)
+    if dests:
+        given = {k: v for k, v in settings.items() if v is not None}
+        # The would-be settings: the new values over the current ones. (A key unset by None in
+        # the same call still shows its old value here; no destination check reads one.)
+        try:
+            s = _config.resolve(given)
+        except ConfigError:
+            _config.resolve()  # config.toml or the environment is wrong: say so, apply nothing
+            _config.configure(**settings)  # checks keys before applying: names the bad one
+            raise
+        for dest in dests:
+            storage.validate_destination(dest, s)
     _config.configure(**settings)
-    if any(k in settings and settings[k] for k in ("input_media_dest", "output_media_dest")):
-        s = _config.resolve()
-        for key in ("input_media_dest", "output_media_dest"):
-            if settings.get(key):
-                try:
-                    storage.validate_destination(os.fspath(settings[key]), s)
-                except PxliteError:
-                    _config.configure(**{key: None})  # do not keep a destination that failed
-                    raise
 
 
 def settings() -> _config.Settings:

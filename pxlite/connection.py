@@ -60,10 +60,10 @@ class Connection:
     """One pxlite database file and its media folder (``<file>.media/`` beside it)."""
 
     def __init__(self, path: str | os.PathLike[str], config: dict[str, Any] | None = None,
-                 media_dir: str | os.PathLike[str] | None = None) -> None:
+                 media_dir: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.config = dict(config or {})
         _config.resolve(self.config)  # a typo in config= fails here, not at first use
-        self.db = Database(path)
+        self.db = Database(path, create=create)
         self.path = self.db.path
         self.media_dir = Path(media_dir).expanduser().absolute() if media_dir else \
             self.path.with_name(self.path.name + ".media")

@@ -21,7 +21,7 @@ from typing import Any
 import apsw
 
 from . import faults
-from .errors import BusyError, DatabaseError
+from .errors import BusyError, DatabaseError, NotFoundError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
 SCHEMA_VERSION = 2
@@ -75,7 +75,10 @@ def _read_only_file(path: Path) -> bool:
 class Database:
     """One open pxlite catalog file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        """Open the catalog file at ``path``. ``create``: make the file when it is missing (its
+        folder must exist: a missing folder is far more often a typo than a wish); False
+        refuses a missing file. Both refusals are :class:`NotFoundError`."""
         if "\x00" in os.fspath(path):
             raise DatabaseError(f"{os.fspath(path)!r} is not a usable database path: it "
                                 "contains a NUL character")
@@ -89,26 +92,28 @@ class Database:
         self.busy_hint: Callable[[], str] | None = None
         #: The schema version this file had before this open migrated it (None: no migration).
         self.migrated_from: int | None = None
-        self.sqlite = self._open()
+        self.sqlite = self._open(create)
 
     # ---- opening -------------------------------------------------------------------------------
-    def _open(self) -> apsw.Connection:
+    def _open(self, create: bool) -> apsw.Connection:
         if self.path.is_dir():
             raise DatabaseError(f"{self.path} is a folder; pass the path of a database file")
         parent = self.path.parent
         if not parent.exists():
-            try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise DatabaseError(
-                    f"cannot create the folder {parent} for database {self.path.name}: {e}"
-                ) from e
-        elif not parent.is_dir():
+            # Never made here: a mistyped folder would otherwise become a new empty database.
+            raise NotFoundError(
+                f"cannot open database {self.path}: the folder {parent} does not exist; "
+                "create the folder first, or pass the path of an existing database file")
+        if not parent.is_dir():
             raise DatabaseError(f"cannot create database {self.path}: {parent} is not a folder")
         flags = (
+        if not create and not self.path.exists():
+            raise NotFoundError(
+                f"no database file at {self.path}; pass the path of an existing file, or "
+                f"connect({str(self.path)!r}) to create one")
             apsw.SQLITE_OPEN_READONLY
             if self.read_only
-            else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+            else apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
         )
         try:
             conn = apsw.Connection(str(self.path), flags=flags)

@@ -102,3 +102,27 @@ def test_secrets_masked_in_describe():
                         "azure": {"connection_string": "AccountKey=verysecret;"}})
     text = repr(s.describe())
     assert "abcdefghijkl" not in text and "verysecret" not in text and "'x'" in text
+
+
+def test_configure_is_all_or_nothing(moto_server, tmp_path):
+    """A destination that fails validation leaves every setting of that call unapplied, and
+    the settings made before it untouched (issue 12, point 18)."""
+    from fixtures_storage import s3_config
+
+    kept = tmp_path / "kept"
+    pxl.configure(output_media_dest=str(kept), file_cache_size_g=2)
+    with pytest.raises(ConfigError, match="nonexistent"):
+        pxl.configure(output_media_dest="s3://nonexistent/",
+                      s3=s3_config("s3", moto_server.endpoint), file_cache_size_g=3)
+    s = config.resolve()
+    assert s.provider("s3") == {}  # the s3={...} part was not applied
+    assert s["output_media_dest"] == str(kept) and s["file_cache_size_g"] == 2.0
+    # a local destination that cannot be created, and a bad key: the same, nothing applied
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError):
+        pxl.configure(output_media_dest=str(tmp_path / "afile" / "out"), s3={"region": "x"})
+    with pytest.raises(ConfigError, match=r"configure\(\): file_cache_size_g"):
+        pxl.configure(output_media_dest=str(tmp_path / "o2"), file_cache_size_g="lots")
+    s = config.resolve()
+    assert s.provider("s3") == {} and s["output_media_dest"] == str(kept)
+    assert s["file_cache_size_g"] == 2.0 and not (tmp_path / "o2").exists()

@@ -13,7 +13,7 @@ import pytest
 
 import pxlite as pxl
 from pxlite.db import SCHEMA_VERSION
-from pxlite.errors import DatabaseError
+from pxlite.errors import DatabaseError, NotFoundError
 
 
 def test_created_with_markers(tmp_path):
@@ -153,3 +153,27 @@ def test_migration_ladder_runs(tmp_path, monkeypatch):
     with pxl.connect(p) as db:
         assert db.db.query("SELECT value FROM px_meta WHERE key = 'migrated'") == [("yes",)]
         assert db.db.sqlite.pragma("user_version") == SCHEMA_VERSION
+
+
+def test_connect_creates_the_file_but_never_missing_folders(tmp_path):
+    """connect() makes a missing file in an existing folder; a missing folder is an error (a
+    typo must not become a new empty database), and create=False refuses a missing file."""
+    typo = tmp_path / "phtos" / "photos.pxl"
+    with pytest.raises(NotFoundError, match=f"the folder {typo.parent} does not exist"):
+        pxl.connect(typo)
+    assert not typo.parent.exists()
+    p = tmp_path / "photos.pxl"
+    with pytest.raises(NotFoundError, match=rf"no database file at {p}; .*connect\("):
+        pxl.connect(p, create=False)
+    assert not p.exists()
+    pxl.connect(p).close()  # create=True (the default): the file is made
+    assert p.is_file()
+    with pxl.connect(p, create=False) as db:
+        assert db.list_tables() == []
+
+
+def test_home_database_is_created_with_its_folder(monkeypatch, tmp_path):
+    home = tmp_path / "deep" / "er" / "home"
+    monkeypatch.setenv("PXLITE_HOME", str(home))
+    assert pxl.default().path == home / "pxlite.db"
+    assert (home / "pxlite.db").is_file()
