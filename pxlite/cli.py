@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,12 +16,45 @@ from pathlib import Path
 import pxlite as pxl
 
 from . import config, maintenance
+from .catalog import did_you_mean
 from .demo import run_demo
-from .errors import PxliteError
+from .errors import NotFoundError, PxliteError
 
 
 def _open(args: argparse.Namespace) -> pxl.Connection:
-    return pxl.connect(args.db) if args.db else pxl.default()
+    """The database the command reads: ``--db`` must name an existing file (reading never
+    creates one); without it, the home database (created with its folder on first use)."""
+    if not args.db:
+        return pxl.default()
+    try:
+        return pxl.connect(args.db, create=False)
+    except NotFoundError as e:
+        path = Path(args.db).expanduser().absolute()
+        raise NotFoundError(
+            f"no database file at {path}; pass an existing one (`pxlite ls --db FILE`), or "
+            f"create it in Python with pxl.connect({str(path)!r})") from e
+
+
+def _ls_command(args: argparse.Namespace) -> str:
+    return "pxlite ls" + (f" --db {shlex.quote(args.db)}" if args.db else "")
+
+
+def _get_table(args: argparse.Namespace) -> pxl.Table:
+    """The table the command names; a missing one is reported with the CLI's own remedy."""
+    db = _open(args)
+    try:
+        return db.get_table(args.table)
+    except NotFoundError as e:
+        tables = db.list_tables()
+        if args.table in tables:
+            raise  # it exists: something else is missing, and the message says what
+        if args.table in db.list_dirs():
+            raise NotFoundError(f"{args.table!r} is a directory, not a table; "
+                                f"`{_ls_command(args)}` shows the tables there are") from e
+        raise NotFoundError(
+            f"table {args.table!r} does not exist in {db.path}; "
+            f"{did_you_mean(args.table, tables)}`{_ls_command(args)}` shows the tables there are"
+        ) from e
 
 
 def cmd_ls(args: argparse.Namespace) -> None:
@@ -35,12 +69,11 @@ def cmd_ls(args: argparse.Namespace) -> None:
 
 
 def cmd_describe(args: argparse.Namespace) -> None:
-    print(repr(_open(args).get_table(args.table)))
+    print(repr(_get_table(args)))
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    t = _open(args).get_table(args.table)
-    print(repr(t.head(args.n)))
+    print(repr(_get_table(args).head(args.n)))
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -51,20 +84,40 @@ def cmd_config(args: argparse.Namespace) -> None:
         print(f"{key.ljust(w)}  {value}  [{source}]")
 
 
+def human_size(n: float) -> str:
+    """Bytes for people: ``0 B``, ``512 B``, ``3.4 MB``, ``10.0 GB`` (powers of 1000, as the
+    ``file_cache_size_g`` setting is)."""
+    if n < 1000:
+        return f"{int(n)} B"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            break
+    return f"{n:.1f} {unit}"
+
+
 def cmd_cache(args: argparse.Namespace) -> None:
     if args.action == "clear":
         print(f"removed {pxl.clear_cache():,} cached files")
-    else:
-        info = pxl.cache_info()
-        for k, v in vars(info).items():
-            print(f"{k}: {v}")
+        return
+    info = pxl.cache_info()
+    used = info.size_bytes / info.limit_bytes if info.limit_bytes else 0.0
+    lookups = info.hits + info.misses
+    rate = f" (hit rate {info.hits / lookups:.0%})" if lookups else ""
+    print(f"folder:  {info.directory}\n"
+          f"files:   {info.count:,}\n"
+          f"size:    {human_size(info.size_bytes)} of {human_size(info.limit_bytes)} "
+          f"({'<1%' if 0 < used < 0.01 else f'{used:.0%}'} used; "
+          "file_cache_size_g sets the bound)\n"
+          f"hits:    {info.hits:,}\n"
+          f"misses:  {info.misses:,}{rate}")
 
 
-def cmd_check(args: argparse.Namespace) -> None:
+def cmd_check(args: argparse.Namespace) -> int:
     report = maintenance.check(_open(args), fix=args.fix)
     print(report)
-    if not report.ok and not args.fix:
-        raise SystemExit(1)
+    # Also after --fix: it removes orphans, but missing files and storage errors remain.
+    return 0 if report.ok else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -114,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        args.fn(args)
+        status = args.fn(args)
     except PxliteError as e:
         if os.environ.get("PXLITE_DEBUG"):
             raise
@@ -123,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pxlite: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

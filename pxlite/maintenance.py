@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from . import catalog, media, plan, storage, writes
+from . import config as _config
 from .errors import (
     DatabaseError,
     NotFoundError,
@@ -178,6 +179,21 @@ class CheckReport:
         section("storage errors", self.errors)
         if self.remaining_orphans and not self.fix:
             lines.append("run `pxlite check --fix` (or pxl.check(fix=True)) to remove the orphans")
+        lost = sorted({(m.table, m.column) for m in self.missing if m.owned})
+        if lost:
+            # check --fix cannot bring these back; computing them again can.
+            lines.append("missing files of a computed column are written again by recomputing "
+                         "it, e.g. in Python:")
+            # The home database by its path would get another media folder: pxl.get_table.
+            home = str(_config.pxlite_home().absolute() / "pxlite.db")
+            db = "pxl" if self.database == home else f"pxl.connect({self.database!r})"
+            lines.extend(f"  {db}.get_table({t!r}).recompute_columns({c!r})"
+                         for t, c in lost[:EXAMPLES])
+            lines.append("other missing files (inserted media, references) must be restored "
+                         "from a backup, or their rows deleted")
+        elif self.missing:
+            lines.append("missing references: restore the files from a backup, or delete their "
+                         "rows")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
