@@ -134,8 +134,8 @@ class TableMeta:
         for c in self.columns:
             if c.name == name:
                 return c
-        raise NotFoundError(
         names = [c.name for c in self.columns]
+        raise NotFoundError(
             f"table {self.path!r} has no column {_short(name)}; {did_you_mean(name, names)}"
             f"its columns: {', '.join(names) or '(none)'}"
         )
@@ -160,8 +160,8 @@ def _dir_id(db: Database, path: str | None, for_what: str) -> int | None:
         return None
     rows = db.query("SELECT id FROM px_dirs WHERE path = ?", (path,))
     if not rows:
-        raise NotFoundError(f"directory {path!r} does not exist (needed for {for_what!r}); "
         hint = did_you_mean(path, list_dirs(db))
+        raise NotFoundError(f"directory {path!r} does not exist (needed for {for_what!r}); "
                             f"{hint}create it first with create_dir({path!r})")
     return rows[0][0]
 

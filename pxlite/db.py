@@ -106,11 +106,11 @@ class Database:
                 "create the folder first, or pass the path of an existing database file")
         if not parent.is_dir():
             raise DatabaseError(f"cannot create database {self.path}: {parent} is not a folder")
-        flags = (
         if not create and not self.path.exists():
             raise NotFoundError(
                 f"no database file at {self.path}; pass the path of an existing file, or "
                 f"connect({str(self.path)!r}) to create one")
+        flags = (
             apsw.SQLITE_OPEN_READONLY
             if self.read_only
             else apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
