@@ -34,6 +34,7 @@ CREATE TABLE px_columns (
     format      TEXT,                     -- computed image columns: 'jpeg'|'png'|'webp' or NULL (auto)
     on_error    TEXT NOT NULL DEFAULT 'abort',
     pending     INTEGER NOT NULL DEFAULT 0,  -- 1 while an add_computed_column is unfinished
+    stored      INTEGER NOT NULL DEFAULT 1,  -- 0: a computed column evaluated when read
     PRIMARY KEY (table_id, col_id),
     UNIQUE (table_id, name)
 ) STRICT;

@@ -97,6 +97,7 @@ class ColumnMeta:
     format: str | None = None
     on_error: str = "abort"
     pending: bool = False            # an add_computed_column that has not finished
+    stored: bool = True              # False: a computed column evaluated when read
 
     @property
     def sql(self) -> str:
@@ -237,12 +238,12 @@ def load_table(db: Database, path: str) -> TableMeta:
     tid, uid, p = rows[0]
     meta = TableMeta(id=tid, uid=uid, path=p)
     for r in db.query(
-        "SELECT col_id, name, position, type, expr, destination, format, on_error, pending "
-        "FROM px_columns WHERE table_id = ? ORDER BY position",
+        "SELECT col_id, name, position, type, expr, destination, format, on_error, pending, "
+        "stored FROM px_columns WHERE table_id = ? ORDER BY position",
         (tid,),
     ):
         meta.columns.append(ColumnMeta(r[0], r[1], r[2], parse_type(r[3]), r[4], r[5], r[6], r[7],
-                                       bool(r[8])))
+                                       bool(r[8]), bool(r[9])))
     return meta
 
 
@@ -291,6 +292,7 @@ def add_column(
     format: str | None = None,
     on_error: str = "abort",
     pending: bool = False,
+    stored: bool = True,
 ) -> ColumnMeta:
     check_name(name, "column")
     if any(c.name == name for c in meta.columns):
@@ -303,13 +305,14 @@ def add_column(
                           "each pxlite column takes 3); split the data over several tables")
     col_id = db.query("SELECT next_col_id FROM px_tables WHERE id = ?", (meta.id,))[0][0]
     position = max((c.position for c in meta.columns), default=-1) + 1
-    col = ColumnMeta(col_id, name, position, ctype, expr, destination, format, on_error, pending)
+    col = ColumnMeta(col_id, name, position, ctype, expr, destination, format, on_error, pending,
+                     stored)
     db.execute("UPDATE px_tables SET next_col_id = ? WHERE id = ?", (col_id + 1, meta.id))
     db.execute(
         "INSERT INTO px_columns(table_id, col_id, name, position, type, expr, destination, format,"
-        " on_error, pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " on_error, pending, stored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (meta.id, col_id, name, position, repr(ctype), expr, destination, format, on_error,
-         int(pending)),
+         int(pending), int(stored)),
     )
     # Column names come from integer ids; the SQL type is from a fixed set: nothing user-made here.
     db.execute(f"ALTER TABLE {meta.sql} ADD COLUMN {col.sql} {ctype.sql_type}")

@@ -50,6 +50,10 @@ class MediaResolver(Protocol):
 _MAX_IN_PARAMS = 500
 
 
+#: Expressions of columns computed when read, by (table uid, column id, definition).
+_ON_READ: dict[tuple[str, int, str | None], Expr] = {}
+
+
 class RowContext:
     """What an expression needs to evaluate on one row: raw stored values and media access."""
 
@@ -302,16 +306,32 @@ class ColumnRef(Expr):
         return super().__getattr__(name)
 
     def columns(self) -> set[int]:
+        if not self.col.stored:  # computed when read: what its expression reads
+            return {self.col.col_id} | self._computed_on_read().columns()
         return {self.col.col_id}
 
     def default_name(self) -> str:
         return self.col.name
 
-    def sql(self) -> tuple[str, list[Any]]:
+    def sql(self) -> tuple[str, list[Any]] | None:
+        if not self.col.stored:
+            return None  # computed when read: evaluated in Python
         return self.col.sql, []
 
     def eval(self, row: RowContext) -> Any:
+        if not self.col.stored:
+            if self.col.col_id not in row._cache:
+                row._cache[self.col.col_id] = self._computed_on_read().eval(row)
+            return row._cache[self.col.col_id]
         return row.value(self.col)
+
+    def _computed_on_read(self) -> Expr:
+        """The expression of a column added with ``stored=False`` (built once, shared)."""
+        key = (self.table.uid, self.col.col_id, self.col.expr)
+        expr = _ON_READ.get(key)
+        if expr is None:
+            expr = _ON_READ[key] = column_expr(self.table, self.col)
+        return expr
 
     def to_json(self) -> dict[str, Any]:
         return {"col": self.col.col_id}

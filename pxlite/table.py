@@ -195,7 +195,8 @@ class Query:
         # Plain media columns keep their URI until read; computed media values (e.g.
         # select(t.image.rotate(90))) are already PIL objects and pass through untouched.
         cols_of: list[ColumnMeta | None] = [
-            e.col if isinstance(e, ColumnRef) and e.type.is_media else None for _, e in outputs]
+            e.col if isinstance(e, ColumnRef) and e.type.is_media and e.col.stored else None
+            for _, e in outputs]
         for _, rc in self._rows(meta, outputs, resolver):
             vals = []
             for (name, e), col in zip(outputs, cols_of, strict=True):
@@ -351,7 +352,9 @@ class Table:
             if c.pending:
                 expr += f"  [{self._pending_state(meta, c)}]"
             dest = ""
-            if c.type.is_media:
+            if not c.stored:
+                dest = "(computed when read: stored=False)"
+            elif c.type.is_media:
                 dest = (self._conn.resolve(c.destination) if c.destination else
                         self._default_destination("output_media_dest" if c.is_computed
                                                   else "input_media_dest"))
@@ -517,7 +520,7 @@ class Table:
             rows = [rows]
         meta = self._meta()
         inputs = [c for c in meta.columns if not c.is_computed]
-        computed = [c for c in meta.columns if c.is_computed]
+        computed = [c for c in meta.columns if c.is_computed and c.stored]
         known = {c.name for c in inputs}
         db = self._conn.db
 
@@ -632,7 +635,7 @@ class Table:
                 raise SchemaError(f"column {name!r} of {self._path!r} is computed; update its "
                                   "inputs or use recompute_columns()")
             targets.append((col, self._expr(v) if isinstance(v, Expr) else v))
-        dependents = _dependents(meta, *(c.col_id for c, _ in targets))
+        dependents = [d for d in _dependents(meta, *(c.col_id for c, _ in targets)) if d.stored]
         db = self._conn.db
         errors = 0
         with writes.operation(self._conn, meta, columns=[c for c, _ in targets] + dependents,
@@ -739,7 +742,7 @@ class Table:
     # ---- computed columns (the executor: compute.py) -------------------------------------------
     def add_computed_column(self, *, destination: str | None = None, on_error: str = "abort",
                             format: str | None = None, if_exists: str = "error",
-                            **column: Expr) -> UpdateStatus:
+                            stored: bool = True, **column: Expr) -> UpdateStatus:
         """Add a column computed from others, and compute it for every existing row.
 
         Image results are stored as files in ``destination`` (else the global
@@ -753,6 +756,9 @@ class Table:
         resumes with the missing rows. ``on_error='abort'`` leaves nothing behind (cells,
         files, the column). ``if_exists='replace'`` computes the new column beside the old one,
         which keeps serving until the new one takes its place.
+
+        ``stored=False``: nothing is computed or written now (no destination, no files); the
+        column is computed each time a query reads it.
         """
         t0 = time.perf_counter()
         check_on_error(on_error)
@@ -780,6 +786,8 @@ class Table:
             raise SchemaError(f"column {name!r}: destination= takes a folder path or a storage "
                               f"URI (e.g. 's3://bucket/prefix/'), got {type(destination).__name__} "
                               f"{destination!r}")
+        if not stored:
+            return self._add_on_read(name, expr, ctype, destination, fmt, on_error, if_exists, t0)
         conn, db = self._conn, self._conn.db
         # The database's own media folder is stored as such ('media:'), so a copy of the
         # database writes into its own media folder, never into its original's.
@@ -843,6 +851,29 @@ class Table:
         status.num_errors += tail.num_errors
         status.elapsed_s = time.perf_counter() - t0
         return status
+
+    def _add_on_read(self, name: str, expr: Expr, ctype: ColumnType, destination: Any,
+                     fmt: str | None, on_error: str, if_exists: str, t0: float) -> UpdateStatus:
+        """add_computed_column(..., stored=False): a column defined now, computed when read."""
+        if destination is not None or fmt is not None:
+            raise SchemaError(f"column {name!r} is computed when read (stored=False): nothing "
+                              "is written, so destination= and format= do not apply")
+        with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
+            if any(c.name == name for c in op.meta.columns):
+                if if_exists == "ignore":
+                    return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
+                if if_exists == "error":
+                    raise AlreadyExistsError(f"table {self._path!r} already has a column named "
+                                             f"{name!r}; pass if_exists='replace' or 'ignore'")
+                self._check_replaceable(op.meta, name)
+                old = op.meta.column(name)
+                uris = [r[0] for r in self._conn.db.query(*plan.distinct_values(op.meta, old))] \
+                    if old.type.is_media and old.stored else []
+                catalog.drop_column(self._conn.db, op.meta, old)
+                op.release(old.col_id, uris)
+            catalog.add_column(self._conn.db, op.meta, name, ctype,
+                               expr=json.dumps(expr.to_json()), on_error=on_error, stored=False)
+        return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
 
     def _resumable(self, meta: TableMeta, work_name: str, spec: dict[str, Any], *,
                    replace: bool) -> tuple[ColumnMeta | None, catalog.Job | None]:
@@ -970,8 +1001,11 @@ class Table:
                                   "recompute")
             if c.pending:
                 raise SchemaError(self._pending_message(meta, c))
+            if not c.stored:
+                raise SchemaError(f"column {n!r} of {self._path!r} is computed when read "
+                                  "(stored=False): there is nothing stored to recompute")
             cols.append(c)
-        for d in _dependents(meta, *(c.col_id for c in cols)):
+        for d in [d for d in _dependents(meta, *(c.col_id for c in cols)) if d.stored]:
             if d not in cols:
                 cols.append(d)
         where = self._condition(where, "recompute_columns")

@@ -154,3 +154,26 @@ def test_recompute_counts_rows(db):
     t.add_computed_column(z=t.y * 2)
     st = t.recompute_columns("y")  # z depends on y: recomputed too
     assert st.num_rows == 4 and str(st).startswith("Recomputed 4 rows")
+
+
+def test_a_column_computed_when_read_writes_nothing(db, tmp_path):
+    t = db.create_table("t", {"image": pxl.Image, "k": pxl.Int})
+    t.insert([{"image": Image.new("RGB", (8, 6), "red"), "k": 1}])
+    before = {p for p in db.media_dir.rglob("*") if p.is_file()}
+    st = t.add_computed_column(rot=t.image.rotate(90, expand=True), stored=False)
+    assert st.num_rows == 0
+    t.add_computed_column(w=t.rot.width, stored=False)
+    assert "computed when read" in repr(t)
+    t.insert([{"image": Image.new("RGB", (4, 2), "blue"), "k": 2}])
+    rows = t.select(t.k, t.rot, t.w).order_by(t.k).collect()
+    assert [r["rot"].size for r in rows] == [(6, 8), (2, 4)] and rows["w"] == [6, 2]
+    assert t.where(t.w > 3).select(t.k).collect()["k"] == [1]  # filtered in Python
+    # stored columns can read it; nothing of it is written
+    t.add_computed_column(w2=t.w * 2)
+    assert t.select(t.w2).order_by(t.k).collect()["w2"] == [12, 4]
+    after = {p for p in db.media_dir.rglob("*") if p.is_file()}
+    assert len(after - before) == 1  # only the second inserted image
+    with pytest.raises(SchemaError, match="nothing is written"):
+        t.add_computed_column(x=t.image.rotate(1), stored=False, destination=str(tmp_path))
+    with pytest.raises(SchemaError, match="computed when read"):
+        t.recompute_columns("rot")
