@@ -30,8 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tools import benchlib as bl
 
 SCRIPT = Path(__file__).resolve()
+# Modules `import pxlite` should not pull in (each costs milliseconds and most are optional).
+# pxlite.compute is not one of them: it is a light module that `import pxlite` loads (via
+# pxlite.table, ~1.5 ms with pxlite.exprs); what it defers until it computes is its thread pool,
+# concurrent.futures, which is listed instead.
 HEAVY = ("PIL", "boto3", "botocore", "diskcache", "google", "azure", "numpy", "pandas", "tqdm",
-         "pxlite.compute", "pxlite.cache", "pxlite.storage.s3")
+         "concurrent.futures", "pxlite.cache", "pxlite.storage.s3")
 
 
 # ---- child cases --------------------------------------------------------------------------------
@@ -60,12 +64,13 @@ def _plain_db(path: Path):
 
     conn = apsw.Connection(str(path))
     conn.set_busy_timeout(30_000)
-    for fix in (apsw.bestpractice.connection_dqs, apsw.bestpractice.connection_recursive_triggers,
-                apsw.bestpractice.connection_optimize):
+    # As pxlite's: no connection_optimize at connect (pxlite runs PRAGMA optimize at close), and
+    # synchronous FULL (a pxlite commit survives power loss: one more WAL fsync per commit).
+    for fix in (apsw.bestpractice.connection_dqs, apsw.bestpractice.connection_recursive_triggers):
         fix(conn)
     conn.pragma("foreign_keys", True)
     conn.pragma("journal_mode", "wal")
-    conn.pragma("synchronous", "normal")
+    conn.pragma("synchronous", "full")
     return conn
 
 
