@@ -331,13 +331,19 @@ _DECODE_CHILD = textwrap.dedent("""
 """)
 
 
-def _decode_peak(tmp_path: Path, budget_mb: int) -> dict:
+def _big_pngs(tmp_path: Path) -> list[str]:
+    """Two 8000x8000 RGB PNGs: ~200 KB files, 256 MB of pixels each (Pillow keeps RGB as RGBX)."""
     paths = []
     for i in range(2):
         p = tmp_path / f"big{i}.png"
-        p.write_bytes(png_real_bomb(8000, 8000))  # ~200 KB file, 256 MB decoded (RGB as RGBX)
+        p.write_bytes(png_real_bomb(8000, 8000))
         paths.append(str(p))
     assert all(os.path.getsize(p) < 1_000_000 for p in paths)
+    return paths
+
+
+def _decode_peak(tmp_path: Path, budget_mb: int) -> dict:
+    paths = _big_pngs(tmp_path)
     out = subprocess.run([sys.executable, "-c", _DECODE_CHILD, *paths, str(budget_mb)],
                          capture_output=True, text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -374,11 +380,7 @@ _COMPUTE_CHILD = textwrap.dedent("""
 def test_decode_memory_is_bounded_in_a_computed_column(tmp_path: Path) -> None:
     """The same through the executor (one compute thread per core): the second image waits
     for the first to be freed, so the peak is one image and its rotated copy, not two."""
-    paths = []
-    for i in range(2):
-        p = tmp_path / f"big{i}.png"
-        p.write_bytes(png_real_bomb(8000, 8000))
-        paths.append(str(p))
+    paths = _big_pngs(tmp_path)
     out = subprocess.run(
         [sys.executable, "-c", _COMPUTE_CHILD, *paths, str(tmp_path / "c.pxl")],
         capture_output=True, text=True, timeout=300, check=True,
