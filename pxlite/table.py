@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -819,7 +818,7 @@ class Table:
                     total = db.query(*plan.count(op.meta))[0][0]
                     job = catalog.start_job(db, meta.id, "add_computed_column",
                                             {**spec, "col_id": col.col_id}, total,
-                                            os.getpid(), socket.gethostname())
+                                            os.getpid(), _host())
             else:
                 self._sweep_uncommitted(op, col)  # files of a batch a crash kept from commit
             assert job is not None
@@ -891,7 +890,7 @@ class Table:
         if job is not None and {k: job.spec.get(k) for k in spec} == spec:
             with self._conn.db.transaction():
                 catalog.claim_job(self._conn.db, job, max(job.total_rows, self._count_all()),
-                                  os.getpid(), socket.gethostname())
+                                  os.getpid(), _host())
             return pending, job
         if not replace:
             raise SchemaError(
@@ -1033,10 +1032,10 @@ class Table:
                 total = db.query(*plan.count(meta, rows))[0][0]
                 if job is None:
                     job = catalog.start_job(db, meta.id, "recompute_columns", spec, total,
-                                            os.getpid(), socket.gethostname())
+                                            os.getpid(), _host())
                 else:
                     catalog.claim_job(db, job, job.done_rows + total, os.getpid(),
-                                      socket.gethostname())
+                                      _host())
             hint = (f"recompute_columns of {self._path!r} stopped after {{}} rows; run the same "
                     "call again to continue")
             status = self._run_job(op, cols, rows, job, "ignore", hint)
@@ -1048,10 +1047,15 @@ class Table:
         return status
 
 
+def _host() -> str:
+    """This machine's name, for job records (os.uname: no socket module to import)."""
+    return os.uname().nodename
+
+
 def _alive_elsewhere(job: catalog.Job) -> bool:
     """Is another live process on this machine running ``job``? (One on another machine cannot
     be asked: its job is taken over.)"""
-    if job.pid == os.getpid() or job.host != socket.gethostname():
+    if job.pid == os.getpid() or job.host != _host():
         return False
     try:
         os.kill(job.pid, 0)
