@@ -89,6 +89,19 @@ def _parse_bool(value: Any) -> bool:
     raise ConfigError(f"expected true or false, got {value!r}")
 
 
+def _parse_module_list(value: Any) -> list[str]:
+    """Module names or package prefixes: a list, or one comma-separated string (env, TOML)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(m, str) for m in items):
+        raise ConfigError(f"expected module names (a list, or a comma-separated string), "
+                          f"got {value!r}")
+    names = [m.strip() for m in items if m.strip()]
+    bad = [m for m in names if not all(p.isidentifier() for p in m.split("."))]
+    if bad:
+        raise ConfigError(f"not module names: {bad!r}; write dotted names like 'mypkg.udfs'")
+    return names
+
+
 #: [pxlite] keys: name -> (parser, default, help).
 KEYS: dict[str, tuple[Any, Any, str]] = {
     "input_media_dest": (_parse_dest, None, "where inserted media files are persisted"),
@@ -105,6 +118,8 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
     "storage_retry_delay_s": (_parse_positive_float, 0.5,
                               "longest wait before the first retry (doubles per retry, random)"),
     "progress": (_parse_bool, True, "show progress bars on a terminal or notebook"),
+    "udf_modules": (_parse_module_list, [],
+                    "modules pxlite may import to find a database's UDFs (trusted code only)"),
 }
 
 
