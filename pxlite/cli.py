@@ -113,11 +113,11 @@ def cmd_cache(args: argparse.Namespace) -> None:
           f"misses:  {info.misses:,}{rate}")
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace) -> None:
     report = maintenance.check(_open(args), fix=args.fix)
     print(report)
-    # Also after --fix: it removes orphans, but missing files and storage errors remain.
-    return 0 if report.ok else 1
+    if not report.ok:  # also after --fix: it removes orphans, missing files remain
+        raise SystemExit(1)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        status = args.fn(args)
+        args.fn(args)
     except PxliteError as e:
         if os.environ.get("PXLITE_DEBUG"):
             raise
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pxlite: interrupted", file=sys.stderr)
         return 130
-    return int(status or 0)
+    return 0
 
 
 if __name__ == "__main__":

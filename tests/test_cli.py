@@ -122,7 +122,9 @@ def test_check_fix_fails_while_files_are_missing(dbfile, capsys):
     written = sorted(f for f in dbfile.with_name("c.pxl.media").rglob("*") if f.is_file())
     assert len(written) == 3
     written[0].unlink()
-    assert main(["check", "--fix", "--db", str(dbfile)]) == 1
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--fix", "--db", str(dbfile)])
+    assert e.value.code == 1
     out = capsys.readouterr().out
     assert "missing files: 1 (1 written by pxlite" in out
     assert "pxl.connect(" in out and ".get_table('d.t').recompute_columns('rot')" in out
