@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import storage
-from .config import Settings
+from .config import KEYS, Settings
 from .errors import ObjectNotFoundError, SchemaError
 from .storage.base import TEMP_PREFIX
 
@@ -399,10 +399,10 @@ class _DecodeBudget:
     """The process-wide budget (``decode_memory_mb``) for decoded pixels held by worker threads.
 
     A worker thread (any thread but the main one: compute pools, Dask worker threads, the user's
-    own pools) is *charged* for the image whose pixels it decodes, from the decode until the
-    image is freed; before decoding it waits while the other threads' charges plus its own
-    would exceed the budget. So however many cores, the decoded images worker threads hold at
-    once fit the budget, except that one image larger than the whole budget is decoded alone.
+    own pools) is *charged* for an image from the moment it opens it until the image is freed;
+    before opening it waits while the other threads' charges plus its own would exceed the
+    budget. So however many cores, the images worker threads hold at once (decoded or about to
+    be) fit the budget, except that one image larger than the whole budget is held alone.
 
     Each thread carries one charge, for its latest image: a thread starting a new image has
     moved on from the last one (and a thread that needs two images at once, such as
@@ -473,38 +473,16 @@ _budget = _DecodeBudget()
 
 def decode_budget_bytes(settings: Settings) -> int:
     """``decode_memory_mb`` in bytes."""
-    from .config import KEYS
-
     mb = settings.get("decode_memory_mb")
     return int(KEYS["decode_memory_mb"][1] if mb is None else mb) * 1024 * 1024
 
 
 def _charge(img: PILImage.Image, nbytes: int, limit: int) -> None:
-    """Charge the calling thread for ``img``'s pixels until ``img`` is freed."""
+    """Charge the calling thread for ``img``'s pixels until ``img`` is freed (waiting first
+    while they do not fit the budget)."""
     key = _budget.acquire(nbytes, limit)
     if key is not None:
         weakref.finalize(img, _budget.release, key)
-
-
-def _charge_on_load(img: PILImage.Image, nbytes: int, limit: int) -> None:
-    """Make ``img`` charge the decode budget when its pixels are first loaded (by whichever
-    thread touches them), so opening an image to read its size costs nothing."""
-    cls_load = type(img).load
-    ref = weakref.ref(img)  # the hook lives on the image: a strong reference would be a cycle
-    done = False
-
-    def load() -> Any:
-        nonlocal done
-        im = ref()
-        assert im is not None  # called as a bound method's stand-in: the image is alive
-        if not done:
-            done = True
-            _charge(im, nbytes, limit)
-        return cls_load(im)
-
-    # Pillow's own methods call self.load() before touching pixels: an instance attribute is
-    # found first, so every decode path goes through the hook.
-    img.load = load  # type: ignore[method-assign]
 
 
 def image_orientation(img: PILImage.Image) -> int:
@@ -537,9 +515,10 @@ def open_image(path: Path | str, settings: Settings, name: str | None = None) ->
     stored, sideways pixels instead. Such an image is decoded at once (turning needs the
     pixels); every other image stays lazy (header only) until its pixels are touched.
 
-    Memory: the first decode of the pixels (by whichever thread touches them) is charged to the
-    process-wide ``decode_memory_mb`` budget (see :class:`_DecodeBudget`) until the image is
-    freed: worker threads wait rather than decode more at once than the budget holds.
+    Memory: in a worker thread (not the main one) the image's decoded size (width x height x
+    bytes per pixel) is charged to the process-wide ``decode_memory_mb`` budget from this call
+    until the image is freed; the call waits while the budget is used up by other threads (see
+    :class:`_DecodeBudget`).
     """
     from PIL import Image, ImageOps
 
@@ -568,7 +547,7 @@ def open_image(path: Path | str, settings: Settings, name: str | None = None) ->
     nbytes = decoded_bytes(img.width, img.height, img.mode)
     budget = decode_budget_bytes(settings)
     if image_orientation(img) == 1:
-        _charge_on_load(img, nbytes, budget)
+        _charge(img, nbytes, budget)
         return img
     # Turned pixels: decode and transpose now, charged for the upright copy that is returned.
     key = _budget.acquire(nbytes, budget)
