@@ -117,6 +117,10 @@ class _Transfer:
         for sock in socks:
             _shutdown(sock)
 
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, but not past the deadline."""
+        time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
+
     def watch(self, sock: socket.socket) -> None:
         """Put a new connection's socket under the deadline (shut at once if it passed)."""
         with self._lock:
@@ -285,9 +289,9 @@ class HttpBackend(StorageBackend):
         """Like :meth:`_open_once`, retrying retryable failures with backoff."""
         return self._retry(lambda: self._open_once(uri, method))
 
-    def _retry(self, fn: Callable[[], T]) -> T:
+    def _retry(self, fn: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
         return retry_call(fn, retries=self.retries, base_delay_s=self.retry_base_s,
-                          max_delay_s=self.retry_max_s)
+                          max_delay_s=self.retry_max_s, sleep=sleep)
 
     def _read_only(self, uri: str) -> NoReturn:
         raise ConfigError(f"{uri} is a web URL, which pxlite reads but never writes or deletes; "
@@ -334,7 +338,8 @@ class HttpBackend(StorageBackend):
                 self._copy_body(resp, out, transfer)
 
         with transfer:
-            self._retry(download)
+            # a backoff wait never outlasts the deadline: the try after it reports the deadline
+            self._retry(download, sleep=transfer.sleep)
 
     def _copy_body(self, resp: http.client.HTTPResponse, out: BinaryIO,
                    transfer: _Transfer) -> None:
