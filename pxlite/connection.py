@@ -233,9 +233,10 @@ class Connection:
         catalog.check_path(path, "directory")
         with self.db.transaction():
             if catalog.path_kind(self.db, path) != "directory":
-                if if_not_exists == "ignore":
+                if if_not_exists == "ignore" or force:  # force: make sure it is gone
                     return
-                raise NotFoundError(f"directory {path!r} does not exist")
+                raise NotFoundError(f"directory {path!r} does not exist; list_dirs() shows the "
+                                    "directories there are")
             dirs, tables = catalog.dir_contents(self.db, path)
             if (dirs or tables) and not force:
                 raise SchemaError(
@@ -281,8 +282,12 @@ class Connection:
         return Table(self, path)
 
     def list_tables(self, dir: str | None = None) -> list[str]:
+        """The tables (of a directory and its subdirectories, when ``dir`` is given)."""
         if dir is not None:
             catalog.check_path(dir, "directory")
+            if catalog.path_kind(self.db, dir) != "directory":
+                raise NotFoundError(f"directory {dir!r} does not exist; list_dirs() shows the "
+                                    "directories there are")
         return catalog.list_tables(self.db, dir)
 
     def drop_table(self, path: str | Table, *, if_not_exists: str = "error") -> None:

@@ -34,6 +34,7 @@ MIGRATIONS: dict[int, str] = {
     1: """
     ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
     ALTER TABLE px_columns ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE px_columns ADD COLUMN stored INTEGER NOT NULL DEFAULT 1;
     CREATE TABLE px_jobs (
         id         INTEGER PRIMARY KEY,
         table_id   INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,

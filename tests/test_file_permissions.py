@@ -27,6 +27,7 @@ db = pxl.default()
 t = db.create_table("t", {"image": pxl.Image})
 t.insert(image=Image.new("RGB", (8, 8)))
 pxl.cache_info()
+os.makedirs(f"{root}/proj", exist_ok=True)  # connect() creates no missing folder
 p = pxl.connect(f"{root}/proj/x.pxl")
 u = p.create_table("t", {"image": pxl.Image})
 u.insert(image=Image.new("RGB", (8, 8), "red"))

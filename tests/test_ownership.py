@@ -31,6 +31,7 @@ def _make(tmp_path: Path, name: str = "t.pxl", rows: int = 4) -> tuple[Path, Pat
     """A database with PIL images in its media folder and a computed column in ``rot/``."""
     db_path = tmp_path / name
     rot = tmp_path / "rot"
+    tmp_path.mkdir(parents=True, exist_ok=True)  # connect() creates no missing folder
     with pxl.connect(db_path) as db:
         t = db.create_table("t", {"image": pxl.Image, "k": pxl.Int})
         t.insert([{"image": Image.new("RGB", (8 + i, 8), c), "k": i}

@@ -233,6 +233,7 @@ def _errors_everywhere(tmp_path: Path, cfg: dict, dest: str, source: str, tag: s
     """connect with a destination, computed columns (ignore and abort), reads, check(): every
     message, traceback and stored cell error, and the files written."""
     texts: list[tuple[str, str]] = []
+    tmp_path.mkdir(parents=True, exist_ok=True)  # connect() creates no missing folder
 
     def attempt(what, fn, *args, **kwargs):
         try:
