@@ -21,6 +21,7 @@ from .catalog import ColumnMeta, TableMeta
 from .errors import ComputeError, PxliteError, SchemaError, failed_cell
 from .exprs import Expr, RowContext, column_expr
 from .plan import Rows
+from .redact import redact
 from .results import UpdateStatus
 from .types import is_pil_image
 from .writes import Operation
@@ -70,7 +71,7 @@ def _describe_inputs(raw: dict[int, Any], meta: TableMeta, expr: Expr) -> str:
 
 def _abort_error(t: _Target, raw: dict[int, Any], rowid: int, meta: TableMeta,
                  e: BaseException) -> ComputeError:
-    inputs = _describe_inputs(raw, meta, t.expr)
+    inputs = redact(_describe_inputs(raw, meta, t.expr))  # an input URL may carry a token
     return ComputeError(
         f"computing column {t.col.name!r} of {meta.path!r} failed for row {rowid} "
         f"({inputs}): {type(e).__name__}: {e}",

@@ -733,7 +733,11 @@ class Call(Expr):
         self.type = fn.return_type
         # A None for a parameter that does not accept it gives None without a call (Pixeltable
         # does the same): a missing input is a missing output.
-        self._required_pos, self._required_kw = fn.required(len(self.args), self.kwargs)
+        # (Only for values from the row: a literal None given for an option is the caller's
+        # mistake, which the function itself reports.)
+        pos, kw = fn.required(len(self.args), self.kwargs)
+        self._required_pos = [i for i in pos if not isinstance(self.args[i], Literal)]
+        self._required_kw = [k for k in kw if not isinstance(self.kwargs[k], Literal)]
 
     def children(self) -> list[Expr]:
         return [*self.args, *self.kwargs.values()]

@@ -317,3 +317,19 @@ def test_azure_account_key_sas_is_capped_at_seven_days(azurite_server):
         assert uri in str(ei.value)
         with pytest.raises(ConfigError, match="7 days"):
             net.presigned_url(uri, too_long, settings=settings)
+
+
+def test_a_token_in_a_web_url_never_reaches_a_raised_error(tmp_path):
+    """A web URL a user inserts may carry a token; a failing download raised under
+    on_error='abort' (not only a stored cell error) names the URL without it."""
+    from hostile_inputs import closed_port
+
+    token = "tok-" + uuid.uuid4().hex
+    url = f"http://127.0.0.1:{closed_port()}/photo.jpg?token={token}"
+    db = pxl.connect(tmp_path / "w.pxl", config={"storage_retries": 0, "storage_timeout_s": 3})
+    t = db.create_table("t", {"image": pxl.Image})
+    t.insert(image=url)  # stored as given: a reference
+    with pytest.raises(PxliteError) as e:
+        t.add_computed_column(r=t.image.rotate(90))
+    text = "".join(traceback.format_exception(e.value))
+    assert "127.0.0.1" in text and token not in text, text

@@ -383,7 +383,9 @@ def get_backend(uri: str, settings: Settings) -> StorageBackend:
     provider = cls.settings_section
     key = (scheme, settings.fingerprint(provider) if provider else (),
            settings["storage_timeout_s"], settings["storage_retries"],
-           settings.get("storage_retry_delay_s"), cls.location_key(uri))
+           settings.get("storage_retry_delay_s"), settings.get("download_timeout_s"),
+           settings.get("max_download_bytes"), settings.get("max_image_pixels"),
+           cls.location_key(uri))
     backend = _backends.get(key)
     if backend is not None:
         return backend

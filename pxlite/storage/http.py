@@ -41,6 +41,7 @@ from .base import (
     atomic_target,
     buffered,
     is_retryable_status,
+    raise_masked,
     retry_call,
 )
 
@@ -283,7 +284,7 @@ class HttpBackend(StorageBackend):
             mapped = _translate(e, uri)
             if mapped is None:
                 raise
-            raise mapped from e
+            raise_masked(mapped, e)  # a token in the URL never reaches a message or traceback
 
     def _request(self, uri: str, method: str = "GET"):
         """Like :meth:`_open_once`, retrying retryable failures with backoff."""
