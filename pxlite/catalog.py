@@ -6,7 +6,6 @@ text: data tables and columns are named from integer ids (``t_<id>``, ``c<col_id
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import secrets
@@ -29,6 +28,8 @@ def did_you_mean(name: object, candidates: Iterable[str]) -> str:
     if not isinstance(name, str) or len(name) > 200:  # matching cost grows with the length
         return ""
     names = list(candidates)
+    import difflib  # here: only a mistyped name needs it, and it costs a few ms to import
+
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     last = name.rsplit(".", 1)[-1]
     close += [c for c in names if c.rsplit(".", 1)[-1] == last and c not in close]

@@ -21,12 +21,11 @@ Layer 0: standard library only (``errors.cell_error`` uses it), and no SDK is ev
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["MASK", "SDK_LOGGERS", "RedactingFilter", "install_log_filter", "public_url",
            "redact", "remember", "scrub_exception", "secrets_of", "strip_query",
@@ -283,18 +282,25 @@ def scrub_exception(error: BaseException) -> bool:
 
 # ---- logging ---------------------------------------------------------------------------------
 
+if TYPE_CHECKING:
+    import logging
+
 #: Top-level loggers of the libraries pxlite drives; their records pass the filter.
 SDK_LOGGERS = ("urllib3", "botocore", "boto3", "s3transfer", "azure", "google", "requests")
 
 
-class RedactingFilter(logging.Filter):
+class RedactingFilter:
     """Masks credentials in a log record's message (and its exception text); never drops one.
 
     A logger's filters see only the records logged on that logger (not its children's), so
     :func:`install_log_filter` puts one instance on every logger under :data:`SDK_LOGGERS`.
+    (A plain object with ``filter(record)``, which logging accepts: importing the logging
+    package costs milliseconds that ``import pxlite`` need not pay before any SDK logs.)
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        import logging
+
         install_log_filter()  # loggers an SDK created since (cheap when there are none)
         try:
             message = record.getMessage()
@@ -322,6 +328,8 @@ def install_log_filter() -> None:
     last call. Imports no SDK (creating a logger for a library that is not installed is
     harmless).
     """
+    import logging
+
     global _seen_loggers
     manager = logging.Logger.manager
     if len(manager.loggerDict) == _seen_loggers:
