@@ -227,6 +227,12 @@ class Database:
             raise self._busy_error(e) from e
         except apsw.FullError as e:
             raise self._full_error() from e
+        except apsw.ConnectionClosedError as e:
+            raise self._closed_error() from e
+
+    def _closed_error(self) -> DatabaseError:
+        return DatabaseError(f"the connection to database {self.path} is closed; open it again "
+                             f"with pxl.connect({str(self.path)!r}) and get the table from it")
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
         """Run one statement and return all rows."""
@@ -280,6 +286,8 @@ class Database:
                 self._after_commit = []
                 try:
                     self.sqlite.execute("BEGIN IMMEDIATE")
+                except apsw.ConnectionClosedError as e:
+                    raise self._closed_error() from e
                 except apsw.ReadOnlyError as e:
                     raise self._read_only_error() from e
                 except apsw.BusyError as e:
@@ -364,7 +372,10 @@ class Database:
             if self._depth:
                 yield
                 return
-            self.sqlite.execute("BEGIN")
+            try:
+                self.sqlite.execute("BEGIN")
+            except apsw.ConnectionClosedError as e:
+                raise self._closed_error() from e
             self._depth += 1
             try:
                 yield

@@ -7,11 +7,12 @@ import base64
 import html
 import io
 import re
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError, NotFoundError
+from .errors import ConfigError, NotFoundError, SchemaError
 from .media import MEDIA_REF
 from .types import ColumnType, is_pil_image
 
@@ -70,7 +71,18 @@ class ResultSet:
     def _row(self, r: tuple) -> dict[str, Any]:
         return {n: self._value(i, v) for i, (n, v) in enumerate(zip(self.names, r, strict=True))}
 
-    def __getitem__(self, key: int | str | slice) -> Any:
+    def __getitem__(self, key: int | str | slice | tuple[int, int | str]) -> Any:
+        """``rs[i]`` a row (dict), ``rs['c']`` a column (list), ``rs[i, 'c']`` or ``rs[i, j]``
+        one cell, ``rs[a:b]`` a ResultSet of those rows."""
+        if isinstance(key, tuple):
+            if len(key) != 2:
+                raise SchemaError(f"a cell is rs[row, column], got rs[{key!r}]")
+            row, col = key
+            if isinstance(col, str):
+                if col not in self.names:
+                    raise NotFoundError(f"no column {col!r} in this result; it has {self.names}")
+                col = self.names.index(col)
+            return self._value(col, self._rows[row][col])
         if isinstance(key, str):
             try:
                 i = self.names.index(key)
@@ -116,7 +128,9 @@ class ResultSet:
         if v is None:
             return "None"
         if self.types[i].is_media and isinstance(v, str):
-            return v.rsplit("/", 1)[-1] if len(v) > 40 else v
+            # a local file by its name as the user wrote it (my photo #1.jpg, not my%20photo...)
+            shown = urllib.parse.unquote(v) if v.startswith(("file://", MEDIA_REF)) else v
+            return shown.rsplit("/", 1)[-1] if len(shown) > 40 else shown
         if is_pil_image(v):
             return f"<Image {v.mode} {v.width}x{v.height}>"
         s = str(v)

@@ -177,3 +177,30 @@ def test_a_column_computed_when_read_writes_nothing(db, tmp_path):
         t.add_computed_column(x=t.image.rotate(1), stored=False, destination=str(tmp_path))
     with pytest.raises(SchemaError, match="computed when read"):
         t.recompute_columns("rot")
+
+
+def test_result_cells_by_row_and_column(db):
+    t = db.create_table("t", {"a": pxl.Int, "b": pxl.String})
+    t.insert([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}])
+    rs = t.order_by(t.a).collect()
+    assert rs[1, "b"] == "y" and rs[0, 1] == "x" and rs[1, 0] == 2
+    with pytest.raises(NotFoundError, match="no column 'c'"):
+        rs[0, "c"]
+
+
+def test_local_file_names_are_shown_as_written(db, tmp_path):
+    p = tmp_path / "my photo #1.png"
+    Image.new("RGB", (4, 4)).save(p)
+    t = db.create_table("t", {"image": pxl.Image})
+    t.insert(image=str(p))
+    text = repr(t.collect())
+    assert "my photo #1.png" in text and "%20" not in text, text
+
+
+def test_a_table_used_after_close_is_a_pxlite_error(tmp_path):
+    conn = pxl.connect(tmp_path / "c.pxl")
+    t = conn.create_table("t", {"a": pxl.Int})
+    conn.close()
+    for call in (t.count, lambda: t.insert(a=1), lambda: t.collect()):
+        with pytest.raises(pxl.errors.DatabaseError, match="is closed; open it again"):
+            call()
