@@ -8,20 +8,23 @@ through the storage registry; remote bytes come from the download cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import re
+import shutil
 import stat
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import storage
 from .config import KEYS, Settings
-from .errors import ObjectNotFoundError, SchemaError
+from .errors import ObjectNotFoundError, PxliteError, SchemaError
 from .storage.base import TEMP_PREFIX
 
 if TYPE_CHECKING:
@@ -227,6 +230,7 @@ def write_file(data: bytes, ext: str, prefix: str, table_uid: str, col_id: int,
     uri = storage.join(prefix, object_key(table_uid, col_id, digest, ext))
     created = storage.get_backend(uri, settings).put_bytes_new(
         data, uri, content_type=_CONTENT_TYPES.get(ext))
+    _keep_in_cache(uri, settings, lambda dest: dest.write_bytes(data))
     return uri, created
 
 
@@ -238,7 +242,24 @@ def upload_file(path: Path, ext: str, prefix: str, table_uid: str, col_id: int,
     if backend.exists(uri):
         return uri, False
     backend.put_file(path, uri, content_type=_CONTENT_TYPES.get(ext))
+    _keep_in_cache(uri, settings, lambda dest: shutil.copyfile(path, dest))
     return uri, True
+
+
+def _keep_in_cache(uri: str, settings: Settings, write: Callable[[Path], object]) -> None:
+    """A file just stored in cloud storage also enters the local download cache, from the same
+    bytes (within its bound), so reading it back costs no download. Content-addressed keys never
+    change, so the entry needs no version. A cache that cannot take it never fails the write."""
+    if storage.is_local(uri):
+        return
+    from .cache import get_cache  # here, not at import: it loads diskcache
+
+    def fill(dest: Path) -> str | None:
+        write(dest)
+        return None
+
+    with contextlib.suppress(PxliteError, OSError):
+        get_cache(settings).get_path(uri, fill)
 
 
 def content_type(ext: str) -> str | None:

@@ -204,3 +204,25 @@ def test_a_table_used_after_close_is_a_pxlite_error(tmp_path):
     for call in (t.count, lambda: t.insert(a=1), lambda: t.collect()):
         with pytest.raises(pxl.errors.DatabaseError, match="is closed; open it again"):
             call()
+
+
+@pytest.mark.parametrize("storage_target", ["s3", "gcs", "azure"], indirect=True)
+def test_files_uploaded_to_the_cloud_also_enter_the_cache(storage_target, tmp_path):
+    """Computed outputs and persisted inputs are cached from the bytes uploaded: reading them
+    back downloads nothing (the cache holds every one, under its content-addressed key)."""
+    from pxlite import catalog
+    from pxlite.cache import get_cache
+
+    target = storage_target
+    db = pxl.connect(tmp_path / "c.pxl", config={**target.config,
+                                                  "input_media_dest": target.prefix + "in/"})
+    t = db.create_table("t", {"image": pxl.Image})
+    t.insert([{"image": Image.new("RGB", (8, 6), c)} for c in ("red", "green", "blue")])
+    t.add_computed_column(rot=t.image.rotate(90), destination=target.prefix + "out/")
+    meta = catalog.load_table(db.db, "t")
+    cache = get_cache(db.settings())
+    for name in ("image", "rot"):
+        c = meta.column(name)
+        uris = [r[0] for r in db.db.query(f"SELECT {c.sql} FROM {meta.sql}")]
+        assert len(uris) == 3 and all(not u.startswith("file:") for u in uris)
+        assert all(cache.contains(u) for u in uris), (name, uris)
