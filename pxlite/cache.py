@@ -17,12 +17,20 @@ one ``stat``, no write lock) that records its time in memory; those times are wr
 row's ``access_time`` before this instance's next eviction and at least once a second, so LRU order
 is exact within a process and at most about a second stale across processes.
 
+Hit and miss counters are shared by every process using the cache: each instance counts in
+memory and adds its counts (``UPDATE ... SET value = value + ?``, never a read-modify-write) to a
+small table of ours, ``PxliteCounters``, in the same SQLite file, with that same periodic write,
+in :meth:`FileCache.info` and once at process exit. Not diskcache's ``Settings`` table: diskcache
+rewrites every row of it with the values it read when a ``Cache`` opens, which would lose
+another process's increments made meanwhile. :meth:`FileCache.clear` sets them back to zero.
+
 This is the only module that imports diskcache, and it does so lazily: ``import pxlite`` must stay
 cheap.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
@@ -32,6 +40,7 @@ import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +76,11 @@ _LOCK_TIMEOUT_S = 60.0
 _TOUCH_FLUSH_S = 1.0
 _TOUCH_FLUSH_N = 512
 _SUFFIX_RE = re.compile(r"\.[A-Za-z0-9]{1,8}$")
+#: Our table of counters inside diskcache's database (see the module docstring).
+_COUNTERS_DDL = (
+    "CREATE TABLE IF NOT EXISTS PxliteCounters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+)
+_COUNTER_NAMES = ("hits", "misses")
 
 
 class CacheTooSmallWarning(UserWarning):
@@ -79,8 +93,8 @@ class CacheTooSmallWarning(UserWarning):
 
 @dataclass(frozen=True)
 class CacheInfo:
-    """A snapshot of the cache: entries and bytes on disk (all processes), hits and misses of this
-    process's :class:`FileCache` instance."""
+    """A snapshot of the cache: entries and bytes on disk, and hits and misses, all counted over
+    every process that used the cache since it was created or last cleared."""
 
     directory: Path
     count: int
@@ -262,6 +276,10 @@ class FileCache:
                 tag_index=False,
                 disk_min_file_size=0,
             )
+            self._dc._sql(_COUNTERS_DDL)
+            self._dc._sql(
+                "INSERT OR IGNORE INTO PxliteCounters VALUES (?, 0), (?, 0)", _COUNTER_NAMES
+            )
         except (OSError, sqlite3.Error) as e:
             raise _unwritable(self.directory, e) from e
         self._lock = threading.Lock()
@@ -281,8 +299,10 @@ class FileCache:
         # return was not already being evicted by this instance.
         self._seq = 0
         self._key_locks: dict[str, list[Any]] = {}
+        # Hits and misses of this instance not yet added to PxliteCounters.
         self._hits = 0
         self._misses = 0
+        _live.add(self)  # so the counts are saved at process exit
         self._op: CacheOperation | None = None
         self._op_depth = 0
 
@@ -326,26 +346,42 @@ class FileCache:
         return row is not None and os.path.isfile(os.path.join(self.directory, row[0]))
 
     def info(self) -> CacheInfo:
-        """Entries and file bytes in the cache directory now; this instance's hits and misses."""
-        meta = dict(self._sql("SELECT key, value FROM Settings WHERE key IN ('count', 'size')"))
-        with self._lock:
-            hits, misses = self._hits, self._misses
+        """Entries and file bytes in the cache directory now, and the hits and misses of every
+        process since the cache was created or cleared (this instance's counts are saved first).
+        """
+        # Under the write lock no flush of this instance moves counts from memory to the table
+        # between the two reads below, so nothing is counted twice or missed.
+        with self._write_lock:
+            with contextlib.suppress(StorageError):  # locked by another process: add them below
+                self._flush_touches_now()
+            meta = dict(
+                self._sql("SELECT key, value FROM Settings WHERE key IN ('count', 'size')")
+            )
+            counts = dict(self._sql("SELECT name, value FROM PxliteCounters"))
+            with self._lock:
+                hits, misses = self._hits, self._misses
         return CacheInfo(
             directory=self.directory,
             count=int(meta.get("count", 0)),
             size_bytes=int(meta.get("size", 0)),
             limit_bytes=self.limit_bytes,
-            hits=hits,
-            misses=misses,
+            hits=int(counts.get("hits", 0)) + hits,
+            misses=int(counts.get("misses", 0)) + misses,
         )
 
     def clear(self) -> int:
-        """Remove every entry and its file (downloads in flight stay); return the count."""
+        """Remove every entry and its file (downloads in flight stay) and set the hit and miss
+        counters (of all processes) back to zero; return the number of entries removed."""
         with self._lock:
             if self._op is not None:
                 self._op.removed.update(self._op.sizes)
         with self._deleting(), self._errors():
-            return int(self._dc.clear(retry=True))
+            removed = int(self._dc.clear(retry=True))
+            with self._dc._transact(retry=True) as (sql, _):
+                sql("UPDATE PxliteCounters SET value = 0")
+                with self._lock:
+                    self._hits = self._misses = 0
+            return removed
 
     def stored_version(self, url: str, *, version: str | None = None) -> str | None:
         """The object version (etag/generation) the cached copy of ``url`` was downloaded at,
@@ -507,10 +543,18 @@ class FileCache:
         return Path(path), size
 
     def _flush_touches(self, sql: Any) -> None:
-        """Write pending hit times into diskcache's access_time, in the caller's transaction."""
+        """Write pending hit times into diskcache's access_time and add this instance's unsaved
+        hit/miss counts to the shared counters, in the caller's transaction (under the write
+        lock)."""
         with self._lock:
             touched, self._touched = self._touched, {}
             self._touched_flushed = time.monotonic()
+            hits, misses = self._hits, self._misses
+            self._hits = self._misses = 0
+        for name, n in (("hits", hits), ("misses", misses)):
+            if n:
+                # An increment, so concurrent processes never overwrite each other's counts.
+                sql("UPDATE PxliteCounters SET value = value + ? WHERE name = ?", (n, name))
         for key, when in touched.items():
             # MAX: another process may have recorded a later use of the same entry.
             sql(
@@ -519,7 +563,7 @@ class FileCache:
             )
 
     def _flush_touches_now(self) -> None:
-        if not self._touched:
+        if not (self._touched or self._hits or self._misses):
             return
         with self._write_lock, self._errors(), self._dc._transact() as (sql, _):
             self._flush_touches(sql)
@@ -630,6 +674,26 @@ class FileCache:
         for rowid, filename in victims:
             sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
             cleanup(filename)  # diskcache removes the file after the commit
+
+
+#: Every open instance, so their unsaved hit/miss counts are written at exit.
+_live: weakref.WeakSet[FileCache] = weakref.WeakSet()
+
+
+@atexit.register
+def _save_counts_at_exit() -> None:
+    """Best effort: write each instance's unsaved counts (and hit times) once at exit."""
+    for cache in list(_live):
+        if not (cache._hits or cache._misses or cache._touched) or not cache.directory.is_dir():
+            continue
+        # A thread still running at exit (a daemon) may hold the lock: never hang the exit.
+        if cache._write_lock.acquire(timeout=1.0):
+            try:
+                cache._flush_touches_now()
+            except Exception:
+                pass  # locked or removed cache: only these counts are lost
+            finally:
+                cache._write_lock.release()
 
 
 _instances: dict[tuple[str, int], FileCache] = {}

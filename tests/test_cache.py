@@ -408,3 +408,36 @@ def test_hits_reach_other_instances_lru_order(tmp_path: Path) -> None:
     second.get_path("s3://b/f.jpg", f.for_url("s3://b/f.jpg"))
     assert second.contains(urls[0]) and not second.contains(urls[1])
     second.close()
+
+
+def test_hit_and_miss_counts_are_shared_and_hits_write_nothing(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Counters live in the cache's database: each instance (standing in for a process) adds
+    its counts with an increment, a hit writes nothing until the periodic flush, info() adds
+    this instance's unsaved counts, and clear() sets the shared counters back to zero."""
+    import pxlite.cache as cache_mod
+
+    f = Fetcher()
+    a, b = FileCache(tmp_path / "fc", MB), FileCache(tmp_path / "fc", MB)
+    try:
+        a.get_path("s3://b/x.jpg", f.for_url("s3://b/x.jpg"))  # a miss, saved with the store
+        con = a._dc._con
+        before = con.total_changes
+        for _ in range(3):
+            a.get_path("s3://b/x.jpg", no_fetch)
+        assert con.total_changes == before  # hits are read-only
+        b.get_path("s3://b/x.jpg", no_fetch)
+        # b's hit is not saved yet: a sees its own counts (saved and unsaved) only.
+        assert (a.info().hits, a.info().misses) == (3, 1)
+        assert (b.info().hits, b.info().misses) == (4, 1)  # b's info() saved b's hit
+        assert (a.info().hits, a.info().misses) == (4, 1)
+        monkeypatch.setattr(cache_mod, "_TOUCH_FLUSH_S", 0.0)  # every hit is due for a flush
+        b.get_path("s3://b/x.jpg", no_fetch)  # counted after its flush: still unsaved
+        b.get_path("s3://b/x.jpg", no_fetch)  # this one's flush saves the previous hit
+        assert a.info().hits == 5 and b.info().hits == 6
+        assert a.clear() == 1
+        assert (a.info().hits, a.info().misses) == (0, 0)
+        assert (b.info().hits, b.info().misses) == (0, 0)
+    finally:
+        a.close()
+        b.close()

@@ -70,24 +70,46 @@ def test_cache_info_and_clear(capsys):
     assert "removed 0 cached files" in capsys.readouterr().out
 
 
-def _fetch(tmp: Path) -> None:
-    tmp.write_bytes(b"cached bytes")
-
-
-@pytest.mark.xfail(strict=True, reason="needs pxlite/cache.py to keep hit/miss counters in the "
-                   "cache folder (issue 12, point 18); remove this mark when it does")
-def test_cache_info_counts_hits_across_processes(pxlite_home):
-    from pxlite.cache import get_cache
-
-    cache = get_cache(pxl.settings())
-    for _ in range(3):
-        cache.get_path("https://example.invalid/a.jpg", _fetch)  # one miss, then two hits
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+def _cli_cache_info(env: dict[str, str]) -> str:
     out = subprocess.run([sys.executable, "-m", "pxlite.cli", "cache", "info"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "hits:    2\n" in out.stdout and "misses:  1 (hit rate 67%)" in out.stdout
+    return out.stdout
+
+
+_USE_CACHE = """
+import pxlite as pxl
+from pxlite.cache import get_cache
+
+cache = get_cache(pxl.settings())
+for _ in range(3):  # one miss, then two hits; saved at exit (hits write nothing)
+    cache.get_path("https://example.invalid/a.jpg", lambda tmp: tmp.write_bytes(b"cached bytes"))
+"""
+
+
+def test_cache_info_counts_hits_across_processes(pxlite_home):
+    """Hit/miss counters live in the cache folder: one process's counts (saved at its exit)
+    show in another's `pxlite cache info`, this process's unsaved ones are added, and
+    `cache clear` sets them back to zero."""
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    used = subprocess.run([sys.executable, "-c", _USE_CACHE], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert used.returncode == 0, used.stderr
+    out = _cli_cache_info(env)
+    assert "hits:    2\n" in out and "misses:  1 (hit rate 67%)" in out
+    from pxlite.cache import get_cache
+
+    get_cache(pxl.settings()).get_path("https://example.invalid/a.jpg", _fetch)  # a hit here
+    assert (pxl.cache_info().hits, pxl.cache_info().misses) == (3, 1)
+    assert "hits:    3\n" in _cli_cache_info(env)  # info() saved this process's hit
+    assert main(["cache", "clear"]) == 0
+    assert (pxl.cache_info().hits, pxl.cache_info().misses) == (0, 0)
+    assert "hits:    0\nmisses:  0\n" in _cli_cache_info(env)
+
+
+def _fetch(tmp: Path) -> None:
+    tmp.write_bytes(b"should not be called: the entry is cached")
 
 
 @pytest.mark.parametrize("command", [["ls"], ["describe", "d.t"], ["show", "d.t"], ["check"]])
