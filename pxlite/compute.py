@@ -160,6 +160,33 @@ class Computation:
     (computing outside the write lock) and an update (inside its transaction).
     """
 
+    class _Resolver(media.Resolver):
+        """The rows' media access, which knows the downloads this computation started: a row
+        reading a file whose download failed gets that download's exception (the cell's error,
+        under the row's on_error) instead of trying again, which would cost a deadline twice."""
+
+        def __init__(self, settings: Settings, folder: media.MediaFolder,
+                     downloads: dict[str, Future]) -> None:
+            super().__init__(settings, folder)
+            self._downloads = downloads
+
+        def _failed(self, stored: str) -> None:
+            fut = self._downloads.get(self.folder.uri(stored))
+            # _one waited for the row's downloads, so a future here is done; a pending one
+            # (not this row's input) is left alone.
+            if fut is not None and fut.done():
+                e = fut.exception()
+                if e is not None:
+                    raise e
+
+        def value(self, col: ColumnMeta, uri: str) -> Any:
+            self._failed(uri)
+            return super().value(col, uri)
+
+        def localpath(self, uri: str) -> str:
+            self._failed(uri)
+            return super().localpath(uri)
+
     def __init__(self, op: Operation, cols: list[ColumnMeta], *, on_error: str,
                  bar: Any = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -176,8 +203,8 @@ class Computation:
         self._read_later = needed & {t.col.col_id for t in self.targets if t.is_media}
         self._media_inputs = [c.col_id for c in self.inputs if c.type.is_media]
         self.media_slots = [3 * k for k, t in enumerate(self.targets) if t.is_media]
-        self._resolver = media.Resolver(op.settings, op.conn.media_folder)
         self._downloads: dict[str, Future] = {}
+        self._resolver = self._Resolver(op.settings, op.conn.media_folder, self._downloads)
         self._stack = contextlib.ExitStack()
         self._pool = self._stack.enter_context(
             ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-compute"))
@@ -225,6 +252,7 @@ class Computation:
             if isinstance(raw.get(c), str)) if u in self._downloads]
         if waiting:
             wait(waiting)  # a failed download is the cell's error when the row reads the file
+            # (self._resolver raises it again rather than downloading a second time)
         rc = RowContext(dict(raw), dict(errors), self._resolver, rowid=rowid)
         try:
             res = _compute_row(rc, rowid, self.targets, self.op.meta, self.op, self.on_error,
