@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +74,10 @@ def cmd_describe(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    print(repr(_get_table(args).head(args.n)))
+    # fit the terminal (COLUMNS when set, 80 when not a terminal): wide columns are cut, and a
+    # row is never wrapped onto the next line where it would no longer line up with its header
+    width = shutil.get_terminal_size().columns
+    print(_get_table(args).head(args.n).to_text(width=width))
 
 
 def cmd_config(args: argparse.Namespace) -> None:

@@ -14,10 +14,54 @@ from typing import Any
 
 from .errors import ConfigError, NotFoundError, SchemaError
 from .media import MEDIA_REF
+from .redact import redact
 from .types import ColumnType, is_pil_image
 
 #: A quoted absolute path or URL in an error message; group 1 is its last segment.
 _QUOTED_PATH = re.compile(r"'(?:[A-Za-z][A-Za-z0-9+.-]*:)?/[^'\s]*/([^'/\s]+)'")
+
+#: A text value that is one URL (``file:///…``, ``s3://…``, ``https://…``), shown as a reference.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+\Z")
+
+#: Longest a media reference is shown in the text table and the HTML view, and a text cell.
+_REF_WIDTH = 48
+_TEXT_WIDTH = 60
+#: Notebook thumbnails: the longest side in pixels, and the lossy encoders' quality. Small
+#: enough that a 1,000-row result stays a few hundred kB of HTML rather than ~20 MB of PNGs.
+_THUMB_PX = 96
+_THUMB_QUALITY = 70
+#: Narrowest a column is cut to when a text table must fit a terminal.
+_MIN_COL = 6
+
+#: Scoped to the result's own table so that it never restyles the rest of a notebook.
+_CSS = ("<style>"
+        ".pxl-rs table{border-collapse:collapse;font-size:13px}"
+        ".pxl-rs th,.pxl-rs td{border:1px solid #ccc;padding:2px 6px;text-align:left;"
+        "vertical-align:top;max-width:40em;overflow-wrap:anywhere}"
+        ".pxl-rs th{background:#f3f3f3}"
+        ".pxl-rs .ref{font-family:monospace;white-space:nowrap}"
+        ".pxl-rs .bad{color:#b00}"
+        ".pxl-rs img{display:block;max-width:96px;max-height:96px}"
+        "</style>")
+
+
+def middle_cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, cut in the middle with ``...`` when longer, so
+    that both where a path or URL starts and its file name (its last part) stay visible."""
+    if len(text) <= width:
+        return text
+    if width <= 3:
+        return text[:width]
+    name = len(text) - text.rstrip("/").rfind("/")          # the last part with its "/"
+    tail = min(max((width - 3) // 2, name), width - 4)       # at least one character of the head
+    return text[:width - 3 - tail] + "..." + text[len(text) - tail:]
+
+
+def end_cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, ending in ``...`` when cut."""
+    if len(text) <= width:
+        return text
+    return text[:width] if width <= 3 else text[:width - 3] + "..."
 
 
 @dataclass
@@ -124,17 +168,25 @@ class ResultSet:
             text = f"{name}: {text}"
         return text if len(text) <= width else text[:width - 3] + "..."
 
+    def _ref(self, v: str) -> str:
+        """A media reference as people read it: a local file by its name as the user wrote it
+        (``my photo #1.jpg``, not ``my%20photo%20%231.jpg``), credentials in a URL masked."""
+        return urllib.parse.unquote(v) if v.startswith(("file://", MEDIA_REF)) else redact(v)
+
+    def _is_ref(self, i: int, v: Any) -> bool:
+        """Whether a cell is a path or URL: a media reference, or a text value that is one URL
+        (such as ``.fileurl``); those are cut in the middle and shown in monospace."""
+        return isinstance(v, str) and (self.types[i].is_media or _URL.match(v) is not None)
+
     def _short(self, i: int, v: Any) -> str:
         if v is None:
             return "None"
-        if self.types[i].is_media and isinstance(v, str):
-            # a local file by its name as the user wrote it (my photo #1.jpg, not my%20photo...)
-            shown = urllib.parse.unquote(v) if v.startswith(("file://", MEDIA_REF)) else v
-            return shown.rsplit("/", 1)[-1] if len(shown) > 40 else shown
+        if self._is_ref(i, v):
+            return middle_cut(self._ref(v), _REF_WIDTH if self.types[i].is_media else _TEXT_WIDTH)
         if is_pil_image(v):
-            return f"<Image {v.mode} {v.width}x{v.height}>"
-        s = str(v)
-        return s if len(s) <= 60 else s[:57] + "..."
+            # the file format once the image came from a file, its pixel mode when computed
+            return f"<Image {v.width}x{v.height} {v.format or v.mode}>"
+        return end_cut(str(v), _TEXT_WIDTH)
 
     def _cell_text(self, i: int, v: Any) -> str:
         """A cell as text. A media reference to a local file is opened (header only; no network
@@ -153,47 +205,101 @@ class ResultSet:
             return f"<{problem if len(problem) <= 100 else problem[:97] + '...'}>"
         return text
 
-    def __repr__(self) -> str:
-        header = self.names
+    def to_text(self, width: int | None = None) -> str:
+        """The rows as a text table. With ``width`` (a terminal's columns) every line fits in
+        it: the widest columns are cut first (paths and URLs in the middle, other text at the
+        end), and a row is never wrapped onto a second line."""
+        header = list(self.names)
         body = [[self._cell_text(i, v) for i, v in enumerate(r)] for r in self._rows]
         widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(header)]
-        line = lambda cells: "  ".join(  # noqa: E731
-            c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+        if width is not None:
+            widths = _fit(widths, width)
+        media = [t.is_media for t in self.types]
+
+        def cut(c: str, w: int, m: bool) -> str:
+            return middle_cut(c, w) if m or _URL.match(c) else end_cut(c, w)
+
+        def line(cells: list[str]) -> str:
+            out = "  ".join(cut(c, w, m).ljust(w)
+                            for c, w, m in zip(cells, widths, media, strict=True)).rstrip()
+            # more columns than fit even at their narrowest: the row ends at the edge
+            return out if width is None else end_cut(out, width)
+
         out = [line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
         return "\n".join(out) + f"\n({len(self)} row{'s' if len(self) != 1 else ''})"
+
+    def __repr__(self) -> str:
+        return self.to_text()
 
     def _thumb(self, img: Any, *, owned: bool) -> str:
         # An image resolved just for this table is ours to shrink in place: thumbnail() then
         # decodes a JPEG at reduced scale (draft) instead of copying the full-size pixels.
         if not owned:
             img = img.copy()
-        img.thumbnail((128, 128))
-        if img.mode not in ("RGB", "RGBA", "L"):
+        img.thumbnail((_THUMB_PX, _THUMB_PX))
+        fmt, mime, options = _thumb_format(img)
+        if fmt == "JPEG":
+            img = img if img.mode in ("RGB", "L") else img.convert("RGB")
+        elif img.mode != "RGBA":
             img = img.convert("RGBA")
         buf = io.BytesIO()
-        img.save(buf, format="PNG")
+        img.save(buf, format=fmt, **options)
         b64 = base64.b64encode(buf.getvalue()).decode()
-        return f'<img src="data:image/png;base64,{b64}" style="max-width:128px;max-height:128px"/>'
+        return (f'<img src="data:{mime};base64,{b64}" width="{img.width}" '
+                f'height="{img.height}" alt=""/>')
 
     def _html_cell(self, i: int, v: Any) -> str:
         owned = v is not None and i in self._lazy and isinstance(v, str)
+        ref = self._ref(v) if self._is_ref(i, v) else ""
+        title = f' title="{html.escape(ref)}"' if ref else ""
         try:
             shown = self._value(i, v)
             if shown is not None and is_pil_image(shown):
                 try:
-                    return f"<td>{self._thumb(shown, owned=owned)}</td>"
+                    return f"<td{title}>{self._thumb(shown, owned=owned)}</td>"
                 finally:
                     if owned:
                         shown.close()
+            if ref:
+                return f'<td class="ref"{title}>{html.escape(middle_cut(ref, _TEXT_WIDTH))}</td>'
             return f"<td>{html.escape(self._short(i, v))}</td>"
         except Exception as e:
             name = self._short(i, v) if isinstance(v, str) else ""
-            return (f'<td title="{html.escape(name)}"><span style="color:#b00">&#9888; '
+            return (f'<td{title}><span class="bad">&#9888; '
                     f"{html.escape(self._problem(e, 300, name))}</span></td>")
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(n)}</th>" for n in self.names)
         rows = ["<tr>" + "".join(self._html_cell(i, v) for i, v in enumerate(r)) + "</tr>"
                 for r in self._rows]
-        return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-                f"<p>{len(self)} row{'s' if len(self) != 1 else ''}</p>")
+        return (f'{_CSS}<div class="pxl-rs"><table><thead><tr>{head}</tr></thead>'
+                f"<tbody>{''.join(rows)}</tbody></table>"
+                f"<p>{len(self)} row{'s' if len(self) != 1 else ''}</p></div>")
+
+
+def _fit(widths: list[int], width: int) -> list[int]:
+    """Column widths cut so that the columns and their 2-space gaps fit in ``width``: the
+    widest are cut first, down to a common cap, none below ``_MIN_COL`` (or its own width)."""
+    gaps = 2 * (len(widths) - 1)
+    cap = max(widths, default=0)
+    while cap > _MIN_COL and sum(min(w, cap) for w in widths) + gaps > width:
+        cap -= 1
+    return [min(w, cap) for w in widths]
+
+
+def _thumb_format(img: Any) -> tuple[str, str, dict[str, Any]]:
+    """How to encode a thumbnail: JPEG when it is opaque, WebP with its alpha channel when it
+    has transparency (PNG if this Pillow has no WebP encoder). Lossy, small: a 96 px JPEG is
+    ~3 kB where the PNG was ~20 kB."""
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        alpha = img.convert("RGBA").getchannel("A")
+        has_alpha = alpha.getextrema()[0] < 255    # an alpha channel that is all opaque is not
+    if not has_alpha:
+        return "JPEG", "image/jpeg", {"quality": _THUMB_QUALITY}
+    from PIL import features
+
+    if features.check("webp"):
+        return "WEBP", "image/webp", {"quality": _THUMB_QUALITY}
+    return "PNG", "image/png", {"optimize": True}
