@@ -19,5 +19,12 @@ if ! command -v strace >/dev/null 2>&1; then
   $SUDO apt-get update -qq >/dev/null && \
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq strace >/dev/null
 fi
+# chromium: tests/test_html_render.py renders a result's notebook HTML in headless Chromium
+# (in CI a missing chromium fails that test, never skips it).
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+  $SUDO apt-get update -qq >/dev/null && \
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 # Two workers: the machines here have two cores; storage servers are shared per worker.
 exec python -m pytest -n 2 --dist loadfile "$@"
