@@ -234,7 +234,8 @@ def cache_info() -> Any:
 
 
 def clear_cache() -> int:
-    """Empty the download cache; returns the number of files removed."""
+    """Empty the download cache (and its hit/miss counts); returns the number of files
+    removed."""
     from .cache import get_cache  # here, not at import: it loads diskcache
 
     return get_cache(_config.resolve()).clear()
