@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import catalog, maintenance, media, plan, storage, writes
 from .catalog import ColumnMeta, TableMeta
-from .compute import Computation, Interrupted, compute_rows, run_batches
+from .compute import Computation, Interrupted, compute_rows, run_batches, workers
 from .errors import (
     AlreadyExistsError,
     ComputeError,
@@ -189,19 +189,32 @@ class Query:
         meta = self._t._meta()
         outputs = self._outputs if self._outputs is not None else self._default_outputs(meta)
         resolver = Resolver(self._t._conn.settings(), self._t._conn.media_folder)
-        rows: list[tuple] = []
         types: list[ColumnType] = [e.type for _, e in outputs]
         # Plain media columns keep their URI until read; computed media values (e.g.
         # select(t.image.rotate(90))) are already PIL objects and pass through untouched.
         cols_of: list[ColumnMeta | None] = [
             e.col if isinstance(e, ColumnRef) and e.type.is_media and e.col.stored else None
             for _, e in outputs]
-        for _, rc in self._rows(meta, outputs, resolver):
-            vals = []
-            for (name, e), col in zip(outputs, cols_of, strict=True):
-                vals.append(self._eval(meta, name, e, rc) if col is None else rc.stored(col))
+
+        def one(rc: RowContext) -> tuple:
+            vals = [self._eval(meta, name, e, rc) if col is None else rc.stored(col)
+                    for (name, e), col in zip(outputs, cols_of, strict=True)]
             rc.close_opened(keep=vals)
-            rows.append(tuple(vals))
+            return tuple(vals)
+
+        contexts = [rc for _, rc in self._rows(meta, outputs, resolver)]
+        computing = any(col is None and not (isinstance(e, ColumnRef) and e.col.stored)
+                        for (_, e), col in zip(outputs, cols_of, strict=True))
+        if computing and len(contexts) > 1:
+            # Computed outputs (a stored=False column, a function in select) run on the compute
+            # threads, one per core, as computed columns do (Pillow releases the GIL).
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=workers(),
+                                    thread_name_prefix="pxlite-query") as pool:
+                rows = list(pool.map(one, contexts))
+        else:
+            rows = [one(rc) for rc in contexts]
 
         def media_value(i: int, uri: Any) -> Any:
             col = cols_of[i]

@@ -226,3 +226,23 @@ def test_files_uploaded_to_the_cloud_also_enter_the_cache(storage_target, tmp_pa
         uris = [r[0] for r in db.db.query(f"SELECT {c.sql} FROM {meta.sql}")]
         assert len(uris) == 3 and all(not u.startswith("file:") for u in uris)
         assert all(cache.contains(u) for u in uris), (name, uris)
+
+
+_THREADS: set[str] = set()
+
+
+@pxl.udf
+def _where_computed(x: int) -> int:
+    import threading
+
+    _THREADS.add(threading.current_thread().name)
+    return x * 10
+
+
+def test_columns_computed_when_read_run_on_the_compute_threads(db):
+    t = db.create_table("t", {"x": pxl.Int})
+    t.insert([{"x": i} for i in range(20)])
+    t.add_computed_column(y=_where_computed(t.x), stored=False)
+    _THREADS.clear()
+    assert t.select(t.y).order_by(t.x).collect()["y"] == [i * 10 for i in range(20)]
+    assert _THREADS and all(n.startswith("pxlite-query") for n in _THREADS), _THREADS
