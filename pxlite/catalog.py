@@ -473,20 +473,23 @@ def clear_pending_deletes(db: Database, uris: Iterable[str]) -> None:
 
 
 # ---- long operations (px_jobs) -------------------------------------------------------------------
-@dataclass
 class Job:
-    """A long operation in progress: what was asked (``spec``) and how far it got."""
+    """A long operation in progress: what was asked (``spec``) and how far it got. (A plain
+    class: a dataclass would cost ``import pxlite`` half a millisecond to define.)"""
 
-    id: int
-    table_id: int
-    kind: str
-    spec: dict[str, Any]
-    done_upto: int
-    done_rows: int
-    total_rows: int
-    pid: int
-    host: str
-    started_at: float
+    __slots__ = ("done_rows", "done_upto", "host", "id", "kind", "pid", "spec", "started_at",
+                 "table_id", "total_rows")
+
+    def __init__(self, id: int, table_id: int, kind: str, spec: dict[str, Any], done_upto: int,
+                 done_rows: int, total_rows: int, pid: int, host: str,
+                 started_at: float) -> None:
+        self.id, self.table_id, self.kind, self.spec = id, table_id, kind, spec
+        self.done_upto, self.done_rows, self.total_rows = done_upto, done_rows, total_rows
+        self.pid, self.host, self.started_at = pid, host, started_at
+
+    def __repr__(self) -> str:
+        return (f"<Job {self.id} {self.kind} on table {self.table_id}: {self.progress()} rows, "
+                f"pid {self.pid} on {self.host}>")
 
     def progress(self) -> str:
         return f"{self.done_rows:,}/{self.total_rows:,}"
