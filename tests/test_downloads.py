@@ -8,60 +8,35 @@ A web server on 127.0.0.1 in a thread counts the requests per path.
 
 from __future__ import annotations
 
-import http.server
-import io
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from web_server import HostileHandler, HostileServer, serving
 
 import pxlite as pxl
 from pxlite.errors import ComputeError
 
-#: No handler serves longer than this, whatever the client does.
-_SERVE_S = 10.0
 
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: object) -> None:  # quiet
-        pass
-
-    def _send(self, data: bytes) -> bool:
-        """Write ``data``; False when the client went away or the server is stopping."""
-        if self.server.stopping.is_set() or time.monotonic() > self.started + _SERVE_S:
-            return False
-        try:
-            self.wfile.write(data)
-            self.wfile.flush()
-        except OSError:
-            return False
-        return True
+class _Handler(HostileHandler):
+    serve_s = 10.0
 
     def do_HEAD(self) -> None:  # counted too: any second contact with the server is a retry
         self.do_GET()
 
-    def do_GET(self) -> None:
-        self.started = time.monotonic()
-        with self.server.lock:
-            self.server.requests[self.path] = self.server.requests.get(self.path, 0) + 1
+    def route(self, path: str) -> None:
         body = self.server.ok_png
-        if self.path == "/ok.png":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self._send(body)
-        elif self.path == "/endless":  # no length; stops long after any limit the tests set
+        if path == "/ok.png":
+            self._whole(body)
+        elif path == "/endless":  # no length; stops long after any limit the tests set
             self.send_response(200)
             self.end_headers()
             for _ in range(1000):
                 if not self._send(b"\0" * 65536):
                     break
             self.close_connection = True
-        elif self.path == "/drip.png":  # a valid length, one byte every 50 ms
+        elif path == "/drip.png":  # a valid length, one byte every 50 ms
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -74,40 +49,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.requests: dict[str, int] = {}
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.new("RGB", (40, 30), (10, 200, 30)).save(buf, format="PNG")
-        self.ok_png = buf.getvalue()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
-
-
 @pytest.fixture
-def web(fresh_backends) -> Iterator[_Server]:
-    server = _Server()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              daemon=True)
-    thread.start()
-    try:
+def web(fresh_backends) -> Iterator[HostileServer]:
+    with serving(_Handler) as server:
         yield server
-    finally:
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
-def _table(web: _Server, tmp_path: Path) -> tuple[pxl.Connection, pxl.Table, list[str]]:
+def _table(web: HostileServer, tmp_path: Path) -> tuple[pxl.Connection, pxl.Table, list[str]]:
     db = pxl.connect(tmp_path / "d.pxl", config={
         "storage_retries": 0, "storage_timeout_s": 3, "max_download_bytes": 2_000_000,
         "download_timeout_s": 1.0})
@@ -118,7 +66,7 @@ def _table(web: _Server, tmp_path: Path) -> tuple[pxl.Connection, pxl.Table, lis
     return db, t, urls
 
 
-def test_a_failed_download_is_each_cell_error_after_one_request(web: _Server,
+def test_a_failed_download_is_each_cell_error_after_one_request(web: HostileServer,
                                                                 tmp_path: Path) -> None:
     db, t, urls = _table(web, tmp_path)
     try:
@@ -141,7 +89,7 @@ def test_a_failed_download_is_each_cell_error_after_one_request(web: _Server,
         db.close()
 
 
-def test_a_failed_download_aborts_after_one_request(web: _Server, tmp_path: Path) -> None:
+def test_a_failed_download_aborts_after_one_request(web: HostileServer, tmp_path: Path) -> None:
     db, t, urls = _table(web, tmp_path)
     try:
         with pytest.raises(ComputeError) as ei:

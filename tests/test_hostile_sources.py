@@ -18,7 +18,6 @@ Shown:
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
 import os
@@ -32,39 +31,18 @@ from pathlib import Path
 
 import pytest
 from hostile_inputs import png_header_bomb, png_real_bomb
+from web_server import HostileHandler, HostileServer, serving
 
 import pxlite as pxl
 from pxlite import config, media
 from pxlite.errors import SchemaError, StorageError
 
-#: No handler serves longer than this, whatever the client does.
-_SERVE_S = 20.0
 #: What an "endless" body sends at most: far beyond every limit the tests set.
 _ENDLESS_BYTES = 100 * 1024 * 1024
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: object) -> None:  # quiet
-        pass
-
-    def _send(self, data: bytes) -> bool:
-        """Write ``data``; False when the client went away or the server is stopping."""
-        if self.server.stopping.is_set() or time.monotonic() > self.started + _SERVE_S:
-            return False
-        try:
-            self.wfile.write(data)
-            self.wfile.flush()
-        except OSError:
-            return False
-        with self.server.lock:
-            self.server.sent[self.path] = self.server.sent.get(self.path, 0) + len(data)
-        return True
-
-    def do_GET(self) -> None:
-        self.started = time.monotonic()
-        path = self.path
+class _Handler(HostileHandler):
+    def route(self, path: str) -> None:
         if path == "/ok.png":
             self._whole(self.server.ok_png)
         elif path == "/endless":  # no length, no end (in practice: _ENDLESS_BYTES, far more
@@ -119,44 +97,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_error(404)
 
-    def _whole(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self._send(body)
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.sent: dict[str, int] = {}
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.new("RGB", (40, 30), (10, 200, 30)).save(buf, format="PNG")
-        self.ok_png = buf.getvalue()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
-
 
 @pytest.fixture
-def web(fresh_backends) -> Iterator[_Server]:
-    server = _Server()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              daemon=True)
-    thread.start()
-    try:
+def web(fresh_backends) -> Iterator[HostileServer]:
+    with serving(_Handler) as server:
         yield server
-    finally:
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def _settings(**values: object) -> config.Settings:
@@ -182,14 +127,14 @@ def test_settings_are_declared_validated_and_shown() -> None:
             config.resolve(bad)
 
 
-def test_a_normal_download_still_works(web: _Server) -> None:
+def test_a_normal_download_still_works(web: HostileServer) -> None:
     s = _settings()
     path = media.fetch_local(web.url("/ok.png"), s)
     assert path.read_bytes() == web.ok_png
     assert _temp_files(s) == []
 
 
-def test_endless_body_stops_at_max_download_bytes(web: _Server) -> None:
+def test_endless_body_stops_at_max_download_bytes(web: HostileServer) -> None:
     s = _settings(max_download_bytes=3_000_000, download_timeout_s=60)
     url = web.url("/endless")
     t0 = time.monotonic()
@@ -202,7 +147,7 @@ def test_endless_body_stops_at_max_download_bytes(web: _Server) -> None:
     assert _temp_files(s) == []
 
 
-def test_declared_length_over_the_limit_is_refused_before_the_body(web: _Server) -> None:
+def test_declared_length_over_the_limit_is_refused_before_the_body(web: HostileServer) -> None:
     s = _settings(max_download_bytes=10_000_000)
     url = web.url("/declared-huge")
     with pytest.raises(StorageError, match="declares 629,145,600 bytes") as exc:
@@ -213,7 +158,7 @@ def test_declared_length_over_the_limit_is_refused_before_the_body(web: _Server)
     assert web.sent.get("/declared-huge", 0) < 20 * 1024 * 1024
 
 
-def test_a_dripping_body_stops_at_the_deadline(web: _Server) -> None:
+def test_a_dripping_body_stops_at_the_deadline(web: HostileServer) -> None:
     # 50 ms per byte: every read returns well within storage_timeout_s, so only a deadline
     # over the whole transfer stops it
     s = _settings(download_timeout_s=1.5, storage_timeout_s=3)
@@ -228,7 +173,7 @@ def test_a_dripping_body_stops_at_the_deadline(web: _Server) -> None:
     assert _temp_files(s) == []
 
 
-def test_dripping_headers_stop_at_the_deadline(web: _Server) -> None:
+def test_dripping_headers_stop_at_the_deadline(web: HostileServer) -> None:
     s = _settings(download_timeout_s=1.5, storage_timeout_s=3)
     url = web.url("/drip-headers")
     t0 = time.monotonic()
@@ -239,7 +184,7 @@ def test_dripping_headers_stop_at_the_deadline(web: _Server) -> None:
     assert _temp_files(s) == []
 
 
-def test_the_deadline_covers_the_retries(web: _Server) -> None:
+def test_the_deadline_covers_the_retries(web: HostileServer) -> None:
     # each try of a short body fails retryably; the retries (and their backoff waits, up to
     # 20 s each by then) stop at the deadline
     s = _settings(download_timeout_s=1.0, storage_retries=50, storage_retry_delay_s=2.0)
@@ -249,7 +194,7 @@ def test_the_deadline_covers_the_retries(web: _Server) -> None:
     assert time.monotonic() - t0 < 3
 
 
-def test_a_body_shorter_than_declared_is_an_interrupted_download(web: _Server) -> None:
+def test_a_body_shorter_than_declared_is_an_interrupted_download(web: HostileServer) -> None:
     s = _settings()
     with pytest.raises(StorageError, match="download interrupted") as exc:
         media.fetch_local(web.url("/short.png"), s)
@@ -262,7 +207,7 @@ def test_a_body_shorter_than_declared_is_an_interrupted_download(web: _Server) -
     # Pillow refuses to size this itself (over twice its own limit): still stopped at once
     (30_000, None, "more than 178,956,970 pixels"),
 ])
-def test_image_pixel_limit_is_checked_on_the_first_bytes(web: _Server, side: int,
+def test_image_pixel_limit_is_checked_on_the_first_bytes(web: HostileServer, side: int,
                                                          limit: int | None,
                                                          declared: str) -> None:
     s = _settings(**({"max_image_pixels": limit} if limit else {}))
@@ -277,7 +222,7 @@ def test_image_pixel_limit_is_checked_on_the_first_bytes(web: _Server, side: int
     assert web.sent.get(f"/bomb-{side}.png", 0) < 10 * 1024 * 1024
 
 
-def test_limits_are_cell_errors_naming_url_and_limit(web: _Server, tmp_path: Path) -> None:
+def test_limits_are_cell_errors_naming_url_and_limit(web: HostileServer, tmp_path: Path) -> None:
     db = pxl.connect(tmp_path / "h.pxl", config={
         "storage_retries": 0, "storage_timeout_s": 3, "max_download_bytes": 2_000_000,
         "download_timeout_s": 1.5})
