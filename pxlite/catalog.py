@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from .db import Database
 from .errors import AlreadyExistsError, NotFoundError, SchemaError
+from .media import MEDIA_REF
 from .types import ColumnType, parse_type
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -381,7 +382,8 @@ def set_meta(db: Database, values: dict[str, str]) -> None:
 #: The stored prefix of the database's own media folder. Files there are stored as
 #: ``media:<key>``, relative to the folder beside the database file, so the pair (database file +
 #: media folder) can be copied or moved and works on its own files (see media.MediaFolder).
-MEDIA_LOCATION = "media:"
+#: One spelling: the location is the prefix every stored reference into the folder starts with.
+MEDIA_LOCATION = MEDIA_REF
 
 _UID = re.compile(r"[0-9a-f]{12}\Z")
 

@@ -51,7 +51,6 @@ class Operation:
         self.settings = settings if settings is not None else conn.settings()
         self.created: list[str] = []   # files this operation created (absolute URIs)
         self.local: list[str] = []     # every local file its rows will name (synced at commit)
-        self.committed = False
         self._after: list[Callable[[], None]] | None = None
         self._prepared: set[str] = set()
 
@@ -165,7 +164,6 @@ class Operation:
     def _mark_committed(self) -> None:
         # The committed rows name these files now; an operation that commits in batches
         # starts the next batch with nothing to undo.
-        self.committed = True
         self.created, self.local = [], []
 
     def release(self, col_id: int, uris: Iterable[Any]) -> None:
