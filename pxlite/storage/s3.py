@@ -95,9 +95,14 @@ class S3Backend(StorageBackend):
         its endpoint (S3 needs none: boto3 finds the region itself)."""
         if cls.required_setting is None:
             return
-        key, needs = cls.required_setting
-        if not (section.get("endpoint_url") or section.get(key)):
-            raise ConfigError(f"{text!r}: {cls.provider}:// {needs}, or use {cls.https_form}")
+        if not (section.get("endpoint_url") or section.get(cls.required_setting[0])):
+            raise cls.missing_setting(f"{text!r}: ")
+
+    @classmethod
+    def missing_setting(cls, where: str = "") -> ConfigError:
+        """The error for a ``scheme://`` destination whose settings cannot name its endpoint."""
+        needs = cls.required_setting[1] if cls.required_setting else "needs endpoint_url"
+        return ConfigError(f"{where}{cls.provider}:// {needs}, or use {cls.https_form}")
 
     @classmethod
     def endpoint_and_region(cls, base: str, section: dict[str, Any]
@@ -360,8 +365,7 @@ class R2Backend(S3Backend):
             elif section.get("account_id"):
                 endpoint = f"https://{section['account_id']}.r2.cloudflarestorage.com"
             else:
-                raise ConfigError("r2:// needs your Cloudflare account: set [r2] account_id or "
-                                  "endpoint_url")
+                raise cls.missing_setting()
         return endpoint, region or "auto"
 
 
@@ -389,8 +393,7 @@ class B2Backend(S3Backend):
             elif region:
                 endpoint = f"https://s3.{region}.backblazeb2.com"
             else:
-                raise ConfigError("b2:// needs the bucket's region: set [b2] region (e.g. "
-                                  "'us-west-004') or endpoint_url")
+                raise cls.missing_setting()
         return endpoint, region
 
 
