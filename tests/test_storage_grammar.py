@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_writes import STORE, MemoryBackend
+from test_writes import MemoryBackend, registered_mem
 
 import pxlite as pxl
 from pxlite import config, storage
@@ -238,11 +238,7 @@ class HostedMemoryBackend(MemoryBackend):
 
 @pytest.fixture
 def hosted_mem(monkeypatch):
-    monkeypatch.setattr(storage, "_registry", dict(storage._registry))  # undone after the test
-    STORE.clear()
-    storage.register_backend("mem", "test_storage_grammar:HostedMemoryBackend")
-    yield STORE
-    storage.clear_backends()
+    yield from registered_mem(monkeypatch, "test_storage_grammar:HostedMemoryBackend")
 
 
 def test_a_registered_backend_owns_its_forms(hosted_mem):

@@ -61,13 +61,18 @@ class MemoryBackend(StorageBackend):
         return uri
 
 
-@pytest.fixture
-def mem(monkeypatch):
+def registered_mem(monkeypatch: pytest.MonkeyPatch, backend: str) -> Iterator[dict[str, bytes]]:
+    """Register ``backend`` (``module:Class``) as ``mem://`` for one test, over an empty STORE."""
     monkeypatch.setattr(storage, "_registry", dict(storage._registry))  # undone after the test
     STORE.clear()
-    storage.register_backend("mem", "test_writes:MemoryBackend")
+    storage.register_backend("mem", backend)
     yield STORE
     storage.clear_backends()
+
+
+@pytest.fixture
+def mem(monkeypatch):
+    yield from registered_mem(monkeypatch, "test_writes:MemoryBackend")
 
 
 def test_a_registered_backend_is_a_usable_destination(tmp_path, mem):
