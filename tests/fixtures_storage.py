@@ -16,6 +16,7 @@ Enable with ``pytest_plugins = ["fixtures_storage"]`` (``tests`` and the repo ro
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -141,6 +142,18 @@ def create_azure_container(connection_string: str, container: str) -> None:
     from azure.storage.blob import BlobServiceClient
 
     BlobServiceClient.from_connection_string(connection_string).create_container(container)
+
+
+def azurite_account_sas() -> str:
+    """An Azurite account SAS with read, write, delete and list rights (what users configure)."""
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    return generate_account_sas(
+        servers.AZURITE_ACCOUNT, servers.AZURITE_KEY,
+        ResourceTypes(service=True, container=True, object=True),
+        AccountSasPermissions(read=True, write=True, delete=True, list=True, add=True,
+                              create=True),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
 
 
 def fresh_name() -> str:

@@ -19,7 +19,6 @@ The broad "grep every output for every secret" test is ``test_secrets_never_leak
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import subprocess
 import sys
@@ -29,7 +28,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fixtures_storage import create_azure_container, create_gcs_bucket, create_s3_bucket
+from fixtures_storage import (
+    azurite_account_sas,
+    create_azure_container,
+    create_gcs_bucket,
+    create_s3_bucket,
+)
 
 import pxlite as pxl
 from pxlite import redact, storage
@@ -37,7 +41,7 @@ from pxlite.config import resolve
 from pxlite.errors import ConfigError, PxliteError, cell_error
 from pxlite.functions import net
 from pxlite.storage.base import SEVEN_DAYS_S
-from tools.servers import AZURITE_ACCOUNT, AZURITE_KEY
+from tools.servers import AZURITE_ACCOUNT
 
 pytestmark = pytest.mark.usefixtures("fresh_backends")
 
@@ -171,16 +175,6 @@ def test_log_filter_imports_no_sdk():
 # 1. An Azure SAS credential never reaches fileurl, the database or the logs
 
 
-def _account_sas() -> str:
-    """An account SAS for Azurite with read, write, delete, list rights (what users configure)."""
-    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
-
-    return generate_account_sas(
-        AZURITE_ACCOUNT, AZURITE_KEY, ResourceTypes(service=True, container=True, object=True),
-        AccountSasPermissions(read=True, write=True, delete=True, list=True, add=True,
-                              create=True),
-        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
-
 
 @pytest.mark.parametrize("form", ["credential", "connection_string", "endpoint_userinfo"])
 def test_azure_sas_credential_stays_out_of_fileurl_database_and_logs(
@@ -188,7 +182,7 @@ def test_azure_sas_credential_stays_out_of_fileurl_database_and_logs(
     caplog.set_level(logging.DEBUG)
     container = f"pxl-{uuid.uuid4().hex[:12]}"
     create_azure_container(azurite_server.connection_string, container)
-    sas = _account_sas()
+    sas = azurite_account_sas()
     sig = urllib.parse.parse_qs(sas)["sig"][0]  # decoded
     blob_endpoint = f"{azurite_server.endpoint}/{AZURITE_ACCOUNT}"
     password = f"PXPW{uuid.uuid4().hex}"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from fixtures_storage import create_azure_container, fake_gcs_key
+from fixtures_storage import azurite_account_sas, create_azure_container, fake_gcs_key
 from hostile_inputs import INJECTIONS, closed_port, valid_path
 
 import pxlite as pxl
@@ -37,7 +37,6 @@ from pxlite import config
 from pxlite.cli import main
 from pxlite.errors import ConfigError, PxliteError, SchemaError
 from pxlite.functions import net
-from tools.servers import AZURITE_ACCOUNT, AZURITE_KEY
 
 ROOT = Path(__file__).parents[1]
 PXLITE = ROOT / "pxlite"
@@ -121,16 +120,6 @@ def _exercise(leaks: Leaks, tmp_path: Path, cfg: dict, dest: str, obj: str, tag:
             tmp_path / f"{tag}-d.pxl"]
 
 
-def _account_sas() -> str:
-    """An Azurite account SAS with read, write, delete and list rights (what users configure)."""
-    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
-
-    return generate_account_sas(
-        AZURITE_ACCOUNT, AZURITE_KEY, ResourceTypes(service=True, container=True, object=True),
-        AccountSasPermissions(read=True, write=True, delete=True, list=True, add=True,
-                              create=True),
-        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
-
 
 def test_secrets_never_leak(tmp_path, caplog, capsys, pxlite_home, moto_server, gcs_server,
                             azurite_server, jpegs):
@@ -143,7 +132,7 @@ def test_secrets_never_leak(tmp_path, caplog, capsys, pxlite_home, moto_server, 
     # credentials inside endpoint URLs: a user:password and a query token
     password, qtoken = f"PXPASSWORD-{token}", f"PXQTOKEN-{token}"
     # a real account SAS (Azurite checks it): read, write, delete, list
-    sas = _account_sas()
+    sas = azurite_account_sas()
     sig = urllib.parse.parse_qs(sas)["sig"][0]
     secrets = [s3_secret, az_secret, kid, pem_slice, password, qtoken, sas, sig,
                urllib.parse.quote(sig, safe="")]
