@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import catalog, media, plan, storage, writes
+from . import catalog, media, storage, writes
 from . import config as _config
 from .catalog import TableMeta
 from .db import Database
@@ -304,8 +304,7 @@ class Connection:
                 return
             raise
         with writes.operation(self, meta, recheck=self._same_table) as op:
-            named = {c.col_id: [r[0] for r in self.db.query(*plan.distinct_values(meta, c))]
-                     for c in meta.media_columns}
+            named = {c.col_id: writes.named_files(self.db, meta, c) for c in meta.media_columns}
             prefixes = catalog.owned_prefixes(self.db, meta.uid, self.ownership)
             catalog.drop_table_rows(self.db, meta)
             # After the rows are gone: what another table still names is kept (the same rule

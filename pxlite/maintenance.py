@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from . import catalog, media, plan, storage, writes
+from . import catalog, media, storage, writes
 from . import config as _config
 from .errors import (
     DatabaseError,
@@ -526,7 +526,7 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
 
     with db.read():
         locs = catalog.locations(db, meta.uid)
-        uris = [r[0] for r in db.query(*plan.distinct_values(meta, col))]
+        uris = writes.named_files(db, meta, col)
     moves: list[tuple[str, str]] = []   # (stored old, absolute new)
     skipped = same_place = 0
     for u in uris:

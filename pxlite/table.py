@@ -130,7 +130,7 @@ class Query:
         for e in [e for _, e in outputs] + py_preds + [e for e, _ in py_order]:
             needed |= e.columns()
         cols = [c for c in meta.columns if c.col_id in needed]
-        select = ["_rowid"] + [f"{c.sql}, {c.sql_et}, {c.sql_em}" for c in cols]
+        select = ["_rowid"] + [plan.cell_columns(c) for c in cols]
         sql = f"SELECT {', '.join(select)} FROM {meta.sql}"
         if where_sql:
             sql += " WHERE " + " AND ".join(where_sql)
@@ -322,13 +322,13 @@ class Table:
             col = meta.column(name)
         except NotFoundError as e:
             raise AttributeError(str(e)) from None
-        if col.pending:
-            raise NotFoundError(self._pending_message(meta, col))
-        return ColumnRef(meta, col)
+        return self._ref(meta, col)
 
     def __getitem__(self, name: str) -> ColumnRef:
         meta = self._meta()
-        col = meta.column(name)
+        return self._ref(meta, meta.column(name))
+
+    def _ref(self, meta: TableMeta, col: ColumnMeta) -> ColumnRef:
         if col.pending:  # not readable until complete
             raise NotFoundError(self._pending_message(meta, col))
         return ColumnRef(meta, col)
@@ -422,10 +422,7 @@ class Table:
                             raise SchemaError(
                                 f"cannot replace column {name!r} of {self._path!r}: computed "
                                 "columns depend on it; drop them first")
-                        uris = [r[0] for r in db.query(*plan.distinct_values(meta, old))] \
-                            if old.type.is_media else []
-                        catalog.drop_column(db, meta, old)
-                        op.release(old.col_id, uris)
+                        op.drop_column(old)
                     else:
                         raise AlreadyExistsError(
                             f"table {self._path!r} already has a column named {name!r}; pass "
@@ -468,13 +465,10 @@ class Table:
                     f"cannot drop column {name!r} of {self._path!r}: computed column(s) "
                     f"{', '.join(repr(d.name) for d in deps)} depend on it; drop them first"
                 )
-            uris = [r[0] for r in db.query(*plan.distinct_values(meta, col))] \
-                if col.type.is_media else []
             for job in catalog.jobs(db, meta.id):  # a recompute of it cannot resume now
                 if col.col_id in job.spec.get("cols", ()):
                     catalog.end_job(db, job)
-            catalog.drop_column(db, meta, col)
-            op.release(col.col_id, uris)  # after the column is gone: what others name stays
+            op.drop_column(col)  # released after the column is gone: what others name stays
 
     def rename_column(self, old: str | ColumnRef, new: str) -> None:
         """Rename a column; computed columns refer to it by id and keep working."""
@@ -707,8 +701,7 @@ class Table:
         db = self._conn.db
         with writes.operation(self._conn, meta, recheck=self._recheck) as op:
             rows = self._rows(meta, where)
-            uris = {c.col_id: [r[0] for r in db.query(*plan.distinct_values(meta, c, rows))]
-                    for c in meta.media_columns}
+            uris = {c.col_id: writes.named_files(db, meta, c, rows) for c in meta.media_columns}
             db.execute(*plan.delete(meta, rows))
             n = db.changes()
             for col_id, lst in uris.items():
@@ -846,12 +839,9 @@ class Table:
                     if replacing:
                         self._check_replaceable(self._meta(), name)
                         old = op.meta.column(name)
-                        uris = [r[0] for r in db.query(*plan.distinct_values(op.meta, old))] \
-                            if old.type.is_media else []
-                        catalog.drop_column(db, op.meta, old)
+                        op.drop_column(old)
                         catalog.rename_column(db, op.meta, col, name)
                         catalog.set_column_position(db, op.meta, col, old.position)
-                        op.release(old.col_id, uris)
                     catalog.set_column_ready(db, op.meta, col)
                     catalog.end_job(db, job)
             except ComputeError:
@@ -878,11 +868,7 @@ class Table:
                     raise AlreadyExistsError(f"table {self._path!r} already has a column named "
                                              f"{name!r}; pass if_exists='replace' or 'ignore'")
                 self._check_replaceable(op.meta, name)
-                old = op.meta.column(name)
-                uris = [r[0] for r in self._conn.db.query(*plan.distinct_values(op.meta, old))] \
-                    if old.type.is_media and old.stored else []
-                catalog.drop_column(self._conn.db, op.meta, old)
-                op.release(old.col_id, uris)
+                op.drop_column(op.meta.column(name))
             catalog.add_column(self._conn.db, op.meta, name, ctype,
                                expr=json.dumps(expr.to_json()), on_error=on_error, stored=False)
         return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
@@ -971,13 +957,10 @@ class Table:
         db = self._conn.db
         meta = op.meta if any(c.col_id == col.col_id for c in op.meta.columns) else self._meta()
         col = meta.column_by_id(col.col_id)
-        uris = [r[0] for r in db.query(*plan.distinct_values(meta, col))] \
-            if col.type.is_media else []
         for job in catalog.jobs(db, meta.id):
             if job.spec.get("col_id") == col.col_id:
                 catalog.end_job(db, job)
-        catalog.drop_column(db, meta, col)
-        op.release(col.col_id, uris)
+        op.drop_column(col, meta)
 
     def _count_all(self) -> int:
         return self._conn.db.query(*plan.count(self._meta()))[0][0]

@@ -29,13 +29,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, faults, media, storage
+from . import catalog, faults, media, plan, storage
 from .catalog import ColumnMeta, TableMeta
 from .errors import PxliteError, StorageError
 
 if TYPE_CHECKING:
     from .config import Settings
     from .connection import Connection
+    from .db import Database
 
 #: ``pool_map(fn, items)`` yields ``(item, result, exception)`` as each call finishes.
 PoolMap = Callable[[Callable[[Any], Any], Iterable[Any]],
@@ -64,16 +65,17 @@ class Operation:
     # ---- where files go --------------------------------------------------------------------------
     def input_prefix(self) -> str:
         """Where inserted media files go: ``input_media_dest``, else the media folder."""
-        dest = self.settings.get("input_media_dest")
-        if not dest:
-            return self.conn.media_prefix
-        return self.conn.known_spelling(self.meta.uid, self.conn.canonical_dest(dest))
+        return self._prefix_of(self.settings.get("input_media_dest"))
 
     def output_prefix(self, destination: str | None) -> str:
         """Where a computed column's files go: its destination > output_media_dest > default."""
         if destination == catalog.MEDIA_LOCATION:
             return self.conn.media_prefix  # set explicitly to the database's own media folder
-        dest = destination or self.settings.get("output_media_dest")
+        return self._prefix_of(destination or self.settings.get("output_media_dest"))
+
+    def _prefix_of(self, dest: str | None) -> str:
+        """The prefix of a destination as given (None or "": the media folder), spelled as
+        this table already records its folder."""
         if not dest:
             return self.conn.media_prefix
         return self.conn.known_spelling(self.meta.uid, self.conn.canonical_dest(dest))
@@ -175,6 +177,14 @@ class Operation:
             raise AssertionError("internal error: release() outside the operation's transaction")
         release(self.conn, self.meta, col_id, uris, self._after)
 
+    def drop_column(self, col: ColumnMeta, meta: TableMeta | None = None) -> None:
+        """Inside :meth:`committing`: drop a column of the table (``meta``: as loaded now, by
+        default the operation's), then release the files its cells named."""
+        meta = meta if meta is not None else self.meta
+        uris = named_files(self.conn.db, meta, col)
+        catalog.drop_column(self.conn.db, meta, col)
+        self.release(col.col_id, uris)
+
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Inside :meth:`committing`: run ``fn`` once the (outermost) transaction committed."""
         if self._after is None:
@@ -185,7 +195,8 @@ class Operation:
         """Delete files this operation stored but did not commit (a row it meant to write was
         changed or deleted meanwhile), unless a row names them: see :meth:`undo`."""
         doomed = list(uris)
-        self.local = [u for u in self.local if u not in set(doomed)]
+        gone = set(doomed)
+        self.local = [u for u in self.local if u not in gone]
         self._delete_unnamed(doomed)
 
     def undo(self) -> None:
@@ -207,10 +218,11 @@ class Operation:
             return
         conn = self.conn
         with contextlib.suppress(Exception), conn.db.transaction():
-            named = catalog.named_by_rows(conn.db, [conn.stored(u) for u in uris])
+            stored = {u: conn.stored(u) for u in uris}
+            named = catalog.named_by_rows(conn.db, list(stored.values()))
             unreachable: set[int] = set()
             for uri in uris:
-                if conn.stored(uri) in named:
+                if stored[uri] in named:
                     continue
                 backend = storage.get_backend(uri, self.settings)
                 if id(backend) in unreachable:
@@ -239,6 +251,15 @@ def operation(conn: Connection, meta: TableMeta, *, prefixes: Iterable[str] = ()
 
 
 # ---- releasing and deleting files -----------------------------------------------------------
+def named_files(db: Database, meta: TableMeta, col: ColumnMeta, rows: plan.Rows = plan.ALL
+                ) -> list[Any]:
+    """The distinct values (stored URIs) a media column's cells hold among ``rows``: the files
+    they name, to release when those cells go. None for a column that holds no files."""
+    if not (col.type.is_media and col.stored):
+        return []
+    return [r[0] for r in db.query(*plan.distinct_values(meta, col, rows))]
+
+
 def release(conn: Connection, meta: TableMeta, col_id: int, uris: Iterable[Any],
             after: list[Callable[[], None]]) -> None:
     """See :meth:`Operation.release`; ``after`` is the transaction's after-commit list."""
