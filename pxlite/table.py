@@ -414,19 +414,14 @@ class Table:
             for name, ctype in columns.items():
                 ctype = as_type(ctype)
                 if any(c.name == name for c in meta.columns):
-                    if if_exists == "ignore":
+                    if self._keep_existing(name, if_exists):
                         continue
-                    if if_exists == "replace":  # in this transaction: all or nothing
-                        old = meta.column(name)
-                        if _dependents(meta, old.col_id):
-                            raise SchemaError(
-                                f"cannot replace column {name!r} of {self._path!r}: computed "
-                                "columns depend on it; drop them first")
-                        op.drop_column(old)
-                    else:
-                        raise AlreadyExistsError(
-                            f"table {self._path!r} already has a column named {name!r}; pass "
-                            "if_exists='ignore' or 'replace'")
+                    old = meta.column(name)  # replaced in this transaction: all or nothing
+                    if _dependents(meta, old.col_id):
+                        raise SchemaError(
+                            f"cannot replace column {name!r} of {self._path!r}: computed "
+                            "columns depend on it; drop them first")
+                    op.drop_column(old)
                 check_column_name(name)
                 if not ctype.nullable and db.query(f"SELECT 1 FROM {meta.sql} LIMIT 1"):
                     raise SchemaError(
@@ -803,11 +798,8 @@ class Table:
         existing = next((c for c in meta.columns if c.name == name), None)
         replacing = existing is not None and not existing.pending
         if replacing:
-            if if_exists == "ignore":
+            if self._keep_existing(name, if_exists):
                 return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
-            if if_exists == "error":
-                raise AlreadyExistsError(f"table {self._path!r} already has a column named "
-                                         f"{name!r}; pass if_exists='replace' or 'ignore'")
             self._check_replaceable(meta, name)
         spec["replace"] = replacing
         work_name = f"_pxl_new_{name}" if replacing else name
@@ -847,7 +839,7 @@ class Table:
             except ComputeError:
                 if on_error == "abort":  # nothing of the operation remains
                     op.undo()  # the files of the batch that failed, then the committed ones
-                    self._abandon(op, col, job)
+                    self._abandon(op, col)
                 raise
         status.num_rows += tail.num_rows
         status.num_errors += tail.num_errors
@@ -862,11 +854,8 @@ class Table:
                               "is written, so destination= and format= do not apply")
         with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
             if any(c.name == name for c in op.meta.columns):
-                if if_exists == "ignore":
+                if self._keep_existing(name, if_exists):
                     return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
-                if if_exists == "error":
-                    raise AlreadyExistsError(f"table {self._path!r} already has a column named "
-                                             f"{name!r}; pass if_exists='replace' or 'ignore'")
                 self._check_replaceable(op.meta, name)
                 op.drop_column(op.meta.column(name))
             catalog.add_column(self._conn.db, op.meta, name, ctype,
@@ -946,11 +935,10 @@ class Table:
             with self._conn.db.transaction():
                 writes.delete_unreferenced(self._conn, listed, op.settings)
 
-    def _abandon(self, op: writes.Operation, col: ColumnMeta, job: catalog.Job) -> None:
+    def _abandon(self, op: writes.Operation, col: ColumnMeta) -> None:
         """on_error='abort' after batches committed: remove the column, its cells and files."""
         with contextlib.suppress(NotFoundError), op.committing(self._recheck):
-            self._drop_pending(op, next(c for c in self._meta().columns
-                                        if c.col_id == col.col_id))
+            self._drop_pending(op, col)
 
     def _drop_pending(self, op: writes.Operation, col: ColumnMeta) -> None:
         """Inside ``op``'s transaction: drop a pending column, its job and its files."""
@@ -964,6 +952,14 @@ class Table:
 
     def _count_all(self) -> int:
         return self._conn.db.query(*plan.count(self._meta()))[0][0]
+
+    def _keep_existing(self, name: str, if_exists: str) -> bool:
+        """A column ``name`` exists already: keep it (``if_exists='ignore'``: True) or replace
+        it ('replace': False); 'error' raises AlreadyExistsError saying how to go on."""
+        if if_exists == "error":
+            raise AlreadyExistsError(f"table {self._path!r} already has a column named {name!r}; "
+                                     "pass if_exists='replace' or 'ignore'")
+        return if_exists == "ignore"
 
     def _check_replaceable(self, meta: TableMeta, name: str) -> None:
         """May ``if_exists='replace'`` replace this column? Not while others depend on it: then

@@ -109,6 +109,21 @@ def test_every_if_exists_option_is_checked_and_replace_replaces(db):
         db.list_tables("missing")
 
 
+def test_an_existing_column_is_an_error_or_kept_by_every_column_adder(db):
+    t = db.create_table("t", {"x": pxl.Int})
+    t.insert(x=1)
+    t.add_computed_column(c=t.x + 1)
+    adders = {"add_column": lambda **kw: t.add_column(x=pxl.String, **kw),
+              "add_computed_column": lambda **kw: t.add_computed_column(c=t.x * 10, **kw),
+              "stored=False": lambda **kw: t.add_computed_column(c=t.x * 10, stored=False, **kw)}
+    for what, add in adders.items():
+        with pytest.raises(pxl.AlreadyExistsError,
+                           match=r"already has a column named .*if_exists='replace' or 'ignore'"):
+            add()
+        add(if_exists="ignore")
+        assert t.collect().to_dicts() == [{"x": 1, "c": 2}], what
+
+
 def test_a_destination_that_is_no_path_is_a_schema_error(db):
     t = db.create_table("t", {"image": pxl.Image})
     with pytest.raises(SchemaError, match="destination"):
