@@ -97,11 +97,7 @@ def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: Table
             # silent None. It is the input's error, not a new one: on_error does not abort here.
             et, em = rc.errors[upstream]
             name = next((c.name for c in meta.columns if c.col_id == upstream), str(upstream))
-            msg = f"input column {name!r} has an error: {em}"
-            rc.errors[t.col.col_id] = (et, msg)
-            rc._cache[t.col.col_id] = None
-            rc.raw[t.col.col_id] = None
-            out += [None, et, msg]
+            out += _failed(rc, t.col, [None, et, f"input column {name!r} has an error: {em}"])
             continue
         try:
             v = t.expr.eval(rc)
@@ -125,12 +121,18 @@ def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: Table
             rc.raw[t.col.col_id] = sv
             out += [sv, None, None]
         except Exception as e:  # a UDF may raise anything; it is the cell's error
-            cell = failed_cell(on_error, e, _abort_error(t, rc.raw, rowid, meta, e))
-            out += cell
-            rc.errors[t.col.col_id] = (cell[1], cell[2])  # columns computed from it fail too
-            rc._cache[t.col.col_id] = None
-            rc.raw[t.col.col_id] = None
+            out += _failed(rc, t.col,
+                           failed_cell(on_error, e, _abort_error(t, rc.raw, rowid, meta, e)))
     return out
+
+
+def _failed(rc: RowContext, col: ColumnMeta, cell: list[Any]) -> list[Any]:
+    """Record a failed cell ``[None, errortype, errormsg]`` in the row, so the columns computed
+    from it fail too (and read None); returns the cell."""
+    rc.errors[col.col_id] = (cell[1], cell[2])
+    rc._cache[col.col_id] = None
+    rc.raw[col.col_id] = None
+    return cell
 
 
 def _settle(res: list[Any], raw: dict[int, Any], targets: list[_Target], meta: TableMeta,
