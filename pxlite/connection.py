@@ -13,7 +13,6 @@ from typing import Any
 
 from . import catalog, media, storage, writes
 from . import config as _config
-from .catalog import TableMeta
 from .db import Database
 from .errors import AlreadyExistsError, BusyError, NotFoundError, SchemaError, check_choice
 from .table import Table, check_column_name
@@ -303,7 +302,7 @@ class Connection:
             if if_not_exists == "ignore":
                 return
             raise
-        with writes.operation(self, meta, recheck=self._same_table) as op:
+        with writes.operation(self, meta, recheck=lambda m: writes.current_table(self, m)) as op:
             named = {c.col_id: writes.named_files(self.db, meta, c) for c in meta.media_columns}
             prefixes = catalog.owned_prefixes(self.db, meta.uid, self.ownership)
             catalog.drop_table_rows(self.db, meta)
@@ -315,9 +314,3 @@ class Connection:
             # crash before the sweep leaves files check() still recognises as orphans.
             op.after_commit(lambda: writes.sweep_dropped(self, meta.uid, prefixes))
 
-    def _same_table(self, meta: TableMeta) -> None:
-        """Inside a write: the table ``meta`` describes still exists (not dropped meanwhile)."""
-        current = catalog.load_table(self.db, meta.path)
-        if current.uid != meta.uid:
-            raise NotFoundError(f"table {meta.path!r} was dropped (and created again) by another "
-                                "connection meanwhile; retry")

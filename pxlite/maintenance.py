@@ -31,7 +31,6 @@ from . import catalog, media, storage, writes
 from . import config as _config
 from .errors import (
     DatabaseError,
-    NotFoundError,
     ObjectNotFoundError,
     PxliteError,
     SchemaError,
@@ -596,7 +595,7 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
             return done, missing
 
         moved, missing = copy_all(moves)
-        with op.committing(_same_table(conn)):
+        with op.committing(lambda m: writes.current_table(conn, m)):
             ccol = catalog.load_table(db, meta.path).column_by_id(col.col_id)
             if moved:
                 # A concurrent check(fix=True) may have removed copies no row named yet; it
@@ -627,14 +626,3 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
             op.release(ccol.col_id, [old for old, _ in moved])
     return MoveStatus("Moved", len(moved), len(missing), time.perf_counter() - t0, "file",
                       errors=missing[:10], num_skipped=skipped)
-
-
-def _same_table(conn: Connection) -> Callable[[TableMeta], None]:
-    def recheck(meta: TableMeta) -> None:
-        try:
-            cur = catalog.load_table(conn.db, meta.path)
-        except NotFoundError:
-            cur = None
-        if cur is None or cur.uid != meta.uid:
-            raise NotFoundError(f"table {meta.path!r} was dropped while its media moved")
-    return recheck

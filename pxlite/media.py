@@ -602,14 +602,12 @@ class Resolver:
         if "://" not in uri:  # pxlite stores URIs only; anything else comes from a crafted file
             raise SchemaError(f"the stored value {uri[:80]!r} is not a file reference (a damaged "
                               "or crafted database file?); fix or delete the row")
-        if col.type.name == "Image" and storage.is_local(uri):
-            # open_image reports a missing file itself: no separate exists() per row
-            return open_image(storage.file_path(uri), self.settings, name=uri)
-        path = fetch_local(uri, self.settings)
-        if col.type.name == "Image":
-            # errors name the stored reference (the URL), not the cache file behind it
-            return open_image(path, self.settings, name=uri)
-        return str(path)
+        if col.type.name != "Image":
+            return str(fetch_local(uri, self.settings))
+        # A local image: open_image reports a missing file itself (no exists() per row). Its
+        # errors name the stored reference (the URL), not the cache file behind it.
+        path = storage.file_path(uri) if storage.is_local(uri) else fetch_local(uri, self.settings)
+        return open_image(path, self.settings, name=uri)
 
     def fileurl(self, uri: str) -> str:
         return fileurl(self.folder.uri(uri), self.settings)

@@ -290,11 +290,7 @@ class Table:
         """Inside an operation's transaction (or read snapshot): is the table still the one the
         operation was planned with? Another connection may have dropped it since ``meta`` was
         loaded. Raises NotFoundError naming the table instead of touching another one."""
-        current = self._meta()  # NotFoundError naming the table when it is gone
-        if current.uid != meta.uid:
-            raise NotFoundError(
-                f"table {self._path!r} was dropped (and created again) by another connection "
-                "while this operation ran; get_table() it again and retry")
+        current = writes.current_table(self._conn, meta)
         if not {c.col_id for c in meta.columns} <= {c.col_id for c in current.columns}:
             raise SchemaError(
                 f"the columns of table {self._path!r} were changed by another connection "

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import catalog, faults, media, plan, storage
 from .catalog import ColumnMeta, TableMeta
-from .errors import PxliteError, StorageError
+from .errors import NotFoundError, PxliteError, StorageError
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -145,7 +145,7 @@ class Operation:
 
     # ---- the transaction -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def committing(self, recheck: Callable[[TableMeta], None] | None = None
+    def committing(self, recheck: Callable[[TableMeta], object] | None = None
                    ) -> Iterator[Operation]:
         """The operation's write transaction. Inside: re-check the table, write rows, release
         old files. Its own changes sit in a savepoint, so even inside an enclosing transaction a
@@ -239,7 +239,7 @@ class Operation:
 @contextlib.contextmanager
 def operation(conn: Connection, meta: TableMeta, *, prefixes: Iterable[str] = (),
               columns: Iterable[ColumnMeta] = (), settings: Settings | None = None,
-              recheck: Callable[[TableMeta], None] | None = None) -> Iterator[Operation]:
+              recheck: Callable[[TableMeta], object] | None = None) -> Iterator[Operation]:
     """One write operation: prepare the destinations (``prefixes``, and those ``columns``
     write to), then the write transaction (see :class:`Operation`)."""
     with Operation(conn, meta, settings) as op:
@@ -248,6 +248,19 @@ def operation(conn: Connection, meta: TableMeta, *, prefixes: Iterable[str] = ()
         op.prepare_for(columns)
         with op.committing(recheck):
             yield op
+
+
+def current_table(conn: Connection, meta: TableMeta) -> TableMeta:
+    """Inside an operation's transaction (or a read snapshot): the table ``meta`` describes as
+    it is now. Another connection may have dropped it since ``meta`` was loaded (NotFoundError
+    naming the table), or dropped it and created another under its name: never touch that one.
+    Pass ``lambda m: current_table(conn, m)`` as an operation's ``recheck``."""
+    current = catalog.load_table(conn.db, meta.path)  # NotFoundError naming the table if gone
+    if current.uid != meta.uid:
+        raise NotFoundError(
+            f"table {meta.path!r} was dropped (and created again) by another connection while "
+            "this operation ran; get_table() it again and retry")
+    return current
 
 
 # ---- releasing and deleting files -----------------------------------------------------------
