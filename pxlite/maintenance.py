@@ -524,6 +524,7 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
     tail = f"{meta.uid}/{col.col_id}/"
 
     with db.read():
+        writes.current_table(conn, meta)  # dropped since it was loaded: NotFoundError
         locs = catalog.locations(db, meta.uid)
         uris = writes.named_files(db, meta, col)
     moves: list[tuple[str, str]] = []   # (stored old, absolute new)

@@ -421,7 +421,7 @@ def test_table_dropped_while_another_process_reads_it(tmp_path):
 
 
 @pytest.mark.parametrize("recreate", [False, True], ids=["dropped", "dropped+recreated"])
-@pytest.mark.parametrize("op", ["count", "collect", "insert"])
+@pytest.mark.parametrize("op", ["count", "collect", "insert", "drop_table", "move_media"])
 def test_drop_between_planning_and_running_is_not_found(tmp_path, monkeypatch, recreate, op):
     """Deterministic version of the race a reader can hit: another connection drops the table
     (and creates another, which gets the freed id) after this operation loaded the table's
@@ -450,10 +450,12 @@ def test_drop_between_planning_and_running_is_not_found(tmp_path, monkeypatch, r
 
     monkeypatch.setattr(catalog, "load_table", load_then_drop)
     run = {"count": lambda: t.count(), "collect": lambda: [r["k"] for r in t.collect()],
-           "insert": lambda: t.insert(image=Image.new("RGB", (4, 4), "green"), k=2)}[op]
+           "insert": lambda: t.insert(image=Image.new("RGB", (4, 4), "green"), k=2),
+           "drop_table": lambda: a.drop_table("t"),
+           "move_media": lambda: t.move_media("image", str(tmp_path / "elsewhere"))}[op]
     # A read may also answer from its snapshot taken before the drop (the old rows), never
     # from the other table; a write must fail.
-    before = {"count": 1, "collect": [1], "insert": "an error"}[op]
+    before = {"count": 1, "collect": [1]}.get(op, "an error")
     try:
         try:
             got = run()
