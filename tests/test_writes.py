@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -90,6 +91,12 @@ def test_a_registered_backend_is_a_usable_destination(tmp_path, mem):
     assert pxl.check(db=db).ok
     with pytest.raises(ConfigError, match="bucket"):
         t.add_computed_column(x=t.image.rotate(1), destination="mem://")
+    # the default grammar cleans a prefix as the built-in backends do
+    for bad, why in [("mem://bucket/a/../b/", "'..' segment"), ("mem://bucket/a//b/", "'//'"),
+                     ("mem://bucket/a\x01/", "forbidden character"), ("mem://bucket/a?x", "'?'")]:
+        with pytest.raises(ConfigError, match=re.escape(why)):
+            t.add_computed_column(x=t.image.rotate(1), destination=bad)
+    assert t.columns() == ["image", "k", "rot"]
 
 
 def test_registering_a_scheme_twice_needs_clobber(mem):

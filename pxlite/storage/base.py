@@ -111,9 +111,7 @@ class StorageBackend(ABC):
             raise ConfigError(f"{text!r}: expected {scheme}://<bucket>/<prefix>/")
         if "?" in key or "#" in key:
             raise ConfigError(f"{text!r}: a destination prefix may not contain '?' or '#'")
-        for seg in key.rstrip("/").split("/") if key else []:
-            if seg in ("", ".", ".."):
-                raise ConfigError(f"{text!r}: the prefix has an empty, '.' or '..' segment")
+        check_segments(key, text, what="prefix", allow_empty=True)
         return f"{scheme.lower()}://{bucket}/{key if not key or key.endswith('/') else key + '/'}"
 
     @classmethod
