@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from .local import LocalBackend
 
 __all__ = [
-    "PROVIDER_OF_SCHEME",
     "S3_FAMILY",
     "AzureURI",
     "BucketURI",
@@ -77,13 +76,6 @@ __all__ = [
 #: Schemes served by the S3 backend (``S3Backend`` and its subclasses in ``storage/s3.py``),
 #: each with its own settings section.
 S3_FAMILY = ("s3", "r2", "b2", "tigris")
-
-#: The settings section (``settings.provider(...)``) each built-in scheme reads (its backend
-#: class's ``settings_section``, which is what :func:`get_backend` uses).
-PROVIDER_OF_SCHEME: dict[str, str | None] = {
-    "file": None, "http": None, "s3": "s3", "r2": "r2", "b2": "b2", "tigris": "tigris",
-    "gs": "gcs", "azure": "azure",
-}
 
 _S3_HINT = "pip install 'pxlite[s3]'"
 _registry: dict[str, tuple[str, str]] = {}
