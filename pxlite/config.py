@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,25 +58,19 @@ def _parse_positive_float(value: Any) -> float:
     return f
 
 
-def _parse_positive_int(value: Any) -> int:
-    try:
-        i = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected a whole number, got {value!r}") from None
-    if i < 0:
-        raise ConfigError(f"expected a number >= 0, got {value!r}")
-    return i
+def _whole_number(minimum: int) -> Callable[[Any], int]:
+    """A parser of whole numbers >= ``minimum`` (1 for a limit where 0 would refuse
+    everything)."""
+    def parse(value: Any) -> int:
+        try:
+            i = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"expected a whole number, got {value!r}") from None
+        if i < minimum:
+            raise ConfigError(f"expected a whole number >= {minimum}, got {value!r}")
+        return i
 
-
-def _parse_count(value: Any) -> int:
-    """A whole number >= 1 (a limit where 0 would refuse everything)."""
-    try:
-        i = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected a whole number, got {value!r}") from None
-    if i < 1:
-        raise ConfigError(f"expected a whole number >= 1, got {value!r}")
-    return i
+    return parse
 
 
 def _parse_bool(value: Any) -> bool:
@@ -107,14 +101,15 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
     "input_media_dest": (_parse_dest, None, "where inserted media files are persisted"),
     "output_media_dest": (_parse_dest, None, "where computed media files are written"),
     "file_cache_size_g": (_parse_positive_float, 10.0, "download cache bound in GB"),
-    "max_image_pixels": (_parse_positive_int, 178_956_970, "refuse images with more pixels"),
+    "max_image_pixels": (_whole_number(0), 178_956_970, "refuse images with more pixels"),
     "storage_timeout_s": (_parse_positive_float, 60.0, "network timeout per storage call"),
     "download_timeout_s": (_parse_positive_float, 600.0,
                            "deadline for one whole web download, all tries together"),
-    "max_download_bytes": (_parse_count, 4_000_000_000, "refuse web downloads larger than this"),
-    "decode_memory_mb": (_parse_count, 1024,
+    "max_download_bytes": (_whole_number(1), 4_000_000_000,
+                           "refuse web downloads larger than this"),
+    "decode_memory_mb": (_whole_number(1), 1024,
                          "memory for decoded images held by worker threads at once"),
-    "storage_retries": (_parse_positive_int, 4, "retries of retryable storage errors"),
+    "storage_retries": (_whole_number(0), 4, "retries of retryable storage errors"),
     "storage_retry_delay_s": (_parse_positive_float, 0.5,
                               "longest wait before the first retry (doubles per retry, random)"),
     "progress": (_parse_bool, True, "show progress bars on a terminal or notebook"),

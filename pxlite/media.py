@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import storage
-from .config import KEYS, Settings
+from .config import Settings
 from .errors import ObjectNotFoundError, PxliteError, SchemaError
 from .storage.base import TEMP_PREFIX
 
@@ -494,8 +494,7 @@ _budget = _DecodeBudget()
 
 def decode_budget_bytes(settings: Settings) -> int:
     """``decode_memory_mb`` in bytes."""
-    mb = settings.get("decode_memory_mb")
-    return int(KEYS["decode_memory_mb"][1] if mb is None else mb) * 1024 * 1024
+    return int(settings["decode_memory_mb"]) * 1024 * 1024
 
 
 def _charge(img: PILImage.Image, nbytes: int, limit: int) -> None:

@@ -57,6 +57,9 @@ def test_connect_config_applies_to_that_database(tmp_path):
     ({"s3": {"endpoint": "x"}}, r"unknown setting\(s\) \['endpoint'\] in \[s3\]"),
     ({"s3": "http://x"}, "must be a table"),
     ({"progress": "maybe"}, "true or false"),
+    ({"storage_retries": -1}, "storage_retries: expected a whole number >= 0, got -1"),
+    ({"max_image_pixels": "many"}, "max_image_pixels: expected a whole number, got 'many'"),
+    ({"max_download_bytes": 0}, "max_download_bytes: expected a whole number >= 1, got 0"),
 ])
 def test_bad_settings(bad, msg, tmp_path):
     with pytest.raises(ConfigError, match=msg):

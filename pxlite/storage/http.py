@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TypeVar
 
-from ..config import KEYS, Settings
+from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, SchemaError, StorageError
 from . import destination_forms
 from .base import (
@@ -73,11 +73,6 @@ def _translate(e: BaseException, uri: str) -> PxliteError | None:
     if isinstance(e, (http.client.HTTPException, OSError)):
         return StorageError(f"{uri}: download failed: {e}", uri=uri, retryable=True)
     return None
-
-
-def _setting(settings: Settings, key: str) -> Any:
-    value = settings.get(key)
-    return KEYS[key][1] if value is None else value
 
 
 class _Transfer:
@@ -318,9 +313,9 @@ class HttpBackend(StorageBackend):
         """Download ``uri`` into ``local_path`` within ``download_timeout_s`` (all tries
         together), refusing a body over ``max_download_bytes`` and an image declaring more than
         ``max_image_pixels``; on any failure no partial file is left behind."""
-        transfer = _Transfer(uri, float(_setting(self.settings, "download_timeout_s")),
-                             int(_setting(self.settings, "max_download_bytes")),
-                             int(_setting(self.settings, "max_image_pixels")))
+        transfer = _Transfer(uri, float(self.settings["download_timeout_s"]),
+                             int(self.settings["max_download_bytes"]),
+                             int(self.settings["max_image_pixels"]))
 
         def download() -> None:
             if transfer.expired:
