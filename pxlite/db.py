@@ -21,7 +21,7 @@ from typing import Any
 import apsw
 
 from . import faults
-from .errors import BusyError, DatabaseError, NotFoundError
+from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
 SCHEMA_VERSION = 2
@@ -221,14 +221,25 @@ class Database:
         """Run one statement (values always bound as parameters) and return its cursor."""
         try:
             return self.sqlite.execute(sql, params)
-        except apsw.ReadOnlyError as e:
-            raise self._read_only_error() from e
-        except apsw.BusyError as e:
-            raise self._busy_error(e) from e
-        except apsw.FullError as e:
-            raise self._full_error() from e
-        except apsw.ConnectionClosedError as e:
-            raise self._closed_error() from e
+        except apsw.Error as e:
+            mapped = self._mapped(e)
+            if mapped is None:
+                raise
+            raise mapped from e
+
+    def _mapped(self, e: BaseException) -> PxliteError | None:
+        """The pxlite error (saying what happened and what to do) for the SQLite errors a user
+        can meet: a read-only file, a write lock held too long, a full disk, a closed
+        connection. None for the others (programming errors, re-raised as they are)."""
+        if isinstance(e, apsw.ReadOnlyError):
+            return self._read_only_error()
+        if isinstance(e, apsw.BusyError):
+            return self._busy_error(e)
+        if isinstance(e, apsw.FullError):
+            return self._full_error()
+        if isinstance(e, apsw.ConnectionClosedError):
+            return self._closed_error()
+        return None
 
     def _closed_error(self) -> DatabaseError:
         return DatabaseError(f"the connection to database {self.path} is closed; open it again "
@@ -241,12 +252,11 @@ class Database:
     def executemany(self, sql: str, rows: Any) -> None:
         try:
             self.sqlite.executemany(sql, rows)
-        except apsw.ReadOnlyError as e:
-            raise self._read_only_error() from e
-        except apsw.BusyError as e:
-            raise self._busy_error(e) from e
-        except apsw.FullError as e:
-            raise self._full_error() from e
+        except apsw.Error as e:
+            mapped = self._mapped(e)
+            if mapped is None:
+                raise
+            raise mapped from e
 
     def _full_error(self) -> DatabaseError:
         return DatabaseError(
@@ -284,14 +294,7 @@ class Database:
             outer = self._depth == 0
             if outer:
                 self._after_commit = []
-                try:
-                    self.sqlite.execute("BEGIN IMMEDIATE")
-                except apsw.ConnectionClosedError as e:
-                    raise self._closed_error() from e
-                except apsw.ReadOnlyError as e:
-                    raise self._read_only_error() from e
-                except apsw.BusyError as e:
-                    raise self._busy_error(e) from e
+                self.execute("BEGIN IMMEDIATE")
             self._depth += 1
             after = self._after_commit
             assert after is not None
@@ -310,24 +313,15 @@ class Database:
             try:
                 faults.point("before_commit")
                 self.sqlite.execute("COMMIT")
-            except apsw.ReadOnlyError as e:
+            except BaseException as e:
+                # a COMMIT that failed (or a fault before it): undo it, as a crash would
                 with contextlib.suppress(apsw.Error):
-                    self.sqlite.execute("ROLLBACK")
-                raise self._read_only_error() from e
-            except apsw.BusyError as e:
-                with contextlib.suppress(apsw.Error):
-                    self.sqlite.execute("ROLLBACK")
-                raise self._busy_error(e) from e
-            except apsw.FullError as e:
-                with contextlib.suppress(apsw.Error):
-                    self.sqlite.execute("ROLLBACK")
-                raise self._full_error() from e
-            except BaseException:
-                with contextlib.suppress(apsw.Error):
-                    # a fault before COMMIT: undo it, as a crash would
                     if not self.sqlite.getautocommit():
                         self.sqlite.execute("ROLLBACK")
-                raise
+                mapped = self._mapped(e)
+                if mapped is None:
+                    raise
+                raise mapped from e
             finally:
                 self._after_commit = None
         faults.point("after_commit")
@@ -372,10 +366,7 @@ class Database:
             if self._depth:
                 yield
                 return
-            try:
-                self.sqlite.execute("BEGIN")
-            except apsw.ConnectionClosedError as e:
-                raise self._closed_error() from e
+            self.execute("BEGIN")
             self._depth += 1
             try:
                 yield
