@@ -163,11 +163,9 @@ class MediaInput:
 
     def _persist_url(self, url: str, col: ColumnMeta) -> str:
         """Copy a URL's file to the input destination with ONE download: the downloaded file is
-        uploaded, then becomes the cache entry of the persisted copy (no upload->download)."""
-        import shutil
+        uploaded, and the upload also makes it the cache entry of the persisted copy (no
+        upload->download)."""
         import tempfile
-
-        from .cache import get_cache  # here, not at import: it loads diskcache
 
         op = self.op
         kind = col.type.kind  # type: ignore[attr-defined]
@@ -176,11 +174,4 @@ class MediaInput:
             storage.get_backend(url, op.settings).get_file(url, local)
             with open(local, "rb") as f:
                 ext = media.check_header(f.read(media.HEADER_BYTES), kind, f"the file at {url}")
-            uri = op.upload(local, ext, col, op.input_prefix())
-            if not storage.is_local(uri):
-                def move_in(dest: Path) -> None:
-                    # shutil.move: the temp folder may be on another filesystem than the cache
-                    shutil.move(local, dest)
-
-                get_cache(op.settings).get_path(uri, move_in)
-            return uri
+            return op.upload(local, ext, col, op.input_prefix())

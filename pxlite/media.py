@@ -239,11 +239,12 @@ def upload_file(path: Path, ext: str, prefix: str, table_uid: str, col_id: int,
     """Copy a local file under a destination prefix (content-addressed); ``(uri, created)``."""
     uri = storage.join(prefix, object_key(table_uid, col_id, file_digest(path), ext))
     backend = storage.get_backend(uri, settings)
-    if backend.exists(uri):
-        return uri, False
-    backend.put_file(path, uri, content_type=_CONTENT_TYPES.get(ext))
+    created = not backend.exists(uri)
+    if created:
+        backend.put_file(path, uri, content_type=_CONTENT_TYPES.get(ext))
+    # like write_file: the bytes are at hand, so reading the file back costs no download
     _keep_in_cache(uri, settings, lambda dest: shutil.copyfile(path, dest))
-    return uri, True
+    return uri, created
 
 
 def _keep_in_cache(uri: str, settings: Settings, write: Callable[[Path], object]) -> None:

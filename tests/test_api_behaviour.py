@@ -241,6 +241,18 @@ def test_files_uploaded_to_the_cloud_also_enter_the_cache(storage_target, tmp_pa
         uris = [r[0] for r in db.db.query(f"SELECT {c.sql} FROM {meta.sql}")]
         assert len(uris) == 3 and all(not u.startswith("file:") for u in uris)
         assert all(cache.contains(u) for u in uris), (name, uris)
+    # A persisted file path (uploaded, not encoded): cached too, also when the object was
+    # already there (identical content inserted before, its cache entry since evicted).
+    path = tmp_path / "p.png"
+    Image.new("RGB", (5, 4), "white").save(path)
+    u = db.create_table("u", {"image": pxl.Image})  # nothing computed: nothing reads it back
+    u.insert(image=str(path))
+    c = catalog.load_table(db.db, "u").column("image")
+    ((uri,),) = db.db.query(f"SELECT {c.sql} FROM {catalog.load_table(db.db, 'u').sql}")
+    assert not uri.startswith("file:") and cache.contains(uri)
+    cache.evict(uri)
+    u.insert(image=str(path))
+    assert cache.contains(uri)
 
 
 _THREADS: set[str] = set()
