@@ -42,6 +42,23 @@ _FAST_GUARD = {
 
 CellError = tuple[int, ColumnMeta, str, str]   # (rowid, column, errortype, errormsg)
 
+#: The errors of a value that cannot be stored in a column (its cell's error, under on_error).
+INPUT_ERRORS = (SchemaError, StorageError, ConfigError, NotFoundError)
+
+
+def failed_input(on_error: str, e: BaseException, table_path: str, row: int, col: ColumnMeta,
+                 value: Any = None) -> list[Any]:
+    """A value of an insert or update that cannot be stored in ``col`` (one of INPUT_ERRORS):
+    under on_error='abort', and always for a Required column (it cannot be left empty), raise a
+    ComputeError naming the row, the column and the cause; else return the cell to store,
+    ``[None, errortype, errormsg]``."""
+    why = "" if col.type.nullable else " (Required: cannot be left empty)"
+    return failed_cell(
+        on_error, e, ComputeError(
+            f"row {row}, column {col.name!r}{why} of {table_path!r}: {e}", table=table_path,
+            row=row, column=col.name, value=value, errortype=type(e).__name__),
+        required=not col.type.nullable)
+
 
 class RowConverter:
     """Converts input rows (dicts) to parameter tuples ``(rowid, v1, v2, ...)`` for one insert.
@@ -73,13 +90,8 @@ class RowConverter:
             return None
         try:
             return self.convs[j](v)
-        except (SchemaError, StorageError, ConfigError, NotFoundError) as e:
-            why = "" if c.type.nullable else " (Required: cannot be left empty)"
-            _, et, em = failed_cell(
-                self.on_error, e, ComputeError(
-                    f"row {i}, column {c.name!r}{why} of {self.path!r}: {e}", table=self.path,
-                    row=i, column=c.name, value=v, errortype=type(e).__name__),
-                required=not c.type.nullable)
+        except INPUT_ERRORS as e:
+            _, et, em = failed_input(self.on_error, e, self.path, i, c, v)
             self.errors.append((rowid, c, et, em))
             return None
 

@@ -22,17 +22,14 @@ from .compute import Computation, Interrupted, compute_rows, run_batches, worker
 from .errors import (
     AlreadyExistsError,
     ComputeError,
-    ConfigError,
     NotFoundError,
     PxliteError,
     SchemaError,
-    StorageError,
     check_choice,
     check_on_error,
-    failed_cell,
 )
 from .exprs import ColumnRef, Expr, Literal, RowContext, column_expr, split_conjuncts
-from .ingest import MediaInput, RowConverter
+from .ingest import INPUT_ERRORS, MediaInput, RowConverter, failed_input
 from .media import Resolver
 from .plan import Rows
 from .results import ResultSet, UpdateStatus
@@ -664,12 +661,8 @@ class Table:
                         if sv is None and not c.type.nullable:
                             raise SchemaError(f"column {c.name!r} is Required")
                         params += [sv, None, None]
-                    except (SchemaError, StorageError, ConfigError, NotFoundError) as err:
-                        params += failed_cell(
-                            on_error, err, ComputeError(
-                                f"row {rowid}, column {c.name!r} of {self._path!r}: {err}",
-                                table=self._path, row=rowid, column=c.name),
-                            required=not c.type.nullable)
+                    except INPUT_ERRORS as err:
+                        params += failed_input(on_error, err, self._path, rowid, c)
                         errors += 1
                     if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
                         replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
