@@ -14,7 +14,6 @@ import datetime as _dt
 import json
 import operator
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import resolve as resolve_settings
@@ -501,7 +500,7 @@ class Compare(Expr):
         a, b = self.left.eval(row), self.right.eval(row)
         # compare the way SQL would: a datetime column against an ISO string literal, etc.
         if isinstance(self.left, ColumnRef) and isinstance(self.right, Literal) and b is not None:
-            with suppress(SchemaError):  # not convertible: compare as given
+            with contextlib.suppress(SchemaError):  # not convertible: compare as given
                 b = self.left.type.from_sql(self.left.type.to_sql(b))
         try:
             return _compare_values(self.op, a, b)
