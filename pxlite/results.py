@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError, NotFoundError, SchemaError
-from .media import MEDIA_REF
+from .media import MEDIA_REF, has_alpha
 from .redact import redact
 from .types import ColumnType, is_pil_image
 
@@ -166,7 +166,7 @@ class ResultSet:
         text = f"{type(e).__name__}: {message}" if message else type(e).__name__
         if name and name.rsplit("/", 1)[-1] not in message:
             text = f"{name}: {text}"
-        return text if len(text) <= width else text[:width - 3] + "..."
+        return end_cut(text, width)
 
     def _ref(self, v: str) -> str:
         """A media reference as people read it: a local file by its name as the user wrote it
@@ -202,7 +202,7 @@ class ResultSet:
             problem = self._problem(e, 10_000, v if isinstance(v, str) else "")
             # A table row has no room for full paths: quoted paths and URLs show their last part
             problem = _QUOTED_PATH.sub(r"'\1'", problem)
-            return f"<{problem if len(problem) <= 100 else problem[:97] + '...'}>"
+            return f"<{end_cut(problem, 100)}>"
         return text
 
     def to_text(self, width: int | None = None) -> str:
@@ -291,12 +291,11 @@ def _thumb_format(img: Any) -> tuple[str, str, dict[str, Any]]:
     """How to encode a thumbnail: JPEG when it is opaque, WebP with its alpha channel when it
     has transparency (PNG if this Pillow has no WebP encoder). Lossy, small: a 96 px JPEG is
     ~3 kB where the PNG was ~20 kB."""
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        img.mode == "P" and "transparency" in img.info)
-    if has_alpha:
+    transparent = has_alpha(img)
+    if transparent:
         alpha = img.convert("RGBA").getchannel("A")
-        has_alpha = alpha.getextrema()[0] < 255    # an alpha channel that is all opaque is not
-    if not has_alpha:
+        transparent = alpha.getextrema()[0] < 255    # an alpha channel all opaque is not
+    if not transparent:
         return "JPEG", "image/jpeg", {"quality": _THUMB_QUALITY}
     from PIL import features
 
