@@ -34,26 +34,23 @@ __all__ = ["MASK", "SDK_LOGGERS", "RedactingFilter", "install_log_filter", "publ
 #: What a masked credential is replaced with.
 MASK = "****"
 
-#: Query parameters that carry or make up a credential (compared lower-cased). The Azure SAS
-#: fields are all masked: ``sig`` is the secret, the others tell what it grants.
-CREDENTIAL_PARAMS = frozenset({
-    # Azure SAS (service, account and user delegation)
-    "sig", "se", "st", "sp", "sv", "sr", "srt", "ss", "spr", "sip", "si", "ses", "sdd", "skoid",
-    "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid", "sduoid",
-    # AWS SigV2/SigV4 and Google V2/V4 query signatures
-    "signature", "x-amz-signature", "x-amz-security-token", "x-amz-credential",
-    "x-goog-signature", "x-goog-credential", "awsaccesskeyid", "googleaccessid",
-    # generic tokens, keys and passwords
-    "token", "access_token", "refresh_token", "id_token", "auth", "authorization", "code",
-    "key", "api_key", "apikey", "api-key", "secret", "client_secret", "password", "passwd", "pwd",
-})
-#: Of those, the ones that only say what a signature grants (its expiry, rights, version, the key
+#: Query parameters that only say what a signature grants (its expiry, rights, version, the key
 #: id): masked in text, but not remembered as secrets (a date would then be masked everywhere).
 _DESCRIPTIVE_PARAMS = frozenset({
+    # Azure SAS (service, account and user delegation): all but the signature itself
     "se", "st", "sp", "sv", "sr", "srt", "ss", "spr", "sip", "si", "ses", "sdd", "skoid",
     "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid", "sduoid",
+    # who signed an AWS or Google query signature
     "x-amz-credential", "x-goog-credential", "awsaccesskeyid", "googleaccessid",
 })
+#: Query parameters that carry or make up a credential (compared lower-cased): the signatures,
+#: tokens, keys and passwords, and the fields that describe them (all Azure SAS fields are masked:
+#: ``sig`` is the secret, the others tell what it grants).
+CREDENTIAL_PARAMS = _DESCRIPTIVE_PARAMS | {
+    "sig", "signature", "x-amz-signature", "x-amz-security-token", "x-goog-signature",
+    "token", "access_token", "refresh_token", "id_token", "auth", "authorization", "code",
+    "key", "api_key", "apikey", "api-key", "secret", "client_secret", "password", "passwd", "pwd",
+}
 #: Parameter-name endings that make any parameter a credential (``x-api-token``, ``mykey``).
 _CREDENTIAL_SUFFIXES = ("signature", "token", "secret", "password", "passwd", "_key", "-key",
                         "apikey", "accesskey")
