@@ -55,7 +55,9 @@ CREDENTIAL_PARAMS = _DESCRIPTIVE_PARAMS | {
 _CREDENTIAL_SUFFIXES = ("signature", "token", "secret", "password", "passwd", "_key", "-key",
                         "apikey", "accesskey")
 #: Connection-string fields whose value is a secret (up to the next ``;``).
-_CONN_FIELDS = re.compile(r"(?i)\b(AccountKey|SharedAccessSignature|SharedAccessKey)=([^;\s'\"]*)")
+_CONN_FIELD_NAMES = ("AccountKey", "SharedAccessSignature", "SharedAccessKey")
+_CONN_FIELDS = re.compile(r"(?i)\b(" + "|".join(_CONN_FIELD_NAMES) + r")=([^;\s'\"]*)")
+_CONN_FIELDS_LOWER = frozenset(f.lower() for f in _CONN_FIELD_NAMES)
 #: A URL's ``scheme://userinfo@``; the user-info may not contain '/', '?', '#' or blanks.
 _USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@\s'\"<>`]+)@")
 #: Schemes whose user-info is a container name, not a credential.
@@ -195,8 +197,7 @@ def secrets_of(providers: Mapping[str, Mapping[str, Any]], secret_keys: Iterable
                 for part in value.split(";"):  # a connection string's fields
                     name, _, v = part.partition("=")
                     v = v.strip()
-                    if name.strip().lower() in ("accountkey", "sharedaccesssignature",
-                                                "sharedaccesskey"):
+                    if name.strip().lower() in _CONN_FIELDS_LOWER:
                         out.append(v)
                         out += _query_secrets(v.lstrip("?"))
                     elif "://" in v:  # BlobEndpoint=http://user:pw@host/...
