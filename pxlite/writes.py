@@ -356,9 +356,24 @@ def delete_unreferenced(conn: Connection, stored: Iterable[str], settings: Setti
         out.refused.append((u, "a row names the same file under another spelling of its folder"))
     doomed = [d for d in doomed if d[0] not in aliased]
 
+    # A backend that failed retryably (down, or hanging until the timeout) is not asked again
+    # for the other files: each try could cost the full timeout times the retries. Those files
+    # stay pending (or orphans) for a later open or check(fix=True).
+    unreachable: dict[int, str] = {}  # id(backend) -> the file whose delete failed
+
     def delete(item: tuple[str, str]) -> None:
         faults.point("before_file_delete")
-        storage.get_backend(item[1], settings).delete(item[1])
+        backend = storage.get_backend(item[1], settings)
+        if id(backend) in unreachable:
+            raise StorageError(f"{item[1]}: not tried, the delete of {unreachable[id(backend)]} "
+                               "on the same storage failed first; check(fix=True) retries it",
+                               uri=item[1], retryable=True)
+        try:
+            backend.delete(item[1])
+        except StorageError as e:
+            if e.retryable:
+                unreachable.setdefault(id(backend), item[1])
+            raise
 
     results = (pool_map or _serial)(delete, doomed)
     for (u, _), _, exc in results:

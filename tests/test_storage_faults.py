@@ -650,6 +650,31 @@ def test_server_gone_mid_computed_column_ignore(faulty: Faulty, tmp_path: Path,
     db.close()
 
 
+@pytest.mark.parametrize("faulty", ["s3"], indirect=True)
+def test_deletes_give_up_on_a_hung_server_and_stay_pending(faulty: Faulty, tmp_path: Path,
+                                                           images: list[Path]):
+    """After the first delete hits the timeout, the others on that storage are not tried (each
+    would cost the timeout again): they stay pending, and check(fix=True) finishes them once
+    the storage answers."""
+    db, t = _table(faulty, tmp_path, images, storage_retries=0, storage_timeout_s=0.5)
+    t.add_computed_column(rot=t.image.rotate(90), destination=faulty.prefix)
+    written = {u for u in _raw(db, "rot")}
+    assert len(written) == len(images)
+    before = len(faulty.proxy.requests("delete"))  # the destination's write probe
+    faulty.proxy.inject("delay", None, op="delete", delay_s=3)  # every delete hangs
+    t0 = time.monotonic()
+    t.delete()
+    elapsed = time.monotonic() - t0
+    assert len(faulty.proxy.requests("delete")) - before == 1 and elapsed < 2.5, elapsed
+    assert set(catalog.pending_deletes(db.db)) == written
+    faulty.proxy.revive()
+    report = pxl.check(db=db, fix=True)
+    assert report.pending_cleared == len(written) and not report.errors, str(report)
+    assert catalog.pending_deletes(db.db) == []
+    assert not any(faulty.upstream_exists(u) for u in written)
+    db.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # Known defects outside pxlite/storage (pinned; see the report for the fixes)
 
