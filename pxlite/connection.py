@@ -302,7 +302,10 @@ class Connection:
             if if_not_exists == "ignore":
                 return
             raise
-        with writes.operation(self, meta, recheck=lambda m: writes.current_table(self, m)) as op:
+        with writes.operation(self, meta) as op:
+            # The table as it is now, under the lock: another connection may have dropped it,
+            # or some of its columns, since it was loaded.
+            meta = writes.current_table(self, meta)
             named = {c.col_id: writes.named_files(self.db, meta, c) for c in meta.media_columns}
             prefixes = catalog.owned_prefixes(self.db, meta.uid, self.ownership)
             catalog.drop_table_rows(self.db, meta)

@@ -420,6 +420,32 @@ def test_table_dropped_while_another_process_reads_it(tmp_path):
     conn.close()
 
 
+def test_drop_table_after_another_connection_dropped_a_media_column(tmp_path, monkeypatch):
+    """drop_table plans from the table as it is inside its transaction: a media column another
+    connection dropped after this one loaded the table is not read (no raw SQL error), and the
+    files of both columns still go."""
+    db_path = tmp_path / "x.pxl"
+    a = pxl.connect(db_path)
+    other = pxl.connect(db_path)
+    t = a.create_table("t", {"image": pxl.Image, "k": pxl.Int})
+    t.insert(image=Image.new("RGB", (4, 4), "red"), k=1)
+    t.add_computed_column(rot=t.image.rotate(90))
+    real, fired = catalog.load_table, []
+
+    def load_then_drop_column(db, path):
+        meta = real(db, path)
+        if db is a.db and path == "t" and not fired:
+            fired.append(True)
+            other.get_table("t").drop_column("rot")
+        return meta
+
+    monkeypatch.setattr(catalog, "load_table", load_then_drop_column)
+    a.drop_table("t")
+    monkeypatch.undo()
+    assert fired and a.list_tables() == []
+    assert check(a).ok and not any(f.is_file() for f in (tmp_path / "x.pxl.media").rglob("*"))
+
+
 @pytest.mark.parametrize("recreate", [False, True], ids=["dropped", "dropped+recreated"])
 @pytest.mark.parametrize("op", ["count", "collect", "insert", "drop_table", "move_media"])
 def test_drop_between_planning_and_running_is_not_found(tmp_path, monkeypatch, recreate, op):
