@@ -11,19 +11,23 @@ release of replaced files. It never imports the table layer.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import catalog, media, plan, storage
+from . import catalog, config, executors, media, plan, storage
 from .catalog import ColumnMeta, TableMeta
 from .errors import ComputeError, PxliteError, SchemaError, failed_cell
+from .executors import Pool
 from .exprs import Expr, RowContext, column_expr
 from .plan import Rows
 from .redact import redact
 from .results import UpdateStatus
 from .types import is_pil_image
+from .udf import Function
 from .writes import Operation
 
 if TYPE_CHECKING:
@@ -44,13 +48,14 @@ def workers() -> int:
 class _Target:
     """One computed column being filled: its expression, destination and format."""
 
-    def __init__(self, meta: TableMeta, col: ColumnMeta, op: Operation):
+    def __init__(self, meta: TableMeta, col: ColumnMeta, settings: Settings,
+                 prefix: str | None) -> None:
         assert col.expr is not None
         self.col = col
-        self.expr = column_expr(meta, col, op.settings)
+        self.expr = column_expr(meta, col, settings)
         self.reads = self.expr.columns()
         self.is_media = col.type.is_media
-        self.prefix = op.output_prefix(col.destination) if self.is_media else None
+        self.prefix = prefix if self.is_media else None
         # A local write is quick and CPU-bound: done in the compute thread. Network stores go
         # to the I/O pool so compute threads never wait on the network.
         self.local = self.prefix is not None and self.prefix.startswith("file://")
@@ -81,7 +86,7 @@ def _abort_error(t: _Target, raw: dict[int, Any], rowid: int, meta: TableMeta,
 
 
 def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: TableMeta,
-                 op: Operation, on_error: str, io: ThreadPoolExecutor,
+                 store: Store, on_error: str, io: ThreadPoolExecutor,
                  read_later: set[int]) -> list[Any]:
     """Compute one row's cells; returns ``[v1, et1, em1, v2, ...]`` for the UPDATE.
 
@@ -111,9 +116,9 @@ def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: Table
                 data, ext = media.encode_image(v, t.col.format)
                 assert t.prefix is not None
                 if t.local:
-                    sv: Any = op.write_bytes(data, ext, t.col, t.prefix)
+                    sv: Any = store(data, ext, t.col, t.prefix)
                 else:
-                    sv = io.submit(op.write_bytes, data, ext, t.col, t.prefix)
+                    sv = io.submit(store, data, ext, t.col, t.prefix)
                     if t.col.col_id in read_later:
                         sv = sv.result()
             else:
@@ -152,9 +157,31 @@ def _settle(res: list[Any], raw: dict[int, Any], targets: list[_Target], meta: T
     return res
 
 
+#: Stores encoded bytes for a column under a prefix; returns the stored file's URI.
+Store = Callable[[bytes, str, ColumnMeta, str], str]
+
+
+class Site(Protocol):
+    """Where a computation runs and stores: the write operation (``writes.Operation``) in the
+    process that owns the database, or a task's :class:`_WorkerSite` on a worker."""
+
+    meta: TableMeta
+    settings: Settings
+
+    @property
+    def conn(self) -> Any: ...  # media_folder, resolve(stored), stored(uri)
+    def output_prefix(self, destination: str | None) -> str: ...
+    def write_bytes(self, data: bytes, ext: str, col: ColumnMeta, prefix: str) -> str: ...
+    def track(self, uri: str, created: bool) -> str: ...
+
+
 class Computation:
-    """Computes the cells of computed columns for rows, on a compute pool (one thread per core:
-    Pillow releases the GIL) and an I/O pool (downloads of remote inputs, uploads of outputs).
+    """Computes the cells of computed columns for rows.
+
+    By default here, on a compute pool (one thread per core: Pillow releases the GIL) and an
+    I/O pool (downloads of remote inputs, uploads of outputs). Given a ``pool``
+    (:mod:`pxlite.executors`: worker processes or a Dask cluster), rows are sent there as
+    tasks instead, each computed by this same class on the worker.
 
     It reads no table and writes no row: rows come in as ``(rowid, {col_id: stored value})``
     and go out as cells ``[v1, et1, em1, v2, ...]`` with media values in stored form, so the
@@ -189,13 +216,15 @@ class Computation:
             self._failed(uri)
             return super().localpath(uri)
 
-    def __init__(self, op: Operation, cols: list[ColumnMeta], *, on_error: str,
-                 bar: Any = None) -> None:
+    def __init__(self, op: Site, cols: list[ColumnMeta], *, on_error: str,
+                 bar: Any = None, pool: Pool | None = None, threads: int | None = None,
+                 io_threads: int = IO_THREADS) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.op, self.on_error, self.bar = op, on_error, bar
+        self.op, self.on_error, self.bar, self.pool = op, on_error, bar, pool
         self.cols = sorted(cols, key=lambda c: c.position)
-        self.targets = [_Target(op.meta, c, op) for c in self.cols]
+        self.targets = [_Target(op.meta, c, op.settings, op.output_prefix(c.destination)
+                                if c.type.is_media else None) for c in self.cols]
         ids = {c.col_id for c in self.cols}
         needed: set[int] = set()
         for t in self.targets:
@@ -208,12 +237,17 @@ class Computation:
         self._downloads: dict[str, Future] = {}
         self._resolver = self._Resolver(op.settings, op.conn.media_folder, self._downloads)
         self._stack = contextlib.ExitStack()
-        self._pool = self._stack.enter_context(
-            ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-compute"))
-        self._io = self._stack.enter_context(
-            ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="pxlite-io"))
         self._cache_open = False
         self.errors = 0
+        if pool is not None:
+            #: What every task of this computation carries besides its rows (see _Task).
+            self._task = _task_base(self)
+            return
+        self._pool = self._stack.enter_context(
+            ThreadPoolExecutor(max_workers=threads or workers(),
+                               thread_name_prefix="pxlite-compute"))
+        self._io = self._stack.enter_context(
+            ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="pxlite-io"))
 
     def __enter__(self) -> Computation:
         return self
@@ -223,9 +257,15 @@ class Computation:
         if self.bar is not None:
             self.bar.close()
 
+    @property
+    def batch_rows(self) -> int:
+        """The most rows a long operation hands over at once: enough to keep every slot of a
+        pool busy for a while, BATCH_ROWS for this process's own threads."""
+        return BATCH_ROWS if self.pool is None else max(BATCH_ROWS, 16 * self.pool.slots)
+
     def submit(self, rows: list[Row]) -> list[Future]:
-        """Start computing ``rows`` (rowid, stored inputs, the inputs' cell errors); their
-        remote inputs start downloading at once."""
+        """Start computing ``rows`` (rowid, stored inputs, the inputs' cell errors) on this
+        process's threads; their remote inputs start downloading at once."""
         conn = self.op.conn
         for _, raw, _ in rows:
             for cid in self._media_inputs:
@@ -257,8 +297,8 @@ class Computation:
             # (self._resolver raises it again rather than downloading a second time)
         rc = RowContext(dict(raw), dict(errors), self._resolver, rowid=rowid)
         try:
-            res = _compute_row(rc, rowid, self.targets, self.op.meta, self.op, self.on_error,
-                               self._io, self._read_later)
+            res = _compute_row(rc, rowid, self.targets, self.op.meta, self.op.write_bytes,
+                               self.on_error, self._io, self._read_later)
         finally:
             rc.close_opened()  # inputs read only for their header hold no open file
         return res, rc.raw
@@ -267,21 +307,151 @@ class Computation:
         """The cells of submitted rows, in order (waiting for their uploads); the progress bar
         advances per row."""
         out = []
-        stored = self.op.conn.stored
         for fut, rowid in zip(futures, rowids, strict=True):
             res, raw = fut.result()
             res = _settle([*res, rowid], raw, self.targets, self.op.meta, self.on_error)[:-1]
-            for k in self.media_slots:
-                if res[k] is not None:
-                    res[k] = stored(res[k])  # files in the media folder are stored relative
-            self.errors += sum(1 for k in range(1, len(res), 3) if res[k] is not None)
-            out.append(res)
-            if self.bar is not None:
-                self.bar.update(1)
+            out.append(self._finish(res))
         return out
 
+    def _finish(self, res: list[Any]) -> list[Any]:
+        """One row's cells as stored (media values relative in the media folder), counted."""
+        stored = self.op.conn.stored
+        for k in self.media_slots:
+            if res[k] is not None:
+                res[k] = stored(res[k])  # files in the media folder are stored relative
+        self.errors += sum(1 for k in range(1, len(res), 3) if res[k] is not None)
+        if self.bar is not None:
+            self.bar.update(1)
+        return res
+
     def compute(self, rows: list[Row]) -> list[list[Any]]:
+        """The cells of ``rows``, in order: computed here, or as tasks on the pool."""
+        if self.pool is not None:
+            return self._compute_on_pool(rows)
         return self.collect(self.submit(rows), [r[0] for r in rows])
+
+    def _compute_on_pool(self, rows: list[Row]) -> list[list[Any]]:
+        """Send ``rows`` to the pool in about two tasks per slot; count the files the workers
+        stored as this operation's (undone if it fails, synced at commit when local), then
+        apply ``on_error`` to what they report."""
+        if not rows:
+            return []
+        pool = self.pool
+        assert pool is not None
+        n = max(1, min(len(rows), 2 * pool.slots))
+        size = -(-len(rows) // n)
+        results: list[_TaskResult] = pool.run(
+            run_task, [self._task.with_rows(rows[i:i + size])
+                       for i in range(0, len(rows), size)])
+        for res in results:  # every task's files first: a failure must be able to undo them
+            created = set(res.created)
+            for uri in res.stored:
+                self.op.track(uri, uri in created)
+        for res in results:
+            if res.failure is not None:
+                raise ComputeError(res.failure.pop("message"), **res.failure)
+        return [self._finish(cells) for res in results for cells in res.cells]
+
+
+def _task_base(comp: Computation) -> _Task:
+    """The parts of a task every batch of ``comp`` shares: definitions, prefixes, settings."""
+    functions: dict[str, str] = {}
+    for t in comp.targets:
+        for node in t.expr.walk():
+            fn = getattr(node, "fn", None)
+            if isinstance(fn, Function) and not fn.fn.__module__.startswith("pxlite."):
+                functions[fn.name] = fn.fn.__module__
+    assert comp.pool is not None
+    return _Task(
+        meta=comp.op.meta, col_ids=[c.col_id for c in comp.cols],
+        prefixes={c.destination: t.prefix for c, t in zip(comp.cols, comp.targets, strict=True)
+                  if t.prefix is not None},
+        media_prefix=comp.op.conn.media_folder.prefix,
+        settings=executors.travelling_settings(comp.op.settings),
+        functions=sorted(functions.items()), on_error=comp.on_error, rows=[])
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What a worker needs to compute some rows: plain data (pickled to the worker), no code
+    and no credentials. Expressions travel as the JSON the catalog keeps; UDFs by name."""
+
+    meta: TableMeta
+    col_ids: list[int]
+    prefixes: dict[str | None, str]       # a column's destination -> where its files go
+    media_prefix: str                      # the database's media folder (media:<key> inputs)
+    settings: dict[str, Any]               # executors.travelling_settings: no credentials
+    functions: list[tuple[str, str]]       # UDFs called: (qualified name, module)
+    on_error: str
+    rows: list[Row]
+
+    def with_rows(self, rows: list[Row]) -> _Task:
+        return dataclasses.replace(self, rows=rows)
+
+
+@dataclass
+class _TaskResult:
+    """A task's cells (media values as absolute URIs), every file it stored, those it created,
+    and the first cell error under ``on_error='abort'`` (then ``cells`` is empty)."""
+
+    cells: list[list[Any]]
+    stored: list[str]
+    created: list[str]
+    failure: dict[str, Any] | None = None
+
+
+class _WorkerSite:
+    """A task's stand-in for the write operation, on a worker: stores files straight in the
+    destination and remembers them; knows the database's media folder only to read inputs."""
+
+    def __init__(self, task: _Task, settings: Settings) -> None:
+        self.meta, self.settings, self._prefixes = task.meta, settings, task.prefixes
+        self.media_folder = media.MediaFolder(task.media_prefix)
+        self.stored_uris: list[str] = []
+        self.created: list[str] = []
+
+    @property
+    def conn(self) -> _WorkerSite:
+        return self
+
+    def resolve(self, stored: str) -> str:
+        return self.media_folder.uri(stored)
+
+    def stored(self, uri: str) -> str:
+        return uri  # absolute: the process owning the database decides what it stores
+
+    def output_prefix(self, destination: str | None) -> str:
+        return self._prefixes[destination]
+
+    def write_bytes(self, data: bytes, ext: str, col: ColumnMeta, prefix: str) -> str:
+        uri, created = media.write_file(data, ext, prefix, self.meta.uid, col.col_id,
+                                        self.settings)
+        return self.track(uri, created)
+
+    def track(self, uri: str, created: bool) -> str:
+        self.stored_uris.append(uri)  # list.append is atomic: I/O threads call this at once
+        if created:
+            self.created.append(uri)
+        return uri
+
+
+def run_task(task: _Task) -> _TaskResult:
+    """On a worker (a process of the pool, a Dask worker): compute a task's rows with this
+    module's own threads, storing outputs straight to their destination. Settings are the
+    worker's own configuration with the task's travelling (non-secret) settings on top."""
+    settings = config.resolve(db_config=task.settings)
+    executors.import_functions(task.functions)  # a missing UDF names itself and the worker
+    site = _WorkerSite(task, settings)
+    cols = [task.meta.column_by_id(i) for i in task.col_ids]
+    try:
+        # One compute thread: the pool runs one task per core (its slots) at once.
+        with Computation(site, cols, on_error=task.on_error, threads=1, io_threads=4) as comp:
+            cells = comp.compute(task.rows)
+    except ComputeError as e:
+        failure = {"message": str(e), "table": e.table, "row": e.row, "column": e.column,
+                   "value": e.value, "errortype": e.errortype, "retryable": e.retryable}
+        return _TaskResult([], site.stored_uris, site.created, failure)
+    return _TaskResult(cells, site.stored_uris, site.created)
 
 
 #: A row to compute: its rowid, its inputs' stored values and their cell errors.
@@ -363,7 +533,7 @@ class Interrupted(KeyboardInterrupt):
 
 def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.Job, *,
                 on_error: str, release_old: bool, recheck: Callable[[], None],
-                resume_hint: str, desc: str) -> UpdateStatus:
+                resume_hint: str, desc: str, pool: Pool | None = None) -> UpdateStatus:
     """Compute ``cols`` for ``rows`` beyond ``job.done_upto`` in batches: read and compute
     without the write lock, then commit each batch in a brief transaction that records the
     job's progress. A cell is written only if its row's inputs are what was computed from
@@ -387,12 +557,12 @@ def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.
     bar = _progress(lambda: max(job.total_rows, job.done_rows), desc, op.settings,
                     initial=job.done_rows)
     try:
-        with Computation(op, cols, on_error=on_error, bar=bar) as comp:
+        with Computation(op, cols, on_error=on_error, bar=bar, pool=pool) as comp:
             old_media = [c for c in comp.cols if c.type.is_media] if release_old else []
             read_cols = comp.inputs + old_media
             guard = " AND ".join(f"{c.sql} IS ?" for c in comp.inputs)
             update_sql = plan.update_cells(meta, comp.cols) + (f" AND {guard}" if guard else "")
-            size, done = 16, 0
+            size, done = (16 if pool is None else max(16, 2 * pool.slots)), 0
             while not stop:
                 with db.read():
                     batch = db.query(*plan.select(meta, read_cols, rows, after=job.done_upto,
@@ -421,10 +591,10 @@ def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.
                                            for k in comp.media_slots if c[k] is not None)
                                if u in stored_now)
                 done += len(batch)
-                # Next batch: about BATCH_SECONDS of work, at most BATCH_ROWS rows.
+                # Next batch: about BATCH_SECONDS of work, at most comp.batch_rows rows.
                 per_row = spent / len(batch)
-                size = max(1, min(BATCH_ROWS, int(BATCH_SECONDS / per_row) if per_row else
-                                  BATCH_ROWS))
+                most = comp.batch_rows
+                size = max(1, min(most, int(BATCH_SECONDS / per_row) if per_row else most))
             errors = comp.errors
     finally:
         if previous is not None:

@@ -96,6 +96,19 @@ def _parse_module_list(value: Any) -> list[str]:
     return names
 
 
+#: Executors named by a word, and the scheduler address schemes of Dask (see pxlite.executors).
+EXECUTOR_NAMES = ("threads", "processes")
+DASK_ADDRESS_SCHEMES = ("tcp://", "tls://", "ucx://", "ws://", "wss://", "inproc://")
+
+
+def _parse_executor(value: Any) -> str:
+    if isinstance(value, str) and (value in EXECUTOR_NAMES
+                                   or value.startswith(DASK_ADDRESS_SCHEMES)):
+        return value
+    raise ConfigError(f"expected 'threads', 'processes' or a Dask scheduler address such as "
+                      f"'tcp://127.0.0.1:8786', got {value!r}")
+
+
 #: [pxlite] keys: name -> (parser, default, help).
 KEYS: dict[str, tuple[Any, Any, str]] = {
     "input_media_dest": (_parse_dest, None, "where inserted media files are persisted"),
@@ -113,6 +126,11 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
     "storage_retry_delay_s": (_parse_positive_float, 0.5,
                               "longest wait before the first retry (doubles per retry, random)"),
     "progress": (_parse_bool, True, "show progress bars on a terminal or notebook"),
+    "executor": (_parse_executor, "threads",
+                 "where computed columns run: threads, processes, or a Dask scheduler address"),
+    "shared_filesystem": (_parse_bool, False,
+                          "Dask workers on other machines see this machine's files at the same "
+                          "paths (allows local inputs and destinations with a remote cluster)"),
     "udf_modules": (_parse_module_list, [],
                     "modules pxlite may import to find a database's UDFs (trusted code only)"),
 }

@@ -90,6 +90,13 @@ class ComputeError(PxliteError):
         self.errortype = errortype or type(self).__name__
 
 
+class ExecutorError(PxliteError):
+    """The executor itself failed, not a cell: a worker process died, the Dask scheduler went
+    away, a task was lost with every worker that tried it, a UDF is missing on a worker. What
+    was committed stays; a long operation stays pending, so running the same call again goes on
+    where it stopped."""
+
+
 # ---- argument choices and per-cell errors: one spelling each ---------------------------------
 #: What an operation does with a bad cell: 'abort' the whole call, or 'ignore' (store None and
 #: keep the error in the cell's errortype/errormsg).

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, maintenance, media, plan, storage, writes
+from . import catalog, executors, maintenance, media, plan, storage, writes
 from .catalog import ColumnMeta, TableMeta
 from .compute import Computation, Interrupted, compute_rows, run_batches, workers
 from .errors import (
@@ -495,12 +495,13 @@ class Table:
 
     # ---- writes --------------------------------------------------------------------------------
     def insert(self, rows: Iterable[dict[str, Any]] | None = None, /, *,
-               on_error: str = "abort", **values: Any) -> UpdateStatus:
+               on_error: str = "abort", executor: Any = None, **values: Any) -> UpdateStatus:
         """Insert rows (a list of dicts, or one row as keyword arguments).
 
         ``on_error='abort'``: any bad cell aborts the call; nothing is written and files already
         stored for it are removed. ``'ignore'``: bad cells become None and keep their error
-        (``t.col.errortype`` / ``t.col.errormsg``).
+        (``t.col.errortype`` / ``t.col.errormsg``). ``executor`` says where the new rows'
+        computed cells are computed (see :meth:`add_computed_column`).
         """
         t0 = time.perf_counter()
         check_on_error(on_error)
@@ -554,7 +555,17 @@ class Table:
                 bad: dict[int, dict[int, tuple[Any, Any]]] = {}
                 for rowid, c, et, em in conv.errors:  # inputs that failed (on_error='ignore')
                     bad.setdefault(rowid, {})[c.col_id] = (et, em)
-                with Computation(op, computed, on_error=on_error) as comp:
+                media_inputs = [(1 + j, c) for j, c in enumerate(inputs) if c.type.is_media]
+
+                def local_input() -> str | None:
+                    for p in params:
+                        for j, c in media_inputs:
+                            if isinstance(p[j], str) and p[j].startswith(("file:", "media:")):
+                                return f"column {c.name!r} of row {p[0] - base + 1}"
+                    return None
+
+                with self._executor(executor, meta, computed, local_input) as pool, \
+                        Computation(op, computed, on_error=on_error, pool=pool) as comp:
                     cells = comp.compute([(p[0], {c.col_id: p[1 + j]
                                                   for j, c in enumerate(inputs)},
                                            bad.get(p[0], {}))
@@ -731,7 +742,8 @@ class Table:
     # ---- computed columns (the executor: compute.py) -------------------------------------------
     def add_computed_column(self, *, destination: str | None = None, on_error: str = "abort",
                             format: str | None = None, if_exists: str = "error",
-                            stored: bool = True, **column: Expr) -> UpdateStatus:
+                            stored: bool = True, executor: Any = None,
+                            **column: Expr) -> UpdateStatus:
         """Add a column computed from others, and compute it for every existing row.
 
         Image results are stored as files in ``destination`` (else the global
@@ -748,6 +760,13 @@ class Table:
 
         ``stored=False``: nothing is computed or written now (no destination, no files); the
         column is computed each time a query reads it.
+
+        ``executor``: where the cells are computed. ``'threads'`` (the default, or the
+        ``executor`` setting): this process, a thread per core. ``'processes'``: worker
+        processes on this machine, for UDFs in plain Python (they hold the GIL). A Dask
+        ``distributed.Client`` or scheduler address (``'tcp://host:8786'``): the cluster's
+        workers compute and store the files; this process commits. Workers use their own
+        credentials; local inputs or destinations with workers on other machines are refused.
         """
         t0 = time.perf_counter()
         check_on_error(on_error)
@@ -794,7 +813,15 @@ class Table:
         work_name = f"_pxl_new_{name}" if replacing else name
         col, job = self._resumable(meta, work_name, spec, replace=if_exists == "replace")
         meta = self._meta()
-        with writes.Operation(conn, meta) as op:
+        reads = [c for c in meta.columns if c.col_id in expr.columns()]
+
+        def outputs() -> list[tuple[str, str]]:
+            op = writes.Operation(conn, meta)
+            return [(name, op.output_prefix(dest))] if ctype.is_media else []
+
+        with executors.opened(executor, conn.settings(), outputs=outputs,
+                              local_input=lambda: self._first_local(meta, reads)) as pool, \
+                writes.Operation(conn, meta) as op:
             if ctype.is_media:
                 op.prepare(op.output_prefix(dest))
             if col is None:  # a new pending column and its job, in one brief commit
@@ -812,7 +839,7 @@ class Table:
             hint = (f"column {name!r} of {self._path!r} is pending ({{}} rows done); run the "
                     f"same add_computed_column({name}=...) again to finish it")
             try:
-                status = self._run_job(op, [col], Rows.all(), job, on_error, hint)
+                status = self._run_job(op, [col], Rows.all(), job, on_error, hint, pool)
                 with op.committing(self._recheck):  # brief: the last rows, then it is complete
                     self._check_job(op.meta, job)
                     tail = compute_rows(op, [col], Rows.matching("_rowid > ?", [job.done_upto]),
@@ -880,7 +907,8 @@ class Table:
         return None, None
 
     def _run_job(self, op: writes.Operation, cols: list[ColumnMeta], rows: Rows,
-                 job: catalog.Job, on_error: str, hint: str) -> UpdateStatus:
+                 job: catalog.Job, on_error: str, hint: str,
+                 pool: executors.Pool | None) -> UpdateStatus:
         def recheck() -> None:
             self._recheck(op.meta)
             self._check_job(op.meta, job)
@@ -888,9 +916,37 @@ class Table:
         try:
             return run_batches(op, cols, rows, job, on_error=on_error, release_old=True,
                                recheck=recheck, resume_hint=hint.format(job.progress()),
-                               desc=f"{self.name}: {', '.join(c.name for c in cols)}")
+                               desc=f"{self.name}: {', '.join(c.name for c in cols)}",
+                               pool=pool)
         except Interrupted as e:
             raise Interrupted(f"interrupted: {hint.format(job.progress())}") from e
+
+    def _executor(self, executor: Any, meta: TableMeta, cols: list[ColumnMeta],
+                  local_input: Callable[[], str | None]
+                  ) -> contextlib.AbstractContextManager[executors.Pool | None]:
+        """The pool computing ``cols`` (None: this process's threads), refused up front when
+        its workers could not reach the columns' destinations or the local inputs."""
+        settings = self._conn.settings()
+
+        def outputs() -> list[tuple[str, str]]:
+            op = writes.Operation(self._conn, meta, settings)
+            return [(c.name, op.output_prefix(c.destination)) for c in cols if c.type.is_media]
+
+        return executors.opened(executor, settings, outputs=outputs, local_input=local_input)
+
+    def _first_local(self, meta: TableMeta, cols: list[ColumnMeta]) -> str | None:
+        """Where one of ``cols`` (media columns among them) names a local file in a row, as
+        text for a message; None when none does."""
+        media_cols = [c for c in cols if c.type.is_media and c.stored]
+        if not media_cols:
+            return None
+        found = self._conn.db.query(*plan.first_local_file(meta, media_cols))
+        if not found:
+            return None
+        rowid, *values = found[0]
+        name = next(c.name for c, v in zip(media_cols, values, strict=True)
+                    if isinstance(v, str) and v.startswith(("file:", "media:")))
+        return f"column {name!r} of row {rowid}"
 
     def _check_job(self, meta: TableMeta, job: catalog.Job) -> None:
         """Inside a batch's transaction: the job was not cancelled meanwhile (its column
@@ -962,12 +1018,13 @@ class Table:
                 f"{', '.join(repr(d.name) for d in deps)} depend on it; drop them first")
 
     def recompute_columns(self, *columns: str | ColumnRef, where: Expr | None = None,
-                          errors_only: bool = False) -> UpdateStatus:
+                          errors_only: bool = False, executor: Any = None) -> UpdateStatus:
         """Recompute computed columns (after a UDF changed, or for the rows that errored);
         the columns computed from them are recomputed too.
 
         Like add_computed_column, it computes outside the write lock and commits in brief
-        batches; interrupted, running the same call again continues where it stopped."""
+        batches; interrupted, running the same call again continues where it stopped.
+        ``executor`` says where (see :meth:`add_computed_column`)."""
         t0 = time.perf_counter()
         names = [self._name_of(c) for c in columns]
         if not names:
@@ -992,7 +1049,11 @@ class Table:
         spec = {"cols": sorted(c.col_id for c in cols), "errors_only": bool(errors_only),
                 "where": None if where is None else json.dumps(where.to_json(), default=str)}
         db = self._conn.db
-        with writes.Operation(self._conn, meta) as op:
+        reads = [c for c in meta.columns
+                 if any(c.col_id in column_expr(meta, d).columns() for d in cols)]
+        with self._executor(executor, meta, cols,
+                            lambda: self._first_local(meta, reads)) as pool, \
+                writes.Operation(self._conn, meta) as op:
             op.prepare_for(cols)
             with op.committing(self._recheck):
                 job = None
@@ -1019,7 +1080,7 @@ class Table:
                                       _host())
             hint = (f"recompute_columns of {self._path!r} stopped after {{}} rows; run the same "
                     "call again to continue")
-            status = self._run_job(op, cols, rows, job, "ignore", hint)
+            status = self._run_job(op, cols, rows, job, "ignore", hint, pool)
             with op.committing(self._recheck):
                 catalog.end_job(db, job)
         status.verb, status.noun = "Recomputed", "row"

@@ -30,3 +30,22 @@ def slow_flip(img: PIL.Image.Image) -> PIL.Image.Image:
 
     time.sleep(float(os.environ.get("PXLITE_TEST_UDF_SLEEP", "0")))
     return img.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT)
+
+
+@pxl.udf
+def pixel_sum(img: PIL.Image.Image) -> int:
+    """Plain Python over every pixel value: holds the GIL (only processes use more cores)."""
+    total = 0
+    for v in img.convert("L").tobytes():
+        total = (total * 31 + v) % 1_000_000_007
+    return total
+
+
+@pxl.udf
+def slow_rotate(img: PIL.Image.Image) -> PIL.Image.Image:
+    """rotate(90) that first sleeps ``PXLITE_TEST_UDF_SLEEP`` seconds (a long run to interrupt)."""
+    import os
+    import time
+
+    time.sleep(float(os.environ.get("PXLITE_TEST_UDF_SLEEP", "0")))
+    return img.rotate(90, expand=True)
