@@ -291,4 +291,4 @@ def import_functions(functions: Sequence[tuple[str, str]]) -> None:
             raise ExecutorError(
                 f"function {name!r} is not available on {worker_name()}: "
                 f"{type(e).__name__}: {e}; {hint} (with Dask, e.g. the same environment on "
-                "every worker, or client.upload_file)") from None
+                "every worker, or client.upload_file), then run the same call again") from None

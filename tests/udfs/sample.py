@@ -42,10 +42,33 @@ def pixel_sum(img: PIL.Image.Image) -> int:
 
 
 @pxl.udf
-def slow_rotate(img: PIL.Image.Image) -> PIL.Image.Image:
-    """rotate(90) that first sleeps ``PXLITE_TEST_UDF_SLEEP`` seconds (a long run to interrupt)."""
-    import os
+def slow_rotate(img: PIL.Image.Image, seconds: float) -> PIL.Image.Image:
+    """rotate(90) that first sleeps ``seconds`` (a long run to interrupt)."""
     import time
 
-    time.sleep(float(os.environ.get("PXLITE_TEST_UDF_SLEEP", "0")))
+    time.sleep(seconds)
     return img.rotate(90, expand=True)
+
+
+@pxl.udf
+def process_id(img: PIL.Image.Image) -> int:
+    """The id of the process computing the cell (which executor ran it)."""
+    import os
+
+    return os.getpid()
+
+
+@pxl.udf
+def fail_wider_than(img: PIL.Image.Image, limit: int) -> PIL.Image.Image:
+    """The image flipped, or a ValueError when it is wider than ``limit`` pixels."""
+    if img.width > limit:
+        raise ValueError(f"{img.width} pixels wide is more than {limit}")
+    return img.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT)
+
+
+@pxl.udf
+def exit_process(img: PIL.Image.Image) -> int:
+    """Ends the process computing it at once (a worker that dies)."""
+    import os
+
+    os._exit(3)
