@@ -770,6 +770,8 @@ class Table:
         """
         t0 = time.perf_counter()
         check_on_error(on_error)
+        if not column and isinstance(executor, Expr):
+            check_column_name("executor")  # the option took the expression meant for a column
         if len(column) != 1:
             raise SchemaError("add_computed_column() takes exactly one name=expression, e.g. "
                               "add_computed_column(rot=t.image.rotate(90))")
@@ -795,6 +797,9 @@ class Table:
                               f"URI (e.g. 's3://bucket/prefix/'), got {type(destination).__name__} "
                               f"{destination!r}")
         if not stored:
+            if executor is not None:
+                raise SchemaError(f"column {name!r} is computed when read (stored=False), by the "
+                                  "query reading it: executor= does not apply")
             return self._add_on_read(name, expr, ctype, destination, fmt, on_error, if_exists, t0)
         conn, db = self._conn, self._conn.db
         # The database's own media folder is stored as such ('media:'), so a copy of the
@@ -1049,8 +1054,8 @@ class Table:
         spec = {"cols": sorted(c.col_id for c in cols), "errors_only": bool(errors_only),
                 "where": None if where is None else json.dumps(where.to_json(), default=str)}
         db = self._conn.db
-        reads = [c for c in meta.columns
-                 if any(c.col_id in column_expr(meta, d).columns() for d in cols)]
+        read_ids = set().union(*(column_expr(meta, d).columns() for d in cols))
+        reads = [c for c in meta.columns if c.col_id in read_ids]
         with self._executor(executor, meta, cols,
                             lambda: self._first_local(meta, reads)) as pool, \
                 writes.Operation(self._conn, meta) as op:
@@ -1114,6 +1119,10 @@ def _alive_elsewhere(job: catalog.Job) -> bool:
 TABLE_ATTRIBUTES = frozenset(n for n in dir(Table) if not n.startswith("_"))
 
 
+#: insert()'s keyword options: a column of such a name could not be given as insert(name=...).
+INSERT_OPTIONS = frozenset({"on_error", "executor"})
+
+
 def check_column_name(name: object) -> str:
     """Validate a new column's name: an identifier (see catalog.check_name) that is not the
     name of a Table method or attribute."""
@@ -1123,6 +1132,10 @@ def check_column_name(name: object) -> str:
         raise SchemaError(
             f"invalid column name {name!r}: t.{name} is a Table method or attribute, so the "
             f"column could not be reached as t.{name}; choose another name, e.g. {name + '_'!r}")
+    if name in INSERT_OPTIONS:
+        raise SchemaError(
+            f"invalid column name {name!r}: t.insert({name}=...) would set insert()'s own "
+            f"{name}= option, not the column; choose another name, e.g. {name + '_'!r}")
     return name
 
 

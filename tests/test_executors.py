@@ -127,3 +127,18 @@ def test_tasks_carry_no_credential(table, db, monkeypatch):
     for s in sent:
         for word in (secret.encode(), key_id.encode(), b"/secret/key.json", b"AccountKey"):
             assert word not in s
+
+
+def test_names_that_insert_takes_as_options_are_refused_as_column_names(db):
+    for name in ("executor", "on_error"):
+        with pytest.raises(pxl.SchemaError, match=rf"t.insert\({name}=...\) would set"):
+            db.create_table(f"t_{name}", {name: pxl.String})
+    t = db.create_table("t", {"s": pxl.String})
+    with pytest.raises(pxl.SchemaError, match="invalid column name 'executor'"):
+        t.add_computed_column(executor=t.s + "x")
+
+
+def test_executor_does_not_apply_to_a_column_computed_when_read(table):
+    with pytest.raises(pxl.SchemaError, match="stored=False.*executor= does not apply"):
+        table.add_computed_column(w=table.image.width, stored=False, executor="processes")
+    assert "w" not in [c.name for c in table._meta().columns]
