@@ -10,6 +10,7 @@ release of replaced files. It never imports the table layer.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -327,30 +328,50 @@ class Computation:
     def compute(self, rows: list[Row]) -> list[list[Any]]:
         """The cells of ``rows``, in order: computed here, or as tasks on the pool."""
         if self.pool is not None:
-            return self._compute_on_pool(rows)
+            return self.finish(self.start(rows))
         return self.collect(self.submit(rows), [r[0] for r in rows])
 
-    def _compute_on_pool(self, rows: list[Row]) -> list[list[Any]]:
-        """Send ``rows`` to the pool in about two tasks per slot; count the files the workers
-        stored as this operation's (undone if it fails, synced at commit when local), then
-        apply ``on_error`` to what they report."""
-        if not rows:
-            return []
+    def start(self, rows: list[Row]) -> Any:
+        """Send ``rows`` to the pool in about two tasks per slot; returns what :meth:`finish`
+        takes. (A long operation starts the next batch before it commits this one, so the
+        workers never wait for a commit.)"""
         pool = self.pool
         assert pool is not None
+        if not rows:
+            return None
         n = max(1, min(len(rows), 2 * pool.slots))
         size = -(-len(rows) // n)
-        results: list[_TaskResult] = pool.run(
-            run_task, [self._task.with_rows(rows[i:i + size])
-                       for i in range(0, len(rows), size)])
-        for res in results:  # every task's files first: a failure must be able to undo them
-            created = set(res.created)
-            for uri in res.stored:
-                self.op.track(uri, uri in created)
+        return pool.submit(run_task, [self._task.with_rows(rows[i:i + size])
+                                      for i in range(0, len(rows), size)])
+
+    def finish(self, handle: Any) -> list[list[Any]]:
+        """The cells of a started batch, in order. The files its tasks stored count as this
+        operation's first (undone if it fails, synced at commit when local); then ``on_error``
+        applies to what the workers report."""
+        if handle is None:
+            return []
+        assert self.pool is not None
+        results: list[_TaskResult] = self.pool.gather(handle)
+        self._track(results)
         for res in results:
             if res.failure is not None:
                 raise ComputeError(res.failure.pop("message"), **res.failure)
         return [self._finish(cells) for res in results for cells in res.cells]
+
+    def drain(self, handle: Any) -> None:
+        """A started batch that will not be committed (the operation stopped or failed): wait
+        for its tasks and count their files as this operation's, so they are undone. When the
+        pool itself is gone, they stay for ``check(fix=True)``."""
+        if handle is None or self.pool is None:
+            return
+        with contextlib.suppress(Exception):
+            self._track(self.pool.gather(handle))
+
+    def _track(self, results: list[_TaskResult]) -> None:
+        for res in results:
+            created = set(res.created)
+            for uri in res.stored:
+                self.op.track(uri, uri in created)
 
 
 def _task_base(comp: Computation) -> _Task:
@@ -563,38 +584,38 @@ def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.
             guard = " AND ".join(f"{c.sql} IS ?" for c in comp.inputs)
             update_sql = plan.update_cells(meta, comp.cols) + (f" AND {guard}" if guard else "")
             size, done = (16 if pool is None else max(16, 2 * pool.slots)), 0
-            while not stop:
-                with db.read():
-                    batch = db.query(*plan.select(meta, read_cols, rows, after=job.done_upto,
-                                                  limit=size, errors_of=comp.inputs))
-                if not batch:
-                    break
-                t_batch = time.perf_counter()
-                cells = comp.compute([_row(comp, r, len(read_cols)) for r in batch])
-                spent = time.perf_counter() - t_batch
-                params = [[*c, r[0], *r[1:1 + len(comp.inputs)]]
-                          for c, r in zip(cells, batch, strict=True)]
-                stored_now = set(op.created)
-                with op.committing(lambda _meta: recheck()):
-                    written = _write_guarded(db, update_sql, params)
-                    kept = [(r, c) for (r, c), ok in zip(zip(batch, cells, strict=True), written,
-                                                          strict=True) if ok]
-                    skipped = [c for c, ok in zip(cells, written, strict=True) if not ok]
-                    replaced: dict[int, list[str]] = {}
-                    _note_replaced(replaced, comp, old_media, [r for r, _ in kept],
-                                   [c for _, c in kept])
-                    for col_id, uris in replaced.items():
-                        op.release(col_id, uris)
-                    catalog.advance_job(db, job, batch[-1][0], len(batch))
-                if skipped:  # their rows changed meanwhile: the files computed for them go
-                    op.discard(u for u in (op.conn.resolve(c[k]) for c in skipped
-                                           for k in comp.media_slots if c[k] is not None)
-                               if u in stored_now)
-                done += len(batch)
-                # Next batch: about BATCH_SECONDS of work, at most comp.batch_rows rows.
-                per_row = spent / len(batch)
-                most = comp.batch_rows
-                size = max(1, min(most, int(BATCH_SECONDS / per_row) if per_row else most))
+            # With a pool, the next batch is already computing while this one commits (its
+            # files are counted only when it is finished, after this commit).
+            depth = 1 if pool is None else 2
+            started: collections.deque[tuple[list[tuple], Any]] = collections.deque()
+            after, exhausted, t_last = job.done_upto, False, time.perf_counter()
+            try:
+                while not stop:
+                    while len(started) < depth and not exhausted:
+                        with db.read():
+                            batch = db.query(*plan.select(meta, read_cols, rows, after=after,
+                                                          limit=size, errors_of=comp.inputs))
+                        if not batch:
+                            exhausted = True
+                            break
+                        after = batch[-1][0]
+                        rows_in = [_row(comp, r, len(read_cols)) for r in batch]
+                        started.append((batch, rows_in if pool is None else
+                                        comp.start(rows_in)))
+                    if not started:
+                        break
+                    batch, work = started.popleft()
+                    cells = comp.compute(work) if pool is None else comp.finish(work)
+                    spent, t_last = time.perf_counter() - t_last, time.perf_counter()
+                    _commit_batch(op, comp, job, batch, cells, old_media, update_sql, recheck)
+                    done += len(batch)
+                    # Next batch: about BATCH_SECONDS of work, at most comp.batch_rows rows.
+                    per_row = spent / len(batch)
+                    most = comp.batch_rows
+                    size = max(1, min(most, int(BATCH_SECONDS / per_row) if per_row else most))
+            finally:
+                for _, work in started:  # started, never to be committed: their files go
+                    comp.drain(work)
             errors = comp.errors
     finally:
         if previous is not None:
@@ -603,6 +624,30 @@ def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.
         raise Interrupted(f"interrupted: {resume_hint}")
     return UpdateStatus("Added", done * len(cols), errors, time.perf_counter() - t0,
                         "column value")
+
+
+def _commit_batch(op: Operation, comp: Computation, job: catalog.Job, batch: list[tuple],
+                  cells: list[list[Any]], old_media: list[ColumnMeta], update_sql: str,
+                  recheck: Callable[[], None]) -> None:
+    """One brief transaction: the batch's cells (each only if its row's inputs are still what
+    was computed from), the files they replace released, the job's progress recorded."""
+    db = op.conn.db
+    params = [[*c, r[0], *r[1:1 + len(comp.inputs)]] for c, r in zip(cells, batch, strict=True)]
+    stored_now = set(op.created)
+    with op.committing(lambda _meta: recheck()):
+        written = _write_guarded(db, update_sql, params)
+        kept = [(r, c) for (r, c), ok in zip(zip(batch, cells, strict=True), written,
+                                              strict=True) if ok]
+        skipped = [c for c, ok in zip(cells, written, strict=True) if not ok]
+        replaced: dict[int, list[str]] = {}
+        _note_replaced(replaced, comp, old_media, [r for r, _ in kept], [c for _, c in kept])
+        for col_id, uris in replaced.items():
+            op.release(col_id, uris)
+        catalog.advance_job(db, job, batch[-1][0], len(batch))
+    if skipped:  # their rows changed meanwhile: the files computed for them go
+        op.discard(u for u in (op.conn.resolve(c[k]) for c in skipped
+                               for k in comp.media_slots if c[k] is not None)
+                   if u in stored_now)
 
 
 def _write_guarded(db: Any, sql: str, params: list[list[Any]]) -> list[bool]:

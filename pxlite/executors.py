@@ -94,7 +94,8 @@ def own_settings(settings: Settings) -> dict[str, Any]:
 
 # ---- pools ---------------------------------------------------------------------------------------
 class Pool(ABC):
-    """Somewhere tasks run: ``run(fn, payloads)`` returns their results in order."""
+    """Somewhere tasks run: ``submit(fn, payloads)`` starts them, ``gather`` waits for their
+    results, in order."""
 
     #: How it is named in messages ("2 worker processes", "the Dask cluster at tcp://...").
     name: str
@@ -104,9 +105,13 @@ class Pool(ABC):
     remote: bool = False
 
     @abstractmethod
-    def run(self, fn: Callable[[Any], Any], payloads: Sequence[Any]) -> list[Any]:
-        """Run ``fn(payload)`` for each payload; the results in order. The pool failing (not a
-        task's own error) is an ExecutorError."""
+    def submit(self, fn: Callable[[Any], Any], payloads: Sequence[Any]) -> Any:
+        """Start ``fn(payload)`` for each payload; returns what :meth:`gather` takes."""
+
+    @abstractmethod
+    def gather(self, handle: Any) -> list[Any]:
+        """The results of started tasks, in order. The pool failing (not a task's own error)
+        is an ExecutorError."""
 
     @abstractmethod
     def close(self) -> None:
@@ -135,11 +140,14 @@ class ProcessPool(Pool):
                                          initargs=(own_settings(settings),))
         self.name, self.slots = f"{n} worker processes on this machine", n
 
-    def run(self, fn: Callable[[Any], Any], payloads: Sequence[Any]) -> list[Any]:
+    def submit(self, fn: Callable[[Any], Any], payloads: Sequence[Any]) -> Any:
+        return [self._pool.submit(fn, p) for p in payloads]
+
+    def gather(self, handle: Any) -> list[Any]:
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            return list(self._pool.map(fn, payloads))
+            return [f.result() for f in handle]
         except BrokenProcessPool as e:
             raise ExecutorError(
                 f"a worker process of the 'processes' executor died ({e}); nothing of the "
@@ -174,12 +182,14 @@ class DaskPool(Pool):
         self.remote = not all(on_this_machine(a) for a in [self.address, *workers])
         self.name = f"the Dask cluster at {self.address}"
 
-    def run(self, fn: Callable[[Any], Any], payloads: Sequence[Any]) -> list[Any]:
+    def submit(self, fn: Callable[[Any], Any], payloads: Sequence[Any]) -> Any:
+        return [self.client.submit(fn, p, pure=False) for p in payloads]
+
+    def gather(self, handle: Any) -> list[Any]:
         from distributed import KilledWorker
 
-        futures = [self.client.submit(fn, p, pure=False) for p in payloads]
         try:
-            return list(self.client.gather(futures))
+            return list(self.client.gather(handle))
         except KilledWorker as e:
             raise ExecutorError(
                 f"a task was lost with every worker that tried it on {self.name} ({e}); "
@@ -190,7 +200,8 @@ class DaskPool(Pool):
                 "unfinished rows was committed: when the cluster is back, run the same call "
                 "again to go on where it stopped") from e
         finally:
-            self.client.cancel([f for f in futures if not f.done()])
+            with contextlib.suppress(Exception):
+                self.client.cancel([f for f in handle if not f.done()])
 
     def close(self) -> None:
         if self._own:

@@ -147,8 +147,10 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, s3, images, cluster):
 
 
 def test_on_error_abort_removes_the_files_every_worker_wrote(tmp_path, s3, images, cluster):
+    """The wide image comes last: earlier batches committed, later ones were computing."""
     _, client = cluster
-    _, t = _table(tmp_path, s3, images)
+    narrow = images[:10]  # 64 pixels wide; the last two are 90
+    _, t = _table(tmp_path, s3, narrow * 4 + [images[-1]] + narrow * 2)
     with pytest.raises(pxl.ComputeError, match="more than 70"):
         t.add_computed_column(flip=fail_wider_than(t.image, 70),
                               destination=f"s3://{s3['bucket']}/aborted/", executor=client)

@@ -115,13 +115,13 @@ def test_tasks_carry_no_credential(table, db, monkeypatch):
                   azure={"connection_string": f"AccountName=a;AccountKey={secret}"},
                   gcs={"credentials_file": "/secret/key.json", "project": "p"})
     sent: list[bytes] = []
-    real_run = executors.ProcessPool.run
+    real_submit = executors.ProcessPool.submit
 
     def spy(self, fn, payloads):  # records what crosses the process boundary
         sent.extend(pickle.dumps(p) for p in payloads)
-        return real_run(self, fn, payloads)
+        return real_submit(self, fn, payloads)
 
-    monkeypatch.setattr(executors.ProcessPool, "run", spy)
+    monkeypatch.setattr(executors.ProcessPool, "submit", spy)
     table.add_computed_column(s=pixel_sum(table.image), executor="processes")
     assert sent and all(b"http://127.0.0.1:1/" in s for s in sent)  # the spy saw the settings
     for s in sent:
@@ -139,6 +139,6 @@ def test_names_that_insert_takes_as_options_are_refused_as_column_names(db):
 
 
 def test_executor_does_not_apply_to_a_column_computed_when_read(table):
-    with pytest.raises(pxl.SchemaError, match="stored=False.*executor= does not apply"):
+    with pytest.raises(pxl.SchemaError, match=r"stored=False.*executor= does not apply"):
         table.add_computed_column(w=table.image.width, stored=False, executor="processes")
     assert "w" not in [c.name for c in table._meta().columns]
