@@ -137,8 +137,8 @@ def first_local_file(meta: TableMeta, cols: Sequence[ColumnMeta], rows: Rows = A
     """``_rowid`` and the values of ``cols`` of one row among ``rows`` where one of ``cols``
     names a local file (a ``file:`` URI, or ``media:`` in the database's own media folder):
     what a cluster on other machines could not read."""
-    local = " OR ".join(f"{c.sql} LIKE 'file:%' OR {c.sql} LIKE 'media:%'" for c in cols)
+    where_sql = " OR ".join(f"{c.sql} LIKE 'file:%' OR {c.sql} LIKE 'media:%'" for c in cols)
     cond, params = rows.condition()
     names = ", ".join(c.sql for c in cols)
-    return (f"SELECT _rowid, {names} FROM {meta.sql} WHERE ({cond}) AND ({local}) LIMIT 1",
+    return (f"SELECT _rowid, {names} FROM {meta.sql} WHERE ({cond}) AND ({where_sql}) LIMIT 1",
             params)
