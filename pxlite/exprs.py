@@ -13,7 +13,7 @@ import contextlib
 import datetime as _dt
 import json
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import resolve as resolve_settings
@@ -22,6 +22,7 @@ from .types import (
     Bool,
     ColumnType,
     Float,
+    Image,
     Int,
     Json,
     String,
@@ -43,6 +44,12 @@ class MediaResolver(Protocol):
     def fileurl(self, uri: str) -> str: ...
     def localpath(self, uri: str) -> str: ...
 
+
+#: The attribute by which a function (``Function.fn``) says it can work from a reduced decode of
+#: the image it is called on: ``request(full_size, *other_args, **kwargs) -> (w, h) | None``, the
+#: smallest decoded size (upright pixels) it needs from an image of ``full_size``, or None when
+#: it needs every pixel. Set by the built-in ``thumbnail`` and ``resize``.
+DECODE_REQUEST = "pxlite_decode_request"
 
 #: Above this many values, ``isin`` binds one JSON array instead of one parameter per value
 #: (SQLite refuses statements with more than 32,766 parameters).
@@ -99,7 +106,7 @@ class RowContext:
         if col.col_id in self._cache:
             return self._cache[col.col_id]
         raw = self.raw.get(col.col_id)
-        try:
+        with self._naming_row(col):
             if raw is None:
                 v = None
             elif col.type.is_media:
@@ -111,12 +118,40 @@ class RowContext:
                     self._opened.append(v)
             else:
                 v = col.type.load(raw)
+        self._cache[col.col_id] = v
+        return v
+
+    def reduced_value(self, col: ColumnMeta, request: Callable[[tuple[int, int]], Any]) -> Any:
+        """An Image cell's value for one call that needs only ``request``'s pixels (see
+        :data:`DECODE_REQUEST`): a JPEG may come decoded at reduced scale, several times faster.
+
+        Such a reduced image is handed to that call only and never enters this row's cache,
+        which other expressions of the row (a ``rotate`` beside a ``thumbnail``) read for full
+        pixels. Without a resolver that can reduce, this is :meth:`value`.
+        """
+        open_reduced = getattr(self.media, "reduced_value", None)
+        raw = self.raw.get(col.col_id)
+        if open_reduced is None or not isinstance(raw, str):
+            return self.value(col)  # nothing to open, or a crafted value value() reports
+        cached = self._cache.get(col.col_id)
+        with self._naming_row(col):
+            col.type.load(raw)
+            v, shared = open_reduced(col, raw, request, cached)
+        if v is not cached:
+            self._opened.append(v)
+            if shared:
+                self._cache[col.col_id] = v
+        return v
+
+    @contextlib.contextmanager
+    def _naming_row(self, col: ColumnMeta) -> Iterator[None]:
+        """A damaged stored value's error names the column and row it came from."""
+        try:
+            yield
         except SchemaError as e:
             if self.rowid is None or "stored value" not in str(e):
                 raise
             raise SchemaError(f"column {col.name!r}, row {self.rowid}: {e}") from None
-        self._cache[col.col_id] = v
-        return v
 
 
 def lit(value: Any) -> Expr:
@@ -737,6 +772,13 @@ class Call(Expr):
         pos, kw = fn.required(len(self.args), self.kwargs)
         self._required_pos = [i for i in pos if not isinstance(self.args[i], Literal)]
         self._required_kw = [k for k in kw if not isinstance(self.kwargs[k], Literal)]
+        # Called directly on a stored Image column, a function that needs fewer pixels may get
+        # a reduced decode. Anything else in between (a chain, a column computed when read)
+        # hands it the full image, as before.
+        first = self.args[0] if self.args else None
+        self._decode_request = getattr(fn.fn, DECODE_REQUEST, None) if (
+            isinstance(first, ColumnRef) and first.col.stored
+            and first.col.type.name == Image.name) else None
 
     def children(self) -> list[Expr]:
         return [*self.args, *self.kwargs.values()]
@@ -745,8 +787,16 @@ class Call(Expr):
         return self.fn.method_name
 
     def eval(self, row: RowContext) -> Any:
-        args = [a.eval(row) for a in self.args]
-        kwargs = {k: v.eval(row) for k, v in self.kwargs.items()}
+        if self._decode_request is not None:
+            want = self._decode_request
+            rest = [a.eval(row) for a in self.args[1:]]
+            kwargs = {k: v.eval(row) for k, v in self.kwargs.items()}
+            ref = self.args[0]
+            assert isinstance(ref, ColumnRef)
+            args = [row.reduced_value(ref.col, lambda full: want(full, *rest, **kwargs)), *rest]
+        else:
+            args = [a.eval(row) for a in self.args]
+            kwargs = {k: v.eval(row) for k, v in self.kwargs.items()}
         if any(args[i] is None for i in self._required_pos) or any(
                 kwargs[k] is None for k in self._required_kw):
             return None

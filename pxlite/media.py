@@ -9,6 +9,7 @@ through the storage registry; remote bytes come from the download cache.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import io
 import os
@@ -19,6 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -519,7 +521,105 @@ def image_orientation(img: PILImage.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def open_image(path: Path | str, settings: Settings, name: str | None = None) -> PILImage.Image:
+#: ``request(full_size) -> (width, height) | None``: the smallest decoded size (upright pixels)
+#: a function needs from an image whose full upright size is ``full_size``; None for all pixels.
+DecodeRequest = Callable[[tuple[int, int]], tuple[int, int] | None]
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """Where the full image lies in an image decoded at reduced scale (see :func:`open_image`).
+
+    ``full_size`` is the full upright image's size; ``box`` is its extent in the reduced image's
+    pixel coordinates. libjpeg's scaled decode rounds the reduced size up, so the last row and
+    column of the reduced image cover only part of a block; the box says exactly which part (as
+    Pillow's own ``draft`` reports it), and after an EXIF turn that part may sit on the left or
+    top. A resample given this box keeps the geometry of the full decode to a fraction of a
+    pixel, so the reduced path's output matches the full one's (tests measure PSNR)."""
+
+    full_size: tuple[int, int]
+    box: tuple[float, float, float, float]
+
+    def map_box(self, box: tuple[float, float, float, float] | None = None
+                ) -> tuple[float, float, float, float]:
+        """``box`` (full-image coordinates; default the whole image) in the reduced image's
+        pixels, clamped to its extent (float rounding must not step outside it: Pillow refuses
+        such a box)."""
+        w, h = self.full_size
+        x0, y0, x1, y1 = box if box is not None else (0, 0, w, h)
+        bx0, by0, bx1, by1 = self.box
+        sx, sy = (bx1 - bx0) / w, (by1 - by0) / h
+
+        def clamp(v: float, lo: float, hi: float) -> float:
+            return min(max(v, lo), hi)
+
+        return (clamp(bx0 + x0 * sx, bx0, bx1), clamp(by0 + y0 * sy, by0, by1),
+                clamp(bx0 + x1 * sx, bx0, bx1), clamp(by0 + y1 * sy, by0, by1))
+
+
+#: Images open_image decoded at reduced scale, by id (a PIL image is not hashable), until freed.
+_REDUCED: dict[int, Reduction] = {}
+#: The decode request of the Resolver.reduced_value call running in this thread: passed this
+#: way (not as an argument) so a subclass's ``value`` hook still runs around the opening.
+_REQUEST: contextvars.ContextVar[DecodeRequest | None] = contextvars.ContextVar(
+    "pxlite_decode_request", default=None)
+
+
+def reduction_of(img: object) -> Reduction | None:
+    """How ``img`` maps onto its full image if :func:`open_image` decoded it at reduced scale;
+    None for every other image (full decodes, and anything derived from a reduced one)."""
+    return _REDUCED.get(id(img))
+
+
+def _remember(img: PILImage.Image, reduction: Reduction | None) -> None:
+    if reduction is not None:
+        _REDUCED[id(img)] = reduction
+        weakref.finalize(img, _REDUCED.pop, id(img), None)
+
+
+def _turned_box(orientation: int, size: tuple[int, int],
+                box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """``box`` in an image of ``size`` as it lies after ``ImageOps.exif_transpose`` applies
+    ``orientation`` (the same transpose per tag as Pillow's table)."""
+    a, b = size
+    x0, y0, x1, y1 = box
+    return {
+        1: (x0, y0, x1, y1),
+        2: (a - x1, y0, a - x0, y1),            # FLIP_LEFT_RIGHT
+        3: (a - x1, b - y1, a - x0, b - y0),    # ROTATE_180
+        4: (x0, b - y1, x1, b - y0),            # FLIP_TOP_BOTTOM
+        5: (y0, x0, y1, x1),                    # TRANSPOSE
+        6: (b - y1, x0, b - y0, x1),            # ROTATE_270
+        7: (b - y1, a - x1, b - y0, a - x0),    # TRANSVERSE
+        8: (y0, a - x1, y1, a - x0),            # ROTATE_90
+    }[orientation]
+
+
+def _draft(img: PILImage.Image, orientation: int, request: DecodeRequest) -> Reduction | None:
+    """Ask libjpeg for a reduced decode (DCT scaling by 1/2, 1/4 or 1/8: Pillow's ``draft``)
+    when ``request`` needs fewer pixels; must run before the pixels are loaded. The request is
+    in upright pixels, so for orientations 5-8 (a quarter turn) its sides are swapped here.
+    Only baseline/progressive JPEG files (format JPEG) scale at decode; anything else, or a
+    request that would not halve a side, decodes in full (None)."""
+    if img.format != "JPEG":
+        return None
+    w, h = img.size
+    turned = orientation >= 5
+    full = (h, w) if turned else (w, h)
+    want = request(full)
+    if want is None:
+        return None
+    rw, rh = (want[1], want[0]) if turned else want
+    if rw < 1 or rh < 1 or min(w // rw, h // rh) < 2:
+        return None  # libjpeg's scale would be 1: nothing to gain
+    drafted = img.draft(None, (rw, rh))
+    if drafted is None or img.size == (w, h):
+        return None
+    return Reduction(full, _turned_box(orientation, img.size, drafted[1]))
+
+
+def open_image(path: Path | str, settings: Settings, name: str | None = None,
+               reduce: DecodeRequest | None = None) -> PILImage.Image:
     """Open an image, upright, refusing declared sizes over ``max_image_pixels``; its pixels
     are decoded under the ``decode_memory_mb`` budget.
 
@@ -540,6 +640,12 @@ def open_image(path: Path | str, settings: Settings, name: str | None = None) ->
     bytes per pixel) is charged to the process-wide ``decode_memory_mb`` budget from this call
     until the image is freed; the call waits while the budget is used up by other threads (see
     :class:`_DecodeBudget`).
+
+    Reduced decode: with ``reduce`` (a :data:`DecodeRequest`), a JPEG whose function needs
+    fewer pixels (``thumbnail``, a strong ``resize``) is decoded at 1/2, 1/4 or 1/8 scale by
+    libjpeg, several times faster and in a fraction of the memory; :func:`reduction_of` then
+    tells how it maps onto the full image, and the charge is the reduced size. Such an image
+    is only for the function that asked (see :meth:`Resolver.reduced_value`).
     """
     from PIL import Image, ImageOps
 
@@ -565,10 +671,13 @@ def open_image(path: Path | str, settings: Settings, name: str | None = None) ->
             f"{img.width * img.height:,} pixels, over the limit of {limit:,} (max_image_pixels); "
             "raise max_image_pixels if the file is trusted"
         )
-    nbytes = decoded_bytes(img.width, img.height, img.mode)
+    orientation = image_orientation(img)
+    reduction = None if reduce is None else _draft(img, orientation, reduce)
+    nbytes = decoded_bytes(img.width, img.height, img.mode)  # after a draft: the reduced size
     budget = decode_budget_bytes(settings)
-    if image_orientation(img) == 1:
+    if orientation == 1:
         _charge(img, nbytes, budget)
+        _remember(img, reduction)  # still lazy: the function's resample loads it, reduced
         return img
     # Turned pixels: decode and transpose now, charged for the upright copy that is returned.
     key = _budget.acquire(nbytes, budget)
@@ -582,6 +691,7 @@ def open_image(path: Path | str, settings: Settings, name: str | None = None) ->
     assert upright is not None
     if key is not None:
         weakref.finalize(upright, _budget.release, key)
+    _remember(upright, reduction)
     return upright
 
 
@@ -607,7 +717,37 @@ class Resolver:
         # A local image: open_image reports a missing file itself (no exists() per row). Its
         # errors name the stored reference (the URL), not the cache file behind it.
         path = storage.file_path(uri) if storage.is_local(uri) else fetch_local(uri, self.settings)
-        return open_image(path, self.settings, name=uri)
+        return open_image(path, self.settings, name=uri, reduce=_REQUEST.get())
+
+    def reduced_value(self, col: ColumnMeta, uri: str, request: DecodeRequest,
+                      cached: Any = None) -> tuple[Any, bool]:
+        """An Image cell's value for one function that needs only ``request``'s pixels:
+        ``(image, shared)``.
+
+        ``shared`` False: the image was decoded at reduced scale (:func:`reduction_of` says
+        how) and belongs to that one call; it must never serve another expression, which may
+        need full pixels (a row caches values per column, so it is not cached). ``shared``
+        True: the cell's ordinary value, fit for the row's cache: ``cached`` (the row's value
+        so far) when its pixels are already decoded (reducing would decode a second time), or
+        a full open when no reduction applies (not a JPEG, a small image, a mild resize).
+
+        The opening goes through :meth:`value` (the request travels in a context variable),
+        so a subclass's checks around ``value`` apply here too.
+        """
+        if cached is not None and not getattr(cached, "tile", None):
+            return cached, True  # decoded already (or not lazily opened): use those pixels
+        token = _REQUEST.set(request)
+        try:
+            img = self.value(col, uri)
+        finally:
+            _REQUEST.reset(token)
+        if reduction_of(img) is not None:
+            return img, False
+        if cached is not None:  # a second, full, lazy open: keep the row's own
+            with contextlib.suppress(Exception):
+                img.close()
+            return cached, True
+        return img, True
 
     def fileurl(self, uri: str) -> str:
         return fileurl(self.folder.uri(uri), self.settings)
