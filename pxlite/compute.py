@@ -1,11 +1,14 @@
-"""The executor for computed columns.
+"""Computing the cells of computed columns.
 
 Rows stream through in batches ordered by rowid (memory stays bounded however large the table
-is); each row's cells are computed in a thread pool sized to the cores (Pillow releases the GIL
-while decoding, transforming and encoding, so threads scale); media results are encoded and
-written to their destination *before* the batch's cells are written. It runs inside the caller's
-write operation (writes.py), which owns the transaction, the undo of files on error and the
-release of replaced files. It never imports the table layer.
+is). By default each row's cells are computed in this process, on a thread pool sized to the
+cores (Pillow releases the GIL while decoding, transforming and encoding, so threads scale);
+media results are encoded and written to their destination *before* the batch's cells are
+written. Given a pool (:mod:`pxlite.executors`: worker processes, a Dask cluster), batches go
+out as tasks (:func:`run_task`) that run this same computation on a worker and send back cells
+and the files they stored; this process keeps the catalog and commits. It runs inside the
+caller's write operation (writes.py), which owns the transaction, the undo of files on error
+and the release of replaced files. It never imports the table layer.
 """
 
 from __future__ import annotations
