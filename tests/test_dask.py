@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 from fixtures_storage import MOTO_KEY_ID, MOTO_SECRET, create_s3_bucket, fresh_name, s3_config
-from udfs.sample import fail_wider_than, pixel_sum, slow_rotate
+from udfs.sample import fail_wider_than, slow_rotate
 
 import pxlite as pxl
 from pxlite import executors
 from pxlite.imagegen import write_images
+from tools.bench_udfs import pixel_hash
 
 distributed = pytest.importorskip("distributed") if not os.environ.get("CI") else \
     __import__("distributed")  # in CI a missing Dask fails the run, never skips it
@@ -106,7 +107,7 @@ def test_cluster_cells_equal_the_threads_executor_cell_for_cell(tmp_path, s3, im
     dest = f"s3://{s3['bucket']}/out/"
     for t, executor in ((a, "threads"), (b, client)):
         t.add_computed_column(rot=t.image.rotate(90), destination=dest, executor=executor)
-        t.add_computed_column(s=pixel_sum(t.image), executor=executor)  # plain Python
+        t.add_computed_column(s=pixel_hash(t.image), executor=executor)  # plain Python
         t.add_computed_column(w=t.image.width, executor=executor)
         status = t.add_computed_column(flip=fail_wider_than(t.image, 70), destination=dest,
                                        on_error="ignore", executor=executor)

@@ -10,11 +10,12 @@ import pickle
 from pathlib import Path
 
 import pytest
-from udfs.sample import exit_process, fail_wider_than, pixel_sum, process_id
+from udfs.sample import exit_process, fail_wider_than, process_id
 
 import pxlite as pxl
 from pxlite import executors
 from pxlite.imagegen import write_images
+from tools.bench_udfs import pixel_hash
 
 
 @pytest.fixture
@@ -42,9 +43,9 @@ def _cells(t, *names: str) -> list[tuple]:
 
 
 def test_processes_compute_the_same_cells_as_threads(table):
-    table.add_computed_column(s_threads=pixel_sum(table.image))
+    table.add_computed_column(s_threads=pixel_hash(table.image))
     table.add_computed_column(r_threads=table.image.rotate(90))
-    status = table.add_computed_column(s_procs=pixel_sum(table.image), executor="processes")
+    status = table.add_computed_column(s_procs=pixel_hash(table.image), executor="processes")
     assert status.num_rows == 7 and status.num_errors == 0
     table.add_computed_column(r_procs=table.image.rotate(90), executor="processes")
     assert _cells(table, "s_threads", "r_threads") == _cells(table, "s_procs", "r_procs")
@@ -62,7 +63,7 @@ def test_processes_really_run_elsewhere_and_the_setting_chooses_them(table, db):
 
 
 def test_insert_computes_new_rows_on_processes(table, images):
-    table.add_computed_column(s=pixel_sum(table.image))
+    table.add_computed_column(s=pixel_hash(table.image))
     table.add_computed_column(flip=fail_wider_than(table.image, 1000))
     status = table.insert([{"image": str(images[0]), "n": 100}], executor="processes")
     assert status.num_rows == 1 and status.num_errors == 0
@@ -122,7 +123,7 @@ def test_tasks_carry_no_credential(table, db, monkeypatch):
         return real_submit(self, fn, payloads)
 
     monkeypatch.setattr(executors.ProcessPool, "submit", spy)
-    table.add_computed_column(s=pixel_sum(table.image), executor="processes")
+    table.add_computed_column(s=pixel_hash(table.image), executor="processes")
     assert sent and all(b"http://127.0.0.1:1/" in s for s in sent)  # the spy saw the settings
     for s in sent:
         for word in (secret.encode(), key_id.encode(), b"/secret/key.json", b"AccountKey"):

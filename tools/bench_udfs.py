@@ -1,4 +1,5 @@
-"""UDFs the benchmarks compute; a module of their own so worker processes can import them."""
+"""UDFs the benchmarks (and the executor tests) compute: a module of their own, so worker
+processes and Dask workers can import them by name."""
 
 from __future__ import annotations
 

@@ -33,15 +33,6 @@ def slow_flip(img: PIL.Image.Image) -> PIL.Image.Image:
 
 
 @pxl.udf
-def pixel_sum(img: PIL.Image.Image) -> int:
-    """Plain Python over every pixel value: holds the GIL (only processes use more cores)."""
-    total = 0
-    for v in img.convert("L").tobytes():
-        total = (total * 31 + v) % 1_000_000_007
-    return total
-
-
-@pxl.udf
 def slow_rotate(img: PIL.Image.Image, seconds: float) -> PIL.Image.Image:
     """rotate(90) that first sleeps ``seconds`` (a long run to interrupt)."""
     import time
