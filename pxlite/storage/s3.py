@@ -323,17 +323,24 @@ class S3Backend(ConditionalCreate):
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
-        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key,
-                                                        **extra)["UploadId"]
+        # As boto3's transfer manager does: where botocore adds checksums by default (AWS), the
+        # upload declares CRC32 and the completion lists each part's checksum.
+        checksum = ({"ChecksumAlgorithm": "CRC32"} if self.client.meta.config
+                    .request_checksum_calculation == "when_supported" else {})
+        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra,
+                                                        **checksum)["UploadId"]
         lock = threading.Lock()
 
         def part(number: int) -> dict[str, Any]:
             with lock:  # one file object shared by the threads: seek and read together
                 f.seek((number - 1) * PART_SIZE)
                 body = f.read(PART_SIZE)
-            etag = self.client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
-                                           PartNumber=number, Body=body)["ETag"]
-            return {"PartNumber": number, "ETag": etag}
+            answer = self.client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
+                                             PartNumber=number, Body=body, **checksum)
+            entry = {"PartNumber": number, "ETag": answer["ETag"]}
+            if checksum and answer.get("ChecksumCRC32"):
+                entry["ChecksumCRC32"] = answer["ChecksumCRC32"]
+            return entry
 
         try:
             with ThreadPoolExecutor(TRANSFER_THREADS) as pool:
