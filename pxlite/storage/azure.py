@@ -216,7 +216,8 @@ class AzureBackend(ConditionalCreate):
                 data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
 
     def condition_scope(self, uri: str) -> Hashable:
-        return (self.client.url, parse_azure_uri(uri).container)
+        # not client.url: it carries the SAS token when the credential is one
+        return (self.client.primary_hostname, self.account, parse_azure_uri(uri).container)
 
     def create_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
         from azure.storage.blob import ContentSettings

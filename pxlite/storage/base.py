@@ -213,12 +213,14 @@ class ConditionalCreate(StorageBackend):
     ``If-None-Match: *``, GCS's ``ifGenerationMatch=0``, Azure's ``If-None-Match: *``), so that
     storing a content-addressed output costs one request instead of a HEAD and a PUT.
 
-    The condition is only used once it is verified for the (endpoint, bucket): S3-compatible
-    services and emulators may accept the header and overwrite anyway (the GCS emulator does),
-    which would make "refused" never happen and is harmless, or silently drop it, which is
-    what the check is for. Verifying means a conditional create of a fresh probe key twice: the
-    first must succeed and the second be refused; then the probe is deleted. The answer is kept
-    for the process (:func:`condition_verified`). Unverified, writes are plain PUTs counted as
+    The condition is relied on only once it is verified for the (endpoint, bucket), since
+    S3-compatible services, gateways and emulators differ. One that ignores it (the GCS
+    emulator overwrites) is caught by the second probe write, which must be refused; one that
+    refuses without writing (a gateway answering 412 to any conditional PUT) would be
+    dangerous, since pxlite would then commit rows naming objects that were never stored. The
+    first probe write must succeed, which catches that. Verifying means those two conditional
+    creates of a fresh probe key, then deleting it; the answer is kept for the process
+    (:func:`condition_verified`). Unverified or not honoured, writes are plain PUTs counted as
     created (see :meth:`StorageBackend.put_bytes_new`), never HEAD-then-PUT.
     """
 
