@@ -225,8 +225,11 @@ def write_file(data: bytes, ext: str, prefix: str, table_uid: str, col_id: int,
                settings: Settings) -> tuple[str, bool]:
     """Write bytes under a destination prefix; return ``(uri, created)``.
 
-    ``created`` is False when identical content was already there (content addressing), so an
-    aborted operation never deletes a file an earlier row still names.
+    ``created`` is False when the storage said identical content was already there (content
+    addressing); True when this write made it, or may have (a cloud service that cannot refuse
+    a write of an existing key gets one plain PUT, counted as created: see
+    :meth:`pxlite.storage.base.StorageBackend.put_bytes_new`). Either way an aborted operation
+    never deletes a file a committed row names: its undo passes the one delete gate.
     """
     digest = hashlib.sha256(data).hexdigest()
     uri = storage.join(prefix, object_key(table_uid, col_id, digest, ext))
@@ -238,12 +241,12 @@ def write_file(data: bytes, ext: str, prefix: str, table_uid: str, col_id: int,
 
 def upload_file(path: Path, ext: str, prefix: str, table_uid: str, col_id: int,
                 settings: Settings) -> tuple[str, bool]:
-    """Copy a local file under a destination prefix (content-addressed); ``(uri, created)``."""
+    """Copy a local file under a destination prefix (content-addressed); ``(uri, created)``
+    as :func:`write_file` says it: one conditional create (or one plain upload) per file,
+    never a HEAD before it."""
     uri = storage.join(prefix, object_key(table_uid, col_id, file_digest(path), ext))
-    backend = storage.get_backend(uri, settings)
-    created = not backend.exists(uri)
-    if created:
-        backend.put_file(path, uri, content_type=_CONTENT_TYPES.get(ext))
+    created = storage.get_backend(uri, settings).put_file_new(
+        path, uri, content_type=_CONTENT_TYPES.get(ext))
     # like write_file: the bytes are at hand, so reading the file back costs no download
     _keep_in_cache(uri, settings, lambda dest: shutil.copyfile(path, dest))
     return uri, created

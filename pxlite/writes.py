@@ -9,11 +9,14 @@ The data-safety rules of DESIGN.md in one place, in this order:
 3. **Files before rows, durable before referenced.** Files are written (content-addressed)
    before the rows naming them; local ones are synced, with their folders, before COMMIT.
 4. **Undo on error.** Whatever fails, in the transaction or at COMMIT, the files the operation
-   created are deleted unless a committed row names them (identical content may have been named
-   by another writer meanwhile: content addressing), checked under the write lock.
+   created (its ledger; for a cloud service that cannot refuse writing an existing key, every
+   object it PUT) are deleted through the one gate below, under the write lock: unless a
+   committed row names them (identical content may have been named by another writer
+   meanwhile: content addressing) or they lie outside the locations this database owns.
 5. **Deletes after commit.** Files rows no longer name are listed durably in
    ``px_pending_deletes`` in the same transaction and deleted after it commits, by the one gate
-   :func:`delete_unreferenced`, which also serves a dropped table's sweep and ``check(fix=True)``.
+   :func:`delete_unreferenced`, which also serves the undo, a dropped table's sweep and
+   ``check(fix=True)``.
 
 Use::
 
@@ -211,29 +214,19 @@ class Operation:
         self._delete_unnamed(created)
 
     def _delete_unnamed(self, uris: list[str]) -> None:
-        """Best effort: a backend that failed retryably is not tried again for the other files
-        (each try could take the full timeout times the retries); what is left is an orphan
+        """Through the one delete gate (:func:`delete_unreferenced`), under the write lock: a
+        file is kept when a committed row names it, or when it lies outside the locations this
+        database owns. The second matters since ``created`` may hold objects that were there
+        before (a cloud service that cannot refuse a write of an existing key: one plain PUT,
+        counted as created): a copy of this database computing into its original's bucket
+        writes the same keys, and its undo must not delete the original's files. Best effort:
+        the gate stops asking a backend that failed retryably; what is left is an orphan
         check(fix=True) removes."""
         if not uris:
             return
         conn = self.conn
         with contextlib.suppress(Exception), conn.db.transaction():
-            stored = {u: conn.stored(u) for u in uris}
-            named = catalog.named_by_rows(conn.db, list(stored.values()))
-            unreachable: set[int] = set()
-            for uri in uris:
-                if stored[uri] in named:
-                    continue
-                backend = storage.get_backend(uri, self.settings)
-                if id(backend) in unreachable:
-                    continue
-                try:
-                    backend.delete(uri)
-                except StorageError as e:
-                    if e.retryable:
-                        unreachable.add(id(backend))
-                except PxliteError:
-                    pass
+            delete_unreferenced(conn, [conn.stored(u) for u in uris], self.settings)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@
     python tools/bench_compute.py --only-a    # only (a) and its RSS (c), ~1 min
     python tools/bench_compute.py --rss-10k   # also peak RSS at 10,000 images (+~2-3 min)
     python tools/bench_compute.py --profile   # also cProfile both compute cases (all threads)
+    python tools/bench_compute.py --only-d -n 1000   # only (d): S3, GCS and Azure emulators
 
 Inputs are distinct noisy 640x480 JPEGs (quality 90, ~120 KB mean), made once per run in a temp
 folder (``--images DIR`` keeps and reuses them).
@@ -18,7 +19,18 @@ folder (``--images DIR`` keeps and reuses them).
     (rotate(90), transpose(FLIP_LEFT_RIGHT), resize((128, 128))) vs a Pillow loop that decodes
     once and runs all three (encode + write + fdatasync each) on 2 threads;
 (c) peak RSS of (a) at 1,000 images (and 10,000 with --rss-10k): target < 300 MB and flat;
-(d) (a) with an S3 destination on a local moto server, vs the plain loop uploading with boto3.
+(d) (a) with a cloud destination, per provider: S3 on a local moto server, GCS on
+    gcp-storage-emulator, Azure on Azurite; vs the same plain loop uploading the same bytes with
+    the provider's SDK (boto3 put_object, google-cloud-storage upload_from_string, azure-storage-
+    blob upload_blob) on the same 2-thread pool. images/s, the ratio (target <= 1.15x) and HTTP
+    requests per output, counted in the client (pxlite's count includes its one-off destination
+    check: a bucket lookup and the write / conditional-create probe). ``--only-d`` runs only
+    this case; ``--providers s3,gcs`` picks providers. Read the GCS figure with care:
+    gcp-storage-emulator serves one request at a time (http.server.HTTPServer, HTTP/1.0, a
+    listen backlog of 5), so pxlite's 16 concurrent uploads (compute.IO_THREADS) overflow its
+    backlog and ~15% of them wait out a 1 s SYN retransmit (measured: 0.9-2 s requests with
+    16 upload threads, none with 4, which brings the ratio to ~1.15x); the 2-thread loop never
+    has more than 2 connections.
 
 Each case runs in a fresh child process (tools/benchlib.py): peak RSS is the child's own, and
 includes its setup (inserting the paths, ~30 MB of interpreter and imports).
@@ -27,7 +39,10 @@ includes its setup (inserting the paths, ~30 MB of interpreter and imports).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,17 +60,57 @@ def _paths(p: dict[str, Any], key: str = "images") -> list[str]:
     return sorted(str(q) for q in Path(p[key]).glob("*.jpg"))[p.get("skip", 0):][: p["n"]]
 
 
+def _cloud_config(p: dict[str, Any]) -> dict[str, Any] | None:
+    """pxlite ``connect(config=...)`` for the case's emulator (None: a local destination)."""
+    provider = p.get("provider")
+    if provider == "s3":
+        return bl.s3_config(p["endpoint"])
+    if provider == "gcs":
+        return {"gcs": {"endpoint": p["endpoint"], "project": "pxlite-bench"}}
+    if provider == "azure":
+        return {"azure": {"connection_string": p["connection_string"]}}
+    return None
+
+
 def _connect(p: dict[str, Any]):
     import pxlite as pxl
 
-    cfg = bl.s3_config(p["endpoint"]) if p.get("endpoint") else None
-    return pxl.connect(Path(p["tmp"]) / "bench.pxl", config=cfg)
+    return pxl.connect(Path(p["tmp"]) / "bench.pxl", config=_cloud_config(p))
 
 
 def _dest(p: dict[str, Any], name: str) -> str:
-    if p.get("endpoint"):
-        return f"s3://{BUCKET}/{Path(p['tmp']).name}/{name}/"
+    scheme = {"s3": "s3", "gcs": "gs", "azure": "az"}.get(p.get("provider", ""))
+    if scheme:
+        return f"{scheme}://{p['bucket']}/{Path(p['tmp']).name}/{name}/"
     return str(Path(p["tmp"]) / name)
+
+
+def _count_requests(client: Any) -> list[int]:
+    """Count the HTTP requests (attempts) an SDK client sends from now on: ``[n]``. A boto3 S3
+    client, a google-cloud-storage Client or an azure-storage-blob BlobServiceClient."""
+    n = [0]
+
+    def hook(*_: Any, **__: Any) -> None:
+        n[0] += 1
+
+    if hasattr(client, "meta") and hasattr(client.meta, "events"):  # boto3
+        client.meta.events.register("before-send.s3", hook)
+    elif hasattr(client, "_http"):  # google-cloud-storage: its requests session
+        session, real = client._http, client._http.request
+
+        def request(*args: Any, **kwargs: Any) -> Any:
+            hook()
+            return real(*args, **kwargs)
+        session.request = request
+    else:  # azure: the transport every blob client of the service client shares
+        transport = client._pipeline._transport
+        real_send = transport.send
+
+        def send(*args: Any, **kwargs: Any) -> Any:
+            hook()
+            return real_send(*args, **kwargs)
+        transport.send = send
+    return n
 
 
 # ---- child cases --------------------------------------------------------------------------------
@@ -70,6 +125,11 @@ def case_rotate_pxlite(p: dict[str, Any]) -> dict[str, Any]:
     rss_setup = bl.peak_rss_mb()
     expr = t.image.rotate(90)
     dest = _dest(p, "rot")
+    requests = None
+    if p.get("provider"):
+        from pxlite import storage
+
+        requests = _count_requests(storage.get_backend(dest, db.settings()).client)
     if p.get("profile"):
         with bl.profile_all_threads(Path(p["profile"])):
             t0 = bl.now()
@@ -79,30 +139,57 @@ def case_rotate_pxlite(p: dict[str, Any]) -> dict[str, Any]:
         status = t.add_computed_column(rot=expr, destination=dest)
     dt = bl.now() - t0
     assert status.num_errors == 0, status
-    return {"seconds": dt, "images_per_s": len(paths) / dt, "rss_setup_mb": rss_setup}
+    out = {"seconds": dt, "images_per_s": len(paths) / dt, "rss_setup_mb": rss_setup}
+    if requests is not None:
+        out["requests_per_output"] = requests[0] / len(paths)
+    return out
 
 
-def _plain_put(p: dict[str, Any]):
-    """Where the plain loop writes a file: a local folder, or boto3 put_object to moto."""
-    if p.get("endpoint"):
+def _plain_put(p: dict[str, Any]) -> tuple[Any, list[int] | None]:
+    """Where the plain loop writes a file (a local folder, or the provider's SDK uploading to
+    the emulator), and its request counter (cloud only)."""
+    provider = p.get("provider")
+    prefix = Path(p["tmp"]).name
+    if provider == "s3":
         import boto3
         from botocore.config import Config
 
         s3 = boto3.client("s3", endpoint_url=p["endpoint"], region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing",
                           config=Config(max_pool_connections=32))
-        prefix = Path(p["tmp"]).name
 
-        def put(name: str, data: bytes) -> None:
-            s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}", Body=data,
+        def put_s3(name: str, data: bytes) -> None:
+            s3.put_object(Bucket=p["bucket"], Key=f"{prefix}/{name}", Body=data,
                           ContentType="image/jpeg")
-        return put
+        return put_s3, _count_requests(s3)
+    if provider == "gcs":
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage as gcs
+
+        client = gcs.Client(project="pxlite-bench", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": p["endpoint"]})
+        bucket = client.bucket(p["bucket"])
+
+        def put_gcs(name: str, data: bytes) -> None:
+            bucket.blob(f"{prefix}/{name}").upload_from_string(data, content_type="image/jpeg")
+        return put_gcs, _count_requests(client)
+    if provider == "azure":
+        from azure.storage.blob import BlobServiceClient, ContentSettings
+
+        service = BlobServiceClient.from_connection_string(p["connection_string"])
+        container = service.get_container_client(p["bucket"])
+        jpeg = ContentSettings(content_type="image/jpeg")
+
+        def put_azure(name: str, data: bytes) -> None:
+            container.upload_blob(f"{prefix}/{name}", data, overwrite=True,
+                                  content_settings=jpeg)
+        return put_azure, _count_requests(service)
     out = Path(p["tmp"]) / "plain"
     out.mkdir(parents=True, exist_ok=True)
     if not p.get("fsync", True):
         def write(name: str, data: bytes) -> None:
             (out / name).write_bytes(data)
-        return write
+        return write, None
     import os
 
     fdatasync = getattr(os, "fdatasync", os.fsync)
@@ -116,12 +203,12 @@ def _plain_put(p: dict[str, Any]):
             fdatasync(fd)
         finally:
             os.close(fd)
-    return write_durable
+    return write_durable, None
 
 
 def _plain_done(p: dict[str, Any]) -> None:
     """A durable plain loop ends like pxlite's commit: its folder entries synced (once)."""
-    if p.get("endpoint") or not p.get("fsync", True):
+    if p.get("provider") or not p.get("fsync", True):
         return
     import os
 
@@ -144,7 +231,7 @@ def case_rotate_plain(p: dict[str, Any]) -> dict[str, Any]:
     from PIL import Image
 
     paths = _paths(p)
-    put = _plain_put(p)
+    put, requests = _plain_put(p)
 
     def one(item: tuple[int, str]) -> None:
         i, path = item
@@ -156,7 +243,10 @@ def case_rotate_plain(p: dict[str, Any]) -> dict[str, Any]:
         list(pool.map(one, enumerate(paths)))
     _plain_done(p)
     dt = bl.now() - t0
-    return {"seconds": dt, "images_per_s": len(paths) / dt}
+    out = {"seconds": dt, "images_per_s": len(paths) / dt}
+    if requests is not None:
+        out["requests_per_output"] = requests[0] / len(paths)
+    return out
 
 
 def case_three_pxlite(p: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +276,7 @@ def case_three_plain(p: dict[str, Any]) -> dict[str, Any]:
     from PIL import Image
 
     paths = _paths(p)
-    put = _plain_put(p)
+    put, _ = _plain_put(p)
 
     def one(item: tuple[int, str]) -> None:
         i, path = item
@@ -210,6 +300,73 @@ CASES = {"rotate_pxlite": case_rotate_pxlite, "rotate_plain": case_rotate_plain,
 
 # ---- parent -------------------------------------------------------------------------------------
 
+#: Case (d): provider -> (what the plain loop calls, how the emulator is named).
+PROVIDERS = {"s3": ("boto3 put_object", "moto"),
+             "gcs": ("google-cloud-storage upload_from_string", "gcp-storage-emulator"),
+             "azure": ("azure-storage-blob upload_blob", "Azurite")}
+
+
+@contextlib.contextmanager
+def _emulator(provider: str) -> Iterator[tuple[dict[str, Any], Callable[[], dict[str, Any]]]]:
+    """Start ``provider``'s emulator: yields the case parameters pointing at it and a function
+    that, before each run, gives it an empty bucket (``{"bucket": name}``)."""
+    from tools import servers
+
+    if provider == "s3":
+        with servers.moto_server() as s3:
+            def fresh_s3() -> dict[str, Any]:
+                bl.moto_reset_and_bucket(s3.endpoint, BUCKET)
+                return {"bucket": BUCKET}
+            yield {"endpoint": s3.endpoint}, fresh_s3
+    elif provider == "gcs":
+        with servers.gcs_server() as gcs:
+            def fresh_gcs() -> dict[str, Any]:
+                import urllib.request
+
+                from google.auth.credentials import AnonymousCredentials
+                from google.cloud import storage as gstorage
+
+                urllib.request.urlopen(gcs.endpoint + "/wipe", timeout=30).read()  # all data
+                gstorage.Client(project="pxlite-bench", credentials=AnonymousCredentials(),
+                                client_options={"api_endpoint": gcs.endpoint}
+                                ).create_bucket(BUCKET)
+                return {"bucket": BUCKET}
+            yield {"endpoint": gcs.endpoint}, fresh_gcs
+    else:
+        with servers.azurite_server() as az:
+            conn = az.connection_string or ""
+
+            def fresh_azure() -> dict[str, Any]:
+                from azure.storage.blob import BlobServiceClient
+
+                name = f"{BUCKET}-{os.urandom(4).hex()}"  # deleting is lazy: a new container
+                BlobServiceClient.from_connection_string(conn).create_container(name)
+                return {"bucket": name}
+            yield {"connection_string": conn}, fresh_azure
+
+
+def _case_d(tmp: Path, common: dict[str, Any], reps: int, providers: list[str],
+            summary: list[list[Any]]) -> None:
+    """(d): rotate(90) to each provider's emulator vs the plain loop with its SDK."""
+    for provider in providers:
+        sdk, emulator = PROVIDERS[provider]
+        bl.say(f"\n(d) rotate(90) -> {provider} on a local {emulator} ({reps} reps)")
+        with _emulator(provider) as (params, fresh):
+            cp = {**common, **params, "provider": provider}
+            px_label = f"pxlite add_computed_column -> {provider}"
+            res = _run_pair(tmp, f"d-{provider}", [
+                (px_label, "rotate_pxlite", cp),
+                (f"plain Pillow loop + {sdk} (2 threads)", "rotate_plain", cp)],
+                reps, before_each=fresh)
+        px, base, ratio = _report(res, 1.15)
+        reqs = [bl.med(r, "requests_per_output") for r in res.values()]
+        bl.say(f"  HTTP requests per output (median): pxlite {reqs[0]:.3f}, plain loop "
+               f"{reqs[1]:.3f}")
+        summary.append([f"(d) rotate(90) -> {provider} ({emulator})", f"{px:.1f} img/s",
+                        f"{base:.1f} img/s", f"{ratio:.2f}x",
+                        f"<= 1.15x {bl.verdict(ratio, 1.15)}; {reqs[0]:.2f} req/output"])
+
+
 def _run_pair(tmp: Path, tag: str, runs: list[tuple[str, str, dict[str, Any]]], reps: int,
               before_each: Any = None) -> dict[str, list[dict[str, Any]]]:
     """Interleaved repetitions; every run gets its own scratch folder, removed afterwards."""
@@ -218,15 +375,16 @@ def _run_pair(tmp: Path, tag: str, runs: list[tuple[str, str, dict[str, Any]]], 
         for label, case, params in runs:
             d = tmp / f"{tag}-{rep}-{case}"
             d.mkdir()
-            if before_each is not None:
-                before_each()
+            extra = before_each() if before_each is not None else None
             try:
-                r = bl.run_case(SCRIPT, case, {**params, "tmp": str(d)})
+                r = bl.run_case(SCRIPT, case, {**params, **(extra or {}), "tmp": str(d)})
             finally:
                 bl.shutil.rmtree(d, ignore_errors=True)
             res[label].append(r)
+            reqs = (f", {r['requests_per_output']:.3f} requests/output"
+                    if "requests_per_output" in r else "")
             bl.say(f"  [{rep + 1}/{reps}] {label}: {r['images_per_s']:.1f} images/s, "
-                   f"{r['seconds']:.2f} s, peak RSS {r['rss_mb']:.0f} MB")
+                   f"{r['seconds']:.2f} s, peak RSS {r['rss_mb']:.0f} MB{reqs}")
     return res
 
 
@@ -261,7 +419,12 @@ def main() -> None:
     ap.add_argument("-n", "--images-n", type=int, dest="n", help="images per case (default 1000)")
     ap.add_argument("--images", type=Path, help="folder to keep/reuse the generated images in")
     ap.add_argument("--rss-10k", action="store_true", help="also peak RSS of (a) at 10,000 images")
-    ap.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) case")
+    ap.add_argument("--no-s3", action="store_true",
+                    help="skip the cloud case (d) (S3, GCS and Azure emulators)")
+    ap.add_argument("--only-d", action="store_true",
+                    help="only case (d): cloud destinations on the emulators")
+    ap.add_argument("--providers", default="s3,gcs,azure",
+                    help="providers of case (d), comma-separated (default: s3,gcs,azure)")
     ap.add_argument("--only-a", action="store_true",
                     help="only case (a) (and its peak RSS, (c)): pxlite vs the loop with and "
                          "without fdatasync")
@@ -271,6 +434,10 @@ def main() -> None:
     reps = args.reps or (1 if args.quick else 3)
     n = args.n or (60 if args.quick else 1000)
     pre = 10 if args.quick else 50
+    providers = [x.strip() for x in args.providers.split(",") if x.strip()]
+    unknown = set(providers) - set(PROVIDERS)
+    if unknown:
+        ap.error(f"unknown provider(s) {sorted(unknown)}; choose from {', '.join(PROVIDERS)}")
 
     bl.header(f"pxlite computed-column benchmark{' (--quick)' if args.quick else ''}: {n:,} "
               f"images of 640x480, plain loops on {THREADS} threads")
@@ -282,6 +449,12 @@ def main() -> None:
         bl.make_photos(images.parent / (images.name + "-pre"), pre, start=500_000)
         bl.say(f"  inputs ready in {bl.now() - t0:.1f} s ({images})")
         common = {"images": str(images), "n": n}
+        pre_images = str(images.parent / (images.name + "-pre"))
+        if args.only_d:
+            _case_d(tmp, common, reps, providers, summary)
+            bl.say("\nSummary (medians)")
+            bl.say(bl.table(["case", "pxlite", "plain Pillow", "time ratio", "target"], summary))
+            return
 
         bl.say(f"\n(a) add_computed_column(rot=t.image.rotate(90)) to a local folder ({reps} reps)")
         plain_sync, plain_nosync = ("plain Pillow loop + fdatasync (2 threads)",
@@ -301,7 +474,6 @@ def main() -> None:
         summary.append(["(a) vs a loop without sync", f"{px:.1f} img/s",
                         f"{base_nosync:.1f} img/s", f"{ratio_nosync:.2f}x", "-"])
 
-        pre_images = str(images.parent / (images.name + "-pre"))
         if args.only_a:
             bl.say("\n(b) skipped (--only-a)")
         else:
@@ -338,20 +510,9 @@ def main() -> None:
                         "", "", "< 300 MB " + bl.verdict(worst, 300) + growth])
 
         if args.quick or args.no_s3 or args.only_a:
-            bl.say("\n(d) S3 destination: skipped (--quick / --no-s3 / --only-a)")
+            bl.say("\n(d) cloud destinations: skipped (--quick / --no-s3 / --only-a)")
         else:
-            from tools.servers import moto_server
-
-            bl.say(f"\n(d) rotate(90) -> S3 on a local moto server ({reps} reps)")
-            with moto_server() as s3:
-                s3p = {**common, "endpoint": s3.endpoint}
-                res = _run_pair(tmp, "d", [
-                    ("pxlite add_computed_column -> s3", "rotate_pxlite", s3p),
-                    ("plain Pillow loop + boto3 put_object (2 threads)", "rotate_plain", s3p)],
-                    reps, before_each=lambda: bl.moto_reset_and_bucket(s3.endpoint, BUCKET))
-            px, base, ratio = _report(res, None)
-            summary.append(["(d) rotate(90) -> S3 (moto)", f"{px:.1f} img/s",
-                            f"{base:.1f} img/s", f"{ratio:.2f}x", "-"])
+            _case_d(tmp, common, reps, providers, summary)
 
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,16 +24,19 @@ from .base import (
     MULTIPART_THRESHOLD,
     SEVEN_DAYS_S,
     TRANSFER_THREADS,
+    ConditionalCreate,
     MappedReader,
     ObjectInfo,
-    StorageBackend,
     atomic_target,
     buffered,
     check_expiry,
     folder_prefix,
     is_retryable_status,
     mapped_errors,
+    note_retry,
     raise_masked,
+    refused_means_created,
+    retries_noted,
 )
 
 _BLOCK_SIZE = 4 * 1024 * 1024
@@ -74,7 +77,7 @@ def parse_azure_uri(uri: str) -> AzureURI:
     raise ConfigError(f"{uri!r} is not an Azure Blob URI")
 
 
-class AzureBackend(StorageBackend):
+class AzureBackend(ConditionalCreate):
     """One storage account behind one ``BlobServiceClient`` (thread-safe)."""
 
     input_schemes = ("az", *_HADOOP_SCHEMES)
@@ -212,6 +215,46 @@ class AzureBackend(StorageBackend):
             self._blob(uri).upload_blob(
                 data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
 
+    def condition_scope(self, uri: str) -> Hashable:
+        # not client.url: it carries the SAS token when the credential is one
+        return (self.client.primary_hostname, self.account, parse_azure_uri(uri).container)
+
+    def create_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
+        from azure.storage.blob import ContentSettings
+
+        # overwrite=False sends If-None-Match: * (refused: 409 BlobAlreadyExists)
+        return self._create(uri, lambda: self._blob(uri).upload_blob(
+            data, overwrite=False, content_settings=ContentSettings(content_type=content_type)))
+
+    def create_file(self, local_path: str | os.PathLike, uri: str,
+                    content_type: str | None = None) -> bool:
+        from azure.storage.blob import ContentSettings
+
+        # Above max_single_put_size: blocks in parallel, the condition on the block list commit.
+        with self._errors(uri), open(local_path, "rb") as f:
+            return self._create(uri, lambda: self._blob(uri).upload_blob(
+                f, length=os.fstat(f.fileno()).st_size, overwrite=False,
+                content_settings=ContentSettings(content_type=content_type),
+                max_concurrency=TRANSFER_THREADS))
+
+    def _create(self, uri: str, request: Callable[[], object]) -> bool:
+        """Run a conditional upload: True when it wrote; False when Azure answered that the
+        blob exists (409 BlobAlreadyExists, or 412 for a condition), unless a retry happened
+        (then it may be our own first attempt: :func:`refused_means_created`)."""
+        from azure.core.exceptions import HttpResponseError
+
+        before = retries_noted()
+        with self._errors(uri):
+            try:
+                request()
+            except HttpResponseError as e:
+                code = getattr(e, "error_code", None)
+                code = getattr(code, "value", code)  # a StorageErrorCode enum, or a string
+                if not (e.status_code == 412 or code == "BlobAlreadyExists"):
+                    raise
+                return refused_means_created(before)
+        return True
+
     def get_file(self, uri: str, local_path: str | os.PathLike) -> None:
         with self._errors(uri), atomic_target(local_path) as tmp, open(tmp, "wb") as f:
             self._blob(uri).download_blob(max_concurrency=TRANSFER_THREADS).readinto(f)
@@ -331,10 +374,12 @@ def _retry_policy(backend: AzureBackend) -> Any:
                     if isinstance(err, ClientAuthenticationError) or not self.increment(
                             settings, request=request.http_request, error=err):
                         raise
+                    note_retry()
                     self.sleep(settings, request.context.transport)
                     continue
                 if is_retryable_status(response.http_response.status_code) and self.increment(
                         settings, request=request.http_request, response=response.http_response):
+                    note_retry()
                     self.sleep(settings, request.context.transport)
                     continue
                 if settings["history"]:

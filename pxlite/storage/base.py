@@ -13,6 +13,7 @@ import os
 import random
 import re
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator
@@ -165,14 +166,31 @@ class StorageBackend(ABC):
         """Where the object lives, as shown to users (s3://, gs://, https://, file://)."""
 
     def put_bytes_new(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
-        """Store ``data`` at ``uri`` unless an object is there already; True if it was written.
+        """Store content-addressed ``data`` at ``uri``; False only when the service said an
+        object was there already (then it holds the same bytes, and it is not this call's).
 
-        For content-addressed keys an existing object has the same bytes, so skipping it is
-        safe and saves the upload. Backends may do this in one atomic step.
+        True means "this call may have created it": the caller's operation counts the object
+        as its own (its ledger, :attr:`pxlite.writes.Operation.created`) and deletes it again
+        if the operation fails. This default, for a backend that cannot refuse a write when the
+        key exists, is one plain PUT, always counted as created: the bytes of a
+        content-addressed key are the same whoever wrote them, so overwriting is harmless, and
+        the undo is as safe as the HEAD-then-PUT it replaces. HEAD-then-PUT raced a concurrent
+        writer of the same key just the same (both see "missing", both write, both count it as
+        created), and in both cases the one delete gate
+        (:func:`pxlite.writes.delete_unreferenced`, run by the undo under the write lock) keeps
+        every file a committed row names and every file in a location this database does not
+        own. What neither protects is a concurrent, not yet committed writer of the same key
+        in the same database, whose commit could follow our undo: a window HEAD-then-PUT had
+        too. :class:`ConditionalCreate` backends answer False when they can.
         """
-        if self.exists(uri):
-            return False
         self.put_bytes(data, uri, content_type)
+        return True
+
+    def put_file_new(self, local_path: str | os.PathLike, uri: str,
+                     content_type: str | None = None) -> bool:
+        """:meth:`put_bytes_new` for a local file (content-addressed ``uri``), streamed like
+        :meth:`put_file`. The default is one plain upload, counted as created."""
+        self.put_file(local_path, uri, content_type)
         return True
 
     def check_writable(self, prefix_uri: str) -> None:
@@ -188,6 +206,153 @@ class StorageBackend(ABC):
             if e.retryable:
                 raise
             raise ConfigError(f"cannot write to {prefix_uri}: {e}") from e
+
+
+class ConditionalCreate(StorageBackend):
+    """A cloud backend whose service can refuse a write when the key exists (S3's
+    ``If-None-Match: *``, GCS's ``ifGenerationMatch=0``, Azure's ``If-None-Match: *``), so that
+    storing a content-addressed output costs one request instead of a HEAD and a PUT.
+
+    The condition is relied on only once it is verified for the (endpoint, bucket), since
+    S3-compatible services, gateways and emulators differ. One that ignores it (the GCS
+    emulator overwrites) is caught by the second probe write, which must be refused; one that
+    refuses without writing (a gateway answering 412 to any conditional PUT) would be
+    dangerous, since pxlite would then commit rows naming objects that were never stored. The
+    first probe write must succeed, which catches that. Verifying means those two conditional
+    creates of a fresh probe key, then deleting it; the answer is kept for the process
+    (:func:`condition_verified`). Unverified or not honoured, writes are plain PUTs counted as
+    created (see :meth:`StorageBackend.put_bytes_new`), never HEAD-then-PUT.
+    """
+
+    @abstractmethod
+    def create_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
+        """One conditional create: store ``data`` at ``uri`` unless an object is there. True if
+        it was written (or may have been: see :func:`refused_means_created`), False if the
+        service refused because the key exists. Other failures raise StorageError as usual."""
+
+    @abstractmethod
+    def create_file(self, local_path: str | os.PathLike, uri: str,
+                    content_type: str | None = None) -> bool:
+        """:meth:`create_bytes` for a local file, streamed (the condition on the request that
+        makes the object visible: the single PUT, or the commit of a multipart upload)."""
+
+    @abstractmethod
+    def condition_scope(self, uri: str) -> Hashable:
+        """What one verification covers: the service endpoint and the bucket/container."""
+
+    def put_bytes_new(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
+        if self.condition_honoured(uri):
+            return self.create_bytes(data, uri, content_type)
+        return super().put_bytes_new(data, uri, content_type)
+
+    def put_file_new(self, local_path: str | os.PathLike, uri: str,
+                     content_type: str | None = None) -> bool:
+        if self.condition_honoured(uri):
+            return self.create_file(local_path, uri, content_type)
+        return super().put_file_new(local_path, uri, content_type)
+
+    def condition_honoured(self, uri: str) -> bool:
+        """Whether the service refuses a conditional create of an existing key, for ``uri``'s
+        endpoint and bucket: the remembered answer, else verified now with a probe beside
+        ``uri`` (:meth:`verify_condition`). One thread probes; the others wait for it."""
+        known = _CONDITION_HONOURED.get(self._scope(uri))
+        if known is None:
+            self._verify_once(uri.rsplit("/", 1)[0] + "/", uri)
+            known = _CONDITION_HONOURED[self._scope(uri)]
+        return known
+
+    def _scope(self, uri: str) -> Hashable:
+        return (type(self).__name__, self.condition_scope(uri))  # uri may be a prefix
+
+    def _verify_once(self, prefix_uri: str, uri: str, *, strict: bool = False) -> bool | None:
+        """Verify and remember the condition for ``uri``'s scope unless known by now; the
+        result of :meth:`verify_condition` when this call probed, else None."""
+        with _CONDITION_LOCK:
+            if _CONDITION_HONOURED.get(self._scope(uri)) is not None:
+                return None
+            result = self.verify_condition(prefix_uri, strict=strict)
+            _CONDITION_HONOURED[self._scope(uri)] = bool(result)
+            return result
+
+    def verify_condition(self, prefix_uri: str, *, strict: bool = False) -> bool | None:
+        """Create a fresh probe object under ``prefix_uri`` conditionally twice and delete it:
+        True when the first write succeeded and the second was refused, False when both
+        succeeded, None when a conditional create failed.
+
+        A failed conditional create (a non-retryable error: the service rejects the condition,
+        e.g. 501 Not Implemented, or the credentials may not write) counts as "not honoured":
+        writes there are plain PUTs, whose own errors then speak. A retryable error is raised
+        (nothing is remembered; the next write asks again). A probe that cannot be deleted is
+        left behind (a few bytes, outside pxlite's key shape), unless ``strict``: then that
+        error is raised (the write check must also prove that pxlite can delete).
+        """
+        probe = prefix_uri + f".pxlite-probe-{os.urandom(16).hex()}"
+        body = b"pxlite conditional-create probe"
+        try:
+            first = self.create_bytes(body, probe, "text/plain")
+            second = self.create_bytes(body, probe, "text/plain")
+        except StorageError as e:
+            with contextlib.suppress(PxliteError):
+                self.delete(probe)
+            if e.retryable:
+                raise
+            return None
+        if strict:
+            self.delete(probe)
+        else:
+            with contextlib.suppress(PxliteError):
+                self.delete(probe)
+        return first and not second
+
+    def check_writable(self, prefix_uri: str) -> None:
+        """The write probe, and (once per endpoint and bucket) the conditional-create check,
+        which, when it runs and succeeds, is the write probe: it wrote and deleted an object."""
+        try:
+            verified = self._verify_once(prefix_uri, prefix_uri, strict=True)
+        except StorageError as e:
+            if e.retryable:
+                raise
+            raise ConfigError(f"cannot write to {prefix_uri}: {e}") from e
+        if verified is None:  # checked before, or the conditional create failed: plain probe
+            super().check_writable(prefix_uri)
+
+
+#: (backend class, condition_scope) -> whether the service honours conditional creates.
+_CONDITION_HONOURED: dict[Hashable, bool] = {}
+_CONDITION_LOCK = threading.Lock()
+#: Per thread: how many times a request was retried (see :func:`note_retry`).
+_RETRIES = threading.local()
+
+
+def condition_verified(backend_class: str, scope: Hashable) -> bool | None:
+    """The remembered verification of :class:`ConditionalCreate` for a backend class name and
+    scope (None: not verified in this process yet)."""
+    return _CONDITION_HONOURED.get((backend_class, scope))
+
+
+def note_retry() -> None:
+    """Called by every backend's retry logic before it sends a request again (in the thread
+    that sends it), so that :func:`refused_means_created` can tell a refusal of a retry."""
+    _RETRIES.count = getattr(_RETRIES, "count", 0) + 1
+
+
+def retries_noted() -> int:
+    """How many retries this thread has noted so far (compare before and after a call)."""
+    return int(getattr(_RETRIES, "count", 0))
+
+
+def refused_means_created(retries_before: int) -> bool:
+    """What a conditional create refused with "the key exists" reports: False (not ours),
+    unless the request was retried since ``retries_before`` (:func:`retries_noted`).
+
+    A retried request whose first attempt timed out or lost its connection may have landed:
+    the refusal is then possibly our own first attempt, and the object must count as created
+    by this operation, or an abort would leave it as an orphan. True is the safe side: if the
+    object was in fact someone else's, the undo passes the delete gate, which keeps whatever a
+    committed row names or lies outside this database's own locations; an uncommitted
+    concurrent writer of the same key is the same race a plain PUT has.
+    """
+    return retries_noted() > retries_before
 
 
 # ---------------------------------------------------------------------------------------------

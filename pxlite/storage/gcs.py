@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,15 +22,18 @@ from . import parse_bucket_uri
 from .base import (
     PART_SIZE,
     SEVEN_DAYS_S,
+    ConditionalCreate,
     MappedReader,
     ObjectInfo,
-    StorageBackend,
     atomic_target,
     buffered,
     check_expiry,
     folder_prefix,
     is_retryable_status,
     mapped_errors,
+    note_retry,
+    refused_means_created,
+    retries_noted,
 )
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
@@ -38,7 +41,7 @@ _BUCKET_RULES = ("a bucket name has 3-63 characters (up to 222 with dots): lower
                  "digits, '-', '_' and '.', starting and ending with a letter or digit")
 
 
-class GCSBackend(StorageBackend):
+class GCSBackend(ConditionalCreate):
     """One GCS project/credential set (or one emulator) behind one ``storage.Client``."""
 
     settings_section = "gcs"
@@ -100,6 +103,7 @@ class GCSBackend(StorageBackend):
             if left[0] <= 0 or not _retryable(exc):
                 return False
             left[0] -= 1
+            note_retry()
             return True
 
         retry = Retry(predicate=predicate, initial=self.retry_base_s, multiplier=2.0,
@@ -162,6 +166,37 @@ class GCSBackend(StorageBackend):
         with self._errors(uri):
             self._blob(uri).upload_from_string(data, content_type=content_type or
                                                "application/octet-stream", **self._call)
+
+    def condition_scope(self, uri: str) -> Hashable:
+        return (self.endpoint, parse_bucket_uri(uri).bucket)
+
+    def create_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
+        return self._create(uri, lambda: self._blob(uri).upload_from_string(
+            data, content_type=content_type or "application/octet-stream",
+            if_generation_match=0, **self._call))
+
+    def create_file(self, local_path: str | os.PathLike, uri: str,
+                    content_type: str | None = None) -> bool:
+        # Above 8 MB a resumable upload: the condition is checked when it finalises.
+        return self._create(uri, lambda: self._blob(uri).upload_from_filename(
+            os.fspath(local_path), content_type=content_type, if_generation_match=0,
+            **self._call))
+
+    def _create(self, uri: str, request: Callable[[], object]) -> bool:
+        """Run an upload conditioned on ``ifGenerationMatch=0``: True when it wrote; False on
+        412 Precondition Failed (the object exists), unless a retry happened (then it may be
+        our own first attempt: :func:`refused_means_created`)."""
+        before = retries_noted()
+        with self._errors(uri):
+            try:
+                request()
+            except Exception as e:
+                status = getattr(e, "code", None) or getattr(
+                    getattr(e, "response", None), "status_code", None)
+                if status != 412:
+                    raise
+                return refused_means_created(before)
+        return True
 
     def get_file(self, uri: str, local_path: str | os.PathLike) -> None:
         with self._errors(uri), atomic_target(local_path) as tmp:

@@ -260,6 +260,15 @@ class LocalBackend(StorageBackend):
         except OSError as e:
             raise _error(e, uri, "write") from e
 
+    def put_file_new(self, local_path: str | os.PathLike, uri: str,
+                     content_type: str | None = None) -> bool:
+        # A stat is cheap here (no request), and it keeps the answer exact: a file that was
+        # there is not this operation's, so an undo leaves it alone.
+        if self.exists(uri):
+            return False
+        self.put_file(local_path, uri, content_type)
+        return True
+
     @staticmethod
     def _repair_existing(tmp: str, target: Path, size: int) -> bool:
         """A content-addressed target exists: keep it, unless its size betrays a file a power

@@ -10,6 +10,7 @@ set (tests point it at moto), else from the URI's https host, the R2 ``account_i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Hashable, Iterator
@@ -25,16 +26,19 @@ from .base import (
     PART_SIZE,
     SEVEN_DAYS_S,
     TRANSFER_THREADS,
+    ConditionalCreate,
     MappedReader,
     ObjectInfo,
-    StorageBackend,
     atomic_target,
     buffered,
     check_expiry,
     folder_prefix,
     is_retryable_status,
     mapped_errors,
+    note_retry,
     raise_masked,
+    refused_means_created,
+    retries_noted,
 )
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -45,10 +49,12 @@ _DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "Sign
                  "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled"}
 _RETRY_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                 "RequestTimeoutException", "InternalError", "ServiceUnavailable",
-                "TooManyRequests", "RequestLimitExceeded", "BandwidthLimitExceeded"}
+                "TooManyRequests", "RequestLimitExceeded", "BandwidthLimitExceeded",
+                # a conditional write that met a concurrent one (AWS: 409, "retry the request")
+                "ConditionalRequestConflict"}
 
 
-class S3Backend(StorageBackend):
+class S3Backend(ConditionalCreate):
     """One S3-compatible endpoint with one set of credentials (boto3 client, thread-safe).
 
     This class is Amazon S3 (``s3://``); the other services of the family subclass it and
@@ -186,7 +192,10 @@ class S3Backend(StorageBackend):
             retry = code in _RETRY_CODES or is_retryable_status(http.status_code)
         else:
             retry = False
-        return self.backoff_s(attempts) if retry else None
+        if not retry:
+            return None
+        note_retry()
+        return self.backoff_s(attempts)
 
     @classmethod
     def location_key(cls, uri: str) -> Hashable:
@@ -266,6 +275,89 @@ class S3Backend(StorageBackend):
         extra = {"ContentType": content_type} if content_type else {}
         with self._errors(uri, loc.bucket):
             self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra)
+
+    def condition_scope(self, uri: str) -> Hashable:
+        loc = parse_bucket_uri(uri)
+        return (self.endpoint or loc.base, loc.bucket)
+
+    def create_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
+        loc = parse_bucket_uri(uri)
+        extra = {"ContentType": content_type} if content_type else {}
+        return self._create(uri, loc.bucket, lambda: self.client.put_object(
+            Bucket=loc.bucket, Key=loc.key, Body=data, IfNoneMatch="*", **extra))
+
+    def create_file(self, local_path: str | os.PathLike, uri: str,
+                    content_type: str | None = None) -> bool:
+        loc = parse_bucket_uri(uri)
+        extra = {"ContentType": content_type} if content_type else {}
+        with self._errors(uri, loc.bucket), open(local_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MULTIPART_THRESHOLD:
+                return self._create_multipart(f, size, uri, loc.bucket, loc.key, extra)
+            # botocore rewinds the (seekable) file when it retries
+            return self._create(uri, loc.bucket, lambda: self.client.put_object(
+                Bucket=loc.bucket, Key=loc.key, Body=f, IfNoneMatch="*", **extra))
+
+    def _create(self, uri: str, bucket: str, request: Any) -> bool:
+        """Run a conditional ``request``: True when it wrote; False when the service answered
+        412 Precondition Failed (the key exists), unless the request was retried (then the
+        object may be our own first attempt: :func:`refused_means_created`)."""
+        from botocore.exceptions import ClientError
+
+        before = retries_noted()
+        with self._errors(uri, bucket):
+            try:
+                request()
+            except ClientError as e:
+                if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 412:
+                    raise
+                return refused_means_created(before)
+        return True
+
+    def _create_multipart(self, f: BinaryIO, size: int, uri: str, bucket: str, key: str,
+                          extra: dict[str, Any]) -> bool:
+        """A multipart upload whose completion carries ``If-None-Match: *``: parts go up in
+        parallel (``TRANSFER_THREADS``, one ``PART_SIZE`` buffer each), and the object appears
+        only if no other was there. boto3's transfer manager does not pass the condition on,
+        hence this. Any failure, a refusal too, aborts the upload (no parts left billed)."""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        # As boto3's transfer manager does: where botocore adds checksums by default (AWS), the
+        # upload declares CRC32 and the completion lists each part's checksum.
+        checksum = ({"ChecksumAlgorithm": "CRC32"} if self.client.meta.config
+                    .request_checksum_calculation == "when_supported" else {})
+        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra,
+                                                        **checksum)["UploadId"]
+        lock = threading.Lock()
+
+        def part(number: int) -> dict[str, Any]:
+            with lock:  # one file object shared by the threads: seek and read together
+                f.seek((number - 1) * PART_SIZE)
+                body = f.read(PART_SIZE)
+            answer = self.client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
+                                             PartNumber=number, Body=body, **checksum)
+            entry = {"PartNumber": number, "ETag": answer["ETag"]}
+            if checksum and answer.get("ChecksumCRC32"):
+                entry["ChecksumCRC32"] = answer["ChecksumCRC32"]
+            return entry
+
+        try:
+            with ThreadPoolExecutor(TRANSFER_THREADS) as pool:
+                parts = list(pool.map(part, range(1, -(-size // PART_SIZE) + 1)))
+            created = self._create(uri, bucket, lambda: self.client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, IfNoneMatch="*",
+                MultipartUpload={"Parts": parts}))
+        except BaseException:
+            self._abort_multipart(bucket, key, upload_id)
+            raise
+        if not created:
+            self._abort_multipart(bucket, key, upload_id)
+        return created
+
+    def _abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        with contextlib.suppress(Exception):  # best effort: the bucket's lifecycle rule remains
+            self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
 
     def get_file(self, uri: str, local_path: str | os.PathLike) -> None:
         loc = parse_bucket_uri(uri)
