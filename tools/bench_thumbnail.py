@@ -65,7 +65,7 @@ def _loop(p: dict[str, Any], draft: bool) -> dict[str, Any]:
     from PIL import Image, ImageOps
 
     paths = bc._paths(p)
-    put = bc._plain_put(p)
+    put, _ = bc._plain_put(p)
 
     def one(path: str) -> None:
         with Image.open(path) as img:
