@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     from .config import Settings
 
 BATCH_ROWS = 256
-#: Threads that download inputs and store outputs: network waits, not CPU, so more than cores.
+#: Threads that download inputs: network waits, not CPU, so more than cores. Uploads of outputs
+#: have a pool of their own, sized by what their destination's server takes (a backend's
+#: ``parallel_requests``).
 IO_THREADS = 16
 
 
@@ -61,8 +63,11 @@ class _Target:
         self.is_media = col.type.is_media
         self.prefix = prefix if self.is_media else None
         # A local write is quick and CPU-bound: done in the compute thread. Network stores go
-        # to the I/O pool so compute threads never wait on the network.
+        # to the upload pool so compute threads never wait on the network.
         self.local = self.prefix is not None and self.prefix.startswith("file://")
+        #: Uploads to this target's server worth having in flight (0: none, a local target).
+        self.parallel = (storage.get_backend(self.prefix, settings).parallel_requests
+                         if self.prefix is not None and not self.local else 0)
 
 
 def _describe_inputs(raw: dict[int, Any], meta: TableMeta, expr: Expr) -> str:
@@ -90,7 +95,7 @@ def _abort_error(t: _Target, raw: dict[int, Any], rowid: int, meta: TableMeta,
 
 
 def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: TableMeta,
-                 store: Store, on_error: str, io: ThreadPoolExecutor,
+                 store: Store, on_error: str, uploads: ThreadPoolExecutor,
                  read_later: set[int]) -> list[Any]:
     """Compute one row's cells; returns ``[v1, et1, em1, v2, ...]`` for the UPDATE.
 
@@ -122,7 +127,7 @@ def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: Table
                 if t.local:
                     sv: Any = store(data, ext, t.col, t.prefix)
                 else:
-                    sv = io.submit(store, data, ext, t.col, t.prefix)
+                    sv = uploads.submit(store, data, ext, t.col, t.prefix)
                     if t.col.col_id in read_later:
                         sv = sv.result()
             else:
@@ -252,6 +257,9 @@ class Computation:
                                thread_name_prefix="pxlite-compute"))
         self._io = self._stack.enter_context(
             ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="pxlite-io"))
+        self._uploads = self._stack.enter_context(ThreadPoolExecutor(
+            max_workers=min(io_threads, max([1, *(t.parallel for t in self.targets)])),
+            thread_name_prefix="pxlite-upload"))
 
     def __enter__(self) -> Computation:
         return self
@@ -302,7 +310,7 @@ class Computation:
         rc = RowContext(dict(raw), dict(errors), self._resolver, rowid=rowid)
         try:
             res = _compute_row(rc, rowid, self.targets, self.op.meta, self.op.write_bytes,
-                               self.on_error, self._io, self._read_later)
+                               self.on_error, self._uploads, self._read_later)
         finally:
             rc.close_opened()  # inputs read only for their header hold no open file
         return res, rc.raw
@@ -475,6 +483,8 @@ def run_task(task: _Task) -> _TaskResult:
         failure = {"message": str(e), "table": e.table, "row": e.row, "column": e.column,
                    "value": e.value, "errortype": e.errortype, "retryable": e.retryable}
         return _TaskResult([], site.stored_uris, site.created, failure)
+    finally:
+        media.settle_cache_fills()  # this worker's cache holds what it uploaded
     return _TaskResult(cells, site.stored_uris, site.created)
 
 

@@ -62,6 +62,7 @@ class Operation:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        media.settle_cache_fills()  # the outputs it uploaded are in the cache when it returns
         if exc_type is not None:
             self.undo()  # the files of what never committed (each commit settles its own)
 

@@ -265,6 +265,13 @@ class AzureBackend(ConditionalCreate):
         return buffered(MappedReader(stream.read, lambda: None,
                                      lambda e: self._translate(e, uri)))
 
+    def endpoint_url(self) -> str | None:
+        import urllib.parse
+
+        # Only scheme and host: the client's URL may carry a SAS token in its query.
+        p = urllib.parse.urlsplit(self.client.url)
+        return f"{p.scheme}://{p.netloc.rpartition('@')[2]}"
+
     def exists(self, uri: str) -> bool:
         with self._errors(uri):
             return bool(self._blob(uri).exists())

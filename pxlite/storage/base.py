@@ -45,6 +45,14 @@ TEMP_PREFIX = ".pxlite-tmp-"
 #: for throttling). The ``storage_retry_delay_s`` setting, when present, replaces the base.
 RETRY_BASE_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 20.0
+#: Requests in flight at once that pay off against one service: parallel uploads hide the
+#: network's latency (at ~50 ms a request, 16 keep up with a few hundred images/s).
+PARALLEL_REQUESTS = 16
+#: The same for a server on this machine (an emulator, a local MinIO): it answers in about a
+#: millisecond and shares these cores, so a few in flight keep up and more only compete for
+#: the CPU (the GCS emulator, serving one request at a time with a backlog of five, even drops
+#: the connections beyond that, which then wait a second for TCP to try again).
+PARALLEL_REQUESTS_LOOPBACK = 4
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,19 @@ class StorageBackend(ABC):
     def location_key(cls, uri: str) -> Hashable:
         """What besides settings tells two instances apart (endpoint, account); '' by default."""
         return ""
+
+    def endpoint_url(self) -> str | None:
+        """The URL of the server this backend talks to (an emulator, a private endpoint, the
+        account's), without credentials; None when it is the SDK's default."""
+        return None
+
+    @property
+    def parallel_requests(self) -> int:
+        """How many requests to this backend's server are worth having in flight at once: see
+        PARALLEL_REQUESTS and PARALLEL_REQUESTS_LOOPBACK."""
+        url = self.endpoint_url()
+        return (PARALLEL_REQUESTS_LOOPBACK if url and is_loopback_url(url)
+                else PARALLEL_REQUESTS)
 
     @abstractmethod
     def put_file(self, local_path: str | os.PathLike, uri: str,
@@ -357,6 +378,21 @@ def refused_means_created(retries_before: int) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
+
+
+def is_loopback_url(url: str) -> bool:
+    """Does ``url`` name a server on this machine (localhost, 127.x, ::1)?"""
+    import urllib.parse
+
+    import ipaddress
+
+    host = (urllib.parse.urlsplit(url if "://" in url else "http://" + url).hostname or "")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost: not known to be this machine
+        return False
 
 
 def check_segments(path: str, uri: str, *, what: str, allow_empty: bool) -> None:

@@ -215,6 +215,9 @@ class GCSBackend(ConditionalCreate):
         return buffered(MappedReader(reader.read, reader.close,
                                      lambda e: self._translate(e, uri)))
 
+    def endpoint_url(self) -> str | None:
+        return self.endpoint
+
     def exists(self, uri: str) -> bool:
         with self._errors(uri):
             return bool(self._blob(uri).exists(**self._call))

@@ -197,6 +197,9 @@ class S3Backend(ConditionalCreate):
         note_retry()
         return self.backoff_s(attempts)
 
+    def endpoint_url(self) -> str | None:
+        return self.endpoint
+
     @classmethod
     def location_key(cls, uri: str) -> Hashable:
         return parse_bucket_uri(uri).base  # https forms carry their endpoint in the URI
