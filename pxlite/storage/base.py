@@ -382,9 +382,8 @@ def refused_means_created(retries_before: int) -> bool:
 
 def is_loopback_url(url: str) -> bool:
     """Does ``url`` name a server on this machine (localhost, 127.x, ::1)?"""
-    import urllib.parse
-
     import ipaddress
+    import urllib.parse
 
     host = (urllib.parse.urlsplit(url if "://" in url else "http://" + url).hostname or "")
     if host == "localhost":
