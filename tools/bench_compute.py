@@ -25,12 +25,11 @@ folder (``--images DIR`` keeps and reuses them).
     blob upload_blob) on the same 2-thread pool. images/s, the ratio (target <= 1.15x) and HTTP
     requests per output, counted in the client (pxlite's count includes its one-off destination
     check: a bucket lookup and the write / conditional-create probe). ``--only-d`` runs only
-    this case; ``--providers s3,gcs`` picks providers. Read the GCS figure with care:
-    gcp-storage-emulator serves one request at a time (http.server.HTTPServer, HTTP/1.0, a
-    listen backlog of 5), so pxlite's 16 concurrent uploads (compute.IO_THREADS) overflow its
-    backlog and ~15% of them wait out a 1 s SYN retransmit (measured: 0.9-2 s requests with
-    16 upload threads, none with 4, which brings the ratio to ~1.15x); the 2-thread loop never
-    has more than 2 connections.
+    this case; ``--providers s3,gcs`` picks providers. All three emulators run on this
+    machine, so pxlite keeps 4 uploads in flight to them (a loopback server's
+    ``parallel_requests``; 16 across a network): gcp-storage-emulator serves one request at a
+    time with a listen backlog of 5, and with 16 concurrent uploads ~15% of them waited out a
+    1 s SYN retransmit (3.1x the loop's time; ~1.2x with 4).
 
 Each case runs in a fresh child process (tools/benchlib.py): peak RSS is the child's own, and
 includes its setup (inserting the paths, ~30 MB of interpreter and imports).
