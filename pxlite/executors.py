@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from .config import Settings
 
 
+#: Seconds to reach a Dask scheduler given by address before saying it cannot be reached (Dask's
+#: own default, 30 s, is long to wait for a typo in an address).
+CONNECT_TIMEOUT_S = 10.0
+
 #: [pxlite] settings a worker needs to compute the way this process would. Not the cache size or
 #: home (the worker's own disk), not destinations (a task carries its prefixes).
 TRAVELLING_KEYS = ("max_image_pixels", "storage_timeout_s", "download_timeout_s",
@@ -170,8 +174,8 @@ class DaskPool(Pool):
             ) from e
         self._own = isinstance(target, str)
         try:
-            self.client = distributed.Client(target, set_as_default=False) if self._own \
-                else target
+            self.client = distributed.Client(target, set_as_default=False,
+                                             timeout=CONNECT_TIMEOUT_S) if self._own else target
             info = self.client.scheduler_info()
         except (OSError, TimeoutError) as e:
             raise ExecutorError(f"cannot reach the Dask scheduler at {target!r}: {e}; is it "

@@ -505,6 +505,8 @@ class Table:
         """
         t0 = time.perf_counter()
         check_on_error(on_error)
+        if executor is not None:
+            executors.check_executor(executor)  # also where no computed column would use it
         if rows is None:
             if not values:
                 raise SchemaError("insert() needs rows: a list of dicts, or column=value arguments")

@@ -96,13 +96,17 @@ def test_a_worker_process_that_dies_stops_the_call_and_leaves_it_resumable(table
     table.drop_column("x")
 
 
-def test_bad_executor_values_are_refused_with_what_is_accepted(table):
+def test_bad_executor_values_are_refused_with_what_is_accepted(table, monkeypatch):
     for bad in ("thread", 3, "http://127.0.0.1:8786", object()):
         with pytest.raises(pxl.SchemaError, match="executor must be 'threads', 'processes'"):
             table.add_computed_column(r=table.image.rotate(90), executor=bad)
     assert "r" not in [c.name for c in table._meta().columns]
+    with pytest.raises(pxl.SchemaError, match="executor must be"):
+        table.insert([{"n": 1}], executor="thread")  # refused before anything is written
+    assert table.count() == 7
     with pytest.raises(pxl.ConfigError, match="executor: expected 'threads', 'processes'"):
         pxl.configure(executor="gpu")
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1.0)  # nothing listens there
     with pytest.raises(pxl.ExecutorError, match="cannot reach the Dask scheduler"):
         table.add_computed_column(r=table.image.rotate(90), executor="tcp://127.0.0.1:9")
 
