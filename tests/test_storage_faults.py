@@ -73,6 +73,14 @@ _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te
         "upgrade", "content-length", "expect"}
 
 
+class _ProxyServer(ThreadingHTTPServer):
+    """The proxy's server, with a listen backlog for parallel clients: socketserver's default
+    of 5 made connects time out (0.5 s in some tests) when a check's parallel deletes arrived
+    on a loaded machine while the accepting thread waited for the GIL."""
+
+    request_queue_size = 128
+
+
 @dataclass
 class Seen:
     """One request the proxy received: what it was and what the proxy did with it."""
@@ -149,7 +157,7 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = _any
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server = _ProxyServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         server.handle_error = lambda request, address: None  # clients hang up on purpose
         self.port = server.server_address[1]
