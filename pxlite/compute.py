@@ -480,7 +480,9 @@ def run_task(task: _Task) -> _TaskResult:
         with Computation(site, cols, on_error=task.on_error, threads=1, io_threads=4) as comp:
             cells = comp.compute(task.rows)
     except ComputeError as e:
-        failure = {"message": str(e), "table": e.table, "row": e.row, "column": e.column,
+        # Named: a worker lacking what this one has (credentials, a module) is the usual cause.
+        failure = {"message": f"{e} (computed on {executors.worker_name()})",
+                   "table": e.table, "row": e.row, "column": e.column,
                    "value": e.value, "errortype": e.errortype, "retryable": e.retryable}
         return _TaskResult([], site.stored_uris, site.created, failure)
     finally:

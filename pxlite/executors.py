@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import config
-from .config import DASK_ADDRESS_SCHEMES, EXECUTOR_NAMES, PROVIDER_KEYS, PROVIDERS
+from .config import DASK_ADDRESS_SCHEMES, EXECUTOR_NAMES, PROVIDER_KEYS, PROVIDERS, URL_KEYS
 from .errors import ConfigError, ExecutorError, SchemaError
+from .redact import public_url
 from .udf import lookup
 
 if TYPE_CHECKING:
@@ -79,9 +80,10 @@ def travelling_settings(settings: Settings) -> dict[str, Any]:
     layer: dict[str, Any] = {k: settings.get(k) for k in TRAVELLING_KEYS
                              if settings.get(k) is not None}
     for p in PROVIDERS:
-        section = {k: v for k, v in settings.provider(p).items()
+        section = {k: public_url(v) if k in URL_KEYS and isinstance(v, str) else v
+                   for k, v in settings.provider(p).items()
                    if k not in CREDENTIAL_KEYS and k in PROVIDER_KEYS[p]}
-        if section:
+        if section:  # (a URL keeps no user-info or query string: a SAS token is a credential)
             layer[p] = section
     return layer
 
