@@ -30,6 +30,7 @@ from .exprs import Expr, RowContext, column_expr
 from .plan import Rows
 from .redact import redact
 from .results import UpdateStatus
+from .storage.base import adopt_condition_verdicts
 from .types import is_pil_image
 from .udf import Function
 from .writes import Operation
@@ -394,13 +395,18 @@ def _task_base(comp: Computation) -> _Task:
             if isinstance(fn, Function) and not fn.fn.__module__.startswith("pxlite."):
                 functions[fn.name] = fn.fn.__module__
     assert comp.pool is not None
+    # Verified here once per destination (a probe, unless known), so workers never probe.
+    verdicts = [v for t in comp.targets if t.prefix is not None and not t.local
+                for v in [storage.get_backend(t.prefix, comp.op.settings).condition_verdict(
+                    t.prefix + "x")] if v is not None]
     return _Task(
         meta=comp.op.meta, col_ids=[c.col_id for c in comp.cols],
         prefixes={c.destination: t.prefix for c, t in zip(comp.cols, comp.targets, strict=True)
                   if t.prefix is not None},
         media_prefix=comp.op.conn.media_folder.prefix,
         settings=executors.travelling_settings(comp.op.settings),
-        functions=sorted(functions.items()), on_error=comp.on_error, rows=[])
+        functions=sorted(functions.items()), on_error=comp.on_error, rows=[],
+        verdicts=verdicts)
 
 
 @dataclass(frozen=True)
@@ -416,6 +422,7 @@ class _Task:
     functions: list[tuple[str, str]]       # UDFs called: (qualified name, module)
     on_error: str
     rows: list[Row]
+    verdicts: list[tuple[Any, bool]]       # conditional creates verified here (see storage)
 
     def with_rows(self, rows: list[Row]) -> _Task:
         return dataclasses.replace(self, rows=rows)
@@ -472,6 +479,7 @@ def run_task(task: _Task) -> _TaskResult:
     module's own threads, storing outputs straight to their destination. Settings are the
     worker's own configuration with the task's travelling (non-secret) settings on top."""
     settings = config.resolve(db_config=task.settings)
+    adopt_condition_verdicts(task.verdicts)
     executors.import_functions(task.functions)  # a missing UDF names itself and the worker
     site = _WorkerSite(task, settings)
     cols = [task.meta.column_by_id(i) for i in task.col_ids]

@@ -277,3 +277,39 @@ def test_the_scheduler_going_away_stops_the_call_and_it_resumes(tmp_path, s3, im
     assert status.num_errors == 0
     assert all(r["rot"] for r in t.select(rot=t.rot.fileurl).collect())
     assert _objects(s3, "gone/") == _urls(t, "rot")
+
+
+def _count_probes() -> None:
+    """On a worker: count the conditional-create probes it runs from now on."""
+    from pxlite.storage import base
+
+    if getattr(base, "_probes_counted", None) is None:
+        real = base.ConditionalCreate.verify_condition
+
+        def counting(self, prefix_uri, **kwargs):
+            base._probes_counted += 1
+            return real(self, prefix_uri, **kwargs)
+
+        base.ConditionalCreate.verify_condition = counting
+    base._probes_counted = 0
+
+
+def _probes() -> int:
+    from pxlite.storage import base
+
+    return base._probes_counted
+
+
+def test_workers_write_without_probing_what_this_process_verified(tmp_path, s3, images,
+                                                                  cluster):
+    """The owning process verifies the destination's conditional create and tasks carry the
+    verdict: a worker killed in the middle of a probe of its own would leave the probe behind."""
+    _, client = cluster
+    _, t = _table(tmp_path, s3, images)
+    other = fresh_name()  # a bucket no worker has written to yet
+    create_s3_bucket(s3["endpoint"], other, REGION)
+    client.run(_count_probes)
+    t.add_computed_column(rot=t.image.rotate(90), destination=f"s3://{other}/p/",
+                          executor=client)
+    assert set(client.run(_probes).values()) == {0}
+    assert _objects({**s3, "bucket": other}, "") == _urls(t, "rot")  # no probe left anywhere

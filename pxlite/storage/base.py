@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, NoReturn, TypeVar
@@ -127,6 +127,13 @@ class StorageBackend(ABC):
     def location_key(cls, uri: str) -> Hashable:
         """What besides settings tells two instances apart (endpoint, account); '' by default."""
         return ""
+
+    def condition_verdict(self, uri: str) -> tuple[Hashable, bool] | None:
+        """``(scope, honoured)``: whether this service refuses a conditional create of an
+        existing key where ``uri`` lies, verified now if not known; None for a backend without
+        conditional creates. (The process owning a database hands these to its workers, which
+        then need not probe: :func:`adopt_condition_verdicts`.)"""
+        return None
 
     def endpoint_url(self) -> str | None:
         """The URL of the server this backend talks to (an emulator, a private endpoint, the
@@ -282,6 +289,9 @@ class ConditionalCreate(StorageBackend):
             known = _CONDITION_HONOURED[self._scope(uri)]
         return known
 
+    def condition_verdict(self, uri: str) -> tuple[Hashable, bool] | None:
+        return self._scope(uri), self.condition_honoured(uri)
+
     def _scope(self, uri: str) -> Hashable:
         return (type(self).__name__, self.condition_scope(uri))  # uri may be a prefix
 
@@ -343,6 +353,16 @@ _CONDITION_HONOURED: dict[Hashable, bool] = {}
 _CONDITION_LOCK = threading.Lock()
 #: Per thread: how many times a request was retried (see :func:`note_retry`).
 _RETRIES = threading.local()
+
+
+def adopt_condition_verdicts(verdicts: Iterable[tuple[Hashable, bool]]) -> None:
+    """Remember verdicts another process verified (:meth:`StorageBackend.condition_verdict`),
+    unless this one knows better. A scope names the endpoint and the bucket, so a worker
+    talking to another endpoint (its own configuration) still verifies its own. Workers then
+    write without a probe of their own, which a worker killed mid-probe would leave behind."""
+    with _CONDITION_LOCK:
+        for scope, honoured in verdicts:
+            _CONDITION_HONOURED.setdefault(scope, bool(honoured))
 
 
 def condition_verified(backend_class: str, scope: Hashable) -> bool | None:
