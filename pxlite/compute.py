@@ -17,6 +17,7 @@ import collections
 import contextlib
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def _abort_error(t: _Target, raw: dict[int, Any], rowid: int, meta: TableMeta,
 
 
 def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: TableMeta,
-                 store: Store, on_error: str, uploads: ThreadPoolExecutor,
+                 store: Store, on_error: str, uploads: _Recording,
                  read_later: set[int]) -> list[Any]:
     """Compute one row's cells; returns ``[v1, et1, em1, v2, ...]`` for the UPDATE.
 
@@ -228,7 +229,7 @@ class Computation:
 
     def __init__(self, op: Site, cols: list[ColumnMeta], *, on_error: str,
                  bar: Any = None, pool: Pool | None = None, threads: int | None = None,
-                 io_threads: int = IO_THREADS) -> None:
+                 io_threads: int = IO_THREADS, keep_threads: bool = False) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.op, self.on_error, self.bar, self.pool = op, on_error, bar, pool
@@ -253,19 +254,31 @@ class Computation:
             #: What every task of this computation carries besides its rows (see _Task).
             self._task = _task_base(self)
             return
-        self._pool = self._stack.enter_context(
-            ThreadPoolExecutor(max_workers=threads or workers(),
-                               thread_name_prefix="pxlite-compute"))
-        self._io = self._stack.enter_context(
-            ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="pxlite-io"))
-        self._uploads = self._stack.enter_context(ThreadPoolExecutor(
-            max_workers=min(io_threads, max([1, *(t.parallel for t in self.targets)])),
-            thread_name_prefix="pxlite-upload"))
+        sizes = (threads or workers(), io_threads,
+                 min(io_threads, max([1, *(t.parallel for t in self.targets)])))
+        if keep_threads:
+            pools = _kept_pools(sizes)
+        else:
+            pools = tuple(self._stack.enter_context(ThreadPoolExecutor(
+                max_workers=n, thread_name_prefix=f"pxlite-{name}"))
+                for n, name in zip(sizes, ("compute", "io", "upload"), strict=True))
+        #: Every future this computation started, waited for when it ends (shared pools are
+        #: not shut down: a failure must still know every file its uploads stored).
+        self._started: list[Future] = []
+        self._pool, self._io, self._uploads = (_Recording(p, self._started) for p in pools)
 
     def __enter__(self) -> Computation:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.pool is None:
+            from concurrent.futures import wait
+
+            seen = 0
+            while seen < len(self._started):  # a running compute future may add uploads
+                upto = len(self._started)
+                wait(self._started[seen:upto])
+                seen = upto
         self._stack.close()
         if self.bar is not None:
             self.bar.close()
@@ -386,6 +399,41 @@ class Computation:
                 self.op.track(uri, uri in created)
 
 
+class _Recording:
+    """A thread pool as one computation sees it: what it submits is remembered."""
+
+    def __init__(self, pool: ThreadPoolExecutor, started: list[Future]) -> None:
+        self._pool, self._started = pool, started
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
+        fut = self._pool.submit(fn, *args)
+        self._started.append(fut)  # list.append is atomic: compute threads submit uploads
+        return fut
+
+
+#: A worker's thread pools by size (compute, downloads, uploads), kept for the process's life.
+_KEPT_POOLS: dict[tuple[int, int, int], tuple[ThreadPoolExecutor, ...]] = {}
+_KEPT_POOLS_LOCK = threading.Lock()
+
+
+def _kept_pools(sizes: tuple[int, int, int]) -> tuple[ThreadPoolExecutor, ...]:
+    """Thread pools a worker process keeps and its tasks share. Pools made and shut down per
+    task deadlocked a Dask worker (CPython 3.11): a thread ending needs the interpreter's
+    thread-list lock, which Dask's sampling profiler (``sys._current_frames``) held while its
+    garbage collection closed a dead thread's sqlite3 connection (the download cache's) and
+    waited for the GIL, which the ending thread held. Threads that live as long as the process
+    neither end nor leave connections behind during a run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _KEPT_POOLS_LOCK:
+        pools = _KEPT_POOLS.get(sizes)
+        if pools is None:
+            pools = _KEPT_POOLS[sizes] = tuple(
+                ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"pxlite-worker-{name}")
+                for n, name in zip(sizes, ("compute", "io", "upload"), strict=True))
+        return pools
+
+
 def _task_base(comp: Computation) -> _Task:
     """The parts of a task every batch of ``comp`` shares: definitions, prefixes, settings."""
     functions: dict[str, str] = {}
@@ -485,7 +533,8 @@ def run_task(task: _Task) -> _TaskResult:
     cols = [task.meta.column_by_id(i) for i in task.col_ids]
     try:
         # One compute thread: the pool runs one task per core (its slots) at once.
-        with Computation(site, cols, on_error=task.on_error, threads=1, io_threads=4) as comp:
+        with Computation(site, cols, on_error=task.on_error, threads=1, io_threads=4,
+                         keep_threads=True) as comp:
             cells = comp.compute(task.rows)
     except ComputeError as e:
         # Named: a worker lacking what this one has (credentials, a module) is the usual cause.
