@@ -230,8 +230,6 @@ class Computation:
     def __init__(self, op: Site, cols: list[ColumnMeta], *, on_error: str,
                  bar: Any = None, pool: Pool | None = None, threads: int | None = None,
                  io_threads: int = IO_THREADS, keep_threads: bool = False) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self.op, self.on_error, self.bar, self.pool = op, on_error, bar, pool
         self.cols = sorted(cols, key=lambda c: c.position)
         self.targets = [_Target(op.meta, c, op.settings, op.output_prefix(c.destination)
@@ -259,9 +257,9 @@ class Computation:
         if keep_threads:
             pools = _kept_pools(sizes)
         else:
-            pools = tuple(self._stack.enter_context(ThreadPoolExecutor(
-                max_workers=n, thread_name_prefix=f"pxlite-{name}"))
-                for n, name in zip(sizes, ("compute", "io", "upload"), strict=True))
+            pools = _new_pools(sizes, "pxlite")
+            for p in pools:
+                self._stack.enter_context(p)
         #: Every future this computation started, waited for when it ends (shared pools are
         #: not shut down: a failure must still know every file its uploads stored).
         self._started: list[Future] = []
@@ -423,15 +421,19 @@ def _kept_pools(sizes: tuple[int, int, int]) -> tuple[ThreadPoolExecutor, ...]:
     garbage collection closed a dead thread's sqlite3 connection (the download cache's) and
     waited for the GIL, which the ending thread held. Threads that live as long as the process
     neither end nor leave connections behind during a run."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with _KEPT_POOLS_LOCK:
         pools = _KEPT_POOLS.get(sizes)
         if pools is None:
-            pools = _KEPT_POOLS[sizes] = tuple(
-                ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"pxlite-worker-{name}")
-                for n, name in zip(sizes, ("compute", "io", "upload"), strict=True))
+            pools = _KEPT_POOLS[sizes] = _new_pools(sizes, "pxlite-worker")
         return pools
+
+
+def _new_pools(sizes: tuple[int, int, int], prefix: str) -> tuple[ThreadPoolExecutor, ...]:
+    """Thread pools of these sizes for compute, downloads and uploads (thread names say which)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return tuple(ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"{prefix}-{name}")
+                 for n, name in zip(sizes, ("compute", "io", "upload"), strict=True))
 
 
 def _task_base(comp: Computation) -> _Task:

@@ -28,9 +28,17 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import config
-from .config import DASK_ADDRESS_SCHEMES, EXECUTOR_NAMES, PROVIDER_KEYS, PROVIDERS, URL_KEYS
+from .config import (
+    DASK_ADDRESS_SCHEMES,
+    EXECUTOR_NAMES,
+    PROVIDER_KEYS,
+    PROVIDERS,
+    SECRET_KEYS,
+    URL_KEYS,
+)
 from .errors import ConfigError, ExecutorError, SchemaError
 from .redact import public_url
+from .storage.base import is_loopback_url
 from .udf import lookup
 
 if TYPE_CHECKING:
@@ -48,8 +56,7 @@ TRAVELLING_KEYS = ("max_image_pixels", "storage_timeout_s", "download_timeout_s"
                    "storage_retry_delay_s", "udf_modules")
 #: Provider settings that say *where* (endpoints, regions, accounts), never *who*: credentials,
 #: profiles and credential files stay with each machine's own configuration.
-CREDENTIAL_KEYS = frozenset({"aws_access_key_id", "aws_secret_access_key", "aws_session_token",
-                             "profile", "credentials_file", "connection_string", "credential"})
+CREDENTIAL_KEYS = SECRET_KEYS | {"aws_access_key_id", "profile", "credentials_file"}
 
 
 def check_executor(value: Any) -> Any:
@@ -192,6 +199,8 @@ class DaskPool(Pool):
         return [self.client.submit(fn, p, pure=False) for p in payloads]
 
     def gather(self, handle: Any) -> list[Any]:
+        from concurrent.futures import CancelledError
+
         from distributed import KilledWorker
 
         try:
@@ -200,7 +209,7 @@ class DaskPool(Pool):
             raise ExecutorError(
                 f"a task was lost with every worker that tried it on {self.name} ({e}); "
                 "nothing of the unfinished rows was committed: run the same call again") from e
-        except (OSError, TimeoutError, _cancelled()) as e:
+        except (OSError, TimeoutError, CancelledError) as e:
             raise ExecutorError(
                 f"lost contact with {self.name} ({type(e).__name__}: {e}); nothing of the "
                 "unfinished rows was committed: when the cluster is back, run the same call "
@@ -213,12 +222,6 @@ class DaskPool(Pool):
         if self._own:
             with contextlib.suppress(Exception):
                 self.client.close(timeout=5)
-
-
-def _cancelled() -> type[BaseException]:
-    from concurrent.futures import CancelledError
-
-    return CancelledError
 
 
 @contextlib.contextmanager
@@ -266,11 +269,9 @@ def open_pool(executor: Any, settings: Settings) -> Pool:
 
 def on_this_machine(address: str) -> bool:
     """Is a Dask address (``tcp://host:port``, ``inproc://...``) on this machine?"""
-    if address.startswith("inproc://"):
+    if address.startswith("inproc://") or is_loopback_url(address):
         return True
     host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    if host in ("localhost", "::1") or host.startswith("127."):
-        return True
     import socket  # here, not at import: it is not needed unless a cluster is used
 
     try:

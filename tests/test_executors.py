@@ -152,3 +152,14 @@ def test_executor_does_not_apply_to_a_column_computed_when_read(table):
     with pytest.raises(pxl.SchemaError, match=r"stored=False.*executor= does not apply"):
         table.add_computed_column(w=table.image.width, stored=False, executor="processes")
     assert "w" not in [c.name for c in table._meta().columns]
+
+
+def test_dask_addresses_on_this_machine_are_told_apart():
+    import socket
+
+    for address in ("tcp://127.0.0.1:8786", "tcp://[::1]:8786", "inproc://10.0.0.1/1/2",
+                    "tls://localhost:8786", f"tcp://{socket.gethostname()}:8786"):
+        assert executors.on_this_machine(address), address
+    for address in ("tcp://10.255.0.7:8786", "tcp://127.example:8786",
+                    "tcp://scheduler.example.com:8786"):
+        assert not executors.on_this_machine(address), address
