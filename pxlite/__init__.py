@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from . import config as _config
-from . import maintenance, storage
+from . import functions, maintenance, storage
 from .connection import Connection
 from .errors import (
     AlreadyExistsError,
@@ -30,8 +30,9 @@ from .errors import (
     StorageError,
 )
 from .exprs import Expr
+from .query import Query, ResultCursor, Row
 from .results import ResultSet, UpdateStatus
-from .table import Query, Table
+from .table import Table
 from .types import (
     Audio,
     Bool,
@@ -46,6 +47,7 @@ from .types import (
     Timestamp,
     Video,
 )
+from .uda import Aggregator, uda
 from .udf import Function, udf
 
 __version__ = "0.1.0"
@@ -67,6 +69,7 @@ __all__ = [
     "ROTATE_270",
     "TRANSPOSE",
     "TRANSVERSE",
+    "Aggregator",
     "AlreadyExistsError",
     "Audio",
     "Bool",
@@ -88,7 +91,9 @@ __all__ = [
     "PxliteError",
     "Query",
     "Required",
+    "ResultCursor",
     "ResultSet",
+    "Row",
     "SchemaError",
     "StorageError",
     "String",
@@ -105,10 +110,12 @@ __all__ = [
     "create_table",
     "drop_dir",
     "drop_table",
+    "functions",
     "get_table",
     "list_dirs",
     "list_tables",
     "settings",
+    "uda",
     "udf",
 ]
 

@@ -350,7 +350,9 @@ class ColumnRef(Expr):
     def sql(self) -> tuple[str, list[Any]] | None:
         if not self.col.stored:
             return None  # computed when read: evaluated in Python
-        return self.col.sql, []
+        # Qualified by its table (t_<id>.c<id>): the same SQL serves a statement over one table
+        # and a join, where both tables have a column c1.
+        return f"{self.table.sql}.{self.col.sql}", []
 
     def eval(self, row: RowContext) -> Any:
         if not self.col.stored:
@@ -389,7 +391,8 @@ class ErrorAttr(Expr):
         return f"{self.ref.col.name}_{self.attr}"
 
     def sql(self) -> tuple[str, list[Any]]:
-        return (self.ref.col.sql_et if self.attr == "errortype" else self.ref.col.sql_em), []
+        col = self.ref.col
+        return f"{self.ref.table.sql}.{col.sql_et if self.attr == 'errortype' else col.sql_em}", []
 
     def eval(self, row: RowContext) -> Any:
         et, em = row.errors.get(self.ref.col.col_id, (None, None))

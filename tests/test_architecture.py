@@ -19,9 +19,9 @@ LAYERS: dict[str, int] = {
     "pxlite.config": 1, "pxlite.types": 1,
     "pxlite.db": 2, "pxlite.storage": 2, "pxlite.cache": 2,
     "pxlite.catalog": 3, "pxlite.media": 3, "pxlite.results": 3, "pxlite.imagegen": 3,
-    "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.functions": 4,
-    "pxlite.plan": 5, "pxlite.writes": 5,
-    "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6,
+    "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.uda": 4, "pxlite.functions": 4,
+    "pxlite.plan": 5, "pxlite.writes": 5, "pxlite.queryplan": 5,
+    "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6, "pxlite.query": 6,
     "pxlite.table": 7, "pxlite.maintenance": 7,
     "pxlite.connection": 8, "pxlite": 8, "pxlite.cli": 8, "pxlite.demo": 8,
 }

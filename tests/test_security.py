@@ -299,6 +299,12 @@ SQL_FRAGMENTS = {
     r"(self\.)?predicate", r"ids",
     r"_JOB_COLUMNS",                                        # a constant list of px_jobs columns
     r"guard",                        # "c<id> IS ?" per input column (compute.run_batches)
+    # queries (queryplan.py): SELECT lists, FROM/JOIN clauses and window clauses assembled from
+    # Expr.sql() fragments and ids; the sample key is a registered function over an id column
+    r"', '\.join\(sel\.frags\)", r"', '\.join\(inner_cols\)", r"from_sql", r"first\.sql",
+    r"key", r"partition", r"outer", r"p\.sql",
+    r"idx\.sql",                                           # i_<id>: an index named by its id
+    r"item", r"frag",                                      # aggregate forms over Expr.sql()
 }
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WHERE|FROM|LIMIT|"
                         r"ORDER BY|SET|VALUES|IS NULL|IS NOT NULL|AND|OR|IN|CAST|AS REAL|ASC|DESC)"
