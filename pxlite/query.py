@@ -382,6 +382,8 @@ class Query:
             if not isinstance(e, Expr):
                 raise SchemaError(f"group_by() takes expressions of the query's columns (e.g. "
                                   f"t.label); argument {i} is {type(e).__name__} {e!r}")
+            if contains_aggregate(e):
+                raise SchemaError(f"group_by({e!r}): a group key cannot call an aggregate")
             keys.append(self._bind(e, "group_by()"))
         return self._copy(group=keys)
 
@@ -498,11 +500,13 @@ class Query:
         tables = [From(views[0])] + [
             From(v, j.how, None if j.on is None else bind(j.on))
             for v, j in zip(views[1:], self._joins, strict=True)]
+        group = None if self._group is None else [bind(e) for e in self._group]
         if self._outputs is not None:
             outputs = [(n, bind(e)) for n, e in self._outputs]
+        elif group is not None:  # grouped without select(): the keys
+            outputs = _named(group)
         else:
             outputs = _default_outputs(views)
-        group = None if self._group is None else [bind(e) for e in self._group]
         if self._distinct:
             group = [e for _, e in outputs]
         sample = self._sample
@@ -683,6 +687,20 @@ def _check_count(n: Any, what: str) -> None:
 def _short(params: Sequence[Any]) -> str:
     text = repr(list(params))
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _named(exprs: list[Expr]) -> list[tuple[str, Expr]]:
+    """Expressions as outputs named after them, made unique with _1, _2..."""
+    outputs: list[tuple[str, Expr]] = []
+    used: set[str] = set()
+    for e in exprs:
+        base = e.default_name()
+        name, k = base, 1
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        outputs.append((name, e))
+    return outputs
 
 
 def _default_outputs(views: list[TableMeta]) -> list[tuple[str, Expr]]:

@@ -208,6 +208,7 @@ class _Select:
         self.frags: list[str] = []
         self.params: list[Any] = []
         self._cells: dict[int, int] = {}
+        self._errors: dict[int, int] = {}
         self.cells: list[tuple[ColumnMeta, int]] = []
 
     def add(self, frag: str, params: Sequence[Any] = ()) -> int:
@@ -225,15 +226,16 @@ class _Select:
             self.cells.append((col, i))
         return self._cells[col.col_id]
 
+    def error_type(self, table: TableMeta, col: ColumnMeta) -> int:
+        """A stored cell's errortype alone; its index (one per column)."""
+        if col.col_id not in self._errors:
+            self._errors[col.col_id] = self.add(f"{table.sql}.{col.sql_et}")
+        return self._errors[col.col_id]
+
     def cells_of(self, exprs: Iterable[Expr]) -> None:
         """The stored cells ``exprs`` read (through columns computed when read too)."""
-        for e in exprs:
-            for node in e.walk():
-                if isinstance(node, ColumnRef):
-                    for col_id in node.columns():
-                        col = node.table.column_by_id(col_id)
-                        if col.stored:
-                            self.cell(node.table, col)
+        for table, col in stored_cells(exprs):
+            self.cell(table, col)
 
 
 def _from_clause(tables: list[From], params: list[Any]) -> str:
@@ -494,17 +496,22 @@ class _Outside(Expr):
             stack.extend(n.children())
 
 
-def _error_columns(sel: _Select, a: AggregateCall) -> list[int]:
-    """SQL columns holding the error types of the stored cells ``a``'s arguments read."""
-    out = []
-    for x in a.children():
-        for node in x.walk():
+def stored_cells(exprs: Iterable[Expr]) -> list[tuple[TableMeta, ColumnMeta]]:
+    """The stored columns ``exprs`` read (through columns computed when read too), once each."""
+    out: dict[tuple[int, int], tuple[TableMeta, ColumnMeta]] = {}
+    for e in exprs:
+        for node in e.walk():
             if isinstance(node, ColumnRef):
                 for col_id in node.columns():
                     col = node.table.column_by_id(col_id)
                     if col.stored:
-                        out.append(sel.add(f"{node.table.sql}.{col.sql_et}"))
-    return out
+                        out.setdefault((node.table.id, col.col_id), (node.table, col))
+    return list(out.values())
+
+
+def _error_columns(sel: _Select, a: AggregateCall) -> list[int]:
+    """SQL columns holding the error types of the stored cells ``a``'s arguments read."""
+    return [sel.error_type(t, col) for t, col in stored_cells(a.children())]
 
 
 def _grouped_sql(c: Clauses, keys: list[Expr], aggs: list[AggregateCall], from_sql: str,
@@ -517,18 +524,9 @@ def _grouped_sql(c: Clauses, keys: list[Expr], aggs: list[AggregateCall], from_s
         media = e.col if isinstance(e, ColumnRef) and e.col.stored and e.type.is_media else None
         i = sel.add(s[0], s[1])
         outputs.append(Output(name, e, i, decoder(e.type, media), media))
-    errors = []  # error cells among those the aggregates read: count(et) per such column
-    seen: set[str] = set()
-    for a in aggs:
-        for x in a.children():
-            for node in x.walk():
-                if isinstance(node, ColumnRef):
-                    for col_id in node.columns():
-                        col = node.table.column_by_id(col_id)
-                        frag = f"{node.table.sql}.{col.sql_et}"
-                        if col.stored and frag not in seen:
-                            seen.add(frag)
-                            errors.append(f"count({frag})")
+    # error cells among those the aggregates read: count(errortype) per such column
+    errors = [f"count({t.sql}.{col.sql_et})"
+              for t, col in stored_cells(x for a in aggs for x in a.children())]
     errors_column = sel.add(" + ".join(errors)) if errors else None
     sql = f"SELECT {', '.join(sel.frags)} FROM {from_sql}"
     if where_sql:

@@ -36,6 +36,7 @@ from .plan import Rows
 from .query import Query, ResultCursor, Source
 from .results import ResultSet, UpdateStatus
 from .types import ColumnType, as_type
+from .uda import contains_aggregate
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -96,9 +97,15 @@ class Table:
                 f"the columns of table {self._path!r} were changed by another connection "
                 "while this operation ran; retry it")
 
-    def _expr(self, e: Any) -> Expr:
+    def _expr(self, e: Any, verb: str | None = None) -> Expr:
+        """An argument of a write as an expression of this table's columns (a plain value is a
+        literal). ``verb``: a write that evaluates it on each row, where an aggregate (one
+        value per group of rows) has no value."""
         if not isinstance(e, Expr):
             return Literal(e)
+        if verb is not None and contains_aggregate(e):
+            raise SchemaError(f"{verb}: {e!r} calls an aggregate, which has one value per group "
+                              "of rows, not one per row; query aggregates with t.select(...)")
         meta = self._meta()
         for node in e.walk():
             if isinstance(node, ColumnRef):
@@ -520,7 +527,7 @@ class Table:
                 f"where=t.label == 'x'; got {type(where).__name__} {where!r}"
                 + (f". To {verb} every row, call {verb}() without where="
                    if verb == "delete" else ""))
-        where = self._expr(where)
+        where = self._expr(where, f"{verb}(where=...)")
         if where.type.name != "Bool" or not where.columns():
             raise SchemaError(
                 f"{verb}(where=...) takes a condition on the columns of {self._path!r} (e.g. "
@@ -561,7 +568,7 @@ class Table:
             if col.is_computed:
                 raise SchemaError(f"column {name!r} of {self._path!r} is computed; update its "
                                   "inputs or use recompute_columns()")
-            targets.append((col, self._expr(v) if isinstance(v, Expr) else v))
+            targets.append((col, self._expr(v, "update()") if isinstance(v, Expr) else v))
         dependents = [d for d in _dependents(meta, *(c.col_id for c, _ in targets)) if d.stored]
         db = self._conn.db
         errors = 0
