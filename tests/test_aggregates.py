@@ -248,7 +248,7 @@ def test_aggregate_mistakes_are_refused(t):
         pxlf.max(t.j)
     with pytest.raises(SchemaError, match=r"count\(\)"):
         pxlf.count()
-    with pytest.raises(SchemaError, match="is an aggregate .* cannot define a computed column"):
+    with pytest.raises(SchemaError, match=r"is an aggregate .* cannot define a computed column"):
         t.add_computed_column(c=pxlf.count(t.n))
     with pytest.raises(SchemaError, match=r"update\(\): max\(n\) calls an aggregate"):
         t.update({"n": pxlf.max(t.n)})

@@ -79,15 +79,16 @@ def test_distinct(db):
     t = db.create_table("d", {"c1": pxl.String, "c2": pxl.Int, "c3": pxl.Float,
                               "c4": pxl.Timestamp, "c5": pxl.Json})
     assert len(t.distinct().collect()) == 0
-    rows = [
-        {"c1": "SF", "c2": 100, "c3": 3.14, "c4": datetime.datetime(2024, 7, 2), "c5": {"k1": "v1"}},
-        {"c1": "SF", "c2": 100, "c3": 3.14, "c4": datetime.datetime(2024, 7, 2), "c5": {"k1": "v1"}},
-        {"c1": "SF", "c2": 101, "c3": 3.14, "c4": datetime.datetime(2024, 7, 21), "c5": {"k2": "v2"}},
-        {"c1": "SF", "c2": 101, "c3": 3.15, "c4": datetime.datetime(2024, 8, 1), "c5": {"k3": "v3"}},
-        {"c1": "LA", "c2": 101, "c3": 3.16, "c4": datetime.datetime(2024, 7, 20), "c5": {"k1": "v1"}},
-        {"c1": "LA", "c2": 104, "c3": 3.13, "c4": datetime.datetime(2024, 7, 22), "c5": {"k2": "v2"}},
-        {"c1": "LA", "c2": 104, "c3": 3.13, "c4": datetime.datetime(2024, 7, 22), "c5": {"k1": "v1"}},
-    ]
+    day = datetime.datetime
+    rows = [{"c1": c1, "c2": c2, "c3": c3, "c4": c4, "c5": c5} for c1, c2, c3, c4, c5 in [
+        ("SF", 100, 3.14, day(2024, 7, 2), {"k1": "v1"}),
+        ("SF", 100, 3.14, day(2024, 7, 2), {"k1": "v1"}),
+        ("SF", 101, 3.14, day(2024, 7, 21), {"k2": "v2"}),
+        ("SF", 101, 3.15, day(2024, 8, 1), {"k3": "v3"}),
+        ("LA", 101, 3.16, day(2024, 7, 20), {"k1": "v1"}),
+        ("LA", 104, 3.13, day(2024, 7, 22), {"k2": "v2"}),
+        ("LA", 104, 3.13, day(2024, 7, 22), {"k1": "v1"}),
+    ]]
     t.insert(rows)
     assert len(t.select().distinct().collect()) == 6
     assert len(t.select(t.c1).distinct().collect()) == 2
@@ -186,11 +187,11 @@ def test_cursor_rows(t):
         for i, row in enumerate(cur):
             assert row["c1"] == collected[i]["c1"] and row["c3"] == collected[i]["c3"]
             assert list(row.keys()) == ["c1", "c2", "c3"] and len(list(row.values())) == 3
-            assert list(row.items())[0] == ("c1", row["c1"])
+            assert next(iter(row.items())) == ("c1", row["c1"])
             assert "c1" in row and "nonexistent" not in row and len(row) == 3
             assert dict(row) == collected[i] and row.get("nope", 7) == 7
             with pytest.raises(NotFoundError, match="no column 'nonexistent'"):
-                row["nonexistent"]  # noqa: B018
+                row["nonexistent"]
     assert "Row({'c1':" in repr(row)
 
 
