@@ -167,11 +167,18 @@ def decoder(ctype: ColumnType, col: ColumnMeta | None = None) -> Callable[[Any],
     a value that cannot be decoded is a SchemaError (:class:`BadCell` for a column's)."""
     identity = ctype.from_sql.__func__ is ColumnType.from_sql  # type: ignore[attr-defined]
     if col is not None:
-        kinds, name = ctype.stored_as, col.name
+        kinds, name, from_sql = ctype.stored_as, col.name, ctype.from_sql
 
         def load(v: Any) -> Any:
-            if v is None or (identity and isinstance(v, kinds)):
-                return v
+            if v is None:
+                return None
+            if isinstance(v, kinds):
+                if identity:
+                    return v
+                try:
+                    return from_sql(v)
+                except (ValueError, TypeError, OverflowError, RecursionError):
+                    pass  # ctype.load says what is wrong with it
             try:
                 return ctype.load(v)
             except SchemaError as e:
