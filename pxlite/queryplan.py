@@ -31,7 +31,7 @@ from .exprs import (
     split_conjuncts,
 )
 from .types import ColumnType
-from .uda import AggregateCall, aggregates_in, contains_aggregate
+from .uda import AggregateCall, aggregates_in, contains_aggregate, value_decoder, value_sql
 
 #: How SQL orders NULLs: last ascending, first descending (Pixeltable's and PostgreSQL's order).
 _ASC, _DESC = "ASC NULLS LAST", "DESC NULLS FIRST"
@@ -245,6 +245,19 @@ class _Select:
             self.cell(table, col)
 
 
+def _output(sel: _Select, name: str, e: Expr) -> Output:
+    """One output: its value's SQL in the SELECT list when SQLite computes it. A stored column
+    is checked to hold its kind of value; a stored media column stays a reference until read."""
+    s = value_sql(e) if e.sql() is not None else None
+    if s is None:
+        return Output(name, e, None, None, None)
+    i = sel.add(s[0], s[1])
+    if isinstance(e, ColumnRef):
+        media = e.col if e.type.is_media else None
+        return Output(name, e, i, decoder(e.type, e.col), media)
+    return Output(name, e, i, value_decoder(e), None)
+
+
 def _from_clause(tables: list[From], params: list[Any]) -> str:
     parts = [tables[0].meta.sql]
     for t in tables[1:]:
@@ -296,15 +309,10 @@ def _rows(c: Clauses) -> Plan:
     sel.add(f"{first.sql}._rowid")
     outputs = []
     for name, e in c.outputs:
-        s = e.sql()
-        media = e.col if isinstance(e, ColumnRef) and e.col.stored and e.type.is_media else None
-        if s is None:
-            outputs.append(Output(name, e, None, None, None))
+        o = _output(sel, name, e)
+        outputs.append(o)
+        if o.column is None:
             python.append(f"select {name}={e!r}: {why_python(e)}")
-            continue
-        i = sel.add(s[0], s[1])
-        outputs.append(Output(name, e, i, decoder(e.type, e.col if isinstance(e, ColumnRef)
-                                                    else None), media))
     params: list[Any] = []
     from_sql = _from_clause(c.tables, params)
     where_sql, where_params, py_where = _where(c.where)
@@ -453,19 +461,20 @@ def _grouped(c: Clauses, aggs: list[AggregateCall]) -> Plan:
     sel.add(f"{first.sql}._rowid")
     key_plan: list[tuple[Expr, int | None, Callable[[Any], Any] | None]] = []
     for k in keys:
-        s = k.sql()
+        s = value_sql(k) if k.sql() is not None else None
         if s is None:
             key_plan.append((k, None, None))
         else:
-            key_plan.append((k, sel.add(s[0], s[1]), decoder(k.type)))
+            key_plan.append((k, sel.add(s[0], s[1]), value_decoder(k)))
     agg_plan = []
     for a in aggs:
-        parts = [x.sql() for x in a.args] if not a.kwargs else [None]
+        parts = [value_sql(x) if x.sql() is not None else None for x in a.args] \
+            if not a.kwargs else [None]
         cols: list[int] | None = None
         decs: list[Callable[[Any], Any] | None] = []
         if all(p is not None for p in parts):
             cols = [sel.add(p[0], p[1]) for p in parts if p is not None]
-            decs = [decoder(x.type) for x in a.args]
+            decs = [value_decoder(x) for x in a.args]
         agg_plan.append(Aggregate(a, cols, decs, _error_columns(sel, a)))
     python_exprs = [k for k, i, _ in key_plan if i is None] + py_where + [
         x for a in agg_plan if a.arg_columns is None for x in a.call.children()]
@@ -524,13 +533,7 @@ def _error_columns(sel: _Select, a: AggregateCall) -> list[int]:
 def _grouped_sql(c: Clauses, keys: list[Expr], aggs: list[AggregateCall], from_sql: str,
                  params: list[Any], where_sql: list[str], where_params: list[Any]) -> Plan:
     sel = _Select()
-    outputs = []
-    for name, e in c.outputs:
-        s = e.sql()
-        assert s is not None
-        media = e.col if isinstance(e, ColumnRef) and e.col.stored and e.type.is_media else None
-        i = sel.add(s[0], s[1])
-        outputs.append(Output(name, e, i, decoder(e.type, media), media))
+    outputs = [_output(sel, name, e) for name, e in c.outputs]
     # error cells among those the aggregates read: count(errortype) per such column
     errors = [f"count({t.sql}.{col.sql_et})"
               for t, col in stored_cells(x for a in aggs for x in a.children())]

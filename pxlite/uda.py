@@ -37,9 +37,31 @@ from .exprs import Expr, RowContext, lit
 from .types import ColumnType
 from .udf import hint_type
 
-#: SQL form of an aggregate: the SQL of its arguments (fragment, parameters) and their types to
-#: the SQL of the aggregate, or None when SQLite would not give Python's result for them.
-SqlForm = Callable[[list[tuple[str, list[Any]]], list[ColumnType]], tuple[str, list[Any]] | None]
+#: SQL form of an aggregate: the SQL of its arguments (fragment, parameters) as they compare
+#: (``sql()``) and as values (:func:`value_sql`), and their types, to the SQL of the aggregate,
+#: or None when SQLite would not give Python's result for them.
+SqlForm = Callable[[list[tuple[str, list[Any]]], list[tuple[str, list[Any]]], list[ColumnType]],
+                   tuple[str, list[Any]] | None]
+
+
+def value_sql(e: Expr) -> tuple[str, list[Any]] | None:
+    """SQL of ``e``'s value, for a query's output or an aggregate's argument: the expression's
+    ``sql_value()`` where it has one (a JSON path gives the JSON text there, while its
+    ``sql()`` is the SQL scalar it compares as), else ``sql()``."""
+    form = getattr(e, "sql_value", None)
+    return form() if callable(form) else e.sql()
+
+
+def value_decoder(e: Expr) -> Callable[[Any], Any] | None:
+    """How a value :func:`value_sql` computed becomes ``e``'s Python value (None: as it is):
+    the expression's own ``decoder()`` where it has one, else its type's ``from_sql``."""
+    form = getattr(e, "decoder", None)
+    if callable(form):
+        return form()
+    t = e.type
+    if t.from_sql.__func__ is ColumnType.from_sql:  # type: ignore[attr-defined]
+        return None
+    return lambda v: None if v is None else t.from_sql(v)
 
 #: Result type of an aggregate from the types of its arguments (raises SchemaError for types
 #: it does not take).
@@ -119,9 +141,9 @@ class AggregateFunction:
     def result_type(self, types: list[ColumnType]) -> ColumnType:
         return self._result(types)
 
-    def sql_form(self, args: list[tuple[str, list[Any]]], types: list[ColumnType]
-                 ) -> tuple[str, list[Any]] | None:
-        return None if self._sql is None else self._sql(args, types)
+    def sql_form(self, args: list[tuple[str, list[Any]]], values: list[tuple[str, list[Any]]],
+                 types: list[ColumnType]) -> tuple[str, list[Any]] | None:
+        return None if self._sql is None else self._sql(args, values, types)
 
     def start(self, options: dict[str, Any]) -> Aggregator:
         """A fresh state for one group."""
@@ -199,9 +221,11 @@ class AggregateCall(Expr):
         if self.kwargs:
             return None
         parts = [a.sql() for a in self.args]
-        if any(p is None for p in parts):
+        values = [value_sql(a) for a in self.args]
+        if any(p is None for p in parts) or any(v is None for v in values):
             return None
-        return self.fn.sql_form([p for p in parts if p is not None], [a.type for a in self.args])
+        return self.fn.sql_form([p for p in parts if p is not None],
+                                [v for v in values if v is not None], [a.type for a in self.args])
 
     def skips(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
         """Whether ``update`` is skipped for these values (see AggregateFunction.skips)."""

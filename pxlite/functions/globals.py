@@ -39,8 +39,8 @@ def _one(types: list[ColumnType], fn: str, allowed: frozenset[str], what: str) -
 
 
 def _sql(fn: str) -> Any:
-    def form(args: list[tuple[str, list[Any]]], types: list[ColumnType]
-             ) -> tuple[str, list[Any]]:
+    def form(args: list[tuple[str, list[Any]]], values: list[tuple[str, list[Any]]],
+             types: list[ColumnType]) -> tuple[str, list[Any]]:
         return f"{fn}({args[0][0]})", list(args[0][1])
     return form
 
@@ -133,17 +133,17 @@ class _ListState(Aggregator):
         return self.items
 
 
-def _list_sql(args: list[tuple[str, list[Any]]], types: list[ColumnType]
-              ) -> tuple[str, list[Any]] | None:
+def _list_sql(args: list[tuple[str, list[Any]]], values: list[tuple[str, list[Any]]],
+              types: list[ColumnType]) -> tuple[str, list[Any]] | None:
     frag, params = args[0]
-    if types[0].name == "Json":
-        item = f"json({frag})"  # the stored JSON text, embedded as JSON (not as a string)
+    if types[0].name == "Json":  # the JSON text, embedded as JSON (not as a string)
+        item, item_params = f"json({values[0][0]})", values[0][1]
     elif types[0].name in _JSON_AS_IS:
-        item = frag
+        item, item_params = frag, params
     else:
         return None  # Bool (0/1), Timestamp (text), media: Python gives other values
     return (f"json_group_array({item}) FILTER (WHERE {frag} IS NOT NULL)",
-            [*params, *params])
+            [*item_params, *params])
 
 
 def _any(fn: str, result: ColumnType | None = None) -> Any:
