@@ -289,9 +289,13 @@ def _where(where: Expr | None) -> tuple[list[str], list[Any], list[Expr]]:
 
 
 def _rowid_order(tables: list[From], reverse: bool) -> str:
+    """Table order: by rowid (of each joined table in turn; a row an outer join made up for a
+    table has no rowid there, and comes after those that have one)."""
     if reverse:
         return f"{tables[0].meta.sql}._rowid DESC"
-    return ", ".join(f"{t.meta.sql}._rowid {_ASC}" for t in tables)
+    outer = any(t.how == "full_outer" for t in tables)
+    return ", ".join(f"{t.meta.sql}._rowid" + (f" {_ASC}" if i or outer else "")
+                     for i, t in enumerate(tables))
 
 
 def build(c: Clauses) -> Plan:
