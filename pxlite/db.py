@@ -11,6 +11,7 @@ version and ``PRAGMA application_id`` marks the file as pxlite's.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import stat
 import threading
@@ -230,9 +231,12 @@ class Database:
 
     # ---- use -----------------------------------------------------------------------------------
     def execute(self, sql: str, params: Any = None) -> apsw.Cursor:
-        """Run one statement (values always bound as parameters) and return its cursor."""
+        """Run one statement (values always bound as parameters) and return its cursor. Under
+        this connection's lock, as every call into it: apsw refuses a connection that another
+        thread is using (read a long result with :meth:`stream`)."""
         try:
-            return self.sqlite.execute(sql, params)
+            with self._lock:
+                return self.sqlite.execute(sql, params)
         except apsw.Error as e:
             mapped = self._mapped(e)
             if mapped is None:
@@ -259,11 +263,35 @@ class Database:
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
         """Run one statement and return all rows."""
-        return self.execute(sql, params).fetchall()
+        with self._lock:
+            return self.execute(sql, params).fetchall()
+
+    def stream(self, cursor: apsw.Cursor, batch: int = 256) -> Iterator[tuple]:
+        """The rows of a statement started with :meth:`execute`, read ``batch`` at a time under
+        this connection's lock, so a query's rows can stream while other threads use the same
+        connection (apsw refuses a connection busy in two threads at once). Closing the
+        iterator (or reading to the end) finalizes the statement."""
+        try:
+            while True:
+                with self._lock:
+                    try:
+                        rows = list(itertools.islice(cursor, batch))
+                    except apsw.Error as e:
+                        mapped = self._mapped(e)
+                        if mapped is None:
+                            raise
+                        raise mapped from e
+                if not rows:
+                    return
+                yield from rows
+        finally:
+            with self._lock:
+                cursor.close()
 
     def executemany(self, sql: str, rows: Any) -> None:
         try:
-            self.sqlite.executemany(sql, rows)
+            with self._lock:
+                self.sqlite.executemany(sql, rows)
         except apsw.Error as e:
             mapped = self._mapped(e)
             if mapped is None:

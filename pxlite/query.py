@@ -481,12 +481,15 @@ class Query:
 
     # ---- planning -------------------------------------------------------------------------------
     def _load(self) -> list[TableMeta]:
-        """The tables' metadata now, checked (inside the caller's read transaction)."""
-        metas = []
-        for s in self._sources:
-            meta = s.load()
+        """The tables' metadata now (before the read transaction: see :meth:`_checked`)."""
+        return [s.load() for s in self._sources]
+
+    def _checked(self, metas: list[TableMeta]) -> list[TableMeta]:
+        """Inside the read transaction the query runs in: are the tables still those the
+        metadata describes? (Another connection may have dropped one meanwhile: that is a
+        NotFoundError naming it, never a read of another table.)"""
+        for s, meta in zip(self._sources, metas, strict=True):
             s.recheck(meta)
-            metas.append(meta)
         return metas
 
     def _clauses(self, metas: list[TableMeta]) -> Clauses:
@@ -519,8 +522,9 @@ class Query:
     def plan(self) -> Plan:
         """The plan of this query as it would run now: its SQL statement and parameters and
         what runs in Python and why (see :mod:`pxlite.queryplan`). Runs nothing."""
+        metas = self._load()
         with self._source.db.read():
-            return queryplan.build(self._clauses(self._load()))
+            return queryplan.build(self._clauses(self._checked(metas)))
 
     def collect_sql(self) -> tuple[str, list[Any]]:
         """The SQL statement ``collect()`` runs, with its parameters (the plan twin)."""
@@ -534,8 +538,9 @@ class Query:
 
     def _explain(self) -> str:
         db = self._source.db
+        metas = self._load()
         with db.read():
-            p = queryplan.build(self._clauses(self._load()))
+            p = queryplan.build(self._clauses(self._checked(metas)))
             _register_functions(db)
             steps = db.query(f"EXPLAIN QUERY PLAN {p.sql}", p.params)
         lines = [f"Query on {self._label()}", f"SQL: {p.sql}"]
@@ -551,8 +556,9 @@ class Query:
         return "\n".join(lines)
 
     def _shape(self) -> tuple[list[str], list[ColumnType]]:
+        metas = self._load()
         with self._source.db.read():
-            c = self._clauses(self._load())
+            c = self._clauses(self._checked(metas))
         return [n for n, _ in c.outputs], [e.type for _, e in c.outputs]
 
     @property
@@ -568,8 +574,9 @@ class Query:
         value). ``reverse``: newest rows first (tail); ``rowids``: each tuple starts with the
         first table's rowid."""
         db = self._source.db
+        metas = self._load()
         with db.read():
-            clauses = self._clauses(self._load())
+            clauses = self._clauses(self._checked(metas))
             if reverse:
                 clauses = clauses._replace(reverse=True)
             p = queryplan.build(clauses)
@@ -585,7 +592,7 @@ class Query:
 
         run = _Run(p, resolver, self._label(), rowids=rowids)
         return _Started([o.name for o in p.outputs], [o.expr.type for o in p.outputs],
-                        run.rows(cursor), value, run)
+                        run.rows(db, cursor), value, run)
 
     def _result(self, *, reverse: bool = False) -> ResultSet:
         started = self._stream(reverse=reverse)
@@ -608,8 +615,9 @@ class Query:
         """The number of rows the query gives (groups, for a grouped query); SQL only when
         the conditions allow."""
         db = self._source.db
+        metas = self._load()
         with db.read():
-            clauses = self._clauses(self._load())
+            clauses = self._clauses(self._checked(metas))
             if clauses.group is None and not any(
                     contains_aggregate(e) for _, e in clauses.outputs):
                 clauses = clauses._replace(outputs=[], order=[])
@@ -620,7 +628,7 @@ class Query:
                 return int(db.query(f"SELECT count(*) FROM ({p.sql})", p.params)[0][0])
             cursor = db.execute(p.sql, p.params)
         resolver = Resolver(self._source.settings(), self._source.media_folder)
-        return sum(1 for _ in _Run(p, resolver, self._label()).rows(cursor))
+        return sum(1 for _ in _Run(p, resolver, self._label()).rows(db, cursor))
 
     def head(self, n: int = 10) -> ResultSet:
         """The first ``n`` rows (in the query's order; table order without order_by)."""
@@ -857,16 +865,19 @@ class _Run:
         self.skipped = 0           # error cells the aggregates skipped
         self.want_rowids = rowids
 
-    def rows(self, cursor: Any) -> Iterator[tuple]:
+    def rows(self, db: Database, cursor: Any) -> Iterator[tuple]:
+        """The output tuples of the statement ``cursor`` runs (read in batches under the
+        connection's lock)."""
+        stream = db.stream(cursor, BATCH)
         try:
             if self.plan.in_python:
-                yield from self._grouped(cursor)
+                yield from self._grouped(stream)
             elif self.plan.grouped:
-                yield from self._grouped_sql(cursor)
+                yield from self._grouped_sql(stream)
             else:
-                yield from self._rows(cursor)
+                yield from self._rows(stream)
         finally:
-            cursor.close()
+            stream.close()  # type: ignore[attr-defined]
 
     # -- helpers --
     def _context(self, r: tuple) -> RowContext:

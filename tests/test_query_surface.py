@@ -339,3 +339,54 @@ def test_select_and_where_are_checked(t):
     t.drop_column("c1")
     with pytest.raises(NotFoundError, match="'c1' no longer exists"):
         r.collect()
+
+
+def test_cursors_share_a_connection_with_other_threads(t):
+    """Rows stream in batches read under the connection's lock: cursors in some threads, while
+    others run long statements (a group_by's first step sorts every row) and write on the same
+    connection (apsw refuses a connection busy in another thread)."""
+    n = 60_000
+    t.insert([{"c1": "x", "c2": 1000 + i, "c3": float(i % 5000)} for i in range(n)])
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(5)
+
+    def read() -> None:
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(2):
+                with t.select(t.c2).cursor() as cur:
+                    seen.append(sum(1 for _ in cur))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    def heavy() -> None:
+        try:
+            barrier.wait(timeout=30)
+            for i in range(4):
+                grouped = t.group_by(t.c3).select(t.c3, n=pxlf.count(t.c2)).collect()
+                assert len(grouped) >= 5000
+                t.insert(c1="w", c2=-1 - i, c3=-1.0)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=read) for _ in range(3)] + [
+        threading.Thread(target=heavy) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=300)
+    assert not errors, errors[:3]
+    assert len(seen) == 6 and all(100 + n <= k <= 100 + n + 8 for k in seen)
+    assert t.count() == 100 + n + 8
+
+
+def test_writing_while_a_cursor_is_open(t):
+    with t.select(t.c2).cursor() as cur:
+        it = iter(cur)
+        assert next(it)["c2"] == 0
+        t.insert(c1="x", c2=500, c3=1.0)  # no deadlock, no error; committed at once
+        t.update({"c3": 9.0}, where=t.c2 == 1)
+        rest = [r["c2"] for r in it]
+    assert rest[:3] == [1, 2, 3] and t.count() == 101
+    assert t.where(t.c2 == 1).select(t.c3).collect()["c3"] == [9.0]
