@@ -30,7 +30,8 @@ from .errors import (
     StorageError,
 )
 from .exprs import Expr
-from .query import Query, ResultCursor, Row
+from .query import Query
+from .queryrun import ResultCursor, Row
 from .results import ResultSet, UpdateStatus
 from .table import Table
 from .types import (

@@ -5,38 +5,28 @@ A :class:`Query` is immutable: each method returns a new one. Running it loads t
 metadata, binds the expressions to it, and hands the clauses to :mod:`pxlite.queryplan`, which
 says which single SQL statement runs and what Python does with its rows (``Query.plan()``, the
 twin of the runners, runs nothing). Rows stream from SQLite: Python evaluates only what SQLite
-cannot (a UDF, an image's width, a column computed when read), on the compute threads when that
-is an output; memory stays bounded unless Python must sort.
+cannot (a UDF, an image's width, a column computed when read); memory stays bounded unless
+Python must sort.
 
-Joined tables share a query's row, so each table's column ids are made unique in it: every
-table after the first is read through a copy of its metadata whose column ids are shifted (the
-SQL names stay ``t_<id>.c<id>``), and the expressions are rebound to those copies.
+Joined tables share a query's row, so each table's column ids are made unique in it (see
+:func:`pxlite.queryplan.shifted`).
 
-Samples order rows by ``pxlite_sample_key(seed, rowid)``, a 64-bit mix (SplitMix64's finalizer)
-of the seed and the rowid registered on the connection: the same sample for the same seed in
-every process (SQLite's ``random()`` is not seedable), and a row's place does not depend on the
-other rows, so ``fraction=`` keeps a row exactly when its key is below the fraction of the range.
+Running the plan's statement and turning its rows into results is :mod:`pxlite.queryrun`'s.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import itertools
-import json
 import random
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import catalog, queryplan
-from .catalog import ColumnMeta, TableMeta
-from .compute import workers
-from .errors import ComputeError, NotFoundError, PxliteError, SchemaError, check_choice
-from .exprs import ColumnRef, Expr, Literal, RowContext
+from .catalog import TableMeta
+from .errors import NotFoundError, SchemaError, check_choice
+from .exprs import ColumnRef, Expr, Literal
 from .media import MediaFolder, Resolver
 from .queryplan import Clauses, From, Plan, Sampling
+from .queryrun import ResultCursor, Run, register_functions
 from .results import ResultSet
 from .types import ColumnType
 from .uda import contains_aggregate
@@ -44,9 +34,6 @@ from .uda import contains_aggregate
 if TYPE_CHECKING:
     from .config import Settings
     from .db import Database
-
-#: Rows handed to the compute threads at a time (and between checks of a cursor's consumer).
-BATCH = 256
 
 #: Column ids of the n-th table of a join are shifted by n * _SHIFT (ids are per table, small).
 _SHIFT = 1 << 32
@@ -80,109 +67,13 @@ class _Started(NamedTuple):
     types: list[ColumnType]
     rows: Iterator[tuple]
     value: Callable[[int, Any], Any]
-    run: _Run
+    run: Run
 
 
 class _Join(NamedTuple):
     source: Source
     how: str
     on: Expr | None
-
-
-# ---- rows of a result ----------------------------------------------------------------------------
-class Row(Mapping[str, Any]):
-    """One row of a cursor (Pixeltable's ``Row``): ``row['col']``, ``keys()``, ``values()``,
-    ``items()``, ``'col' in row``; media cells open when read."""
-
-    __slots__ = ("_index", "_value", "_values")
-
-    def __init__(self, values: tuple, index: dict[str, int],
-                 value: Callable[[int, Any], Any]) -> None:
-        self._values, self._index, self._value = values, index, value
-
-    def __getitem__(self, key: str) -> Any:
-        i = self._index.get(key) if isinstance(key, str) else None
-        if i is None:
-            raise NotFoundError(f"no column {key!r} in this row; it has {list(self._index)}")
-        return self._value(i, self._values[i])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __repr__(self) -> str:
-        return f"Row({dict(self)!r})"
-
-
-class ResultCursor:
-    """Rows of a query, one at a time, for results larger than memory (Pixeltable's
-    ``ResultCursor``). Pending until iterated or opened; iterating to the end, ``close()``, or
-    leaving ``with q.cursor() as cur:`` releases the statement. Closed, it cannot be reopened.
-
-    The cursor reads one SQL statement as it goes; rows committed by this connection while it
-    is open may or may not appear (SQLite's rule for a table changed under a running statement).
-    """
-
-    def __init__(self, query: Query) -> None:
-        self._query = query
-        self._names, self._types = query._shape()
-        self._index = {n: i for i, n in enumerate(self._names)}
-        self._rows: Iterator[Row] | None = None
-        self._closed = False
-
-    @property
-    def schema(self) -> dict[str, ColumnType]:
-        """The result's columns: name to type."""
-        return dict(zip(self._names, self._types, strict=True))
-
-    def open(self) -> None:
-        """Start the query (done by iterating, or by ``with``)."""
-        if self._closed:
-            raise SchemaError("this cursor is closed and cannot be reopened; ask the query for a "
-                              "new one with .cursor()")
-        if self._rows is not None:
-            raise SchemaError("this cursor is already open")
-        started = self._query._stream()
-        self._names, self._types = started.names, started.types
-        index = self._index = {n: i for i, n in enumerate(started.names)}
-        value = started.value
-        self._rows = (Row(r, index, value) for r in started.rows)
-
-    def close(self) -> None:
-        """Release the statement (again: nothing happens)."""
-        if self._rows is not None:
-            self._rows.close()  # type: ignore[attr-defined]
-        self._rows = None
-        self._closed = True
-
-    def __enter__(self) -> ResultCursor:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[Row]:
-        if self._closed:
-            raise SchemaError("this cursor is closed and cannot be iterated upon; ask the query "
-                              "for a new one with .cursor()")
-        if self._rows is None:
-            self.open()
-        assert self._rows is not None
-        try:
-            yield from self._rows
-        finally:
-            self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._rows is not None else "pending"
-        cols = ", ".join(f"{n}: {t!r}" for n, t in zip(self._names, self._types, strict=True))
-        return f"ResultCursor({state}, columns=[{cols}])"
 
 
 # ---- the query -----------------------------------------------------------------------------------
@@ -438,29 +329,7 @@ class Query:
                            ("join()", bool(self._joins))):
             if used:
                 raise SchemaError(f"sample() cannot be used with {verb}")
-        if (n is not None) + (n_per_stratum is not None) + (fraction is not None) != 1:
-            raise SchemaError("sample() takes exactly one of n=, n_per_stratum= or fraction=")
-        if n_per_stratum is not None and stratify_by is None:
-            raise SchemaError("sample(n_per_stratum=...) needs stratify_by=, the expression(s) "
-                              "whose values make the strata")
-        for name, v in (("n", n), ("n_per_stratum", n_per_stratum)):
-            if v is not None:
-                if isinstance(v, bool) or not isinstance(v, int):
-                    raise SchemaError(f"sample({name}=...) takes a whole number, got "
-                                      f"{type(v).__name__} {v!r}")
-                if v < 1:
-                    raise SchemaError(f"sample({name}=...) must be >= 1, got {v}")
-        if fraction is not None:
-            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-                raise SchemaError(f"sample(fraction=...) takes a number from 0 to 1, got "
-                                  f"{type(fraction).__name__} {fraction!r}")
-            if not 0.0 <= fraction <= 1.0:
-                raise SchemaError(f"sample(fraction=...) must be >= 0 and <= 1, got {fraction}")
-        if seed is None:
-            seed = random.getrandbits(63)
-        elif isinstance(seed, bool) or not isinstance(seed, int):
-            raise SchemaError(f"sample(seed=...) takes a whole number, got "
-                              f"{type(seed).__name__} {seed!r}")
+        seed = _check_sample(n, n_per_stratum, fraction, seed, stratify_by)
         strata: list[Expr] = []
         if stratify_by is not None:
             items = stratify_by if isinstance(stratify_by, (list, tuple)) else [stratify_by]
@@ -494,11 +363,11 @@ class Query:
 
     def _clauses(self, metas: list[TableMeta]) -> Clauses:
         """The query's clauses bound to ``metas`` (see module docstring)."""
-        views = [_shifted(m, i * _SHIFT) for i, m in enumerate(metas)]
+        views = [queryplan.shifted(m, i * _SHIFT) for i, m in enumerate(metas)]
         by_id = {m.id: v for m, v in zip(metas, views, strict=True)}
 
         def bind(e: Expr) -> Expr:
-            return _rebind(e, by_id)
+            return queryplan.rebind(e, by_id)
 
         tables = [From(views[0])] + [
             From(v, j.how, None if j.on is None else bind(j.on))
@@ -541,7 +410,7 @@ class Query:
         metas = self._load()
         with db.read():
             p = queryplan.build(self._clauses(self._checked(metas)))
-            _register_functions(db)
+            register_functions(db)
             steps = db.query(f"EXPLAIN QUERY PLAN {p.sql}", p.params)
         lines = [f"Query on {self._label()}", f"SQL: {p.sql}"]
         if p.params:
@@ -581,7 +450,7 @@ class Query:
                 clauses = clauses._replace(reverse=True)
             p = queryplan.build(clauses)
             if clauses.sample is not None:
-                _register_functions(db)
+                register_functions(db)
             cursor = db.execute(p.sql, p.params)
         resolver = Resolver(self._source.settings(), self._source.media_folder)
         media = [o.media for o in p.outputs]
@@ -590,7 +459,7 @@ class Query:
             col = media[i]
             return v if col is None or v is None else resolver.value(col, v)
 
-        run = _Run(p, resolver, self._label(), rowids=rowids)
+        run = Run(p, resolver, self._label(), rowids=rowids)
         return _Started([o.name for o in p.outputs], [o.expr.type for o in p.outputs],
                         run.rows(db, cursor), value, run)
 
@@ -623,12 +492,12 @@ class Query:
                 clauses = clauses._replace(outputs=[], order=[])
             p = queryplan.build(clauses)
             if clauses.sample is not None:
-                _register_functions(db)
+                register_functions(db)
             if not p.needs_rows and not p.in_python:
                 return int(db.query(f"SELECT count(*) FROM ({p.sql})", p.params)[0][0])
             cursor = db.execute(p.sql, p.params)
         resolver = Resolver(self._source.settings(), self._source.media_folder)
-        return sum(1 for _ in _Run(p, resolver, self._label()).rows(db, cursor))
+        return sum(1 for _ in Run(p, resolver, self._label()).rows(db, cursor))
 
     def head(self, n: int = 10) -> ResultSet:
         """The first ``n`` rows (in the query's order; table order without order_by)."""
@@ -687,6 +556,34 @@ class Query:
         return "<Query " + "; ".join(parts) + ">"
 
 
+def _check_sample(n: Any, n_per_stratum: Any, fraction: Any, seed: Any, stratify_by: Any) -> int:
+    """Validate sample()'s sizes (Pixeltable's rules); the seed to use (drawn when None)."""
+    if (n is not None) + (n_per_stratum is not None) + (fraction is not None) != 1:
+        raise SchemaError("sample() takes exactly one of n=, n_per_stratum= or fraction=")
+    if n_per_stratum is not None and stratify_by is None:
+        raise SchemaError("sample(n_per_stratum=...) needs stratify_by=, the expression(s) "
+                          "whose values make the strata")
+    for name, v in (("n", n), ("n_per_stratum", n_per_stratum)):
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise SchemaError(f"sample({name}=...) takes a whole number, got "
+                                  f"{type(v).__name__} {v!r}")
+            if v < 1:
+                raise SchemaError(f"sample({name}=...) must be >= 1, got {v}")
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise SchemaError(f"sample(fraction=...) takes a number from 0 to 1, got "
+                              f"{type(fraction).__name__} {fraction!r}")
+        if not 0.0 <= fraction <= 1.0:
+            raise SchemaError(f"sample(fraction=...) must be >= 0 and <= 1, got {fraction}")
+    if seed is None:
+        return random.getrandbits(63)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SchemaError(f"sample(seed=...) takes a whole number, got {type(seed).__name__} "
+                          f"{seed!r}")
+    return seed
+
+
 def _check_count(n: Any, what: str) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2**63:
         raise SchemaError(f"{what} takes a whole number from 0 to 2**63 - 1, got {n!r}")
@@ -725,409 +622,3 @@ def _default_outputs(views: list[TableMeta]) -> list[tuple[str, Expr]]:
             used.add(name)
             outputs.append((name, ColumnRef(v, c)))
     return outputs
-
-
-# ---- joined tables: unique column ids ------------------------------------------------------------
-@dataclasses.dataclass
-class _ShiftedColumn(ColumnMeta):
-    """A column of a joined table with its id shifted (unique in the query); its SQL names
-    stay those of its own id."""
-
-    orig: int = 0
-
-    @property
-    def sql(self) -> str:
-        return f"c{self.orig}"
-
-    @property
-    def sql_et(self) -> str:
-        return f"c{self.orig}_et"
-
-    @property
-    def sql_em(self) -> str:
-        return f"c{self.orig}_em"
-
-
-@dataclasses.dataclass
-class _ShiftedTable(TableMeta):
-    """A joined table whose column ids are shifted; finds its columns by either id (a column
-    computed when read names others by their own ids)."""
-
-    shift: int = 0
-
-    def column_by_id(self, col_id: int) -> ColumnMeta:
-        return super().column_by_id(col_id + self.shift if col_id < self.shift else col_id)
-
-
-def _shifted(meta: TableMeta, shift: int) -> TableMeta:
-    if not shift:
-        return meta
-    cols: list[ColumnMeta] = [
-        _ShiftedColumn(c.col_id + shift, c.name, c.position, c.type, c.expr, c.destination,
-                       c.format, c.on_error, c.pending, c.stored, orig=c.col_id)
-        for c in meta.columns]
-    return _ShiftedTable(meta.id, meta.uid, meta.path, cols, shift=shift)
-
-
-def _rebind(e: Expr, metas: dict[int, TableMeta]) -> Expr:
-    """``e`` with its column references pointing at ``metas`` (by table id; the columns as
-    loaded now, which also finds a column dropped since as a NotFoundError). Other nodes are
-    copied when a child changes; their children are the Expr-valued attributes (and lists,
-    tuples and dicts of them), the convention of every node in exprs.py."""
-    if isinstance(e, ColumnRef):
-        meta = metas.get(e.table.id)
-        if meta is None:
-            return e
-        try:
-            col = meta.column_by_id(e.col.col_id)
-        except NotFoundError:
-            raise NotFoundError(f"column {e.col.name!r} no longer exists in {meta.path!r}"
-                                ) from None
-        return ColumnRef(meta, col)
-    changed: dict[str, Any] = {}
-    for k, v in vars(e).items():
-        nv = _rebind_value(v, metas)
-        if nv is not v:
-            changed[k] = nv
-    if not changed:
-        return e
-    out = copy.copy(e)
-    for k, v in changed.items():
-        setattr(out, k, v)
-    return out
-
-
-def _rebind_value(v: Any, metas: dict[int, TableMeta]) -> Any:
-    if isinstance(v, Expr):
-        return _rebind(v, metas)
-    if isinstance(v, (list, tuple)) and any(isinstance(x, Expr) for x in v):
-        items = [_rebind_value(x, metas) for x in v]
-        if all(a is b for a, b in zip(items, v, strict=True)):
-            return v
-        return type(v)(items) if isinstance(v, list) else tuple(items)
-    if isinstance(v, dict) and any(isinstance(x, Expr) for x in v.values()):
-        new = {k: _rebind_value(x, metas) for k, x in v.items()}
-        return v if all(new[k] is v[k] for k in v) else new
-    return v
-
-
-# ---- the sample key ------------------------------------------------------------------------------
-def _mix(x: int) -> int:
-    """SplitMix64's finalizer: a bijection of 64-bit integers that spreads every input bit."""
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-    return x ^ (x >> 31)
-
-
-def sample_key(seed: int, rowid: int) -> int:
-    """A row's place in a sample: uniform over 0..2**63-1, fixed by (seed, rowid)."""
-    return _mix(_mix(seed & _MASK) ^ (rowid & _MASK)) >> 1
-
-
-_registered: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def _register_functions(db: Database) -> None:
-    """Register the sample key on this database's connection (once)."""
-    conn = db.sqlite
-    if conn not in _registered:
-        conn.create_scalar_function(queryplan.SAMPLE_KEY, sample_key,  # type: ignore[arg-type]
-                                    2, deterministic=True)
-        _registered.add(conn)
-
-
-# ---- running a plan ------------------------------------------------------------------------------
-class _GroupRow(RowContext):
-    """A group's row for its outputs: its first row's cells and the aggregates' values."""
-
-    def __init__(self, raw: dict[int, Any], errors: dict[int, tuple[Any, Any]],
-                 media: Resolver, rowid: int | None, aggregates: dict[int, Any]) -> None:
-        super().__init__(raw, errors, media, rowid=rowid)
-        self.aggregates = aggregates
-
-
-class _Group:
-    __slots__ = ("first", "keys", "states")
-
-    def __init__(self, keys: list[Any], first: tuple[dict[int, Any], dict[int, Any], Any],
-                 states: list[Any]) -> None:
-        self.keys, self.first, self.states = keys, first, states
-
-
-class _Run:
-    """One run of a plan over the rows its statement returns."""
-
-    def __init__(self, plan: Plan, resolver: Resolver, label: str, *, rowids: bool = False
-                 ) -> None:
-        self.plan = plan
-        self.resolver = resolver
-        self.label = label
-        self.skipped = 0           # error cells the aggregates skipped
-        self.want_rowids = rowids
-
-    def rows(self, db: Database, cursor: Any) -> Iterator[tuple]:
-        """The output tuples of the statement ``cursor`` runs (read in batches under the
-        connection's lock)."""
-        stream = db.stream(cursor, BATCH)
-        try:
-            if self.plan.in_python:
-                yield from self._grouped(stream)
-            elif self.plan.grouped:
-                yield from self._grouped_sql(stream)
-            else:
-                yield from self._rows(stream)
-        finally:
-            stream.close()  # type: ignore[attr-defined]
-
-    # -- helpers --
-    def _context(self, r: tuple) -> RowContext:
-        cells = self.plan.cells
-        return RowContext({c.col_id: r[i] for c, i in cells},
-                          {c.col_id: (r[i + 1], r[i + 2]) for c, i in cells
-                           if r[i + 1] is not None}, self.resolver, rowid=r[0])
-
-    def _eval(self, name: str, e: Expr, rc: RowContext) -> Any:
-        """One output of one row; a function that fails (a UDF may raise anything) is a
-        ComputeError naming the row, the output and its expression, and the cause."""
-        try:
-            return e.eval(rc)
-        except PxliteError:
-            raise
-        except Exception as err:
-            raise ComputeError(
-                f"computing {name} = {e!r} of {self.label} failed for row {rc.rowid}: "
-                f"{type(err).__name__}: {err}", table=self.label, row=rc.rowid, column=name,
-                errortype=type(err).__name__) from err
-
-    def _filtered(self, cursor: Iterable[tuple]) -> Iterator[tuple[tuple, RowContext]]:
-        py_where = self.plan.py_where
-        for r in cursor:
-            rc = self._context(r)
-            if all(self._true(p, rc) for p in py_where):
-                yield r, rc
-            else:
-                rc.close_opened()
-
-    def _true(self, p: Expr, rc: RowContext) -> bool:
-        return self._eval("where", p, rc) is True
-
-    # -- rows --
-    def _rows(self, cursor: Iterable[tuple]) -> Iterator[tuple]:
-        p = self.plan
-        if self.want_rowids:
-            outs: list[queryplan.Output] = []
-        else:
-            outs = p.outputs
-        py_outputs = any(o.column is None for o in outs)
-        if not (p.py_where or p.py_order or py_outputs):
-            specs = [(o.column, o.decode) for o in outs]
-            stream: Iterable[tuple] = cursor
-            if p.skip or p.take is not None:
-                stream = itertools.islice(cursor, p.skip, None if p.take is None
-                                          else p.skip + p.take)
-            for r in stream:
-                vals = self._decoded(r, specs)
-                yield (r[0], *vals) if self.want_rowids else vals
-            return
-        items: Iterable[tuple[tuple, RowContext]] = self._filtered(cursor)
-        if p.py_order:
-            items = self._sorted(list(items), p.py_order)
-        if p.skip or p.take is not None:
-            items = itertools.islice(items, p.skip, None if p.take is None else p.skip + p.take)
-
-        def one(item: tuple[tuple, RowContext]) -> tuple:
-            r, rc = item
-            vals = []
-            for o in outs:
-                if o.column is None:
-                    vals.append(self._eval(o.name, o.expr, rc))
-                else:
-                    vals.append(self._decoded(r, [(o.column, o.decode)])[0])
-            rc.close_opened(keep=vals)
-            return (r[0], *vals) if self.want_rowids else tuple(vals)
-
-        it = iter(items)
-        with ThreadPoolExecutor(max_workers=workers(),
-                                thread_name_prefix="pxlite-query") as pool:
-            while True:
-                batch = list(itertools.islice(it, BATCH))
-                if not batch:
-                    return
-                if py_outputs and len(batch) > 1:
-                    # Computed outputs (a column computed when read, a function in select) run
-                    # on the compute threads, one per core, as computed columns do.
-                    yield from pool.map(one, batch)
-                else:
-                    yield from map(one, batch)
-
-    @staticmethod
-    def _decoded(r: tuple, specs: list[tuple[Any, Any]]) -> tuple:
-        """The SQL columns ``specs`` of row ``r``, decoded; a crafted cell's error names its
-        row (the first column)."""
-        try:
-            return tuple(r[i] if d is None else d(r[i]) for i, d in specs)
-        except queryplan.BadCell as e:
-            raise SchemaError(f"column {e.column!r}, row {r[0]}: {e.reason}") from None
-
-    def _sorted(self, items: list[tuple[Any, RowContext]], order: list[tuple[Expr, bool]]
-                ) -> list[tuple[Any, RowContext]]:
-        # Stable sorts from the last key to the first: None last ascending, first descending.
-        keyed = [(it, [self._eval("order_by", e, it[1]) for e, _ in order]) for it in items]
-        for k in range(len(order) - 1, -1, -1):
-            asc = order[k][1]
-            keyed.sort(key=lambda x, k=k: order_key(x[1][k]), reverse=not asc)  # type: ignore[misc]
-        return [it for it, _ in keyed]
-
-    # -- groups --
-    def _grouped_sql(self, cursor: Iterable[tuple]) -> Iterator[tuple]:
-        p = self.plan
-        specs = [(o.column, o.decode) for o in p.outputs if o.column is not None]
-        err = p.errors_column
-        for r in cursor:
-            if err is not None and r[err]:
-                self.skipped += r[err]
-            yield tuple(r[i] if d is None else d(r[i]) for i, d in specs)
-
-    def _grouped(self, cursor: Iterable[tuple]) -> Iterator[tuple]:
-        p = self.plan
-        groups: dict[Any, _Group] = {}
-        err_cols = sorted({i for a in p.aggregates for i in a.error_columns})
-        python_heavy = any(i is None for _, i, _ in p.keys) or any(
-            a.arg_columns is None for a in p.aggregates)
-
-        def prepare(r: tuple) -> tuple | None:
-            rc = self._context(r) if p.cells else None
-            try:
-                if p.py_where:
-                    assert rc is not None
-                    if not all(self._true(x, rc) for x in p.py_where):
-                        return None
-                keys = []
-                for k, i, d in p.keys:
-                    if i is None:
-                        assert rc is not None
-                        keys.append(self._eval("group_by", k, rc))
-                    else:
-                        keys.append(r[i] if d is None else d(r[i]))
-                calls = [self._arguments(a, r, rc) for a in p.aggregates]
-                errors = sum(1 for i in err_cols if r[i] is not None)
-                first = (rc.raw, rc.errors, r[0]) if rc is not None else ({}, {}, r[0])
-                return keys, calls, errors, first
-            finally:
-                if rc is not None:
-                    rc.close_opened()
-
-        it = iter(cursor)
-        with ThreadPoolExecutor(max_workers=workers(),
-                                thread_name_prefix="pxlite-query") as pool:
-            while True:
-                batch = list(itertools.islice(it, BATCH))
-                if not batch:
-                    break
-                prepared = pool.map(prepare, batch) if python_heavy and len(batch) > 1 else \
-                    map(prepare, batch)
-                for item in prepared:
-                    if item is not None:
-                        self._update(groups, *item)
-        if not p.keys and not groups:  # a whole-query aggregate over no rows: one row
-            groups[()] = _Group([], ({}, {}, None), [a.call.fn.start(a.call.options)
-                                                     for a in p.aggregates])
-        yield from self._group_outputs(list(groups.values()))
-
-    def _arguments(self, a: queryplan.Aggregate, r: tuple, rc: RowContext | None
-                   ) -> tuple[list[Any], dict[str, Any]] | None:
-        """What one row passes to an aggregate's update(): None to skip the row (a cell its
-        arguments read holds an error)."""
-        if any(r[i] is not None for i in a.error_columns):
-            return None
-        if a.arg_columns is not None:
-            return [r[i] if d is None else d(r[i])
-                    for i, d in zip(a.arg_columns, a.decoders, strict=True)], {}
-        assert rc is not None
-        try:
-            return a.call.arguments(rc)
-        except PxliteError:
-            raise
-        except Exception as e:
-            raise ComputeError(
-                f"computing the argument of {a.call!r} of {self.label} failed for row "
-                f"{rc.rowid}: {type(e).__name__}: {e}", table=self.label, row=rc.rowid,
-                errortype=type(e).__name__) from e
-
-    def _update(self, groups: dict[Any, _Group], keys: list[Any], calls: list[Any],
-                errors: int, first: tuple[dict[int, Any], dict[int, Any], Any]) -> None:
-        p = self.plan
-        gk = tuple(_hashable(k) for k in keys)
-        g = groups.get(gk)
-        if g is None:
-            g = groups[gk] = _Group(keys, first, [a.call.fn.start(a.call.options)
-                                                  for a in p.aggregates])
-        self.skipped += errors
-        for a, state, call in zip(p.aggregates, g.states, calls, strict=True):
-            if call is None:
-                continue
-            args, kwargs = call
-            if a.call.skips(args, kwargs):
-                continue
-            try:
-                state.update(*args, **kwargs)
-            except PxliteError:
-                raise
-            except Exception as e:
-                raise ComputeError(f"the aggregate {a.call!r} of {self.label} failed in "
-                                   f"update(): {type(e).__name__}: {e}",
-                                   table=self.label, errortype=type(e).__name__) from e
-
-    def _group_outputs(self, groups: list[_Group]) -> Iterator[tuple]:
-        p = self.plan
-        rows: list[tuple[tuple, list[Any]]] = []
-        for g in groups:
-            values = {}
-            for a, state in zip(p.aggregates, g.states, strict=True):
-                try:
-                    values[id(a.call)] = state.value()
-                except PxliteError:
-                    raise
-                except Exception as e:
-                    raise ComputeError(f"the aggregate {a.call!r} of {self.label} failed in "
-                                       f"value(): {type(e).__name__}: {e}", table=self.label,
-                                       errortype=type(e).__name__) from e
-            raw, errors, rowid = g.first
-            row = _GroupRow(dict(raw), dict(errors), self.resolver, rowid, values)
-            out = tuple(self._eval(o.name, o.expr, row) for o in p.outputs)
-            order = [self._eval("order_by", e, row) for e, _ in p.py_order] if p.py_order \
-                else g.keys
-            rows.append((out, order))
-        asc = [a for _, a in p.py_order] if p.py_order else [True] * len(p.keys)
-        for k in range(len(asc) - 1, -1, -1):
-            rows.sort(key=lambda x, k=k: order_key(x[1][k]), reverse=not asc[k])  # type: ignore[misc]
-        end = None if p.take is None else p.skip + p.take
-        for out, _ in rows[p.skip:end]:
-            yield out
-
-
-def order_key(v: Any) -> tuple:
-    """A sort key for one value, in SQLite's order of kinds (numbers, then text, then other
-    values), None after everything (so last ascending and first descending)."""
-    if v is None:
-        return (1,)
-    if isinstance(v, (bool, int, float)):
-        return (0, 0, v)
-    if isinstance(v, str):
-        return (0, 1, v)
-    if isinstance(v, (bytes, bytearray)):
-        return (0, 3, bytes(v))
-    if hasattr(v, "isoformat"):
-        return (0, 2, v.isoformat())
-    return (0, 4, json.dumps(v, sort_keys=True, default=repr))
-
-
-def _hashable(v: Any) -> Any:
-    """A group key's value as a dict key (lists and dicts by their JSON)."""
-    try:
-        hash(v)
-        return v
-    except TypeError:
-        return ("json", json.dumps(v, sort_keys=True, default=repr))
-
-

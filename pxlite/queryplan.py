@@ -7,6 +7,11 @@ of ``where``, outputs, ``order_by``, ``group_by`` keys and aggregates, joins, sa
 expression whose ``sql()`` is None (a Python UDF, an image's width, a column computed when read,
 ``%``) runs in Python on the rows SQLite returns; the plan says which and why.
 
+Joined tables share a query's row, so each table's column ids are made unique in it: every
+table after the first is read through a copy of its metadata whose column ids are shifted
+(:func:`shifted`; the SQL names stay ``t_<id>.c<id>``), and the expressions are rebound to
+those copies (:func:`rebind`).
+
 Values come back from SQL in their stored form (what the expression's type stores: Json as
 JSON text, Timestamp as ISO text, Bool as 0/1) and are decoded by the type. Every identifier in
 the SQL comes from integer ids (``t_<id>``, ``c<id>``) and every value is a bound parameter.
@@ -14,12 +19,14 @@ the SQL comes from integer ids (``t_<id>``, ``c<id>``) and every value is a boun
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from .catalog import ColumnMeta, TableMeta
-from .errors import SchemaError
+from .errors import NotFoundError, SchemaError
 from .exprs import (
     Arith,
     Call,
@@ -568,3 +575,89 @@ def _grouped_sql(c: Clauses, keys: list[Expr], aggs: list[AggregateCall], from_s
         all_params += [-1 if c.limit is None else c.limit, c.offset or 0]
     return Plan(sql, all_params, outputs, True, [], [], [], 0, None, [], [], False, errors_column,
                 [])
+
+
+# ---- joined tables: unique column ids ------------------------------------------------------------
+@dataclasses.dataclass
+class _ShiftedColumn(ColumnMeta):
+    """A column of a joined table with its id shifted (unique in the query); its SQL names
+    stay those of its own id."""
+
+    orig: int = 0
+
+    @property
+    def sql(self) -> str:
+        return f"c{self.orig}"
+
+    @property
+    def sql_et(self) -> str:
+        return f"c{self.orig}_et"
+
+    @property
+    def sql_em(self) -> str:
+        return f"c{self.orig}_em"
+
+
+@dataclasses.dataclass
+class _ShiftedTable(TableMeta):
+    """A joined table whose column ids are shifted; finds its columns by either id (a column
+    computed when read names others by their own ids)."""
+
+    shift: int = 0
+
+    def column_by_id(self, col_id: int) -> ColumnMeta:
+        return super().column_by_id(col_id + self.shift if col_id < self.shift else col_id)
+
+
+def shifted(meta: TableMeta, shift: int) -> TableMeta:
+    """``meta`` with its column ids shifted by ``shift`` (none: ``meta`` itself), for a table
+    read after the first in a join."""
+    if not shift:
+        return meta
+    cols: list[ColumnMeta] = [
+        _ShiftedColumn(c.col_id + shift, c.name, c.position, c.type, c.expr, c.destination,
+                       c.format, c.on_error, c.pending, c.stored, orig=c.col_id)
+        for c in meta.columns]
+    return _ShiftedTable(meta.id, meta.uid, meta.path, cols, shift=shift)
+
+
+def rebind(e: Expr, metas: dict[int, TableMeta]) -> Expr:
+    """``e`` with its column references pointing at ``metas`` (by table id; the columns as
+    loaded now, which also finds a column dropped since as a NotFoundError). Other nodes are
+    copied when a child changes; their children are the Expr-valued attributes (and lists,
+    tuples and dicts of them), the convention of every node in exprs.py."""
+    if isinstance(e, ColumnRef):
+        meta = metas.get(e.table.id)
+        if meta is None:
+            return e
+        try:
+            col = meta.column_by_id(e.col.col_id)
+        except NotFoundError:
+            raise NotFoundError(f"column {e.col.name!r} no longer exists in {meta.path!r}"
+                                ) from None
+        return ColumnRef(meta, col)
+    changed: dict[str, Any] = {}
+    for k, v in vars(e).items():
+        nv = _rebind_value(v, metas)
+        if nv is not v:
+            changed[k] = nv
+    if not changed:
+        return e
+    out = copy.copy(e)
+    for k, v in changed.items():
+        setattr(out, k, v)
+    return out
+
+
+def _rebind_value(v: Any, metas: dict[int, TableMeta]) -> Any:
+    if isinstance(v, Expr):
+        return rebind(v, metas)
+    if isinstance(v, (list, tuple)) and any(isinstance(x, Expr) for x in v):
+        items = [_rebind_value(x, metas) for x in v]
+        if all(a is b for a, b in zip(items, v, strict=True)):
+            return v
+        return type(v)(items) if isinstance(v, list) else tuple(items)
+    if isinstance(v, dict) and any(isinstance(x, Expr) for x in v.values()):
+        new = {k: _rebind_value(x, metas) for k, x in v.items()}
+        return v if all(new[k] is v[k] for k in v) else new
+    return v

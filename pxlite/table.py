@@ -33,7 +33,8 @@ from .exprs import ColumnRef, Expr, Literal, RowContext, column_expr
 from .ingest import INPUT_ERRORS, MediaInput, RowConverter, failed_input
 from .media import Resolver
 from .plan import Rows
-from .query import Query, ResultCursor, Source
+from .query import Query, Source
+from .queryrun import ResultCursor
 from .results import ResultSet, UpdateStatus
 from .types import ColumnType, as_type
 from .uda import contains_aggregate

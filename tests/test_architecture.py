@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.uda": 4, "pxlite.functions": 4,
     "pxlite.plan": 5, "pxlite.writes": 5, "pxlite.queryplan": 5,
     "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6, "pxlite.query": 6,
+    "pxlite.queryrun": 6,
     "pxlite.table": 7, "pxlite.maintenance": 7,
     "pxlite.connection": 8, "pxlite": 8, "pxlite.cli": 8, "pxlite.demo": 8,
 }

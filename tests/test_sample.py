@@ -14,7 +14,7 @@ import pytest
 
 import pxlite as pxl
 from pxlite.errors import SchemaError
-from pxlite.query import sample_key
+from pxlite.queryrun import sample_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
