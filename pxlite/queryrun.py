@@ -272,19 +272,9 @@ class Run:
             rc.close_opened(keep=vals)
             return (r[0], *vals) if self.want_rowids else tuple(vals)
 
-        it = iter(items)
-        with ThreadPoolExecutor(max_workers=workers(),
-                                thread_name_prefix="pxlite-query") as pool:
-            while True:
-                batch = list(itertools.islice(it, BATCH))
-                if not batch:
-                    return
-                if py_outputs and len(batch) > 1:
-                    # Computed outputs (a column computed when read, a function in select) run
-                    # on the compute threads, one per core, as computed columns do.
-                    yield from pool.map(one, batch)
-                else:
-                    yield from map(one, batch)
+        # Computed outputs (a column computed when read, a function in select) run on the
+        # compute threads, one per core, as computed columns do.
+        yield from _mapped(one, items, py_outputs)
 
     @staticmethod
     def _decoded(r: tuple, specs: list[tuple[Any, Any]]) -> tuple:
@@ -343,18 +333,9 @@ class Run:
                 if rc is not None:
                     rc.close_opened()
 
-        it = iter(cursor)
-        with ThreadPoolExecutor(max_workers=workers(),
-                                thread_name_prefix="pxlite-query") as pool:
-            while True:
-                batch = list(itertools.islice(it, BATCH))
-                if not batch:
-                    break
-                prepared = pool.map(prepare, batch) if python_heavy and len(batch) > 1 else \
-                    map(prepare, batch)
-                for item in prepared:
-                    if item is not None:
-                        self._update(groups, *item)
+        for item in _mapped(prepare, cursor, python_heavy):
+            if item is not None:
+                self._update(groups, *item)
         if not p.keys and not groups:  # a whole-query aggregate over no rows: one row
             groups[()] = _Group([], ({}, {}, None), [a.call.fn.start(a.call.options)
                                                      for a in p.aggregates])
@@ -430,6 +411,15 @@ class Run:
         end = None if p.take is None else p.skip + p.take
         for out, _ in rows[p.skip:end]:
             yield out
+
+
+def _mapped(fn: Callable[[Any], Any], items: Iterable[Any], parallel: bool) -> Iterator[Any]:
+    """``fn`` over ``items``, in order, :data:`BATCH` at a time: on the compute threads when
+    ``parallel`` (Python functions per row; Pillow and file reads release the GIL)."""
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-query") as pool:
+        while batch := list(itertools.islice(it, BATCH)):
+            yield from (pool.map(fn, batch) if parallel and len(batch) > 1 else map(fn, batch))
 
 
 def order_key(v: Any) -> tuple:
