@@ -480,21 +480,39 @@ class Query:
         """A :class:`ResultCursor` over the rows: for results larger than memory."""
         return ResultCursor(self)
 
+    def _count_plan(self, clauses: Clauses) -> Plan:
+        """The plan count() runs: the query without its outputs and order when they do not
+        decide which rows there are (no aggregates)."""
+        if clauses.group is None and not any(contains_aggregate(e) for _, e in clauses.outputs):
+            clauses = clauses._replace(outputs=[], order=[])
+        return queryplan.build(clauses)
+
+    @staticmethod
+    def _count_statement(p: Plan) -> tuple[str, list[Any]] | None:
+        if p.needs_rows or p.in_python:
+            return None
+        return f"SELECT count(*) FROM ({p.sql})", list(p.params)
+
+    def count_sql(self) -> tuple[str, list[Any]] | None:
+        """The SQL statement ``count()`` runs, with its parameters; None when Python must
+        look at the rows (it counts them as they stream). The plan twin of :meth:`count`."""
+        metas = self._load()
+        with self._source.db.read():
+            return self._count_statement(self._count_plan(self._clauses(self._checked(metas))))
+
     def count(self) -> int:
-        """The number of rows the query gives (groups, for a grouped query); SQL only when
-        the conditions allow."""
+        """The number of rows the query gives (groups, for a grouped query); one SQL
+        statement when no condition needs Python."""
         db = self._source.db
         metas = self._load()
         with db.read():
             clauses = self._clauses(self._checked(metas))
-            if clauses.group is None and not any(
-                    contains_aggregate(e) for _, e in clauses.outputs):
-                clauses = clauses._replace(outputs=[], order=[])
-            p = queryplan.build(clauses)
+            p = self._count_plan(clauses)
             if clauses.sample is not None:
                 register_functions(db)
-            if not p.needs_rows and not p.in_python:
-                return int(db.query(f"SELECT count(*) FROM ({p.sql})", p.params)[0][0])
+            statement = self._count_statement(p)
+            if statement is not None:
+                return int(db.query(*statement)[0][0])
             cursor = db.execute(p.sql, p.params)
         resolver = Resolver(self._source.settings(), self._source.media_folder)
         return sum(1 for _ in Run(p, resolver, self._label()).rows(db, cursor))

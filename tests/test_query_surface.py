@@ -281,6 +281,10 @@ def test_explain_and_the_plan_twins(t, capsys):
     q = t.where((t.c2 > 3) & is_even(t.c2)).select(t.c1, v=counted(t.c2)).order_by(t.c3)
     p = q.plan()
     assert q.collect_sql() == (p.sql, p.params) and p.params[0] == 3
+    assert q.count_sql() is None  # is_even() needs Python: count() streams the rows
+    sql_only = t.where(t.c2 > 3).limit(5)
+    assert sql_only.count_sql()[0].startswith("SELECT count(*) FROM (SELECT")
+    assert sql_only.count() == 5
     assert "WHERE (t_1.c2 > ?)" in p.sql and "ORDER BY t_1.c3 ASC NULLS LAST" in p.sql
     text = q._explain()
     assert text.startswith("Query on 't'") and "SQL: SELECT" in text and "SCAN t_1" in text
