@@ -12,9 +12,11 @@ table after the first is read through a copy of its metadata whose column ids ar
 (:func:`shifted`; the SQL names stay ``t_<id>.c<id>``), and the expressions are rebound to
 those copies (:func:`rebind`).
 
-Values come back from SQL in their stored form (what the expression's type stores: Json as
-JSON text, Timestamp as ISO text, Bool as 0/1) and are decoded by the type. Every identifier in
-the SQL comes from integer ids (``t_<id>``, ``c<id>``) and every value is a bound parameter.
+An output is selected as its value's SQL (``uda.value_sql``: an expression's ``sql_value()``
+where it has one, such as a JSON path's JSON text) and decoded by the expression (its type's
+stored form: Json as JSON text, Timestamp as ISO text, Bool as 0/1); a stored column's values are
+checked to be of its kind. Conditions, sort keys and group keys use ``sql()``. Every identifier
+in the SQL comes from integer ids (``t_<id>``, ``c<id>``) and every value is a bound parameter.
 """
 
 from __future__ import annotations
@@ -118,15 +120,17 @@ class Plan(NamedTuple):
     skip: int                                # offset and limit applied in Python
     take: int | None
     keys: list[tuple[Expr, int | None, Callable[[Any], Any] | None]]  # grouped in Python
-    aggregates: list[Aggregate]              # None when SQL computes the aggregates
+    aggregates: list[Aggregate]              # grouped in Python (empty when SQL computes them)
     in_python: bool                          # grouped: aggregates computed in Python
     errors_column: int | None                # grouped in SQL: error cells the aggregates skipped
     python: list[str]                        # what runs in Python, and why
 
     @property
     def needs_rows(self) -> bool:
-        """Whether Python must look at each row's cells (a condition, output or sort key)."""
-        return bool(self.cells)
+        """Whether Python must look at each row the statement returns (a condition, an output,
+        a sort key, or the offset and limit after those)."""
+        return bool(self.cells or self.py_where or self.py_order or self.skip
+                    or self.take is not None or any(o.column is None for o in self.outputs))
 
 
 # ---- why an expression runs in Python ------------------------------------------------------------
@@ -362,8 +366,8 @@ def _rows(c: Clauses) -> Plan:
 def _sampled(c: Clauses, sel: _Select, outputs: list[Output], from_sql: str, params: list[Any],
              where_sql: list[str], where_params: list[Any], py_where: list[Expr],
              python: list[str]) -> Plan:
-    """A sample: rows in the order of a seeded hash of their rowid (see module docstring of
-    query.py); stratified samples rank the rows of each stratum with a window function."""
+    """A sample: rows in the order of a seeded hash of their rowid (see queryrun.sample_key);
+    stratified samples rank the rows of each stratum with a window function."""
     s = c.sample
     assert s is not None
     first = c.tables[0].meta
