@@ -208,8 +208,8 @@ def main() -> None:
                                     "tmp": str(tmp)})]
             out = bl.repeat(runs, args.reps, SCRIPT)[case]
             if any("skipped" in r for r in out):
-                rows.append([case, "skipped: JSON paths (t.meta.camera.model) are not on this "
-                             "branch", "", "", ""])
+                rows.append([case, "skipped: no JSON paths (t.meta.camera.model) here", "", "",
+                             "", "", "", ""])
                 continue
             wall = statistics.median(r["pxlite_s"] / r["sql_s"] for r in out)
             cpu = statistics.median(r["pxlite_cpu_s"] / r["sql_cpu_s"] for r in out)
