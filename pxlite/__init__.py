@@ -25,6 +25,7 @@ from .errors import (
     ExecutorError,
     NotFoundError,
     ObjectNotFoundError,
+    OwnershipWarning,
     PxliteError,
     SchemaError,
     StorageError,
@@ -85,6 +86,7 @@ __all__ = [
     "Json",
     "NotFoundError",
     "ObjectNotFoundError",
+    "OwnershipWarning",
     "PxliteError",
     "Query",
     "Required",
@@ -245,4 +247,4 @@ def clear_cache() -> int:
 
 def check(fix: bool = False, db: Connection | None = None) -> Any:
     """Compare catalog and files both ways (see ``maintenance.check``) on ``db`` or the default."""
-    return maintenance.check(db or default(), fix=fix)
+    return maintenance.check((db or default()).places, fix=fix)

@@ -11,6 +11,7 @@ import os
 import shlex
 import shutil
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,10 +119,25 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    report = maintenance.check(_open(args), fix=args.fix)
+    report = maintenance.check(_open(args).places, fix=args.fix)
     print(report)
     if not report.ok:  # also after --fix: it removes orphans, missing files remain
         raise SystemExit(1)
+
+
+def cmd_claim(args: argparse.Namespace) -> None:
+    with warnings.catch_warnings():  # the open would say "claim them": that is what this does
+        warnings.simplefilter("ignore", pxl.OwnershipWarning)
+        db = _open(args)
+    claimed = db.claim_locations()
+    if not claimed:
+        print(f"{db.path} owns every location it recorded; nothing to claim")
+        return
+    print(f"{db.path} now owns {len(claimed):,} location(s) it read but did not clean:")
+    for where in claimed:
+        print(f"  {where}")
+    print("files there that no row of this database names are orphans now: "
+          f"`pxlite check --fix --db {shlex.quote(str(db.path))}` removes them")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -157,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = with_db(sub.add_parser("check", help="compare catalog and files, both ways"))
     s.add_argument("--fix", action="store_true", help="remove orphan files pxlite wrote")
     s.set_defaults(fn=cmd_check)
+    s = with_db(sub.add_parser(
+        "claim", help="take back the locations of a database that was moved, not copied"))
+    s.set_defaults(fn=cmd_claim)
     return p
 
 

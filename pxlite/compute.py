@@ -180,7 +180,7 @@ class Site(Protocol):
     settings: Settings
 
     @property
-    def conn(self) -> Any: ...  # media_folder, resolve(stored), stored(uri)
+    def places(self) -> Any: ...  # media_folder, resolve(stored), stored(uri)
     def output_prefix(self, destination: str | None) -> str: ...
     def write_bytes(self, data: bytes, ext: str, col: ColumnMeta, prefix: str) -> str: ...
     def track(self, uri: str, created: bool) -> str: ...
@@ -244,7 +244,7 @@ class Computation:
         self._media_inputs = [c.col_id for c in self.inputs if c.type.is_media]
         self.media_slots = [3 * k for k, t in enumerate(self.targets) if t.is_media]
         self._downloads: dict[str, Future] = {}
-        self._resolver = self._Resolver(op.settings, op.conn.media_folder, self._downloads)
+        self._resolver = self._Resolver(op.settings, op.places.media_folder, self._downloads)
         self._stack = contextlib.ExitStack()
         self._cache_open = False
         self.errors = 0
@@ -290,12 +290,12 @@ class Computation:
     def submit(self, rows: list[Row]) -> list[Future]:
         """Start computing ``rows`` (rowid, stored inputs, the inputs' cell errors) on this
         process's threads; their remote inputs start downloading at once."""
-        conn = self.op.conn
+        places = self.op.places
         for _, raw, _ in rows:
             for cid in self._media_inputs:
                 v = raw.get(cid)
                 if isinstance(v, str):
-                    uri = conn.resolve(v)
+                    uri = places.resolve(v)
                     if uri not in self._downloads and not storage.is_local(uri):
                         self._open_cache()
                         self._downloads[uri] = self._io.submit(
@@ -314,7 +314,7 @@ class Computation:
         from concurrent.futures import wait
 
         waiting = [self._downloads[u] for u in (
-            self.op.conn.resolve(raw[c]) for c in self._media_inputs
+            self.op.places.resolve(raw[c]) for c in self._media_inputs
             if isinstance(raw.get(c), str)) if u in self._downloads]
         if waiting:
             wait(waiting)  # a failed download is the cell's error when the row reads the file
@@ -339,7 +339,7 @@ class Computation:
 
     def _finish(self, res: list[Any]) -> list[Any]:
         """One row's cells as stored (media values relative in the media folder), counted."""
-        stored = self.op.conn.stored
+        stored = self.op.places.stored
         for k in self.media_slots:
             if res[k] is not None:
                 res[k] = stored(res[k])  # files in the media folder are stored relative
@@ -453,7 +453,7 @@ def _task_base(comp: Computation) -> _Task:
         meta=comp.op.meta, col_ids=[c.col_id for c in comp.cols],
         prefixes={c.destination: t.prefix for c, t in zip(comp.cols, comp.targets, strict=True)
                   if t.prefix is not None},
-        media_prefix=comp.op.conn.media_folder.prefix,
+        media_prefix=comp.op.places.media_folder.prefix,
         settings=executors.travelling_settings(comp.op.settings),
         functions=sorted(functions.items()), on_error=comp.on_error, rows=[],
         verdicts=verdicts)
@@ -500,7 +500,7 @@ class _WorkerSite:
         self.created: list[str] = []
 
     @property
-    def conn(self) -> _WorkerSite:
+    def places(self) -> _WorkerSite:
         return self
 
     def resolve(self, stored: str) -> str:
@@ -568,7 +568,7 @@ def compute_rows(op: Operation, cols: list[ColumnMeta], rows: Rows, *, on_error:
     transaction (an update's dependents, the last rows of a long operation). Old media values
     that get replaced are released (deleted after the commit) when ``release_old``."""
     t0 = time.perf_counter()
-    db, meta = op.conn.db, op.meta
+    db, meta = op.db, op.meta
     with Computation(op, cols, on_error=on_error) as comp:
         old_media = [c for c in comp.cols if c.type.is_media] if release_old else []
         read_cols = comp.inputs + old_media
@@ -640,7 +640,7 @@ def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.
     import threading
 
     t0 = time.perf_counter()
-    meta, db = op.meta, op.conn.db
+    meta, db = op.meta, op.db
     stop: list[int] = []
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -705,7 +705,7 @@ def _commit_batch(op: Operation, comp: Computation, job: catalog.Job, batch: lis
                   recheck: Callable[[], None]) -> None:
     """One brief transaction: the batch's cells (each only if its row's inputs are still what
     was computed from), the files they replace released, the job's progress recorded."""
-    db = op.conn.db
+    db = op.db
     params = [[*c, r[0], *r[1:1 + len(comp.inputs)]] for c, r in zip(cells, batch, strict=True)]
     stored_now = set(op.created)
     with op.committing(lambda _meta: recheck()):
@@ -719,7 +719,7 @@ def _commit_batch(op: Operation, comp: Computation, job: catalog.Job, batch: lis
             op.release(col_id, uris)
         catalog.advance_job(db, job, batch[-1][0], len(batch))
     if skipped:  # their rows changed meanwhile: the files computed for them go
-        op.discard(u for u in (op.conn.resolve(c[k]) for c in skipped
+        op.discard(u for u in (op.places.resolve(c[k]) for c in skipped
                                for k in comp.media_slots if c[k] is not None)
                    if u in stored_now)
 

@@ -97,6 +97,13 @@ class ExecutorError(PxliteError):
     where it stopped."""
 
 
+class OwnershipWarning(UserWarning):
+    """A database was opened where it cannot tell whether it was moved or copied (the file it
+    was last opened as is not visible: another machine, a renamed pair, a restored backup), so
+    it does not delete files in the locations its original recorded. Said once, at that open;
+    ``db.claim_locations()`` (or ``pxlite claim``) takes them back for a database that was moved."""
+
+
 # ---- argument choices and per-cell errors: one spelling each ---------------------------------
 #: What an operation does with a bad cell: 'abort' the whole call, or 'ignore' (store None and
 #: keep the error in the cell's errortype/errormsg).

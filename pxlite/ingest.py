@@ -138,7 +138,7 @@ class MediaInput:
         self._cwd: str | None = None
 
     def __call__(self, value: Any, col: ColumnMeta) -> str:
-        return self.op.conn.stored(self.store(value, col))
+        return self.op.places.stored(self.store(value, col))
 
     def store(self, value: Any, col: ColumnMeta) -> str:
         """The absolute URI of the stored input."""

@@ -195,9 +195,15 @@ _KEY = re.compile(r"(?P<uid>[0-9a-f]{12})/(?P<col>\d+)/(?:" + _HASHED_NAME
 _HASHED_TAIL = re.compile("/" + _HASHED_NAME + "$")
 
 
+def key_folder(table_uid: str, col_id: int | None = None) -> str:
+    """The folder (relative to a location's prefix, ending in '/') of a table's files, or of
+    one column's: the one place the ``<table uid>/<col id>/`` part of a key is spelled."""
+    return f"{table_uid}/" if col_id is None else f"{table_uid}/{col_id}/"
+
+
 def object_key(table_uid: str, col_id: int, digest: str, ext: str) -> str:
     """The content-addressed key of a file pxlite writes for a column (``digest``: SHA-256 hex)."""
-    return f"{table_uid}/{col_id}/{digest[:2]}/{digest}.{ext}"
+    return f"{key_folder(table_uid, col_id)}{digest[:2]}/{digest}.{ext}"
 
 
 def key_owner(key: str) -> str | None:
