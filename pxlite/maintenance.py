@@ -99,13 +99,15 @@ def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = IO_WORKER
 
 
 class MissingFile(NamedTuple):
-    """A row naming a file that does not exist. ``owned``: pxlite wrote it (else a reference)."""
+    """A row naming a file that does not exist. ``owned``: pxlite wrote it (else a reference);
+    ``computed``: the cell is a stored computed column's (recomputing it writes the file again)."""
 
     table: str
     column: str
     rowid: int
     uri: str
     owned: bool = True
+    computed: bool = False
 
 
 @dataclass
@@ -201,7 +203,7 @@ class CheckReport:
                 + (" ..." if len(self.unowned) > 3 else ""))
             lines.append("if it was moved, not copied (no other database uses them), claim them: "
                          f"pxlite claim --db {self.database} (or db.claim_locations())")
-        lost = sorted({(m.table, m.column) for m in self.missing if m.owned})
+        lost = sorted({(m.table, m.column) for m in self.missing if m.owned and m.computed})
         if lost:
             # check --fix cannot bring these back; computing them again can.
             lines.append("missing files of a computed column are written again by recomputing "
@@ -211,11 +213,9 @@ class CheckReport:
             db = "pxl" if self.database == home else f"pxl.connect({self.database!r})"
             lines.extend(f"  {db}.get_table({t!r}).recompute_columns({c!r})"
                          for t, c in lost[:EXAMPLES])
-            lines.append("other missing files (inserted media, references) must be restored "
-                         "from a backup, or their rows deleted")
-        elif self.missing:
-            lines.append("missing references: restore the files from a backup, or delete their "
-                         "rows")
+        if any(not (m.owned and m.computed) for m in self.missing):
+            lines.append(f"{'other ' if lost else ''}missing files (inserted media, references) "
+                         "must be restored from a backup, or their rows deleted")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -416,7 +416,8 @@ def _rows_naming(db: Database, suspects: dict[str, bool],
                 for rowid, u in db.query(
                         f"SELECT _rowid, {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
                         "(SELECT value FROM json_each(?)) ORDER BY _rowid", (arg,)):
-                    out.append(MissingFile(meta.path, c.name, rowid, resolve(u), suspects[u]))
+                    out.append(MissingFile(meta.path, c.name, rowid, resolve(u), suspects[u],
+                                           c.is_computed))
     return out
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable
@@ -125,6 +126,16 @@ def _identity_change(known: dict[str, str | None], here: str, here_file: str,
     elif media_file:
         change["media_dir"] = media_file
     return change
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside pxlite (the
+    user's ``pxl.connect(...)`` or write), whichever path inside pxlite led to it."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
 
 
 class Places:
@@ -348,13 +359,16 @@ class Places:
         if not places:
             return
         shown = ", ".join(places[:3]) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
+        was = ("is not the file it was last opened as (restored from a backup, or replaced?)"
+               if before == str(self.db.path) else
+               f"was last opened as {before}, which is not visible from here (moved to another "
+               "machine, renamed with its media folder, or restored from a backup?)")
         warnings.warn(
-            f"pxlite: {self.db.path} was last opened as {before}, which is not visible from here "
-            "(moved to another machine, renamed with its media folder, or restored from a "
-            f"backup?). It reads all its files but deletes none in {len(places)} location(s) "
-            f"recorded before ({shown}): another database may still name them. If this "
-            f"database was moved, not copied, claim them: db.claim_locations() or `pxlite claim "
-            f"--db {self.db.path}`", OwnershipWarning, stacklevel=4)
+            f"pxlite: {self.db.path} {was}. It reads all its files but deletes none in "
+            f"{len(places)} location(s) recorded before ({shown}): another database may still "
+            "name them. If this database was moved, not copied, claim them: "
+            f"db.claim_locations() or `pxlite claim --db {self.db.path}`", OwnershipWarning,
+            stacklevel=_caller_level())
 
     def claim(self) -> list[str]:
         """Take ownership of every recorded location (and of the media folder if it was shared):
