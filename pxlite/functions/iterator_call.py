@@ -80,8 +80,8 @@ class IteratorCall:
     def from_json(data: Mapping[str, Any], table: TableMeta) -> IteratorCall:
         """Rebuild a call stored by :meth:`to_json` against the base table it was made for;
         an unknown iterator is a NotFoundError, damaged data a SchemaError."""
+        cls = lookup_iterator(str(data.get("iterator")))  # NotFoundError: named, not damaged
         try:
-            cls = lookup_iterator(str(data["iterator"]))
             expr = from_json(data["input"], table)
             args = from_json({"lit": data.get("args")}, table)
             stored = args.value if isinstance(args, Literal) else None

@@ -218,7 +218,7 @@ class DocumentSplitter(ComponentIterator):
                     tp = page.get_textpage()
                     text, box = _lines(tp.get_text_bounded()), _text_box(tp)
                     tp.close()
-                    if per_page:
+                    if per_page and text:  # (as Pixeltable: a page without text gives no row)
                         img = page.render(scale=scale).to_pil() if image else None
                         yield Section(text=text, page=i, bounding_box=box, image=img)
                     else:
