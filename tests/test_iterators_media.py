@@ -188,7 +188,7 @@ def test_tile_call_round_trips(db):
         "tile_size": [64, 32], "overlap": [8, 0]}
 
 
-# ---- string_splitter -------------------------------------------------------------------------------
+# ---- string_splitter ----------------------------------------------------------------------------
 
 def test_string_splitter_gives_sentences(db):
     text = "Dr. Smith arrived at 3 p.m. yesterday. He said: 'Hello!' Then he left? Yes."
