@@ -21,15 +21,16 @@ from typing import Any
 BITS = 12
 
 
-def _frame_array(k: int, width: int, height: int) -> Any:
+def _frame_array(k: int, width: int, height: int, shift: int = 0) -> Any:
     import numpy as np
 
     x = np.arange(width, dtype=np.int32)
     y = np.arange(height, dtype=np.int32)[:, None]
     img = np.empty((height, width, 3), dtype=np.uint8)
-    img[..., 0] = ((x + 3 * k) % 256)[None, :]
-    img[..., 1] = ((y + 2 * k) % 256)
-    img[..., 2] = ((x // 2 + y // 2 + k) % 256)
+    m = k + shift
+    img[..., 0] = ((x + 3 * m) % 256)[None, :]
+    img[..., 1] = ((y + 2 * m) % 256)
+    img[..., 2] = ((x // 2 + y // 2 + m) % 256)
     stripe = width // BITS
     for b in range(BITS):
         on = (k >> (BITS - 1 - b)) & 1
@@ -51,10 +52,10 @@ def frame_number(image: Any) -> int:
 
 def write_video(path: str | Path, n_frames: int, *, fps: int = 10,
                 size: tuple[int, int] = (160, 96), gop: int | None = None, audio: bool = False,
-                codec: str | None = None) -> Path:
+                codec: str | None = None, start: int = 0) -> Path:
     """Encode ``n_frames`` frames at ``fps`` (frame ``k`` at ``k / fps`` s); ``gop`` frames
     between key frames (default: one a second); with ``audio``, a 440 Hz AAC tone as long as the
-    video."""
+    video; ``start`` shifts the gradients (so videos made with different ones differ)."""
     import av
     import numpy as np
 
@@ -73,7 +74,7 @@ def write_video(path: str | Path, n_frames: int, *, fps: int = 10,
             as_ = out.add_stream("aac", rate=44100)
             as_.layout = "mono"
         for k in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(_frame_array(k, w, h), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(_frame_array(k, w, h, start), format="rgb24")
             frame.pts = k
             for p in vs.encode(frame):
                 out.mux(p)
