@@ -271,6 +271,10 @@ def test_fast_segments_copy_packets_at_key_frames(videos):
             (0.0, 2.0), (1.0, 3.0), (2.0, 3.5)]
         assert [_segment(r["video_segment"])[0][::5] for r in rows] == [
             [0, 5, 10, 15], [10, 15, 20, 25], [20, 25, 30]]
+        assert all(_segment(r["video_segment"])[1] == 1 for r in rows)  # audio copied too
+    with video_splitter(str(videos["v"]), segment_times=[1.0, 2.5], mode="fast") as it:
+        assert [(r["segment_start"], r["segment_end"]) for r in it] == [
+            (0.0, 1.0), (1.0, 3.0), (3.0, 3.5)]
 
 
 def test_an_empty_segment_list_is_the_whole_video(videos):

@@ -337,8 +337,11 @@ class VideoSplitter(ComponentIterator):
         min_dur = self.args["min_segment_duration"] or 0.0
         start, k = 0.0, 0
         prev_start_pts: int | None = None
+        times = self.args["segment_times"]
         while True:
-            end = self._boundary(k)
+            # a segment aims at duration seconds from where it starts (its start already
+            # moved back by the overlap), or at the next of segment_times
+            end = self._boundary(k) if times is not None else start + self.args["duration"]
             out = self._copy_segment(container, vs, origin, start, end)
             if out is None:
                 return
@@ -353,8 +356,6 @@ class VideoSplitter(ComponentIterator):
             if last:
                 return
             start = out["segment_end"] - overlap
-            if self.args["segment_times"] is not None:
-                start = out["segment_end"]
             k += 1
 
     def _copy_segment(self, container: Any, vs: Any, origin: int, start: float,
