@@ -184,6 +184,43 @@ def encode_image(img: PILImage.Image, fmt: str | None = None) -> tuple[bytes, st
     return buf.getvalue(), FORMATS[fmt]
 
 
+# ---- files made by functions -------------------------------------------------------------
+_temp_lock = threading.Lock()
+_temp_dir: str | None = None
+
+
+def temp_output_path(suffix: str) -> str:
+    """A fresh path for a media file a function makes (``extract_audio``...): in a folder of
+    this process's own, removed when the process exits. A computed column that stores such a
+    file deletes it once its bytes are read (:func:`output_file`)."""
+    global _temp_dir
+    import atexit
+    import tempfile
+
+    with _temp_lock:
+        if _temp_dir is None or not os.path.isdir(_temp_dir):
+            _temp_dir = tempfile.mkdtemp(prefix="pxlite-out-")
+            atexit.register(shutil.rmtree, _temp_dir, True)
+        fd, path = tempfile.mkstemp(suffix=suffix, dir=_temp_dir)
+    os.close(fd)
+    return path
+
+
+def output_file(value: Any, kind: str, what: str) -> tuple[bytes, str]:
+    """The bytes and extension of a media file a function returned as a local path, checked to
+    be a ``kind`` file (video, audio, document); a file from :func:`temp_output_path` is
+    deleted once read."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise SchemaError(f"expected a {kind} file path from {what}, got {type(value).__name__}")
+    path = Path(os.fspath(value))
+    ext = check_local_file(path, kind)
+    data = path.read_bytes()
+    if _temp_dir is not None and os.path.dirname(os.path.abspath(path)) == _temp_dir:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return data, ext
+
+
 # ---- THE object-key grammar -------------------------------------------------------------------
 # Every file pxlite writes is named <table uid>/<col id>/<xx>/<sha256>.<ext>, where <xx> is the
 # first two hex digits of the SHA-256 of its bytes: content addressing makes a retried write

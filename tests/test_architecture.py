@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "pxlite.db": 2, "pxlite.storage": 2, "pxlite.cache": 2,
     "pxlite.catalog": 3, "pxlite.places": 3, "pxlite.media": 3, "pxlite.results": 3,
     "pxlite.imagegen": 3,
-    "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.functions": 4,
+    "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.functions": 4, "pxlite.iterators": 4,
     "pxlite.plan": 5, "pxlite.writes": 5,
     "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6, "pxlite.jobs": 6,
     "pxlite.table": 7, "pxlite.maintenance": 7,
@@ -29,7 +29,7 @@ LAYERS: dict[str, int] = {
 #: The one tolerated cycle: expressions build calls of UDFs, UDFs and functions build
 #: expressions.
 TOLERATED_CYCLE = {"pxlite.exprs", "pxlite.udf", "pxlite.functions", "pxlite.functions.image",
-                   "pxlite.functions.net"}
+                   "pxlite.functions.net", "pxlite.functions.iterator_call"}
 #: Internal modules that may be imported inside a function: each defers something heavy.
 DEFERRED = {
     "pxlite.cache": "the diskcache wrapper: loads diskcache",
