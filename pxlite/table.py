@@ -10,13 +10,14 @@ content addressing means identical content may already have been named by an ear
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, executors, maintenance, media, plan, storage, writes
+from . import catalog, display, executors, maintenance, media, plan, storage, writes
 from .catalog import ColumnMeta, TableMeta
 from .compute import Computation, Interrupted, compute_rows, run_batches, workers
 from .errors import (
@@ -344,58 +345,76 @@ class Table:
         """The names of the table's columns (a pending computed column is not one yet)."""
         return [c.name for c in self._meta().columns if not c.pending]
 
-    def _describe_rows(self) -> list[tuple[str, str, str, str]]:
+    def _describe_rows(self) -> list[display.ColumnInfo]:
+        """Per column: name, type, the expression computing it (with an unfinished add's
+        progress) and, for a stored media column, where new files go and where its files are."""
         meta = self._meta()
+        settings = self._conn.settings()
         rows = []
         for c in meta.columns:
             expr = ""
             if c.expr:
                 try:
-                    expr = repr(column_expr(meta, c, self._conn.settings()))
+                    expr = repr(column_expr(meta, c, settings))
                 except PxliteError as e:
                     expr = f"(unreadable: {e})"
-            if c.pending:
-                expr += f"  [{self._pending_state(meta, c)}]"
-            dest = ""
-            if not c.stored:
-                dest = "(computed when read: stored=False)"
-            elif c.type.is_media:
-                dest = (self._conn.resolve(c.destination) if c.destination else
-                        self._default_destination("output_media_dest" if c.is_computed
-                                                  else "input_media_dest"))
-            rows.append((c.name, repr(c.type), expr, dest))
+            job = self._job_of(meta, c) if c.pending else None
+            pending = None if not c.pending else (
+                (job.done_rows, job.total_rows) if job is not None else (0, 0))
+            dest = self._default_destination(meta, c, settings) \
+                if c.stored and c.type.is_media else None
+            rows.append(display.ColumnInfo(c.name, repr(c.type), expr, pending, dest, not c.stored))
         return rows
 
-    def _default_destination(self, key: str) -> str:
-        """What a column without its own destination writes to now, and where that comes
-        from (a global setting and its source, or the database's media folder)."""
-        settings = self._conn.settings()
-        dest = settings.get(key)
-        if not dest:
-            if key == "input_media_dest":
-                return "(default: references stay where they are; new files go to the media " \
-                       f"folder {self._conn.media_folder.prefix})"
-            return f"(default: the media folder {self._conn.media_folder.prefix})"
-        return f"(default: {dest}, {key} from {settings.sources.get(key, 'default')})"
+    def _default_destination(self, meta: TableMeta, col: ColumnMeta,
+                             settings: Any) -> display.Destination:
+        """Where a media column's new files go now and why (its own ``destination=``, a global
+        setting and its source, or the database's media folder), and the folders its existing
+        files are in when that is not the same one (a setting changed since they were
+        written: their files stay where they are)."""
+        conn = self._conn
+        key = "output_media_dest" if col.is_computed else "input_media_dest"
+        note = "" if col.is_computed or settings.get(key) else \
+            "inserted paths and URLs stay where they are"
+        if col.destination:
+            uri, why = conn.resolve(col.destination), "destination="
+        elif settings.get(key):
+            try:
+                uri = conn.canonical_dest(settings.get(key))
+            except PxliteError:
+                uri = str(settings.get(key))
+            why = f"{key} from {settings.sources.get(key, 'default')}"
+        else:
+            uri, why = conn.media_folder.prefix, "default: the media folder"
+        tail = f"{meta.uid}/{col.col_id}/"
+        with conn.db.read():
+            existing = tuple(conn.resolve(loc) for loc in catalog.locations(conn.db, meta.uid)
+                             if conn.db.query(*plan.any_file_under(meta, col, loc + tail)))
+        return display.Destination(uri, why, () if existing in ((), (uri,)) else existing, note)
 
     def describe(self) -> None:
-        """Print the schema: name, type, computed-from expression (with the progress of a
-        pending column), destination (a default shows where it resolves to now, and why).
-        Returns nothing, so a REPL shows it once; ``repr(t)`` is the same text."""
-        print(repr(self))
+        """Show the schema: name, type, computed-from expression (with the progress of a
+        pending column), where a media column's files go (a default shows where it resolves
+        to now, and why) and where its existing files are. A notebook shows it as a table
+        (``_repr_html_``); elsewhere it is printed as ``repr(t)``. Returns nothing, so a REPL
+        shows it once."""
+        display.show(self)
 
     def __repr__(self) -> str:
         try:
-            rows = self._describe_rows()
+            return display.TableDescription(self._path, self.count(),
+                                            tuple(self._describe_rows())).to_text()
         except NotFoundError:
             return f"<table {self._path!r} (dropped)>"
-        head = ("Column", "Type", "Computed with", "Destination")
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-                  for i, h in enumerate(head)]
-        fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-        lines = [f"Table '{self._path}'", fmt(head), fmt(tuple("-" * w for w in widths))]
-        lines += [fmt(r) for r in rows]
-        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The notebook form of :meth:`describe`: an HTML table, long URLs cut where they say
+        least (the whole URL on hover)."""
+        try:
+            return display.TableDescription(self._path, self.count(),
+                                            tuple(self._describe_rows()))._repr_html_()
+        except NotFoundError:
+            return f"<p>table {html.escape(repr(self._path))} (dropped)</p>"
 
     def add_column(self, *, if_exists: str = "error", **columns: Any) -> UpdateStatus:
         """Add plain columns (``t.add_column(label=pxl.String)``); existing rows get None."""

@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "pxlite.config": 1, "pxlite.types": 1,
     "pxlite.db": 2, "pxlite.storage": 2, "pxlite.cache": 2,
     "pxlite.catalog": 3, "pxlite.media": 3, "pxlite.results": 3, "pxlite.imagegen": 3,
+    "pxlite.display": 3,
     "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.functions": 4,
     "pxlite.plan": 5, "pxlite.writes": 5,
     "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6,
