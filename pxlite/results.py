@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import re
@@ -88,7 +89,8 @@ class ResultSet:
 
     def __init__(self, names: list[str], types: list[ColumnType], rows: list[tuple],
                  media: Callable[[int, Any], Any] | None = None,
-                 errors: Mapping[tuple[int, int], tuple[str, str]] | None = None) -> None:
+                 errors: Mapping[tuple[int, int], tuple[str, str]] | None = None,
+                 uri: Callable[[str], str] | None = None) -> None:
         self.names = names
         self.types = types
         self._rows = rows
@@ -96,6 +98,9 @@ class ResultSet:
         #: Cells that hold an error instead of a value: (row, column) -> (errortype, errormsg);
         #: shown instead of None, so a failed image says why it is missing.
         self._errors = dict(errors or {})
+        #: The absolute URI of a stored reference ('media:<key>' in the database's media
+        #: folder), so that a cell shows where its file is.
+        self._uri = uri
         self._lazy = [i for i, t in enumerate(types) if t.is_media] if media else []
 
     def __len__(self) -> int:
@@ -133,7 +138,8 @@ class ResultSet:
             kept = range(len(self._rows))[key]
             errors = {(n, c): self._errors[r, c] for n, r in enumerate(kept)
                       for c in range(len(self.names)) if (r, c) in self._errors}
-            return ResultSet(self.names, self.types, self._rows[key], self._media, errors)
+            return ResultSet(self.names, self.types, self._rows[key], self._media, errors,
+                             self._uri)
         return self._row(self._rows[key])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -169,6 +175,9 @@ class ResultSet:
     def _ref(self, v: str) -> str:
         """A media reference as people read it: a local file by its name as the user wrote it
         (``my photo #1.jpg``, not ``my%20photo%20%231.jpg``), credentials in a URL masked."""
+        if v.startswith(MEDIA_REF) and self._uri is not None:
+            with contextlib.suppress(Exception):  # a crafted reference shows as stored
+                v = self._uri(v)
         return urllib.parse.unquote(v) if v.startswith(("file://", MEDIA_REF)) else redact(v)
 
     def _is_ref(self, i: int, v: Any) -> bool:

@@ -28,6 +28,7 @@ from .errors import (
     SchemaError,
     check_choice,
     check_on_error,
+    useful_cause,
 )
 from .exprs import ColumnRef, Expr, Literal, RowContext, column_expr, split_conjuncts
 from .ingest import INPUT_ERRORS, MediaInput, RowConverter, failed_input
@@ -177,7 +178,7 @@ class Query:
             raise ComputeError(
                 f"computing {name} = {e!r} of {meta.path!r} failed for row {rc.rowid}: "
                 f"{type(err).__name__}: {err}", table=meta.path, row=rc.rowid, column=name,
-                errortype=type(err).__name__) from err
+                errortype=type(err).__name__, error=err) from useful_cause(err)
 
     def _default_outputs(self, meta: TableMeta) -> list[tuple[str, Expr]]:
         return [(c.name, ColumnRef(meta, c)) for c in meta.columns if not c.pending]
@@ -210,7 +211,10 @@ class Query:
 
             with ThreadPoolExecutor(max_workers=workers(),
                                     thread_name_prefix="pxlite-query") as pool:
-                rows = list(pool.map(one, contexts))
+                try:
+                    rows = list(pool.map(one, contexts))
+                except PxliteError as e:  # the worker thread's frames add nothing to it
+                    raise e.with_traceback(None) from e.__cause__
         else:
             rows = [one(rc) for rc in contexts]
 
@@ -218,7 +222,12 @@ class Query:
             col = cols_of[i]
             return uri if col is None else resolver.value(col, uri)
 
-        return ResultSet([n for n, _ in outputs], types, rows, media_value)
+        # A column's cell that failed (its input was missing, a UDF raised) shows its error
+        refs = [e.col.col_id if isinstance(e, ColumnRef) else None for _, e in outputs]
+        errors = {(r, i): rc.errors[c] for r, rc in enumerate(contexts)
+                  for i, c in enumerate(refs) if c in rc.errors}
+        return ResultSet([n for n, _ in outputs], types, rows, media_value, errors,
+                         self._t._conn.resolve)
 
     def count(self) -> int:
         """Number of rows the query matches (ignores select; SQL only when possible)."""

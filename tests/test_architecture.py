@@ -16,7 +16,7 @@ PKG = Path(__file__).resolve().parents[1] / "pxlite"
 #: DESIGN.md's rooms, lowest first. A module may import from its own layer or below.
 LAYERS: dict[str, int] = {
     "pxlite.errors": 0, "pxlite.faults": 0, "pxlite.redact": 0,
-    "pxlite.config": 1, "pxlite.types": 1,
+    "pxlite.config": 1, "pxlite.types": 1, "pxlite.progress": 1,
     "pxlite.db": 2, "pxlite.storage": 2, "pxlite.cache": 2,
     "pxlite.catalog": 3, "pxlite.media": 3, "pxlite.results": 3, "pxlite.imagegen": 3,
     "pxlite.display": 3,

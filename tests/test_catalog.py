@@ -130,8 +130,8 @@ def test_all_types_declared(db):
               "j": pxl.Json, "im": pxl.Image, "v": pxl.Video, "au": pxl.Audio, "d": pxl.Document}
     t = db.create_table("t", schema)
     rows = t._describe_rows()
-    assert [r.type for r in rows] == ["Int", "Float", "String", "Bool", "Timestamp", "Json", "Image",
-                                    "Video", "Audio", "Document"]
+    assert [r.type for r in rows] == ["Int", "Float", "String", "Bool", "Timestamp", "Json",
+                                      "Image", "Video", "Audio", "Document"]
 
 
 def test_module_level_default_database(pxlite_home):
