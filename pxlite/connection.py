@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import catalog, media, storage, writes
+from . import catalog, maintenance, media, storage, writes
 from . import config as _config
 from .db import Database
 from .errors import AlreadyExistsError, BusyError, NotFoundError, SchemaError, check_choice
@@ -91,6 +91,12 @@ class Connection:
 
     def close(self) -> None:
         self.db.close()
+
+    def check(self, fix: bool = False) -> maintenance.CheckReport:
+        """Compare this database's catalog with its files, both ways (see
+        :func:`pxlite.maintenance.check`); ``fix=True`` removes orphan files pxlite wrote. The
+        report names this database."""
+        return maintenance.check(self, fix=fix)
 
     # ---- settings and destinations --------------------------------------------------------------
     def settings(self) -> _config.Settings:

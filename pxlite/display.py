@@ -96,13 +96,18 @@ def short_url(url: str, width: int) -> str:
         parts = [f for f in path.split("/") if f]
         folders, tail = (parts, "") if path.endswith("/") or not parts else (parts[:-1], parts[-1])
     n = len(folders)
-    tries = [folders]
-    tries += [[folders[0], ELLIPSIS, *folders[n - k:]] for k in range(n - 2, 0, -1)]
-    tries += [[ELLIPSIS, *folders[n - k:]] for k in range(n - 1, 0, -1)]
-    tries.append([ELLIPSIS] if folders else [])
+    tries = [[*folders, tail]]
+    tries += [[folders[0], ELLIPSIS, *folders[n - k:], tail] for k in range(n - 2, 0, -1)]
+    tries += [[ELLIPSIS, *folders[n - k:], tail] for k in range(n - 1, 0, -1)]
+    if split is not None and folders:  # the folder above the key before the key's folders
+        tries.append([*([ELLIPSIS] if n > 1 else []), folders[-1], ELLIPSIS,
+                      tail.rsplit("/", 1)[1]])
+    tries.append([ELLIPSIS, tail] if folders else [tail])
+    if split is not None:
+        tries.append([ELLIPSIS, tail.rsplit("/", 1)[1]])
     text = url
     for shown in tries:
-        text = f"{root}/{'/'.join([*shown, tail])}"
+        text = f"{root}/{'/'.join(shown)}"
         if len(text) <= width:
             return text
     room = width - len(root) - 2          # the root, "/" and the ellipsis, then the path's end
@@ -117,13 +122,15 @@ def ref_html(url: str, width: int = HTML_URL_WIDTH) -> str:
             f"{html.escape(short_url(url, width))}</span>")
 
 
-def html_table(head: Sequence[str], rows: Sequence[str], notes: Sequence[str] = ()) -> str:
-    """pxlite's notebook table: the scoped CSS, a header row, ``rows`` (each ``<tr>…</tr>``),
-    and lines of notes under it (HTML)."""
+def html_table(head: Sequence[str], rows: Sequence[str], notes: Sequence[str] = (),
+               title: str = "") -> str:
+    """pxlite's notebook table: the scoped CSS, a title line (HTML), a header row, ``rows``
+    (each ``<tr>…</tr>``), and lines of notes under it (HTML)."""
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    before = f'<p class="pxl-note"><b>{title}</b></p>' if title else ""
     after = "".join(f'<p class="pxl-note">{n}</p>' for n in notes)
-    return (f'{CSS}<div class="pxl-rs"><table class="pxl-t"><thead><tr>{th}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>{after}</div>")
+    return (f'{CSS}<div class="pxl-rs">{before}<table class="pxl-t"><thead><tr>{th}</tr>'
+            f"</thead><tbody>{''.join(rows)}</tbody></table>{after}</div>")
 
 
 def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -191,13 +198,15 @@ class TableDescription:
 
     def to_text(self, width: int = TEXT_URL_WIDTH) -> str:
         """The description as a text table; URLs are cut to ``width`` characters (keeping
-        where the files are: :func:`short_url`). A folder the column's older files are in gets
-        a line of its own under the column."""
+        where the files are: :func:`short_url`). A destination's note and the folders a
+        column's older files are in get lines of their own under the column."""
         rows: list[list[str]] = []
         for c in self.columns:
             computed = c.computed_with + (f"  [{c.pending_text()}]" if c.pending else "")
             rows.append([c.name, c.type, computed, _dest_text(c, width)])
             d = c.destination
+            if d is not None and d.note:
+                rows.append(["", "", "", d.note])
             if d is not None and d.existing:
                 rows.append(["", "", "", "existing files: "
                              + ", ".join(short_url(u, width) for u in d.existing)])
@@ -216,7 +225,7 @@ class TableDescription:
                              f"{html.escape(c.pending_text())}</div>")
             rows.append(f"<tr><td>{html.escape(c.name)}</td><td>{html.escape(c.type)}</td>"
                         f"<td>{computed}</td><td>{_dest_html(c)}</td></tr>")
-        return html_table(self.HEAD, rows, [html.escape(self.title())])
+        return html_table(self.HEAD, rows, title=html.escape(self.title()))
 
 
 def _dest_text(c: ColumnInfo, width: int) -> str:
@@ -225,8 +234,7 @@ def _dest_text(c: ColumnInfo, width: int) -> str:
     d = c.destination
     if d is None:
         return ""
-    why = "; ".join(x for x in (d.why, d.note) if x)
-    text = short_url(d.uri, width) + (f" ({why})" if why else "")
+    text = short_url(d.uri, width) + (f" ({d.why})" if d.why else "")
     return ("new files: " + text) if d.existing else text
 
 

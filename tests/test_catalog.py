@@ -114,7 +114,8 @@ def test_describe_and_repr(db, capsys):
     assert "Required[Int]" in text and "image" in text and "Image" in text
     assert repr(t) == text
     assert text.startswith("Table 't' (0 rows)\n")
-    assert "(default: the media folder; inserted paths and URLs stay where they are)" in text
+    assert "(default: the media folder)\n" in text
+    assert " inserted paths and URLs stay where they are\n" in text
     t.add_computed_column(r=t.image.rotate(90))
     assert "(default: the media folder)" in repr(t)
     db.config["output_media_dest"] = str(db.path.parent / "out")
