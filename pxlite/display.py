@@ -21,7 +21,7 @@ from .media import split_key
 #: Marks what a cut left out (one character wide in a text table).
 ELLIPSIS = "\u2026"
 #: The widest a URL is shown: in a text table, in notebook HTML (where the hover shows it all).
-TEXT_URL_WIDTH = 64
+TEXT_URL_WIDTH = 56
 HTML_URL_WIDTH = 60
 
 #: Scoped to pxlite's own tables (``div.pxl-rs table.pxl-t``); the selectors are more specific
@@ -74,7 +74,8 @@ def short_key(key: str) -> str:
 
 
 def short_url(url: str, width: int) -> str:
-    """``url`` in at most ``width`` characters, keeping what says where the file is.
+    """``url`` (or an absolute local path) in at most ``width`` characters, keeping what says
+    where the file is.
 
     In order, until it fits: the content hash of a file pxlite wrote is abbreviated
     (:func:`short_key`); folders in the middle of the path are replaced by ``…``, keeping the
@@ -85,9 +86,9 @@ def short_url(url: str, width: int) -> str:
     if len(url) <= width:
         return url
     m = _ROOT.match(url)
-    if m is None:
+    if m is None and not url.startswith("/"):
         return middle_cut(url, width)
-    root, path = m.groups()
+    root, path = m.groups() if m is not None else ("", url)  # a URL, or a local path
     split = split_key(url)
     if split is not None:
         folders = [f for f in path[:len(path) - len(split[1])].split("/") if f]
@@ -102,7 +103,8 @@ def short_url(url: str, width: int) -> str:
     if split is not None and folders:  # the folder above the key before the key's folders
         tries.append([*([ELLIPSIS] if n > 1 else []), folders[-1], ELLIPSIS,
                       tail.rsplit("/", 1)[1]])
-    tries.append([ELLIPSIS, tail] if folders else [tail])
+    if tail:  # a folder's URL keeps its last folder: it is the place itself
+        tries.append([ELLIPSIS, tail] if folders else [tail])
     if split is not None:
         tries.append([ELLIPSIS, tail.rsplit("/", 1)[1]])
     text = url
@@ -110,6 +112,13 @@ def short_url(url: str, width: int) -> str:
         text = f"{root}/{'/'.join(shown)}"
         if len(text) <= width:
             return text
+    # Still too long: the last name (a file's, or a folder's) is cut in its middle
+    last = tries[-1][-1] or (folders[-1] + "/" if folders else "")
+    head = f"{root}/{ELLIPSIS}/" if len(tries[-1]) > 1 or not tail else f"{root}/"
+    room = width - len(head)
+    if room >= 8 and len(last) > room and ELLIPSIS not in last:
+        front = (room - 1) // 2
+        return f"{head}{last[:front]}{ELLIPSIS}{last[len(last) - (room - 1 - front):]}"
     room = width - len(root) - 2          # the root, "/" and the ellipsis, then the path's end
     if room >= 8:
         return f"{root}/{ELLIPSIS}{text[len(text) - room:]}"

@@ -21,7 +21,7 @@ from .display import (
     short_url,
 )
 from .errors import ConfigError, NotFoundError, SchemaError
-from .media import MEDIA_REF, has_alpha
+from .media import MEDIA_REF, has_alpha, split_key
 from .redact import redact
 from .types import ColumnType, is_pil_image
 
@@ -182,8 +182,10 @@ class ResultSet:
 
     def _is_ref(self, i: int, v: Any) -> bool:
         """Whether a cell is a path or URL: a media reference, or a text value that is one URL
-        (such as ``.fileurl``); those are cut in the middle and shown in monospace."""
-        return isinstance(v, str) and (self.types[i].is_media or _URL.match(v) is not None)
+        (such as ``.fileurl``) or the local path of a file pxlite wrote (``.localpath``); those
+        are cut where they say least and shown in monospace."""
+        return isinstance(v, str) and (self.types[i].is_media or _URL.match(v) is not None
+                                       or (v.startswith("/") and split_key(v) is not None))
 
     def _short(self, i: int, v: Any) -> str:
         if v is None:
@@ -238,7 +240,7 @@ class ResultSet:
         media = [t.is_media for t in self.types]
 
         def cut(c: str, w: int, m: bool) -> str:
-            return short_url(c, w) if m or _URL.match(c) else end_cut(c, w)
+            return short_url(c, w) if m or _URL.match(c) or c.startswith("/") else end_cut(c, w)
 
         def line(cells: list[str]) -> str:
             out = "  ".join(cut(c, w, m).ljust(w)

@@ -386,7 +386,7 @@ class Table:
         note = "" if col.is_computed or settings.get(key) else \
             "inserted paths and URLs stay where they are"
         if col.destination:
-            uri, why = conn.resolve(col.destination), "its own destination="
+            uri, why = conn.resolve(col.destination), "set by destination="
         elif settings.get(key):
             try:
                 uri = conn.canonical_dest(settings.get(key))

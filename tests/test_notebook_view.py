@@ -13,7 +13,7 @@ from PIL import Image
 
 import pxlite as pxl
 from pxlite.cli import main
-from pxlite.display import ELLIPSIS, short_key, short_url
+from pxlite.display import ELLIPSIS, TEXT_URL_WIDTH, short_key, short_url
 from pxlite.results import HTML_ROWS, ResultSet
 
 KEY = "5e521de4f6f7/3/cd/cd826b6ba3d144d3bf0cb86747ba151d06cfd312bf782e4a50fe8f1f67aae159.jpg"
@@ -136,7 +136,7 @@ def test_describe_as_html(db, tmp_path: Path) -> None:
     assert "Table &#x27;media&#x27; (3 rows)" in html
     assert "image.rotate(90)" in html and "image.thumbnail((16, 16))" in html
     rotated = str(tmp_path / "rotated")
-    assert f'title="file://{rotated}/"' in html and "its own destination=" in html
+    assert f'title="file://{rotated}/"' in html and "set by destination=" in html
     assert "default: the media folder" in html and "paths and URLs stay where they are" in html
 
 
@@ -146,7 +146,8 @@ def test_describe_shows_where_existing_files_are_after_a_new_default(db, tmp_pat
     pxl.configure(output_media_dest=str(out))
     text = repr(t)
     line = next(li for li in text.splitlines() if li.startswith("thumb "))
-    assert f"{short_url(f'file://{out}/', 64)} (output_media_dest from configure())" in line
+    new = short_url(f"file://{out}/", TEXT_URL_WIDTH)
+    assert f"{new} (output_media_dest from configure())" in line
     assert "  new files: file://" in line
     existing = text.splitlines()[text.splitlines().index(line) + 1]
     assert existing.strip().startswith("existing files: ") and "test.pxl.media/" in existing
