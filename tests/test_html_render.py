@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+from udfs.sample import interrupt_at
 
 import pxlite as pxl
 
@@ -183,15 +184,8 @@ def _notebook_page(db, tmp_path: Path) -> tuple[str, list[str]]:
     t.add_computed_column(rotated=t.image.rotate(90), destination=str(tmp_path / "rotated"))
     t.add_computed_column(thumb=t.image.thumbnail((32, 32)))
     pxl.configure(output_media_dest=str(tmp_path / ("a-new-default-destination-" * 3)))
-
-    @pxl.udf
-    def stop_at_40(n: int) -> int:
-        if n == 40:
-            raise KeyboardInterrupt  # as Ctrl-C would: the column stays pending
-        return n
-
-    with pytest.raises(KeyboardInterrupt):
-        t.add_computed_column(half=stop_at_40(t.n))
+    with pytest.raises(KeyboardInterrupt):  # a column left pending, as Ctrl-C would
+        t.add_computed_column(half=interrupt_at(t.n, 40))
     urls = t.select(t.label, t.rotated.fileurl, t.thumb.fileurl, t.thumb).order_by(t.n).limit(3)
     parts = [t._repr_html_(), urls.collect()._repr_html_(), t.order_by(t.n).collect()._repr_html_()]
     # print(rs) of the example: the label and two file URLs

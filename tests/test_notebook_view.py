@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from udfs.sample import interrupt_at
 
 import pxlite as pxl
 from pxlite.cli import main
@@ -178,15 +179,8 @@ def test_describe_cuts_long_paths_in_text_keeping_the_folder(tmp_path: Path) -> 
 def test_describe_shows_a_pending_columns_progress(db) -> None:
     t = db.create_table("t", {"n": pxl.Int})
     t.insert([{"n": i} for i in range(300)])
-
-    @pxl.udf
-    def stop_at_280(n: int) -> int:
-        if n == 280:
-            raise KeyboardInterrupt  # as Ctrl-C would: the column stays pending
-        return n
-
-    with pytest.raises(KeyboardInterrupt):
-        t.add_computed_column(m=stop_at_280(t.n))
+    with pytest.raises(KeyboardInterrupt):  # a column left pending, as Ctrl-C would
+        t.add_computed_column(m=interrupt_at(t.n, 280))
     done = re.search(r"\[pending (\d+)/300\]", repr(t))
     assert done is not None and 0 < int(done.group(1)) < 300, repr(t)
     assert f'<progress value="{done.group(1)}" max="300">' in t._repr_html_()
