@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pxlite as pxl
 
-from . import config, maintenance
+from . import config
 from .catalog import did_you_mean
 from .demo import run_demo
 from .errors import NotFoundError, PxliteError
@@ -82,11 +82,7 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    s = config.resolve()
-    rows = s.describe()
-    w = max(len(k) for k, _, _ in rows)
-    for key, value, source in rows:
-        print(f"{key.ljust(w)}  {value}  [{source}]")
+    print("\n".join(config.resolve().lines()))
 
 
 def human_size(n: float) -> str:
@@ -119,7 +115,8 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    report = maintenance.check(_open(args).places, fix=args.fix)
+    # without --db: the home database if there is one (a check never creates a database)
+    report = _open(args).check(fix=args.fix) if args.db else pxl.check(fix=args.fix)
     print(report)
     if not report.ok:  # also after --fix: it removes orphans, missing files remain
         raise SystemExit(1)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import catalog, config, executors, media, plan, storage
+from . import catalog, config, executors, media, plan, progress, storage
 from .catalog import ColumnMeta, TableMeta
 from .errors import ComputeError, PxliteError, SchemaError, failed_cell
 from .executors import Pool
@@ -336,7 +336,10 @@ class Computation:
         advances per row."""
         out = []
         for fut, rowid in zip(futures, rowids, strict=True):
-            res, raw = fut.result()
+            try:
+                res, raw = fut.result()
+            except PxliteError as e:  # a cell's error: the compute thread's frames add nothing
+                raise e.with_traceback(None) from e.__cause__
             res = _settle([*res, rowid], raw, self.targets, self.op.meta, self.on_error)[:-1]
             out.append(self._finish(res))
         return out
@@ -653,8 +656,8 @@ def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.
             signal.signal(signal.SIGINT, previous or signal.default_int_handler)
 
         previous = signal.signal(signal.SIGINT, on_sigint)
-    bar = _progress(lambda: max(job.total_rows, job.done_rows), desc, op.settings,
-                    initial=job.done_rows)
+    bar = progress.bar(lambda: max(job.total_rows, job.done_rows), desc, op.settings,
+                       initial=job.done_rows)
     try:
         with Computation(op, cols, on_error=on_error, bar=bar, pool=pool) as comp:
             old_media = [c for c in comp.cols if c.type.is_media] if release_old else []
@@ -735,30 +738,3 @@ def _write_guarded(db: Any, sql: str, params: list[list[Any]]) -> list[bool]:
         db.execute(sql, p)
         out.append(db.changes() > 0)
     return out
-
-
-def _progress(count: Callable[[], int], desc: str, settings: Settings, *,
-              initial: int = 0) -> Any:
-    """A tqdm bar, only on a terminal or notebook: it shows ``initial``/total at once and
-    advances per row, with rate and ETA. ``count`` gives the total; it is only asked (a query)
-    when a bar can show."""
-    if not settings.get("progress", True) or not _interactive():
-        return None
-    total = count()
-    if total < 2:
-        return None
-    from tqdm.auto import tqdm  # only now: importing it costs ~45 ms
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="row", leave=False)
-
-
-def _interactive() -> bool:
-    """A terminal on stderr, or a Jupyter kernel: somewhere a person watches a bar."""
-    import sys
-
-    if "ipykernel" in sys.modules:
-        return True
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False

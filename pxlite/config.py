@@ -206,9 +206,18 @@ class Settings:
                 rows.append((f"{p}.{k}", _show(k, v), self.sources.get(f"{p}.{k}", "?")))
         return rows
 
+    def lines(self) -> list[str]:
+        """One line per setting, ``key  value  [source]``, aligned, secrets masked (what
+        ``pxlite config`` prints)."""
+        rows = self.describe()
+        w = max(len(k) for k, _, _ in rows)
+        return [f"{k.ljust(w)}  {v}  [{source}]" for k, v, source in rows]
+
     def __repr__(self) -> str:
-        # Masked: a Settings object shows up in tracebacks with locals and in debug logs.
-        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v, _ in self.describe()) + ")"
+        # One setting a line (a notebook showed one long line); masked: a Settings object
+        # shows up in tracebacks with locals and in debug logs.
+        return "\n".join(["Settings (value, then where it came from):",
+                          *(f"  {line}" for line in self.lines())])
 
     def fingerprint(self, provider: str) -> tuple[tuple[str, str], ...]:
         """A hashable identity of a provider section (clients are cached per fingerprint)."""

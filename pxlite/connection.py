@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from . import catalog, writes
+from . import catalog, maintenance, writes
 from . import config as _config
 from .db import Database
 from .errors import AlreadyExistsError, BusyError, NotFoundError, SchemaError, check_choice
@@ -51,6 +51,12 @@ class Connection:
 
     def close(self) -> None:
         self.db.close()
+
+    def check(self, fix: bool = False) -> maintenance.CheckReport:
+        """Compare this database's catalog with its files, both ways (see
+        :func:`pxlite.maintenance.check`); ``fix=True`` removes orphan files pxlite wrote. The
+        report names this database."""
+        return maintenance.check(self.places, fix=fix)
 
     # ---- settings, places and ownership --------------------------------------------------------
     def settings(self) -> _config.Settings:

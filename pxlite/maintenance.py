@@ -25,7 +25,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import catalog, media, storage, writes
 from . import config as _config
@@ -218,8 +218,13 @@ class CheckReport:
                          "must be restored from a backup, or their rows deleted")
         return "\n".join(lines)
 
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython (a notebook, its shell) shows the report itself, which names the database,
+        rather than the one-line repr."""
+        p.text(str(self))
+
     def __repr__(self) -> str:
-        return (f"<CheckReport ok={self.ok} missing={len(self.missing)} "
+        return (f"<CheckReport of {self.database!r}: ok={self.ok} missing={len(self.missing)} "
                 f"orphans={len(self.orphans)} kept={len(self.kept)} fixed={len(self.fixed)} "
                 f"integrity={len(self.integrity)} errors={len(self.errors)}>")
 

@@ -250,6 +250,17 @@ def key_owner(key: str) -> str | None:
     return m["uid"] if m is not None else None
 
 
+_KEY_AT_END = re.compile(r"(?<![^/])[0-9a-f]{12}/\d+/" + _HASHED_NAME + r"\Z")
+
+
+def split_key(uri: str) -> tuple[str, str] | None:
+    """A URI of a file pxlite wrote, split into ``(prefix, key)``: where it lives (the
+    destination) and the content-addressed key ``<table uid>/<col id>/<xx>/<sha256>.<ext>``;
+    None when the URI does not end in such a key (a user's file)."""
+    m = _KEY_AT_END.search(uri)
+    return (uri[:m.start()], m.group()) if m is not None else None
+
+
 def is_content_addressed(uri: str) -> bool:
     """True for files pxlite named by their content hash: their bytes can never change."""
     return bool(_HASHED_TAIL.search(uri))

@@ -9,12 +9,13 @@ content addressing means identical content may already have been named by an ear
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, executors, jobs, maintenance, media, plan, storage, writes
+from . import catalog, display, executors, jobs, maintenance, media, plan, storage, writes
 from .catalog import ColumnMeta, TableMeta
 from .compute import Computation, compute_rows, workers
 from .errors import (
@@ -24,6 +25,7 @@ from .errors import (
     SchemaError,
     check_choice,
     check_on_error,
+    useful_cause,
 )
 from .exprs import ColumnRef, Expr, Literal, RowContext, column_expr, split_conjuncts
 from .ingest import INPUT_ERRORS, MediaInput, RowConverter, failed_input
@@ -173,7 +175,7 @@ class Query:
             raise ComputeError(
                 f"computing {name} = {e!r} of {meta.path!r} failed for row {rc.rowid}: "
                 f"{type(err).__name__}: {err}", table=meta.path, row=rc.rowid, column=name,
-                errortype=type(err).__name__) from err
+                errortype=type(err).__name__, error=err) from useful_cause(err)
 
     def _default_outputs(self, meta: TableMeta) -> list[tuple[str, Expr]]:
         return [(c.name, ColumnRef(meta, c)) for c in meta.columns if not c.pending]
@@ -206,7 +208,10 @@ class Query:
 
             with ThreadPoolExecutor(max_workers=workers(),
                                     thread_name_prefix="pxlite-query") as pool:
-                rows = list(pool.map(one, contexts))
+                try:
+                    rows = list(pool.map(one, contexts))
+                except PxliteError as e:  # the worker thread's frames add nothing to it
+                    raise e.with_traceback(None) from e.__cause__
         else:
             rows = [one(rc) for rc in contexts]
 
@@ -214,7 +219,12 @@ class Query:
             col = cols_of[i]
             return uri if col is None else resolver.value(col, uri)
 
-        return ResultSet([n for n, _ in outputs], types, rows, media_value)
+        # A column's cell that failed (its input was missing, a UDF raised) shows its error
+        refs = [e.col.col_id if isinstance(e, ColumnRef) else None for _, e in outputs]
+        errors = {(r, i): rc.errors[c] for r, rc in enumerate(contexts)
+                  for i, c in enumerate(refs) if c in rc.errors}
+        return ResultSet([n for n, _ in outputs], types, rows, media_value, errors,
+                         self._t._conn.resolve)
 
     def count(self) -> int:
         """Number of rows the query matches (ignores select; SQL only when possible)."""
@@ -331,58 +341,76 @@ class Table:
         """The names of the table's columns (a pending computed column is not one yet)."""
         return [c.name for c in self._meta().columns if not c.pending]
 
-    def _describe_rows(self) -> list[tuple[str, str, str, str]]:
+    def _describe_rows(self) -> list[display.ColumnInfo]:
+        """Per column: name, type, the expression computing it (with an unfinished add's
+        progress) and, for a stored media column, where new files go and where its files are."""
         meta = self._meta()
+        settings = self._conn.settings()
         rows = []
         for c in meta.columns:
             expr = ""
             if c.expr:
                 try:
-                    expr = repr(column_expr(meta, c, self._conn.settings()))
+                    expr = repr(column_expr(meta, c, settings))
                 except PxliteError as e:
                     expr = f"(unreadable: {e})"
-            if c.pending:
-                expr += f"  [{jobs.pending_state(self._conn.db, meta, c)}]"
-            dest = ""
-            if not c.stored:
-                dest = "(computed when read: stored=False)"
-            elif c.type.is_media:
-                dest = (self._conn.resolve(c.destination) if c.destination else
-                        self._default_destination("output_media_dest" if c.is_computed
-                                                  else "input_media_dest"))
-            rows.append((c.name, repr(c.type), expr, dest))
+            job = jobs.job_of(self._conn.db, meta, c) if c.pending else None
+            pending = None if not c.pending else (
+                (job.done_rows, job.total_rows) if job is not None else (0, 0))
+            dest = self._default_destination(meta, c, settings) \
+                if c.stored and c.type.is_media else None
+            rows.append(display.ColumnInfo(c.name, repr(c.type), expr, pending, dest, not c.stored))
         return rows
 
-    def _default_destination(self, key: str) -> str:
-        """What a column without its own destination writes to now, and where that comes
-        from (a global setting and its source, or the database's media folder)."""
-        settings = self._conn.settings()
-        dest = settings.get(key)
-        if not dest:
-            if key == "input_media_dest":
-                return "(default: references stay where they are; new files go to the media " \
-                       f"folder {self._conn.media_folder.prefix})"
-            return f"(default: the media folder {self._conn.media_folder.prefix})"
-        return f"(default: {dest}, {key} from {settings.sources.get(key, 'default')})"
+    def _default_destination(self, meta: TableMeta, col: ColumnMeta,
+                             settings: Any) -> display.Destination:
+        """Where a media column's new files go now and why (its own ``destination=``, a global
+        setting and its source, or the database's media folder), and the folders its existing
+        files are in when that is not the same one (a setting changed since they were
+        written: their files stay where they are)."""
+        places, db = self._conn.places, self._conn.db
+        key = "output_media_dest" if col.is_computed else "input_media_dest"
+        note = "" if col.is_computed or settings.get(key) else \
+            "inserted paths and URLs stay where they are"
+        if col.destination:
+            uri, why = places.resolve(col.destination), "set by destination="
+        elif settings.get(key):
+            try:
+                uri = places.canonical_dest(settings.get(key))
+            except PxliteError:
+                uri = str(settings.get(key))
+            why = f"{key} from {settings.sources.get(key, 'default')}"
+        else:
+            uri, why = places.media_folder.prefix, "default: the media folder"
+        with db.read():
+            existing = tuple(dict.fromkeys(
+                places.resolve(loc.prefix) for loc in places.locations(meta.uids or (meta.uid,))
+                if db.query(*plan.any_file_under(meta, col, loc.folder(col.col_id)))))
+        return display.Destination(uri, why, () if existing in ((), (uri,)) else existing, note)
 
     def describe(self) -> None:
-        """Print the schema: name, type, computed-from expression (with the progress of a
-        pending column), destination (a default shows where it resolves to now, and why).
-        Returns nothing, so a REPL shows it once; ``repr(t)`` is the same text."""
-        print(repr(self))
+        """Show the schema: name, type, computed-from expression (with the progress of a
+        pending column), where a media column's files go (a default shows where it resolves
+        to now, and why) and where its existing files are. A notebook shows it as a table
+        (``_repr_html_``); elsewhere it is printed as ``repr(t)``. Returns nothing, so a REPL
+        shows it once."""
+        display.show(self)
 
     def __repr__(self) -> str:
         try:
-            rows = self._describe_rows()
+            return display.TableDescription(self._path, self.count(),
+                                            tuple(self._describe_rows())).to_text()
         except NotFoundError:
             return f"<table {self._path!r} (dropped)>"
-        head = ("Column", "Type", "Computed with", "Destination")
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-                  for i, h in enumerate(head)]
-        fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-        lines = [f"Table '{self._path}'", fmt(head), fmt(tuple("-" * w for w in widths))]
-        lines += [fmt(r) for r in rows]
-        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The notebook form of :meth:`describe`: an HTML table, long URLs cut where they say
+        least (the whole URL on hover)."""
+        try:
+            return display.TableDescription(self._path, self.count(),
+                                            tuple(self._describe_rows()))._repr_html_()
+        except NotFoundError:
+            return f"<p>table {html.escape(repr(self._path))} (dropped)</p>"
 
     def add_column(self, *, if_exists: str = "error", **columns: Any) -> UpdateStatus:
         """Add plain columns (``t.add_column(label=pxl.String)``); existing rows get None."""
