@@ -116,6 +116,8 @@ def _run(conn: pxl.Connection, op: dict[str, Any]) -> Any:
 
 
 def main(argv: Sequence[str]) -> None:
+    """The child: connect, install the hooks (so hits count from the operation on, not from
+    the connect), wait for ``start_after``, run the operation, print its outcome as JSON."""
     global _fail_after
     a = json.loads(argv[0])
     _fail_after = a.get("fail_after")
@@ -123,10 +125,8 @@ def main(argv: Sequence[str]) -> None:
         from pxlite import compute
 
         compute.workers = lambda: 1  # one compute thread: files are written one at a time
-    _install_hooks(a.get("hooks", []))
     conn = pxl.connect(a["db"], config=a.get("config"))
-    if a.get("ready"):
-        Path(a["ready"]).touch()
+    _install_hooks(a.get("hooks", []))
     if a.get("start_after"):
         wait_for_file(a["start_after"])
     try:
