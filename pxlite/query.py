@@ -52,6 +52,7 @@ class Source(NamedTuple):
     recheck: Callable[[TableMeta], None]
     settings: Callable[[], Settings]
     media_folder: MediaFolder
+    resolve: Callable[[str], str]      # the absolute URI of a stored reference
 
 
 class Joinable(Protocol):
@@ -466,10 +467,14 @@ class Query:
     def _result(self, *, reverse: bool = False) -> ResultSet:
         started = self._stream(reverse=reverse)
         data = list(started.rows)
+        last = len(data) - 1
+        # A stored cell that failed (its input was missing, a UDF raised) shows its error
+        errors = {(last - n if reverse else n, j): e for n, found in started.run.errors.items()
+                  for j, e in found.items()}
         if reverse:
             data.reverse()
-        return ResultSet(started.names, started.types, data, started.value,
-                         errors_skipped=started.run.skipped)
+        return ResultSet(started.names, started.types, data, started.value, errors,
+                         self._source.resolve, errors_skipped=started.run.skipped)
 
     def collect(self) -> ResultSet:
         """Run the query; media cells load lazily when the result is read. Aggregates that

@@ -88,13 +88,15 @@ class Clauses(NamedTuple):
 
 class Output(NamedTuple):
     """One result column: from SQL column ``column`` (decoded by ``decode``), or computed in
-    Python (``column`` None); ``media``: a stored media column, kept as its URI until read."""
+    Python (``column`` None); ``media``: a stored media column, kept as its URI until read;
+    ``errors``: for a stored column, the SQL column of its cells' errortype (then errormsg)."""
 
     name: str
     expr: Expr
     column: int | None
     decode: Callable[[Any], Any] | None
     media: ColumnMeta | None
+    errors: int | None = None
 
 
 class Aggregate(NamedTuple):
@@ -256,16 +258,21 @@ class _Select:
             self.cell(table, col)
 
 
-def _output(sel: _Select, name: str, e: Expr) -> Output:
+def _output(sel: _Select, name: str, e: Expr, *, errors: bool = False) -> Output:
     """One output: its value's SQL in the SELECT list when SQLite computes it. A stored column
-    is checked to hold its kind of value; a stored media column stays a reference until read."""
+    is checked to hold its kind of value; a stored media column stays a reference until read;
+    ``errors``: a stored column's cells bring their errors (a failed cell shows why)."""
     s = value_sql(e) if e.sql() is not None else None
     if s is None:
         return Output(name, e, None, None, None)
     i = sel.add(s[0], s[1])
     if isinstance(e, ColumnRef):
         media = e.col if e.type.is_media else None
-        return Output(name, e, i, decoder(e.type, e.col), media)
+        et = None
+        if errors:
+            et = sel.add(f"{e.table.sql}.{e.col.sql_et}")
+            sel.add(f"{e.table.sql}.{e.col.sql_em}")
+        return Output(name, e, i, decoder(e.type, e.col), media, et)
     return Output(name, e, i, value_decoder(e), None)
 
 
@@ -324,7 +331,7 @@ def _rows(c: Clauses) -> Plan:
     sel.add(f"{first.sql}._rowid")
     outputs = []
     for name, e in c.outputs:
-        o = _output(sel, name, e)
+        o = _output(sel, name, e, errors=True)
         outputs.append(o)
         if o.column is None:
             python.append(f"select {name}={e!r}: {why_python(e)}")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import queryplan
 from .compute import workers
-from .errors import ComputeError, NotFoundError, PxliteError, SchemaError
+from .errors import ComputeError, NotFoundError, PxliteError, SchemaError, useful_cause
 from .exprs import Expr, RowContext
 from .media import Resolver
 from .queryplan import Plan
@@ -46,11 +46,22 @@ class Row(Mapping[str, Any]):
     """One row of a cursor (Pixeltable's ``Row``): ``row['col']``, ``keys()``, ``values()``,
     ``items()``, ``'col' in row``; media cells open when read."""
 
-    __slots__ = ("_index", "_value", "_values")
+    __slots__ = ("_errors", "_index", "_value", "_values")
 
-    def __init__(self, values: tuple, index: dict[str, int],
-                 value: Callable[[int, Any], Any]) -> None:
+    def __init__(self, values: tuple, index: dict[str, int], value: Callable[[int, Any], Any],
+                 errors: dict[int, tuple[str, str]] | None = None) -> None:
         self._values, self._index, self._value = values, index, value
+        self._errors = errors
+
+    @property
+    def errors(self) -> dict[str, dict[str, str]]:
+        """The cells of this row that hold an error instead of a value (their value is None):
+        column name to ``{'errortype': ..., 'errormsg': ...}`` (Pixeltable's ``Row.errors``)."""
+        if not self._errors:
+            return {}
+        names = list(self._index)
+        return {names[j]: {"errortype": et, "errormsg": em}
+                for j, (et, em) in self._errors.items()}
 
     def __getitem__(self, key: str) -> Any:
         i = self._index.get(key) if isinstance(key, str) else None
@@ -99,8 +110,9 @@ class ResultCursor:
         started = self._query._stream()
         self._names, self._types = started.names, started.types
         index = self._index = {n: i for i, n in enumerate(started.names)}
-        value = started.value
-        self._rows = (Row(r, index, value) for r in started.rows)
+        value, errors = started.value, started.run.errors
+        self._rows = (Row(r, index, value, errors.pop(i, None))
+                      for i, r in enumerate(started.rows))
 
     def close(self) -> None:
         """Release the statement (again: nothing happens)."""
@@ -189,6 +201,9 @@ class Run:
         self.resolver = resolver
         self.label = label
         self.skipped = 0           # error cells the aggregates skipped
+        #: Output row number -> {output index: (errortype, errormsg)}: the stored cells among
+        #: the outputs that hold an error, shown instead of None.
+        self.errors: dict[int, dict[int, tuple[str, str]]] = {}
         self.want_rowids = rowids
 
     def rows(self, db: Database, cursor: Any) -> Iterator[tuple]:
@@ -223,7 +238,7 @@ class Run:
             raise ComputeError(
                 f"computing {name} = {e!r} of {self.label} failed for row {rc.rowid}: "
                 f"{type(err).__name__}: {err}", table=self.label, row=rc.rowid, column=name,
-                errortype=type(err).__name__) from err
+                errortype=type(err).__name__, error=err) from useful_cause(err)
 
     def _filtered(self, cursor: Iterable[tuple]) -> Iterator[tuple[tuple, RowContext]]:
         py_where = self.plan.py_where
@@ -245,6 +260,8 @@ class Run:
         else:
             outs = p.outputs
         py_outputs = any(o.column is None for o in outs)
+        err_outs = [(j, o.errors) for j, o in enumerate(outs) if o.errors is not None]
+        n = 0
         if not (p.py_where or p.py_order or py_outputs):
             specs = [(o.column, o.decode) for o in outs]
             stream: Iterable[tuple] = cursor
@@ -253,6 +270,9 @@ class Run:
                                           else p.skip + p.take)
             for r in stream:
                 vals = self._decoded(r, specs)
+                if err_outs:
+                    self._note_errors(n, r, err_outs)
+                    n += 1
                 yield (r[0], *vals) if self.want_rowids else vals
             return
         items: Iterable[tuple[tuple, RowContext]] = self._filtered(cursor)
@@ -261,7 +281,7 @@ class Run:
         if p.skip or p.take is not None:
             items = itertools.islice(items, p.skip, None if p.take is None else p.skip + p.take)
 
-        def one(item: tuple[tuple, RowContext]) -> tuple:
+        def one(item: tuple[tuple, RowContext]) -> tuple[tuple, tuple]:
             r, rc = item
             vals = []
             for o in outs:
@@ -270,11 +290,21 @@ class Run:
                 else:
                     vals.append(self._decoded(r, [(o.column, o.decode)])[0])
             rc.close_opened(keep=vals)
-            return (r[0], *vals) if self.want_rowids else tuple(vals)
+            return r, ((r[0], *vals) if self.want_rowids else tuple(vals))
 
         # Computed outputs (a column computed when read, a function in select) run on the
         # compute threads, one per core, as computed columns do.
-        yield from _mapped(one, items, py_outputs)
+        for r, out in _mapped(one, items, py_outputs):
+            if err_outs:
+                self._note_errors(n, r, err_outs)
+                n += 1
+            yield out
+
+    def _note_errors(self, n: int, r: tuple, err_outs: list[tuple[int, int]]) -> None:
+        """Output row ``n``'s cells that hold an error: errortype and errormsg, by output."""
+        found = {j: (r[k], r[k + 1]) for j, k in err_outs if r[k] is not None}
+        if found:
+            self.errors[n] = found
 
     @staticmethod
     def _decoded(r: tuple, specs: list[tuple[Any, Any]]) -> tuple:
@@ -419,7 +449,14 @@ def _mapped(fn: Callable[[Any], Any], items: Iterable[Any], parallel: bool) -> I
     it = iter(items)
     with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="pxlite-query") as pool:
         while batch := list(itertools.islice(it, BATCH)):
-            yield from (pool.map(fn, batch) if parallel and len(batch) > 1 else map(fn, batch))
+            if not (parallel and len(batch) > 1):
+                yield from map(fn, batch)
+                continue
+            try:
+                results = list(pool.map(fn, batch))
+            except PxliteError as e:  # the worker thread's frames add nothing to it
+                raise e.with_traceback(None) from e.__cause__
+            yield from results
 
 
 def order_key(v: Any) -> tuple:

@@ -169,6 +169,8 @@ def methods_for(ctype: ColumnType) -> dict[str, Function]:
     """Methods and properties usable on expressions of this type."""
     if ctype.name == "Image":
         import pxlite.functions.image  # noqa: F401  (registers the built-in image functions)
+    elif ctype.name in ("Video", "Audio", "Document"):  # their functions register on import
+        importlib.import_module(f"pxlite.functions.{ctype.name.lower()}")
     return _methods.get(ctype.name, {})
 
 

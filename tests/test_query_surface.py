@@ -394,3 +394,24 @@ def test_writing_while_a_cursor_is_open(t):
         rest = [r["c2"] for r in it]
     assert rest[:3] == [1, 2, 3] and t.count() == 101
     assert t.where(t.c2 == 1).select(t.c3).collect()["c3"] == [9.0]
+
+
+@pxl.udf
+def inverse(x: int) -> float:
+    return 1 / x
+
+
+def test_failed_cells_bring_their_errors(db):
+    t = db.create_table("e", {"n": pxl.Int})
+    t.insert([{"n": i} for i in range(4)])
+    t.add_computed_column(inv=inverse(t.n), on_error="ignore")  # row n=0 fails
+    rs = t.select(t.n, t.inv).collect()
+    assert rs["inv"][0] is None and "ZeroDivisionError" in repr(rs)
+    assert rs._errors == {(0, 1): ("ZeroDivisionError", "division by zero")}
+    assert t.tail(4)._errors == {(0, 1): ("ZeroDivisionError", "division by zero")}
+    assert t.where(t.n < 2).select(t.inv, twice=counted(t.n)).collect()._errors == {
+        (0, 0): ("ZeroDivisionError", "division by zero")}  # through the Python path too
+    rows = list(t.select(t.inv, t.n).cursor())
+    assert rows[0].errors == {"inv": {"errortype": "ZeroDivisionError",
+                                      "errormsg": "division by zero"}}
+    assert rows[1].errors == {}
