@@ -53,11 +53,13 @@ def value_sql(e: Expr) -> tuple[str, list[Any]] | None:
 
 
 def value_decoder(e: Expr) -> Callable[[Any], Any] | None:
-    """How a value :func:`value_sql` computed becomes ``e``'s Python value (None: as it is):
-    the expression's own ``decoder()`` where it has one, else its type's ``from_sql``."""
+    """How a value :func:`value_sql` computed becomes ``e``'s Python value (None: as it is;
+    a None value stays None): the expression's own ``decoder()`` where it has one, else its
+    type's ``from_sql``."""
     form = getattr(e, "decoder", None)
     if callable(form):
-        return form()
+        d = form()  # for values that are not None: the query skips None
+        return None if d is None else (lambda v: None if v is None else d(v))
     t = e.type
     if t.from_sql.__func__ is ColumnType.from_sql:  # type: ignore[attr-defined]
         return None

@@ -415,3 +415,17 @@ def test_failed_cells_bring_their_errors(db):
     assert rows[0].errors == {"inv": {"errortype": "ZeroDivisionError",
                                       "errormsg": "division by zero"}}
     assert rows[1].errors == {}
+
+
+def test_an_expressions_own_decoder_never_sees_none():
+    """An expression may decode its SQL value itself (``decoder()``, for values that are not
+    None): a query keeps None as None around it."""
+    from pxlite.exprs import Literal
+    from pxlite.uda import value_decoder
+
+    class Flag(Literal):
+        def decoder(self):  # type: ignore[no-untyped-def]
+            return bool
+
+    d = value_decoder(Flag(True))
+    assert d is not None and d(None) is None and d(0) is False and d(1) is True
