@@ -20,7 +20,7 @@ from typing import Any
 
 import apsw
 
-from . import faults
+from . import faults, sqlcall
 from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
@@ -152,6 +152,7 @@ class Database:
         ):
             fix(conn)
         conn.pragma("foreign_keys", True)
+        sqlcall.install(conn)  # pxl_call(): expressions SQLite computes by calling Python
         if not self.read_only:
             mode = conn.pragma("journal_mode", "wal")
             if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory

@@ -13,11 +13,13 @@ import contextlib
 import datetime as _dt
 import json
 import operator
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import jsonpath, sqlcall
 from .config import resolve as resolve_settings
-from .errors import NotFoundError, SchemaError
+from .errors import ComputeError, NotFoundError, PxliteError, SchemaError
 from .types import (
     Bool,
     ColumnType,
@@ -259,18 +261,37 @@ class Expr:
         return Cast(self, as_type(ctype))
 
     def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not attributes: the methods above (astype, isin...)
+        # always win over a Json field of the same name, which stays reachable as ['name'].
         if name.startswith("_"):
             raise AttributeError(name)
         from .udf import methods_for
 
         fn = methods_for(self.type).get(name)
         if fn is None:
+            if self.type.name == Json.name:  # a field: t.meta.camera (Pixeltable: a registered
+                return JsonPath(self, [name])  # Json method such as len() wins over a field)
             raise AttributeError(
                 f"{self!r} (type {self.type.name}) has no attribute or method {name!r}"
             )
         if fn.is_property:
             return Call(fn, [self], {})
         return _BoundMethod(fn, self)
+
+    def __getitem__(self, index: Any) -> Expr:
+        """A JSON path step: ``t.meta['camera']``, ``t.meta.tags[0]``, ``[-1]``, ``[:2]``."""
+        if self.type.name != Json.name:
+            raise SchemaError(f"{self!r} is a {self.type.name}, not Json: only Json expressions "
+                              "take [key], [index] or [start:stop]")
+        return JsonPath(self, [index])
+
+    # An expression is no container: without these, Python would iterate a Json expression
+    # through __getitem__ (0, 1, 2, ... for ever) for ``list(e)`` or ``x in e``.
+    __iter__ = None
+
+    def __contains__(self, item: Any) -> bool:
+        raise SchemaError("'in' cannot test an expression; use .isin([...]) for 'is one of', "
+                          "or .contains(x) on a String or Json expression")
 
     # ---- inspecting ----------------------------------------------------------------------------
     def children(self) -> list[Expr]:
@@ -292,9 +313,29 @@ class Expr:
         return "col"
 
     # ---- running -------------------------------------------------------------------------------
+    # Two SQL forms. sql(): a value that compares, sorts and groups in SQLite the way the Python
+    # values do (what where, order_by and group_by use). sql_value(): a value that decode()
+    # turns into exactly what eval() returns (what a select output or a function's argument
+    # uses). They differ only for Json: sql_value() is the JSON text, sql() its SQL scalar
+    # (a JSON string as text, a number as a number, true as 1, null and a missing key as NULL).
     def sql(self) -> tuple[str, list[Any]] | None:
-        """``(sql, params)`` when SQLite can compute this, else None."""
+        """``(sql, params)`` when SQLite can compute this, else None (see above)."""
         return None
+
+    def sql_value(self) -> tuple[str, list[Any]] | None:
+        """``(sql, params)`` of this expression's value, for :meth:`decode` (see above)."""
+        return self.sql()
+
+    def decode(self, value: Any) -> Any:
+        """The Python value of what :meth:`sql_value` computed (None stays None)."""
+        return None if value is None else self.type.from_sql(value)
+
+    def sql_json_type(self) -> tuple[str, list[Any]] | None:
+        """For a Json expression: SQLite's ``json_type`` of its value (``'text'``,
+        ``'integer'``, ``'real'``, ``'true'``, ``'false'``, ``'null'``, ``'array'``,
+        ``'object'``; NULL when missing)."""
+        v = self.sql_value()
+        return None if v is None else (f"json_type({v[0]})", v[1])
 
     def eval(self, row: RowContext) -> Any:
         raise NotImplementedError
@@ -434,6 +475,32 @@ class MediaAttr(Expr):
         return f"{self.ref!r}.{self.attr}"
 
 
+#: Casts of a JSON value SQLite does itself: target type -> (the json_type values it takes,
+#: the conversion of the scalar {k}). Any other value goes to Python (which raises for it).
+_JSON_CASTS: dict[str, tuple[str, str]] = {
+    String.name: ("'text'", "{k}"),
+    Int.name: ("'integer'", "{k}"),
+    Float.name: ("'integer', 'real'", "CAST({k} AS REAL)"),
+    Bool.name: ("'true', 'false'", "{k}"),
+}
+
+
+def sql_template(template: str, **parts: tuple[str, list[Any]]) -> tuple[str, list[Any]]:
+    """Fill ``{name}`` placeholders with SQL fragments, gathering their parameters in the
+    order the placeholders appear (a fragment used twice binds its parameters twice)."""
+    params: list[Any] = []
+
+    def fill(m: re.Match[str]) -> str:
+        sql, p = parts[m.group(1)]
+        params.extend(p)
+        return sql
+
+    return _PLACEHOLDER.sub(fill, template), params
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 class Literal(Expr):
     def __init__(self, value: Any) -> None:
         if isinstance(value, tuple):
@@ -447,7 +514,7 @@ class Literal(Expr):
         v = self.value
         if v is None or isinstance(v, (int, float, str)):
             return "?", [int(v) if isinstance(v, bool) else v]
-        if isinstance(v, _dt.datetime):
+        if isinstance(v, _dt.date):  # a datetime or a date, as their columns store them
             return "?", [self.type.to_sql(v)]
         return None
 
@@ -473,6 +540,8 @@ def lit_to_json(v: Any) -> Any:
         return {"dict": {k: lit_to_json(x) for k, x in v.items()}}
     if isinstance(v, _dt.datetime):
         return {"ts": v.isoformat()}
+    if isinstance(v, _dt.date):
+        return {"date": v.isoformat()}
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     raise SchemaError(f"cannot store the literal {v!r} ({type(v).__name__}) in a column definition")
@@ -488,6 +557,8 @@ def _lit_from_json(v: Any) -> Any:
             return {k: _lit_from_json(x) for k, x in v["dict"].items()}
         if "ts" in v:
             return _dt.datetime.fromisoformat(v["ts"])
+        if "date" in v:
+            return _dt.date.fromisoformat(v["date"])
     return v
 
 
@@ -502,6 +573,26 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt, ">=": operator.ge,
 }
 _SQL_OP = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+#: The json_type values a Json value compares with, by the other side's type.
+_SCALAR_KINDS = {String.name: "'text'", Int.name: "'integer', 'real', 'true', 'false'",
+                 Float.name: "'integer', 'real', 'true', 'false'",
+                 Bool.name: "'integer', 'real', 'true', 'false'"}
+
+
+def _json_comparison(op: str, flip: bool, other: ColumnType) -> Callable[..., Any]:
+    """The Python comparison of a JSON value (its text) with a value of type ``other``, for
+    SQL: 1, 0 or NULL, or the SchemaError :meth:`Compare.eval` raises."""
+
+    def compare(value: Any, o: Any, desc: str) -> Any:
+        a, b = json.loads(value), other.from_sql(o)
+        try:
+            r = _compare_values(op, b, a) if flip else _compare_values(op, a, b)
+        except TypeError as e:
+            raise SchemaError(f"cannot compare {desc}: {e}") from None
+        return None if r is None else int(bool(r))
+
+    return compare
 
 
 def _bind_literal_for(lhs: Expr, rhs: Expr) -> tuple[str, list[Any]] | None:
@@ -525,11 +616,41 @@ class Compare(Expr):
         return [self.left, self.right]
 
     def sql(self) -> tuple[str, list[Any]] | None:
+        if Json.name in (self.left.type.name, self.right.type.name):
+            return self._json_sql()
         lhs = _bind_literal_for(self.right, self.left)
         rhs = _bind_literal_for(self.left, self.right)
         if lhs is None or rhs is None:
             return None
         return f"({lhs[0]} {_SQL_OP[self.op]} {rhs[0]})", lhs[1] + rhs[1]
+
+    def _json_sql(self) -> tuple[str, list[Any]] | None:
+        """A Json value against a string, number or bool, as Python compares them: equal only
+        to the same kind of value (a JSON string to a string, a number or bool to a number or
+        bool: true is 1, as in Python), ordered only within a kind. Other pairs go to the
+        Python comparison (an order across kinds raises there, as in :meth:`eval`)."""
+        flip = self.right.type.name == Json.name
+        j, o = (self.right, self.left) if flip else (self.left, self.right)
+        op = _FLIPPED[self.op] if flip else self.op
+        kind = _SCALAR_KINDS.get(o.type.name)
+        if kind is None or (isinstance(o, Literal) and o.value is None):
+            return None  # Json on both sides, a date, None...: Python
+        k, ov, jv, jt = j.sql(), o.sql(), j.sql_value(), j.sql_json_type()
+        if k is None or ov is None or jv is None or jt is None:
+            return None
+        sql_op = _SQL_OP[op]
+        # SQL text of a JSON array or object starts with [ or {: only a string that does can
+        # be mistaken for one. A number never equals text.
+        if op in ("==", "!=") and (o.type.name != String.name or (
+                isinstance(o, Literal) and not o.value.startswith(("[", "{")))):
+            return f"({k[0]} {sql_op} {ov[0]})", k[1] + ov[1]
+        key = sqlcall.register(f"pxlite.compare:{self.op}:{flip}:{o.type.name}",
+                               _json_comparison(self.op, flip, o.type))
+        desc: tuple[str, list[Any]] = ("?", [f"{self.left!r} {self.op} {self.right!r}"])
+        return sql_template(
+            f"(CASE WHEN {{k}} IS NULL OR {{o}} IS NULL THEN NULL WHEN {{jt}} IN ({kind}) "
+            f"THEN {{k}} {sql_op} {{o}} ELSE {sqlcall.SQL_NAME}({{key}}, {{jv}}, {{o}}, {{desc}})"
+            " END)", k=k, o=ov, jt=jt, key=("?", [key]), jv=jv, desc=desc)
 
     def eval(self, row: RowContext) -> Any:
         a, b = self.left.eval(row), self.right.eval(row)
@@ -586,8 +707,10 @@ class IsIn(Expr):
 
     def sql(self) -> tuple[str, list[Any]] | None:
         s = self.arg.sql()
-        if s is None:
-            return None
+        if s is None or (self.arg.type.name == Json.name and not all(
+                isinstance(v, (int, float)) or (isinstance(v, str) and not v.startswith(
+                    ("[", "{"))) for v in self.values)):
+            return None  # a Json value against lists, dates...: Python compares
         params: list[Any] = []
         for v in self.values:
             b = _bind_literal_for(self.arg, Literal(v))
@@ -736,6 +859,55 @@ class Arith(Expr):
         return f"({self.left!r} {self.op} {self.right!r})"
 
 
+class JsonPath(Expr):
+    """A path into a Json value: ``t.meta.camera.model``, ``t.meta['a b']``, ``t.meta.tags[0]``,
+    ``[-1]``, ``[:2]`` (see :mod:`pxlite.jsonpath` for the semantics and the SQL). Usable
+    wherever an expression is; ``.astype(pxl.String)`` etc. gives a typed value."""
+
+    type = Json
+
+    def __init__(self, anchor: Expr, elements: list[Any]) -> None:
+        checked: list[jsonpath.Element] = [jsonpath.check_element(el) for el in elements]
+        if isinstance(anchor, JsonPath):  # t.meta.a.b: one path, one lookup
+            checked = anchor._elements + checked
+            anchor = anchor._anchor
+        # Underscored: any other attribute name would hide a JSON field of that name.
+        self._anchor: Expr = anchor
+        self._elements: list[jsonpath.Element] = checked
+
+    def children(self) -> list[Expr]:
+        return [self._anchor]
+
+    def default_name(self) -> str:
+        return jsonpath.column_name(self._anchor.default_name(), self._elements)
+
+    def _doc(self) -> tuple[str, list[Any]] | None:
+        if not jsonpath.can_compile(self._elements):
+            return None
+        return self._anchor.sql_value()
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        doc = self._doc()
+        return None if doc is None else jsonpath.scalar_sql(doc, self._elements)
+
+    def sql_value(self) -> tuple[str, list[Any]] | None:
+        doc = self._doc()
+        return None if doc is None else jsonpath.value_sql(doc, self._elements)
+
+    def sql_json_type(self) -> tuple[str, list[Any]] | None:
+        doc = self._doc()
+        return None if doc is None else jsonpath.json_type_sql(doc, self._elements)
+
+    def eval(self, row: RowContext) -> Any:
+        return jsonpath.evaluate(self._anchor.eval(row), self._elements)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"jpath": jsonpath.to_json(self._elements), "of": self._anchor.to_json()}
+
+    def __repr__(self) -> str:
+        return f"{self._anchor!r}{jsonpath.text(self._elements)}"
+
+
 class Cast(Expr):
     def __init__(self, arg: Expr, ctype: ColumnType) -> None:
         self.arg, self.type = arg, ctype
@@ -746,6 +918,37 @@ class Cast(Expr):
     def eval(self, row: RowContext) -> Any:
         v = self.arg.eval(row)
         return None if v is None else self.type.from_sql(self.type.to_sql(v))
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        v = self.sql_value()
+        if v is None or self.type.name != Json.name:
+            return v
+        return f"({v[0]} ->> '$')", v[1]
+
+    def sql_value(self) -> tuple[str, list[Any]] | None:
+        """SQLite converts where it gives Python's answer (a JSON string to String, a JSON
+        number to Float, Int to Float...); any other value goes to the Python cast, which
+        converts it or raises as :meth:`eval` does."""
+        src, dst = self.arg.type.name, self.type.name
+        av = self.arg.sql_value()
+        if av is None:
+            return None
+        if src == dst:
+            return av
+        if src == Int.name and dst == Float.name:
+            return f"CAST({av[0]} AS REAL)", av[1]
+        source, target = self.arg.type, self.type
+        key = sqlcall.register(f"pxlite.cast:{src}->{target!r}", lambda v: None if v is None
+                               else target.to_sql(source.from_sql(v)))
+        python = (f"{sqlcall.SQL_NAME}(?, {av[0]})", [key, *av[1]])
+        native = _JSON_CASTS.get(dst) if src == Json.name else None
+        jt, k = self.arg.sql_json_type(), self.arg.sql()
+        if native is None or jt is None or k is None:
+            return python
+        types, conv = native
+        return sql_template(
+            f"(CASE WHEN {{jt}} IN ({types}) THEN {conv} WHEN {{k}} IS NULL THEN NULL "
+            "ELSE {py} END)", jt=jt, k=k, py=python)
 
     def default_name(self) -> str:
         return self.arg.default_name()
@@ -804,6 +1007,27 @@ class Call(Expr):
             kwargs["settings"] = row.settings
         return self.fn.fn(*args, **kwargs)
 
+    def sql(self) -> tuple[str, list[Any]] | None:
+        v = self.sql_value()
+        if v is None or self.type.name != Json.name:
+            return v
+        return f"({v[0]} ->> '$')", v[1]
+
+    def sql_value(self) -> tuple[str, list[Any]] | None:
+        """A built-in function's own SQL (SQLite's functions, where they give Python's answer,
+        else its Python implementation called from SQL); None for a user's UDF, which runs in
+        Python outside SQLite (it may be slow, do I/O or hold the GIL)."""
+        if self.fn.sql is None and not self.fn.in_sql:
+            return None
+        args = SqlArgs(self)
+        try:
+            built = self.fn.sql(args) if self.fn.sql is not None else None
+            if built is None and self.fn.in_sql:
+                built = args.python()
+        except NoSql:
+            return None
+        return built
+
     def to_json(self) -> dict[str, Any]:
         return {"call": self.fn.name, "args": [a.to_json() for a in self.args],
                 "kwargs": {k: v.to_json() for k, v in self.kwargs.items()}}
@@ -816,6 +1040,111 @@ class Call(Expr):
             return f"{self.args[0]!r}.{self.fn.method_name}({', '.join(params)})"
         allp = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"{self.fn.method_name}({', '.join(allp)})"
+
+
+class NoSql(Exception):
+    """Raised inside a function's SQL builder: this call cannot be computed in SQL."""
+
+
+_IDENTITY_TYPES = frozenset({Int.name, Float.name, String.name})
+
+
+class SqlArgs:
+    """What a built-in function's SQL builder (``Function.sql``) gets: the call's arguments
+    by parameter name, with the defaults the call did not give.
+
+    ``sql(name)`` is an argument's SQL value, ``literal(name)`` its value when it is a literal
+    (the builder may then specialise, e.g. bind a fixed pattern), and ``python()`` the whole
+    call run by its Python implementation from inside SQLite (through :mod:`pxlite.sqlcall`):
+    the fallback for values SQLite would compute differently. A builder raises :class:`NoSql`
+    (or returns None) when it cannot express the call at all.
+    """
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        try:
+            bound = call.fn.signature.bind(*call.args, **call.kwargs)
+        except TypeError:
+            raise NoSql from None
+        bound.apply_defaults()
+        self.args: dict[str, Any] = dict(bound.arguments)
+
+    def expr(self, name: str) -> Expr:
+        return lit(self.args[name])
+
+    def is_literal(self, name: str) -> bool:
+        return isinstance(self.expr(name), Literal)
+
+    def literal(self, name: str) -> Any:
+        """The argument's value when it is a literal; NoSql otherwise."""
+        e = self.expr(name)
+        if not isinstance(e, Literal):
+            raise NoSql
+        return e.value
+
+    def sql(self, name: str) -> tuple[str, list[Any]]:
+        """The argument's SQL value (:meth:`Expr.sql_value`); NoSql when it has none."""
+        s = self.expr(name).sql_value()
+        if s is None:
+            raise NoSql
+        return s
+
+    def python(self) -> tuple[str, list[Any]]:
+        """``pxl_call(key, args...)``: SQLite calls the function's Python implementation, with
+        the same rule as :meth:`Call.eval` (None for a required input gives None)."""
+        call = self.call
+        exprs = [*call.args, *call.kwargs.values()]
+        sqls: list[tuple[str, list[Any]]] = []
+        decoders: list[Callable[[Any], Any] | None] = []
+        baked: dict[int, Any] = {}  # literals SQL cannot bind (lists, dicts): kept in Python
+        for i, e in enumerate(exprs):
+            s = e.sql_value()
+            if s is None and isinstance(e, Literal):
+                baked[i] = e.value
+                continue
+            if s is None:
+                raise NoSql
+            sqls.append(s)
+            decoders.append(None if e.type.name in _IDENTITY_TYPES else e.type.from_sql)
+        required = set(call._required_pos) | {len(call.args) + list(call.kwargs).index(k)
+                                              for k in call._required_kw}
+        types = ",".join(repr(e.type) for e in exprs)
+        key = (f"{call.fn.name}|{len(call.args)}|{','.join(call.kwargs)}|{types}|"
+               f"{sorted(required)}|{json.dumps(lit_to_json(list(baked.items())))}")
+        sqlcall.register(key, _python_in_sql(call.fn, len(call.args), list(call.kwargs),
+                                             decoders, required, baked, call.type))
+        holes = "".join(f", {s[0]}" for s in sqls)
+        return f"{sqlcall.SQL_NAME}(?{holes})", [key, *(p for s in sqls for p in s[1])]
+
+
+def _python_in_sql(fn: Function, n_args: int, kw_names: list[str],
+                   decoders: list[Callable[[Any], Any] | None], required: set[int],
+                   baked: dict[int, Any], rtype: ColumnType) -> Callable[..., Any]:
+    """A function's Python implementation as SQLite calls it: SQL values in (decoded to
+    Python values), the result out as its type stores it."""
+    n = n_args + len(kw_names)
+    pairs = list(zip([i for i in range(n) if i not in baked], decoders, strict=True))
+    name = fn.method_name
+
+    def run(*sql_values: Any) -> Any:
+        vals = [None] * n
+        for i, v in baked.items():
+            vals[i] = v
+        for (i, dec), v in zip(pairs, sql_values, strict=True):
+            vals[i] = v if dec is None or v is None else dec(v)
+        if any(vals[i] is None for i in required):
+            return None
+        try:
+            out = fn.fn(*vals[:n_args], **dict(zip(kw_names, vals[n_args:], strict=True)))
+        except PxliteError:
+            raise
+        except Exception as e:
+            shown = ", ".join(repr(v)[:60] for v in vals)
+            raise ComputeError(f"{name}({shown}) failed: {type(e).__name__}: {e}",
+                               errortype=type(e).__name__) from e
+        return None if out is None else rtype.to_sql(out)
+
+    return run
 
 
 class MissingCall(Expr):
@@ -886,6 +1215,8 @@ def from_json(data: dict[str, Any], table: TableMeta, ctype: ColumnType | None =
         return Arith(data["arith"], from_json(data["l"], table), from_json(data["r"], table))
     if "cast" in data:
         return Cast(from_json(data["arg"], table), parse_type(data["cast"]))
+    if "jpath" in data:
+        return JsonPath(from_json(data["of"], table), jsonpath.from_json(data["jpath"]))
     if "call" in data:
         from .udf import lookup
 

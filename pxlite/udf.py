@@ -61,8 +61,16 @@ class Function:
         is_property: bool = False,
         method_of: ColumnType | None = None,
         wants_settings: bool = False,
+        sql: Callable[[Any], Any] | None = None,
+        in_sql: bool = False,
     ) -> None:
         self.fn = fn
+        #: Built-in functions only. ``sql(args: exprs.SqlArgs) -> (sql, params) | None``: the
+        #: call in SQL where SQLite gives Python's answer; ``in_sql``: the Python function is
+        #: pure and quick, so SQLite may call it (see pxlite.sqlcall) instead of the query
+        #: leaving SQL. A user's @udf has neither and runs in Python, outside SQLite.
+        self.sql = sql
+        self.in_sql = in_sql
         #: True for functions that need the database's effective settings (credentials,
         #: endpoints): the executor passes them as the keyword argument ``settings``.
         self.wants_settings = wants_settings
@@ -160,10 +168,28 @@ def register(func: Function) -> None:
 
 
 def methods_for(ctype: ColumnType) -> dict[str, Function]:
-    """Methods and properties usable on expressions of this type."""
-    if ctype.name == "Image":
-        import pxlite.functions.image  # noqa: F401  (registers the built-in image functions)
+    """Methods and properties usable on expressions of this type. An Int also has the Float
+    methods (``t.n.pow(2)``), as in Pixeltable."""
+    _load_builtins(ctype.name)
+    if ctype.name == "Int":
+        return {**_methods.get("Float", {}), **_methods.get("Int", {})}
     return _methods.get(ctype.name, {})
+
+
+def _load_builtins(type_name: str) -> None:
+    """Import the built-in functions of a type's family (they register themselves)."""
+    if type_name == "Image":
+        import pxlite.functions.image
+    elif type_name == "String":
+        import pxlite.functions.string
+    elif type_name in ("Int", "Float"):
+        import pxlite.functions.math
+    elif type_name == "Timestamp":
+        import pxlite.functions.timestamp
+    elif type_name == "Date":
+        import pxlite.functions.date
+    elif type_name == "Json":
+        import pxlite.functions.json  # noqa: F401
 
 
 def lookup(name: str) -> Function:
