@@ -1019,13 +1019,17 @@ class Call(Expr):
         Python outside SQLite (it may be slow, do I/O or hold the GIL)."""
         if self.fn.sql is None and not self.fn.in_sql:
             return None
-        args = SqlArgs(self)
         try:
-            built = self.fn.sql(args) if self.fn.sql is not None else None
-            if built is None and self.fn.in_sql:
-                built = args.python()
+            args = SqlArgs(self)
         except NoSql:
             return None
+        built = None
+        if self.fn.sql is not None:
+            with contextlib.suppress(NoSql):  # not natively: Python's, if it may be called
+                built = self.fn.sql(args)
+        if built is None and self.fn.in_sql:
+            with contextlib.suppress(NoSql):  # an argument SQL cannot compute
+                built = args.python()
         return built
 
     def to_json(self) -> dict[str, Any]:

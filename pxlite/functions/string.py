@@ -133,9 +133,12 @@ def startswith(self: str, substr: str) -> bool:
 
 @sql_for(startswith)
 def _(a: SqlArgs) -> Frag:
-    # Byte prefixes of UTF-8 text are character prefixes; bytes see past a NUL.
-    return sql_template("(substr(CAST({s} AS BLOB), 1, octet_length({sub})) = CAST({sub} AS BLOB))",
-                        s=a.sql("self"), sub=a.sql("substr"))
+    # Byte prefixes of UTF-8 text are character prefixes; bytes see past a NUL. (substr() of
+    # an empty blob is NULL: then only the empty string is a prefix.)
+    return sql_template(
+        "(CASE WHEN {s} IS NULL OR {sub} IS NULL THEN NULL ELSE coalesce(substr(CAST({s} AS "
+        "BLOB), 1, octet_length({sub})) = CAST({sub} AS BLOB), octet_length({sub}) = 0) END)",
+        s=a.sql("self"), sub=a.sql("substr"))
 
 
 @_string
@@ -148,7 +151,8 @@ def endswith(self: str, substr: str) -> bool:
 def _(a: SqlArgs) -> Frag:
     return sql_template(
         "(CASE WHEN {s} IS NULL OR {sub} IS NULL THEN NULL WHEN octet_length({sub}) = 0 THEN 1 "
-        "ELSE substr(CAST({s} AS BLOB), -octet_length({sub})) = CAST({sub} AS BLOB) END)",
+        "ELSE coalesce(substr(CAST({s} AS BLOB), -octet_length({sub})) = CAST({sub} AS BLOB), "
+        "0) END)",
         s=a.sql("self"), sub=a.sql("substr"))
 
 
@@ -196,7 +200,7 @@ def _(a: SqlArgs) -> Frag:
     # A pattern without regular-expression syntax counts as the plain text it is: the bytes
     # replace() removes, divided by its length.
     p = literal_str(a, "pattern")
-    if a.literal("flags") != 0 or not p or _REGEX_SPECIAL & set(p):
+    if a.literal("flags") != 0 or not p or "\x00" in p or _REGEX_SPECIAL & set(p):
         raise NoSql
     return sql_template(
         "((octet_length({s}) - octet_length(replace({s}, {p}, ''))) / octet_length({p}))",
@@ -240,9 +244,10 @@ def replace(self: str, substr: str, repl: str, n: int | None = None) -> str:
 def _(a: SqlArgs) -> Frag:
     if a.literal("n") is not None:
         raise NoSql
-    # SQLite's replace() leaves the text alone for an empty substr; Python inserts repl
-    # between every character.
-    return guarded(a, "coalesce(octet_length({sub}) > 0, 1)", "replace({s}, {sub}, {r})",
+    # SQLite's replace() leaves the text alone for an empty substr (Python inserts repl
+    # between every character) and finds no NUL character.
+    return guarded(a, "coalesce(octet_length({sub}) > 0 AND instr({sub}, char(0)) = 0, 1)",
+                   "replace({s}, {sub}, {r})",
                    s=a.sql("self"), sub=a.sql("substr"), r=a.sql("repl"))
 
 
