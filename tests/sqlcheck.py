@@ -22,6 +22,11 @@ class Failed:
     def __repr__(self) -> str:
         return f"<failed: {type(self.error).__name__}: {self.error}>"
 
+    def __eq__(self, other: object) -> bool:  # a failure is a failure, whichever path raised
+        return isinstance(other, Failed)
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 def _raw_rows(t: Any) -> list[tuple[int, RowContext]]:
     meta = t._meta()
@@ -87,14 +92,17 @@ def check(t: Any, e: Expr) -> list[Any]:
 
 def python_calls(t: Any, e: Expr) -> int:
     """How many times SQLite called Python (``pxl_call``) computing ``e`` over the table: 0
-    means SQLite computed every row itself."""
+    means SQLite computed every row itself. (A call that raises counts, and gives NULL.)"""
     s = e.sql_value()
     assert s is not None
     calls = []
 
     def counting(key: str, *args: Any) -> Any:
         calls.append(key)
-        return sqlcall.dispatch(key, *args)
+        try:
+            return sqlcall.dispatch(key, *args)
+        except Exception:  # counted; the value does not matter here
+            return None
 
     conn = apsw.Connection(str(t._conn.db.path), flags=apsw.SQLITE_OPEN_READONLY)
     try:

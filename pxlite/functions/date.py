@@ -112,8 +112,8 @@ def add_days(self: datetime.date, n: int) -> datetime.date:
 def _(a: SqlArgs) -> Frag:
     if a.expr("n").type.name != Int.name:
         raise NoSql  # timedelta(days=1.5) moves a date by one day; julian days would not
-    # 1721425.5 and 5373484.5 are the julian days of 0001-01-01 and 9999-12-31.
-    return guarded(a, "coalesce(julianday({d}) + {n} BETWEEN 1721425.5 AND 5373484.5, 1)",
+    # 1721425.5 and 5373483.5 are the julian days of 0001-01-01 and 9999-12-31.
+    return guarded(a, "coalesce(julianday({d}) + {n} BETWEEN 1721425.5 AND 5373483.5, 1)",
                    "date(julianday({d}) + {n})", d=a.sql("self"), n=a.sql("n"))
 
 

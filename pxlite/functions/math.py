@@ -124,8 +124,12 @@ sql_for(log10)(lambda a: guarded(a, "coalesce({x} > 0, 1)", "log10({x})", x=a.sq
 
 @_float
 def to_int(self: float) -> int:
-    """Return the value truncated toward zero (``int``)."""
-    return int(self)
+    """Return the value truncated toward zero (``int``); an error beyond the 64 bits of an
+    Int."""
+    out = int(self)
+    if not -(2**63) <= out < 2**63:
+        raise OverflowError(f"int({self!r}) does not fit in an Int (64 bits)")
+    return out
 
 
 @sql_for(to_int)
