@@ -36,6 +36,7 @@ STRATEGIES = {
     "String": text,
     "Bool": st.booleans(),
     "Timestamp": timestamps,
+    "Date": st.dates(),
     "Json": json_values,
 }
 
