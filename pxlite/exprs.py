@@ -881,22 +881,29 @@ class JsonPath(Expr):
     def default_name(self) -> str:
         return jsonpath.column_name(self._anchor.default_name(), self._elements)
 
-    def _doc(self) -> tuple[str, list[Any]] | None:
-        if not jsonpath.can_compile(self._elements):
+    def _sql(self, build: Callable[[tuple[str, list[Any]], list[jsonpath.Element]],
+                                   tuple[str, list[Any]]]) -> tuple[str, list[Any]] | None:
+        doc = self._anchor.sql_value()
+        if doc is None:
             return None
-        return self._anchor.sql_value()
+        if jsonpath.can_compile(self._elements):
+            return build(doc, self._elements)
+        # A slice with a step: Python walks the path, called from SQL on the document.
+        elements = self._elements
+        key = sqlcall.register(
+            f"pxlite.jsonpath:{json.dumps(jsonpath.to_json(elements))}",
+            lambda v: None if v is None else Json.to_sql(jsonpath.evaluate(json.loads(v),
+                                                                           elements)))
+        return build((f"{sqlcall.SQL_NAME}(?, {doc[0]})", [key, *doc[1]]), [])
 
     def sql(self) -> tuple[str, list[Any]] | None:
-        doc = self._doc()
-        return None if doc is None else jsonpath.scalar_sql(doc, self._elements)
+        return self._sql(jsonpath.scalar_sql)
 
     def sql_value(self) -> tuple[str, list[Any]] | None:
-        doc = self._doc()
-        return None if doc is None else jsonpath.value_sql(doc, self._elements)
+        return self._sql(jsonpath.value_sql)
 
     def sql_json_type(self) -> tuple[str, list[Any]] | None:
-        doc = self._doc()
-        return None if doc is None else jsonpath.json_type_sql(doc, self._elements)
+        return self._sql(jsonpath.json_type_sql)
 
     def eval(self, row: RowContext) -> Any:
         return jsonpath.evaluate(self._anchor.eval(row), self._elements)
@@ -938,8 +945,11 @@ class Cast(Expr):
         if src == Int.name and dst == Float.name:
             return f"CAST({av[0]} AS REAL)", av[1]
         source, target = self.arg.type, self.type
-        key = sqlcall.register(f"pxlite.cast:{src}->{target!r}", lambda v: None if v is None
-                               else target.to_sql(source.from_sql(v)))
+        def cast(v: Any) -> Any:
+            value = None if v is None else source.from_sql(v)  # JSON null is None too
+            return None if value is None else target.to_sql(value)
+
+        key = sqlcall.register(f"pxlite.cast:{src}->{target!r}", cast)
         python = (f"{sqlcall.SQL_NAME}(?, {av[0]})", [key, *av[1]])
         native = _JSON_CASTS.get(dst) if src == Json.name else None
         jt, k = self.arg.sql_json_type(), self.arg.sql()

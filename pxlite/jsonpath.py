@@ -118,6 +118,8 @@ def _spread_sql(lst: Frag, el: Element, rest: list[Element], depth: int) -> Frag
     # hand a string element over as SQL text, no longer JSON).
     elem: Frag = (f"({lst[0]} -> ('$[' || {je}.key || ']'))", list(lst[1]))
     inner = value_sql(elem, rest, depth + 1)
+    if any(_is_spread(r) for r in rest):  # a list made by a subquery: json() marks it as JSON
+        inner = (f"json({inner[0]})", inner[1])  # again (SQL would nest it as a string)
     where, wparams = [], []
     if isinstance(el, slice):
         for bound, op in ((el.start, ">="), (el.stop, "<")):

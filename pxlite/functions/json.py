@@ -2,7 +2,8 @@
 ``t.meta.tags.len()``, ``t.meta.scores.mean()``, ``t.meta.get('author', 'unknown')``,
 ``t.meta.keys()``; and ``dumps(t.meta)``.
 
-A method of this name wins over a field of the same name (as in Pixeltable): ``t.meta.keys`` is
+A None (a null, a missing path) gives None without a call, except where a function says
+what it does with one (``is_empty``, ``get``, ``concat``, ``merge``). A method of this name wins over a field of the same name (as in Pixeltable): ``t.meta.keys`` is
 the method, ``t.meta['keys']`` the field. ``len`` and ``is_empty`` run in SQLite
 (``json_array_length``, ``json_each``); the others are Python's, called from inside the query.
 Paths into a Json value (``t.meta.camera.model``) are expressions, not functions (see
@@ -33,13 +34,13 @@ def _numbers(value: Any, fn: str) -> list:
 
 
 @builtin("json", None)
-def dumps(obj: Any) -> str:
+def dumps(obj: object) -> str:
     """The value as JSON text (``json.dumps``)."""
     return _json.dumps(obj)
 
 
 @_json_method
-def len(self: Any) -> int:
+def len(self: object) -> int:
     """The number of elements of an array, keys of an object or characters of a string (an
     error for a number or bool; None for null)."""
     if isinstance(self, (list, dict, str)):
@@ -52,7 +53,7 @@ def _(a: SqlArgs) -> Frag:
     v = a.sql("self")
     return guarded(a, "coalesce(json_type({v}) IN ('array', 'object'), 1)",
                    "(CASE json_type({v}) WHEN 'array' THEN json_array_length({v}) "
-                   "ELSE (SELECT count(*) FROM json_each({v})) END)", v=v)
+                   "WHEN 'object' THEN (SELECT count(*) FROM json_each({v})) END)", v=v)
 
 
 @_json_method
@@ -76,7 +77,7 @@ def _(a: SqlArgs) -> Frag:
 
 
 @_json_method
-def contains(self: Any, value: Any) -> bool:
+def contains(self: object, value: object) -> bool:
     """True if ``value`` is an element of the array or a key of the object; False
     otherwise."""
     return isinstance(self, (list, dict)) and value in self
@@ -90,34 +91,34 @@ def get(self: Any | None, key: str, default: Any | None = None) -> Any:
 
 
 @_json_method
-def sum(self: Any) -> float:
+def sum(self: object) -> float:
     """The sum of an array of numbers (0 for an empty one)."""
     return float(builtins.sum(_numbers(self, "sum")))
 
 
 @_json_method
-def min(self: Any) -> float | None:
+def min(self: object) -> float | None:
     """The smallest number of an array of numbers (None for an empty one)."""
     nums = _numbers(self, "min")
     return float(builtins.min(nums)) if nums else None
 
 
 @_json_method
-def max(self: Any) -> float | None:
+def max(self: object) -> float | None:
     """The largest number of an array of numbers (None for an empty one)."""
     nums = _numbers(self, "max")
     return float(builtins.max(nums)) if nums else None
 
 
 @_json_method
-def mean(self: Any) -> float | None:
+def mean(self: object) -> float | None:
     """The mean of an array of numbers (None for an empty one)."""
     nums = _numbers(self, "mean")
     return builtins.sum(nums) / builtins.len(nums) if nums else None
 
 
 @_json_method
-def count(self: Any, value: Any) -> int:
+def count(self: object, value: object) -> int:
     """How many elements of the array equal ``value`` (``list.count``)."""
     if not isinstance(self, list):
         raise ValueError("count() is only defined for a JSON array")
@@ -125,7 +126,7 @@ def count(self: Any, value: Any) -> int:
 
 
 @_json_method
-def keys(self: Any) -> list:
+def keys(self: object) -> list:
     """The keys of an object, as a list."""
     if not isinstance(self, dict):
         raise ValueError("keys() is only defined for a JSON object")
@@ -133,7 +134,7 @@ def keys(self: Any) -> list:
 
 
 @_json_method
-def values(self: Any) -> list:
+def values(self: object) -> list:
     """The values of an object, as a list (in the keys' order)."""
     if not isinstance(self, dict):
         raise ValueError("values() is only defined for a JSON object")
@@ -141,7 +142,7 @@ def values(self: Any) -> list:
 
 
 @_json_method
-def items(self: Any) -> list:
+def items(self: object) -> list:
     """The ``[key, value]`` pairs of an object, as a list."""
     if not isinstance(self, dict):
         raise ValueError("items() is only defined for a JSON object")
@@ -149,7 +150,7 @@ def items(self: Any) -> list:
 
 
 @_json_method
-def flatten(self: Any) -> list:
+def flatten(self: object) -> list:
     """The elements of an array with nested arrays spliced in, one level deep."""
     if not isinstance(self, list):
         raise ValueError("flatten() is only defined for a JSON array")
