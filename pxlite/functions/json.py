@@ -2,12 +2,12 @@
 ``t.meta.tags.len()``, ``t.meta.scores.mean()``, ``t.meta.get('author', 'unknown')``,
 ``t.meta.keys()``; and ``dumps(t.meta)``.
 
-A None (a null, a missing path) gives None without a call, except where a function says
-what it does with one (``is_empty``, ``get``, ``concat``, ``merge``). A method of this name wins over a field of the same name (as in Pixeltable): ``t.meta.keys`` is
-the method, ``t.meta['keys']`` the field. ``len`` and ``is_empty`` run in SQLite
-(``json_array_length``, ``json_each``); the others are Python's, called from inside the query.
-Paths into a Json value (``t.meta.camera.model``) are expressions, not functions (see
-:mod:`pxlite.jsonpath`).
+A None (a null, a missing path) gives None without a call, except where a function says what
+it does with one (``is_empty``, ``get``, ``concat``, ``merge``). A method of this name wins
+over a field of the same name (as in Pixeltable): ``t.meta.keys`` is the method,
+``t.meta['keys']`` the field. ``len`` and ``is_empty`` run in SQLite (``json_array_length``,
+``json_each``); the others are Python's, called from inside the query. Paths into a Json value
+(``t.meta.camera.model``) are expressions, not functions (see :mod:`pxlite.jsonpath`).
 """
 
 from __future__ import annotations
