@@ -330,6 +330,11 @@ class Expr:
         """The Python value of what :meth:`sql_value` computed (None stays None)."""
         return None if value is None else self.type.from_sql(value)
 
+    def decoder(self) -> Callable[[Any], Any] | None:
+        """:meth:`decode`, or None where SQLite's value already is the Python value (Int,
+        Float, String): a query decoding many values skips those."""
+        return None if self.type.name in _IDENTITY_TYPES else self.decode
+
     def sql_json_type(self) -> tuple[str, list[Any]] | None:
         """For a Json expression: SQLite's ``json_type`` of its value (``'text'``,
         ``'integer'``, ``'real'``, ``'true'``, ``'false'``, ``'null'``, ``'array'``,
@@ -1138,7 +1143,28 @@ def _python_in_sql(fn: Function, n_args: int, kw_names: list[str],
     Python values), the result out as its type stores it."""
     n = n_args + len(kw_names)
     pairs = list(zip([i for i in range(n) if i not in baked], decoders, strict=True))
-    name = fn.method_name
+    name, py = fn.method_name, fn.fn
+    encode = _result_encoder(rtype)
+
+    def failed(e: Exception, vals: Iterable[Any]) -> ComputeError:
+        shown = ", ".join(repr(v)[:60] for v in vals)
+        return ComputeError(f"{name}({shown}) failed: {type(e).__name__}: {e}",
+                            errortype=type(e).__name__)
+
+    if n == 1 and not baked and decoders == [None] and required == {0}:
+        # The common case (t.s.upper()): one value SQLite passes as it is.
+        def run1(v: Any) -> Any:
+            if v is None:
+                return None
+            try:
+                out = py(v)
+            except PxliteError:
+                raise
+            except Exception as e:
+                raise failed(e, [v]) from e
+            return encode(out)
+
+        return run1
 
     def run(*sql_values: Any) -> Any:
         vals = [None] * n
@@ -1149,16 +1175,23 @@ def _python_in_sql(fn: Function, n_args: int, kw_names: list[str],
         if any(vals[i] is None for i in required):
             return None
         try:
-            out = fn.fn(*vals[:n_args], **dict(zip(kw_names, vals[n_args:], strict=True)))
+            out = py(*vals[:n_args], **dict(zip(kw_names, vals[n_args:], strict=True)))
         except PxliteError:
             raise
         except Exception as e:
-            shown = ", ".join(repr(v)[:60] for v in vals)
-            raise ComputeError(f"{name}({shown}) failed: {type(e).__name__}: {e}",
-                               errortype=type(e).__name__) from e
-        return None if out is None else rtype.to_sql(out)
+            raise failed(e, vals) from e
+        return encode(out)
 
     return run
+
+
+def _result_encoder(rtype: ColumnType) -> Callable[[Any], Any]:
+    """A function result as SQL stores it (the type's validating to_sql, with a shortcut for
+    a str result of a String function: SQLite takes it as it is)."""
+    to_sql = rtype.to_sql
+    if rtype.name == String.name:
+        return lambda out: out if type(out) is str else (None if out is None else to_sql(out))
+    return lambda out: None if out is None else to_sql(out)
 
 
 class MissingCall(Expr):

@@ -13,9 +13,10 @@ from pxlite.functions import string as pstr
 
 VALUES = ["Hello World", "", None, "straße", "ǆemal ǅ", "İstanbul", "ÀÉÎ õ", "a\x00b\x00c",
           "  \t padded \u3000\x85", "-42", "+7", "日本語テキスト", "emoji 😀 x", "MiXeD CaSe",
-          "a.b*c.b*c", "[bracket]", "ﬁ ligature", "aaaa", "title case words", "x\ny\r\nz"]
+          "a.b*c.b*c", "[bracket]", "ﬁ ligature", "aaaa", "title case words", "x\ny\r\nz",
+          "x\xa0", "\u2003y", "tab\t"]
 SUBS = ["b", "", "ß", "\x00", "a", "ẞ", "o", None, "W", " ", "😀", "[", "x", "aa", "ll",
-        "World", "e", "CaSe", "c", "\n"]
+        "World", "e", "CaSe", "c", "\n", "\xa0", "y", None]
 
 
 @pytest.fixture
