@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from . import config as _config
-from . import maintenance, storage
+from . import functions, maintenance, storage
 from .connection import Connection
 from .errors import (
     AlreadyExistsError,
@@ -107,6 +107,7 @@ __all__ = [
     "create_table",
     "drop_dir",
     "drop_table",
+    "functions",
     "get_table",
     "list_dirs",
     "list_tables",
