@@ -396,7 +396,12 @@ class ColumnRef(Expr):
     def sql(self) -> tuple[str, list[Any]] | None:
         if not self.col.stored:
             return None  # computed when read: evaluated in Python
+        if self.type.name == Json.name:  # the SQL scalar of the stored JSON text
+            return f"({self.col.sql} ->> '$')", []
         return self.col.sql, []
+
+    def sql_value(self) -> tuple[str, list[Any]] | None:
+        return (self.col.sql, []) if self.col.stored else None
 
     def eval(self, row: RowContext) -> Any:
         if not self.col.stored:
@@ -717,8 +722,9 @@ class IsIn(Expr):
                     ("[", "{"))) for v in self.values)):
             return None  # a Json value against lists, dates...: Python compares
         params: list[Any] = []
+        json_arg = self.arg.type.name == Json.name
         for v in self.values:
-            b = _bind_literal_for(self.arg, Literal(v))
+            b = Literal(v).sql() if json_arg else _bind_literal_for(self.arg, Literal(v))
             if b is None:
                 return None
             params += b[1]

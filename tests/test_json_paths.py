@@ -320,3 +320,36 @@ def test_json_paths_in_functions_of_other_families(db):
     assert check(t, t.meta.when.astype(pxl.Timestamp).year) == [2024]
     assert check(t, t.meta.day.astype(pxl.Date).weekday()) == [dt.date(2024, 5, 17).weekday()]
     assert check(t, t.meta.name.astype(pxl.String) + "!") == ["Ann!"]
+
+
+def test_a_json_column_compares_as_its_value(db):
+    t = db.create_table("c", {"meta": pxl.Json, "k": pxl.Int})
+    t.insert([{"meta": m, "k": i} for i, m in enumerate(
+        ["a string", 7, 7.0, True, {"b": 1, "a": 2}, ["x"], None, '{"a": 2}', "[x]"])])
+
+    def ks(pred):
+        got = sorted(t.where(pred).select(t.k).collect()["k"])
+        want = sorted(k for k, rc in enumerate(_contexts(t)) if pred.eval(rc) is True)
+        assert got == want, pred
+        return got
+
+    assert ks(t.meta == "a string") == [0]
+    assert ks(t.meta == 7) == [1, 2]           # 7 == 7.0, as in Python
+    assert ks(t.meta != "a string") == [1, 2, 3, 4, 5, 7, 8]
+    assert ks(t.meta == {"a": 2, "b": 1}) == [4]  # key order does not matter (Python compares)
+    assert ks(t.meta == '{"a": 2}') == [7]    # a string, not the object
+    assert ks(t.meta == "[x]") == [8]
+    assert ks(t.meta.isin(["a string", 7])) == [0, 1, 2]
+    assert ks(t.meta == True) == [3]  # noqa: E712
+    assert ks(t.meta == None) == [6]  # noqa: E711
+    assert ks(t.meta.is_empty()) == [6]
+    assert (t.meta == "a string").sql() is not None
+
+
+def test_update_and_delete_where_paths_and_functions(db):
+    t = db.create_table("w", {"s": pxl.String, "meta": pxl.Json, "k": pxl.Int})
+    t.insert([{"s": "Straße", "meta": {"a": "x"}, "k": 1}, {"s": "abc", "meta": {"a": "y"}, "k": 2},
+              {"s": "ABC", "meta": None, "k": 3}])
+    assert t.update({"k": 99}, where=t.s.upper() == "STRASSE").num_rows == 1
+    assert t.delete(where=(t.meta.a == "y") | t.s.match("A")).num_rows == 2
+    assert t.select(t.s, t.k).collect().to_dicts() == [{"s": "Straße", "k": 99}]
