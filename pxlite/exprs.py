@@ -642,24 +642,24 @@ class Compare(Expr):
         flip = self.right.type.name == Json.name
         j, o = (self.right, self.left) if flip else (self.left, self.right)
         op = _FLIPPED[self.op] if flip else self.op
-        kind = _SCALAR_KINDS.get(o.type.name)
-        if kind is None or (isinstance(o, Literal) and o.value is None):
+        json_kinds = _SCALAR_KINDS.get(o.type.name)
+        if json_kinds is None or (isinstance(o, Literal) and o.value is None):
             return None  # Json on both sides, a date, None...: Python
         k, ov, jv, jt = j.sql(), o.sql(), j.sql_value(), j.sql_json_type()
         if k is None or ov is None or jv is None or jt is None:
             return None
-        sql_op = _SQL_OP[op]
         # SQL text of a JSON array or object starts with [ or {: only a string that does can
         # be mistaken for one. A number never equals text.
         if op in ("==", "!=") and (o.type.name != String.name or (
                 isinstance(o, Literal) and not o.value.startswith(("[", "{")))):
-            return f"({k[0]} {sql_op} {ov[0]})", k[1] + ov[1]
+            return f"({k[0]} {_SQL_OP[op]} {ov[0]})", k[1] + ov[1]
         key = sqlcall.register(f"pxlite.compare:{self.op}:{flip}:{o.type.name}",
                                _json_comparison(self.op, flip, o.type))
         desc: tuple[str, list[Any]] = ("?", [f"{self.left!r} {self.op} {self.right!r}"])
         return sql_template(
-            f"(CASE WHEN {{k}} IS NULL OR {{o}} IS NULL THEN NULL WHEN {{jt}} IN ({kind}) "
-            f"THEN {{k}} {sql_op} {{o}} ELSE {sqlcall.SQL_NAME}({{key}}, {{jv}}, {{o}}, {{desc}})"
+            f"(CASE WHEN {{k}} IS NULL OR {{o}} IS NULL THEN NULL WHEN {{jt}} IN ({json_kinds}) "
+            f"THEN {{k}} {_SQL_OP[op]} {{o}} ELSE {sqlcall.SQL_NAME}({{key}}, {{jv}}, {{o}}, "
+            "{desc})"
             " END)", k=k, o=ov, jt=jt, key=("?", [key]), jv=jv, desc=desc)
 
     def eval(self, row: RowContext) -> Any:
@@ -954,7 +954,7 @@ class Cast(Expr):
         if src == dst:
             return av
         if src == Int.name and dst == Float.name:
-            return f"CAST({av[0]} AS REAL)", av[1]
+            return sql_template("CAST({a} AS REAL)", a=av)
         source, target = self.arg.type, self.type
         def cast(v: Any) -> Any:
             value = None if v is None else source.from_sql(v)  # JSON null is None too
@@ -966,9 +966,9 @@ class Cast(Expr):
         jt, k = self.arg.sql_json_type(), self.arg.sql()
         if native is None or jt is None or k is None:
             return python
-        types, conv = native
+        json_kinds, json_conv = native
         return sql_template(
-            f"(CASE WHEN {{jt}} IN ({types}) THEN {conv} WHEN {{k}} IS NULL THEN NULL "
+            f"(CASE WHEN {{jt}} IN ({json_kinds}) THEN {json_conv} WHEN {{k}} IS NULL THEN NULL "
             "ELSE {py} END)", jt=jt, k=k, py=python)
 
     def default_name(self) -> str:

@@ -113,10 +113,10 @@ def json_type_sql(doc: Frag, elements: list[Element]) -> Frag:
 
 def _spread_sql(lst: Frag, el: Element, rest: list[Element], depth: int) -> Frag:
     """A slice (or '*') of the list ``lst``, with ``rest`` applied to each element."""
-    je = f"je{depth}"
+    alias = f"je{depth}"  # a json_each alias per nesting level
     # Each element is looked up again in its list by index (json_each's value column would
     # hand a string element over as SQL text, no longer JSON).
-    elem: Frag = (f"({lst[0]} -> ('$[' || {je}.key || ']'))", list(lst[1]))
+    elem: Frag = (f"({lst[0]} -> ('$[' || {alias}.key || ']'))", list(lst[1]))
     inner = value_sql(elem, rest, depth + 1)
     if any(_is_spread(r) for r in rest):  # a list made by a subquery: json() marks it as JSON
         inner = (f"json({inner[0]})", inner[1])  # again (SQL would nest it as a string)
@@ -126,14 +126,14 @@ def _spread_sql(lst: Frag, el: Element, rest: list[Element], depth: int) -> Frag
             if bound is None:
                 continue
             if bound >= 0:
-                where.append(f"{je}.key {op} ?")
+                where.append(f"{alias}.key {op} ?")
                 wparams.append(bound)
             else:  # from the end: n + bound
-                where.append(f"{je}.key {op} json_array_length({lst[0]}) + ?")
+                where.append(f"{alias}.key {op} json_array_length({lst[0]}) + ?")
                 wparams += [*lst[1], bound]
     cond = (" WHERE " + " AND ".join(where)) if where else ""
     sql = (f"(CASE WHEN json_type({lst[0]}) = 'array' THEN (SELECT json_group_array({inner[0]} "
-           f"ORDER BY {je}.key) FROM json_each({lst[0]}) AS {je}{cond}) END)")
+           f"ORDER BY {alias}.key) FROM json_each({lst[0]}) AS {alias}{cond}) END)")
     return sql, [*lst[1], *inner[1], *lst[1], *wparams]
 
 

@@ -42,8 +42,8 @@ def day(self: datetime.date) -> int:
 
 
 def _field(start: int, length: int) -> Any:
-    return lambda a: sql_template(f"CAST(substr({{d}}, {start}, {length}) AS INTEGER)",
-                                  d=a.sql("self"))
+    return lambda a: sql_template("CAST(substr({d}, {start}, {length}) AS INTEGER)",
+                                  d=a.sql("self"), start=("?", [start]), length=("?", [length]))
 
 
 for _fn, _at in ((year, (1, 4)), (month, (6, 2)), (day, (9, 2))):
@@ -62,8 +62,8 @@ def isoweekday(self: datetime.date) -> int:
     return self.isoweekday()
 
 
-sql_for(weekday)(lambda a: sql_template(weekday_sql("{d}"), d=a.sql("self")))
-sql_for(isoweekday)(lambda a: sql_template(f"({weekday_sql('{d}')} + 1)", d=a.sql("self")))
+sql_for(weekday)(lambda a: weekday_sql(a.sql("self")))
+sql_for(isoweekday)(lambda a: sql_template("({w} + 1)", w=weekday_sql(a.sql("self"))))
 
 
 @_date
@@ -89,7 +89,7 @@ def toordinal(self: datetime.date) -> int:
     return self.toordinal()
 
 
-sql_for(toordinal)(lambda a: sql_template(toordinal_sql("{d}"), d=a.sql("self")))
+sql_for(toordinal)(lambda a: toordinal_sql(a.sql("self")))
 
 
 @_date

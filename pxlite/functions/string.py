@@ -26,7 +26,10 @@ Frag = tuple[str, list[Any]]
 WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
 #: Conditions (true for NULL) under which SQLite's text functions agree with Python's.
 _ASCII = "coalesce(length({s}) = octet_length({s}), 1)"     # ASCII, no NUL
+_BOTH_ASCII = ("(coalesce(length({s}) = octet_length({s}), 1) AND "
+               "coalesce(length({sub}) = octet_length({sub}), 1))")
 _NO_NUL = "coalesce(instr({s}, char(0)) = 0, 1)"
+_NO_NUL_CHARS = "coalesce(instr({ch}, char(0)) = 0, 1)"
 _REGEX_SPECIAL = set(".^$*+?{}[]\\|()")
 
 
@@ -112,7 +115,7 @@ def _(a: SqlArgs) -> Frag:
     if case is True:
         return sql_template("(instr({s}, {sub}) > 0)", s=a.sql("self"), sub=a.sql("substr"))
     if case is False:
-        return guarded(a, f"({_ASCII} AND {_ASCII.replace('{s}', '{sub}')})",
+        return guarded(a, _BOTH_ASCII,
                        "(instr(lower({s}), lower({sub})) > 0)", s=a.sql("self"),
                        sub=a.sql("substr"))
     raise NoSql
@@ -258,29 +261,34 @@ def replace_re(self: str, pattern: str, repl: str, n: int | None = None, flags: 
     return re.sub(pattern, repl, self, count=n or 0, flags=flags)
 
 
-#: No whitespace at the start / at the end (a printable ASCII character there): nothing to strip
-#: by default. Cheap tests that spare SQLite's trim() its scan of the 29 whitespace characters.
-_CLEAN_START = "unicode({s}) BETWEEN 33 AND 126"
-_CLEAN_END = "substr(CAST({s} AS BLOB), -1) BETWEEN x'21' AND x'7e'"
+#: Per trim function: SQL stripping whitespace, SQL stripping {ch}. A first character in 33..126
+#: (unicode()) or a last byte in 0x21..0x7e shows there is nothing to strip at that end, which
+#: spares trim() its scan of the 29 whitespace characters.
+_STRIP = {
+    "trim": ("(CASE WHEN unicode({s}) BETWEEN 33 AND 126 AND substr(CAST({s} AS BLOB), -1) "
+             "BETWEEN x'21' AND x'7e' THEN {s} ELSE trim({s}, {ws}) END)", "trim({s}, {ch})"),
+    "ltrim": ("(CASE WHEN unicode({s}) BETWEEN 33 AND 126 THEN {s} ELSE ltrim({s}, {ws}) END)",
+              "ltrim({s}, {ch})"),
+    "rtrim": ("(CASE WHEN substr(CAST({s} AS BLOB), -1) BETWEEN x'21' AND x'7e' THEN {s} "
+              "ELSE rtrim({s}, {ws}) END)", "rtrim({s}, {ch})"),
+}
 
 
 def _strip(kind: str) -> Any:
-    clean = {"trim": f"{_CLEAN_START} AND {_CLEAN_END}", "ltrim": _CLEAN_START,
-             "rtrim": _CLEAN_END}[kind]
+    default, given = _STRIP[kind]
 
     def build(a: SqlArgs) -> Frag:
-        s = a.sql("self")
+        s, ws = a.sql("self"), ("?", [WHITESPACE])
         if a.is_literal("chars"):
             chars = a.literal("chars")
             if chars is None:
-                return sql_template(f"(CASE WHEN {clean} THEN {{s}} ELSE {kind}({{s}}, {{ws}}) "
-                                    "END)", s=s, ws=("?", [WHITESPACE]))
+                return sql_template(default, s=s, ws=ws)
             if not isinstance(chars, str) or "\x00" in chars:
                 raise NoSql  # SQLite reads the characters to strip up to a NUL
-            return sql_template(f"{kind}({{s}}, {{ch}})", s=s, ch=("?", [chars]))
+            return sql_template(given, s=s, ch=("?", [chars]))
         # a None for chars strips whitespace, as in Python
-        return guarded(a, _NO_NUL.replace("{s}", "{ch}"), f"{kind}({{s}}, coalesce({{ch}}, "
-                       "{ws}))", s=s, ch=a.sql("chars"), ws=("?", [WHITESPACE]))
+        return guarded(a, _NO_NUL_CHARS, given, s=s, ch=sql_template(
+            "coalesce({c}, {ws})", c=a.sql("chars"), ws=ws))
     return build
 
 
@@ -323,14 +331,19 @@ def _(a: SqlArgs) -> Frag:
             for v in (start, stop)):
         raise NoSql
 
-    def index(v: int | None, default: str) -> str:  # Python's index rules, 0-based
+    s = a.sql("self")
+
+    def index(v: int | None, default: Frag) -> Frag:  # Python's index rules, 0-based
         if v is None:
             return default
-        return f"max(length({{s}}) + ({v}), 0)" if v < 0 else str(v)
+        if v < 0:
+            return sql_template("max(length({s}) + {v}, 0)", s=s, v=("?", [v]))
+        return "?", [v]
 
-    first, end = index(start, "0"), index(stop, "length({s})")
-    return guarded(a, _NO_NUL, f"substr({{s}}, ({first}) + 1, max(({end}) - ({first}), 0))",
-                   s=a.sql("self"))
+    first = index(start, ("0", []))
+    end = index(stop, sql_template("length({s})", s=s))
+    return guarded(a, _NO_NUL, "substr({s}, {first} + 1, max({end} - {first}, 0))", s=s,
+                   first=first, end=end)
 
 
 @_string

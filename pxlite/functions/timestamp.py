@@ -32,8 +32,8 @@ def _ts(fn: Any) -> Any:
 
 
 def _field(start: int, length: int) -> Any:
-    return lambda a: sql_template(f"CAST(substr({{t}}, {start}, {length}) AS INTEGER)",
-                                  t=a.sql("self"))
+    return lambda a: sql_template("CAST(substr({t}, {start}, {length}) AS INTEGER)",
+                                  t=a.sql("self"), start=("?", [start]), length=("?", [length]))
 
 
 @builtin("timestamp", Timestamp, is_property=True)
@@ -92,9 +92,14 @@ def date(self: datetime.datetime) -> datetime.date:
 sql_for(date)(lambda a: sql_template("substr({t}, 1, 10)", t=a.sql("self")))
 
 
-def weekday_sql(day_text: str) -> str:
-    """SQL for Python's ``weekday()`` (Monday 0) of an ISO date's text ``day_text``."""
-    return f"((CAST(strftime('%w', {day_text}) AS INTEGER) + 6) % 7)"
+def weekday_sql(day: Frag) -> Frag:
+    """SQL for Python's ``weekday()`` (Monday 0) of an ISO date's text."""
+    return sql_template("((CAST(strftime('%w', {d}) AS INTEGER) + 6) % 7)", d=day)
+
+
+def _day(a: SqlArgs) -> Frag:
+    """The date part of a timestamp argument."""
+    return sql_template("substr({t}, 1, 10)", t=a.sql("self"))
 
 
 @_ts
@@ -117,9 +122,8 @@ def isocalendar(self: datetime.datetime) -> dict:
     return {"year": y, "week": w, "weekday": d}
 
 
-sql_for(weekday)(lambda a: sql_template(weekday_sql("substr({t}, 1, 10)"), t=a.sql("self")))
-sql_for(isoweekday)(lambda a: sql_template(f"({weekday_sql('substr({t}, 1, 10)')} + 1)",
-                                           t=a.sql("self")))
+sql_for(weekday)(lambda a: weekday_sql(_day(a)))
+sql_for(isoweekday)(lambda a: sql_template("({w} + 1)", w=weekday_sql(_day(a))))
 
 #: isoformat(timespec=...) -> how many characters of the stored text it keeps (auto: 19 or 26).
 _TIMESPEC = {"hours": 13, "minutes": 16, "seconds": 19, "milliseconds": 23, "microseconds": 26}
@@ -137,13 +141,13 @@ def _(a: SqlArgs) -> Frag:
     if not isinstance(sep, str) or len(sep) != 1 or (spec != "auto" and spec not in _TIMESPEC):
         raise NoSql
     t = a.sql("self")
-    tz = "substr({t}, 27)"
-    if spec == "auto":  # microseconds only when there are some
+    if spec == "auto":  # microseconds only when there are some; then the time zone, if any
         return sql_template(
             "(substr({t}, 1, 10) || {sep} || CASE WHEN substr({t}, 21, 6) = '000000' THEN "
-            f"substr({{t}}, 12, 8) ELSE substr({{t}}, 12, 15) END || {tz})", t=t, sep=("?", [sep]))
-    return sql_template(f"(substr({{t}}, 1, 10) || {{sep}} || substr({{t}}, 12, "
-                        f"{_TIMESPEC[spec] - 11}) || {tz})", t=t, sep=("?", [sep]))
+            "substr({t}, 12, 8) ELSE substr({t}, 12, 15) END || substr({t}, 27))", t=t,
+            sep=("?", [sep]))
+    return sql_template("(substr({t}, 1, 10) || {sep} || substr({t}, 12, {n}) || substr({t}, 27))",
+                        t=t, sep=("?", [sep]), n=("?", [_TIMESPEC[spec] - 11]))
 
 
 @_ts
@@ -166,9 +170,9 @@ def strftime_sql(a: SqlArgs, value: Frag) -> Frag:
 sql_for(strftime)(lambda a: strftime_sql(a, a.sql("self")))
 
 
-def toordinal_sql(day_text: str) -> str:
+def toordinal_sql(day: Frag) -> Frag:
     """SQL for ``toordinal()`` of an ISO date's text (1 January of year 1 is day 1)."""
-    return f"CAST(julianday({day_text}) - 1721424.5 AS INTEGER)"
+    return sql_template("CAST(julianday({d}) - 1721424.5 AS INTEGER)", d=day)
 
 
 @_ts
@@ -177,7 +181,7 @@ def toordinal(self: datetime.datetime) -> int:
     return self.toordinal()
 
 
-sql_for(toordinal)(lambda a: sql_template(toordinal_sql("substr({t}, 1, 10)"), t=a.sql("self")))
+sql_for(toordinal)(lambda a: toordinal_sql(_day(a)))
 
 
 @_ts
