@@ -110,3 +110,14 @@ def test_timestamp_and_date_are_different_types(db):
     row = t.collect()[0]
     assert row["ts"] == dt.datetime(2024, 1, 1) and row["d"] == dt.date(2024, 1, 1)
     assert t.where(t.ts.date() == t.d).count() == 1
+
+
+def test_quick_decoders_decode_as_the_types_do(db):
+    from pxlite.exprs import Literal
+
+    for v in (True, dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC),
+              {"a": [1, "x"]}, 5, 2.5, "s"):
+        e = Literal(v)
+        stored = e.type.to_sql(v)
+        dec = e.decoder()
+        assert (stored if dec is None else dec(stored)) == e.type.from_sql(stored) == v

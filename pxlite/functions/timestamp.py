@@ -141,6 +141,9 @@ def _(a: SqlArgs) -> Frag:
     if not isinstance(sep, str) or len(sep) != 1 or (spec != "auto" and spec not in _TIMESPEC):
         raise NoSql
     t = a.sql("self")
+    if spec == "auto" and sep == "T":  # the stored text, less zero microseconds
+        return sql_template("(CASE WHEN substr({t}, 21, 6) = '000000' THEN substr({t}, 1, 19) "
+                            "|| substr({t}, 27) ELSE {t} END)", t=t)
     if spec == "auto":  # microseconds only when there are some; then the time zone, if any
         return sql_template(
             "(substr({t}, 1, 10) || {sep} || CASE WHEN substr({t}, 21, 6) = '000000' THEN "
