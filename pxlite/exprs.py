@@ -931,7 +931,18 @@ class JsonPath(Expr):
         return f"{self._anchor!r}{jsonpath.text(self._elements)}"
 
 
-class Cast(Expr):
+class _ValueFirst(Expr):
+    """A node that builds its value's SQL (sql_value); its comparable SQL follows from it: the
+    same, or the SQL scalar of a Json value."""
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        v = self.sql_value()
+        if v is None or self.type.name != Json.name:
+            return v
+        return f"({v[0]} ->> '$')", v[1]
+
+
+class Cast(_ValueFirst):
     def __init__(self, arg: Expr, ctype: ColumnType) -> None:
         self.arg, self.type = arg, ctype
 
@@ -941,12 +952,6 @@ class Cast(Expr):
     def eval(self, row: RowContext) -> Any:
         v = self.arg.eval(row)
         return None if v is None else self.type.from_sql(self.type.to_sql(v))
-
-    def sql(self) -> tuple[str, list[Any]] | None:
-        v = self.sql_value()
-        if v is None or self.type.name != Json.name:
-            return v
-        return f"({v[0]} ->> '$')", v[1]
 
     def sql_value(self) -> tuple[str, list[Any]] | None:
         """SQLite converts where it gives Python's answer (a JSON string to String, a JSON
@@ -986,7 +991,7 @@ class Cast(Expr):
         return f"{self.arg!r}.astype({self.type!r})"
 
 
-class Call(Expr):
+class Call(_ValueFirst):
     """A function call: a built-in image function or a user's @udf."""
 
     def __init__(self, fn: Function, args: list[Any], kwargs: dict[str, Any]) -> None:
@@ -1032,12 +1037,6 @@ class Call(Expr):
         if self.fn.wants_settings:
             kwargs["settings"] = row.settings
         return self.fn.fn(*args, **kwargs)
-
-    def sql(self) -> tuple[str, list[Any]] | None:
-        v = self.sql_value()
-        if v is None or self.type.name != Json.name:
-            return v
-        return f"({v[0]} ->> '$')", v[1]
 
     def sql_value(self) -> tuple[str, list[Any]] | None:
         """A built-in function's own SQL (SQLite's functions, where they give Python's answer,

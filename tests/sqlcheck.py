@@ -28,6 +28,26 @@ class Failed:
     __hash__ = None  # type: ignore[assignment]
 
 
+def each(fn: Any, values: list[Any], *args: Any) -> list[Any]:
+    """The expected values: ``fn(v, *args)`` for each value, None for None, a Failed where it
+    raises."""
+    out: list[Any] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            out.append(fn(v, *args))
+        except Exception as e:
+            out.append(Failed(e))
+    return out
+
+
+def shown(values: list[Any]) -> list[Any]:
+    """Values with each failure as the text 'failed' (for comparisons that print well)."""
+    return ["failed" if isinstance(v, Failed) else v for v in values]
+
+
 def _raw_rows(t: Any) -> list[tuple[int, RowContext]]:
     meta = t._meta()
     sel = ", ".join(plan.cell_columns(c) for c in meta.columns)

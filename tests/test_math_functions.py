@@ -8,7 +8,7 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlcheck import Failed, check, python_calls
+from sqlcheck import check, each, python_calls, shown
 
 import pxlite as pxl
 from pxlite.functions import math as pmath
@@ -28,21 +28,8 @@ def t(db):
     return t
 
 
-def py(fn, values, *args):
-    out = []
-    for v in values:
-        if v is None:
-            out.append(None)
-            continue
-        try:
-            out.append(fn(v, *args))
-        except Exception as e:
-            out.append(Failed(e))
-    return out
-
-
-def failed(vs):
-    return ["failed" if isinstance(v, Failed) else v for v in vs]
+py = each
+failed = shown
 
 
 def ints(t):

@@ -5,7 +5,7 @@ with the same results; the ones SQLite computes natively do so for plain ASCII t
 from __future__ import annotations
 
 import pytest
-from sqlcheck import Failed, by_sql, check, python_calls
+from sqlcheck import Failed, by_sql, check, each, python_calls, shown
 
 import pxlite as pxl
 from pxlite.errors import SchemaError
@@ -29,20 +29,10 @@ def t(db):
 
 def expected(fn, *args):
     """What Python's own str method gives for each value (None for a None input)."""
-    out = []
-    for v in VALUES:
-        if v is None:
-            out.append(None)
-            continue
-        try:
-            out.append(fn(v, *args))
-        except Exception as e:
-            out.append(Failed(e))
-    return out
+    return each(fn, VALUES, *args)
 
 
-def values(vs):
-    return [v if not isinstance(v, Failed) else "failed" for v in vs]
+values = shown
 
 
 @pytest.mark.parametrize("name", ["lower", "upper", "capitalize", "casefold", "swapcase",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlcheck import Failed, check, python_calls
+from sqlcheck import Failed, check, each, python_calls
 
 import pxlite as pxl
 from pxlite.functions import date as pdate
@@ -36,17 +36,7 @@ def t(db):
     return t
 
 
-def py(fn, values):
-    out = []
-    for v in values:
-        if v is None:
-            out.append(None)
-            continue
-        try:
-            out.append(fn(v))
-        except Exception as e:
-            out.append(Failed(e))
-    return out
+py = each
 
 
 TS = [stored(v) for v in STAMPS]
