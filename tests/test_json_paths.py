@@ -353,3 +353,20 @@ def test_update_and_delete_where_paths_and_functions(db):
     assert t.update({"k": 99}, where=t.s.upper() == "STRASSE").num_rows == 1
     assert t.delete(where=(t.meta.a == "y") | t.s.match("A")).num_rows == 2
     assert t.select(t.s, t.k).collect().to_dicts() == [{"s": "Straße", "k": 99}]
+
+
+def test_crafted_path_definitions_are_refused(t):
+    meta = t._meta()
+    with pytest.raises(SchemaError, match="unreadable JSON path"):
+        from_json({"jpath": "camera", "of": {"col": meta.column("meta").col_id}}, meta)
+    with pytest.raises(SchemaError, match="JSON path"):
+        from_json({"jpath": [{"slice": [None, None, 0]}], "of": {"col": 1}}, meta)
+    with pytest.raises(SchemaError, match="JSON path"):
+        from_json({"jpath": [1.5], "of": {"col": 1}}, meta)
+
+
+def test_sql_calling_an_unknown_python_function_is_a_clear_error(t):
+    from pxlite.errors import ComputeError
+
+    with pytest.raises(ComputeError, match=r"'no\.such\.key', which is not registered"):
+        t._conn.db.query("SELECT pxl_call('no.such.key', 1)")

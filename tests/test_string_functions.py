@@ -98,6 +98,7 @@ def test_find_count_and_regex(t):
         assert check(t, t.s.rfind(sub)) == expected(lambda s, x=sub: s.rfind(x))
     assert check(t, t.s.find("a", 1, -1)) == expected(lambda s: s.find("a", 1, -1))
     assert values(check(t, t.s.index("a"))) == values(expected(lambda s: s.index("a")))
+    assert values(check(t, t.s.rindex("b", 1))) == values(expected(lambda s: s.rindex("b", 1)))
     for pattern in ["b*c", "a", "aa", "", "[ae]", "\x00", "ß"]:
         import re
 
@@ -140,6 +141,9 @@ def test_building_strings(t):
     assert check(t, t.s.ljust(5)) == expected(lambda s: s.ljust(5))
     assert check(t, t.s.rjust(5, "0")) == expected(lambda s: s.rjust(5, "0"))
     assert check(t, t.s.pad(7, side="both")) == expected(lambda s: s.center(7))
+    assert check(t, t.s.pad(7, side="right", fillchar="-")) == expected(lambda s: s.rjust(7, "-"))
+    assert values(check(t, t.s.pad(7, side="middle"))) == [
+        None if v is None else "failed" for v in VALUES]  # a bad side: Python's ValueError
     assert check(t, t.s.repeat(2)) == expected(lambda s: s * 2)
     assert check(t, t.s.removeprefix("He")) == expected(lambda s: s.removeprefix("He"))
     assert check(t, t.s.removeprefix("")) == expected(lambda s: s.removeprefix(""))
