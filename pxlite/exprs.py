@@ -696,7 +696,9 @@ class IsNull(Expr):
         return [self.arg]
 
     def sql(self) -> tuple[str, list[Any]] | None:
-        s = self.arg.sql()
+        # A stored cell is NULL exactly when its value is None (a Json column's too: None is
+        # never stored as the JSON text 'null'), and the bare column can use an index.
+        s = self.arg.sql_value() if isinstance(self.arg, ColumnRef) else self.arg.sql()
         return None if s is None else (f"({s[0]} IS NULL)", s[1])
 
     def eval(self, row: RowContext) -> Any:
