@@ -840,8 +840,10 @@ class Arith(Expr):
         elif lt in numeric and rt in numeric:
             self.type = Float if (op == "/" or Float.name in (lt, rt)) else Int
         else:
-            raise SchemaError(f"cannot compute {left!r} {op} {right!r}: "
-                              f"{op} needs numbers (or + on two strings), got {lt} and {rt}")
+            hint = (": a Json value takes .astype(pxl.Float) (or Int, String) first"
+                    if Json.name in (lt, rt) else "")
+            raise SchemaError(f"cannot compute {left!r} {op} {right!r}: {op} needs numbers "
+                              f"(or + on two strings), got {lt} and {rt}{hint}")
 
     def children(self) -> list[Expr]:
         return [self.left, self.right]

@@ -370,3 +370,9 @@ def test_sql_calling_an_unknown_python_function_is_a_clear_error(t):
 
     with pytest.raises(ComputeError, match=r"'no\.such\.key', which is not registered"):
         t._conn.db.query("SELECT pxl_call('no.such.key', 1)")
+
+
+def test_arithmetic_on_a_path_asks_for_a_type(t):
+    with pytest.raises(SchemaError, match=r"takes \.astype\(pxl\.Float\)"):
+        t.meta.w + 1
+    assert check(t, t.meta.camera.iso.astype(pxl.Float) * 2)[:2] == [400.0, 6400.0]
