@@ -1,4 +1,4 @@
--- pxlite catalog, schema version 2. The single source of truth for the catalog DDL; shipped in the
+-- pxlite catalog, schema version 3. The single source of truth for the catalog DDL; shipped in the
 -- wheel as pxlite/schema.sql. User data lives in one table per pxlite table, named t_<id>, whose
 -- columns are named c<col_id> (+ c<col_id>_et / c<col_id>_em for a cell's error type and message):
 -- user-chosen names never reach SQL text.
@@ -23,6 +23,14 @@ CREATE TABLE px_tables (
     created_at  REAL NOT NULL
 ) STRICT;
 
+-- Every uid a table has had (px_tables.uid is the current one, where its new files go). A
+-- database that takes a new identity (a copy, or opened where it cannot tell a move from a copy)
+-- gives each table a new uid, so it never writes into a key space its original may clean.
+CREATE TABLE px_table_uids (
+    uid      TEXT PRIMARY KEY,
+    table_id INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE
+) STRICT;
+
 CREATE TABLE px_columns (
     table_id    INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
     col_id      INTEGER NOT NULL,
@@ -40,10 +48,12 @@ CREATE TABLE px_columns (
 ) STRICT;
 
 -- px_meta holds the database's identity: 'db_id' (random), 'opened_path' and 'opened_file'
--- (path and device:inode it was last opened at), 'media_dir' (device:inode of its media folder)
--- and 'media_shared' (the media folder it shares with the database it was copied from, if any).
--- A database opened somewhere else while the file it was opened as still exists is a copy: it
--- takes a new db_id, so the locations its original recorded are no longer its own.
+-- (path and device:inode it was last opened at), 'media_dir' (device:inode of its media folder),
+-- 'media_shared' (the media folder it shares with the database it was copied from, if any) and
+-- 'unclaimed_from' (the path it was last opened at, when it took a new identity without seeing
+-- that file: a move or a copy, it cannot tell). Opened as another file than the one it was
+-- last opened as, a database takes a new db_id, so the locations its original recorded are no
+-- longer its own until claimed (places.py).
 
 -- Every storage prefix pxlite has written a table's files under, committed before the first file
 -- lands there; files below <prefix><table uid>/<col_id>/ are pxlite's own (deleted with their
@@ -80,4 +90,18 @@ CREATE TABLE px_jobs (
     host       TEXT NOT NULL,
     started_at REAL NOT NULL,
     updated_at REAL NOT NULL
+) STRICT;
+
+-- Operations writing files right now (registered before their first file lands, removed when
+-- they end): a delete of a file in the key space of a table being written waits (stays in
+-- px_pending_deletes) while another live operation may come to name it; the last writer, or
+-- check(fix=True), finishes it. A crashed writer's row is recognised by its dead pid.
+CREATE TABLE px_writers (
+    id         INTEGER PRIMARY KEY,
+    table_uid  TEXT NOT NULL,         -- the key space its files go to (a table's current uid)
+    pid        INTEGER NOT NULL,
+    host       TEXT NOT NULL,
+    proc_start TEXT NOT NULL,         -- the process's start time ('' where unknown): pid reuse
+    kind       TEXT NOT NULL,
+    started_at REAL NOT NULL
 ) STRICT;

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import Any
 
 from . import config as _config
-from . import functions, maintenance, storage
+from . import functions, storage
 from .connection import Connection
 from .errors import (
     AlreadyExistsError,
@@ -25,6 +26,7 @@ from .errors import (
     ExecutorError,
     NotFoundError,
     ObjectNotFoundError,
+    OwnershipWarning,
     PxliteError,
     SchemaError,
     StorageError,
@@ -87,6 +89,7 @@ __all__ = [
     "Json",
     "NotFoundError",
     "ObjectNotFoundError",
+    "OwnershipWarning",
     "PxliteError",
     "Query",
     "Required",
@@ -117,6 +120,8 @@ __all__ = [
 
 _default: Connection | None = None
 _default_lock = threading.Lock()
+#: Databases opened with connect(path), for a message that names them (not kept alive by it).
+_opened: weakref.WeakSet[Connection] = weakref.WeakSet()
 
 
 def connect(path: str | os.PathLike[str] | None = None, *,
@@ -138,6 +143,7 @@ def connect(path: str | os.PathLike[str] | None = None, *,
         conn = Connection(home / "pxlite.db", config=config, media_dir=home / "media")
     else:
         conn = Connection(path, config=config, create=create)
+        _opened.add(conn)
     if config:
         try:
             for dest in _dests(config):
@@ -247,5 +253,20 @@ def clear_cache() -> int:
 
 
 def check(fix: bool = False, db: Connection | None = None) -> Any:
-    """Compare catalog and files both ways (see ``maintenance.check``) on ``db`` or the default."""
-    return maintenance.check(db or default(), fix=fix)
+    """Compare catalog and files both ways (see ``maintenance.check``) on ``db``, else on the
+    default database ``$PXLITE_HOME/pxlite.db``; the report names the database it checked.
+
+    A check never creates a database: without ``db`` and without a default database file this
+    is a ``NotFoundError`` that names the databases this process opened (check one of those with
+    ``db.check()``) instead of a check of a new, empty database that would say ok."""
+    if db is not None:
+        return db.check(fix=fix)
+    home = _config.pxlite_home() / "pxlite.db"
+    if (_default is None or _default.path != home.absolute()) and not home.is_file():
+        opened = sorted({str(c.path) for c in list(_opened)})
+        raise NotFoundError(
+            f"pxl.check() checks the default database, {home}, which does not exist (a check "
+            "never makes a database to check it); to check a database opened with "
+            "db = pxl.connect(path), call db.check()"
+            + (f" (opened in this process: {', '.join(opened)})" if opened else ""))
+    return default().check(fix=fix)

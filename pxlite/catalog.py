@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from .db import Database
 from .errors import AlreadyExistsError, NotFoundError, SchemaError
@@ -121,9 +121,12 @@ class ColumnMeta:
 @dataclass
 class TableMeta:
     id: int
-    uid: str
+    uid: str                         # the current key space: where its new files go
     path: str
     columns: list[ColumnMeta] = field(default_factory=list)
+    #: Every uid the table has had, the current one first (files written under an earlier uid,
+    #: before this database took a new identity, are still the table's).
+    uids: tuple[str, ...] = ()
 
     @property
     def sql(self) -> str:
@@ -222,7 +225,8 @@ def create_table(db: Database, path: str, columns: Iterable[tuple[str, ColumnTyp
         (uid, path, dir_id, time.time()),
     )
     tid = db.last_insert_rowid()
-    meta = TableMeta(id=tid, uid=uid, path=path)
+    db.execute("INSERT INTO px_table_uids(uid, table_id) VALUES (?, ?)", (uid, tid))
+    meta = TableMeta(id=tid, uid=uid, path=path, uids=(uid,))
     db.execute(f"CREATE TABLE {meta.sql} (_rowid INTEGER PRIMARY KEY)")
     for name, ctype in columns:
         add_column(db, meta, name, ctype)
@@ -238,7 +242,9 @@ def load_table(db: Database, path: str) -> TableMeta:
                             f"{did_you_mean(path, list_tables(db))}"
                             "list_tables() shows the tables there are")
     tid, uid, p = rows[0]
-    meta = TableMeta(id=tid, uid=uid, path=p)
+    former = [r[0] for r in db.query("SELECT uid FROM px_table_uids WHERE table_id = ? AND "
+                                     "uid != ? ORDER BY rowid", (tid, uid))]
+    meta = TableMeta(id=tid, uid=uid, path=p, uids=(uid, *former))
     for r in db.query(
         "SELECT col_id, name, position, type, expr, destination, format, on_error, pending, "
         "stored FROM px_columns WHERE table_id = ? ORDER BY position",
@@ -274,6 +280,21 @@ def list_tables(db: Database, under: str | None = None) -> list[str]:
     if under is None:
         return [r[0] for r in db.query("SELECT path FROM px_tables ORDER BY path")]
     return dir_contents(db, under)[1]
+
+
+def table_uids(db: Database) -> dict[str, int]:
+    """Every uid of every live table (current and former), with the table's id."""
+    return {r[0]: r[1] for r in db.query("SELECT uid, table_id FROM px_table_uids")}
+
+
+def new_table_uids(db: Database) -> None:
+    """Give every table a new current uid (inside the caller's write transaction): from now
+    on its new files go to a key space no other database has written (a copy of this one
+    keeps writing under the old uids otherwise, where its original may clean them)."""
+    for (tid,) in db.query("SELECT id FROM px_tables"):
+        uid = secrets.token_hex(6)
+        db.execute("UPDATE px_tables SET uid = ? WHERE id = ?", (uid, tid))
+        db.execute("INSERT INTO px_table_uids(uid, table_id) VALUES (?, ?)", (uid, tid))
 
 
 def drop_table_rows(db: Database, meta: TableMeta) -> None:
@@ -404,27 +425,6 @@ def valid_location(table_uid: object, prefix: object) -> bool:
     return bool(sep) and scheme.isalnum() and rest.split("/", 1)[0] != ""
 
 
-class Ownership(NamedTuple):
-    """Which recorded locations this database may delete files in.
-
-    ``db_id`` is this database file's identity: a location recorded under another identity (a
-    copy's original, a backup's live database) is only referenced, never cleaned. The media
-    folder is owned unless it is physically shared with the database this one was copied from
-    (``owns_media``). A database that cannot prove its identity owns nothing (``db_id`` '').
-    """
-
-    db_id: str
-    owns_media: bool
-
-    def owns(self, prefix: str, owner: str) -> bool:
-        if prefix == MEDIA_LOCATION:
-            return self.owns_media
-        return bool(self.db_id) and owner == self.db_id
-
-
-NO_OWNERSHIP = Ownership("", False)
-
-
 def record_location(db: Database, table_uid: str, prefix: str, owner: str) -> None:
     """Remember that pxlite writes this table's files under ``prefix`` (ownership, check()).
 
@@ -442,15 +442,6 @@ def locations(db: Database, table_uid: str) -> list[str]:
         "SELECT prefix FROM px_media_locations WHERE table_uid = ?", (table_uid,))]
 
 
-def owned_prefixes(db: Database, table_uid: str, ownership: Ownership,
-                   col_id: int | None = None) -> list[str]:
-    """The prefixes ``<location><uid>/`` (or ``<location><uid>/<col_id>/``) of the files this
-    database wrote for a table, in locations it owns."""
-    tail = f"{table_uid}/" if col_id is None else f"{table_uid}/{col_id}/"
-    return [p + tail for uid, p, owner in all_locations(db)
-            if uid == table_uid and ownership.owns(p, owner)]
-
-
 def all_locations(db: Database) -> list[tuple[str, str, str]]:
     """Every valid location row: ``(table uid, prefix, owner identity)``."""
     return [(u, p, o) for u, p, o in db.query(
@@ -462,12 +453,27 @@ def forget_locations(db: Database, table_uid: str) -> None:
     db.execute("DELETE FROM px_media_locations WHERE table_uid = ?", (table_uid,))
 
 
+def set_locations_owner(db: Database, owner: str) -> list[tuple[str, str]]:
+    """Record every location as ``owner``'s (a claim); returns the ``(uid, prefix)`` rows
+    that changed hands."""
+    changed = [(u, p) for u, p in db.query(
+        "SELECT table_uid, prefix FROM px_media_locations WHERE owner != ?", (owner,))]
+    db.execute("UPDATE px_media_locations SET owner = ?", (owner,))
+    return changed
+
+
 def add_pending_deletes(db: Database, uris: Iterable[str]) -> None:
     db.executemany("INSERT OR IGNORE INTO px_pending_deletes(uri) VALUES (?)", ((u,) for u in uris))
 
 
-def pending_deletes(db: Database) -> list[str]:
-    return [r[0] for r in db.query("SELECT uri FROM px_pending_deletes")]
+def pending_deletes(db: Database, uids: Iterable[str] | None = None) -> list[str]:
+    """The files waiting to be deleted (stored forms); with ``uids``, only those in the key
+    space of one of these table uids."""
+    if uids is None:
+        return [r[0] for r in db.query("SELECT uri FROM px_pending_deletes")]
+    return [r[0] for r in db.query(
+        "SELECT uri FROM px_pending_deletes WHERE EXISTS (SELECT 1 FROM json_each(?) "
+        "WHERE instr(uri, value || '/') > 0)", (json.dumps(sorted(uids)),))]
 
 
 def clear_pending_deletes(db: Database, uris: Iterable[str]) -> None:
@@ -545,3 +551,36 @@ def claim_job(db: Database, job: Job, total: int, pid: int, host: str) -> None:
 
 def end_job(db: Database, job: Job) -> None:
     db.execute("DELETE FROM px_jobs WHERE id = ?", (job.id,))
+
+
+# ---- operations writing files now (px_writers) ----------------------------------------------
+class Writer:
+    """An operation registered as writing files into a table's key space."""
+
+    __slots__ = ("host", "id", "kind", "pid", "proc_start", "started_at", "table_uid")
+
+    def __init__(self, id: int, table_uid: str, pid: int, host: str, proc_start: str, kind: str,
+                 started_at: float) -> None:
+        self.id, self.table_uid, self.pid, self.host = id, table_uid, pid, host
+        self.proc_start, self.kind, self.started_at = proc_start, kind, started_at
+
+    def __repr__(self) -> str:
+        return (f"<Writer {self.id} {self.kind} into {self.table_uid}: pid {self.pid} on "
+                f"{self.host}>")
+
+
+def add_writer(db: Database, table_uid: str, pid: int, host: str, proc_start: str,
+               kind: str) -> int:
+    db.execute("INSERT INTO px_writers(table_uid, pid, host, proc_start, kind, started_at) "
+               "VALUES (?, ?, ?, ?, ?, ?)", (table_uid, pid, host, proc_start, kind, time.time()))
+    return db.last_insert_rowid()
+
+
+def writers(db: Database) -> list[Writer]:
+    return [Writer(*r) for r in db.query(
+        "SELECT id, table_uid, pid, host, proc_start, kind, started_at FROM px_writers "
+        "ORDER BY id")]
+
+
+def remove_writers(db: Database, ids: Iterable[int]) -> None:
+    db.executemany("DELETE FROM px_writers WHERE id = ?", ((i,) for i in ids))

@@ -11,12 +11,13 @@ import os
 import shlex
 import shutil
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import pxlite as pxl
 
-from . import config, maintenance
+from . import config
 from .catalog import did_you_mean
 from .demo import run_demo
 from .errors import NotFoundError, PxliteError
@@ -81,11 +82,7 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    s = config.resolve()
-    rows = s.describe()
-    w = max(len(k) for k, _, _ in rows)
-    for key, value, source in rows:
-        print(f"{key.ljust(w)}  {value}  [{source}]")
+    print("\n".join(config.resolve().lines()))
 
 
 def human_size(n: float) -> str:
@@ -118,10 +115,26 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    report = maintenance.check(_open(args), fix=args.fix)
+    # without --db: the home database if there is one (a check never creates a database)
+    report = _open(args).check(fix=args.fix) if args.db else pxl.check(fix=args.fix)
     print(report)
     if not report.ok:  # also after --fix: it removes orphans, missing files remain
         raise SystemExit(1)
+
+
+def cmd_claim(args: argparse.Namespace) -> None:
+    with warnings.catch_warnings():  # the open would say "claim them": that is what this does
+        warnings.simplefilter("ignore", pxl.OwnershipWarning)
+        db = _open(args)
+    claimed = db.claim_locations()
+    if not claimed:
+        print(f"{db.path} owns every location it recorded; nothing to claim")
+        return
+    print(f"{db.path} now owns {len(claimed):,} location(s) it read but did not clean:")
+    for where in claimed:
+        print(f"  {where}")
+    print("files there that no row of this database names are orphans now: "
+          f"`pxlite check --fix --db {shlex.quote(str(db.path))}` removes them")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -157,11 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     s = with_db(sub.add_parser("check", help="compare catalog and files, both ways"))
     s.add_argument("--fix", action="store_true", help="remove orphan files pxlite wrote")
     s.set_defaults(fn=cmd_check)
+    s = with_db(sub.add_parser(
+        "claim", help="take back the locations of a database that was moved, not copied"))
+    s.set_defaults(fn=cmd_claim)
     return p
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: object = None, line: str | None = None) -> None:
+    """Warnings on the command line: one readable line, without pxlite's source lines."""
+    text = str(message)
+    print(text if text.startswith("pxlite:") else f"pxlite: warning: {text}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pxlite`` console script; returns the exit status."""
+    warnings.showwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

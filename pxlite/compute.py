@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import catalog, config, executors, media, plan, storage
+from . import catalog, config, executors, media, plan, progress, storage
 from .catalog import ColumnMeta, TableMeta
 from .errors import ComputeError, PxliteError, SchemaError, failed_cell
 from .executors import Pool
@@ -122,9 +122,13 @@ def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: Table
                 out += [None, None, None]
                 continue
             if t.is_media:
-                if not is_pil_image(v):
+                if t.col.type.name != "Image":  # a file a function made (extract_audio...)
+                    data, ext = media.output_file(v, t.col.type.kind,  # type: ignore[attr-defined]
+                                                  repr(t.expr))
+                elif not is_pil_image(v):
                     raise SchemaError(f"expected an image from {t.expr!r}, got {type(v).__name__}")
-                data, ext = media.encode_image(v, t.col.format)
+                else:
+                    data, ext = media.encode_image(v, t.col.format)
                 assert t.prefix is not None
                 if t.local:
                     sv: Any = store(data, ext, t.col, t.prefix)
@@ -180,7 +184,7 @@ class Site(Protocol):
     settings: Settings
 
     @property
-    def conn(self) -> Any: ...  # media_folder, resolve(stored), stored(uri)
+    def places(self) -> Any: ...  # media_folder, resolve(stored), stored(uri)
     def output_prefix(self, destination: str | None) -> str: ...
     def write_bytes(self, data: bytes, ext: str, col: ColumnMeta, prefix: str) -> str: ...
     def track(self, uri: str, created: bool) -> str: ...
@@ -244,7 +248,7 @@ class Computation:
         self._media_inputs = [c.col_id for c in self.inputs if c.type.is_media]
         self.media_slots = [3 * k for k, t in enumerate(self.targets) if t.is_media]
         self._downloads: dict[str, Future] = {}
-        self._resolver = self._Resolver(op.settings, op.conn.media_folder, self._downloads)
+        self._resolver = self._Resolver(op.settings, op.places.media_folder, self._downloads)
         self._stack = contextlib.ExitStack()
         self._cache_open = False
         self.errors = 0
@@ -290,12 +294,12 @@ class Computation:
     def submit(self, rows: list[Row]) -> list[Future]:
         """Start computing ``rows`` (rowid, stored inputs, the inputs' cell errors) on this
         process's threads; their remote inputs start downloading at once."""
-        conn = self.op.conn
+        places = self.op.places
         for _, raw, _ in rows:
             for cid in self._media_inputs:
                 v = raw.get(cid)
                 if isinstance(v, str):
-                    uri = conn.resolve(v)
+                    uri = places.resolve(v)
                     if uri not in self._downloads and not storage.is_local(uri):
                         self._open_cache()
                         self._downloads[uri] = self._io.submit(
@@ -314,7 +318,7 @@ class Computation:
         from concurrent.futures import wait
 
         waiting = [self._downloads[u] for u in (
-            self.op.conn.resolve(raw[c]) for c in self._media_inputs
+            self.op.places.resolve(raw[c]) for c in self._media_inputs
             if isinstance(raw.get(c), str)) if u in self._downloads]
         if waiting:
             wait(waiting)  # a failed download is the cell's error when the row reads the file
@@ -332,14 +336,17 @@ class Computation:
         advances per row."""
         out = []
         for fut, rowid in zip(futures, rowids, strict=True):
-            res, raw = fut.result()
+            try:
+                res, raw = fut.result()
+            except PxliteError as e:  # a cell's error: the compute thread's frames add nothing
+                raise e.with_traceback(None) from e.__cause__
             res = _settle([*res, rowid], raw, self.targets, self.op.meta, self.on_error)[:-1]
             out.append(self._finish(res))
         return out
 
     def _finish(self, res: list[Any]) -> list[Any]:
         """One row's cells as stored (media values relative in the media folder), counted."""
-        stored = self.op.conn.stored
+        stored = self.op.places.stored
         for k in self.media_slots:
             if res[k] is not None:
                 res[k] = stored(res[k])  # files in the media folder are stored relative
@@ -453,7 +460,7 @@ def _task_base(comp: Computation) -> _Task:
         meta=comp.op.meta, col_ids=[c.col_id for c in comp.cols],
         prefixes={c.destination: t.prefix for c, t in zip(comp.cols, comp.targets, strict=True)
                   if t.prefix is not None},
-        media_prefix=comp.op.conn.media_folder.prefix,
+        media_prefix=comp.op.places.media_folder.prefix,
         settings=executors.travelling_settings(comp.op.settings),
         functions=sorted(functions.items()), on_error=comp.on_error, rows=[],
         verdicts=verdicts)
@@ -500,7 +507,7 @@ class _WorkerSite:
         self.created: list[str] = []
 
     @property
-    def conn(self) -> _WorkerSite:
+    def places(self) -> _WorkerSite:
         return self
 
     def resolve(self, stored: str) -> str:
@@ -568,7 +575,7 @@ def compute_rows(op: Operation, cols: list[ColumnMeta], rows: Rows, *, on_error:
     transaction (an update's dependents, the last rows of a long operation). Old media values
     that get replaced are released (deleted after the commit) when ``release_old``."""
     t0 = time.perf_counter()
-    db, meta = op.conn.db, op.meta
+    db, meta = op.db, op.meta
     with Computation(op, cols, on_error=on_error) as comp:
         old_media = [c for c in comp.cols if c.type.is_media] if release_old else []
         read_cols = comp.inputs + old_media
@@ -640,7 +647,7 @@ def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.
     import threading
 
     t0 = time.perf_counter()
-    meta, db = op.meta, op.conn.db
+    meta, db = op.meta, op.db
     stop: list[int] = []
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -649,8 +656,8 @@ def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.
             signal.signal(signal.SIGINT, previous or signal.default_int_handler)
 
         previous = signal.signal(signal.SIGINT, on_sigint)
-    bar = _progress(lambda: max(job.total_rows, job.done_rows), desc, op.settings,
-                    initial=job.done_rows)
+    bar = progress.bar(lambda: max(job.total_rows, job.done_rows), desc, op.settings,
+                       initial=job.done_rows)
     try:
         with Computation(op, cols, on_error=on_error, bar=bar, pool=pool) as comp:
             old_media = [c for c in comp.cols if c.type.is_media] if release_old else []
@@ -705,7 +712,7 @@ def _commit_batch(op: Operation, comp: Computation, job: catalog.Job, batch: lis
                   recheck: Callable[[], None]) -> None:
     """One brief transaction: the batch's cells (each only if its row's inputs are still what
     was computed from), the files they replace released, the job's progress recorded."""
-    db = op.conn.db
+    db = op.db
     params = [[*c, r[0], *r[1:1 + len(comp.inputs)]] for c, r in zip(cells, batch, strict=True)]
     stored_now = set(op.created)
     with op.committing(lambda _meta: recheck()):
@@ -719,7 +726,7 @@ def _commit_batch(op: Operation, comp: Computation, job: catalog.Job, batch: lis
             op.release(col_id, uris)
         catalog.advance_job(db, job, batch[-1][0], len(batch))
     if skipped:  # their rows changed meanwhile: the files computed for them go
-        op.discard(u for u in (op.conn.resolve(c[k]) for c in skipped
+        op.discard(u for u in (op.places.resolve(c[k]) for c in skipped
                                for k in comp.media_slots if c[k] is not None)
                    if u in stored_now)
 
@@ -731,30 +738,3 @@ def _write_guarded(db: Any, sql: str, params: list[list[Any]]) -> list[bool]:
         db.execute(sql, p)
         out.append(db.changes() > 0)
     return out
-
-
-def _progress(count: Callable[[], int], desc: str, settings: Settings, *,
-              initial: int = 0) -> Any:
-    """A tqdm bar, only on a terminal or notebook: it shows ``initial``/total at once and
-    advances per row, with rate and ETA. ``count`` gives the total; it is only asked (a query)
-    when a bar can show."""
-    if not settings.get("progress", True) or not _interactive():
-        return None
-    total = count()
-    if total < 2:
-        return None
-    from tqdm.auto import tqdm  # only now: importing it costs ~45 ms
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="row", leave=False)
-
-
-def _interactive() -> bool:
-    """A terminal on stderr, or a Jupyter kernel: somewhere a person watches a bar."""
-    import sys
-
-    if "ipykernel" in sys.modules:
-        return True
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False

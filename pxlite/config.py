@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .redact import public_url, redact
 
 #: Top-level ([pxlite]) keys: name -> (parser, default).
 PROVIDERS = ("s3", "r2", "b2", "tigris", "gcs", "azure")
@@ -101,12 +102,31 @@ EXECUTOR_NAMES = ("threads", "processes")
 DASK_ADDRESS_SCHEMES = ("tcp://", "tls://", "ucx://", "ws://", "wss://", "inproc://")
 
 
+def executor_address_problem(value: str) -> str | None:
+    """Why a Dask scheduler address cannot be used (None when it can). An address is a scheme,
+    a host and a port: Dask takes no user, password or token in it (its credentials are TLS
+    certificates, in Dask's own security settings), so one given there would only be echoed
+    by errors and listings. The message never repeats the secret."""
+    rest = value.split("://", 1)[1] if "://" in value else value
+    authority = rest.split("/", 1)[0]
+    if "@" in authority or "?" in rest or "#" in rest:
+        return (f"the Dask scheduler address {public_url(value)!r} carries credentials (a "
+                "user:password@ part or a query string, not shown here): a scheduler address "
+                "is scheme://host:port only; Dask's credentials are TLS certificates in its own "
+                "security settings (distributed.security), or pass a distributed.Client")
+    return None
+
+
 def _parse_executor(value: Any) -> str:
-    if isinstance(value, str) and (value in EXECUTOR_NAMES
-                                   or value.startswith(DASK_ADDRESS_SCHEMES)):
+    if isinstance(value, str) and value in EXECUTOR_NAMES:
+        return value
+    if isinstance(value, str) and value.startswith(DASK_ADDRESS_SCHEMES):
+        problem = executor_address_problem(value)
+        if problem is not None:
+            raise ConfigError(problem)
         return value
     raise ConfigError(f"expected 'threads', 'processes' or a Dask scheduler address such as "
-                      f"'tcp://127.0.0.1:8786', got {value!r}")
+                      f"'tcp://127.0.0.1:8786', got {redact(repr(value))}")
 
 
 #: [pxlite] keys: name -> (parser, default, help).
@@ -186,9 +206,18 @@ class Settings:
                 rows.append((f"{p}.{k}", _show(k, v), self.sources.get(f"{p}.{k}", "?")))
         return rows
 
+    def lines(self) -> list[str]:
+        """One line per setting, ``key  value  [source]``, aligned, secrets masked (what
+        ``pxlite config`` prints)."""
+        rows = self.describe()
+        w = max(len(k) for k, _, _ in rows)
+        return [f"{k.ljust(w)}  {v}  [{source}]" for k, v, source in rows]
+
     def __repr__(self) -> str:
-        # Masked: a Settings object shows up in tracebacks with locals and in debug logs.
-        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v, _ in self.describe()) + ")"
+        # One setting a line (a notebook showed one long line); masked: a Settings object
+        # shows up in tracebacks with locals and in debug logs.
+        return "\n".join(["Settings (value, then where it came from):",
+                          *(f"  {line}" for line in self.lines())])
 
     def fingerprint(self, provider: str) -> tuple[tuple[str, str], ...]:
         """A hashable identity of a provider section (clients are cached per fingerprint)."""
@@ -211,6 +240,8 @@ def _show(key: str, value: Any) -> str:
     if key in SECRET_KEYS:
         return mask(value)
     text = str(value)
+    if key == "executor":
+        return public_url(text)
     if key in URL_KEYS and ("?" in text or "@" in text):
         import urllib.parse
 

@@ -5,54 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from . import catalog, media, storage, writes
+from . import catalog, maintenance, writes
 from . import config as _config
 from .db import Database
 from .errors import AlreadyExistsError, BusyError, NotFoundError, SchemaError, check_choice
+from .places import Ownership, Places
 from .table import Table, check_column_name
 from .types import as_type
-
-_IDENTITY_KEYS = ("db_id", "opened_path", "opened_file", "media_dir", "media_shared")
-
-
-def _file_id(path: Path) -> str:
-    """``device:inode`` of a file or folder (following symlinks: the real one), '' if absent."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ""
-    return f"{st.st_dev}:{st.st_ino}"
-
-
-def _identity_change(known: dict[str, str | None], here: str, here_file: str,
-                     media_file: str) -> dict[str, str] | None:
-    """What to record so the catalog names this file as itself; None when it already does."""
-    db_id, opened = known.get("db_id"), known.get("opened_path")
-    shared = known.get("media_shared") or ""
-    if db_id and opened == here and known.get("opened_file") == here_file:
-        return None
-    if db_id and (known.get("opened_file") == here_file
-                  or (opened and opened != here and not os.path.lexists(opened))):
-        # The same file under another path, or the file it was last opened as is gone (moved
-        # to another filesystem): the same database, now here.
-        change = {"opened_path": here, "opened_file": here_file}
-        if media_file and media_file != shared:
-            change["media_dir"] = media_file
-        return change
-    # A new catalog, or a copy of one whose original still exists: a new identity.
-    change = {"db_id": secrets.token_hex(16), "opened_path": here, "opened_file": here_file,
-              "media_shared": ""}
-    if db_id and media_file and media_file in (known.get("media_dir"), shared):
-        change["media_shared"] = media_file  # physically the original's media folder
-    elif media_file:
-        change["media_dir"] = media_file
-    return change
 
 
 class Connection:
@@ -64,18 +26,16 @@ class Connection:
         _config.resolve(self.config)  # a typo in config= fails here, not at first use
         self.db = Database(path, create=create)
         self.path = self.db.path
-        self.media_dir = Path(media_dir).expanduser().absolute() if media_dir else \
-            self.path.with_name(self.path.name + ".media")
-        self.media_folder = media.MediaFolder(storage.to_uri(self.media_dir).rstrip("/") + "/")
-        self._dest_cache: dict[str, str] = {}
-        self._lock = threading.Lock()
+        #: Where this database's files live and which it owns (places.py).
+        self.places = Places(self.db, media_dir, self.config)
+        self.media_dir, self.media_folder = self.places.media_dir, self.places.media_folder
         self.db.busy_hint = self._busy_hint
         try:
-            self.ownership = self._establish_identity()
+            self.places.establish()
             # Optional at connect time: with another process writing, the deletes wait for a
             # later open (or check(fix=True)) rather than this open waiting for the lock.
             with contextlib.suppress(BusyError), self.db.nowait():
-                writes.finish_pending(self, local_only=True)
+                writes.finish_pending(self.places, local_only=True)
         except BaseException:
             self.db.close()
             raise
@@ -92,77 +52,41 @@ class Connection:
     def close(self) -> None:
         self.db.close()
 
-    # ---- settings and destinations --------------------------------------------------------------
+    def check(self, fix: bool = False) -> maintenance.CheckReport:
+        """Compare this database's catalog with its files, both ways (see
+        :func:`pxlite.maintenance.check`); ``fix=True`` removes orphan files pxlite wrote. The
+        report names this database."""
+        return maintenance.check(self.places, fix=fix)
+
+    # ---- settings, places and ownership --------------------------------------------------------
     def settings(self) -> _config.Settings:
         """Effective settings now: this database's config= over configure() over env over file."""
-        return _config.resolve(self.config)
+        return self.places.settings()
 
     @property
-    def media_prefix(self) -> str:
-        """The default destination: this database's own media folder, as a file:// prefix."""
-        self.media_dir.mkdir(parents=True, exist_ok=True)
-        return self.media_folder.prefix
+    def ownership(self) -> Ownership:
+        """Which locations this database may delete files in (see :mod:`pxlite.places`)."""
+        return self.places.ownership
 
-    # ---- identity and ownership -----------------------------------------------------------------
-    def _establish_identity(self) -> catalog.Ownership:
-        """Who this database file is, and which media locations it may clean.
+    def stored(self, uri: str) -> str:
+        """The form a row stores for ``uri`` (relative inside the media folder)."""
+        return self.places.stored(uri)
 
-        The catalog records a random ``db_id`` and the path and device:inode the file was last
-        opened at. Opened as the same file (or the same file under another path: renamed,
-        moved), it is the same database. Opened as another file while the file it was last
-        opened as still exists, it is a *copy* (``cp``, a backup, a restore beside the live
-        one): it takes a new ``db_id``, so every location its original recorded stays the
-        original's: the copy reads those files but never deletes or "fixes" them. Its media
-        folder is its own (references there are relative) unless it is physically the
-        original's folder (a symlink, or the same ``media_dir``). Nothing here takes the write
-        lock unless the identity changes.
-        """
-        db = self.db
-        here, here_file, media_file = str(self.path), _file_id(self.path), _file_id(self.media_dir)
-        with db.read():
-            known = {k: catalog.get_meta(db, k) for k in _IDENTITY_KEYS}
-        change = _identity_change(known, here, here_file, media_file)
-        if change is not None and not db.read_only:
-            try:
-                with db.nowait(), db.transaction():
-                    known = {k: catalog.get_meta(db, k) for k in _IDENTITY_KEYS}  # locked now
-                    change = _identity_change(known, here, here_file, media_file)
-                    if change is not None:
-                        known.update(change)
-                        self._adopt(change, known)
-            except BusyError:
-                # Another process is writing: this connection reads, but owns nothing (it
-                # cannot prove who it is) until a later open records its identity.
-                return catalog.NO_OWNERSHIP
-        elif change is not None:  # read-only and unproven: it may read, it cannot delete anyway
-            return catalog.NO_OWNERSHIP
-        shared = known.get("media_shared") or ""
-        return catalog.Ownership(known.get("db_id") or "",
-                                 not (shared and media_file == shared))
+    def resolve(self, stored: str) -> str:
+        """The absolute URI of a stored reference."""
+        return self.places.resolve(stored)
 
-    def _adopt(self, change: dict[str, str], known: dict[str, str | None]) -> None:
-        """Write an identity change (inside the write transaction)."""
-        db = self.db
-        catalog.set_meta(db, {k: v for k, v in change.items() if v is not None})
-        if "db_id" in change and db.migrated_from == 1:
-            # A catalog from before identities: it could not tell copies apart, so it keeps
-            # owning what it recorded (as before), and its media-folder references become
-            # relative so the pair is portable from now on.
-            db.execute("UPDATE px_media_locations SET owner = ?", (change["db_id"],))
-            self._relativize_legacy()
+    def validate_dest(self, dest: str | os.PathLike[str]) -> str:
+        """Check a destination fully (form, bucket, write access) and return its prefix URI."""
+        return self.places.validate_dest(dest)
 
-    def _relativize_legacy(self) -> None:
-        db, prefix = self.db, self.media_folder.prefix
-        n = len(prefix)
-        for meta in catalog.live_tables(db):
-            for c in meta.media_columns:
-                db.execute(f"UPDATE {meta.sql} SET {c.sql} = ? || substr({c.sql}, ?) "
-                           f"WHERE substr({c.sql}, 1, ?) = ?",
-                           (catalog.MEDIA_LOCATION, n + 1, n, prefix))
-        db.execute("UPDATE OR IGNORE px_media_locations SET prefix = ? WHERE prefix = ?",
-                   (catalog.MEDIA_LOCATION, prefix))
-        db.execute("UPDATE OR IGNORE px_pending_deletes SET uri = ? || substr(uri, ?) "
-                   "WHERE substr(uri, 1, ?) = ?", (catalog.MEDIA_LOCATION, n + 1, n, prefix))
+    def claim_locations(self) -> list[str]:
+        """Take ownership of every location this database's files were written to, for a
+        database that was *moved* (to another machine, or with its pair renamed) rather than
+        copied: until then it reads those files but never deletes them (another database may
+        still name them). Returns the places claimed. Never claim locations another live
+        database uses: their files this database does not name would become orphans."""
+        return self.places.claim()
 
     def _busy_hint(self) -> str:
         """For a BusyError: the long operations the catalog says are running."""
@@ -174,48 +98,6 @@ class Connection:
             f"{j.kind} on {names.get(j.table_id, '?')!r} (pid {j.pid} on {j.host}, since "
             f"{time.strftime('%H:%M:%S', time.localtime(j.started_at))}, {j.progress()} rows)"
             for j in running)
-
-    def note_media_folder(self) -> None:
-        """Inside a write transaction that records the media folder as a location: remember the
-        folder's device:inode, so a copy of this database can tell whether it shares it."""
-        current = _file_id(self.media_dir)
-        if current and catalog.get_meta(self.db, "media_dir") != current:
-            catalog.set_meta(self.db, {"media_dir": current})
-
-    def known_spelling(self, table_uid: str, prefix: str) -> str:
-        """A local destination prefix as the table already knows it: when ``prefix`` is
-        another spelling (a symlink, ``//``) of a folder recorded as one of the table's
-        locations (or of the media folder), that recorded spelling. One folder is then never
-        two locations, so no file is ever seen twice, once as an orphan."""
-        if not prefix.startswith("file:"):
-            return prefix
-        real = os.path.realpath(storage.file_path(prefix))
-        known = [self.resolve(p) for p in catalog.locations(self.db, table_uid)]
-        for where in [self.media_folder.prefix, *known]:
-            if where != prefix and where.startswith("file:") and \
-                    os.path.realpath(storage.file_path(where)) == real:
-                return where
-        return prefix
-
-    def stored(self, uri: str) -> str:
-        """The form a row stores for ``uri`` (relative inside the media folder)."""
-        return self.media_folder.stored(uri)
-
-    def resolve(self, stored: str) -> str:
-        """The absolute URI of a stored reference."""
-        return self.media_folder.uri(stored)
-
-    def canonical_dest(self, dest: str | os.PathLike[str]) -> str:
-        """The canonical prefix URI of a destination (form checked; no network)."""
-        key = os.fspath(dest)
-        with self._lock:
-            if key not in self._dest_cache:
-                self._dest_cache[key] = storage.canonical_prefix(key, self.settings())
-            return self._dest_cache[key]
-
-    def validate_dest(self, dest: str | os.PathLike[str]) -> str:
-        """Check a destination fully (form, bucket, write access) and return its prefix URI."""
-        return storage.validate_destination(os.fspath(dest), self.settings())
 
     # ---- directories -----------------------------------------------------------------------------
     def create_dir(self, path: str, *, if_exists: str = "error") -> None:
@@ -302,12 +184,12 @@ class Connection:
             if if_not_exists == "ignore":
                 return
             raise
-        with writes.operation(self, meta) as op:
+        with writes.operation(self.places, meta, kind="drop_table") as op:
             # The table as it is now, under the lock: another connection may have dropped it,
             # or some of its columns, since it was loaded.
-            meta = writes.current_table(self, meta)
+            meta = writes.current_table(self.db, meta)
             named = {c.col_id: writes.named_files(self.db, meta, c) for c in meta.media_columns}
-            prefixes = catalog.owned_prefixes(self.db, meta.uid, self.ownership)
+            folders = self.places.owned_folders(meta)
             catalog.drop_table_rows(self.db, meta)
             # After the rows are gone: what another table still names is kept (the same rule
             # as delete()).
@@ -315,5 +197,4 @@ class Connection:
                 op.release(col_id, uris)
             # Locations of the dropped table stay recorded until its prefixes are swept, so a
             # crash before the sweep leaves files check() still recognises as orphans.
-            op.after_commit(lambda: writes.sweep_dropped(self, meta.uid, prefixes))
-
+            op.after_commit(lambda: writes.sweep_dropped(self.places, folders))

@@ -24,12 +24,13 @@ from . import faults, sqlcall
 from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 
 #: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema; version 2
 #: records which database identity owns each media location (a copy never cleans its original's)
-#: and the long operations in progress (pending columns, resumable jobs).
+#: and the long operations in progress (pending columns, resumable jobs); version 3 the uids each
+#: table has had (a copy writes under uids of its own) and the operations writing files now.
 MIGRATIONS: dict[int, str] = {
     1: """
     ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
@@ -47,6 +48,22 @@ MIGRATIONS: dict[int, str] = {
         host       TEXT NOT NULL,
         started_at REAL NOT NULL,
         updated_at REAL NOT NULL
+    ) STRICT;
+    """,
+    2: """
+    CREATE TABLE px_table_uids (
+        uid      TEXT PRIMARY KEY,
+        table_id INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE
+    ) STRICT;
+    INSERT INTO px_table_uids(uid, table_id) SELECT uid, id FROM px_tables;
+    CREATE TABLE px_writers (
+        id         INTEGER PRIMARY KEY,
+        table_uid  TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        host       TEXT NOT NULL,
+        proc_start TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        started_at REAL NOT NULL
     ) STRICT;
     """,
 }
@@ -93,6 +110,8 @@ class Database:
         self.busy_hint: Callable[[], str] | None = None
         #: The schema version this file had before this open migrated it (None: no migration).
         self.migrated_from: int | None = None
+        self._wal = False
+        self._writing = 0
         self.sqlite = self._open(create)
 
     # ---- opening -------------------------------------------------------------------------------
@@ -155,7 +174,8 @@ class Database:
         sqlcall.install(conn)  # pxl_call(): expressions SQLite computes by calling Python
         if not self.read_only:
             mode = conn.pragma("journal_mode", "wal")
-            if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory
+            self._wal = str(mode).lower() == "wal"
+            if not self._wal:  # e.g. a filesystem without shared memory
                 conn.pragma("journal_mode", "delete")
             # FULL: a commit survives power loss. pxlite deletes superseded files right after a
             # commit, so a commit a power cut could undo would leave rows naming deleted files.
@@ -283,32 +303,51 @@ class Database:
         )
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[list[Callable[[], None]]]:
+    def transaction(self, *, durable: bool = True) -> Iterator[list[Callable[[], None]]]:
         """A write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one.
 
         Yields the after-commit list: callables appended to it run once the outermost transaction
         has committed (used to delete superseded files only when no committed row names them).
+        ``durable=False`` (an outermost transaction only): its commit is visible to every
+        connection at once but not synced to disk (WAL, ``synchronous=NORMAL``): for records
+        that matter only while their process lives, such as which operations are writing now.
         """
         if self.read_only:
             raise self._read_only_error()
         with self._lock:
             outer = self._depth == 0
+            after: list[Callable[[], None]] = []
+            relaxed = outer and not durable and self._wal
             if outer:
-                self._after_commit = []
-                self.execute("BEGIN IMMEDIATE")
+                self._after_commit = after
+                if relaxed:
+                    self.sqlite.pragma("synchronous", "normal")
+                try:
+                    self.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    if relaxed:
+                        self.sqlite.pragma("synchronous", "full")
+                    self._after_commit = None
+                    raise
+            else:
+                assert self._after_commit is not None
+                after = self._after_commit
             self._depth += 1
-            after = self._after_commit
-            assert after is not None
+            self._writing += 1
             try:
                 yield after
             except BaseException:
                 self._depth -= 1
+                self._writing -= 1
                 if outer:
                     self._after_commit = None
                     with contextlib.suppress(apsw.Error):
                         self.sqlite.execute("ROLLBACK")
+                    if relaxed:
+                        self.sqlite.pragma("synchronous", "full")
                 raise
             self._depth -= 1
+            self._writing -= 1
             if not outer:
                 return
             try:
@@ -325,6 +364,8 @@ class Database:
                 raise mapped from e
             finally:
                 self._after_commit = None
+                if relaxed:
+                    self.sqlite.pragma("synchronous", "full")
         faults.point("after_commit")
         for fn in after:
             fn()
@@ -375,6 +416,10 @@ class Database:
                 self._depth -= 1
                 with contextlib.suppress(apsw.Error):
                     self.sqlite.execute("COMMIT")
+
+    def in_write_transaction(self) -> bool:
+        """Is a write transaction (:meth:`transaction`) open on this connection?"""
+        return self._writing > 0
 
     def max_columns(self) -> int:
         """How many columns SQLite allows in one table (SQLITE_LIMIT_COLUMN)."""

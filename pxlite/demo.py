@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pxlite as pxl
 
+from .display import short_url
 from .imagegen import make_image, write_images
 
 
@@ -60,16 +61,17 @@ def run_demo(folder: Path | None = None, n: int = 6) -> Path:
     _say("a new row computes every computed column")
     print(t.insert(image=photos[-1], label="late arrival"))
 
-    _say("schema")
+    _say("schema: where each column's files go, and where the thumbnails written under the "
+         "global destination stay")
     print(repr(t))
 
-    _say("where the files are (first 3 rows)")
+    _say("where the files are (first 3 rows; content hashes abbreviated)")
     rs = t.select(t.label, t.image.fileurl, t.flipped.fileurl, t.rotated.fileurl,
                   t.thumb.fileurl).limit(3).collect()
     for r in rs:
         print(f"- {r['label']}")
         for k in ("image_fileurl", "flipped_fileurl", "rotated_fileurl", "thumb_fileurl"):
-            print(f"    {k[:-8]:<8} {r[k]}")
+            print(f"    {k[:-8]:<8} {short_url(r[k], 80)}")
 
     _say("a query: wide images, ordered by label, first 3")
     print(t.select(t.label, t.width, t.height, thumb_path=t.thumb.localpath)
@@ -82,7 +84,7 @@ def run_demo(folder: Path | None = None, n: int = 6) -> Path:
     print(f"originals still there: {all(p.exists() for p in photos)}")
 
     _say("check: catalog vs files, both ways")
-    print(pxl.check(db=db))
+    print(db.check())
     print(f"\nrows: {t.count()}  |  done in {time.perf_counter() - t_start:.2f} s")
     print(f"try: pxlite show demo.media --db {db_path}")
     db.close()

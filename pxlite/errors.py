@@ -10,9 +10,13 @@ name the object, what was expected and the fix; causes are chained with ``raise 
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from .redact import redact
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 
 class PxliteError(Exception):
@@ -79,10 +83,15 @@ class ComputeError(PxliteError):
         value: Any = None,
         errortype: str | None = None,
         retryable: bool = False,
+        error: BaseException | None = None,
     ) -> None:
         super().__init__(message)
         #: True when the cause was a retryable storage error: running the call again may work.
         self.retryable = retryable
+        #: The exception that failed the cell (a StorageError, what a UDF raised...). Its
+        #: message is part of this one; ``__cause__`` holds only what adds to it (see
+        #: :func:`useful_cause`), so a traceback does not print the message twice.
+        self.error = error
         self.table = table
         self.row = row
         self.column = column
@@ -95,6 +104,13 @@ class ExecutorError(PxliteError):
     away, a task was lost with every worker that tried it, a UDF is missing on a worker. What
     was committed stays; a long operation stays pending, so running the same call again goes on
     where it stopped."""
+
+
+class OwnershipWarning(UserWarning):
+    """A database was opened where it cannot tell whether it was moved or copied (the file it
+    was last opened as is not visible: another machine, a renamed pair, a restored backup), so
+    it does not delete files in the locations its original recorded. Said once, at that open;
+    ``db.claim_locations()`` (or ``pxlite claim``) takes them back for a database that was moved."""
 
 
 # ---- argument choices and per-cell errors: one spelling each ---------------------------------
@@ -134,5 +150,38 @@ def failed_cell(on_error: str, e: BaseException, abort: PxliteError, *,
     ``abort`` (the error naming table, row, column and cause), chained to ``e``; under
     ``'ignore'`` return the cell to store, ``[None, errortype, errormsg]``."""
     if on_error == "abort" or required:
-        raise abort from e
+        if isinstance(abort, ComputeError):
+            abort.error = e
+        raise abort from useful_cause(e)
     return [None, *cell_error(e)]
+
+
+# ---- short tracebacks ------------------------------------------------------------------------
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def useful_cause(e: BaseException) -> BaseException | None:
+    """What of ``e``'s chain is worth printing under an error whose message already repeats
+    ``e``'s: the first exception in it that is not a pxlite error (the OSError, the cloud SDK's
+    error, what a UDF raised), its traceback cut to its frames outside pxlite (the UDF's own
+    lines) or, when it has none, to the frame that raised it; None when the chain holds only
+    pxlite errors, whose messages and internal frames would say nothing new."""
+    seen: set[int] = set()
+    current: BaseException | None = e
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if not isinstance(current, PxliteError):
+            return current.with_traceback(_outside(current.__traceback__))
+        current = current.__cause__ if current.__cause__ is not None else (
+            None if current.__suppress_context__ else current.__context__)
+    return None
+
+
+def _outside(tb: TracebackType | None) -> TracebackType | None:
+    """A traceback from its first frame outside pxlite; else its last frame only."""
+    last = tb
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
+            return tb
+        last, tb = tb, tb.tb_next
+    return last

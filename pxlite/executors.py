@@ -37,7 +37,7 @@ from .config import (
     URL_KEYS,
 )
 from .errors import ConfigError, ExecutorError, SchemaError
-from .redact import public_url
+from .redact import public_url, redact
 from .storage.base import is_loopback_url
 from .udf import lookup
 
@@ -63,13 +63,18 @@ def check_executor(value: Any) -> Any:
     """Validate ``executor=``: ``'threads'``, ``'processes'``, a Dask scheduler address or a
     ``distributed.Client``; returns it. Anything else is a SchemaError saying what is accepted."""
     if isinstance(value, str):
-        if value in EXECUTOR_NAMES or value.startswith(DASK_ADDRESS_SCHEMES):
+        if value in EXECUTOR_NAMES:
+            return value
+        if value.startswith(DASK_ADDRESS_SCHEMES):
+            problem = config.executor_address_problem(value)
+            if problem is not None:
+                raise SchemaError(problem)
             return value
     elif _is_dask_client(value):
         return value
     raise SchemaError(
         f"executor must be 'threads', 'processes', a Dask scheduler address such as "
-        f"'tcp://127.0.0.1:8786' or a distributed.Client; got {value!r}")
+        f"'tcp://127.0.0.1:8786' or a distributed.Client; got {redact(repr(value))}")
 
 
 def _is_dask_client(value: Any) -> bool:
@@ -186,9 +191,11 @@ class DaskPool(Pool):
             self.client = distributed.Client(target, set_as_default=False,
                                              timeout=CONNECT_TIMEOUT_S) if self._own else target
             info = self.client.scheduler_info()
-        except (OSError, TimeoutError) as e:
-            raise ExecutorError(f"cannot reach the Dask scheduler at {target!r}: {e}; is it "
-                                "running, and is the address right?") from e
+        except (OSError, TimeoutError, ValueError) as e:
+            shown = public_url(target) if isinstance(target, str) else repr(target)
+            raise ExecutorError(f"cannot reach the Dask scheduler at {shown!r}: "
+                                f"{redact(str(e))}; is it running, and is the address "
+                                "right?") from e
         workers = info.get("workers", {})
         self.address = str(info.get("address", target))
         self.slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))

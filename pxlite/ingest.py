@@ -53,10 +53,14 @@ def failed_input(on_error: str, e: BaseException, table_path: str, row: int, col
     ComputeError naming the row, the column and the cause; else return the cell to store,
     ``[None, errortype, errormsg]``."""
     why = "" if col.type.nullable else " (Required: cannot be left empty)"
+    # What to do about it, unless the column cannot be left empty anyway
+    hint = "" if why else ("; nothing was written. Pass on_error='ignore' to store the other "
+                           "rows, with this cell left empty and its error kept")
     return failed_cell(
         on_error, e, ComputeError(
-            f"row {row}, column {col.name!r}{why} of {table_path!r}: {e}", table=table_path,
-            row=row, column=col.name, value=value, errortype=type(e).__name__),
+            f"row {row}, column {col.name!r}{why} of {table_path!r}: {e}{hint}",
+            table=table_path, row=row, column=col.name, value=value,
+            errortype=type(e).__name__),
         required=not col.type.nullable)
 
 
@@ -91,7 +95,10 @@ class RowConverter:
         try:
             return self.convs[j](v)
         except INPUT_ERRORS as e:
-            _, et, em = failed_input(self.on_error, e, self.path, i, c, v)
+            try:
+                _, et, em = failed_input(self.on_error, e, self.path, i, c, v)
+            except ComputeError as err:  # on_error='abort': the frames below add nothing
+                raise err.with_traceback(None) from err.__cause__
             self.errors.append((rowid, c, et, em))
             return None
 
@@ -138,7 +145,7 @@ class MediaInput:
         self._cwd: str | None = None
 
     def __call__(self, value: Any, col: ColumnMeta) -> str:
-        return self.op.conn.stored(self.store(value, col))
+        return self.op.places.stored(self.store(value, col))
 
     def store(self, value: Any, col: ColumnMeta) -> str:
         """The absolute URI of the stored input."""

@@ -25,7 +25,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import catalog, media, storage, writes
 from . import config as _config
@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
     from .catalog import TableMeta
     from .config import Settings
-    from .connection import Connection
     from .db import Database
+    from .places import Location, Places
 
 __all__ = ["CheckReport", "MissingFile", "MoveStatus", "check", "move_media"]
 
@@ -52,6 +52,8 @@ __all__ = ["CheckReport", "MissingFile", "MoveStatus", "check", "move_media"]
 IO_WORKERS = 16
 #: How many examples of each kind ``str(CheckReport)`` shows.
 EXAMPLES = 10
+#: Why a file pxlite wrote in a location this database does not own is kept.
+ANOTHER_DATABASE = "another database may name it"
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -97,13 +99,15 @@ def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = IO_WORKER
 
 
 class MissingFile(NamedTuple):
-    """A row naming a file that does not exist. ``owned``: pxlite wrote it (else a reference)."""
+    """A row naming a file that does not exist. ``owned``: pxlite wrote it (else a reference);
+    ``computed``: the cell is a stored computed column's (recomputing it writes the file again)."""
 
     table: str
     column: str
     rowid: int
     uri: str
     owned: bool = True
+    computed: bool = False
 
 
 @dataclass
@@ -128,6 +132,9 @@ class CheckReport:
     fixed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)
+    unowned: list[str] = field(default_factory=list)
+    unclaimed_from: str = ""
     pending_cleared: int = 0
     swept_locations: list[str] = field(default_factory=list)
     tables: int = 0
@@ -142,7 +149,8 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.integrity or self.errors or self.remaining_orphans)
+        return not (self.missing or self.integrity or self.errors or self.remaining_orphans
+                    or self.kept)
 
     def __str__(self) -> str:
         n_orph = len(self.orphans)
@@ -157,6 +165,13 @@ class CheckReport:
             f"  pending deletes: {len(self.pending):,}"
             + (f" (cleared {self.pending_cleared:,})" if self.fix else ""),
         ]
+        if self.kept:
+            reasons: dict[str, int] = {}
+            for _, why in self.kept:
+                reasons[why] = reasons.get(why, 0) + 1
+            lines.append(f"  kept files (written by pxlite, named by no row here): "
+                         f"{len(self.kept):,} ("
+                         + "; ".join(f"{why}: {n:,}" for why, n in reasons.items()) + ")")
         if self.swept_locations:
             lines.append(f"  dropped-table locations swept: {len(self.swept_locations):,}")
         lines.append("  database integrity: " + ("ok" if not self.integrity
@@ -174,11 +189,21 @@ class CheckReport:
             + ("" if m.owned else " (a reference)") for m in self.missing])
         section("orphan files", [u + (" (removed)" if u in set(self.fixed) else "")
                                  for u in self.orphans[:EXAMPLES]] + self.orphans[EXAMPLES:])
+        section("kept files", [f"{u} ({why})" for u, why in self.kept])
         section("integrity problems", self.integrity)
         section("storage errors", self.errors)
         if self.remaining_orphans and not self.fix:
             lines.append("run `pxlite check --fix` (or pxl.check(fix=True)) to remove the orphans")
-        lost = sorted({(m.table, m.column) for m in self.missing if m.owned})
+        if self.unowned:
+            how = (f"it was last opened as {self.unclaimed_from}, which it could not see: moved "
+                   "or copied" if self.unclaimed_from else "it is a copy of another database")
+            lines.append(
+                f"this database reads but never cleans {len(self.unowned):,} place(s) recorded "
+                f"before it took its own identity ({how}): {', '.join(self.unowned[:3])}"
+                + (" ..." if len(self.unowned) > 3 else ""))
+            lines.append("if it was moved, not copied (no other database uses them), claim them: "
+                         f"pxlite claim --db {self.database} (or db.claim_locations())")
+        lost = sorted({(m.table, m.column) for m in self.missing if m.owned and m.computed})
         if lost:
             # check --fix cannot bring these back; computing them again can.
             lines.append("missing files of a computed column are written again by recomputing "
@@ -188,139 +213,178 @@ class CheckReport:
             db = "pxl" if self.database == home else f"pxl.connect({self.database!r})"
             lines.extend(f"  {db}.get_table({t!r}).recompute_columns({c!r})"
                          for t, c in lost[:EXAMPLES])
-            lines.append("other missing files (inserted media, references) must be restored "
-                         "from a backup, or their rows deleted")
-        elif self.missing:
-            lines.append("missing references: restore the files from a backup, or delete their "
-                         "rows")
+        if any(not (m.owned and m.computed) for m in self.missing):
+            lines.append(f"{'other ' if lost else ''}missing files (inserted media, references) "
+                         "must be restored from a backup, or their rows deleted")
         return "\n".join(lines)
 
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython (a notebook, its shell) shows the report itself, which names the database,
+        rather than the one-line repr."""
+        p.text(str(self))
+
     def __repr__(self) -> str:
-        return (f"<CheckReport ok={self.ok} missing={len(self.missing)} "
-                f"orphans={len(self.orphans)} fixed={len(self.fixed)} "
+        return (f"<CheckReport of {self.database!r}: ok={self.ok} missing={len(self.missing)} "
+                f"orphans={len(self.orphans)} kept={len(self.kept)} fixed={len(self.fixed)} "
                 f"integrity={len(self.integrity)} errors={len(self.errors)}>")
 
 
-def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> CheckReport:
+def check(places: Places, fix: bool = False, *, remote_refs: bool = True) -> CheckReport:
     """Compare the catalog with the stored files, both ways, and run SQLite's integrity check.
 
-    Reports rows naming files that do not exist (pxlite's own files; local references; bucket
-    references when ``remote_refs``, never plain web URLs) and orphans: files under the prefixes
-    pxlite owns (``<location><table uid>/``, dropped tables included) that no row names. With
-    ``fix=True`` the orphans are deleted, unfinished pending deletes are finished and a dropped
-    table's locations are forgotten once empty; rows and referenced files are never touched. A
-    storage error for one location is reported in ``errors``, not raised.
-    """
-    db = conn.db
-    settings = conn.settings()
-    report = CheckReport(database=str(conn.path), fix=fix)
-    report.integrity = db.integrity_check()
-    resolve, stored = conn.resolve, conn.stored
-    # Everything below works on stored forms ('media:<key>' inside the database's own media
-    # folder, absolute URIs elsewhere); the report shows absolute URIs.
+    Set algebra over one snapshot, as phases (storage is touched only at the edges):
 
-    # 1. One consistent snapshot of the catalog: every distinct media reference.
-    named_in: set[str] = set()
+    * **named**: every distinct media reference of every live table;
+    * **listed**: the files in pxlite's key shape under every recorded location (owned or
+      not) and uid folder, listed in parallel;
+    * **orphans** = listed files in owned locations that no row names (and pending deletes
+      whose file is still there), except those another live operation may be about to name;
+    * **kept** = files pxlite wrote that no row names but that are not this database's to
+      remove: in locations recorded by the database it was copied or moved from (another
+      database may name them; ``claim`` takes them back), or waiting for a live operation;
+    * **missing** = named files that do not exist (pxlite's own, local references, bucket
+      references when ``remote_refs``; never plain web URLs).
+
+    With ``fix=True`` the orphans are deleted through the one delete gate, under the write
+    lock; unfinished pending deletes are finished and a dropped table's locations forgotten
+    once empty; rows and referenced files are never touched. A storage error for one location
+    is reported in ``errors``, not raised. ``ok`` never holds while a file pxlite wrote is
+    unreferenced (an orphan or kept).
+    """
+    db, settings = places.db, places.settings()
+    report = CheckReport(database=str(db.path), fix=fix)
+    report.integrity = db.integrity_check()
+    snap = _snapshot(places)
+    report.tables, report.references = snap.tables, len(snap.named)
+    report.pending = [places.resolve(u) for u in snap.pending]
+    report.unowned = places.unowned()
+    report.unclaimed_from = places.unclaimed_from()
+    listed = _list_locations(places, settings, snap.locations, report)
+    orphans, kept, gone_pending = _unreferenced(places, settings, snap, listed, report)
+    report.orphans = [places.resolve(u) for u in orphans]
+    report.kept = [(places.resolve(u), why) for u, why in kept]
+    report.missing = _missing(places, settings, snap, listed, report, remote_refs)
+    if fix and (orphans or snap.pending or snap.dropped):
+        _fix(places, report, snap, listed, gone_pending, settings, orphans)
+    return report
+
+
+class _Snapshot(NamedTuple):
+    """What check() reads from the catalog, in one consistent read."""
+
+    tables: int
+    named: set[str]                 # every distinct media reference (stored forms)
+    locations: list[Location]
+    pending: list[str]
+    busy: set[str]                  # uids another live operation writes into
+    busy_why: str                   # which operations, for the report
+    dropped: set[str]               # uids of locations whose table is gone
+
+
+def _snapshot(places: Places) -> _Snapshot:
+    db = places.db
+    named: set[str] = set()
     with db.read():
         tables = catalog.live_tables(db)
         for meta in tables:
             for c in meta.media_columns:
-                for (u,) in db.execute(
-                        f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IS NOT NULL"):
-                    if isinstance(u, str):
-                        named_in.add(u)
-        locations = catalog.all_locations(db)
+                named.update(u for (u,) in db.execute(
+                    f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IS NOT NULL")
+                    if isinstance(u, str))
+        locations = places.locations()
         pending = catalog.pending_deletes(db)
-    report.tables = len(tables)
-    report.references = len(named_in)
-    report.pending = [resolve(u) for u in pending]
-    live_uids = {m.uid for m in tables}
+        busy = writes.busy_uids(db)
+        who = "; ".join(f"{w.kind} by pid {w.pid} on {w.host}" for w in writes.live_writers(db))
+    live = {u for m in tables for u in m.uids}
+    return _Snapshot(len(tables), named, locations, pending, busy, who,
+                     {loc.uid for loc in locations} - live)
 
-    # 2. List every owned prefix (in parallel; a failing location is reported, not fatal).
-    #    Locations this database does not own (recorded by the database it was copied from)
-    #    are not listed: their files are checked as references, never called orphans.
-    owned = sorted({prefix + uid + "/": uid for uid, prefix, who in locations
-                    if conn.ownership.owns(prefix, who)}.items())
-    owned_prefixes = [p for p, _ in owned]
+
+def _list_locations(places: Places, settings: Settings, locations: list[Location],
+                    report: CheckReport) -> dict[str, set[str]]:
+    """Every location's uid folder -> the files in pxlite's shape there (stored forms). A
+    location that cannot be listed is reported, not fatal."""
+    folders = {loc.folder(): loc for loc in locations}
+
+    def list_folder(folder: str) -> set[str]:
+        where = places.resolve(folder)
+        found = {places.stored(u) for u in storage.get_backend(where, settings).list(where)}
+        return {u for u in found if folders[folder].holds(u)}
+
     listed: dict[str, set[str]] = {}
-
-    def list_prefix(p: str) -> set[str]:
-        where = resolve(p)
-        return {stored(u) for u in storage.get_backend(where, settings).list(where)}
-
-    def exists(u: str) -> bool:
-        where = resolve(u)
-        return storage.get_backend(where, settings).exists(where)
-
-    for p, files, exc in _parallel(list_prefix, owned_prefixes, workers=8):
+    for folder, files, exc in _parallel(list_folder, sorted(folders), workers=8):
         if exc is None:
             assert files is not None
-            listed[p] = files
+            listed[folder] = files
         elif isinstance(exc, Exception):  # any failure of one location is reported, not fatal
-            report.errors.append(f"cannot list {resolve(p)}: {exc}")
+            report.errors.append(f"cannot list {places.resolve(folder)}: {exc}")
         else:
             raise exc
+    return listed
 
-    def owner(uri: str) -> str | None:
-        best = None
-        for p in owned_prefixes:
-            if uri.startswith(p) and (best is None or len(p) > len(best)):
-                best = p
-        return best
 
-    # 3. Orphans: listed files no row names, plus pending deletes whose file is still there.
-    # Only files in the exact shape pxlite writes count: whatever else sits under a location
-    # (or a crafted pending-delete row) is left alone.
-    owned_location = writes.owned_location_test(conn)
-
-    def owned_file(u: str) -> bool:
-        return owned_location(u) is not None
-
+def _unreferenced(places: Places, settings: Settings, snap: _Snapshot,
+                  listed: dict[str, set[str]], report: CheckReport
+                  ) -> tuple[list[str], list[tuple[str, str]], set[str]]:
+    """(orphans, kept with why, pending deletes whose file is gone) from the listings."""
+    owned = {loc.folder(): loc for loc in snap.locations if loc.owned}
     orphans: list[str] = []
+    kept: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for p in owned_prefixes:
-        for u in sorted(listed.get(p, ())):
-            if u not in named_in and u not in seen and owner(u) == p and owned_file(u):
+    for loc in snap.locations:
+        for u in sorted(listed.get(loc.folder(), set()) - snap.named - seen):
+            seen.add(u)
+            if not loc.owned:
+                kept.append((u, ANOTHER_DATABASE))
+            elif loc.uid in snap.busy:
+                kept.append((u, f"{writes.IN_FLIGHT} ({snap.busy_why})"))
+            else:
                 orphans.append(u)
-                seen.add(u)
-    gone_pending: set[str] = set()   # pending deletes whose file is known to be gone
-    probe_pending: list[str] = []
-    for u in pending:
-        if u in named_in or u in seen:
+    gone: set[str] = set()       # pending deletes whose file is known to be gone
+    probe: list[str] = []
+    owner = places.owner_test()
+    for u in snap.pending:
+        if u in snap.named or u in seen:
             continue
-        if not owned_file(u):
-            gone_pending.add(u)  # not a file pxlite writes: the entry is cleared, nothing deleted
-            continue
-        prefix = owner(u)
-        if prefix is not None and prefix in listed:
-            if u not in listed[prefix]:
-                gone_pending.add(u)
+        held = owner(u)
+        if held is None:
+            gone.add(u)  # not a file pxlite writes: the entry is cleared, nothing deleted
+        elif held.folder() in listed and held.folder() in owned:
+            gone.add(u)  # listed folders: a file still there was seen above
         else:
-            probe_pending.append(u)
-    for u, found, exc in _parallel(exists, probe_pending):
+            probe.append(u)
+    for u, found, exc in _parallel(lambda u: _exists(places, settings, u), probe):
         if exc is not None:
-            report.errors.append(f"cannot check pending delete {resolve(u)}: {exc}")
+            report.errors.append(f"cannot check pending delete {places.resolve(u)}: {exc}")
         elif found:
             orphans.append(u)
-            seen.add(u)
         else:
-            gone_pending.add(u)
-    report.orphans = [resolve(u) for u in orphans]
+            gone.add(u)
+    return orphans, kept, gone
 
-    # 4. Missing: owned files absent from their listing, local references absent from disk,
-    #    bucket references whose object does not exist (probed in parallel).
-    suspects: dict[str, bool] = {}  # stored uri -> owned
+
+def _exists(places: Places, settings: Settings, stored: str) -> bool:
+    where = places.resolve(stored)
+    return storage.get_backend(where, settings).exists(where)
+
+
+def _missing(places: Places, settings: Settings, snap: _Snapshot, listed: dict[str, set[str]],
+             report: CheckReport, remote_refs: bool) -> list[MissingFile]:
+    """Named files that do not exist: pxlite's own files absent from their folder's listing
+    (confirmed by a probe: a file committed after the listing is not missing), local references
+    absent from disk, bucket references whose object does not exist."""
+    by_folder = {loc.folder(): loc for loc in snap.locations}
+    suspects: dict[str, bool] = {}  # stored uri -> written by pxlite
     probe: list[str] = []
-    for u in named_in:
-        prefix = owner(u)
-        if prefix is not None:
-            if prefix in listed:
-                report.checked += 1
-                if u not in listed[prefix]:
-                    suspects[u] = True
+    for u in snap.named:
+        folder = next((f for f, loc in by_folder.items() if f in listed and loc.holds(u)), None)
+        if folder is not None:
+            report.checked += 1
+            if u not in listed[folder]:
+                suspects[u] = True
             continue
         try:
-            where = resolve(u)
+            where = places.resolve(u)
             scheme = storage.scheme_of(where)
             if scheme == "file":
                 report.checked += 1
@@ -332,31 +396,23 @@ def check(conn: Connection, fix: bool = False, *, remote_refs: bool = True) -> C
                 probe.append(u)
         except PxliteError as e:
             report.errors.append(f"cannot check {u}: {e}")
-    for u, found, exc in _parallel(exists, probe):
+    for u, found, exc in _parallel(lambda u: _exists(places, settings, u), probe):
         if exc is not None:
-            report.errors.append(f"cannot check {resolve(u)}: {exc}")
+            report.errors.append(f"cannot check {places.resolve(u)}: {exc}")
             continue
         report.checked += 1
         if not found:
             suspects[u] = False
-    # A file written (and its row committed) after the listing is not missing: confirm each
-    # owned suspect, then name the rows from a fresh read (rows deleted meanwhile drop out).
     confirm = [u for u, is_owned in suspects.items() if is_owned]
-    for u, found, exc in _parallel(exists, confirm):
+    for u, found, exc in _parallel(lambda u: _exists(places, settings, u), confirm):
         if exc is None and found:
             del suspects[u]
-    if suspects:
-        report.missing = _rows_naming(db, suspects, resolve)
-
-    # 5. Fix: decide and delete under the write lock, so no writer can be between writing a
-    #    file and committing the row that names it.
-    if fix and (orphans or pending or any(uid not in live_uids for uid, _, _ in locations)):
-        _fix(conn, report, listed, owned, gone_pending, settings, orphans, pending)
-    return report
+    return _rows_naming(places.db, suspects, places.resolve) if suspects else []
 
 
 def _rows_naming(db: Database, suspects: dict[str, bool],
                  resolve: Callable[[str], str]) -> list[MissingFile]:
+    """The rows naming ``suspects``, from a fresh read (rows deleted meanwhile drop out)."""
     out: list[MissingFile] = []
     arg = json.dumps(sorted(suspects))
     with db.read():
@@ -365,38 +421,39 @@ def _rows_naming(db: Database, suspects: dict[str, bool],
                 for rowid, u in db.query(
                         f"SELECT _rowid, {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
                         "(SELECT value FROM json_each(?)) ORDER BY _rowid", (arg,)):
-                    out.append(MissingFile(meta.path, c.name, rowid, resolve(u), suspects[u]))
+                    out.append(MissingFile(meta.path, c.name, rowid, resolve(u), suspects[u],
+                                           c.is_computed))
     return out
 
 
-def _fix(conn: Connection, report: CheckReport, listed: dict[str, set[str]],
-         owned: list[tuple[str, str]], gone_pending: set[str], settings: Settings,
-         orphans: list[str], pending: list[str]) -> None:
-    db, resolve = conn.db, conn.resolve
+def _fix(places: Places, report: CheckReport, snap: _Snapshot, listed: dict[str, set[str]],
+         gone_pending: set[str], settings: Settings, orphans: list[str]) -> None:
+    """Decide and delete under the write lock, so no writer can be between writing a file and
+    committing the row that names it unseen (it is registered as writing: its files wait)."""
+    db, resolve = places.db, places.resolve
     with db.transaction():
-        out = writes.delete_unreferenced(conn, orphans, settings, pool_map=_parallel)
+        out = writes.delete_unreferenced(places, orphans, settings, pool_map=_parallel)
         for u, why in out.refused:
             report.errors.append(f"not deleted: {resolve(u)}: {why}")
         for u, exc in out.failed:
             report.errors.append(f"cannot delete orphan {resolve(u)}: {exc}")
+        report.kept += [(resolve(u), writes.IN_FLIGHT) for u in out.deferred]
         deleted = set(out.deleted)
         report.fixed = [resolve(u) for u in orphans if u in deleted]
-        still = set(out.named) | catalog.named_by_rows(db, pending)
-        clear = [u for u in pending if u in still or u in deleted or u in gone_pending]
+        still = set(out.named) | catalog.named_by_rows(db, snap.pending)
+        clear = [u for u in snap.pending if u in still or u in deleted or u in gone_pending]
         catalog.clear_pending_deletes(db, clear)
         report.pending_cleared = len(clear)
         # A dropped table's locations are forgotten once every file under them is gone (all
-        # listed, all deleted); until then they keep marking those files as pxlite's own.
-        live = {r[0] for r in db.query("SELECT uid FROM px_tables")}
-        by_uid: dict[str, list[str]] = {}
-        for p, uid in owned:
-            by_uid.setdefault(uid, []).append(p)
-        for uid, prefixes in by_uid.items():
-            if uid in live:
-                continue
-            if all(p in listed and listed[p] <= deleted for p in prefixes):
+        # listed, all deleted) and nobody writes there; until then they keep marking those
+        # files as pxlite's own.
+        if out.deferred or writes.busy_uids(db):
+            return
+        for uid in snap.dropped:
+            folders = [loc.folder() for loc in snap.locations if loc.uid == uid and loc.owned]
+            if folders and all(f in listed and listed[f] <= deleted for f in folders):
                 catalog.forget_locations(db, uid)
-                report.swept_locations.extend(resolve(p) for p in prefixes)
+                report.swept_locations.extend(resolve(f) for f in folders)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,7 +553,7 @@ def _copy(old: str, new: str, settings: Settings, created: list[str]) -> None:
     created.append(new)
 
 
-def move_media(conn: Connection, meta: TableMeta, column: str, destination: str) -> MoveStatus:
+def move_media(places: Places, meta: TableMeta, column: str, destination: str) -> MoveStatus:
     """Move the files pxlite wrote for ``column`` to ``destination``, keeping their keys.
 
     Each pxlite-owned file is copied to ``<destination><table uid>/<col id>/<xx>/<hash>.<ext>``
@@ -511,7 +568,7 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
     SchemaError; bad destination: the ConfigError from validating it, before anything is copied.
     """
     t0 = time.perf_counter()
-    db = conn.db
+    db = places.db
     col = meta.column(column)
     if not col.type.is_media:
         raise SchemaError(f"column {column!r} of {meta.path!r} holds {col.type.name} values, not "
@@ -519,27 +576,29 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
                           "Document)")
     if db.read_only:
         raise DatabaseError(f"database {db.path} is read-only; make it writable to move media")
-    new_prefix = conn.known_spelling(meta.uid, conn.validate_dest(destination))
-    settings = conn.settings()
-    tail = f"{meta.uid}/{col.col_id}/"
+    new_prefix = places.known_spelling(meta, places.validate_dest(destination))
+    settings = places.settings()
 
     with db.read():
-        writes.current_table(conn, meta)  # dropped since it was loaded: NotFoundError
-        locs = catalog.locations(db, meta.uid)
+        writes.current_table(db, meta)  # dropped since it was loaded: NotFoundError
+        locs = places.locations(meta.uids or (meta.uid,))
         uris = writes.named_files(db, meta, col)
     moves: list[tuple[str, str]] = []   # (stored old, absolute new)
     skipped = same_place = 0
     for u in uris:
-        loc = max((p for p in locs if isinstance(u, str) and u.startswith(p + tail)),
-                  key=len, default=None)
+        loc = max((loc for loc in locs if isinstance(u, str)
+                   and u.startswith(loc.folder(col.col_id)) and loc.holds(u)),
+                  key=lambda loc: len(loc.prefix), default=None)
         if loc is None:
             skipped += 1  # a reference pxlite did not write: never moved
             continue
-        key = u[len(loc):]
-        if storage.is_local(conn.resolve(loc)):
+        # Moved into the table's current key space (a file written under an earlier uid, before
+        # this database took a new identity, lands where this database owns it).
+        key = u[len(loc.folder(col.col_id)):]
+        if storage.is_local(places.resolve(loc.prefix)):
             key = urllib.parse.unquote(key)
-        new = storage.join(new_prefix, key)
-        if conn.stored(new) == u or _same_object(conn.resolve(u), new):
+        new = storage.join(new_prefix, media.key_folder(meta.uid, col.col_id) + key)
+        if places.stored(new) == u or _same_object(places.resolve(u), new):
             skipped += 1  # already there (perhaps under another spelling of the same place)
             same_place += 1
             continue
@@ -551,14 +610,14 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
                                   "already are (the same folder or bucket under another name); "
                                   "nothing was moved")
 
-    with writes.Operation(conn, meta, settings) as op:
+    with writes.Operation(places, meta, settings, kind="move_media") as op:
         if moves:
             op.prepare(new_prefix)  # committed before the first copy lands: check() sees leftovers
         lock = threading.Lock()
 
         def copy_one(item: tuple[str, str]) -> None:
             mine: list[str] = []
-            old = conn.resolve(item[0])
+            old = places.resolve(item[0])
             try:
                 _copy(old, item[1], settings, mine)
             finally:
@@ -578,9 +637,9 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
             for item, _, exc in _parallel(copy_one, items, stop=lambda: bool(fatal)):
                 if exc is None:
                     done.append(item)
-                elif isinstance(exc, ObjectNotFoundError) and exc.uri == conn.resolve(item[0]):
+                elif isinstance(exc, ObjectNotFoundError) and exc.uri == places.resolve(item[0]):
                     missing.append(f"{meta.path} column {column!r}: cannot move "
-                                   f"{conn.resolve(item[0])}: the file does not exist (run "
+                                   f"{places.resolve(item[0])}: the file does not exist (run "
                                    "pxlite check)")
                 else:
                     fatal.append((item, exc))
@@ -589,20 +648,21 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
                 if not isinstance(exc, PxliteError):
                     raise exc
                 raise StorageError(
-                    f"move_media: copying {conn.resolve(old)} to {new} for {meta.path} column "
+                    f"move_media: copying {places.resolve(old)} to {new} for {meta.path} column "
                     f"{column!r} failed: {exc}; the table is unchanged (copies made so far were "
-                    "removed)", uri=conn.resolve(old),
+                    "removed)", uri=places.resolve(old),
                     retryable=getattr(exc, "retryable", False)) from exc
             return done, missing
 
         moved, missing = copy_all(moves)
-        with op.committing(lambda m: writes.current_table(conn, m)):
+        with op.committing(lambda m: writes.current_table(db, m)):
             ccol = catalog.load_table(db, meta.path).column_by_id(col.col_id)
             if moved:
                 # A concurrent check(fix=True) may have removed copies no row named yet; it
                 # cannot now (we hold the write lock), so re-copy any that went missing.
                 dst = storage.get_backend(new_prefix, settings)
-                present = set(dst.list(new_prefix + tail))
+                present = set(dst.list(storage.join(new_prefix,
+                                                    media.key_folder(meta.uid, col.col_id))))
                 lost = [m for m in moved if m[1] not in present]
                 if lost:
                     again, gone = copy_all(lost)
@@ -614,7 +674,7 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
                            "(old TEXT PRIMARY KEY, new TEXT NOT NULL)")
                 db.execute("DELETE FROM temp.px_move_map")
                 db.executemany("INSERT INTO temp.px_move_map(old, new) VALUES (?, ?)",
-                               [(old, conn.stored(new)) for old, new in moved])
+                               [(old, places.stored(new)) for old, new in moved])
                 # One pass over the table with an indexed lookup per row (an UPDATE per file
                 # would scan the table once per file).
                 db.execute(
@@ -623,7 +683,7 @@ def move_media(conn: Connection, meta: TableMeta, column: str, destination: str)
                     "temp.px_move_map)")
                 db.execute("DROP TABLE temp.px_move_map")
             if ccol.is_computed:
-                catalog.set_column_destination(db, meta, ccol, conn.stored(new_prefix))
+                catalog.set_column_destination(db, meta, ccol, places.stored(new_prefix))
             op.release(ccol.col_id, [old for old, _ in moved])
     return MoveStatus("Moved", len(moved), len(missing), time.perf_counter() - t0, "file",
                       errors=missing[:10], num_skipped=skipped)

@@ -184,6 +184,43 @@ def encode_image(img: PILImage.Image, fmt: str | None = None) -> tuple[bytes, st
     return buf.getvalue(), FORMATS[fmt]
 
 
+# ---- files made by functions -------------------------------------------------------------
+_temp_lock = threading.Lock()
+_temp_dir: str | None = None
+
+
+def temp_output_path(suffix: str) -> str:
+    """A fresh path for a media file a function makes (``extract_audio``...): in a folder of
+    this process's own, removed when the process exits. A computed column that stores such a
+    file deletes it once its bytes are read (:func:`output_file`)."""
+    global _temp_dir
+    import atexit
+    import tempfile
+
+    with _temp_lock:
+        if _temp_dir is None or not os.path.isdir(_temp_dir):
+            _temp_dir = tempfile.mkdtemp(prefix="pxlite-out-")
+            atexit.register(shutil.rmtree, _temp_dir, True)
+        fd, path = tempfile.mkstemp(suffix=suffix, dir=_temp_dir)
+    os.close(fd)
+    return path
+
+
+def output_file(value: Any, kind: str, what: str) -> tuple[bytes, str]:
+    """The bytes and extension of a media file a function returned as a local path, checked to
+    be a ``kind`` file (video, audio, document); a file from :func:`temp_output_path` is
+    deleted once read."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise SchemaError(f"expected a {kind} file path from {what}, got {type(value).__name__}")
+    path = Path(os.fspath(value))
+    ext = check_local_file(path, kind)
+    data = path.read_bytes()
+    if _temp_dir is not None and os.path.dirname(os.path.abspath(path)) == _temp_dir:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return data, ext
+
+
 # ---- THE object-key grammar -------------------------------------------------------------------
 # Every file pxlite writes is named <table uid>/<col id>/<xx>/<sha256>.<ext>, where <xx> is the
 # first two hex digits of the SHA-256 of its bytes: content addressing makes a retried write
@@ -195,9 +232,15 @@ _KEY = re.compile(r"(?P<uid>[0-9a-f]{12})/(?P<col>\d+)/(?:" + _HASHED_NAME
 _HASHED_TAIL = re.compile("/" + _HASHED_NAME + "$")
 
 
+def key_folder(table_uid: str, col_id: int | None = None) -> str:
+    """The folder (relative to a location's prefix, ending in '/') of a table's files, or of
+    one column's: the one place the ``<table uid>/<col id>/`` part of a key is spelled."""
+    return f"{table_uid}/" if col_id is None else f"{table_uid}/{col_id}/"
+
+
 def object_key(table_uid: str, col_id: int, digest: str, ext: str) -> str:
     """The content-addressed key of a file pxlite writes for a column (``digest``: SHA-256 hex)."""
-    return f"{table_uid}/{col_id}/{digest[:2]}/{digest}.{ext}"
+    return f"{key_folder(table_uid, col_id)}{digest[:2]}/{digest}.{ext}"
 
 
 def key_owner(key: str) -> str | None:
@@ -205,6 +248,17 @@ def key_owner(key: str) -> str | None:
     None for anything else."""
     m = _KEY.fullmatch(key)
     return m["uid"] if m is not None else None
+
+
+_KEY_AT_END = re.compile(r"(?<![^/])[0-9a-f]{12}/\d+/" + _HASHED_NAME + r"\Z")
+
+
+def split_key(uri: str) -> tuple[str, str] | None:
+    """A URI of a file pxlite wrote, split into ``(prefix, key)``: where it lives (the
+    destination) and the content-addressed key ``<table uid>/<col id>/<xx>/<sha256>.<ext>``;
+    None when the URI does not end in such a key (a user's file)."""
+    m = _KEY_AT_END.search(uri)
+    return (uri[:m.start()], m.group()) if m is not None else None
 
 
 def is_content_addressed(uri: str) -> bool:

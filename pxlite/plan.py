@@ -122,6 +122,13 @@ def distinct_values(meta: TableMeta, col: ColumnMeta, rows: Rows = ALL) -> State
             params)
 
 
+def any_file_under(meta: TableMeta, col: ColumnMeta, prefix: str) -> Statement:
+    """One row, if any, whose ``col`` names a file under ``prefix`` (stored form): does the
+    column have files there?"""
+    return (f"SELECT 1 FROM {meta.sql} WHERE substr({col.sql}, 1, ?) = ? LIMIT 1",
+            [len(prefix), prefix])
+
+
 def count(meta: TableMeta, rows: Rows = ALL) -> Statement:
     cond, params = rows.condition()
     return f"SELECT count(*) FROM {meta.sql} WHERE {cond}", params

@@ -4,16 +4,24 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import re
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .display import (
+    ELLIPSIS,
+    HTML_URL_WIDTH,
+    end_cut,
+    html_table,
+    short_url,
+)
 from .errors import ConfigError, NotFoundError, SchemaError
-from .media import MEDIA_REF, has_alpha
+from .media import MEDIA_REF, has_alpha, split_key
 from .redact import redact
 from .types import ColumnType, is_pil_image
 
@@ -23,9 +31,15 @@ _QUOTED_PATH = re.compile(r"'(?:[A-Za-z][A-Za-z0-9+.-]*:)?/[^'\s]*/([^'/\s]+)'")
 #: A text value that is one URL (``file:///…``, ``s3://…``, ``https://…``), shown as a reference.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+\Z")
 
-#: Longest a media reference is shown in the text table and the HTML view, and a text cell.
+#: Longest a media reference is shown in the text table, and a text cell there (a text row
+#: cannot wrap). The notebook HTML wraps text in its cells, so it shows text whole up to
+#: HTML_TEXT_MAX characters (as Pixeltable does) and URLs up to display.HTML_URL_WIDTH.
 _REF_WIDTH = 48
 _TEXT_WIDTH = 60
+HTML_TEXT_MAX = 1000
+#: Rows the notebook HTML shows; the rest are counted under it ("… 180 more rows"). A notebook
+#: saves its outputs: 200 rows of three image columns were 1.2 MB of HTML in it.
+HTML_ROWS = 20
 #: Notebook thumbnails: the longest side in pixels, and the lossy encoders' quality. Small
 #: enough that a 1,000-row result stays a few hundred kB of HTML rather than ~20 MB of PNGs.
 _THUMB_PX = 96
@@ -33,35 +47,13 @@ _THUMB_QUALITY = 70
 #: Narrowest a column is cut to when a text table must fit a terminal.
 _MIN_COL = 6
 
-#: Scoped to the result's own table so that it never restyles the rest of a notebook.
-_CSS = ("<style>"
-        ".pxl-rs table{border-collapse:collapse;font-size:13px}"
-        ".pxl-rs th,.pxl-rs td{border:1px solid #ccc;padding:2px 6px;text-align:left;"
-        "vertical-align:top;max-width:40em;overflow-wrap:anywhere}"
-        ".pxl-rs th{background:#f3f3f3}"
-        ".pxl-rs .ref{font-family:monospace;white-space:nowrap}"
-        ".pxl-rs .bad{color:#b00}"
-        ".pxl-rs img{display:block;max-width:96px;max-height:96px}"
-        "</style>")
 
-
-def middle_cut(text: str, width: int) -> str:
-    """``text`` in at most ``width`` characters, cut in the middle with ``...`` when longer, so
-    that both where a path or URL starts and its file name (its last part) stay visible."""
-    if len(text) <= width:
+def abbreviate(text: str, limit: int = HTML_TEXT_MAX) -> str:
+    """``text`` whole up to ``limit`` characters, else its beginning and end around `` … ``."""
+    if len(text) <= limit:
         return text
-    if width <= 3:
-        return text[:width]
-    name = len(text) - text.rstrip("/").rfind("/")          # the last part with its "/"
-    tail = min(max((width - 3) // 2, name), width - 4)       # at least one character of the head
-    return text[:width - 3 - tail] + "..." + text[len(text) - tail:]
-
-
-def end_cut(text: str, width: int) -> str:
-    """``text`` in at most ``width`` characters, ending in ``...`` when cut."""
-    if len(text) <= width:
-        return text
-    return text[:width] if width <= 3 else text[:width - 3] + "..."
+    half = (limit - 3) // 2
+    return f"{text[:half]} {ELLIPSIS} {text[len(text) - half:]}"
 
 
 @dataclass
@@ -96,11 +88,19 @@ class ResultSet:
     ``PIL.Image`` objects (images) or local paths (other media) only when accessed."""
 
     def __init__(self, names: list[str], types: list[ColumnType], rows: list[tuple],
-                 media: Callable[[int, Any], Any] | None = None) -> None:
+                 media: Callable[[int, Any], Any] | None = None,
+                 errors: Mapping[tuple[int, int], tuple[str, str]] | None = None,
+                 uri: Callable[[str], str] | None = None) -> None:
         self.names = names
         self.types = types
         self._rows = rows
         self._media = media          # (column index, stored value) -> user-facing value
+        #: Cells that hold an error instead of a value: (row, column) -> (errortype, errormsg);
+        #: shown instead of None, so a failed image says why it is missing.
+        self._errors = dict(errors or {})
+        #: The absolute URI of a stored reference ('media:<key>' in the database's media
+        #: folder), so that a cell shows where its file is.
+        self._uri = uri
         self._lazy = [i for i, t in enumerate(types) if t.is_media] if media else []
 
     def __len__(self) -> int:
@@ -135,7 +135,11 @@ class ResultSet:
                     f"no column {key!r} in this result; it has {self.names}") from None
             return [self._value(i, r[i]) for r in self._rows]
         if isinstance(key, slice):
-            return ResultSet(self.names, self.types, self._rows[key], self._media)
+            kept = range(len(self._rows))[key]
+            errors = {(n, c): self._errors[r, c] for n, r in enumerate(kept)
+                      for c in range(len(self.names)) if (r, c) in self._errors}
+            return ResultSet(self.names, self.types, self._rows[key], self._media, errors,
+                             self._uri)
         return self._row(self._rows[key])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -171,26 +175,44 @@ class ResultSet:
     def _ref(self, v: str) -> str:
         """A media reference as people read it: a local file by its name as the user wrote it
         (``my photo #1.jpg``, not ``my%20photo%20%231.jpg``), credentials in a URL masked."""
+        if v.startswith(MEDIA_REF) and self._uri is not None:
+            with contextlib.suppress(Exception):  # a crafted reference shows as stored
+                v = self._uri(v)
         return urllib.parse.unquote(v) if v.startswith(("file://", MEDIA_REF)) else redact(v)
 
     def _is_ref(self, i: int, v: Any) -> bool:
         """Whether a cell is a path or URL: a media reference, or a text value that is one URL
-        (such as ``.fileurl``); those are cut in the middle and shown in monospace."""
-        return isinstance(v, str) and (self.types[i].is_media or _URL.match(v) is not None)
+        (such as ``.fileurl``) or the local path of a file pxlite wrote (``.localpath``); those
+        are cut where they say least and shown in monospace."""
+        return isinstance(v, str) and (self.types[i].is_media or _URL.match(v) is not None
+                                       or (v.startswith("/") and split_key(v) is not None))
 
     def _short(self, i: int, v: Any) -> str:
         if v is None:
             return "None"
         if self._is_ref(i, v):
-            return middle_cut(self._ref(v), _REF_WIDTH if self.types[i].is_media else _TEXT_WIDTH)
+            return short_url(self._ref(v), _REF_WIDTH if self.types[i].is_media else _TEXT_WIDTH)
         if is_pil_image(v):
             # the file format once the image came from a file, its pixel mode when computed
             return f"<Image {v.width}x{v.height} {v.format or v.mode}>"
         return end_cut(str(v), _TEXT_WIDTH)
 
-    def _cell_text(self, i: int, v: Any) -> str:
+    def _cell_error(self, r: int, i: int, width: int) -> str | None:
+        """A cell that holds an error instead of a value: its type and a short message."""
+        found = self._errors.get((r, i))
+        if found is None:
+            return None
+        errortype, message = found
+        message = _QUOTED_PATH.sub(r"'\1'", " ".join(str(message or "").split()))
+        return end_cut(f"{errortype}: {message}" if message else str(errortype), width)
+
+    def _cell_text(self, r: int, i: int, v: Any) -> str:
         """A cell as text. A media reference to a local file is opened (header only; no network
         for a text table) so that a missing or unreadable file says so."""
+        if v is None:
+            failed = self._cell_error(r, i, 100)
+            if failed is not None:
+                return f"<{failed}>"
         try:
             text = self._short(i, v)
             if (i in self._lazy and isinstance(v, str)
@@ -207,17 +229,18 @@ class ResultSet:
 
     def to_text(self, width: int | None = None) -> str:
         """The rows as a text table. With ``width`` (a terminal's columns) every line fits in
-        it: the widest columns are cut first (paths and URLs in the middle, other text at the
-        end), and a row is never wrapped onto a second line."""
+        it: the widest columns are cut first (paths and URLs where they say least, other text
+        at the end), and a row is never wrapped onto a second line."""
         header = list(self.names)
-        body = [[self._cell_text(i, v) for i, v in enumerate(r)] for r in self._rows]
+        body = [[self._cell_text(n, i, v) for i, v in enumerate(r)]
+                for n, r in enumerate(self._rows)]
         widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(header)]
         if width is not None:
             widths = _fit(widths, width)
         media = [t.is_media for t in self.types]
 
         def cut(c: str, w: int, m: bool) -> str:
-            return middle_cut(c, w) if m or _URL.match(c) else end_cut(c, w)
+            return short_url(c, w) if m or _URL.match(c) or c.startswith("/") else end_cut(c, w)
 
         def line(cells: list[str]) -> str:
             out = "  ".join(cut(c, w, m).ljust(w)
@@ -248,7 +271,11 @@ class ResultSet:
         return (f'<img src="data:{mime};base64,{b64}" width="{img.width}" '
                 f'height="{img.height}" alt=""/>')
 
-    def _html_cell(self, i: int, v: Any) -> str:
+    def _html_cell(self, r: int, i: int, v: Any) -> str:
+        if v is None:
+            failed = self._cell_error(r, i, 300)
+            if failed is not None:
+                return f'<td><span class="bad">&#9888; {html.escape(failed)}</span></td>'
         owned = v is not None and i in self._lazy and isinstance(v, str)
         ref = self._ref(v) if self._is_ref(i, v) else ""
         title = f' title="{html.escape(ref)}"' if ref else ""
@@ -261,20 +288,26 @@ class ResultSet:
                     if owned:
                         shown.close()
             if ref:
-                return f'<td class="ref"{title}>{html.escape(middle_cut(ref, _TEXT_WIDTH))}</td>'
-            return f"<td>{html.escape(self._short(i, v))}</td>"
+                return (f'<td class="ref"{title}>'
+                        f"{html.escape(short_url(ref, HTML_URL_WIDTH))}</td>")
+            if shown is None or isinstance(shown, (bool, int, float)):
+                return f"<td>{html.escape(self._short(i, v))}</td>"
+            return f"<td>{html.escape(abbreviate(str(shown)))}</td>"
         except Exception as e:
             name = self._short(i, v) if isinstance(v, str) else ""
             return (f'<td{title}><span class="bad">&#9888; '
                     f"{html.escape(self._problem(e, 300, name))}</span></td>")
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(n)}</th>" for n in self.names)
-        rows = ["<tr>" + "".join(self._html_cell(i, v) for i, v in enumerate(r)) + "</tr>"
-                for r in self._rows]
-        return (f'{_CSS}<div class="pxl-rs"><table><thead><tr>{head}</tr></thead>'
-                f"<tbody>{''.join(rows)}</tbody></table>"
-                f"<p>{len(self)} row{'s' if len(self) != 1 else ''}</p></div>")
+        """The notebook view: the first HTML_ROWS rows (thumbnails for images, URLs cut where
+        they say least), and how many more there are; the whole result stays in Python."""
+        rows = ["<tr>" + "".join(self._html_cell(n, i, v) for i, v in enumerate(r)) + "</tr>"
+                for n, r in enumerate(self._rows[:HTML_ROWS])]
+        n = len(self)
+        more = n - len(rows)
+        note = (f"{ELLIPSIS} {more:,} more row{'s' if more != 1 else ''} ({n:,} in all)"
+                if more > 0 else f"{n:,} row{'s' if n != 1 else ''}")
+        return html_table(self.names, rows, [note])
 
 
 def _fit(widths: list[int], width: int) -> list[int]:

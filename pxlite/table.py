@@ -9,24 +9,23 @@ content addressing means identical content may already have been named by an ear
 
 from __future__ import annotations
 
-import contextlib
+import html
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, executors, maintenance, media, plan, storage, writes
+from . import catalog, display, executors, jobs, maintenance, media, plan, storage, writes
 from .catalog import ColumnMeta, TableMeta
-from .compute import Computation, Interrupted, compute_rows, run_batches, workers
+from .compute import Computation, compute_rows, workers
 from .errors import (
-    AlreadyExistsError,
     ComputeError,
     NotFoundError,
     PxliteError,
     SchemaError,
     check_choice,
     check_on_error,
+    useful_cause,
 )
 from .exprs import ColumnRef, Expr, Literal, RowContext, column_expr, split_conjuncts
 from .ingest import INPUT_ERRORS, MediaInput, RowConverter, failed_input
@@ -176,7 +175,7 @@ class Query:
             raise ComputeError(
                 f"computing {name} = {e!r} of {meta.path!r} failed for row {rc.rowid}: "
                 f"{type(err).__name__}: {err}", table=meta.path, row=rc.rowid, column=name,
-                errortype=type(err).__name__) from err
+                errortype=type(err).__name__, error=err) from useful_cause(err)
 
     def _default_outputs(self, meta: TableMeta) -> list[tuple[str, Expr]]:
         return [(c.name, ColumnRef(meta, c)) for c in meta.columns if not c.pending]
@@ -209,7 +208,10 @@ class Query:
 
             with ThreadPoolExecutor(max_workers=workers(),
                                     thread_name_prefix="pxlite-query") as pool:
-                rows = list(pool.map(one, contexts))
+                try:
+                    rows = list(pool.map(one, contexts))
+                except PxliteError as e:  # the worker thread's frames add nothing to it
+                    raise e.with_traceback(None) from e.__cause__
         else:
             rows = [one(rc) for rc in contexts]
 
@@ -217,7 +219,12 @@ class Query:
             col = cols_of[i]
             return uri if col is None else resolver.value(col, uri)
 
-        return ResultSet([n for n, _ in outputs], types, rows, media_value)
+        # A column's cell that failed (its input was missing, a UDF raised) shows its error
+        refs = [e.col.col_id if isinstance(e, ColumnRef) else None for _, e in outputs]
+        errors = {(r, i): rc.errors[c] for r, rc in enumerate(contexts)
+                  for i, c in enumerate(refs) if c in rc.errors}
+        return ResultSet([n for n, _ in outputs], types, rows, media_value, errors,
+                         self._t._conn.resolve)
 
     def count(self) -> int:
         """Number of rows the query matches (ignores select; SQL only when possible)."""
@@ -287,11 +294,7 @@ class Table:
         """Inside an operation's transaction (or read snapshot): is the table still the one the
         operation was planned with? Another connection may have dropped it since ``meta`` was
         loaded. Raises NotFoundError naming the table instead of touching another one."""
-        current = writes.current_table(self._conn, meta)
-        if not {c.col_id for c in meta.columns} <= {c.col_id for c in current.columns}:
-            raise SchemaError(
-                f"the columns of table {self._path!r} were changed by another connection "
-                "while this operation ran; retry it")
+        writes.current_columns(self._conn.db, meta)
 
     def _expr(self, e: Any) -> Expr:
         if not isinstance(e, Expr):
@@ -323,14 +326,8 @@ class Table:
 
     def _ref(self, meta: TableMeta, col: ColumnMeta) -> ColumnRef:
         if col.pending:  # not readable until complete
-            raise NotFoundError(self._pending_message(meta, col))
+            raise NotFoundError(jobs.pending_message(self._conn.db, meta, col))
         return ColumnRef(meta, col)
-
-    def _pending_message(self, meta: TableMeta, col: ColumnMeta) -> str:
-        return (f"column {col.name!r} of {self._path!r} is not complete yet "
-                f"({self._pending_state(meta, col)}): an add_computed_column is running or was "
-                f"interrupted; run the same add_computed_column({col.name}=...) again to finish "
-                f"it, or drop it with t.drop_column({col.name!r})")
 
     @property
     def name(self) -> str:
@@ -344,73 +341,91 @@ class Table:
         """The names of the table's columns (a pending computed column is not one yet)."""
         return [c.name for c in self._meta().columns if not c.pending]
 
-    def _describe_rows(self) -> list[tuple[str, str, str, str]]:
+    def _describe_rows(self) -> list[display.ColumnInfo]:
+        """Per column: name, type, the expression computing it (with an unfinished add's
+        progress) and, for a stored media column, where new files go and where its files are."""
         meta = self._meta()
+        settings = self._conn.settings()
         rows = []
         for c in meta.columns:
             expr = ""
             if c.expr:
                 try:
-                    expr = repr(column_expr(meta, c, self._conn.settings()))
+                    expr = repr(column_expr(meta, c, settings))
                 except PxliteError as e:
                     expr = f"(unreadable: {e})"
-            if c.pending:
-                expr += f"  [{self._pending_state(meta, c)}]"
-            dest = ""
-            if not c.stored:
-                dest = "(computed when read: stored=False)"
-            elif c.type.is_media:
-                dest = (self._conn.resolve(c.destination) if c.destination else
-                        self._default_destination("output_media_dest" if c.is_computed
-                                                  else "input_media_dest"))
-            rows.append((c.name, repr(c.type), expr, dest))
+            job = jobs.job_of(self._conn.db, meta, c) if c.pending else None
+            pending = None if not c.pending else (
+                (job.done_rows, job.total_rows) if job is not None else (0, 0))
+            dest = self._default_destination(meta, c, settings) \
+                if c.stored and c.type.is_media else None
+            rows.append(display.ColumnInfo(c.name, repr(c.type), expr, pending, dest, not c.stored))
         return rows
 
-    def _default_destination(self, key: str) -> str:
-        """What a column without its own destination writes to now, and where that comes
-        from (a global setting and its source, or the database's media folder)."""
-        settings = self._conn.settings()
-        dest = settings.get(key)
-        if not dest:
-            if key == "input_media_dest":
-                return "(default: references stay where they are; new files go to the media " \
-                       f"folder {self._conn.media_folder.prefix})"
-            return f"(default: the media folder {self._conn.media_folder.prefix})"
-        return f"(default: {dest}, {key} from {settings.sources.get(key, 'default')})"
+    def _default_destination(self, meta: TableMeta, col: ColumnMeta,
+                             settings: Any) -> display.Destination:
+        """Where a media column's new files go now and why (its own ``destination=``, a global
+        setting and its source, or the database's media folder), and the folders its existing
+        files are in when that is not the same one (a setting changed since they were
+        written: their files stay where they are)."""
+        places, db = self._conn.places, self._conn.db
+        key = "output_media_dest" if col.is_computed else "input_media_dest"
+        note = "" if col.is_computed or settings.get(key) else \
+            "inserted paths and URLs stay where they are"
+        if col.destination:
+            uri, why = places.resolve(col.destination), "set by destination="
+        elif settings.get(key):
+            try:
+                uri = places.canonical_dest(settings.get(key))
+            except PxliteError:
+                uri = str(settings.get(key))
+            why = f"{key} from {settings.sources.get(key, 'default')}"
+        else:
+            uri, why = places.media_folder.prefix, "default: the media folder"
+        with db.read():
+            existing = tuple(dict.fromkeys(
+                places.resolve(loc.prefix) for loc in places.locations(meta.uids or (meta.uid,))
+                if db.query(*plan.any_file_under(meta, col, loc.folder(col.col_id)))))
+        return display.Destination(uri, why, () if existing in ((), (uri,)) else existing, note)
 
     def describe(self) -> None:
-        """Print the schema: name, type, computed-from expression (with the progress of a
-        pending column), destination (a default shows where it resolves to now, and why).
-        Returns nothing, so a REPL shows it once; ``repr(t)`` is the same text."""
-        print(repr(self))
+        """Show the schema: name, type, computed-from expression (with the progress of a
+        pending column), where a media column's files go (a default shows where it resolves
+        to now, and why) and where its existing files are. A notebook shows it as a table
+        (``_repr_html_``); elsewhere it is printed as ``repr(t)``. Returns nothing, so a REPL
+        shows it once."""
+        display.show(self)
 
     def __repr__(self) -> str:
         try:
-            rows = self._describe_rows()
+            return display.TableDescription(self._path, self.count(),
+                                            tuple(self._describe_rows())).to_text()
         except NotFoundError:
             return f"<table {self._path!r} (dropped)>"
-        head = ("Column", "Type", "Computed with", "Destination")
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-                  for i, h in enumerate(head)]
-        fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-        lines = [f"Table '{self._path}'", fmt(head), fmt(tuple("-" * w for w in widths))]
-        lines += [fmt(r) for r in rows]
-        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The notebook form of :meth:`describe`: an HTML table, long URLs cut where they say
+        least (the whole URL on hover)."""
+        try:
+            return display.TableDescription(self._path, self.count(),
+                                            tuple(self._describe_rows()))._repr_html_()
+        except NotFoundError:
+            return f"<p>table {html.escape(repr(self._path))} (dropped)</p>"
 
     def add_column(self, *, if_exists: str = "error", **columns: Any) -> UpdateStatus:
         """Add plain columns (``t.add_column(label=pxl.String)``); existing rows get None."""
         t0 = time.perf_counter()
         check_choice(if_exists, "if_exists", ("error", "ignore", "replace"))
         db = self._conn.db
-        with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
+        with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
             meta = op.meta
             for name, ctype in columns.items():
                 ctype = as_type(ctype)
                 if any(c.name == name for c in meta.columns):
-                    if self._keep_existing(name, if_exists):
+                    if jobs.keep_existing(meta, name, if_exists):
                         continue
                     old = meta.column(name)  # replaced in this transaction: all or nothing
-                    if _dependents(meta, old.col_id):
+                    if jobs.dependents(meta, old.col_id):
                         raise SchemaError(
                             f"cannot replace column {name!r} of {self._path!r}: computed "
                             "columns depend on it; drop them first")
@@ -441,27 +456,25 @@ class Table:
         """Drop a column (refused while a computed column depends on it); the files pxlite
         wrote for it go too, unless another column or table still names them."""
         name = self._name_of(name)
-        with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
+        with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
             meta, db = op.meta, self._conn.db
             col = meta.column(name)
             if col.pending:  # an unfinished add_computed_column: its job goes with it
-                self._drop_pending(op, col)
+                jobs.drop_pending(op, col)
                 return
-            deps = _dependents(meta, col.col_id)
+            deps = jobs.dependents(meta, col.col_id)
             if deps:
                 raise SchemaError(
                     f"cannot drop column {name!r} of {self._path!r}: computed column(s) "
                     f"{', '.join(repr(d.name) for d in deps)} depend on it; drop them first"
                 )
-            for job in catalog.jobs(db, meta.id):  # a recompute of it cannot resume now
-                if col.col_id in job.spec.get("cols", ()):
-                    catalog.end_job(db, job)
+            jobs.end_jobs_of_column(db, meta, col)  # a recompute of it cannot resume now
             op.drop_column(col)  # released after the column is gone: what others name stays
 
     def rename_column(self, old: str | ColumnRef, new: str) -> None:
         """Rename a column; computed columns refer to it by id and keep working."""
         old = self._name_of(old)
-        with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
+        with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
             col = op.meta.column(old)
             catalog.rename_column(self._conn.db, op.meta, col, check_column_name(new))
 
@@ -531,7 +544,7 @@ class Table:
         insert_sql = plan.insert(meta, inputs)
         next_rowid = f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}"
         computed_errors = 0
-        with writes.Operation(self._conn, meta) as op:
+        with writes.Operation(self._conn.places, meta, kind="insert") as op:
             op.prepare_for(meta.columns)
             media_input = MediaInput(op)
             conv = RowConverter(self._path, inputs, [_converter(c, media_input) for c in inputs],
@@ -545,7 +558,10 @@ class Table:
                     count = 0 if last is None or last < base else last - base + 1
                     for rowid, c, et, em in conv.errors:
                         db.execute(plan.set_cell_errors(meta, c), (et, em, rowid))
-                return UpdateStatus("Inserted", count, len(conv.errors), time.perf_counter() - t0)
+                    late = _compute_late_columns(op, [], Rows.matching(
+                        "_rowid >= ?", [base]), on_error) if count else 0
+                return UpdateStatus("Inserted", count, len(conv.errors) + late,
+                                    time.perf_counter() - t0)
             # Media files and computed cells are made before the write lock is taken; then one
             # brief commit makes the rows appear, all together with their computed cells.
             with db.read():
@@ -566,7 +582,8 @@ class Table:
                                 return f"column {c.name!r} of row {p[0] - base + 1}"
                     return None
 
-                with self._executor(executor, meta, computed, local_input) as pool, \
+                with jobs.pool_for(self._conn.places, executor, meta, computed,
+                                   local_input) as pool, \
                         Computation(op, computed, on_error=on_error, pool=pool) as comp:
                     cells = comp.compute([(p[0], {c.col_id: p[1 + j]
                                                   for j, c in enumerate(inputs)},
@@ -583,6 +600,9 @@ class Table:
                 if cells:
                     db.executemany(plan.update_cells(meta, computed),
                                    [[*c, p[0]] for c, p in zip(cells, params, strict=True)])
+                if params:
+                    computed_errors += _compute_late_columns(
+                        op, computed, Rows.ids(p[0] for p in params), on_error)
         return UpdateStatus("Inserted", len(params), len(conv.errors) + computed_errors,
                             time.perf_counter() - t0)
 
@@ -642,11 +662,20 @@ class Table:
                 raise SchemaError(f"column {name!r} of {self._path!r} is computed; update its "
                                   "inputs or use recompute_columns()")
             targets.append((col, self._expr(v) if isinstance(v, Expr) else v))
-        dependents = [d for d in _dependents(meta, *(c.col_id for c, _ in targets)) if d.stored]
+        dependents = [d for d in jobs.dependents(meta, *(c.col_id for c, _ in targets)) if d.stored]
         db = self._conn.db
         errors = 0
-        with writes.operation(self._conn, meta, columns=[c for c, _ in targets] + dependents,
-                              recheck=self._recheck) as op:
+        with writes.operation(self._conn.places, meta, recheck=self._recheck, kind="update",
+                              columns=[c for c, _ in targets] + dependents) as op:
+            # Under the lock: a computed column another connection completed since ``meta``
+            # was loaded depends on these inputs too.
+            current = writes.current_columns(db, meta)
+            late = [d for d in jobs.dependents(current, *(c.col_id for c, _ in targets))
+                    if d.stored and d.col_id not in {x.col_id for x in dependents}]
+            if late:
+                op.meta = current
+                op.prepare_for(late)
+                dependents += late
             rows = self._rows(meta, where)
             needed = set().union(*(e.columns() for _, e in targets if isinstance(e, Expr))) | {
                 c.col_id for c, _ in targets if c.type.is_media}
@@ -696,7 +725,8 @@ class Table:
         where = self._condition(where, "delete")
         meta = self._meta()
         db = self._conn.db
-        with writes.operation(self._conn, meta, recheck=self._recheck) as op:
+        with writes.operation(self._conn.places, meta, recheck=self._recheck,
+                              kind="delete") as op:
             rows = self._rows(meta, where)
             uris = {c.col_id: writes.named_files(db, meta, c, rows) for c in meta.media_columns}
             db.execute(*plan.delete(meta, rows))
@@ -738,10 +768,10 @@ class Table:
     def move_media(self, column: str | ColumnRef, destination: str) -> UpdateStatus:
         """Move the files pxlite wrote for ``column`` to ``destination`` (see
         :func:`pxlite.maintenance.move_media`)."""
-        return maintenance.move_media(self._conn, self._meta(), self._name_of(column),
+        return maintenance.move_media(self._conn.places, self._meta(), self._name_of(column),
                                       destination)
 
-    # ---- computed columns (the executor: compute.py) -------------------------------------------
+    # ---- computed columns (resumable jobs: jobs.py; the computing: compute.py) ------------------
     def add_computed_column(self, *, destination: str | None = None, on_error: str = "abort",
                             format: str | None = None, if_exists: str = "error",
                             stored: bool = True, executor: Any = None,
@@ -770,8 +800,6 @@ class Table:
         workers compute and store the files; this process commits. Workers use their own
         credentials; local inputs or destinations with workers on other machines are refused.
         """
-        t0 = time.perf_counter()
-        check_on_error(on_error)
         if not column and isinstance(executor, Expr):
             check_column_name("executor")  # the option took the expression meant for a column
         if len(column) != 1:
@@ -779,250 +807,14 @@ class Table:
                               "add_computed_column(rot=t.image.rotate(90))")
         ((name, expr),) = column.items()
         check_column_name(name)
-        check_choice(if_exists, "if_exists", ("error", "ignore", "replace"))
         if not isinstance(expr, Expr):
             raise SchemaError(f"column {name!r}: expected an expression of the table's columns "
                               f"(e.g. t.image.rotate(90)), got {type(expr).__name__} {expr!r}")
         expr = self._expr(expr)
-        if not expr.columns():
-            raise SchemaError(f"column {name!r}: the expression {expr!r} reads no column")
-        ctype = expr.type.with_nullable(True)
-        fmt = media.check_format(format)
-        if not ctype.is_media and (destination is not None or fmt is not None):
-            what = "destination" if destination is not None else "format"
-            raise SchemaError(f"column {name!r} computes {ctype.name} values, not files: "
-                              f"{what}= applies to image results only")
-        if fmt is not None and ctype.name != "Image":
-            raise SchemaError(f"column {name!r}: format= applies to Image results only")
-        if destination is not None and not isinstance(destination, (str, os.PathLike)):
-            raise SchemaError(f"column {name!r}: destination= takes a folder path or a storage "
-                              f"URI (e.g. 's3://bucket/prefix/'), got {type(destination).__name__} "
-                              f"{destination!r}")
-        if not stored:
-            if executor is not None:
-                raise SchemaError(f"column {name!r} is computed when read (stored=False), by the "
-                                  "query reading it: executor= does not apply")
-            return self._add_on_read(name, expr, ctype, destination, fmt, on_error, if_exists, t0)
-        conn, db = self._conn, self._conn.db
-        # The database's own media folder is stored as such ('media:'), so a copy of the
-        # database writes into its own media folder, never into its original's.
-        dest = conn.stored(conn.validate_dest(destination)) if destination is not None else None
-        spec: dict[str, Any] = {"name": name, "expr": json.dumps(expr.to_json()),
-                                "destination": dest, "format": fmt, "on_error": on_error}
-        meta = self._meta()
-        existing = next((c for c in meta.columns if c.name == name), None)
-        replacing = existing is not None and not existing.pending
-        if replacing:
-            if self._keep_existing(name, if_exists):
-                return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
-            self._check_replaceable(meta, name)
-        spec["replace"] = replacing
-        work_name = f"_pxl_new_{name}" if replacing else name
-        col, job = self._resumable(meta, work_name, spec, replace=if_exists == "replace")
-        meta = self._meta()
-        reads = [c for c in meta.columns if c.col_id in expr.columns()]
-
-        def outputs() -> list[tuple[str, str]]:
-            op = writes.Operation(conn, meta)
-            return [(name, op.output_prefix(dest))] if ctype.is_media else []
-
-        with executors.opened(executor, conn.settings(), outputs=outputs,
-                              local_input=lambda: self._first_local(meta, reads)) as pool, \
-                writes.Operation(conn, meta) as op:
-            if ctype.is_media:
-                op.prepare(op.output_prefix(dest))
-            if col is None:  # a new pending column and its job, in one brief commit
-                with op.committing(self._recheck):
-                    col = catalog.add_column(db, op.meta, work_name, ctype, expr=spec["expr"],
-                                             destination=dest, format=fmt, on_error=on_error,
-                                             pending=True)
-                    total = db.query(*plan.count(op.meta))[0][0]
-                    job = catalog.start_job(db, meta.id, "add_computed_column",
-                                            {**spec, "col_id": col.col_id}, total,
-                                            os.getpid(), _host())
-            else:
-                self._sweep_uncommitted(op, col)  # files of a batch a crash kept from commit
-            assert job is not None
-            hint = (f"column {name!r} of {self._path!r} is pending ({{}} rows done); run the "
-                    f"same add_computed_column({name}=...) again to finish it")
-            try:
-                status = self._run_job(op, [col], Rows.all(), job, on_error, hint, pool)
-                with op.committing(self._recheck):  # brief: the last rows, then it is complete
-                    self._check_job(op.meta, job)
-                    tail = compute_rows(op, [col], Rows.matching("_rowid > ?", [job.done_upto]),
-                                        on_error=on_error, release_old=True)
-                    if replacing:
-                        self._check_replaceable(self._meta(), name)
-                        old = op.meta.column(name)
-                        op.drop_column(old)
-                        catalog.rename_column(db, op.meta, col, name)
-                        catalog.set_column_position(db, op.meta, col, old.position)
-                    catalog.set_column_ready(db, op.meta, col)
-                    catalog.end_job(db, job)
-            except ComputeError:
-                if on_error == "abort":  # nothing of the operation remains
-                    op.undo()  # the files of the batch that failed, then the committed ones
-                    self._abandon(op, col)
-                raise
-        status.num_rows += tail.num_rows
-        status.num_errors += tail.num_errors
-        status.elapsed_s = time.perf_counter() - t0
-        return status
-
-    def _add_on_read(self, name: str, expr: Expr, ctype: ColumnType, destination: Any,
-                     fmt: str | None, on_error: str, if_exists: str, t0: float) -> UpdateStatus:
-        """add_computed_column(..., stored=False): a column defined now, computed when read."""
-        if destination is not None or fmt is not None:
-            raise SchemaError(f"column {name!r} is computed when read (stored=False): nothing "
-                              "is written, so destination= and format= do not apply")
-        with writes.operation(self._conn, self._meta(), recheck=self._recheck) as op:
-            if any(c.name == name for c in op.meta.columns):
-                if self._keep_existing(name, if_exists):
-                    return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
-                self._check_replaceable(op.meta, name)
-                op.drop_column(op.meta.column(name))
-            catalog.add_column(self._conn.db, op.meta, name, ctype,
-                               expr=json.dumps(expr.to_json()), on_error=on_error, stored=False)
-        return UpdateStatus("Added", 0, 0, time.perf_counter() - t0, "column value")
-
-    def _resumable(self, meta: TableMeta, work_name: str, spec: dict[str, Any], *,
-                   replace: bool) -> tuple[ColumnMeta | None, catalog.Job | None]:
-        """A pending column left by an interrupted call: the one to resume when ``spec`` is
-        what it was started with; else an error saying what is pending and how to go on
-        (``replace``: it is dropped and the call starts afresh)."""
-        pending = next((c for c in meta.columns if c.name == work_name and c.pending), None)
-        if pending is None:
-            return None, None
-        job = self._job_of(meta, pending)
-        if job is not None and _alive_elsewhere(job):
-            raise SchemaError(
-                f"column {spec['name']!r} of {self._path!r} is being computed by another process "
-                f"(pid {job.pid} on {job.host}, {job.progress()} rows done); wait for it")
-        if job is not None and {k: job.spec.get(k) for k in spec} == spec:
-            with self._conn.db.transaction():
-                catalog.claim_job(self._conn.db, job, max(job.total_rows, self._count_all()),
-                                  os.getpid(), _host())
-            return pending, job
-        if not replace:
-            raise SchemaError(
-                f"column {spec['name']!r} of {self._path!r} is pending from an interrupted "
-                f"add_computed_column of another expression ({self._pending_state(meta, pending)}"
-                f"); run that call again to finish it, pass if_exists='replace' to start this "
-                f"one instead, or drop it with t.drop_column({pending.name!r})")
-        with writes.operation(self._conn, meta, recheck=self._recheck) as op:
-            self._drop_pending(op, pending)
-        return None, None
-
-    def _run_job(self, op: writes.Operation, cols: list[ColumnMeta], rows: Rows,
-                 job: catalog.Job, on_error: str, hint: str,
-                 pool: executors.Pool | None) -> UpdateStatus:
-        def recheck() -> None:
-            self._recheck(op.meta)
-            self._check_job(op.meta, job)
-
-        try:
-            return run_batches(op, cols, rows, job, on_error=on_error, release_old=True,
-                               recheck=recheck, resume_hint=hint.format(job.progress()),
-                               desc=f"{self.name}: {', '.join(c.name for c in cols)}",
-                               pool=pool)
-        except Interrupted as e:
-            raise Interrupted(f"interrupted: {hint.format(job.progress())}") from e
-
-    def _executor(self, executor: Any, meta: TableMeta, cols: list[ColumnMeta],
-                  local_input: Callable[[], str | None]
-                  ) -> contextlib.AbstractContextManager[executors.Pool | None]:
-        """The pool computing ``cols`` (None: this process's threads), refused up front when
-        its workers could not reach the columns' destinations or the local inputs."""
-        settings = self._conn.settings()
-
-        def outputs() -> list[tuple[str, str]]:
-            op = writes.Operation(self._conn, meta, settings)
-            return [(c.name, op.output_prefix(c.destination)) for c in cols if c.type.is_media]
-
-        return executors.opened(executor, settings, outputs=outputs, local_input=local_input)
-
-    def _first_local(self, meta: TableMeta, cols: list[ColumnMeta]) -> str | None:
-        """Where one of ``cols`` (media columns among them) names a local file in a row, as
-        text for a message; None when none does."""
-        media_cols = [c for c in cols if c.type.is_media and c.stored]
-        if not media_cols:
-            return None
-        found = self._conn.db.query(*plan.first_local_file(meta, media_cols))
-        if not found:
-            return None
-        rowid, *values = found[0]
-        name = next(c.name for c, v in zip(media_cols, values, strict=True)
-                    if isinstance(v, str) and v.startswith(("file:", "media:")))
-        return f"column {name!r} of row {rowid}"
-
-    def _check_job(self, meta: TableMeta, job: catalog.Job) -> None:
-        """Inside a batch's transaction: the job was not cancelled meanwhile (its column
-        dropped by another connection)."""
-        if not any(j.id == job.id for j in catalog.jobs(self._conn.db, meta.id)):
-            raise NotFoundError(f"the {job.kind} on {self._path!r} was cancelled by another "
-                                "connection (its column was dropped or replaced)")
-
-    def _job_of(self, meta: TableMeta, col: ColumnMeta) -> catalog.Job | None:
-        return next((j for j in catalog.jobs(self._conn.db, meta.id)
-                     if j.kind == "add_computed_column" and j.spec.get("col_id") == col.col_id),
-                    None)
-
-    def _pending_state(self, meta: TableMeta, col: ColumnMeta) -> str:
-        job = self._job_of(meta, col)
-        return f"pending {job.progress()}" if job is not None else "pending"
-
-    def _sweep_uncommitted(self, op: writes.Operation, col: ColumnMeta) -> None:
-        """Before resuming: delete the files a killed batch stored for ``col`` without
-        committing them (in pxlite's key shape under this column's folder, named by no row)."""
-        if not col.type.is_media:
-            return
-        prefix = op.output_prefix(col.destination)
-        where = storage.join(prefix, f"{op.meta.uid}/{col.col_id}/")
-        try:
-            listed = [self._conn.stored(u) for u in
-                      storage.get_backend(where, op.settings).list(where)]
-        except PxliteError:
-            return  # check(fix=True) sweeps them later
-        if listed:
-            with self._conn.db.transaction():
-                writes.delete_unreferenced(self._conn, listed, op.settings)
-
-    def _abandon(self, op: writes.Operation, col: ColumnMeta) -> None:
-        """on_error='abort' after batches committed: remove the column, its cells and files."""
-        with contextlib.suppress(NotFoundError), op.committing(self._recheck):
-            self._drop_pending(op, col)
-
-    def _drop_pending(self, op: writes.Operation, col: ColumnMeta) -> None:
-        """Inside ``op``'s transaction: drop a pending column, its job and its files."""
-        db = self._conn.db
-        meta = op.meta if any(c.col_id == col.col_id for c in op.meta.columns) else self._meta()
-        col = meta.column_by_id(col.col_id)
-        for job in catalog.jobs(db, meta.id):
-            if job.spec.get("col_id") == col.col_id:
-                catalog.end_job(db, job)
-        op.drop_column(col, meta)
-
-    def _count_all(self) -> int:
-        return self._conn.db.query(*plan.count(self._meta()))[0][0]
-
-    def _keep_existing(self, name: str, if_exists: str) -> bool:
-        """A column ``name`` exists already: keep it (``if_exists='ignore'``: True) or replace
-        it ('replace': False); 'error' raises AlreadyExistsError saying how to go on."""
-        if if_exists == "error":
-            raise AlreadyExistsError(f"table {self._path!r} already has a column named {name!r}; "
-                                     "pass if_exists='replace' or 'ignore'")
-        return if_exists == "ignore"
-
-    def _check_replaceable(self, meta: TableMeta, name: str) -> None:
-        """May ``if_exists='replace'`` replace this column? Not while others depend on it: then
-        a SchemaError says which."""
-        old = meta.column(name)
-        deps = [d for d in _dependents(meta, old.col_id)
-                if d.col_id != old.col_id and d.name != f"_pxl_new_{name}"]
-        if deps:
-            raise SchemaError(
-                f"cannot replace column {name!r} of {self._path!r}: computed column(s) "
-                f"{', '.join(repr(d.name) for d in deps)} depend on it; drop them first")
+        return jobs.add_computed_column(
+            self._conn.places, self._meta(), name, expr, destination=destination,
+            on_error=on_error, format=format, if_exists=if_exists, stored=stored,
+            executor=executor)
 
     def recompute_columns(self, *columns: str | ColumnRef, where: Expr | None = None,
                           errors_only: bool = False, executor: Any = None) -> UpdateStatus:
@@ -1032,11 +824,11 @@ class Table:
         Like add_computed_column, it computes outside the write lock and commits in brief
         batches; interrupted, running the same call again continues where it stopped.
         ``executor`` says where (see :meth:`add_computed_column`)."""
-        t0 = time.perf_counter()
         names = [self._name_of(c) for c in columns]
         if not names:
             raise SchemaError("recompute_columns() needs at least one computed column name")
         meta = self._meta()
+        db = self._conn.db
         cols = []
         for n in names:
             c = meta.column(n)
@@ -1044,75 +836,19 @@ class Table:
                 raise SchemaError(f"column {n!r} of {self._path!r} is not computed; nothing to "
                                   "recompute")
             if c.pending:
-                raise SchemaError(self._pending_message(meta, c))
+                raise SchemaError(jobs.pending_message(db, meta, c))
             if not c.stored:
                 raise SchemaError(f"column {n!r} of {self._path!r} is computed when read "
                                   "(stored=False): there is nothing stored to recompute")
             cols.append(c)
-        for d in [d for d in _dependents(meta, *(c.col_id for c in cols)) if d.stored]:
+        for d in [d for d in jobs.dependents(meta, *(c.col_id for c in cols)) if d.stored]:
             if d not in cols:
                 cols.append(d)
         where = self._condition(where, "recompute_columns")
         spec = {"cols": sorted(c.col_id for c in cols), "errors_only": bool(errors_only),
                 "where": None if where is None else json.dumps(where.to_json(), default=str)}
-        db = self._conn.db
-        read_ids = set().union(*(column_expr(meta, d).columns() for d in cols))
-        reads = [c for c in meta.columns if c.col_id in read_ids]
-        with self._executor(executor, meta, cols,
-                            lambda: self._first_local(meta, reads)) as pool, \
-                writes.Operation(self._conn, meta) as op:
-            op.prepare_for(cols)
-            with op.committing(self._recheck):
-                job = None
-                for j in catalog.jobs(db, meta.id):
-                    if j.kind != "recompute_columns":
-                        continue
-                    if _alive_elsewhere(j):
-                        raise SchemaError(
-                            f"another process is recomputing columns of {self._path!r} (pid "
-                            f"{j.pid} on {j.host}, {j.progress()} rows done); wait for it")
-                    if j.spec == spec and job is None:
-                        job = j  # the same call, interrupted: resume it
-                    else:
-                        catalog.end_job(db, j)
-                rows = self._rows(meta, where)
-                if errors_only:
-                    rows = rows.where(" OR ".join(f"{c.sql_et} IS NOT NULL" for c in cols))
-                total = db.query(*plan.count(meta, rows))[0][0]
-                if job is None:
-                    job = catalog.start_job(db, meta.id, "recompute_columns", spec, total,
-                                            os.getpid(), _host())
-                else:
-                    catalog.claim_job(db, job, job.done_rows + total, os.getpid(),
-                                      _host())
-            hint = (f"recompute_columns of {self._path!r} stopped after {{}} rows; run the same "
-                    "call again to continue")
-            status = self._run_job(op, cols, rows, job, "ignore", hint, pool)
-            with op.committing(self._recheck):
-                catalog.end_job(db, job)
-        status.verb, status.noun = "Recomputed", "row"
-        status.num_rows //= max(1, len(cols))  # rows, not cells (one per recomputed column)
-        status.elapsed_s = time.perf_counter() - t0
-        return status
-
-
-def _host() -> str:
-    """This machine's name, for job records (os.uname: no socket module to import)."""
-    return os.uname().nodename
-
-
-def _alive_elsewhere(job: catalog.Job) -> bool:
-    """Is another live process on this machine running ``job``? (One on another machine cannot
-    be asked: its job is taken over.)"""
-    if job.pid == os.getpid() or job.host != _host():
-        return False
-    try:
-        os.kill(job.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return jobs.recompute_columns(self._conn.places, meta, cols, self._rows(meta, where),
+                                      spec, errors_only=errors_only, executor=executor)
 
 
 #: Names a column may not have: ``t.<name>`` must reach the column, never a Table method or
@@ -1141,22 +877,21 @@ def check_column_name(name: object) -> str:
     return name
 
 
-def _dependents(meta: TableMeta, *col_ids: int) -> list[ColumnMeta]:
-    """Computed columns that read any of ``col_ids``, directly or through another computed one
-    (a column whose function cannot be found still depends on what it reads)."""
-    reads = {c.col_id: column_expr(meta, c).columns()
-             for c in meta.columns if c.expr is not None}
-    found: list[ColumnMeta] = []
-    frontier = set(col_ids)
-    changed = True
-    while changed:
-        changed = False
-        for c in meta.columns:
-            if c.is_computed and c not in found and reads[c.col_id] & frontier:
-                found.append(c)
-                frontier.add(c.col_id)
-                changed = True
-    return found
+def _compute_late_columns(op: writes.Operation, computed: list[ColumnMeta], rows: Rows,
+                          on_error: str) -> int:
+    """Inside an insert's commit: compute the cells of stored computed columns completed by
+    another connection after this insert computed its cells (an insert appears all at once,
+    with every computed column that exists when it commits). A column still pending is filled
+    by its own job, which reaches these rows. Returns the number of cell errors."""
+    current = writes.current_columns(op.db, op.meta)
+    have = {c.col_id for c in computed}
+    late = [c for c in current.columns
+            if c.is_computed and c.stored and not c.pending and c.col_id not in have]
+    if not late:
+        return 0
+    op.meta = current
+    op.prepare_for(late)
+    return compute_rows(op, late, rows, on_error=on_error).num_errors
 
 
 def _bad_keys(path: str, i: int, bad: set[str], computed: set[str], known: set[str]) -> None:

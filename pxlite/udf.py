@@ -167,29 +167,21 @@ def register(func: Function) -> None:
             _methods.setdefault(func.method_of.name, {})[func.method_name] = func
 
 
+#: The module of pxlite.functions with the built-in methods of each type.
+_FAMILIES = {"Image": "image", "Video": "video", "Audio": "audio", "Document": "document",
+             "String": "string", "Int": "math", "Float": "math", "Timestamp": "timestamp",
+             "Date": "date", "Json": "json"}
+
+
 def methods_for(ctype: ColumnType) -> dict[str, Function]:
     """Methods and properties usable on expressions of this type. An Int also has the Float
     methods (``t.n.pow(2)``), as in Pixeltable."""
-    _load_builtins(ctype.name)
+    family = _FAMILIES.get(ctype.name)
+    if family is not None:  # the built-in functions of a type register when their module loads
+        importlib.import_module(f"pxlite.functions.{family}")
     if ctype.name == "Int":
         return {**_methods.get("Float", {}), **_methods.get("Int", {})}
     return _methods.get(ctype.name, {})
-
-
-def _load_builtins(type_name: str) -> None:
-    """Import the built-in functions of a type's family (they register themselves)."""
-    if type_name == "Image":
-        import pxlite.functions.image
-    elif type_name == "String":
-        import pxlite.functions.string
-    elif type_name in ("Int", "Float"):
-        import pxlite.functions.math
-    elif type_name == "Timestamp":
-        import pxlite.functions.timestamp
-    elif type_name == "Date":
-        import pxlite.functions.date
-    elif type_name == "Json":
-        import pxlite.functions.json  # noqa: F401
 
 
 def lookup(name: str) -> Function:

@@ -2,25 +2,33 @@
 
 The data-safety rules of DESIGN.md in one place, in this order:
 
-1. **Locations before files.** :meth:`Operation.prepare` commits that a table's files go under a
-   prefix before the first file lands there, so a crash leaves files ``check()`` recognises.
+1. **Locations and writers before files.** :meth:`Operation.prepare` commits that a table's files
+   go under a prefix before the first file lands there (a crash leaves files ``check()``
+   recognises), and registers the operation as writing into the table's key space
+   (``px_writers``) until it ends.
 2. **One brief write transaction** (``BEGIN IMMEDIATE``) that re-checks the table first (another
    connection may have dropped or changed it since the operation was planned).
 3. **Files before rows, durable before referenced.** Files are written (content-addressed)
    before the rows naming them; local ones are synced, with their folders, before COMMIT.
 4. **Undo on error.** Whatever fails, in the transaction or at COMMIT, the files the operation
    created (its ledger; for a cloud service that cannot refuse writing an existing key, every
-   object it PUT) are deleted through the one gate below, under the write lock: unless a
-   committed row names them (identical content may have been named by another writer
-   meanwhile: content addressing) or they lie outside the locations this database owns.
+   object it PUT) go through the one gate below, under the write lock.
 5. **Deletes after commit.** Files rows no longer name are listed durably in
-   ``px_pending_deletes`` in the same transaction and deleted after it commits, by the one gate
-   :func:`delete_unreferenced`, which also serves the undo, a dropped table's sweep and
-   ``check(fix=True)``.
+   ``px_pending_deletes`` in the same transaction and deleted after it commits.
+
+**The one delete gate** (:func:`delete_unreferenced`) serves all of them (pending deletes, an
+undo, a dropped table's sweep, ``check(fix=True)``): a database deletes a file only when it
+can prove no committed row of any database that may name it does. It keeps a file a row
+names; a file outside the locations this database owns (a copy's original may name it: copies
+write under uids of their own, places.py); and a file in the key space of a table another
+live operation is writing right now: content addressing means that operation may have found
+the file already there and be about to commit a row naming it (two inserts of the same
+picture, an abort beside an insert of the same content). Such a delete waits in
+``px_pending_deletes``; the last writer of that table, or ``check(fix=True)``, finishes it.
 
 Use::
 
-    with writes.operation(conn, meta, prefixes=[...], recheck=table.recheck) as op:
+    with writes.operation(places, meta, prefixes=[...], recheck=table.recheck) as op:
         ...write files with op.write_bytes / op.upload, rows with SQL, op.release(old files)
 """
 
@@ -28,78 +36,85 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import catalog, faults, media, plan, storage
 from .catalog import ColumnMeta, TableMeta
-from .errors import NotFoundError, PxliteError, StorageError
+from .errors import NotFoundError, PxliteError, SchemaError, StorageError
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .connection import Connection
     from .db import Database
+    from .places import Places
 
 #: ``pool_map(fn, items)`` yields ``(item, result, exception)`` as each call finishes.
 PoolMap = Callable[[Callable[[Any], Any], Iterable[Any]],
                    Iterable[tuple[Any, Any, BaseException | None]]]
+
+#: A writer registered by a process on another machine (a database on a network share) is
+#: taken for dead this long after it started: its pid cannot be asked.
+FOREIGN_WRITER_TTL_S = 6 * 3600
 
 
 class Operation:
     """One write operation on one table: where its files go, the files it created, the files
     it releases. Enter it with ``with``; a failure before its commit undoes its files."""
 
-    def __init__(self, conn: Connection, meta: TableMeta, settings: Settings | None = None) -> None:
-        self.conn, self.meta = conn, meta
-        self.settings = settings if settings is not None else conn.settings()
+    def __init__(self, places: Places, meta: TableMeta, settings: Settings | None = None, *,
+                 kind: str = "write") -> None:
+        self.places, self.db = places, places.db
+        if places.ensure():  # a copy opened while another process wrote: its uids are new now
+            meta = catalog.load_table(self.db, meta.path)
+        self.meta, self.kind = meta, kind
+        self.settings = settings if settings is not None else places.settings()
         self.created: list[str] = []   # files this operation created (absolute URIs)
         self.local: list[str] = []     # every local file its rows will name (synced at commit)
         self._after: list[Callable[[], None]] | None = None
         self._prepared: set[str] = set()
+        self.writer: int | None = None  # its px_writers row, once it prepared a destination
+        #: Storage whose delete failed retryably during this operation: not asked again by its
+        #: later deletes (each try could cost the whole timeout); see delete_unreferenced.
+        self.unreachable: dict[int, str] = {}
 
     def __enter__(self) -> Operation:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         media.settle_cache_fills()  # the outputs it uploaded are in the cache when it returns
-        if exc_type is not None:
-            self.undo()  # the files of what never committed (each commit settles its own)
+        try:
+            if exc_type is not None:
+                self.undo()  # the files of what never committed (each commit settles its own)
+        finally:
+            self._end_writing()
 
     # ---- where files go --------------------------------------------------------------------------
     def input_prefix(self) -> str:
         """Where inserted media files go: ``input_media_dest``, else the media folder."""
-        return self._prefix_of(self.settings.get("input_media_dest"))
+        return self.places.input_prefix(self.meta, self.settings)
 
     def output_prefix(self, destination: str | None) -> str:
         """Where a computed column's files go: its destination > output_media_dest > default."""
-        if destination == catalog.MEDIA_LOCATION:
-            return self.conn.media_prefix  # set explicitly to the database's own media folder
-        return self._prefix_of(destination or self.settings.get("output_media_dest"))
-
-    def _prefix_of(self, dest: str | None) -> str:
-        """The prefix of a destination as given (None or "": the media folder), spelled as
-        this table already records its folder."""
-        if not dest:
-            return self.conn.media_prefix
-        return self.conn.known_spelling(self.meta.uid, self.conn.canonical_dest(dest))
+        return self.places.output_prefix(self.meta, destination, self.settings)
 
     def prepare(self, prefix: str) -> str:
-        """Record (and commit) that this table's files go under ``prefix``, before any lands.
+        """Record (and commit) that this table's files go under ``prefix``, and that this
+        operation writes into the table's key space, before any file lands.
 
         Runs before the operation's write transaction: a crash after a file is written but
-        before its row commits then leaves a file check() can still find and sweep. Worker
+        before its row commits then leaves a file check() can still find and sweep, and no
+        delete of another operation takes away a file this one may come to name. Worker
         threads never touch the catalog; they only check the prefix was prepared.
         """
         if prefix not in self._prepared:
-            stored = self.conn.stored(prefix)
-            db = self.conn.db
-            if stored not in catalog.locations(db, self.meta.uid):
-                with db.transaction():
-                    catalog.record_location(db, self.meta.uid, stored,
-                                            self.conn.ownership.db_id)
-                    if stored == catalog.MEDIA_LOCATION:
-                        self.conn.note_media_folder()
+            known = self.places.stored(prefix) in catalog.locations(self.db, self.meta.uid)
+            if self.writer is None or not known:
+                with self.db.transaction(durable=known):
+                    self.places.record_location(self.meta, prefix)
+                    if self.writer is None:
+                        self.writer = register_writer(self.db, self.meta.uid, self.kind)
             self._prepared.add(prefix)
         return prefix
 
@@ -109,6 +124,25 @@ class Operation:
             if c.type.is_media:
                 self.prepare(self.output_prefix(c.destination) if c.is_computed
                              else self.input_prefix())
+
+    def _end_writing(self) -> None:
+        """The operation is over: unregister it, then finish the deletes in its table's key
+        space that waited for it (when no other operation writes there any more). Best effort:
+        what is left stays pending for the next writer, open or check(fix=True)."""
+        if self.writer is None:
+            return
+        writer, self.writer = self.writer, None
+        _ACTIVE.discard(writer)  # for this process it has ended, whatever happens below
+        try:
+            with self.db.transaction(durable=False):
+                catalog.remove_writers(self.db, [writer])
+                waiting = catalog.pending_deletes(self.db, self.meta.uids or (self.meta.uid,))
+                if waiting:
+                    out = delete_unreferenced(self.places, waiting, self.settings,
+                                              unreachable=self.unreachable)
+                    catalog.clear_pending_deletes(self.db, out.settled)
+        except PxliteError:
+            _UNREGISTER_LATER.append(writer)
 
     # ---- files ---------------------------------------------------------------------------------
     def write_bytes(self, data: bytes, ext: str, col: ColumnMeta, prefix: str) -> str:
@@ -154,7 +188,7 @@ class Operation:
         """The operation's write transaction. Inside: re-check the table, write rows, release
         old files. Its own changes sit in a savepoint, so even inside an enclosing transaction a
         failure takes back exactly its rows before its files are undone."""
-        db = self.conn.db
+        db = self.db
         with db.transaction() as after:
             self._after = after
             try:
@@ -179,14 +213,15 @@ class Operation:
         px_pending_deletes), to run after the commit."""
         if self._after is None:
             raise AssertionError("internal error: release() outside the operation's transaction")
-        release(self.conn, self.meta, col_id, uris, self._after)
+        release(self.places, self.meta, col_id, uris, self._after, self.writer,
+                self.unreachable)
 
     def drop_column(self, col: ColumnMeta, meta: TableMeta | None = None) -> None:
         """Inside :meth:`committing`: drop a column of the table (``meta``: as loaded now, by
         default the operation's), then release the files its cells named."""
         meta = meta if meta is not None else self.meta
-        uris = named_files(self.conn.db, meta, col)
-        catalog.drop_column(self.conn.db, meta, col)
+        uris = named_files(self.db, meta, col)
+        catalog.drop_column(self.db, meta, col)
         self.release(col.col_id, uris)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
@@ -207,36 +242,37 @@ class Operation:
         """Delete the files this operation created that no committed row names.
 
         Runs after the failed transaction rolled back (or, nested, after its savepoint did),
-        under the write lock again: another writer may meanwhile have committed a row naming
-        identical content (content addressing), and that file stays.
+        under the write lock again, through the one gate: a file a committed row names stays
+        (identical content committed by another writer meanwhile), and so does, until that
+        operation ends, a file another operation writing this table may be about to name.
         """
         created, self.created = self.created, []
         self.local = []  # nothing of what failed will be committed: nothing to sync either
         self._delete_unnamed(created)
 
     def _delete_unnamed(self, uris: list[str]) -> None:
-        """Through the one delete gate (:func:`delete_unreferenced`), under the write lock: a
-        file is kept when a committed row names it, or when it lies outside the locations this
-        database owns. The second matters since ``created`` may hold objects that were there
-        before (a cloud service that cannot refuse a write of an existing key: one plain PUT,
-        counted as created): a copy of this database computing into its original's bucket
-        writes the same keys, and its undo must not delete the original's files. Best effort:
-        the gate stops asking a backend that failed retryably; what is left is an orphan
+        """Through the one delete gate (:func:`delete_unreferenced`), under the write lock. The
+        gate refuses files outside the locations this database owns, which matters since
+        ``created`` may hold objects that were there before (a cloud service that cannot refuse
+        a write of an existing key: one plain PUT, counted as created). Best effort: the gate
+        stops asking a backend that failed retryably; what is left is an orphan
         check(fix=True) removes."""
         if not uris:
             return
-        conn = self.conn
-        with contextlib.suppress(Exception), conn.db.transaction():
-            delete_unreferenced(conn, [conn.stored(u) for u in uris], self.settings)
+        places = self.places
+        with contextlib.suppress(Exception), self.db.transaction():
+            delete_unreferenced(places, [places.stored(u) for u in uris], self.settings,
+                                writer=self.writer, unreachable=self.unreachable)
 
 
 @contextlib.contextmanager
-def operation(conn: Connection, meta: TableMeta, *, prefixes: Iterable[str] = (),
+def operation(places: Places, meta: TableMeta, *, prefixes: Iterable[str] = (),
               columns: Iterable[ColumnMeta] = (), settings: Settings | None = None,
-              recheck: Callable[[TableMeta], object] | None = None) -> Iterator[Operation]:
+              recheck: Callable[[TableMeta], object] | None = None,
+              kind: str = "write") -> Iterator[Operation]:
     """One write operation: prepare the destinations (``prefixes``, and those ``columns``
     write to), then the write transaction (see :class:`Operation`)."""
-    with Operation(conn, meta, settings) as op:
+    with Operation(places, meta, settings, kind=kind) as op:
         for p in prefixes:
             op.prepare(p)
         op.prepare_for(columns)
@@ -244,17 +280,101 @@ def operation(conn: Connection, meta: TableMeta, *, prefixes: Iterable[str] = ()
             yield op
 
 
-def current_table(conn: Connection, meta: TableMeta) -> TableMeta:
+def current_table(db: Database, meta: TableMeta) -> TableMeta:
     """Inside an operation's transaction (or a read snapshot): the table ``meta`` describes as
     it is now. Another connection may have dropped it since ``meta`` was loaded (NotFoundError
     naming the table), or dropped it and created another under its name: never touch that one.
-    Pass ``lambda m: current_table(conn, m)`` as an operation's ``recheck``."""
-    current = catalog.load_table(conn.db, meta.path)  # NotFoundError naming the table if gone
-    if current.uid != meta.uid:
+    Pass ``lambda m: current_table(db, m)`` as an operation's ``recheck``."""
+    current = catalog.load_table(db, meta.path)  # NotFoundError naming the table if gone
+    if current.id != meta.id:
         raise NotFoundError(
             f"table {meta.path!r} was dropped (and created again) by another connection while "
             "this operation ran; get_table() it again and retry")
     return current
+
+
+def current_columns(db: Database, meta: TableMeta) -> TableMeta:
+    """:func:`current_table`, which must still have every column ``meta`` has: another
+    connection may have dropped one while this operation ran (SchemaError: retry)."""
+    current = current_table(db, meta)
+    if not {c.col_id for c in meta.columns} <= {c.col_id for c in current.columns}:
+        raise SchemaError(
+            f"the columns of table {meta.path!r} were changed by another connection while this "
+            "operation ran; retry it")
+    return current
+
+
+# ---- who is writing now -----------------------------------------------------------------------
+def _host() -> str:
+    """This machine's name (os.uname: no socket module to import)."""
+    return os.uname().nodename
+
+
+def process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc), '' where unknown: a
+    pid reused by another process then does not pass for the one that registered."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:].split()[19].decode()
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
+#: Writer rows this process could not remove when its operation ended (the lock was busy): they
+#: go with the next registration, so a live process never holds back deletes for nothing.
+_UNREGISTER_LATER: list[int] = []
+#: The writer rows of this process's operations that are running now: a row of this pid that
+#: is not here belongs to an operation that ended (or died with an exception) in this process.
+_ACTIVE: set[int] = set()
+
+
+def register_writer(db: Database, table_uid: str, kind: str) -> int:
+    """Inside a write transaction: record that this process writes files into ``table_uid``'s
+    key space until :meth:`Operation._end_writing` removes the row."""
+    if _UNREGISTER_LATER:
+        catalog.remove_writers(db, _UNREGISTER_LATER)
+        _UNREGISTER_LATER.clear()
+    pid = os.getpid()
+    writer = catalog.add_writer(db, table_uid, pid, _host(), process_start(pid), kind)
+    _ACTIVE.add(writer)
+    return writer
+
+
+def alive(w: catalog.Writer) -> bool:
+    """Is the process that registered ``w`` still running? (On another machine it cannot be
+    asked: alive until FOREIGN_WRITER_TTL_S after it started.)"""
+    if w.host != _host():
+        return time.time() - w.started_at < FOREIGN_WRITER_TTL_S
+    if w.pid == os.getpid():
+        return w.id in _ACTIVE
+    try:
+        os.kill(w.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not w.proc_start or process_start(w.pid) in ("", w.proc_start)
+
+
+def live_writers(db: Database, exclude: int | None = None) -> list[catalog.Writer]:
+    """The operations writing files now, other than ``exclude``. Inside a write transaction,
+    the rows of writers that died are removed on the way."""
+    found = catalog.writers(db)
+    dead = [w.id for w in found if w.id != exclude and not alive(w)]
+    if dead and db.in_write_transaction():
+        catalog.remove_writers(db, dead)
+    return [w for w in found if w.id != exclude and w.id not in dead]
+
+
+def busy_uids(db: Database, exclude: int | None = None) -> set[str]:
+    """The table uids (each busy table's every uid) another live operation writes into."""
+    live = live_writers(db, exclude)
+    if not live:
+        return set()
+    uids = catalog.table_uids(db)
+    tables = {uids[w.table_uid] for w in live if w.table_uid in uids}
+    return {w.table_uid for w in live} | {u for u, t in uids.items() if t in tables}
 
 
 # ---- releasing and deleting files -----------------------------------------------------------
@@ -267,40 +387,19 @@ def named_files(db: Database, meta: TableMeta, col: ColumnMeta, rows: plan.Rows 
     return [r[0] for r in db.query(*plan.distinct_values(meta, col, rows))]
 
 
-def release(conn: Connection, meta: TableMeta, col_id: int, uris: Iterable[Any],
-            after: list[Callable[[], None]]) -> None:
+def release(places: Places, meta: TableMeta, col_id: int, uris: Iterable[Any],
+            after: list[Callable[[], None]], writer: int | None = None,
+            unreachable: dict[int, str] | None = None) -> None:
     """See :meth:`Operation.release`; ``after`` is the transaction's after-commit list."""
-    prefixes = tuple(catalog.owned_prefixes(conn.db, meta.uid, conn.ownership, col_id))
+    prefixes = tuple(places.owned_folders(meta, col_id))
     owned = [u for u in set(uris) if isinstance(u, str) and u.startswith(prefixes)]
     if owned:
-        still = catalog.named_by_rows(conn.db, owned)
+        still = catalog.named_by_rows(places.db, owned)
         owned = [u for u in owned if u not in still]
     if not owned:
         return
-    catalog.add_pending_deletes(conn.db, owned)
-    after.append(lambda: finish_deletes(conn, owned))
-
-
-def owned_location_test(conn: Connection) -> Callable[[str], str | None]:
-    """A function: the owned location (stored prefix) a stored URI was written under by this
-    database, or None when it is not a file this database wrote and may delete.
-
-    The URI must lie under a location this database owns, in pxlite's object-key shape
-    (media.key_owner), for the uid that location was recorded for. Every automatic delete
-    passes through this test, so neither a crafted catalog (a shared or downloaded database
-    file) nor a copy of a database can direct deletions at files it did not write: a
-    pending-delete row or a location row alone proves nothing.
-    """
-    owned_locations = [(uid, p) for uid, p, owner in catalog.all_locations(conn.db)
-                       if conn.ownership.owns(p, owner)]
-
-    def location(uri: str) -> str | None:
-        for uid, prefix in owned_locations:
-            if uri.startswith(prefix) and media.key_owner(uri[len(prefix):]) == uid:
-                return prefix
-        return None
-
-    return location
+    catalog.add_pending_deletes(places.db, owned)
+    after.append(lambda: finish_deletes(places, owned, writer, unreachable))
 
 
 class DeleteOutcome:
@@ -310,25 +409,41 @@ class DeleteOutcome:
         self.deleted: list[str] = []
         self.named: list[str] = []                    # a row names it: kept
         self.refused: list[tuple[str, str]] = []      # not ours to delete: kept, with why
+        self.deferred: list[str] = []                 # another operation may name it: waits
         self.failed: list[tuple[str, PxliteError]] = []
 
+    @property
+    def settled(self) -> list[str]:
+        """The URIs whose pending delete is over (deleted, or never to be deleted)."""
+        return self.deleted + self.named + [u for u, _ in self.refused]
 
-def delete_unreferenced(conn: Connection, stored: Iterable[str], settings: Settings,
-                        pool_map: PoolMap | None = None) -> DeleteOutcome:
+
+#: Why a file waits instead of being deleted.
+IN_FLIGHT = "an operation in progress may name it"
+
+
+def delete_unreferenced(places: Places, stored: Iterable[str], settings: Settings,
+                        pool_map: PoolMap | None = None, *, writer: int | None = None,
+                        unreachable: dict[int, str] | None = None) -> DeleteOutcome:
     """Inside a write transaction: delete the files among ``stored`` (stored forms) that this
-    database wrote, in a location it owns, and that no row of any table names.
+    database wrote, in a location it owns, that no row of any table names, and that no other
+    live operation (``writer`` is the caller's own) may be about to name.
 
-    The one gate every automatic delete passes (pending deletes, a dropped table's sweep,
-    ``check(fix=True)``). It keeps a file when a row names it (under any spelling of its
-    folder); when it is not in pxlite's key shape under an owned location (a copy's original,
-    a crafted catalog); when a local file's real folder lies outside its location (a symlink
-    out of it); or when a local file's bytes do not hash to its name. ``pool_map`` may run the
-    deletes in parallel.
+    The one gate every automatic delete passes (see the module docstring). It keeps a file when
+    a row names it (under any spelling of its folder); when it is not in pxlite's key shape
+    under an owned location (a copy's original, a crafted catalog); when a local file's real
+    folder lies outside its location (a symlink out of it), or its bytes do not hash to its
+    name. A file in the key space of a table another live operation writes is *deferred*: it
+    is listed in ``px_pending_deletes`` and deleted by the last writer or check(fix=True).
+    ``pool_map`` may run the deletes in parallel. ``unreachable`` (an operation's own, shared by
+    its deletes) remembers the storage whose delete failed retryably: it is not asked again.
     """
+    db = places.db
     uris = sorted({u for u in stored if isinstance(u, str)})
     out = DeleteOutcome()
-    named = catalog.named_by_rows(conn.db, uris)
-    location = owned_location_test(conn)
+    named = catalog.named_by_rows(db, uris)
+    location = places.owner_test()
+    busy = busy_uids(db, writer)
     doomed: list[tuple[str, str]] = []
     for u in uris:
         if u in named:
@@ -338,14 +453,20 @@ def delete_unreferenced(conn: Connection, stored: Iterable[str], settings: Setti
         if loc is None:
             out.refused.append((u, "not a file this database wrote in a location it owns"))
             continue
-        uri = conn.resolve(u)
+        if loc.uid in busy:
+            out.deferred.append(u)
+            continue
+        uri = places.resolve(u)
         if storage.is_local(uri):
-            why = media.local_delete_refusal(uri, conn.resolve(loc))
+            why = media.local_delete_refusal(uri, places.resolve(loc.prefix))
             if why is not None:
                 out.refused.append((u, why))
                 continue
         doomed.append((u, uri))
-    aliased = _named_under_another_spelling(conn, [d for d in doomed if d[1].startswith("file:")])
+    if out.deferred:
+        catalog.add_pending_deletes(db, out.deferred)
+    aliased = _named_under_another_spelling(places, [d for d in doomed
+                                                     if d[1].startswith("file:")])
     for u in aliased:
         out.refused.append((u, "a row names the same file under another spelling of its folder"))
     doomed = [d for d in doomed if d[0] not in aliased]
@@ -353,7 +474,8 @@ def delete_unreferenced(conn: Connection, stored: Iterable[str], settings: Setti
     # A backend that failed retryably (down, or hanging until the timeout) is not asked again
     # for the other files: each try could cost the full timeout times the retries. Those files
     # stay pending (or orphans) for a later open or check(fix=True).
-    unreachable: dict[int, str] = {}  # id(backend) -> the file whose delete failed
+    if unreachable is None:
+        unreachable = {}  # id(backend) -> the file whose delete failed
 
     def delete(item: tuple[str, str]) -> None:
         faults.point("before_file_delete")
@@ -389,12 +511,12 @@ def _serial(fn: Callable[[Any], Any], items: Iterable[Any]
             yield item, None, e
 
 
-def _named_under_another_spelling(conn: Connection, local: list[tuple[str, str]]) -> set[str]:
+def _named_under_another_spelling(places: Places, local: list[tuple[str, str]]) -> set[str]:
     """Of ``(stored, absolute)`` local files about to be deleted, those a row names under
     another spelling of the same folder (two location rows for one real folder)."""
     roots: dict[str, list[str]] = {}
-    for _, p, _ in catalog.all_locations(conn.db):
-        where = conn.resolve(p)
+    for _, p, _ in catalog.all_locations(places.db):
+        where = places.resolve(p)
         if where.startswith("file:"):
             roots.setdefault(os.path.realpath(storage.file_path(where)), []).append(where)
     if all(len(v) < 2 for v in roots.values()):
@@ -406,52 +528,58 @@ def _named_under_another_spelling(conn: Connection, local: list[tuple[str, str]]
             if len(spellings) > 1 and real.startswith(root.rstrip(os.sep) + os.sep):
                 rel = os.path.relpath(real, root)
                 for sp in spellings:
-                    alt = conn.stored(storage.join(sp, rel))
+                    alt = places.stored(storage.join(sp, rel))
                     if alt != u:
                         alternatives[alt] = u
-    return {alternatives[a] for a in catalog.named_by_rows(conn.db, alternatives)}
+    return {alternatives[a] for a in catalog.named_by_rows(places.db, alternatives)}
 
 
-def finish_deletes(conn: Connection, uris: Iterable[str]) -> None:
+def finish_deletes(places: Places, uris: Iterable[str], writer: int | None = None,
+                   unreachable: dict[int, str] | None = None) -> None:
     """Delete released files whose rows are gone, holding the write lock.
 
     Content addressing lets another operation reuse a file (identical content) between the
-    releasing commit and this delete; it writes and commits inside its own write transaction,
-    so under the lock its rows are seen and the file is kept. A file that is no longer pending
-    was handled by someone else (check(fix=True), another process). A file that fails to delete
-    stays pending: check(fix=True) or the next open retries it.
+    releasing commit and this delete; it registers as a writer before it stores anything and
+    commits inside its own write transaction, so under the lock either its rows are seen (the
+    file is kept) or it is seen writing (the file waits for it). A file that is no longer
+    pending was handled by someone else (check(fix=True), another process). A file that fails
+    to delete stays pending: check(fix=True) or the next open retries it.
     """
-    settings = conn.settings()
-    with conn.db.transaction():
-        pending = set(catalog.pending_deletes(conn.db)) & set(uris)
-        out = delete_unreferenced(conn, pending, settings)
-        catalog.clear_pending_deletes(conn.db, out.deleted + out.named
-                                      + [u for u, _ in out.refused])
+    settings = places.settings()
+    with places.db.transaction():
+        pending = set(catalog.pending_deletes(places.db)) & set(uris)
+        out = delete_unreferenced(places, pending, settings, writer=writer,
+                                  unreachable=unreachable)
+        catalog.clear_pending_deletes(places.db, out.settled)
 
 
-def sweep_dropped(conn: Connection, uid: str, prefixes: list[str]) -> None:
-    """After a drop committed: delete the dropped table's remaining files, then forget its
-    locations once nothing of it is left (a file another table still names keeps them)."""
-    settings = conn.settings()
+def sweep_dropped(places: Places, uid_prefixes: list[str]) -> None:
+    """After a drop committed: delete the dropped table's remaining files (``uid_prefixes``:
+    its owned ``<location><uid>/`` folders, stored form), then forget its locations once
+    nothing of it is left (a file another table still names, or one that waits for another
+    operation writing the table, keeps them)."""
+    settings = places.settings()
     try:
         listed: list[str] = []
-        for prefix in prefixes:
-            where = conn.resolve(prefix)
-            listed += [conn.stored(u) for u in storage.get_backend(where, settings).list(where)]
+        for prefix in uid_prefixes:
+            where = places.resolve(prefix)
+            listed += [places.stored(u) for u in storage.get_backend(where, settings).list(where)]
     except PxliteError:
         return  # the locations stay recorded; check(fix=True) sweeps them later
-    with conn.db.transaction():
-        out = delete_unreferenced(conn, listed, settings)
-        if not (out.failed or out.named or out.refused):
-            catalog.forget_locations(conn.db, uid)
+    with places.db.transaction():
+        out = delete_unreferenced(places, listed, settings)
+        if not (out.failed or out.named or out.refused or out.deferred):
+            for loc in places.locations():
+                if loc.folder() in uid_prefixes:
+                    catalog.forget_locations(places.db, loc.uid)
 
 
-def finish_pending(conn: Connection, local_only: bool) -> None:
+def finish_pending(places: Places, local_only: bool) -> None:
     """Finish deletes a crash left pending (local ones at open: no network at connect time)."""
-    if conn.db.read_only:
+    if places.db.read_only:
         return
-    pending = catalog.pending_deletes(conn.db)
+    pending = catalog.pending_deletes(places.db)
     if local_only:
         pending = [u for u in pending if u.startswith(("file://", catalog.MEDIA_LOCATION))]
     if pending:
-        finish_deletes(conn, pending)
+        finish_deletes(places, pending)

@@ -16,21 +16,22 @@ PKG = Path(__file__).resolve().parents[1] / "pxlite"
 #: DESIGN.md's rooms, lowest first. A module may import from its own layer or below.
 LAYERS: dict[str, int] = {
     "pxlite.errors": 0, "pxlite.faults": 0, "pxlite.redact": 0,
-    "pxlite.config": 1, "pxlite.types": 1, "pxlite.sqlcall": 1, "pxlite.jsonpath": 1,
+    "pxlite.config": 1, "pxlite.types": 1, "pxlite.progress": 1,
+    "pxlite.sqlcall": 1, "pxlite.jsonpath": 1,
     "pxlite.db": 2, "pxlite.storage": 2, "pxlite.cache": 2,
-    "pxlite.catalog": 3, "pxlite.media": 3, "pxlite.results": 3, "pxlite.imagegen": 3,
-    "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.functions": 4,
+    "pxlite.catalog": 3, "pxlite.places": 3, "pxlite.media": 3, "pxlite.results": 3,
+    "pxlite.imagegen": 3,
+    "pxlite.display": 3,
+    "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.functions": 4, "pxlite.iterators": 4,
     "pxlite.plan": 5, "pxlite.writes": 5,
-    "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6,
+    "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6, "pxlite.jobs": 6,
     "pxlite.table": 7, "pxlite.maintenance": 7,
     "pxlite.connection": 8, "pxlite": 8, "pxlite.cli": 8, "pxlite.demo": 8,
 }
 #: The one tolerated cycle: expressions build calls of UDFs, UDFs and functions build
 #: expressions.
 TOLERATED_CYCLE = {"pxlite.exprs", "pxlite.udf", "pxlite.functions", "pxlite.functions.image",
-                   "pxlite.functions.net", "pxlite.functions.string", "pxlite.functions.math",
-                   "pxlite.functions.timestamp", "pxlite.functions.date",
-                   "pxlite.functions.json", "pxlite.functions.builtin"}
+                   "pxlite.functions.net", "pxlite.functions.iterator_call"}
 #: Internal modules that may be imported inside a function: each defers something heavy.
 DEFERRED = {
     "pxlite.cache": "the diskcache wrapper: loads diskcache",

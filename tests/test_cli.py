@@ -159,13 +159,17 @@ def test_check_fix_fails_while_files_are_missing(dbfile, capsys):
 def test_check_report_names_the_home_database_as_pxl(pxlite_home):
     from pxlite.maintenance import CheckReport, MissingFile
 
-    gone = [MissingFile("d.t", "rot", 1, "file:///x.jpg"),
+    gone = [MissingFile("d.t", "rot", 1, "file:///x.jpg", computed=True),
             MissingFile("d.t", "image", 2, "file:///y.jpg", owned=False)]
     home = str(pxlite_home.absolute() / "pxlite.db")
     assert "\n  pxl.get_table('d.t').recompute_columns('rot')\n" in str(
         CheckReport(database=home, missing=gone))
     text = str(CheckReport(database=home, missing=gone[1:]))
-    assert "recompute" not in text and "restore the files from a backup" in text
+    assert "recompute" not in text and "restored from a backup" in text
+    # A file pxlite wrote for an inserted (not computed) column: no recompute brings it back.
+    inserted = [MissingFile("d.t", "image", 3, "file:///z.jpg", owned=True)]
+    text = str(CheckReport(database=home, missing=inserted))
+    assert "recompute" not in text and "restored from a backup" in text
 
 
 def test_demo_runs(tmp_path, capsys):

@@ -272,22 +272,6 @@ def test_opening_a_database_never_imports_a_module_it_names(db, tmp_path):
     assert marker.exists() and "'d': 'bb'" in out
 
 
-def test_progress_bar_switch(db, monkeypatch):
-    from pxlite import compute, config
-
-    def no_count() -> int:
-        raise AssertionError("rows counted although no bar can show")
-
-    s = config.resolve({"progress": False})
-    assert compute._progress(no_count, "x", s) is None
-    assert compute._progress(no_count, "x", config.resolve()) is None  # not a terminal here
-    monkeypatch.setattr(compute, "_interactive", lambda: True)
-    bar = compute._progress(lambda: 1000, "x", config.resolve())
-    assert bar is not None and bar.total == 1000  # a terminal or notebook: a bar
-    bar.close()
-    assert compute._progress(no_count, "x", s) is None  # progress=False wins
-
-
 def test_pixel_limit_refuses_bombs(tmp_path):
     """A huge declared size is refused from the header, before decoding (no memory spent)."""
     db = pxl.connect(tmp_path / "b.pxl", config={"max_image_pixels": 10_000})

@@ -125,7 +125,7 @@ def test_two_processes_insert_at_once(tmp_path, small_images):
     rot = {r["u"] for r in t.select(u=t.rot.fileurl).collect()}
     assert len(rot) == len(images)
     assert {p.as_uri() for p in dest.rglob("*") if p.is_file()} == rot
-    report = check(conn)
+    report = check(conn.places)
     assert report.ok, str(report)
     conn.close()
 
@@ -194,7 +194,7 @@ def test_readers_see_a_computed_column_absent_or_complete(tmp_path, small_images
     assert during >= 3, f"only {during} reads happened while the column was being computed"
     assert after >= 1
     assert len(t.select(t.rot).collect()) == n
-    assert check(conn).ok
+    assert check(conn.places).ok
     conn.close()
 
 
@@ -414,7 +414,7 @@ def test_table_dropped_while_another_process_reads_it(tmp_path):
     # The database is sound, the other table untouched, nothing left behind.
     assert [x[0] for x in conn.db.query("PRAGMA integrity_check")] == ["ok"]
     assert [row["k"] for row in keep.collect()] == [1, 2]
-    report = check(conn)
+    report = check(conn.places)
     assert report.ok, str(report)
     assert not any(f.is_file() for f in (tmp_path / "x.pxl.media").rglob("*"))
     conn.close()
@@ -443,7 +443,8 @@ def test_drop_table_after_another_connection_dropped_a_media_column(tmp_path, mo
     a.drop_table("t")
     monkeypatch.undo()
     assert fired and a.list_tables() == []
-    assert check(a).ok and not any(f.is_file() for f in (tmp_path / "x.pxl.media").rglob("*"))
+    assert check(a.places).ok
+    assert not any(f.is_file() for f in (tmp_path / "x.pxl.media").rglob("*"))
 
 
 @pytest.mark.parametrize("recreate", [False, True], ids=["dropped", "dropped+recreated"])
@@ -495,6 +496,6 @@ def test_drop_between_planning_and_running_is_not_found(tmp_path, monkeypatch, r
         if recreate:
             assert [r["k"] for r in other.get_table("u").select(other.get_table("u").k)
                     .collect()] == [7, 8], "the other table was changed"
-        assert check(other).missing == []
+        assert check(other.places).missing == []
         a.close()
         other.close()

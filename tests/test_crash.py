@@ -121,18 +121,20 @@ class Op:
 
 _WITH_ROT = [_row(k, c) for k, c in BASE]
 OPS: dict[str, Op] = {
-    # 4 input files + 4 computed files; one transaction
+    # 4 input files + 4 computed files; commits: the operation registers as writing the table,
+    # its one transaction, it unregisters (and finishes deletes that waited for it)
     "insert": Op(_insert, True, _WITH_ROT, _WITH_ROT + [_row(k, c) for k, c in NEW],
-                 {"file_written": 8, "before_commit": 1, "after_commit": 1}, repeats=True),
-    # commits: the new destination, the pending column and its job, one batch with the 3
-    # files (computed outside the write lock), then the column complete
+                 {"file_written": 8, "before_commit": 3, "after_commit": 3}, repeats=True),
+    # commits: the new destination (with the writer's registration), the pending column and
+    # its job, one batch with the 3 files (computed outside the write lock), then the column
+    # complete, then the writer's end
     "add_computed_column": Op(_add, False, [_row(k, c, rot=False) for k, c in BASE], _WITH_ROT,
-                              {"file_written": 3, "before_commit": 4, "after_commit": 4}),
+                              {"file_written": 3, "before_commit": 5, "after_commit": 5}),
     # 2 input writes (same content) + 2 computed; then 2 input and 2 rot files superseded,
-    # deleted by one after-commit transaction per column
+    # deleted by one after-commit transaction per column; the writer's registration and end
     "update": Op(_update, True, _WITH_ROT, [_row(0, "red")] + [
         _row(k, "white", (6, 10)) for k in (1, 2)],
-        {"file_written": 4, "before_commit": 3, "after_commit": 3, "before_file_delete": 4}),
+        {"file_written": 4, "before_commit": 5, "after_commit": 5, "before_file_delete": 4}),
     # 2 rows go: 2 input + 2 rot files deleted after the commit
     "delete": Op(_delete, True, _WITH_ROT, [_row(0, "red")],
                  {"before_commit": 3, "after_commit": 3, "before_file_delete": 4}),
@@ -215,16 +217,16 @@ def verify_recovery(db_path: Path, target: Any, op_name: str, what: str) -> pxl.
     reopened connection with the operation run again."""
     op = OPS[op_name]
     conn = pxl.connect(db_path, config=target.config)
-    report = check(conn)
+    report = check(conn.places)
     assert report.missing == [], f"{what}: rows name missing files\n{report}"
     assert report.integrity == [] and conn.db.integrity_check() == [], f"{what}: {report}"
     assert report.errors == [], f"{what}: {report}"
     st = state(conn)  # reads every named file
     assert st in (op.before, op.after), f"{what}: the table is half-changed: {st}"
     committed = st == op.after and op.before != op.after
-    fixed = check(conn, fix=True)
+    fixed = check(conn.places, fix=True)
     assert fixed.ok, f"{what}: check(fix=True) left problems\n{fixed}"
-    assert check(conn).ok
+    assert check(conn.places).ok
     assert not catalog.pending_deletes(conn.db)
     assert stored_files(db_path, target) == named_files(conn, target), (
         f"{what}: files left that no row names (or rows naming absent files)")
@@ -237,7 +239,7 @@ def verify_recovery(db_path: Path, target: Any, op_name: str, what: str) -> pxl.
         assert want is not None and op.before is not None
         want = sorted(want + want[len(op.before):])
     assert state(conn) == want, f"{what}: after running it again"
-    final = check(conn)
+    final = check(conn.places)
     assert final.ok, f"{what}: after running it again\n{final}"
     assert stored_files(db_path, target) == named_files(conn, target)
     if op.after is None:
@@ -464,14 +466,14 @@ def test_sigkill_mid_operation(storage_target, tmp_path, small_images, op_name):
                     t.drop_column("rot")
             else:
                 t.delete()
-            check(conn, fix=True)
+            check(conn.places, fix=True)
             conn.close()
     assert killed is not None, f"could not kill the child mid-way: {last}"
     seen, ran = killed
     _settled(db_path, target)
 
     conn = pxl.connect(db_path, config=target.config)
-    report = check(conn)
+    report = check(conn.places)
     what = f"{op_name} killed after {ran:.1f} s with {seen} files written"
     print(what, "->", "committed" if report.orphans == [] else f"{len(report.orphans)} orphans")
     assert report.missing == [] and report.integrity == [] and report.errors == [], \
@@ -491,7 +493,7 @@ def test_sigkill_mid_operation(storage_target, tmp_path, small_images, op_name):
             assert t.where(t.rot.is_null()).count() == 0, what
         else:
             assert len(report.orphans) >= seen, what
-    fixed = check(conn, fix=True)
+    fixed = check(conn.places, fix=True)
     assert fixed.ok, f"{what}\n{fixed}"
     assert stored_files(db_path, target) == named_files(conn, target), what
 
@@ -508,7 +510,7 @@ def test_sigkill_mid_operation(storage_target, tmp_path, small_images, op_name):
     assert t.count() == N_ROWS and t.where(t.rot.is_null()).count() == 0
     assert {r["rot"].size for r in t.select(t.rot).limit(5).collect()} == {(32, 24)}
     assert sorted(r["k"] for r in t.select(t.k).collect()) == list(range(N_ROWS))
-    assert check(conn).ok
+    assert check(conn.places).ok
     conn.close()
 
 
@@ -544,9 +546,9 @@ def test_temp_file_of_a_killed_write_is_swept(tmp_path):
     old = time.time() - 2 * 3600  # long after the crash: no write can still be in progress
     os.utime(temps[0], (old, old))
     conn = pxl.connect(db_path)
-    report = check(conn)
+    report = check(conn.places)
     assert report.missing == [] and not conn.get_table("t").count()
-    fixed = check(conn, fix=True)
+    fixed = check(conn.places, fix=True)
     assert fixed.ok
     assert not temps[0].exists(), "check(fix=True) left the killed writer's temp file"
     conn.close()

@@ -328,9 +328,9 @@ def _assert_sound(db_path: Path) -> None:
     """Reopened: no row names a missing file, SQLite is sound, and check(fix=True) cleans up."""
     conn = pxl.connect(db_path)
     try:
-        report = check(conn)
+        report = check(conn.places)
         assert report.missing == [] and report.integrity == [] and report.errors == [], report
-        assert check(conn, fix=True).ok and check(conn).ok
+        assert check(conn.places, fix=True).ok and check(conn.places).ok
     finally:
         conn.close()
 

@@ -24,6 +24,7 @@ from udfs.sample import slow_flip  # the child's UDF: this process resumes its c
 import pxlite as pxl
 from pxlite import catalog, compute
 from pxlite import db as dbmod
+from pxlite import progress as progress_mod
 from pxlite.errors import BusyError, ComputeError, NotFoundError, SchemaError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,12 +229,12 @@ def test_progress_moves_per_row_and_starts_at_once(tmp_path, monkeypatch):
 
     bars: list[tuple[int, Bar]] = []
 
-    def progress(count, desc, settings, *, initial=0):
+    def progress(count, desc, settings, *, initial=0, unit="row"):
         bar = Bar()
         bars.append((count(), bar))
         return bar
 
-    monkeypatch.setattr(compute, "_progress", progress)
+    monkeypatch.setattr(progress_mod, "bar", progress)
     db_path, _ = _table(tmp_path, 10)
     with pxl.connect(db_path) as db:
         t = db.get_table("t")

@@ -72,7 +72,7 @@ def media_table(tmp_path, jpegs):
 # ---- check() -----------------------------------------------------------------------------------
 def test_clean_database_is_ok(media_table):
     db, _, _ = media_table
-    report = check(db)
+    report = check(db.places)
     assert isinstance(report, CheckReport)
     assert report.ok, str(report)
     assert not report.missing and not report.orphans and not report.integrity and not report.errors
@@ -88,12 +88,12 @@ def test_missing_files_are_reported_and_never_fixed(media_table, tmp_path):
     written = storage.file_path(images[1])
     written.unlink()              # a file pxlite wrote
     user.unlink()                 # a user's original that vanished
-    report = check(db)
+    report = check(db.places)
     assert not report.ok
     got = {(m.table, m.column, m.rowid, m.uri, m.owned) for m in report.missing}
     assert got == {("t", "image", 2, images[1], True), ("t", "image", 4, images[3], False)}
     assert "missing files: 2" in str(report) and images[1] in str(report)
-    fixed = check(db, fix=True)
+    fixed = check(db.places, fix=True)
     assert fixed.fixed == [] and len(fixed.missing) == 2
     assert _raw(db, "t", "image") == images  # rows are never touched
 
@@ -125,17 +125,17 @@ def test_orphans_are_removed_and_nothing_else(media_table, tmp_path):
     keep = (_files(media) | _files(tmp_path / "rot") | {user}) - {junk, dropped_col}
     assert odd in keep
 
-    report = check(db)
+    report = check(db.places)
     assert not report.ok
     assert sorted(report.orphans) == sorted([junk.as_uri(), dropped_col.as_uri()])
     assert "orphan files: 2" in str(report) and "--fix" in str(report)
 
-    fixed = check(db, fix=True)
+    fixed = check(db.places, fix=True)
     assert sorted(fixed.fixed) == sorted(report.orphans) and fixed.ok
     assert not junk.exists() and not dropped_col.exists()
     assert all(p.exists() for p in keep) and notes.read_text() == "keep me"
     assert _sizes(t)[:4] == [(8, 8)] * 3 + [Image.open(user).size]
-    assert check(db).ok
+    assert check(db.places).ok
 
 
 def test_fix_sweeps_a_dropped_table_whose_sweep_was_interrupted(tmp_path, monkeypatch):
@@ -146,44 +146,70 @@ def test_fix_sweeps_a_dropped_table_whose_sweep_was_interrupted(tmp_path, monkey
     gone.insert([{"image": _img(c)} for c in COLORS[2:5]])
     gone.add_computed_column(rot=gone.image.rotate(45), destination=str(tmp_path / "rot"))
     uid = catalog.load_table(db.db, "gone").uid
-    monkeypatch.setattr(writes, "sweep_dropped", lambda conn, uid, prefixes: None)
-    monkeypatch.setattr(writes, "finish_deletes", lambda conn, uris: None)
+    monkeypatch.setattr(writes, "sweep_dropped", lambda *a, **k: None)
+    monkeypatch.setattr(writes, "finish_deletes", lambda *a, **k: None)
     db.drop_table("gone")
     monkeypatch.undo()
     leftovers = {p for p in _files(tmp_path / "x.pxl.media") | _files(tmp_path / "rot")
                  if uid in p.parts}
     assert len(leftovers) == 6
-    report = check(db)
+    report = check(db.places)
     assert sorted(report.orphans) == sorted(p.as_uri() for p in leftovers)
-    fixed = check(db, fix=True)
+    fixed = check(db.places, fix=True)
     assert fixed.ok and len(fixed.fixed) == 6 and len(fixed.swept_locations) == 2
     assert not any(p.exists() for p in leftovers)
     assert not db.db.query("SELECT 1 FROM px_media_locations WHERE table_uid = ?", (uid,))
     assert not catalog.pending_deletes(db.db)
     assert _sizes(keep) == [(8, 8), (8, 8)]
-    assert check(db).ok
+    assert check(db.places).ok
     db.close()
 
 
-def test_fix_finishes_pending_deletes_left_by_a_crash(tmp_path, monkeypatch):
+def _ended_by_a_crash(op) -> None:
+    """An operation's end as a crash leaves it: no waiting delete finished, and its writer
+    row as good as gone (a dead process's row is ignored)."""
+    with op.db.transaction():
+        catalog.remove_writers(op.db, [op.writer])
+
+
+def _crash_before_deletes(tmp_path, monkeypatch):
     db = pxl.connect(tmp_path / "x.pxl")
     t = db.create_table("t", {"image": pxl.Image, "k": pxl.Int})
     t.insert([{"image": _img(c), "k": i} for i, c in enumerate(COLORS[:4])])
     uris = _raw(db, "t", "image")
-    monkeypatch.setattr(writes, "finish_deletes", lambda conn, uris: None)  # "crash"
+    monkeypatch.setattr(writes, "finish_deletes", lambda *a, **k: None)  # "crash"
     t.delete(where=t.k >= 2)
     monkeypatch.undo()
     assert sorted(map(db.resolve, catalog.pending_deletes(db.db))) == sorted(uris[2:])
-    # Same content inserted again: the file is named by a row once more and must stay.
-    t.insert(image=_img(COLORS[3]), k=9)
-    report = check(db)
-    assert report.orphans == [uris[2]] and len(report.pending) == 2
-    fixed = check(db, fix=True)
+    return db, t, uris
+
+
+def test_fix_finishes_pending_deletes_left_by_a_crash(tmp_path, monkeypatch):
+    db, t, uris = _crash_before_deletes(tmp_path, monkeypatch)
+    report = check(db.places)
+    assert sorted(report.orphans) == sorted(uris[2:]) and len(report.pending) == 2
+    # Same content named again (a row of a table no operation writes: plain SQL here).
+    other = db.create_table("other", {"image": pxl.Image})
+    meta = catalog.load_table(db.db, "other")
+    with db.db.transaction():
+        db.db.execute(f"INSERT INTO {meta.sql}(c1) VALUES (?)", (db.stored(uris[3]),))
+    fixed = check(db.places, fix=True)
     assert fixed.fixed == [uris[2]] and fixed.pending_cleared == 2
     assert not storage.file_path(uris[2]).exists()
     assert storage.file_path(uris[3]).exists()
     assert not catalog.pending_deletes(db.db)
-    assert check(db).ok and _sizes(t) == [(8, 8)] * 3
+    assert check(db.places).ok and _sizes(t) == [(8, 8)] * 2 and other.count() == 1
+    db.close()
+
+
+def test_the_next_writer_of_the_table_finishes_pending_deletes(tmp_path, monkeypatch):
+    """Deletes a crash left pending in a table's key space are finished when the next
+    operation writing that table ends; a file its rows name again is kept."""
+    db, t, uris = _crash_before_deletes(tmp_path, monkeypatch)
+    t.insert(image=_img(COLORS[3]), k=9)  # the same content as row 3: its file again
+    assert not catalog.pending_deletes(db.db)
+    assert not storage.file_path(uris[2]).exists() and storage.file_path(uris[3]).exists()
+    assert check(db.places).ok and _sizes(t) == [(8, 8)] * 3
     db.close()
 
 
@@ -204,7 +230,7 @@ def test_a_failing_location_is_reported_not_fatal(media_table, tmp_path, monkeyp
         return real_list(self, prefix)
 
     monkeypatch.setattr(LocalBackend, "list", broken)
-    report = check(db, fix=True)
+    report = check(db.places, fix=True)
     assert not report.ok and len(report.errors) == 1 and "injected" in report.errors[0]
     assert report.fixed == [junk.as_uri()] and not junk.exists()   # the rest still ran
     assert not report.missing  # files under the failing location are not called missing
@@ -244,7 +270,7 @@ def test_file_written_after_the_listing_is_not_missing_after_probing_a_pending_d
         return (u for u in real_list(self, prefix) if u != late)
 
     monkeypatch.setattr(LocalBackend, "list", listing)
-    report = check(db)
+    report = check(db.places)
     assert leftover.as_uri() in report.orphans  # the pending delete was probed: it exists
     assert len(report.errors) == 1 and "injected" in report.errors[0]
     assert report.missing == [], str(report)
@@ -278,18 +304,18 @@ def test_check_on_cloud_storage(storage_target, tmp_path):
     t = db.create_table("t", {"image": pxl.Image})
     t.insert([{"image": _img(c)} for c in COLORS[:3]] + [{"image": ref}])
     t.add_computed_column(rot=t.image.rotate(90), destination=target.prefix)
-    assert check(db).ok
+    assert check(db.places).ok
     meta = catalog.load_table(db.db, "t")
     rot = _raw(db, "t", "rot")
     junk = f"{target.prefix}{meta.uid}/{meta.column('rot').col_id}/{_key(b'junk', 'jpg')}"
     backend.put_bytes(b"junk", junk)
     backend.delete(rot[0])
     backend.delete(ref)
-    report = check(db)
+    report = check(db.places)
     assert report.orphans == [junk]
     assert {(m.column, m.rowid, m.uri, m.owned) for m in report.missing} == {
         ("rot", 1, rot[0], True), ("image", 4, ref, False)}
-    fixed = check(db, fix=True)
+    fixed = check(db.places, fix=True)
     assert fixed.fixed == [junk] and not backend.exists(junk)
     assert all(backend.exists(u) for u in rot[1:3])
     assert _raw(db, "t", "rot") == rot
@@ -323,7 +349,7 @@ def test_move_media_local_to_cloud_and_back(storage_target, tmp_path, jpegs):
     assert user.exists() and _raw(db, "t", "rot") == rot_before
     assert len(_listing(target.settings, f"{target.prefix}{meta.uid}/1/")) == 4
     assert not catalog.pending_deletes(db.db)
-    assert check(db).ok
+    assert check(db.places).ok
 
     back = tmp_path / "back"
     st = t.move_media("image", str(back))
@@ -331,7 +357,7 @@ def test_move_media_local_to_cloud_and_back(storage_target, tmp_path, jpegs):
     assert all(u.startswith(back.as_uri()) for u in _raw(db, "t", "image")[:4])
     assert _sizes(t) == [(8, 8)] * 4 + [Image.open(user).size]
     assert not _listing(target.settings, f"{target.prefix}{meta.uid}/")
-    assert check(db).ok
+    assert check(db.places).ok
 
     # A computed column: its files move and its destination follows, so new rows go there too.
     st = t.move_media("rot", target.prefix)
@@ -342,7 +368,7 @@ def test_move_media_local_to_cloud_and_back(storage_target, tmp_path, jpegs):
     assert all(u.startswith(target.prefix) for u in rot)
     assert _sizes(t, "rot")[-1] == (8, 8)
     assert not _files(media / meta.uid / str(meta.column("rot").col_id))
-    assert check(db).ok
+    assert check(db.places).ok
     db.close()
 
 
@@ -380,11 +406,11 @@ def test_failed_copy_leaves_the_table_unchanged(storage_target, tmp_path, monkey
     assert _sizes(t) == [(8, 8)] * len(COLORS)
     assert not _listing(target.settings, f"{target.prefix}{meta.uid}/")  # copies removed
     assert not catalog.pending_deletes(db.db)
-    assert check(db).ok
+    assert check(db.places).ok
 
     monkeypatch.undo()  # the retry succeeds
     assert t.move_media("image", target.prefix).num_rows == len(COLORS)
-    assert _sizes(t) == [(8, 8)] * len(COLORS) and check(db).ok
+    assert _sizes(t) == [(8, 8)] * len(COLORS) and check(db.places).ok
     db.close()
 
 
@@ -411,47 +437,53 @@ def test_move_interrupted_after_commit_is_finished_by_fix(media_table, tmp_path,
     db, t, user = media_table
     before = _raw(db, "t", "image")
     dest = tmp_path / "moved"
-    monkeypatch.setattr(writes, "finish_deletes", lambda conn, uris: None)  # crash after commit
+    monkeypatch.setattr(writes, "finish_deletes", lambda *a, **k: None)  # crash after commit
+    monkeypatch.setattr(writes.Operation, "_end_writing", _ended_by_a_crash)
     st = t.move_media("image", str(dest))
     monkeypatch.undo()
     assert st.num_rows == 3 and st.num_skipped == 1   # the user's file stays
     after = _raw(db, "t", "image")
     assert after[3:] == before[3:] and all(u.startswith(dest.as_uri()) for u in after[:3])
     assert _sizes(t)[:3] == [(8, 8)] * 3
-    report = check(db)
+    report = check(db.places)
     assert sorted(report.orphans) == sorted(before[:3]) and len(report.pending) == 3
-    fixed = check(db, fix=True)
+    fixed = check(db.places, fix=True)
     assert fixed.ok and not any(storage.file_path(u).exists() for u in before[:3])
     assert user.exists() and not catalog.pending_deletes(db.db)
     # Moving again to the same place is a no-op.
     again = t.move_media("image", str(dest))
     assert again.num_rows == 0 and again.num_skipped == 4
-    assert check(db).ok
+    assert check(db.places).ok
 
 
-def test_copies_swept_by_a_concurrent_check_are_made_again(media_table, tmp_path, monkeypatch):
-    """Another process's check(fix=True) between the copies and the switch sees the copies as
-    orphans and removes them; the switch (under the write lock) notices and copies again."""
+def test_a_concurrent_check_keeps_the_copies_of_a_move_in_progress(media_table, tmp_path,
+                                                                   monkeypatch):
+    """Another process's check(fix=True) between the copies and the switch finds the copies
+    named by no row yet: the move is registered as writing the table, so they are kept
+    ("an operation in progress may name it"), not removed; the switch then names them."""
     from pxlite import maintenance
 
     db, t, _ = media_table
     before = _raw(db, "t", "image")
-    real, swept = maintenance._parallel, []
+    real, reports = maintenance._parallel, []
 
     def spy(fn, items, *args, **kwargs):
         yield from real(fn, items, *args, **kwargs)
-        if fn.__name__ == "copy_one" and not swept:
+        if fn.__name__ == "copy_one" and not reports:
             other = pxl.connect(tmp_path / "x.pxl")
-            swept.extend(check(other, fix=True).fixed)
+            reports.append(check(other.places, fix=True))
             other.close()
 
     monkeypatch.setattr(maintenance, "_parallel", spy)
     st = t.move_media("image", str(tmp_path / "moved"))
-    assert len(swept) == 3 and st.num_rows == 3
+    (report,) = reports
+    assert not report.fixed and not report.ok
+    assert len(report.kept) == 3 and {why.split(" (")[0] for _, why in report.kept} == {
+        writes.IN_FLIGHT}
     after = _raw(db, "t", "image")
-    assert sorted(swept) == sorted(after[:3]) and after[3:] == before[3:]
-    assert _sizes(t)[:3] == [(8, 8)] * 3
-    assert check(db).ok
+    assert st.num_rows == 3 and sorted(u for u, _ in report.kept) == sorted(after[:3])
+    assert after[3:] == before[3:] and _sizes(t)[:3] == [(8, 8)] * 3
+    assert check(db.places).ok
 
 
 # (fault point, which hit): the 1st commit records the new location, the 2nd switches rows.
@@ -487,5 +519,5 @@ def test_move_interrupted_at_any_fault_point(media_table, tmp_path, monkeypatch,
     switched = (fault, nth) in (("after_commit", 2), ("before_file_delete", 1))
     assert (after != before) == switched
     assert _sizes(t)[:4] == [(8, 8)] * 3 + [Image.open(user).size]
-    assert check(db, fix=True).ok
-    assert check(db).ok and _sizes(t)[:3] == [(8, 8)] * 3
+    assert check(db.places, fix=True).ok
+    assert check(db.places).ok and _sizes(t)[:3] == [(8, 8)] * 3

@@ -23,6 +23,7 @@ from PIL import Image
 import pxlite as pxl
 from pxlite import catalog
 from pxlite.errors import SchemaError
+from pxlite.places import Places
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]
 
@@ -85,7 +86,12 @@ def test_a_copied_pair_works_on_its_own_files(tmp_path):
         assert all(u.startswith((tmp_path / "copy.pxl.media").as_uri()) for u in urls)
         assert t.select(t.image).order_by(t.k).collect()[0]["image"].size == (8, 8)
         t.delete(where=t.k == 0)
-        assert pxl.check(db=db).ok
+        # rot/ was recorded by the original: the copy keeps row 0's rotated file there (the
+        # original names it) and says so; check never says ok while such a file exists.
+        report = pxl.check(db=db)
+        assert [why for _, why in report.kept] == ["another database may name it"]
+        assert report.kept[0][0].startswith(rot.as_uri()) and not report.ok
+        assert "pxlite claim --db" in str(report) and not report.orphans
     # The copy deleted its own copy of row 0's image; the original keeps its own.
     assert len(_files(tmp_path / "copy.pxl.media")) == 3
     assert len(_files(tmp_path / "t.pxl.media")) == 4
@@ -178,6 +184,8 @@ def test_schema_1_database_is_migrated_to_relative_references(tmp_path):
             db.db.execute("ALTER TABLE px_columns DROP COLUMN pending")
             db.db.execute("ALTER TABLE px_columns DROP COLUMN stored")
             db.db.execute("DROP TABLE px_jobs")
+            db.db.execute("DROP TABLE px_table_uids")  # schema 3's
+            db.db.execute("DROP TABLE px_writers")
             db.db.sqlite.pragma("user_version", 1)
     with pxl.connect(db_path) as db:
         meta = catalog.load_table(db.db, "t")
@@ -218,7 +226,7 @@ def test_move_media_never_releases_an_original_its_copy_is(tmp_path, monkeypatch
     before = _files(rot)
     # The planning's checks fooled: the verification before release must still hold.
     monkeypatch.setattr(maintenance, "_same_object", lambda a, b: False)
-    monkeypatch.setattr(pxl.Connection, "known_spelling", lambda self, uid, p: p)
+    monkeypatch.setattr(Places, "known_spelling", lambda self, meta, p: p)
     os.symlink(rot, tmp_path / "alias")
     with pxl.connect(db_path) as db, pytest.raises(pxl.errors.StorageError, match="same file"):
         db.get_table("t").move_media("rot", str(tmp_path / "alias"))

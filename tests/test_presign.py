@@ -107,7 +107,7 @@ def test_expiry_over_seven_days_fails_the_column(storage_target, tmp_path, jpegs
         t.add_computed_column(share=net.presigned_url(t.rot.fileurl, SEVEN_DAYS + 1))
     msg = str(exc.value)
     assert "share" in msg and "7 days" in msg and str(SEVEN_DAYS + 1) in msg
-    assert isinstance(exc.value.__cause__, ConfigError)
+    assert isinstance(exc.value.error, ConfigError)
     # nothing left behind: no column, no files, the table still works
     assert "share" not in t.columns()
     assert sorted(_objects(target).values()) == before
@@ -166,7 +166,7 @@ def test_local_destination_is_a_clear_error(tmp_path, jpegs):
     t.add_computed_column(rot=t.image.rotate(90), destination=str(tmp_path / "out"))
     with pytest.raises(ComputeError, match=SPEC_TEXT) as exc:
         t.add_computed_column(share=net.presigned_url(t.rot.fileurl, 3600))
-    assert isinstance(exc.value.__cause__, ConfigError)
+    assert isinstance(exc.value.error, ConfigError)
     assert "share" not in t.columns()
     with pytest.raises(ConfigError, match=SPEC_TEXT):
         t.select(net.presigned_url(t.image.fileurl, 60)).collect()

@@ -89,7 +89,7 @@ def test_resultset_api(t):
         rs["zzz"]
     df = rs.to_pandas()
     assert list(df.columns) == ["n", "label"] and df["n"].tolist() == [0, 1, 2]
-    assert "<table>" in rs._repr_html_()
+    assert "<table" in rs._repr_html_()
 
 
 def test_images_come_back_lazily(db, jpegs, pngs):

@@ -16,6 +16,10 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
         exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
     assert "Inserted 2 rows with 0 errors" in out and "1 row left" in out
+    # file URLs keep their folders; describe() says where files go
+    row = next(line for line in out.splitlines() if line.startswith("a path "))
+    assert "/photos.pxl.media/" in row and "/rotated/" in row, out
+    assert "Table 'demo.media' (2 rows)" in out and "(set by destination=)" in out
     assert (tmp_path / "photos.pxl").is_file() and any((tmp_path / "rotated").rglob("*.jpg"))
 
 

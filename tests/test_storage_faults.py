@@ -563,9 +563,9 @@ def _storage_cause(e: BaseException) -> StorageError:
     if isinstance(e, StorageError):
         return e
     assert isinstance(e, ComputeError), repr(e)
-    assert isinstance(e.__cause__, StorageError), repr(e.__cause__)
+    assert isinstance(e.error, StorageError), repr(e.error)
     assert e.errortype == "StorageError" and "StorageError" in str(e), str(e)
-    return e.__cause__
+    return e.error
 
 
 def test_throttled_computed_column_completes(faulty: Faulty, tmp_path: Path,

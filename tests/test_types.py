@@ -168,7 +168,7 @@ def test_any_value_is_stored_as_its_type_or_refused(db, tname):
         except ComputeError as e:
             assert want is REFUSE, f"{v!r} refused: {e}"
             assert e.column == "a" and e.row == 1 and "column 'a'" in str(e)
-            assert isinstance(e.__cause__, PxliteError)
+            assert isinstance(e.error, PxliteError)
             assert t.count() == n, "partial write"
             # on_error='ignore': the cell is NULL and keeps its error
             st_ = t.insert([{"a": v, "k": k}], on_error="ignore")
@@ -207,7 +207,7 @@ def test_any_value_into_an_image_column_is_stored_or_refused(db, tmp_path, monke
         try:
             t.insert([{"image": v, "k": k}])
         except ComputeError as e:
-            assert isinstance(e.__cause__, PxliteError) and e.column == "image"
+            assert isinstance(e.error, PxliteError) and e.column == "image"
             assert t.count() == n and files() == before
             return
         got = t.where(t.k == k).select(t.image.fileurl).collect()[0]["image_fileurl"]

@@ -1,13 +1,15 @@
 """Built-in functions usable in pxlite expressions, by family: ``string``, ``math``,
-``timestamp``, ``date``, ``json`` (methods of those types' expressions), ``image`` (methods of
-Image expressions), ``net``. A family loads on first use (``pxlite.functions.timestamp``)."""
+``timestamp``, ``date``, ``json``, ``image``, ``video``, ``audio``, ``document`` (methods of
+those types' expressions), ``net``. A family loads on first use
+(``pxlite.functions.timestamp``)."""
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-_FAMILIES = ("date", "image", "json", "math", "net", "string", "timestamp")
+_FAMILIES = ("audio", "date", "document", "image", "json", "math", "net", "string", "timestamp",
+             "video")
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -36,9 +36,11 @@ from PIL import Image as PILImage
 
 from ..errors import SchemaError
 from ..exprs import DECODE_REQUEST
+from ..iterators.image import TileIterator
 from ..media import reduction_of
 from ..types import Image
 from ..udf import Function, register
+from .iterator_call import make_call
 
 __all__ = [
     "alpha_composite",
@@ -62,6 +64,7 @@ __all__ = [
     "rotate",
     "size",
     "thumbnail",
+    "tile_iterator",
     "transpose",
     "width",
 ]
@@ -479,3 +482,15 @@ def mode(img: PILImage.Image) -> str:
 def size(img: PILImage.Image) -> list[int]:
     """Wraps ``PIL.Image.Image.size``: [width, height] (a list: tuples are not a column type)."""
     return list(img.size)
+
+
+# ---- iterators -----------------------------------------------------------------------------------
+
+def tile_iterator(image: Any, tile_size: tuple[int, int], *,
+                  overlap: tuple[int, int] = (0, 0)) -> Any:
+    """An image's tiles, one row each: ``tile``, ``tile_coord``, ``tile_box`` (see
+    :class:`pxlite.iterators.image.TileIterator`), ``tile_size`` (width, height) each, in
+    row-major order, adjacent tiles sharing ``overlap`` pixels. On an Image expression, the
+    iterator call a view takes (``create_view(..., iterator=tile_iterator(t.image, (256,
+    256)))``); on a PIL image, the running iterator."""
+    return make_call(TileIterator, image, {"tile_size": tile_size, "overlap": overlap})
