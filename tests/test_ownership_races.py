@@ -32,7 +32,6 @@ from race_helpers import FAIL_WIDTH, reap, rot_or_fail, spawn, wait_until
 
 import pxlite as pxl
 from pxlite import catalog, storage
-from pxlite.maintenance import check
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
 
@@ -99,11 +98,11 @@ def test_an_aborted_insert_never_deletes_a_file_another_insert_commits(storage_t
         there = storage.get_backend(uri, target.settings).exists(uri)
         assert there, (
             f"B committed 'Inserted 1 row with 0 errors' naming {uri}, which A's abort deleted")
-        report = check(conn)
+        report = conn.check()
         assert report.missing == [], str(report)
         assert t.select(t.rot).collect()[0]["rot"].size == (8, 8)
-        check(conn, fix=True)
-        assert check(conn).ok
+        conn.check(fix=True)
+        assert conn.check().ok
 
 
 # ---- 5. drop_table during another process's add_computed_column ----------------------------------
@@ -136,15 +135,15 @@ def test_drop_table_during_another_process_add_leaves_no_file_unreported(tmp_pat
     left = _files(dest, tmp_path / "x.pxl.media")
     with pxl.connect(db_path) as conn:
         assert conn.list_tables() == []
-        report = check(conn)
+        report = conn.check()
         if left:
             assert not report.ok, (
                 f"check() says ok while {len(left)} files the dropped table's adder wrote "
                 f"remain:\n{report}")
             assert left <= set(report.orphans) | _kept(report), str(report)
-        check(conn, fix=True)
+        conn.check(fix=True)
         assert _files(dest, tmp_path / "x.pxl.media") == set(), "check(fix=True) left them"
-        assert check(conn).ok
+        assert conn.check().ok
     assert all(p.exists() for p in src)  # the user's own files are references: untouched
 
 
@@ -185,7 +184,7 @@ def test_an_insert_commits_the_columns_another_process_added_meanwhile(tmp_path)
                            "were added, with NULL in them")
         assert all(r["w"] == r["image"].width for r in rows)
         assert [r["rot"].size for r in rows] == [r["image"].size for r in rows]
-        assert check(conn).ok
+        assert conn.check().ok
 
 
 # ---- 7. inserting and deleting identical pictures in two processes -------------------------------
@@ -220,8 +219,8 @@ def test_insert_and_delete_of_the_same_picture_in_two_processes(tmp_path):
         assert [r["k"] for r in rows] == [1]
         assert rows[0]["u"] in media_before  # the same content-addressed file
         assert rows[0]["image"].size == (8, 8)
-        check(conn, fix=True)
-        assert check(conn).ok
+        conn.check(fix=True)
+        assert conn.check().ok
         assert _files(tmp_path / "x.pxl.media") == media_before
 
 
@@ -267,4 +266,4 @@ def test_two_processes_adding_the_same_column_one_is_told_why(tmp_path):
         t = conn.get_table("t")
         rots = [r["rot"] for r in t.select(t.rot).order_by(t.k).collect()]
         assert [r.size for r in rots] == [(8, 8)] * 3
-        assert check(conn).ok
+        assert conn.check().ok
