@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 from . import config as _config
-from . import storage
+from . import functions, storage
 from .connection import Connection
 from .errors import (
     AlreadyExistsError,
@@ -38,6 +38,7 @@ from .types import (
     Audio,
     Bool,
     ColumnType,
+    Date,
     Document,
     Float,
     Image,
@@ -77,6 +78,7 @@ __all__ = [
     "ConfigError",
     "Connection",
     "DatabaseError",
+    "Date",
     "Document",
     "ExecutorError",
     "Expr",
@@ -108,6 +110,7 @@ __all__ = [
     "create_table",
     "drop_dir",
     "drop_table",
+    "functions",
     "get_table",
     "list_dirs",
     "list_tables",
