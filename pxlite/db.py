@@ -21,7 +21,7 @@ from typing import Any
 
 import apsw
 
-from . import faults
+from . import faults, sqlcall
 from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
@@ -184,6 +184,7 @@ class Database:
         ):
             fix(conn)
         conn.pragma("foreign_keys", True)
+        sqlcall.install(conn)  # pxl_call(): expressions SQLite computes by calling Python
         if not self.read_only:
             mode = conn.pragma("journal_mode", "wal")
             self._wal = str(mode).lower() == "wal"

@@ -17,6 +17,7 @@ PKG = Path(__file__).resolve().parents[1] / "pxlite"
 LAYERS: dict[str, int] = {
     "pxlite.errors": 0, "pxlite.faults": 0, "pxlite.redact": 0,
     "pxlite.config": 1, "pxlite.types": 1, "pxlite.progress": 1,
+    "pxlite.sqlcall": 1, "pxlite.jsonpath": 1,
     "pxlite.db": 2, "pxlite.storage": 2, "pxlite.cache": 2,
     "pxlite.catalog": 3, "pxlite.places": 3, "pxlite.media": 3, "pxlite.results": 3,
     "pxlite.imagegen": 3,

@@ -305,6 +305,9 @@ SQL_FRAGMENTS = {
     r"key", r"partition", r"outer", r"p\.sql",
     r"idx\.sql",                                           # i_<id>: an index named by its id
     r"item", r"frag",                                      # aggregate forms over Expr.sql()
+    # expressions (exprs, jsonpath): SQL of sub-expressions, built the same way; fixed tables
+    r"(av|doc|v|lst|inner)\[0\]", r"alias",      # alias: json_each's je<nesting depth>
+    r"_SQL_OP\[op\]", r"json_kinds", r"json_conv", r"sqlcall\.SQL_NAME",
 }
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WHERE|FROM|LIMIT|"
                         r"ORDER BY|SET|VALUES|IS NULL|IS NOT NULL|AND|OR|IN|CAST|AS REAL|ASC|DESC)"
@@ -368,6 +371,10 @@ def test_no_user_string_in_executed_sql(tmp_path, jpegs):
         got = t.where((t.s == marker) | t.s.isin([marker])).select(t.s).collect()["s"]
         assert got == [marker] * 2
         t.where(t.s > marker).order_by(t.s).limit(3).collect()
+        # JSON path keys and function arguments are bound too
+        assert t.where((t.j[marker][0] == marker) & t.s.contains(marker) & (
+            t.s.replace(marker, "y").upper() == "Y")).count() == 1
+        assert t.where(t.j[marker][:1].len() == 1).order_by(t.j[marker][0]).count() == 1
         t.update({"s": marker + "2"}, where=t.s == marker)
         t.delete(where=t.s == "x" + marker)
         for bad in (marker, "a" + marker):
