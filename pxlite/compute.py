@@ -733,19 +733,24 @@ def _write_guarded(db: Any, sql: str, params: list[list[Any]]) -> list[bool]:
     return out
 
 
-def _progress(count: Callable[[], int], desc: str, settings: Settings, *,
-              initial: int = 0) -> Any:
+def _progress(count: Callable[[], int | None], desc: str, settings: Settings, *,
+              initial: int = 0, unit: str = "row") -> Any:
     """A tqdm bar, only on a terminal or notebook: it shows ``initial``/total at once and
     advances per row, with rate and ETA. ``count`` gives the total; it is only asked (a query)
-    when a bar can show."""
+    when a bar can show; None: not known (a streamed listing), the bar counts and shows the
+    rate."""
     if not settings.get("progress", True) or not _interactive():
         return None
     total = count()
-    if total < 2:
+    if total is not None and total < 2:
         return None
     from tqdm.auto import tqdm  # only now: importing it costs ~45 ms
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="row", leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False)
+
+
+#: The progress bar for the other rooms (imports: pxlite.io), by its public name.
+progress_bar = _progress
 
 
 def _interactive() -> bool:

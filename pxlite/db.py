@@ -24,12 +24,13 @@ from . import faults
 from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 
 #: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema; version 2
 #: records which database identity owns each media location (a copy never cleans its original's)
-#: and the long operations in progress (pending columns, resumable jobs).
+#: and the long operations in progress (pending columns, resumable jobs); version 3 records a
+#: table's primary key (enforced by a unique index on the data table).
 MIGRATIONS: dict[int, str] = {
     1: """
     ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
@@ -48,6 +49,9 @@ MIGRATIONS: dict[int, str] = {
         started_at REAL NOT NULL,
         updated_at REAL NOT NULL
     ) STRICT;
+    """,
+    2: """
+    ALTER TABLE px_tables ADD COLUMN primary_key TEXT;
     """,
 }
 

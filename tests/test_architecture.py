@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "pxlite.catalog": 3, "pxlite.media": 3, "pxlite.results": 3, "pxlite.imagegen": 3,
     "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.functions": 4,
     "pxlite.plan": 5, "pxlite.writes": 5,
-    "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6,
+    "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6, "pxlite.io": 6,
     "pxlite.table": 7, "pxlite.maintenance": 7,
     "pxlite.connection": 8, "pxlite": 8, "pxlite.cli": 8, "pxlite.demo": 8,
 }

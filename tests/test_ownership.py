@@ -178,6 +178,7 @@ def test_schema_1_database_is_migrated_to_relative_references(tmp_path):
             db.db.execute("ALTER TABLE px_columns DROP COLUMN pending")
             db.db.execute("ALTER TABLE px_columns DROP COLUMN stored")
             db.db.execute("DROP TABLE px_jobs")
+            db.db.execute("ALTER TABLE px_tables DROP COLUMN primary_key")
             db.db.sqlite.pragma("user_version", 1)
     with pxl.connect(db_path) as db:
         meta = catalog.load_table(db.db, "t")

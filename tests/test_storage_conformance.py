@@ -144,7 +144,7 @@ def test_list_info_missing_bucket(storage_target, backend):
     if storage_target.name == "local":
         assert list(backend.list_info(storage_target.prefix + "nothing/here/")) == []
         return
-    scheme, rest = storage_target.prefix.split("://", 1)
+    scheme = storage_target.prefix.split("://", 1)[0]
     missing = f"{scheme}://pxl-missing-{os.urandom(4).hex()}/p/"
     other = get_backend(missing, storage_target.settings)
     with pytest.raises(StorageError) as exc:
