@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import operator
 import os
 import re
 import time
@@ -123,6 +124,27 @@ class _Plan:
                 self.extra.append((name, c))
         self.key = next((c for n, c in self.extra if n == "key"), None)
         self.kind: str = self.col.type.kind  # type: ignore[attr-defined]
+        #: A local source's folder, ending in '/' (files are this plus their key).
+        self.root = ""
+        #: Did rows of earlier imports fail (media cell empty, key kept)? Only then are keys
+        #: looked up too (a scan: the key column has no index). This import's own failures
+        #: need no lookup: each file is listed once.
+        self.failed_before = False
+
+    def picker(self) -> Any:
+        """From ``(key, size, mtime, etag)``, the values of the file columns the table has,
+        in ``extra``'s order, as a tuple."""
+        names = [n for n, _, _ in FILE_COLUMNS]
+        idx = [names.index(n) for n, _ in self.extra]
+        if len(idx) > 1:
+            return operator.itemgetter(*idx)
+        return (lambda values: (values[idx[0]],)) if idx else (lambda values: ())
+
+    def find_failed(self, db: Any) -> None:
+        if self.key is not None:
+            self.failed_before = bool(db.query(
+                f"SELECT 1 FROM {self.meta.sql} WHERE {self.col.sql} IS NULL AND "
+                f"{self.col.sql_et} IS NOT NULL LIMIT 1"))
 
 
 def import_files(conn: Connection, path: str, source: Any, *, column: str = "image",
@@ -159,6 +181,9 @@ def import_files(conn: Connection, path: str, source: Any, *, column: str = "ima
     cloud = not storage.is_local(prefix)
     meta = _table(conn, path, column, media_type, cloud, existing)
     plan_ = _Plan(meta, column)
+    plan_.find_failed(conn.db)
+    if not cloud:
+        plan_.root = os.path.join(storage.file_path(prefix), "")
     bar = progress_bar(lambda: None, f"{meta.name}: import_files", settings, unit="file")
     added = errors = 0
     try:
@@ -185,7 +210,8 @@ def _batches(objects: Iterator[ListedObject]) -> Iterator[list[ListedObject]]:
     started = time.monotonic()
     for o in objects:
         batch.append(o)
-        if len(batch) >= BATCH_ROWS or time.monotonic() - started > BATCH_SECONDS:
+        n = len(batch)
+        if n >= BATCH_ROWS or (not n % 64 and time.monotonic() - started > BATCH_SECONDS):
             yield batch
             batch, started = [], time.monotonic()
     if batch:
@@ -224,7 +250,7 @@ def _present(db: Any, meta: TableMeta, p: _Plan, stored: list[str],
     found = {r[0] for r in db.query(
         f"SELECT {col.sql} FROM {meta.sql} WHERE {col.sql} IN (SELECT value FROM json_each(?))",
         (json.dumps(stored),))}
-    if p.key is not None:
+    if p.failed_before and p.key is not None:
         found |= {"key:" + r[0] for r in db.query(
             f"SELECT {p.key.sql} FROM {meta.sql} WHERE {col.sql} IS NULL AND {col.sql_et} IS NOT "
             f"NULL AND {p.key.sql} IN (SELECT value FROM json_each(?))", (json.dumps(keys),))}
@@ -263,22 +289,41 @@ def _rows(p: _Plan, new: list[tuple[ListedObject, str]], cloud: bool, on_error: 
     local files ``(index, errortype, errormsg)``; under on_error='abort' a bad file raises."""
     rows: list[tuple[Any, ...]] = []
     errors: list[tuple[int, str, str]] = []
-    to_ts = types.Timestamp.to_sql
-    utc = _dt.UTC
+    utc, stamp = _dt.UTC, _dt.datetime.fromtimestamp
+    pick = p.picker()
     for i, (o, stored) in enumerate(new):
         value: Any = stored
         if not cloud:
-            try:
-                media.check_local_file(storage.file_path(o.uri), p.kind)
+            try:  # the path is the folder's plus the listed key (no URI parsing per file)
+                _check_header(p.root + o.key, p.kind)
             except INPUT_ERRORS as e:
                 _, et, em = failed_input(on_error, e, p.meta.path, i, p.col, o.uri)
                 errors.append((i, et, em))
                 value = None
-        extra = {"key": o.key, "size": o.size, "etag": o.etag,
-                 "mtime": None if o.mtime is None else
-                 to_ts(_dt.datetime.fromtimestamp(o.mtime, utc))}
-        rows.append((value, *(extra[name] for name, _ in p.extra)))
+        # Timestamp's stored form of an aware time: UTC, ISO 8601 to the microsecond
+        mtime = None if o.mtime is None else stamp(o.mtime, utc).isoformat(timespec="microseconds")
+        rows.append((value, *pick((o.key, o.size, mtime, o.etag))))
     return rows, errors
+
+
+def _check_header(path: str, kind: str) -> None:
+    """insert's header check of a listed file: its first bytes, read without blocking (a FIFO
+    put in the file's place since the listing reads as empty). The listing stat()ed it as a
+    regular file already, so only a failure takes media.check_local_file's full path, for its
+    message."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+        try:
+            head = os.read(fd, media.HEADER_BYTES)
+        finally:
+            os.close(fd)
+    except OSError:
+        media.check_local_file(path, kind)  # type: ignore[arg-type]  # raises, saying why
+        return
+    media.check_header(head, kind, f"file {path!r}")
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
 
 
 def _insert(conn: Connection, p: _Plan, new: list[tuple[ListedObject, str]],

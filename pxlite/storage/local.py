@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import stat
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -341,6 +342,7 @@ class LocalBackend(StorageBackend):
         if not folder.is_dir():
             return
         quote = urllib.parse.quote_from_bytes
+        encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
         stack = [(str(folder), "")]
         while stack:
             where, rel = stack.pop()
@@ -367,7 +369,8 @@ class LocalBackend(StorageBackend):
                         st = entry.stat()
                     except FileNotFoundError:
                         continue
-                    yield ListedObject(folder_uri + quote(os.fsencode(name)),
+                    # os.fsencode, without its per-call lookups: listings run per file
+                    yield ListedObject(folder_uri + quote(name.encode(encoding, errors)),
                                        name[len(partial):], st.st_size, st.st_mtime, None)
             stack.extend(reversed(subdirs))
 
