@@ -54,7 +54,17 @@ def require(module: str, extra: str, what: str) -> None:
 
 class Source:
     """One tabular source: ``names`` (its column names, in order), ``types`` (a ColumnType per
-    name, nullable; None where every value was null), and :meth:`batches`."""
+    name, nullable; None where every value was null), and :meth:`batches`. A source read by
+    pyarrow also has ``stored_batches`` (``stores`` is True)."""
+
+    @property
+    def stores(self) -> bool:
+        """Can this source give batches already in SQLite's stored form?"""
+        return False
+
+    def stored_batches(self, read_as: dict[str, ColumnType]
+                       ) -> Iterator[tuple[int, list[list[Any]]]]:
+        raise NotImplementedError
 
     #: 'csv', 'parquet', 'json', 'pandas' or 'rows'
     format = ""
@@ -282,20 +292,58 @@ class CsvSource(Source):
         column_types = dict(self._arrow_types)
         for n, t in overrides.items():
             column_types[n] = _arrow_read_type(t.name)
-        reader = self._open_arrow(column_types)
         first = 1
         try:
-            for batch in reader:
+            for batch in self._open_arrow(column_types):
                 cols = [_pylist(batch.column(j), overrides.get(n), self, first, n)
                         for j, n in enumerate(self.names)]
                 yield first, cols
                 first += batch.num_rows
         except pa.ArrowInvalid as e:
-            raise SchemaError(f"{self.label}, after row {first - 1}: {_arrow_reason(e)}"
-                              ) from None
+            raise self._conversion_error(e, column_types, overrides) from None
 
     def batches(self, overrides: dict[str, ColumnType]) -> Iterator[tuple[int, list[list[Any]]]]:
         return (self._arrow_batches if self.arrow else self._text_batches)(overrides)
+
+    @property
+    def stores(self) -> bool:
+        return self.arrow
+
+    def stored_batches(self, read_as: dict[str, ColumnType]
+                       ) -> Iterator[tuple[int, list[list[Any]]]]:
+        """Batches in the form SQLite stores (see :func:`stored_values`): converted by pyarrow,
+        column by column, instead of value by value in Python."""
+        import pyarrow as pa
+
+        column_types = dict(self._arrow_types)
+        for n, t in read_as.items():
+            column_types[n] = _arrow_read_type(t.name)
+        first = 1
+        try:
+            for batch in self._open_arrow(column_types):
+                yield first, [stored_values(batch.column(j), read_as[n], self, first, n)
+                              for j, n in enumerate(self.names)]
+                first += batch.num_rows
+        except pa.ArrowInvalid as e:
+            raise self._conversion_error(e, column_types, read_as) from None
+
+    def _conversion_error(self, e: Exception, column_types: dict[str, Any],
+                          wanted: dict[str, ColumnType]) -> SchemaError:
+        """pyarrow could not convert a value to the type asked: find it (the csv module reads
+        the column again, on this error path only) to name its row and column."""
+        name = self._failed_column(e)
+        if name is not None and name in wanted:
+            j, t = self.names.index(name), wanted[name]
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = self._reader(f)
+                next(reader, None)
+                for n, row in enumerate(reader, 1):
+                    try:
+                        parse_text(row[j] if j < len(row) else "", t)
+                    except ValueError as err:
+                        return SchemaError(f"{self.where(n)}, column {name!r}: expected "
+                                           f"{t.name}: {err}")
+        return SchemaError(f"{self.label}: {_arrow_reason(e)}")
 
 
 def _csv_header(path: Path, delimiter: str) -> list[str]:
@@ -330,6 +378,49 @@ def _pylist(array: Any, override: ColumnType | None, src: Source, first: int, na
                     raise SchemaError(f"{src.where(first + i)}, column {name!r}: expected "
                                       f"JSON text: {e}") from None
     return values
+
+
+def stored_values(array: Any, t: ColumnType, src: Source, first: int, name: str) -> list[Any]:
+    """An arrow column as the values SQLite stores for type ``t`` (what ``t.to_sql`` gives),
+    converted by pyarrow where it can: Timestamps as ISO 8601 text (UTC with ``+00:00`` when
+    the column has a time zone), Bools as 0/1. Values pyarrow cannot convert go through
+    ``t.to_sql`` one by one; a value that does not fit names its row and column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.types as pt
+
+    if pt.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    at, kind = array.type, t.name
+    if kind == "Timestamp" and (pt.is_timestamp(at) or pt.is_date(at)):
+        # A cast to text ("2024-01-01 12:00:00.000000", "Z" after a UTC one) is several
+        # times as fast as pc.strftime; then the separator and the offset as isoformat has them.
+        aware = pt.is_timestamp(at) and at.tz is not None
+        text = array.cast(pa.timestamp("us", tz="UTC") if aware else pa.timestamp("us"))
+        text = pc.replace_substring(text.cast(pa.string()), " ", "T", max_replacements=1)
+        if aware:
+            text = pc.replace_substring(text, "Z", "+00:00", max_replacements=1)
+        return text.to_pylist()
+    if kind == "Bool" and pt.is_boolean(at):
+        return array.cast(pa.int64()).to_pylist()
+    if kind == "Int" and pt.is_integer(at) and not pt.is_uint64(at):
+        return array.to_pylist()
+    if kind == "Float" and (pt.is_floating(at) or pt.is_integer(at)):
+        if pt.is_floating(at) and pc.any(pc.is_nan(array)).as_py():
+            n = first + pc.index(pc.is_nan(array), True).as_py()
+            raise SchemaError(f"{src.where(n)}, column {name!r}: NaN cannot be stored in a Float "
+                              "column; leave the value empty for a missing one")
+        return array.cast(pa.float64()).to_pylist()
+    if kind == "String" and (pt.is_string(at) or pt.is_large_string(at)):
+        return array.to_pylist()
+    values = _pylist(array, t, src, first, name)
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(None if v is None else t.to_sql(v))
+        except SchemaError as e:
+            raise SchemaError(f"{src.where(first + i)}, column {name!r}: {e}") from None
+    return out
 
 
 def _arrow_read_type(name: str) -> Any:
@@ -410,6 +501,23 @@ class ParquetSource(Source):
                                   f"of {self.files[0].name} {self.names}")
             for batch in f.iter_batches(batch_size=BATCH_ROWS, columns=self.names):
                 yield first, [_pylist(batch.column(j), overrides.get(n), self, first, n)
+                              for j, n in enumerate(self.names)]
+                first += batch.num_rows
+
+    @property
+    def stores(self) -> bool:
+        return True
+
+    def stored_batches(self, read_as: dict[str, ColumnType]
+                       ) -> Iterator[tuple[int, list[list[Any]]]]:
+        """Batches in the form SQLite stores (see :func:`stored_values`)."""
+        import pyarrow.parquet as pq
+
+        first = 1
+        for path in self.files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS,
+                                                           columns=self.names):
+                yield first, [stored_values(batch.column(j), read_as[n], self, first, n)
                               for j, n in enumerate(self.names)]
                 first += batch.num_rows
 
