@@ -222,7 +222,7 @@ def test_interrupted_import_resumes(tmp_path, how):
         assert t.count() == 100 and len(set(_keys(t))) == 100
 
 
-# ---- buckets -------------------------------------------------------------------------------------
+# ---- buckets ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("storage_target", ["local", "s3", "r2", "b2", "tigris", "gcs", "azure"],
                          indirect=True)
 def test_bucket_prefix_becomes_rows_without_downloads(storage_target, tmp_path, monkeypatch):

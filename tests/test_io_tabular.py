@@ -192,7 +192,7 @@ def test_parquet(db, tmp_path):
     with pytest.raises(SchemaError, match=r"nan\.parquet, row 1, column 'x': NaN"):
         pxl.io.import_parquet("nan", parquet_path=tmp_path / "nan.parquet", db=db)
     (tmp_path / "none").mkdir()
-    with pytest.raises(NotFoundError, match="holds no .parquet files"):
+    with pytest.raises(NotFoundError, match=r"holds no \.parquet files"):
         pxl.io.import_parquet("x", parquet_path=tmp_path / "none", db=db)
 
 

@@ -116,7 +116,7 @@ def duplicate_error(meta: TableMeta, inputs: Sequence[ColumnMeta], tracked: Trac
     return err
 
 
-# ---- updating rows by key --------------------------------------------------------------------
+# ---- updating rows by key -----------------------------------------------------------------------
 class KeyedWrite:
     """What batch_update needs from the table facade: its connection and path, the stored
     computed columns depending on given columns, the re-check of an operation, and insert()
