@@ -1,7 +1,8 @@
 """Exports: a table or a query as Parquet, CSV or JSON lines, streamed in batches.
 
-Media cells are written as where their files live (``.fileurl``: ``file://``, ``s3://``,
-``https://...``), or, for Parquet with ``inline_images=True``, as the files' bytes. Each file is
+Media cells are written as the URIs pxlite names their files by (``file://``, ``s3://``,
+``gs://``, ``az://``, ``https://...``: what an import reads back as the same files), or, for
+Parquet with ``inline_images=True``, as the files' bytes. Each file is
 written to a temp file beside the target and renamed into place: a failed export leaves no
 half-written file. A Parquet file records each column's pxlite type in its field metadata, so
 ``import_parquet`` of it gives back the same columns, media included.
@@ -88,7 +89,7 @@ class _Rows:
             uri = self.conn.resolve(v)
             if self.inline and t.name == "Image":
                 return Path(media.fetch_local(uri, self.settings)).read_bytes()
-            return media.fileurl(uri, self.settings)
+            return uri
         return t.from_sql(v)
 
 

@@ -289,9 +289,7 @@ class CsvSource(Source):
                        ) -> Iterator[tuple[int, list[list[Any]]]]:
         import pyarrow as pa
 
-        column_types = dict(self._arrow_types)
-        for n, t in overrides.items():
-            column_types[n] = _arrow_read_type(t.name)
+        column_types = self._column_types(overrides)
         first = 1
         try:
             for batch in self._open_arrow(column_types):
@@ -315,9 +313,7 @@ class CsvSource(Source):
         column by column, instead of value by value in Python."""
         import pyarrow as pa
 
-        column_types = dict(self._arrow_types)
-        for n, t in read_as.items():
-            column_types[n] = _arrow_read_type(t.name)
+        column_types = self._column_types(read_as)
         first = 1
         try:
             for batch in self._open_arrow(column_types):
@@ -326,6 +322,16 @@ class CsvSource(Source):
                 first += batch.num_rows
         except pa.ArrowInvalid as e:
             raise self._conversion_error(e, column_types, read_as) from None
+
+    def _column_types(self, wanted: dict[str, ColumnType]) -> dict[str, Any]:
+        """The arrow types to read the columns as: what inference found, unless a column is
+        wanted as another pxlite type (then that type's arrow form)."""
+        types_ = dict(self._arrow_types)
+        for n, t in wanted.items():
+            found = self.types.get(n)
+            if found is None or found.name != t.name:
+                types_[n] = _arrow_read_type(t.name)
+        return types_
 
     def _conversion_error(self, e: Exception, column_types: dict[str, Any],
                           wanted: dict[str, ColumnType]) -> SchemaError:
