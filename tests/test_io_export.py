@@ -81,14 +81,17 @@ def test_json_round_trip(db, full, tmp_path):
 
 
 def test_query_export(db, full, tmp_path):
-    q = full.where(full.id < 3).select(full.id, full.image, w=full.image.width)
+    q = full.where(full.id < 3).select(full.id, full.image, full.at, full.meta, full.ok,
+                                       w=full.image.width)
     pxl.io.export_json(q, tmp_path / "q.jsonl")
     rows = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
     assert [r["w"] for r in rows] == [64, 64]
+    assert rows[0]["at"] == "2024-01-02T03:04:05.000600+00:00" and rows[0]["ok"] is True
+    assert rows[1]["meta"] == [1, "x"]
     assert rows[0]["image"] == full.select(full.image.fileurl).order_by(full.id).collect()[
         0]["image_fileurl"]
     pxl.io.export_csv(q, tmp_path / "q.csv")
-    assert (tmp_path / "q.csv").read_text().splitlines()[0] == "id,image,w"
+    assert (tmp_path / "q.csv").read_text().splitlines()[0] == "id,image,at,meta,ok,w"
     pxl.io.export_parquet(q, tmp_path / "q.parquet")
     back = pxl.io.import_parquet("q", parquet_path=tmp_path / "q.parquet", db=db)
     assert back.count() == 2 and str(back.image.col.type) == "Image"

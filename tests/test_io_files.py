@@ -307,3 +307,29 @@ def test_progress_bar_of_unknown_total(monkeypatch):
         assert bar.n == 5
     finally:
         bar.close()
+
+
+def test_readme_bucket_example_runs(moto_server, tmp_path, monkeypatch, capsys):
+    """The README's bucket example, as written, against moto (its bucket name swapped)."""
+    import re
+
+    from fixtures_storage import create_s3_bucket, fresh_name, s3_config
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    (code,) = [b for b in re.findall(r"```py\n(.*?)```", text, re.S) if "s3://my-bucket" in b]
+    bucket = fresh_name()
+    create_s3_bucket(moto_server.endpoint, bucket, "eu-west-1")
+    pxl.configure(s3=s3_config("s3", moto_server.endpoint))
+    backend = storage.get_backend(f"s3://{bucket}/", pxl.settings())
+    data = _png_bytes()
+    for k in ("photos/a/1.jpg", "photos/b/2.jpg"):
+        backend.put_bytes(data, f"s3://{bucket}/{k}")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("my-bucket", bucket), "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Inserted 2 rows with 0 errors")
+    assert out[1].startswith("Inserted 0 rows with 0 errors")
+    t = pxl.get_table("catalog")
+    assert t.select(w=t.thumb.width).collect()["w"] == [4, 4]  # read from the bucket
+    assert all(u.startswith(f"s3://{bucket}/thumbs/")
+               for u in t.select(t.thumb.fileurl).collect()["thumb_fileurl"])

@@ -67,20 +67,22 @@ class _Rows:
             if not raw:
                 return
             last = raw[-1][0]
-            yield [[self._value(t, v) for t, v in zip(self.types, r[1:], strict=True)]
+            yield [[self._value(t, v, stored=True) for t, v in zip(self.types, r[1:], strict=True)]
                    for r in raw]
 
     def _query_batches(self) -> Iterator[list[list[Any]]]:
-        # A Query's rows as collect() gives them; its stored media references (the result
-        # keeps them until a cell is read) are turned into URLs here.
+        # A Query's rows as collect() gives them: Python values, but media references as
+        # stored (the result keeps them until a cell is read), turned into URIs here.
         result = self.query.collect()  # type: ignore[union-attr]
         self.names, self.types = list(result.names), list(result.types)
         rows = result._rows
         for start in range(0, len(rows), EXPORT_ROWS):
-            yield [[self._value(t, v) for t, v in zip(self.types, r, strict=True)]
+            yield [[self._value(t, v, stored=False) for t, v in zip(self.types, r, strict=True)]
                    for r in rows[start:start + EXPORT_ROWS]]
 
-    def _value(self, t: ColumnType, v: Any) -> Any:
+    def _value(self, t: ColumnType, v: Any, *, stored: bool) -> Any:
+        """One cell for a file: media as its URI (or bytes), other stored values as Python
+        values (``stored``: read from SQLite; else already converted by the query)."""
         if v is None:
             return None
         if t.is_media:
@@ -90,7 +92,7 @@ class _Rows:
             if self.inline and t.name == "Image":
                 return Path(media.fetch_local(uri, self.settings)).read_bytes()
             return uri
-        return t.from_sql(v)
+        return t.from_sql(v) if stored else v
 
 
 @contextlib.contextmanager

@@ -126,8 +126,9 @@ def import_into(conn: Connection, t: Table, source: Any, *, source_format: str |
     names: dict[str, str] = {}
     unknown = []
     for n in src.names:
+        # the name as create_table(source=) would have made it ('name' -> 'name_' too)
         made = column_names([n], lambda _: None)[n]
-        target = n if n in inputs else made if made in inputs else None
+        target = next((c for c in (n, made, made + "_") if c in inputs), None)
         if target is None:
             unknown.append(n)
         else:
