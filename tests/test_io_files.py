@@ -121,14 +121,19 @@ def test_refusals_leave_nothing_behind(db, tmp_path, folder):
     assert t.count() == 0
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permissions")
-def test_unreadable_folder(db, folder):
-    folder.chmod(0)
-    try:
-        with pytest.raises(StorageError, match="Permission denied"):
-            pxl.io.import_files("x", folder, db=db)
-    finally:
-        folder.chmod(0o755)
+def test_unreadable_folder(db, folder, monkeypatch):
+    """A folder the listing may not read (EACCES: injected, since root reads any folder) is
+    a StorageError naming it, before anything is written."""
+    real = os.scandir
+
+    def refusing(path="."):
+        if os.fspath(path) == str(folder):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(StorageError, match=r"cannot list .*photos.*Permission denied"):
+        pxl.io.import_files("x", folder, db=db)
     assert db.list_tables() == []
 
 
@@ -333,3 +338,23 @@ def test_readme_bucket_example_runs(moto_server, tmp_path, monkeypatch, capsys):
     assert t.select(w=t.thumb.width).collect()["w"] == [4, 4]  # read from the bucket
     assert all(u.startswith(f"s3://{bucket}/thumbs/")
                for u in t.select(t.thumb.fileurl).collect()["thumb_fileurl"])
+
+
+@pytest.mark.parametrize("storage_target", ["azure"], indirect=True)
+def test_refused_listing_is_an_error(storage_target, tmp_path):
+    """Credentials the service refuses (Azurite checks signatures): a clear StorageError from
+    the first page of the listing, and no table."""
+    import base64
+
+    target = storage_target
+    conn = target.config["azure"]["connection_string"]
+    wrong = base64.b64encode(b"not the account key" * 3).decode()
+    bad = ";".join(f"AccountKey={wrong}" if p.startswith("AccountKey=") else p
+                   for p in conn.split(";"))
+    config = {**target.config, "azure": {"connection_string": bad}}
+    with pxl.connect(tmp_path / "b.pxl", config=config) as db:
+        with pytest.raises(StorageError) as exc:
+            pxl.io.import_files("x", target.prefix, db=db)
+        assert "refused the request" in str(exc.value)
+        assert wrong not in str(exc.value)
+        assert db.list_tables() == []

@@ -233,3 +233,21 @@ def test_default_database_and_existing_table_refusals(tmp_path):
         pxl.io.import_csv(t, path, primary_key="x")
     with pytest.raises(SchemaError, match="expected a table path or a Table"):
         pxl.io.import_csv(42, path)  # type: ignore[arg-type]
+
+
+def test_parquet_needs_pyarrow(db, tmp_path, monkeypatch):
+    """Without pyarrow (an optional extra), Parquet is refused naming the extra; CSV still
+    imports through the csv module."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    with pytest.raises(pxl.ConfigError, match=r"pip install 'pxlite\[parquet\]'"):
+        pxl.io.import_parquet("x", parquet_path=tmp_path / "x.parquet", db=db)
+    t = db.create_table("e", {"a": pxl.Int})
+    with pytest.raises(pxl.ConfigError, match="export_parquet needs pyarrow"):
+        pxl.io.export_parquet(t, tmp_path / "e.parquet")
+    (tmp_path / "x.csv").write_text("a\n1\n")
+    assert pxl.io.import_csv("c", tmp_path / "x.csv", db=db).count() == 1
