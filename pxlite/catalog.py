@@ -286,14 +286,9 @@ def ensure_value_index(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
 
 
 def _drop_indexes_on(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
-    """Drop the indexes of the data table that read ``col`` (SQLite refuses to drop an indexed
-    column). Their names are read from the file, so they are quoted, never trusted."""
-    for (name,) in db.query("SELECT name FROM sqlite_schema WHERE type = 'index' AND "
-                            "tbl_name = ? AND sql IS NOT NULL", (meta.sql,)):
-        if any(r[0] == col.sql for r in db.query(
-                "SELECT name FROM pragma_index_info(?)", (name,))):
-            quoted = '"' + name.replace('"', '""') + '"'
-            db.execute(f"DROP INDEX {quoted}")
+    """Drop the index pxlite made on ``col`` (ensure_value_index): SQLite refuses to drop an
+    indexed column. (A primary key column is never dropped.)"""
+    db.execute(f"DROP INDEX IF EXISTS {meta.sql}_{col.sql}_ix")
 
 
 def live_tables(db: Database) -> list[TableMeta]:

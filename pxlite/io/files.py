@@ -143,10 +143,11 @@ class _Plan:
         return (lambda values: (values[idx[0]],)) if idx else (lambda values: ())
 
     def find_failed(self, db: Any) -> None:
+        meta, col = self.meta, self.col
         if self.key is not None:
             self.failed_before = bool(db.query(
-                f"SELECT 1 FROM {self.meta.sql} WHERE {self.col.sql} IS NULL AND "
-                f"{self.col.sql_et} IS NOT NULL LIMIT 1"))
+                f"SELECT 1 FROM {meta.sql} WHERE {col.sql} IS NULL AND {col.sql_et} IS NOT NULL "
+                "LIMIT 1"))
 
 
 def import_files(conn: Connection, path: str, source: Any, *, column: str = "image",
@@ -252,10 +253,11 @@ def _present(db: Any, meta: TableMeta, p: _Plan, stored: list[str],
     found = {r[0] for r in db.query(
         f"SELECT {col.sql} FROM {meta.sql} WHERE {col.sql} IN (SELECT value FROM json_each(?))",
         (json.dumps(stored),))}
-    if p.failed_before and p.key is not None:
+    c = p.key
+    if p.failed_before and c is not None:
         found |= {"key:" + r[0] for r in db.query(
-            f"SELECT {p.key.sql} FROM {meta.sql} WHERE {col.sql} IS NULL AND {col.sql_et} IS NOT "
-            f"NULL AND {p.key.sql} IN (SELECT value FROM json_each(?))", (json.dumps(keys),))}
+            f"SELECT {c.sql} FROM {meta.sql} WHERE {col.sql} IS NULL AND {col.sql_et} IS NOT "
+            f"NULL AND {c.sql} IN (SELECT value FROM json_each(?))", (json.dumps(keys),))}
     return found
 
 

@@ -224,13 +224,14 @@ def existing_rowids(db: Any, meta: TableMeta, keys: Sequence[tuple[Any, ...]]
     cols = meta.key_columns
     names = ", ".join(c.sql for c in cols)
     if len(cols) == 1:
-        sql = (f"SELECT _rowid, {names} FROM {meta.sql} WHERE {cols[0].sql} IN "
+        c = cols[0]
+        sql = (f"SELECT _rowid, {names} FROM {meta.sql} WHERE {c.sql} IN "
                "(SELECT value FROM json_each(?))")
         arg = json.dumps([k[0] for k in keys])
-    else:
-        parts = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(cols)))
+    else:  # row values: (c1, c2) IN (the keys' elements)
+        what = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(cols)))
         sql = (f"SELECT _rowid, {names} FROM {meta.sql} WHERE ({names}) IN "
-               f"(SELECT {parts} FROM json_each(?))")
+               f"(SELECT {what} FROM json_each(?))")
         arg = json.dumps([list(k) for k in keys])
     return {tuple(r[1:]): r[0] for r in db.query(sql, (arg,))}
 
