@@ -358,3 +358,31 @@ def test_refused_listing_is_an_error(storage_target, tmp_path):
         assert "refused the request" in str(exc.value)
         assert wrong not in str(exc.value)
         assert db.list_tables() == []
+
+
+def test_another_writer_between_check_and_commit(db, tmp_path, monkeypatch):
+    """An import into a table it found empty skips the lookups while it is the only writer;
+    when another connection imports the same files meanwhile (here: between a batch's check
+    and its commit), the batch is done again with the lookup: no file twice."""
+    d = tmp_path / "many"
+    d.mkdir()
+    data = _png_bytes()
+    for i in range(12):
+        (d / f"{i:02d}.png").write_bytes(data)
+    monkeypatch.setattr(files, "BATCH_ROWS", 4)
+    real_rows = files._rows
+    calls = []
+
+    def rows_then_race(p, new, cloud, on_error):
+        calls.append(len(new))
+        if len(calls) == 2:  # the second batch: another connection imports everything
+            with pxl.connect(db.path) as other:
+                assert pxl.io.import_files("many", d, db=other).num_rows == 8
+        return real_rows(p, new, cloud, on_error)
+
+    monkeypatch.setattr(files, "_rows", rows_then_race)
+    status = pxl.io.import_files("many", d, db=db)
+    t = db.get_table("many")
+    assert t.count() == 12 and len(set(_keys(t))) == 12
+    assert status.num_rows == 4  # its first batch; the rest the other connection added
+    assert calls[:2] == [4, 4]  # the second batch was checked, then raced, then redone

@@ -132,6 +132,9 @@ class _Plan:
         #: looked up too (a scan: the key column has no index). This import's own failures
         #: need no lookup: each file is listed once.
         self.failed_before = False
+        #: The last rowid this import committed, while it is the only writer of a table it
+        #: found empty (its batches then need no lookup); None: look up every batch.
+        self.last_rowid: int | None = None
 
     def picker(self) -> Any:
         """From ``(key, size, mtime, etag)``, the values of the file columns the table has,
@@ -143,7 +146,11 @@ class _Plan:
         return (lambda values: (values[idx[0]],)) if idx else (lambda values: ())
 
     def find_failed(self, db: Any) -> None:
+        """Look at the table before the first batch: empty (no lookups needed while no one
+        else writes), or holding failed rows of an earlier import (keys looked up too)."""
         meta, col = self.meta, self.col
+        if not db.query(f"SELECT 1 FROM {meta.sql} LIMIT 1"):
+            self.last_rowid = 0
         if self.key is not None:
             self.failed_before = bool(db.query(
                 f"SELECT 1 FROM {meta.sql} WHERE {col.sql} IS NULL AND {col.sql_et} IS NOT NULL "
@@ -261,30 +268,60 @@ def _present(db: Any, meta: TableMeta, p: _Plan, stored: list[str],
     return found
 
 
+class _Raced(Exception):
+    """Another writer added rows between a batch's check and its commit."""
+
+
 def _commit(conn: Connection, p: _Plan, batch: list[ListedObject], cloud: bool,
             on_error: str) -> tuple[int, int]:
     """One brief transaction: the batch's new files as rows. Returns (rows added, errors)."""
+    try:
+        return _commit_once(conn, p, batch, cloud, on_error)
+    except _Raced:
+        p.last_rowid = None  # from now on every batch asks which files are there
+        return _commit_once(conn, p, batch, cloud, on_error)
+
+
+def _commit_once(conn: Connection, p: _Plan, batch: list[ListedObject], cloud: bool,
+                 on_error: str) -> tuple[int, int]:
     db = conn.db
+    meta = catalog.load_table(db, p.meta.path)
+    last = f"SELECT coalesce(max(_rowid), 0) FROM {meta.sql}"
+    # Rows in URI order: the index on the media column grows at its end, not all over.
+    batch = sorted(batch, key=_URI)
     stored = [conn.stored(o.uri) for o in batch]
-    with db.read():
-        present = _present(db, p.meta, p, stored, [o.key for o in batch])
-    new = [(o, s) for o, s in zip(batch, stored, strict=True)
-           if s not in present and "key:" + o.key not in present]
+    # Into a table this import found empty, and that nobody else has written since, every
+    # listed file is new (a listing names each file once): no lookup needed.
+    trusted = p.last_rowid is not None and db.query(last)[0][0] == p.last_rowid
+    if trusted:
+        new = list(zip(batch, stored, strict=True))
+    else:
+        with db.read():
+            present = _present(db, meta, p, stored, [o.key for o in batch])
+        new = [(o, s) for o, s in zip(batch, stored, strict=True)
+               if s not in present and "key:" + o.key not in present]
     if not new:
         return 0, 0
-    meta = catalog.load_table(db, p.meta.path)
     if any(c.is_computed and c.stored for c in meta.columns):
+        p.last_rowid = None
         return _insert(conn, p, new, on_error)
     cols = [p.col] + [c for _, c in p.extra]
     rows, errors = _rows(p, new, cloud, on_error)
     insert_sql = plan.insert(meta, cols)
     with writes.Operation(conn, meta) as op, op.committing(
             lambda m: writes.current_table(conn, m)):
-        base = db.query(f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}")[0][0]
+        base = db.query(last)[0][0] + 1
+        if trusted and base - 1 != p.last_rowid:
+            raise _Raced  # rolled back; the batch is done again, with the lookup
         db.executemany(insert_sql, [(base + i, *r) for i, r in enumerate(rows)])
         for i, et, em in errors:
             db.execute(plan.set_cell_errors(meta, p.col), (et, em, base + i))
+    if p.last_rowid is not None:
+        p.last_rowid = base + len(rows) - 1
     return len(rows), len(errors)
+
+
+_URI = operator.attrgetter("uri")
 
 
 def _rows(p: _Plan, new: list[tuple[ListedObject, str]], cloud: bool, on_error: str
