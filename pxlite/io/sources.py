@@ -26,8 +26,9 @@ from ..types import ColumnType
 
 #: Rows per batch handed to the loader (one executemany per batch).
 BATCH_ROWS = 20_000
-#: Bytes pyarrow's CSV reader parses per block (its threads work on blocks in parallel).
-CSV_BLOCK_BYTES = 4 << 20
+#: Bytes pyarrow's CSV reader parses per block (its threads work on blocks in parallel; a
+#: block is a batch, so this bounds the Python values held at once too).
+CSV_BLOCK_BYTES = 1 << 20
 #: Characters read at a time from a JSON file holding one array of records.
 JSON_CHUNK_CHARS = 1 << 20
 
@@ -52,6 +53,15 @@ def require(module: str, extra: str, what: str) -> None:
         raise ConfigError(f"{what} needs {module}: pip install 'pxlite[{extra}]'")
 
 
+class Widen(Exception):
+    """A value of ``column`` does not fit the type inferred from the file's first block: the
+    import (of a new table) starts again with the column widened (``CsvSource.widen``)."""
+
+    def __init__(self, column: str) -> None:
+        super().__init__(column)
+        self.column = column
+
+
 class Source:
     """One tabular source: ``names`` (its column names, in order), ``types`` (a ColumnType per
     name, nullable; None where every value was null), and :meth:`batches`. A source read by
@@ -71,6 +81,8 @@ class Source:
 
     def __init__(self, label: str) -> None:
         self.label = label
+        #: An import into a new table may widen columns (see :class:`Widen`).
+        self.widening = False
         self.names: list[str] = []
         self.types: dict[str, ColumnType | None] = {}
 
@@ -82,6 +94,10 @@ class Source:
     def where(self, row: int) -> str:
         """Where data row ``row`` (1-based) is in the source, for messages."""
         return f"{self.label}, row {row}"
+
+    def widen(self, name: str) -> None:
+        """Read column ``name`` as a wider type (only sources that raise Widen can)."""
+        raise AssertionError(f"internal error: {type(self).__name__} cannot widen {name!r}")
 
 
 # ---- type inference over Python values -----------------------------------------------------------
@@ -189,6 +205,7 @@ class CsvSource(Source):
         self.path, self.delimiter = path, delimiter
         self.arrow = pyarrow_installed() if use_pyarrow is None else use_pyarrow
         self._arrow_types: dict[str, Any] = {}
+        self._fixed: dict[str, Any] = {}   # columns widened after a value did not fit
         (self._infer_arrow if self.arrow else self._infer_text)()
 
     def where(self, row: int) -> str:
@@ -251,30 +268,38 @@ class CsvSource(Source):
                 true_values=["true", "True", "TRUE"], false_values=["false", "False", "FALSE"]))
 
     def _infer_arrow(self) -> None:
+        """Types from the first block (pyarrow's inference); a later value that does not fit
+        raises :class:`Widen` while :attr:`widening` (a new table), and the caller widens the
+        column and imports again. So the file is parsed once, not twice, in the usual case
+        where the first block is typical."""
         import pyarrow as pa
 
-        # pyarrow fixes each column's type from the first block; a later block that does not
-        # fit fails. Read every block (C++, cheap); a column that fails is widened (a whole
-        # number column to Float, anything else to text) and the file read again.
-        fixed: dict[str, Any] = {}
-        while True:
-            try:
-                reader = self._open_arrow(fixed)
-                for _ in reader:
-                    pass
-                schema = reader.schema
-                break
-            except pa.ArrowInvalid as e:
-                name = self._failed_column(e)
-                if name is None or fixed.get(name) == pa.string():
-                    raise SchemaError(f"{self.label}: {_arrow_reason(e)}") from None
-                widen = "to int64" in str(e) and name not in fixed
-                fixed[name] = pa.float64() if widen else pa.string()
-            except OSError as e:
-                raise NotFoundError(f"cannot read {self.label}: {e}") from None
+        try:
+            reader = self._open_arrow(self._fixed)
+        except pa.ArrowInvalid as e:  # the first block itself does not fit a fixed type
+            name = self._failed_column(e)
+            if name is None or self._fixed.get(name) == pa.string():
+                raise SchemaError(f"{self.label}: {_arrow_reason(e)}") from None
+            self.widen(name)
+            return
+        except OSError as e:
+            raise NotFoundError(f"cannot read {self.label}: {e}") from None
+        schema = reader.schema
+        reader.close()
         self.names = _header(schema.names, self.label)
         self._arrow_types = {f.name: f.type for f in schema}
         self.types = {f.name: arrow_type(f, self.label) for f in schema}
+
+    def widen(self, name: str) -> None:
+        """A value of column ``name`` did not fit the type inferred for it: read it as Float
+        when it was a whole number column, else as text; infer again."""
+        import pyarrow as pa
+        import pyarrow.types as pt
+
+        was = self._fixed.get(name, self._arrow_types.get(name))
+        self._fixed[name] = pa.float64() if was is not None and pt.is_integer(was) \
+            else pa.string()
+        self._infer_arrow()
 
     def _failed_column(self, e: Exception) -> str | None:
         """The column a pyarrow conversion error names (by number), or None."""
@@ -298,7 +323,7 @@ class CsvSource(Source):
                 yield first, cols
                 first += batch.num_rows
         except pa.ArrowInvalid as e:
-            raise self._conversion_error(e, column_types, overrides) from None
+            raise self._conversion_error(e, overrides) from None
 
     def batches(self, overrides: dict[str, ColumnType]) -> Iterator[tuple[int, list[list[Any]]]]:
         return (self._arrow_batches if self.arrow else self._text_batches)(overrides)
@@ -321,7 +346,7 @@ class CsvSource(Source):
                               for j, n in enumerate(self.names)]
                 first += batch.num_rows
         except pa.ArrowInvalid as e:
-            raise self._conversion_error(e, column_types, read_as) from None
+            raise self._conversion_error(e, read_as) from None
 
     def _column_types(self, wanted: dict[str, ColumnType]) -> dict[str, Any]:
         """The arrow types to read the columns as: what inference found, unless a column is
@@ -333,11 +358,15 @@ class CsvSource(Source):
                 types_[n] = _arrow_read_type(t.name)
         return types_
 
-    def _conversion_error(self, e: Exception, column_types: dict[str, Any],
-                          wanted: dict[str, ColumnType]) -> SchemaError:
-        """pyarrow could not convert a value to the type asked: find it (the csv module reads
-        the column again, on this error path only) to name its row and column."""
+    def _conversion_error(self, e: Exception, wanted: dict[str, ColumnType]) -> Exception:
+        """pyarrow could not convert a value to the type asked: a column whose type was only
+        inferred is widened (:class:`Widen`); else find the value (the csv module reads the
+        column again, on this error path only) to name its row and column."""
         name = self._failed_column(e)
+        found = self.types.get(name) if name is not None else None
+        if (self.widening and name is not None and found is not None
+                and wanted.get(name) == found):
+            return Widen(name)
         if name is not None and name in wanted:
             j, t = self.names.index(name), wanted[name]
             with open(self.path, newline="", encoding="utf-8") as f:

@@ -30,7 +30,7 @@ from ..errors import (
 from ..results import UpdateStatus
 from ..types import ColumnType
 from . import keys
-from .sources import Source, open_source
+from .sources import Source, Widen, open_source
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -99,12 +99,18 @@ def create_from_source(conn: Connection, path: str, source: Any, *, source_forma
     overrides = _overrides(src, schema_overrides)
     names = column_names(src.names, check_name)
     key = [names.get(k, k) for k in keys.normalize(primary_key)]
-    schema = {names[n]: overrides.get(n) or src.types[n] or types.String for n in src.names}
-    read_as = {n: schema[names[n]] for n in src.names}
-    with conn.db.transaction():
-        t = conn.create_table(path, schema, if_exists=if_exists, primary_key=key or None)
-        _load(conn, t, src, names, read_as, "error", on_error)
-    return t
+    src.widening = True
+    for _ in range(3 * len(src.names) + 1):  # each column widens at most twice
+        schema = {names[n]: overrides.get(n) or src.types[n] or types.String for n in src.names}
+        read_as = {n: schema[names[n]] for n in src.names}
+        try:
+            with conn.db.transaction():
+                t = conn.create_table(path, schema, if_exists=if_exists, primary_key=key or None)
+                _load(conn, t, src, names, read_as, "error", on_error)
+            return t
+        except Widen as w:  # rolled back: no table, no rows; again with the column widened
+            src.widen(w.column)
+    raise AssertionError("internal error: a column kept widening")
 
 
 def import_into(conn: Connection, t: Table, source: Any, *, source_format: str | None,
