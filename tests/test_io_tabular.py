@@ -251,3 +251,31 @@ def test_parquet_needs_pyarrow(db, tmp_path, monkeypatch):
         pxl.io.export_parquet(t, tmp_path / "e.parquet")
     (tmp_path / "x.csv").write_text("a\n1\n")
     assert pxl.io.import_csv("c", tmp_path / "x.csv", db=db).count() == 1
+
+
+@pytest.mark.parametrize("media", [False, True])
+def test_progress_bar_counts_rows(db, tmp_path, monkeypatch, jpegs, media):
+    """Both ways in (pyarrow's stored values straight to SQLite; rows through insert()) count
+    the rows on the project's progress bar."""
+    from pxlite.io import tables
+
+    counted: list = []
+
+    class Bar:
+        def update(self, n):
+            counted.append(n)
+
+        def close(self):
+            counted.append("closed")
+
+    monkeypatch.setattr(tables, "progress_bar", lambda count, desc, settings, unit: (
+        counted.append((count(), desc, unit)), Bar())[1])
+    monkeypatch.setattr(sources, "BATCH_ROWS", 2)
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 64)
+    path = tmp_path / "p.csv"
+    path.write_text("n,img\n" + "".join(f"{i},{jpegs[i % 2]}\n" for i in range(5)))
+    overrides = {"img": pxl.Image} if media else None
+    t = pxl.io.import_csv("p", path, schema_overrides=overrides, db=db)
+    assert t.count() == 5
+    assert counted[0] == (None, "p: import", "row") and counted[-1] == "closed"
+    assert sum(n for n in counted[1:-1]) == 5 and len(counted) > 3

@@ -153,65 +153,73 @@ def _load(conn: Connection, t: Table, src: Source, names: dict[str, str],
     """Every batch of ``src`` into ``t`` (inside the caller's transaction)."""
     meta = catalog.load_table(conn.db, t.path)
     cols = [names[n] for n in src.names]
-    required = [j for j, n in enumerate(cols)
-                if not meta.column(n).type.nullable]
-    total = UpdateStatus("Inserted", 0)
     targets = [meta.column(n) for n in cols]
+    required = [j for j, c in enumerate(targets) if not c.type.nullable]
+
+    def check(first: int, columns: list[list[Any]]) -> None:
+        for j in required:  # before SQLite sees them: name the row
+            if None in columns[j]:
+                n = first + columns[j].index(None)
+                key = " (part of the primary key)" if targets[j].col_id in meta.primary_key else ""
+                raise SchemaError(f"{src.where(n)}: column {src.names[j]!r} is empty, but "
+                                  f"{t.path}.{cols[j]} is Required{key}")
+
+    total = UpdateStatus("Updated or inserted" if on_conflict == "update" else "Inserted", 0)
     # Values pyarrow already converted to their stored form go straight to SQLite when no
     # computed column needs computing, no media value needs checking or storing and no key
     # needs matching (insert() would convert each value again, in Python).
     direct = (src.stores and on_conflict == "error" and not any(c.type.is_media for c in targets)
               and not any(c.is_computed and c.stored for c in meta.columns))
-    batches = src.stored_batches(read_as) if direct else src.batches(read_as)
     bar = progress_bar(lambda: None, f"{t.name}: import", conn.settings(), unit="row")
     try:
-        for first, columns in batches:
-            for j in required:  # before SQLite sees them: name the row
-                if None in columns[j]:
-                    n = first + columns[j].index(None)
-                    raise SchemaError(f"{src.where(n)}: column {src.names[j]!r} is empty, but "
-                                      f"{t.path}.{cols[j]} is Required"
-                                      + (" (part of the primary key)"
-                                         if meta.column(cols[j]).col_id in meta.primary_key
-                                         else ""))
-            if direct:
-                total.num_rows += _write_stored(conn, meta, targets, columns, src, first)
-            else:
-                rows = [dict(zip(cols, vals, strict=True)) for vals in zip(*columns, strict=True)]
-                status = _write(conn, t, meta, rows, src, names, first, on_conflict, on_error)
-                total.num_rows += status.num_rows
-                total.num_errors += status.num_errors
+        if direct:
+            total.num_rows = _load_stored(conn, meta, targets, src, read_as, check, bar)
+            return total
+        for first, columns in src.batches(read_as):
+            check(first, columns)
+            rows = [dict(zip(cols, vals, strict=True)) for vals in zip(*columns, strict=True)]
+            status = _write(conn, t, meta, rows, src, names, first, on_conflict, on_error)
+            total.num_rows += status.num_rows
+            total.num_errors += status.num_errors
             if bar is not None:
                 bar.update(len(rows))
     finally:
         if bar is not None:
             bar.close()
-    if on_conflict == "update":
-        total.verb = "Updated or inserted"
     return total
 
 
-def _write_stored(conn: Connection, meta: Any, targets: list[Any], columns: list[list[Any]],
-                  src: Source, first: int) -> int:
-    """One batch of stored-form values, as insert()'s plain path writes them: one executemany
-    in the operation's transaction; a repeated primary key names its row."""
+def _load_stored(conn: Connection, meta: Any, targets: list[Any], src: Source,
+                 read_as: dict[str, ColumnType], check: Callable[[int, list[list[Any]]], None],
+                 bar: Any) -> int:
+    """The stored-form batches of ``src``, as insert()'s plain path writes rows: executemany
+    in one operation (one re-check, one savepoint for the lot); a repeated primary key names
+    its row. Returns the number of rows."""
     db = conn.db
-    n = len(columns[0]) if columns else 0
+    sql = plan.insert(meta, targets)
+    done = 0
     with writes.Operation(conn, meta) as op, op.committing(
             lambda m: writes.current_table(conn, m)):
         base = db.query(f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}")[0][0]
-        params = zip(range(base, base + n), *columns, strict=True)
-        if not meta.primary_key:
-            db.executemany(plan.insert(meta, targets), params)
-            return n
-        tracked = keys.Tracked(params)
-        try:
-            db.executemany(plan.insert(meta, targets), tracked)
-        except apsw.ConstraintError as e:
-            dup = keys.duplicate_error(meta, targets, tracked)
-            raise AlreadyExistsError(f"{src.where(first + tracked.count - 1)}: {dup}; or import "
-                                     "with on_conflict='update' or 'ignore'") from e
-    return n
+        for first, columns in src.stored_batches(read_as):
+            check(first, columns)
+            n = len(columns[0]) if columns else 0
+            params = zip(range(base, base + n), *columns, strict=True)
+            if not meta.primary_key:
+                db.executemany(sql, params)
+            else:
+                tracked = keys.Tracked(params)
+                try:
+                    db.executemany(sql, tracked)
+                except apsw.ConstraintError as e:
+                    dup = keys.duplicate_error(meta, targets, tracked)
+                    raise AlreadyExistsError(
+                        f"{src.where(first + tracked.count - 1)}: {dup}; or import with "
+                        "on_conflict='update' or 'ignore'") from e
+            base, done = base + n, done + n
+            if bar is not None:
+                bar.update(n)
+    return done
 
 
 def _write(conn: Connection, t: Table, meta: Any, rows: list[dict[str, Any]], src: Source,
