@@ -12,7 +12,7 @@ import pytest
 
 import pxlite as pxl
 from pxlite.errors import AlreadyExistsError, NotFoundError, SchemaError
-from pxlite.io import sources
+from pxlite.io import readers, sources
 
 CSV = ("id,Full Name,score,ok,when,2nd,count\n"
        "1,Ann,1.5,true,2024-01-02T03:04:05,x,7\n"
@@ -45,8 +45,8 @@ def test_csv_types_and_names(db, tmp_path, csv_reader):
 
 def test_csv_widening_beyond_the_first_block(db, tmp_path, csv_reader, monkeypatch):
     """A column is Int only if every value is: a float or a word far down the file widens it."""
-    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 4096)
-    monkeypatch.setattr(sources, "BATCH_ROWS", 100)
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(readers, "BATCH_ROWS", 100)
     lines = ["a,b,c"] + [f"{i},{i},{i}" for i in range(3000)] + ["1.5,word,9"]
     (tmp_path / "w.csv").write_text("\n".join(lines) + "\n")
     t = pxl.io.import_csv("w", tmp_path / "w.csv", db=db)
@@ -129,7 +129,7 @@ def test_if_exists(db, tmp_path):
 
 
 def test_json_records_and_lines(db, tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "JSON_CHUNK_CHARS", 7)  # records cut across reads
+    monkeypatch.setattr(readers, "JSON_CHUNK_CHARS", 7)  # records cut across reads
     recs = [{"id": 1, "meta": {"a": [1, 2]}, "tags": ["x"], "at": "2024-01-02T03:04:05+00:00",
              "v": 1, "s": "plain"},
             {"id": 2, "meta": None, "tags": [], "at": "2024-01-03T00:00:00+00:00", "v": 2.5,
@@ -270,8 +270,8 @@ def test_progress_bar_counts_rows(db, tmp_path, monkeypatch, jpegs, media):
 
     monkeypatch.setattr(tables, "progress_bar", lambda count, desc, settings, unit: (
         counted.append((count(), desc, unit)), Bar())[1])
-    monkeypatch.setattr(sources, "BATCH_ROWS", 2)
-    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 64)
+    monkeypatch.setattr(readers, "BATCH_ROWS", 2)
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 64)
     path = tmp_path / "p.csv"
     path.write_text("n,img\n" + "".join(f"{i},{jpegs[i % 2]}\n" for i in range(5)))
     overrides = {"img": pxl.Image} if media else None

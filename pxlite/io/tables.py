@@ -30,7 +30,8 @@ from ..errors import (
 from ..results import UpdateStatus
 from ..types import ColumnType
 from . import keys
-from .sources import Source, Widen, open_source
+from .readers import open_source
+from .sources import Source, Widen
 
 if TYPE_CHECKING:
     from ..connection import Connection
