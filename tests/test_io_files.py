@@ -154,11 +154,7 @@ def test_existing_table_with_computed_columns(db, folder):
 
 
 def test_many_files_commit_in_batches(db, tmp_path, monkeypatch):
-    d = tmp_path / "many"
-    d.mkdir()
-    data = _png_bytes()
-    for i in range(25):
-        (d / f"{i:03d}.png").write_bytes(data)
+    d = _png_folder(tmp_path / "many", 25)
     monkeypatch.setattr(files, "BATCH_ROWS", 4)
     commits = []
     real = files._commit
@@ -171,6 +167,15 @@ def test_many_files_commit_in_batches(db, tmp_path, monkeypatch):
     monkeypatch.setattr(files, "_commit", counting)
     assert pxl.io.import_files("many", d, db=db).num_rows == 25
     assert len(commits) == 7 and sum(commits) == 25
+
+
+def _png_folder(d: Path, n: int) -> Path:
+    """A new folder of ``n`` small PNG files named 000.png, 001.png, ..."""
+    d.mkdir()
+    data = _png_bytes()
+    for i in range(n):
+        (d / f"{i:03d}.png").write_bytes(data)
+    return d
 
 
 def _png_bytes() -> bytes:
@@ -202,11 +207,7 @@ _SLOW_IMPORT = textwrap.dedent("""
 
 @pytest.mark.parametrize("how", ["kill", "interrupt"])
 def test_interrupted_import_resumes(tmp_path, how):
-    d = tmp_path / "many"
-    d.mkdir()
-    data = _png_bytes()
-    for i in range(100):
-        (d / f"{i:03d}.png").write_bytes(data)
+    d = _png_folder(tmp_path / "many", 100)
     script = tmp_path / "slow.py"
     script.write_text(_SLOW_IMPORT)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -364,11 +365,7 @@ def test_another_writer_between_check_and_commit(db, tmp_path, monkeypatch):
     """An import into a table it found empty skips the lookups while it is the only writer;
     when another connection imports the same files meanwhile (here: between a batch's check
     and its commit), the batch is done again with the lookup: no file twice."""
-    d = tmp_path / "many"
-    d.mkdir()
-    data = _png_bytes()
-    for i in range(12):
-        (d / f"{i:02d}.png").write_bytes(data)
+    d = _png_folder(tmp_path / "many", 12)
     monkeypatch.setattr(files, "BATCH_ROWS", 4)
     real_rows = files._rows
     calls = []
