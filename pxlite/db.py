@@ -24,13 +24,14 @@ from . import faults, sqlcall
 from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 30_000
 
 #: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema; version 2
 #: records which database identity owns each media location (a copy never cleans its original's)
 #: and the long operations in progress (pending columns, resumable jobs); version 3 the uids each
-#: table has had (a copy writes under uids of its own) and the operations writing files now.
+#: table has had (a copy writes under uids of its own) and the operations writing files now;
+#: version 4 a table's primary key (enforced by a unique index on the data table).
 MIGRATIONS: dict[int, str] = {
     1: """
     ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
@@ -65,6 +66,9 @@ MIGRATIONS: dict[int, str] = {
         kind       TEXT NOT NULL,
         started_at REAL NOT NULL
     ) STRICT;
+    """,
+    3: """
+    ALTER TABLE px_tables ADD COLUMN primary_key TEXT;
     """,
 }
 

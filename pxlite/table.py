@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import apsw
+
 from . import catalog, display, executors, jobs, maintenance, media, plan, storage, writes
 from .catalog import ColumnMeta, TableMeta
 from .compute import Computation, compute_rows, workers
@@ -29,6 +31,7 @@ from .errors import (
 )
 from .exprs import ColumnRef, Expr, Literal, RowContext, column_expr, split_conjuncts
 from .ingest import INPUT_ERRORS, MediaInput, RowConverter, failed_input
+from .io import keys
 from .media import Resolver
 from .plan import Rows
 from .results import ResultSet, UpdateStatus
@@ -553,7 +556,7 @@ class Table:
                 # Plain values: streamed straight into one brief transaction.
                 with op.committing(self._recheck):
                     base = db.query(next_rowid)[0][0]
-                    db.executemany(insert_sql, conv.rows(rows, base))
+                    _insert_keyed(db, meta, inputs, insert_sql, conv.rows(rows, base))
                     last = db.query(f"SELECT max(_rowid) FROM {meta.sql}")[0][0]
                     count = 0 if last is None or last < base else last - base + 1
                     for rowid, c, et, em in conv.errors:
@@ -594,7 +597,7 @@ class Table:
                 shift = db.query(next_rowid)[0][0] - base  # rows another writer added meanwhile
                 for p in params:
                     p[0] += shift
-                db.executemany(insert_sql, params)
+                _insert_keyed(db, meta, inputs, insert_sql, params)
                 for rowid, c, et, em in conv.errors:
                     db.execute(plan.set_cell_errors(meta, c), (et, em, rowid + shift))
                 if cells:
@@ -605,6 +608,19 @@ class Table:
                         op, computed, Rows.ids(p[0] for p in params), on_error)
         return UpdateStatus("Inserted", len(params), len(conv.errors) + computed_errors,
                             time.perf_counter() - t0)
+
+    def batch_update(self, rows: Iterable[dict[str, Any]], *, if_not_exists: str = "error",
+                     on_error: str = "abort") -> UpdateStatus:
+        """Update rows by primary key (Pixeltable's): each dict holds the key columns and the
+        columns to set; the computed columns depending on them are recomputed. A key not in
+        the table is an error, skipped or inserted: ``if_not_exists='error'|'ignore'|'insert'``.
+        All or nothing, in one write (see :func:`pxlite.io.keys.batch_update`)."""
+        return keys.batch_update(
+            keys.KeyedWrite(self._conn.places, self._path,
+                            lambda meta, ids: [d for d in jobs.dependents(meta, *ids)
+                                               if d.stored],
+                            self._recheck, lambda new, oe: self.insert(new, on_error=oe)),
+            rows, if_not_exists=if_not_exists, on_error=on_error)
 
     def _condition(self, where: Any, verb: str) -> Expr | None:
         """Validate the ``where=`` of a write: None, or a boolean expression over this table's
@@ -892,6 +908,20 @@ def _compute_late_columns(op: writes.Operation, computed: list[ColumnMeta], rows
     op.meta = current
     op.prepare_for(late)
     return compute_rows(op, late, rows, on_error=on_error).num_errors
+
+
+def _insert_keyed(db: Any, meta: TableMeta, inputs: list[ColumnMeta], sql: str,
+                  params: Iterable[Any]) -> None:
+    """executemany an insert; on a table with a primary key, a row SQLite refuses as a
+    duplicate key is an AlreadyExistsError naming the row and its key."""
+    if not meta.primary_key:
+        db.executemany(sql, params)
+        return
+    tracked = keys.Tracked(params)
+    try:
+        db.executemany(sql, tracked)
+    except apsw.ConstraintError as e:
+        raise keys.duplicate_error(meta, inputs, tracked) from e
 
 
 def _bad_keys(path: str, i: int, bad: set[str], computed: set[str], known: set[str]) -> None:
