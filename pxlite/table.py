@@ -21,6 +21,7 @@ from . import catalog, display, executors, jobs, maintenance, media, plan, stora
 from .catalog import ColumnMeta, TableMeta
 from .compute import Computation, compute_rows, workers
 from .errors import (
+    AlreadyExistsError,
     ComputeError,
     NotFoundError,
     PxliteError,
@@ -725,7 +726,7 @@ class Table:
                     if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
                         replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
                 batch.append([*params, rowid])
-            db.executemany(plan.update_cells(meta, [c for c, _ in targets]), batch)
+            _update_keyed(db, meta, [c for c, _ in targets], batch)
             for col_id, uris in replaced.items():
                 op.release(col_id, uris)
             if dependents and rowids:
@@ -922,6 +923,29 @@ def _insert_keyed(db: Any, meta: TableMeta, inputs: list[ColumnMeta], sql: str,
         db.executemany(sql, tracked)
     except apsw.ConstraintError as e:
         raise keys.duplicate_error(meta, inputs, tracked) from e
+
+
+def _update_keyed(db: Any, meta: TableMeta, cols: list[ColumnMeta], batch: list[list[Any]]
+                  ) -> None:
+    """executemany update()'s cells; on a table with a primary key, an update SQLite refuses
+    as a duplicate key is an AlreadyExistsError naming the row and the key it would get."""
+    sql = plan.update_cells(meta, cols)
+    if not meta.primary_key or not any(c.col_id in meta.primary_key for c in cols):
+        db.executemany(sql, batch)
+        return
+    tracked = keys.Tracked(batch)
+    try:
+        db.executemany(sql, tracked)
+    except apsw.ConstraintError as e:
+        row = tracked.last
+        new = {c.col_id: row[3 * j] for j, c in enumerate(cols)}
+        current = db.query(*plan.select(meta, meta.key_columns, Rows.ids([row[-1]])))
+        values = [new.get(c.col_id, current[0][1 + i] if current else None)
+                  for i, c in enumerate(meta.key_columns)]
+        raise AlreadyExistsError(
+            f"update of {meta.path!r}: row {row[-1]} would get primary key "
+            f"{keys.describe_key(meta.key_columns, values)}, which another row has (or the "
+            "update gives several rows); nothing was updated") from e
 
 
 def _bad_keys(path: str, i: int, bad: set[str], computed: set[str], known: set[str]) -> None:

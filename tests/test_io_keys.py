@@ -46,6 +46,18 @@ def test_insert_of_an_existing_key_names_it(people):
     assert people.count() == 3
 
 
+def test_update_to_an_existing_key_names_it(people):
+    """update() giving a row a key another row has is an AlreadyExistsError naming the row and
+    the key, and changes nothing (not a raw apsw.ConstraintError)."""
+    with pytest.raises(AlreadyExistsError, match=r"row 2 would get primary key id=0"):
+        people.update({"id": 0}, where=people.label == "p1")
+    with pytest.raises(AlreadyExistsError, match="primary key"):
+        people.update({"id": 5})  # every row to one key
+    assert sorted(r["id"] for r in people.select(people.id).collect()) == [0, 1, 2]
+    people.update({"id": 10}, where=people.id == 2)  # a free key is fine
+    assert sorted(r["id"] for r in people.select(people.id).collect()) == [0, 1, 10]
+
+
 def test_insert_with_media_of_an_existing_key(db, jpegs):
     t = db.create_table("m", {"k": pxl.String, "image": pxl.Image}, primary_key=["k"])
     t.add_computed_column(w=t.image.width)
