@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 from . import config as _config
-from . import functions, storage
+from . import functions, io, storage
 from .connection import Connection
 from .errors import (
     AlreadyExistsError,
@@ -118,6 +118,7 @@ __all__ = [
     "drop_table",
     "functions",
     "get_table",
+    "io",
     "list_dirs",
     "list_tables",
     "settings",
@@ -181,6 +182,9 @@ def default() -> Connection:
         return _default
 
 
+io.use_default_database(default)
+
+
 def configure(**settings: Any) -> None:
     """Set process-wide settings, e.g. ``configure(output_media_dest='s3://b/out/',
     s3={'endpoint_url': ...})``; ``None`` unsets a key. All or nothing: the keys and the
@@ -224,9 +228,15 @@ def list_dirs() -> list[str]:
 
 
 def create_table(path: str, schema: dict[str, Any] | None = None, *,
-                 if_exists: str = "error") -> Table:
-    """``create_table`` on the default database."""
-    return default().create_table(path, schema, if_exists=if_exists)
+                 if_exists: str = "error", primary_key: str | list[str] | None = None,
+                 source: Any = None, source_format: str | None = None,
+                 schema_overrides: dict[str, Any] | None = None, on_error: str = "abort",
+                 extra_args: dict[str, Any] | None = None) -> Table:
+    """``create_table`` on the default database (see :meth:`Connection.create_table`)."""
+    return default().create_table(path, schema, if_exists=if_exists, primary_key=primary_key,
+                                  source=source, source_format=source_format,
+                                  schema_overrides=schema_overrides, on_error=on_error,
+                                  extra_args=extra_args)
 
 
 def get_table(path: str) -> Table:

@@ -625,11 +625,15 @@ def shifted(meta: TableMeta, shift: int) -> TableMeta:
     read after the first in a join."""
     if not shift:
         return meta
+    # Every field copied, whatever fields the catalog's records have.
     cols: list[ColumnMeta] = [
-        _ShiftedColumn(c.col_id + shift, c.name, c.position, c.type, c.expr, c.destination,
-                       c.format, c.on_error, c.pending, c.stored, orig=c.col_id)
+        _ShiftedColumn(**{**_fields(c), "col_id": c.col_id + shift}, orig=c.col_id)
         for c in meta.columns]
-    return _ShiftedTable(meta.id, meta.uid, meta.path, cols, shift=shift)
+    return _ShiftedTable(**{**_fields(meta), "columns": cols}, shift=shift)
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
 
 
 def rebind(e: Expr, metas: dict[int, TableMeta]) -> Expr:

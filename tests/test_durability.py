@@ -287,29 +287,31 @@ def test_syscall_order(tmp_path):
                       c.paths[0] == ln.paths[0] and c.end < ln.start for ln in landed))]
         if not synced:
             problems.append(f"{f}: bytes not synced before the commit (log line {commit.start})")
-        # Its folder entries: every folder from its parent up to the root's parent fsynced
-        # after its last change (the file linked into its parent; a folder made in it) and
-        # before the commit. A folder whose entries did not change is not synced again (a
-        # background thread may have synced it after the change, before the file landed).
-        folder = f.parent
+        # Its folder entries: every folder from its parent up to the root's parent holds an
+        # entry on the path to the file (the file's own name in its parent, the next folder's
+        # name in the others), made by a link or a mkdir; each folder must be fsynced after
+        # that entry was made and before the commit. (An entry made before the traced run
+        # needs no sync here; a background thread may sync a folder before the file's batch
+        # commits, and later changes to the folder do not matter to this file.)
+        below, folder = f, f.parent
         while True:
-            changes = [c.end for c in calls if c.end < commit.start and (
+            made = [c.end for c in calls if c.end < commit.start and (
                 (c.name in ("link", "linkat", "rename", "renameat", "renameat2")
-                 and os.path.dirname(c.paths[1]) == str(folder))
-                or (c.name in ("mkdir", "mkdirat")
-                    and os.path.dirname(c.paths[0]) == str(folder)))]
-            if folder == f.parent:
-                assert changes, f"{f}: its folder never changed before the commit?"
-            last = max(changes, default=None)
+                 and c.paths[1] == str(below))
+                or (c.name in ("mkdir", "mkdirat") and c.paths[0] == str(below)))]
+            if below == f:
+                assert made, f"{f}: never named before the commit?"
+            last = max(made, default=None)
             ok = last is None or any(c.name == "fsync" and c.paths[0] == str(folder)
                                      and last < c.start and c.end < commit.start
                                      for c in calls)
             if not ok:
-                problems.append(f"{f}: folder {folder} not fsynced between its last change "
-                                f"(log line {last}) and the commit (line {commit.start})")
+                problems.append(f"{f}: folder {folder} not fsynced between the entry for "
+                                f"{below.name} (log line {last}) and the commit (line "
+                                f"{commit.start})")
             if folder == root.parent:
                 break
-            folder = folder.parent
+            below, folder = folder, folder.parent
     assert not problems, "\n".join(problems)
 
 

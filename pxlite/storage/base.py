@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, NoReturn, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, NamedTuple, NoReturn, TypeVar
 
 from ..config import SECRET_KEYS, URL_KEYS, Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
@@ -61,6 +61,21 @@ class ObjectInfo:
 
     size: int
     version: str | None
+
+
+class ListedObject(NamedTuple):
+    """One object found by :meth:`StorageBackend.list_info`: its full URI, its key relative to
+    the listed prefix (``'/'``-separated; a local file's path relative to the folder), its size
+    in bytes, its modification time (seconds since the epoch; None where the service keeps
+    none) and a version token that changes with the content (cloud services' etag; None for
+    local files). A NamedTuple: a listing makes one per object, and a million of them should
+    cost little."""
+
+    uri: str
+    key: str
+    size: int
+    mtime: float | None
+    etag: str | None
 
 
 class StorageBackend(ABC):
@@ -184,6 +199,16 @@ class StorageBackend(ABC):
     @abstractmethod
     def list(self, prefix_uri: str) -> Iterator[str]:
         """Full URIs of every object under ``prefix_uri``, recursively."""
+
+    def list_info(self, prefix_uri: str) -> Iterator[ListedObject]:
+        """Every object under ``prefix_uri`` (recursively) with its size, modification time
+        and etag, streamed page by page as the service returns them (constant memory for any
+        number of objects). Errors as :meth:`list`: a missing bucket or a refused listing is a
+        StorageError saying so. This default asks :meth:`stat` per object; the backends
+        override it with the listing's own metadata."""
+        for uri in self.list(prefix_uri):
+            info = self.stat(uri)
+            yield ListedObject(uri, uri[len(prefix_uri):], info.size, None, info.version)
 
     @abstractmethod
     def presign(self, uri: str, expires_s: int) -> str:

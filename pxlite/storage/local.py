@@ -12,7 +12,9 @@ import errno
 import os
 import shutil
 import stat
+import sys
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +25,7 @@ from . import file_path as _path_of
 from .base import (
     FOLDERS,
     TEMP_PREFIX,
+    ListedObject,
     ObjectInfo,
     StorageBackend,
     atomic_target,
@@ -397,6 +400,48 @@ class LocalBackend(StorageBackend):
                 uri = Path(root, name).as_uri()
                 if uri.startswith(prefix_uri):
                     yield uri
+
+    def list_info(self, prefix_uri: str) -> Iterator[ListedObject]:
+        # os.scandir, streamed: a folder of a million files is never held as a list (and
+        # DirEntry.stat() costs one system call, the one the size and mtime need anyway).
+        # Symlinks to files are listed; symlinked folders are not entered (as os.walk).
+        folder_uri = prefix_uri[: prefix_uri.rfind("/") + 1]
+        folder = _path_of(folder_uri)
+        partial = urllib.parse.unquote(prefix_uri[len(folder_uri):])
+        if not folder.is_dir():
+            return
+        quote = urllib.parse.quote_from_bytes
+        encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+        stack = [(str(folder), "")]
+        while stack:
+            where, rel = stack.pop()
+            subdirs = []
+            try:
+                entries = os.scandir(where)
+            except FileNotFoundError:
+                continue  # removed while listed
+            except OSError as err:
+                raise _error(err, folder_uri + quote(os.fsencode(rel)), "list") from err
+            with entries:
+                for entry in entries:
+                    name = rel + entry.name
+                    if partial and not name.startswith(partial):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append((entry.path, name + "/"))
+                            continue
+                        if not entry.is_file():
+                            continue  # a FIFO, socket, device or dangling link: no object
+                        if entry.name.startswith(TEMP_PREFIX) and not _stale(entry.path):
+                            continue  # an upload in progress, not an object
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    # os.fsencode, without its per-call lookups: listings run per file
+                    yield ListedObject(folder_uri + quote(name.encode(encoding, errors)),
+                                       name[len(partial):], st.st_size, st.st_mtime, None)
+            stack.extend(reversed(subdirs))
 
     def presign(self, uri: str, expires_s: int) -> str:
         raise ConfigError(f"cannot presign {uri}: presigned URLs need cloud storage; configure a "
