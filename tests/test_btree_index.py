@@ -150,15 +150,15 @@ def test_dropping_the_column_or_table_drops_the_index(db, tmp_path):
         assert re.search("USING (COVERING )?INDEX i_", _plan(t3.where(t3.b == 2)))
 
 
-def test_a_version_3_catalog_gets_the_index_table(tmp_path):
+def test_a_version_4_catalog_gets_the_index_table(tmp_path):
     p = tmp_path / "old.pxl"
     with pxl.connect(p) as db:
         db.create_table("t", {"x": pxl.Int}).insert(x=1)
         with db.db.transaction():
             db.db.execute("DROP TABLE px_indexes")
-        db.db.sqlite.pragma("user_version", 3)
+        db.db.sqlite.pragma("user_version", 4)
     with pxl.connect(p) as db:
-        assert db.db.migrated_from == 3
+        assert db.db.migrated_from == 4
         t = db.get_table("t")
         t.add_btree_index("x")
         assert list(t.get_metadata()["indexes"]) == ["idx0"] and t.where(t.x == 1).count() == 1

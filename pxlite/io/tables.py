@@ -48,7 +48,7 @@ _NOT_IDENT = re.compile(r"[^A-Za-z0-9_]+")
 def column_names(raw: list[str], check: Callable[[str], object]) -> dict[str, str]:
     """A usable column name for each source column name: characters other than ASCII letters,
     digits and ``_`` become ``_``, a leading digit gets ``c_``, a name ``check`` refuses (a
-    Table method such as ``name`` or ``count``) gets a trailing ``_``, and repeats a number."""
+    Table method such as ``count`` or ``select``) gets a trailing ``_``, and repeats a number."""
     out: dict[str, str] = {}
     used: set[str] = set()
     for name in raw:
@@ -133,7 +133,7 @@ def import_into(conn: Connection, t: Table, source: Any, *, source_format: str |
     names: dict[str, str] = {}
     unknown = []
     for n in src.names:
-        # the name as create_table(source=) would have made it ('name' -> 'name_' too)
+        # the name as create_table(source=) would have made it ('count' -> 'count_' too)
         made = column_names([n], lambda _: None)[n]
         target = next((c for c in (n, made, made + "_") if c in inputs), None)
         if target is None:
