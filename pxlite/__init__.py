@@ -32,8 +32,10 @@ from .errors import (
     StorageError,
 )
 from .exprs import Expr
+from .query import Query
+from .queryrun import ResultCursor, Row
 from .results import ResultSet, UpdateStatus
-from .table import Query, Table
+from .table import Table
 from .types import (
     Audio,
     Bool,
@@ -49,6 +51,7 @@ from .types import (
     Timestamp,
     Video,
 )
+from .uda import Aggregator, uda
 from .udf import Function, udf
 
 __version__ = "0.1.0"
@@ -70,6 +73,7 @@ __all__ = [
     "ROTATE_270",
     "TRANSPOSE",
     "TRANSVERSE",
+    "Aggregator",
     "AlreadyExistsError",
     "Audio",
     "Bool",
@@ -93,7 +97,9 @@ __all__ = [
     "PxliteError",
     "Query",
     "Required",
+    "ResultCursor",
     "ResultSet",
+    "Row",
     "SchemaError",
     "StorageError",
     "String",
@@ -116,6 +122,7 @@ __all__ = [
     "list_dirs",
     "list_tables",
     "settings",
+    "uda",
     "udf",
 ]
 

@@ -171,7 +171,7 @@ class Connection:
         with self.db.transaction():
             kind = catalog.path_kind(self.db, catalog.check_path(path))
             if kind == "table" and if_exists == "ignore":
-                return Table(self, path)
+                return Table(self, path, catalog.load_table(self.db, path).id)
             if kind == "table" and if_exists == "replace":
                 self.drop_table(path)
             elif kind is not None:
@@ -179,14 +179,14 @@ class Connection:
                     f"a {kind} named {path!r} exists already; pass if_exists='ignore'"
                     + (" or 'replace'" if kind == "table" else "")
                 )
-            keys.declare(self.db, catalog.create_table(self.db, path, cols), key)
-        return Table(self, path)
+            meta = catalog.create_table(self.db, path, cols)
+            keys.declare(self.db, meta, key)
+        return Table(self, path, meta.id)
 
     def get_table(self, path: str) -> Table:
         """The table at ``path``; NotFoundError when there is none."""
         catalog.check_path(path)
-        catalog.load_table(self.db, path)
-        return Table(self, path)
+        return Table(self, path, catalog.load_table(self.db, path).id)
 
     def list_tables(self, dir: str | None = None) -> list[str]:
         """The tables (of a directory and its subdirectories, when ``dir`` is given)."""
@@ -202,7 +202,8 @@ class Connection:
         the commit."""
         check_choice(if_not_exists, "if_not_exists", ("error", "ignore"))
         if isinstance(path, Table):
-            path = path.path
+            path._meta()  # a handle on a table replaced since must not drop its successor
+            path = path._path
         catalog.check_path(path)
         try:
             meta = catalog.load_table(self.db, path)
