@@ -1,4 +1,4 @@
--- pxlite catalog, schema version 5. The single source of truth for the catalog DDL; shipped in the
+-- pxlite catalog, schema version 6. The single source of truth for the catalog DDL; shipped in the
 -- wheel as pxlite/schema.sql. User data lives in one table per pxlite table, named t_<id>, whose
 -- columns are named c<col_id> (+ c<col_id>_et / c<col_id>_em for a cell's error type and message):
 -- user-chosen names never reach SQL text.
@@ -119,3 +119,18 @@ CREATE TABLE px_indexes (
     created_at REAL NOT NULL,
     UNIQUE (table_id, name)
 ) STRICT;
+
+-- Views (pxlite/views.py): a view is a table (px_tables, t_<id>) whose rows come from its base
+-- (a table or another view) and follow it in the same commit as the base's changes. Its data
+-- table holds its own columns and _base, the rowid of the base row each row comes from (for a
+-- filtered view, its own rowid too); the SQL view v_<id> joins it to its bases, whose columns
+-- the view shows. A base with views is not dropped (no ON DELETE): its views go first.
+CREATE TABLE px_views (
+    table_id  INTEGER PRIMARY KEY REFERENCES px_tables(id) ON DELETE CASCADE,
+    base_id   INTEGER NOT NULL REFERENCES px_tables(id),
+    predicate TEXT,                   -- where(): expression JSON over the base, or NULL
+    iterator  TEXT,                   -- JSON: the iterator call and its output columns, or NULL
+    options   TEXT NOT NULL DEFAULT '{}',  -- JSON: store_media, destination
+    built     INTEGER NOT NULL DEFAULT 0   -- 0 until create_view has populated it (resumable)
+) STRICT;
+CREATE INDEX px_views_base ON px_views(base_id);

@@ -114,6 +114,7 @@ __all__ = [
     "connect",
     "create_dir",
     "create_table",
+    "create_view",
     "drop_dir",
     "drop_table",
     "functions",
@@ -239,6 +240,31 @@ def create_table(path: str, schema: dict[str, Any] | None = None, *,
                                   extra_args=extra_args)
 
 
+def create_view(path: str, base: Table | Query, *, additional_columns: Any = None,
+                iterator: Any = None, is_snapshot: bool = False, if_exists: str = "error",
+                store_media: bool = True, destination: Any = None) -> Table:
+    """``create_view`` in the base's database (see :meth:`Connection.create_view`): a view of a
+    table (or of a query's ``where()``), its rows following the base's; with ``iterator=``,
+    many rows per base row (``frame_iterator(t.video, fps=1)``)."""
+    return _connection_of(base).create_view(
+        path, base, additional_columns=additional_columns, iterator=iterator,
+        is_snapshot=is_snapshot, if_exists=if_exists, store_media=store_media,
+        destination=destination)
+
+
+def _connection_of(base: Any) -> Connection:
+    """The open database a table or query belongs to (a view lives beside its base); the
+    default database for anything else (create_view then says what is wrong)."""
+    if isinstance(base, Table):
+        return base._conn
+    if isinstance(base, Query):
+        db = base.view_definition()[0].db
+        for conn in [*list(_opened), *([_default] if _default is not None else [])]:
+            if conn.db is db:
+                return conn
+    return default()
+
+
 def get_table(path: str) -> Table:
     """``get_table`` on the default database."""
     return default().get_table(path)
@@ -249,9 +275,11 @@ def list_tables(dir: str | None = None) -> list[str]:
     return default().list_tables(dir)
 
 
-def drop_table(path: str | Table, *, if_not_exists: str = "error") -> None:
-    """``drop_table`` on the default database."""
-    default().drop_table(path, if_not_exists=if_not_exists)
+def drop_table(path: str | Table, *, force: bool = False, if_not_exists: str = "error") -> None:
+    """``drop_table`` on the default database (a Table: on its own database); ``force=True``
+    also drops the table's views."""
+    conn = path._conn if isinstance(path, Table) else default()
+    conn.drop_table(path, force=force, if_not_exists=if_not_exists)
 
 
 def cache_info() -> Any:

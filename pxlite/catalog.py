@@ -6,6 +6,7 @@ text: data tables and columns are named from integer ids (``t_<id>``, ``c<col_id
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -100,6 +101,10 @@ class ColumnMeta:
     on_error: str = "abort"
     pending: bool = False            # an add_computed_column that has not finished
     stored: bool = True              # False: a computed column evaluated when read
+    #: A view's column that belongs to one of its bases: that table's id (None: the table's
+    #: own column). A view shows its bases' columns under their own ids (a family of tables
+    #: draws column ids from one counter, so they never collide).
+    base_table: int | None = None
 
     @property
     def sql(self) -> str:
@@ -128,6 +133,17 @@ class TableMeta:
     #: before this database took a new identity, are still the table's).
     uids: tuple[str, ...] = ()
     primary_key: tuple[int, ...] = ()   # col_ids of the primary key, in key order
+    #: A view (pxlite/views.py): the table or view it is a view of (None: a table).
+    base_id: int | None = None
+    #: The table whose counter gives this table's column ids: its root table (for a table,
+    #: itself). Every table of a family of views shares it, so ids never collide among them.
+    family: int | None = None
+    #: The SQL columns (of :attr:`sql`) that give the table's own row order: ``_rowid``; for an
+    #: iterator view, its base's order then its own rowid (each base row's outputs in order).
+    order: tuple[str, ...] = ("_rowid",)
+    #: A view's base columns hidden by an own column of the same name: not the view's columns,
+    #: but found by id (the bases' computed columns still read them).
+    hidden: list[ColumnMeta] = field(default_factory=list)
 
     @property
     def key_columns(self) -> list[ColumnMeta]:
@@ -136,7 +152,20 @@ class TableMeta:
 
     @property
     def sql(self) -> str:
+        """What reads the table's rows: the data table ``t_<id>``, or for a view the SQL view
+        ``v_<id>`` joining its data table to its bases' (their columns, and ``_r<id>``: each
+        base's rowid)."""
+        return f"t_{self.id}" if self.base_id is None else f"v_{self.id}"
+
+    @property
+    def store(self) -> str:
+        """What writes change: the data table ``t_<id>`` (a view's own columns only)."""
         return f"t_{self.id}"
+
+    @property
+    def own_columns(self) -> list[ColumnMeta]:
+        """The table's own columns (a view's, without those of its bases)."""
+        return [c for c in self.columns if c.base_table is None]
 
     @property
     def name(self) -> str:
@@ -154,10 +183,14 @@ class TableMeta:
 
     @property
     def media_columns(self) -> list[ColumnMeta]:
-        return [c for c in self.columns if c.type.is_media]
+        """The table's own media columns (a view's bases' files are theirs)."""
+        return [c for c in self.columns if c.type.is_media and c.base_table is None]
 
     def column_by_id(self, col_id: int) -> ColumnMeta:
         for c in self.columns:
+            if c.col_id == col_id:
+                return c
+        for c in self.hidden:
             if c.col_id == col_id:
                 return c
         raise NotFoundError(f"table {self.path!r} has no column with id {col_id} (was it dropped?)")
@@ -233,7 +266,7 @@ def create_table(db: Database, path: str, columns: Iterable[tuple[str, ColumnTyp
     tid = db.last_insert_rowid()
     db.execute("INSERT INTO px_table_uids(uid, table_id) VALUES (?, ?)", (uid, tid))
     meta = TableMeta(id=tid, uid=uid, path=path, uids=(uid,))
-    db.execute(f"CREATE TABLE {meta.sql} (_rowid INTEGER PRIMARY KEY)")
+    db.execute(f"CREATE TABLE {meta.store} (_rowid INTEGER PRIMARY KEY)")
     for name, ctype in columns:
         add_column(db, meta, name, ctype)
     return meta
@@ -247,7 +280,10 @@ def load_table(db: Database, path: str) -> TableMeta:
         raise NotFoundError(f"table {_short(path)} does not exist; "
                             f"{did_you_mean(path, list_tables(db))}"
                             "list_tables() shows the tables there are")
-    tid, uid, p, pk = rows[0]
+    return _load(db, *rows[0])
+
+
+def _load(db: Database, tid: int, uid: str, p: str, pk: str | None) -> TableMeta:
     former = [r[0] for r in db.query("SELECT uid FROM px_table_uids WHERE table_id = ? AND "
                                      "uid != ? ORDER BY rowid", (tid, uid))]
     meta = TableMeta(id=tid, uid=uid, path=p, uids=(uid, *former), primary_key=_key_ids(pk))
@@ -258,7 +294,39 @@ def load_table(db: Database, path: str) -> TableMeta:
     ):
         meta.columns.append(ColumnMeta(r[0], r[1], r[2], parse_type(r[3]), r[4], r[5], r[6], r[7],
                                        bool(r[8]), bool(r[9])))
+    view = db.query("SELECT base_id, iterator IS NOT NULL FROM px_views WHERE table_id = ?",
+                    (tid,))
+    if view:
+        _inherit(db, meta, view[0][0], bool(view[0][1]))
     return meta
+
+
+def load_table_by_id(db: Database, table_id: int) -> TableMeta:
+    """The table (or view) with this id; NotFoundError when there is none."""
+    rows = db.query("SELECT id, uid, path, primary_key FROM px_tables WHERE id = ?", (table_id,))
+    if not rows:
+        raise NotFoundError(f"the table with id {table_id} does not exist (was it dropped?)")
+    return _load(db, *rows[0])
+
+
+def _inherit(db: Database, meta: TableMeta, base_id: int, one_to_many: bool) -> None:
+    """Make ``meta`` a view of ``base_id``: its bases' columns follow its own (an own column
+    hides a base's of the same name: an iterator's output such as ``text``), under their own
+    ids, read through the SQL view; its row order is its base's (then, one row giving many, its
+    own rowid)."""
+    base = load_table_by_id(db, base_id)
+    mine = {c.name for c in meta.columns}
+    visible = [dataclasses.replace(c, base_table=c.base_table or base.id) for c in base.columns]
+    meta.columns += [c for c in visible if c.name not in mine]
+    meta.hidden = [c for c in visible if c.name in mine] + [
+        dataclasses.replace(c, base_table=c.base_table or base.id) for c in base.hidden]
+    meta.base_id, meta.family = base_id, base.family or base.id
+    # the base's order as the SQL view names its columns (each base's rowid is _r<id>)
+    order = tuple(f"_r{base.id}" if c == "_rowid" else c for c in base.order)
+    if one_to_many:
+        meta.order = (*order, "_rowid")
+    elif order != (f"_r{base.id}",):
+        meta.order = order  # a filtered view's rowid is its base row's: its order when a table's
 
 
 def _key_ids(stored: str | None) -> tuple[int, ...]:
@@ -280,7 +348,7 @@ def set_primary_key(db: Database, meta: TableMeta, cols: list[ColumnMeta]) -> No
     ids = [c.col_id for c in cols]
     db.execute("UPDATE px_tables SET primary_key = ? WHERE id = ?", (json.dumps(ids), meta.id))
     # Index and column names come from integer ids: nothing user-made in the SQL text.
-    db.execute(f"CREATE UNIQUE INDEX {meta.sql}_pk ON {meta.sql} "
+    db.execute(f"CREATE UNIQUE INDEX {meta.store}_pk ON {meta.store} "
                f"({', '.join(c.sql for c in cols)})")
     meta.primary_key = tuple(ids)
 
@@ -288,13 +356,13 @@ def set_primary_key(db: Database, meta: TableMeta, cols: list[ColumnMeta]) -> No
 def ensure_value_index(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
     """An index on one column's values (for "which of these values are present?" without a
     table scan: import_files' check by URI). Made once; dropped with its column."""
-    db.execute(f"CREATE INDEX IF NOT EXISTS {meta.sql}_{col.sql}_ix ON {meta.sql} ({col.sql})")
+    db.execute(f"CREATE INDEX IF NOT EXISTS {meta.store}_{col.sql}_ix ON {meta.store} ({col.sql})")
 
 
 def _drop_indexes_on(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
     """Drop the index pxlite made on ``col`` (ensure_value_index): SQLite refuses to drop an
     indexed column. (A primary key column is never dropped.)"""
-    db.execute(f"DROP INDEX IF EXISTS {meta.sql}_{col.sql}_ix")
+    db.execute(f"DROP INDEX IF EXISTS {meta.store}_{col.sql}_ix")
 
 
 def live_tables(db: Database) -> list[TableMeta]:
@@ -340,8 +408,11 @@ def new_table_uids(db: Database) -> None:
 
 
 def drop_table_rows(db: Database, meta: TableMeta) -> None:
-    """Remove a table's data table and catalog rows (inside the caller's tx)."""
-    db.execute(f"DROP TABLE IF EXISTS {meta.sql}")
+    """Remove a table's data table and catalog rows (inside the caller's tx); a view's SQL
+    view first."""
+    if meta.base_id is not None:
+        db.execute(f"DROP VIEW IF EXISTS {meta.sql}")
+    db.execute(f"DROP TABLE IF EXISTS {meta.store}")
     db.execute("DELETE FROM px_tables WHERE id = ?", (meta.id,))
 
 
@@ -368,11 +439,12 @@ def add_column(
         raise SchemaError(f"table {meta.path!r} has {len(meta.columns)} columns, the most a table "
                           f"can have here ({limit}: SQLite allows {db.max_columns()} SQL columns, "
                           "each pxlite column takes 3); split the data over several tables")
-    col_id = db.query("SELECT next_col_id FROM px_tables WHERE id = ?", (meta.id,))[0][0]
-    position = max((c.position for c in meta.columns), default=-1) + 1
+    counter = meta.family or meta.id  # a view's ids come from its family's counter
+    col_id = db.query("SELECT next_col_id FROM px_tables WHERE id = ?", (counter,))[0][0]
+    position = max((c.position for c in meta.own_columns), default=-1) + 1
     col = ColumnMeta(col_id, name, position, ctype, expr, destination, format, on_error, pending,
                      stored)
-    db.execute("UPDATE px_tables SET next_col_id = ? WHERE id = ?", (col_id + 1, meta.id))
+    db.execute("UPDATE px_tables SET next_col_id = ? WHERE id = ?", (col_id + 1, counter))
     db.execute(
         "INSERT INTO px_columns(table_id, col_id, name, position, type, expr, destination, format,"
         " on_error, pending, stored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -380,9 +452,9 @@ def add_column(
          int(pending), int(stored)),
     )
     # Column names come from integer ids; the SQL type is from a fixed set: nothing user-made here.
-    db.execute(f"ALTER TABLE {meta.sql} ADD COLUMN {col.sql} {ctype.sql_type}")
-    db.execute(f"ALTER TABLE {meta.sql} ADD COLUMN {col.sql_et} TEXT")
-    db.execute(f"ALTER TABLE {meta.sql} ADD COLUMN {col.sql_em} TEXT")
+    db.execute(f"ALTER TABLE {meta.store} ADD COLUMN {col.sql} {ctype.sql_type}")
+    db.execute(f"ALTER TABLE {meta.store} ADD COLUMN {col.sql_et} TEXT")
+    db.execute(f"ALTER TABLE {meta.store} ADD COLUMN {col.sql_em} TEXT")
     meta.columns.append(col)
     return col
 
@@ -397,7 +469,7 @@ def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
             drop_index(db, idx)
     db.execute("DELETE FROM px_columns WHERE table_id = ? AND col_id = ?", (meta.id, col.col_id))
     for sql_name in (col.sql, col.sql_et, col.sql_em):
-        db.execute(f"ALTER TABLE {meta.sql} DROP COLUMN {sql_name}")
+        db.execute(f"ALTER TABLE {meta.store} DROP COLUMN {sql_name}")
     meta.columns.remove(col)
 
 
@@ -423,7 +495,7 @@ def set_column_position(db: Database, meta: TableMeta, col: ColumnMeta, position
     db.execute("UPDATE px_columns SET position = ? WHERE table_id = ? AND col_id = ?",
                (position, meta.id, col.col_id))
     col.position = position
-    meta.columns.sort(key=lambda c: c.position)
+    meta.columns.sort(key=lambda c: (c.base_table is not None, c.position))
 
 
 def set_column_destination(db: Database, meta: TableMeta, col: ColumnMeta,
@@ -667,7 +739,7 @@ def add_index(db: Database, meta: TableMeta, col: ColumnMeta, name: str, kind: s
     db.execute("INSERT INTO px_indexes(table_id, name, col_id, kind, created_at) "
                "VALUES (?, ?, ?, ?, ?)", (meta.id, name, col.col_id, kind, time.time()))
     idx = IndexMeta(db.last_insert_rowid(), meta.id, name, col.col_id, kind)
-    db.execute(f"CREATE INDEX {idx.sql} ON {meta.sql} ({col.sql})")
+    db.execute(f"CREATE INDEX {idx.sql} ON {meta.store} ({col.sql})")
     return idx
 
 

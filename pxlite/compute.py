@@ -662,8 +662,7 @@ def run_batches(op: Operation, cols: list[ColumnMeta], rows: Rows, job: catalog.
         with Computation(op, cols, on_error=on_error, bar=bar, pool=pool) as comp:
             old_media = [c for c in comp.cols if c.type.is_media] if release_old else []
             read_cols = comp.inputs + old_media
-            guard = " AND ".join(f"{c.sql} IS ?" for c in comp.inputs)
-            update_sql = plan.update_cells(meta, comp.cols) + (f" AND {guard}" if guard else "")
+            update_sql = plan.update_cells_unchanged(meta, comp.cols, comp.inputs)
             size, done = (16 if pool is None else max(16, 2 * pool.slots)), 0
             # With a pool, the next batch is already computing while this one commits (its
             # files are counted only when it is finished, after this commit).

@@ -8,12 +8,13 @@ import os
 import time
 from typing import Any
 
-from . import catalog, maintenance, writes
+from . import catalog, maintenance, views, writes
 from . import config as _config
 from .db import Database
 from .errors import AlreadyExistsError, BusyError, NotFoundError, SchemaError, check_choice
 from .io import keys, tables
 from .places import Ownership, Places
+from .query import Query
 from .table import Table, check_column_name
 from .types import as_type
 
@@ -125,8 +126,8 @@ class Connection:
                     f"directory {path!r} is not empty ({len(tables)} table(s), {len(dirs)} "
                     "dir(s)); drop them first or pass force=True"
                 )
-            for t in tables:
-                self.drop_table(t)
+            for t in tables:  # with the views made of them (force), maybe dropped already
+                self.drop_table(t, force=True, if_not_exists="ignore")
             for d in sorted(dirs, key=len, reverse=True):
                 catalog.drop_dir_row(self.db, d)
             catalog.drop_dir_row(self.db, path)
@@ -197,10 +198,45 @@ class Connection:
                                     "directories there are")
         return catalog.list_tables(self.db, dir)
 
-    def drop_table(self, path: str | Table, *, if_not_exists: str = "error") -> None:
-        """Drop a table; files pxlite wrote for it that no other table names are deleted after
-        the commit."""
+    def create_view(self, path: str, base: Table | Query, *, additional_columns: Any = None,
+                    iterator: Any = None, is_snapshot: bool = False, if_exists: str = "error",
+                    store_media: bool = True, destination: Any = None) -> Table:
+        """Create a view of a table (or of a view): ``base`` is the table, or a query of it
+        with a ``where()`` (``t.where(t.image.width > 1000)``) that keeps some of its rows.
+        ``iterator``: one base row gives many view rows (``frame_iterator(t.video, fps=1)``,
+        ``document_splitter(t.doc, 'sentence')``, ...): the view's columns are ``pos`` and the
+        iterator's outputs. A view is queried like a table and shows its base's columns; it
+        follows its base in the same commit as each insert, update and delete there.
+        ``additional_columns``: ``{name: type}`` (a plain column) or ``{name: expression}``
+        (a computed column; or ``{'value': expr, 'stored': False, 'destination': ...}``).
+
+        The view is built over the base's existing rows as a long operation: outside the
+        write lock, committed in brief batches; interrupted (Ctrl-C, a killed process), the
+        same call again resumes it. An iterator's Image outputs (frames, tiles) are encoded
+        once (JPEG quality 90) into ``destination`` (else ``output_media_dest``, else the
+        media folder); ``store_media=False`` keeps frames unstored, decoded again when read
+        (Pixeltable's way). ``if_exists``: 'error', 'ignore', 'replace' (a view with views of
+        its own is refused), 'replace_force' (its views are dropped too)."""
+        query = base.select() if isinstance(base, Table) else base  # a table: all its rows
+        if not isinstance(query, Query):
+            raise SchemaError(f"create_view() takes a table or a query of one (t.where(...)) "
+                              f"as its base, got {type(base).__name__} {base!r}")
+        source, where = query.view_definition()
+        view_id, _ = views.create_view(
+            self.places, path, source, where, additional_columns=additional_columns,
+            iterator=iterator, is_snapshot=is_snapshot, if_exists=if_exists,
+            store_media=store_media, destination=destination, check_name=check_column_name,
+            drop=lambda p, force: self.drop_table(p, force=force))
+        return Table(self, path, view_id)
+
+    def drop_table(self, path: str | Table, *, force: bool = False,
+                   if_not_exists: str = "error") -> None:
+        """Drop a table (or view); files pxlite wrote for it that no other table names are
+        deleted after the commit. A table with views is dropped only with ``force=True``,
+        which drops its views (and theirs) first."""
         check_choice(if_not_exists, "if_not_exists", ("error", "ignore"))
+        if not isinstance(force, bool):
+            raise SchemaError(f"drop_table(force=...) takes True or False, got {force!r}")
         if isinstance(path, Table):
             path._meta()  # a handle on a table replaced since must not drop its successor
             path = path._path
@@ -211,10 +247,16 @@ class Connection:
             if if_not_exists == "ignore":
                 return
             raise
+        for view in views.to_drop_first(self.db, meta, force):
+            self._drop(view)
+        self._drop(meta)
+
+    def _drop(self, meta: catalog.TableMeta) -> None:
         with writes.operation(self.places, meta, kind="drop_table") as op:
             # The table as it is now, under the lock: another connection may have dropped it,
-            # or some of its columns, since it was loaded.
+            # or some of its columns, since it was loaded (or made a view of it).
             meta = writes.current_table(self.db, meta)
+            views.to_drop_first(self.db, meta, force=False)
             named = {c.col_id: writes.named_files(self.db, meta, c) for c in meta.media_columns}
             folders = self.places.owned_folders(meta)
             catalog.drop_table_rows(self.db, meta)

@@ -199,11 +199,15 @@ class TableDescription:
     path: str
     rows: int
     columns: tuple[ColumnInfo, ...]
+    #: A view: what it is a view of (``of 'videos' with frame_iterator(video, fps=1.0)``).
+    view: str | None = None
 
     HEAD = ("Column", "Type", "Computed with", "Destination")
 
     def title(self) -> str:
-        return f"Table '{self.path}' ({self.rows:,} row{'' if self.rows == 1 else 's'})"
+        what = "Table" if self.view is None else "View"
+        of = "" if self.view is None else f" {self.view}"
+        return f"{what} '{self.path}'{of} ({self.rows:,} row{'' if self.rows == 1 else 's'})"
 
     def to_text(self, width: int = TEXT_URL_WIDTH) -> str:
         """The description as a text table; URLs are cut to ``width`` characters (keeping

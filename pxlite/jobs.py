@@ -188,7 +188,7 @@ def pool_for(places: Places, executor: Any, meta: TableMeta, cols: list[ColumnMe
     return executors.opened(executor, settings, outputs=outputs, local_input=local_input)
 
 
-def _sweep_uncommitted(op: writes.Operation, col: ColumnMeta) -> None:
+def sweep_uncommitted(op: writes.Operation, col: ColumnMeta) -> None:
     """Before resuming: delete the files a killed batch stored for ``col`` without committing
     them (in pxlite's key shape under this column's folder, named by no row)."""
     if not col.type.is_media:
@@ -320,7 +320,7 @@ class _Add:
         if col is None:
             col, job = self._start(op)
         else:
-            _sweep_uncommitted(op, col)  # files of a batch a crash kept from commit
+            sweep_uncommitted(op, col)  # files of a batch a crash kept from commit
         assert job is not None
         hint = (f"column {name!r} of {op.meta.path!r} is pending ({{}} rows done); run the "
                 f"same add_computed_column({name}=...) again to finish it")

@@ -678,7 +678,7 @@ def move_media(places: Places, meta: TableMeta, column: str, destination: str) -
                 # One pass over the table with an indexed lookup per row (an UPDATE per file
                 # would scan the table once per file).
                 db.execute(
-                    f"UPDATE {meta.sql} SET {ccol.sql} = (SELECT new FROM temp.px_move_map "
+                    f"UPDATE {meta.store} SET {ccol.sql} = (SELECT new FROM temp.px_move_map "
                     f"WHERE old = {ccol.sql}) WHERE {ccol.sql} IN (SELECT old FROM "
                     "temp.px_move_map)")
                 db.execute("DROP TABLE temp.px_move_map")

@@ -336,7 +336,7 @@ class Places:
         n = len(prefix)
         for meta in catalog.live_tables(db):
             for c in meta.media_columns:
-                db.execute(f"UPDATE {meta.sql} SET {c.sql} = ? || substr({c.sql}, ?) "
+                db.execute(f"UPDATE {meta.store} SET {c.sql} = ? || substr({c.sql}, ?) "
                            f"WHERE substr({c.sql}, 1, ?) = ?",
                            (MEDIA_LOCATION, n + 1, n, prefix))
         db.execute("UPDATE OR IGNORE px_media_locations SET prefix = ? WHERE prefix = ?",

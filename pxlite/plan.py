@@ -82,19 +82,35 @@ def cell_sets(cols: Iterable[ColumnMeta]) -> str:
 
 def update_cells(meta: TableMeta, cols: Sequence[ColumnMeta]) -> str:
     """One row's cells: parameters ``[v1, et1, em1, v2, ..., rowid]`` (for executemany)."""
-    return f"UPDATE {meta.sql} SET {cell_sets(cols)} WHERE _rowid = ?"
+    return f"UPDATE {meta.store} SET {cell_sets(cols)} WHERE _rowid = ?"
+
+
+def update_cells_unchanged(meta: TableMeta, cols: Sequence[ColumnMeta],
+                           inputs: Sequence[ColumnMeta]) -> str:
+    """:func:`update_cells`, only while the row's ``inputs`` still hold the values given after
+    the rowid (parameters ``[v1, et1, em1, ..., rowid, input1, ...]``): a long operation's cell
+    is not written over a row another writer changed meanwhile. A view's inputs may be its
+    bases' columns, read through its SQL view."""
+    sql = update_cells(meta, cols)
+    if not inputs:
+        return sql
+    if meta.sql == meta.store:
+        return sql + " AND " + " AND ".join(f"{c.sql} IS ?" for c in inputs)
+    same = " AND ".join(f"g.{c.sql} IS ?" for c in inputs)
+    return (sql + f" AND EXISTS (SELECT 1 FROM {meta.sql} AS g WHERE g._rowid = "
+            f"{meta.store}._rowid AND {same})")
 
 
 def set_cell_errors(meta: TableMeta, col: ColumnMeta) -> str:
     """One cell's errortype and errormsg: parameters ``[errortype, errormsg, rowid]``."""
-    return f"UPDATE {meta.sql} SET {col.sql_et} = ?, {col.sql_em} = ? WHERE _rowid = ?"
+    return f"UPDATE {meta.store} SET {col.sql_et} = ?, {col.sql_em} = ? WHERE _rowid = ?"
 
 
 # ---- statements ------------------------------------------------------------------------------
 def insert(meta: TableMeta, cols: Sequence[ColumnMeta]) -> str:
     """A row with an explicit ``_rowid`` and the given columns (for executemany)."""
     names = ", ".join(["_rowid"] + [c.sql for c in cols])
-    return f"INSERT INTO {meta.sql} ({names}) VALUES ({', '.join('?' * (len(cols) + 1))})"
+    return f"INSERT INTO {meta.store} ({names}) VALUES ({', '.join('?' * (len(cols) + 1))})"
 
 
 def select(meta: TableMeta, cols: Sequence[ColumnMeta], rows: Rows, *, cells: bool = False,
@@ -136,7 +152,7 @@ def count(meta: TableMeta, rows: Rows = ALL) -> Statement:
 
 def delete(meta: TableMeta, rows: Rows) -> Statement:
     cond, params = rows.condition()
-    return f"DELETE FROM {meta.sql} WHERE {cond}", params
+    return f"DELETE FROM {meta.store} WHERE {cond}", params
 
 
 def first_local_file(meta: TableMeta, cols: Sequence[ColumnMeta], rows: Rows = ALL

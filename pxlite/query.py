@@ -53,6 +53,9 @@ class Source(NamedTuple):
     settings: Callable[[], Settings]
     media_folder: MediaFolder
     resolve: Callable[[str], str]      # the absolute URI of a stored reference
+    #: A view's bases (table ids): their columns are the view's, under their own ids, so a
+    #: base's column (``videos.video``) in a query of the view reads each row's base value.
+    bases: tuple[int, ...] = ()
 
 
 class Joinable(Protocol):
@@ -125,6 +128,9 @@ class Query:
             except SchemaError as err:
                 raise SchemaError(f"{what}: {err}") from None
         sources = {s.table_id: s for s in self._sources}
+        for s in self._sources:
+            for b in s.bases:
+                sources.setdefault(b, s)
         metas: dict[int, TableMeta] = {}
         for node in e.walk():
             if not isinstance(node, ColumnRef):
@@ -202,6 +208,12 @@ class Query:
         if any(s.table_id == src.table_id for s in self._sources):
             raise SchemaError(f"{src.path!r} is already in this query; pxlite does not join a "
                               "table with itself")
+        for s in self._sources:
+            if src.table_id in s.bases or s.table_id in src.bases:
+                view, base = (s, src) if src.table_id in s.bases else (src, s)
+                raise SchemaError(f"cannot join {src.path!r}: {base.path!r} is a base of the "
+                                  f"view {view.path!r}, whose rows show its columns already; "
+                                  "query the view alone")
         joined = self._copy(joins=(*self._joins, _Join(src, how, None)))
         if how == "cross":
             if on is not None:
@@ -349,6 +361,23 @@ class Query:
         return self._copy(sample=Sampling(n, n_per_stratum, None if fraction is None else
                                           float(fraction), seed & _MASK, tuple(strata)))
 
+    def view_definition(self) -> tuple[Source, Expr | None]:
+        """What ``create_view`` takes from a query: its table and its ``where()`` condition.
+        A view keeps every column of its base and follows its rows, so a query with anything
+        else (select, join, group_by, distinct, order_by, limit, sample) cannot define one."""
+        for clause, used in (("select()", self._outputs is not None),
+                             ("join()", bool(self._joins)),
+                             ("group_by()", self._group is not None),
+                             ("distinct()", self._distinct), ("order_by()", bool(self._order)),
+                             ("limit()", self._limit is not None or bool(self._offset)),
+                             ("sample()", self._sample is not None)):
+            if used:
+                raise SchemaError(
+                    f"{clause} cannot be used in a view definition: a view is its base's rows "
+                    "(those a where() keeps) with all their columns; define it with "
+                    "create_view(path, t) or create_view(path, t.where(...)), then query it")
+        return self._source, self._where
+
     # ---- planning -------------------------------------------------------------------------------
     def _load(self) -> list[TableMeta]:
         """The tables' metadata now (before the read transaction: see :meth:`_checked`)."""
@@ -366,6 +395,9 @@ class Query:
         """The query's clauses bound to ``metas`` (see module docstring)."""
         views = [queryplan.shifted(m, i * _SHIFT) for i, m in enumerate(metas)]
         by_id = {m.id: v for m, v in zip(metas, views, strict=True)}
+        for s, v in zip(self._sources, views, strict=True):
+            for b in s.bases:
+                by_id.setdefault(b, v)
 
         def bind(e: Expr) -> Expr:
             return queryplan.rebind(e, by_id)

@@ -308,12 +308,13 @@ def _where(where: Expr | None) -> tuple[list[str], list[Any], list[Expr]]:
 
 def _rowid_order(tables: list[From], reverse: bool) -> str:
     """Table order: by rowid (of each joined table in turn; a row an outer join made up for a
-    table has no rowid there, and comes after those that have one)."""
+    table has no rowid there, and comes after those that have one). A view's order is its
+    own (``TableMeta.order``: an iterator view's rows follow their base rows)."""
     if reverse:
-        return f"{tables[0].meta.sql}._rowid DESC"
+        return ", ".join(f"{tables[0].meta.sql}.{c} DESC" for c in tables[0].meta.order)
     outer = any(t.how == "full_outer" for t in tables)
-    return ", ".join(f"{t.meta.sql}._rowid" + (f" {_ASC}" if i or outer else "")
-                     for i, t in enumerate(tables))
+    return ", ".join(f"{t.meta.sql}.{c}" + (f" {_ASC}" if i or outer else "")
+                     for i, t in enumerate(tables) for c in t.meta.order)
 
 
 def build(c: Clauses) -> Plan:
@@ -626,10 +627,11 @@ def shifted(meta: TableMeta, shift: int) -> TableMeta:
     if not shift:
         return meta
     # Every field copied, whatever fields the catalog's records have.
-    cols: list[ColumnMeta] = [
-        _ShiftedColumn(**{**_fields(c), "col_id": c.col_id + shift}, orig=c.col_id)
-        for c in meta.columns]
-    return _ShiftedTable(**{**_fields(meta), "columns": cols}, shift=shift)
+    def moved(c: ColumnMeta) -> ColumnMeta:
+        return _ShiftedColumn(**{**_fields(c), "col_id": c.col_id + shift}, orig=c.col_id)
+
+    return _ShiftedTable(**{**_fields(meta), "columns": [moved(c) for c in meta.columns],
+                            "hidden": [moved(c) for c in meta.hidden]}, shift=shift)
 
 
 def _fields(record: Any) -> dict[str, Any]:

@@ -18,7 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import catalog, display, executors, jobs, maintenance, media, plan, storage, writes
+from . import (
+    catalog,
+    display,
+    executors,
+    jobs,
+    maintenance,
+    media,
+    plan,
+    queryplan,
+    storage,
+    views,
+    writes,
+)
 from .catalog import ColumnMeta, TableMeta
 from .compute import Computation, compute_rows
 from .errors import (
@@ -85,9 +97,17 @@ class Table:
         return meta
 
     def _query_source(self) -> Source:
-        """What a query needs of this table (see query.Source)."""
-        return Source(self._path, self._id, self._conn.db, self._meta, self._recheck,
-                      self._conn.settings, self._conn.media_folder, self._conn.resolve)
+        """What a query needs of this table (see query.Source); a view's bases' columns are
+        its own (views.py)."""
+        return Source(self._path, self._id, self._conn.db, self._readable, self._recheck,
+                      self._conn.settings, self._conn.media_folder, self._conn.resolve,
+                      views.bases(self._conn.db, self._meta()))
+
+    def _readable(self) -> TableMeta:
+        """The metadata, for a read of the rows: a view still being built is refused."""
+        meta = self._meta()
+        views.check_readable(self._conn.db, meta)
+        return meta
 
     def _recheck(self, meta: TableMeta) -> None:
         """Inside an operation's transaction (or read snapshot): is the table still the one the
@@ -105,15 +125,16 @@ class Table:
             raise SchemaError(f"{verb}: {e!r} calls an aggregate, which has one value per group "
                               "of rows, not one per row; query aggregates with t.select(...)")
         meta = self._meta()
+        bases = views.bases(self._conn.db, meta)  # a view's bases' columns are the view's
         for node in e.walk():
             if isinstance(node, ColumnRef):
-                if node.table.uid != meta.uid:
+                if node.table.uid != meta.uid and node.table.id not in bases:
                     raise SchemaError(
                         f"{node!r} belongs to table {node.table.path!r}, not {self._path!r}")
                 if not any(c.col_id == node.col.col_id for c in meta.columns):
                     raise NotFoundError(
                         f"column {node.col.name!r} no longer exists in {self._path!r}")
-        return e
+        return queryplan.rebind(e, {b: meta for b in bases}) if bases else e
 
     def __getattr__(self, name: str) -> ColumnRef:
         if name.startswith("_"):
@@ -161,8 +182,13 @@ class Table:
         indexes = {i.name: {"name": i.name, "columns": [names[i.col_id]], "index_type": i.kind,
                             "parameters": None}
                    for i in catalog.indexes(self._conn.db, meta)}
-        return {"id": meta.uid, "name": self._name, "path": self._path, "kind": "table",
-                "columns": cols, "indexes": indexes}
+        view = views.info(self._conn.db, meta)
+        return {"id": meta.uid, "name": self._name, "path": self._path, "kind": view["kind"],
+                "base": view["base"], "columns": cols, "indexes": indexes}
+
+    def list_views(self, *, recursive: bool = True) -> list[str]:
+        """The paths of this table's views (``recursive``: and of their views, and so on)."""
+        return views.list_views(self._conn.db, self._meta().id, recursive=recursive)
 
     def columns(self) -> list[str]:
         """The names of the table's columns (a pending computed column is not one yet)."""
@@ -185,7 +211,7 @@ class Table:
             pending = None if not c.pending else (
                 (job.done_rows, job.total_rows) if job is not None else (0, 0))
             dest = self._default_destination(meta, c, settings) \
-                if c.stored and c.type.is_media else None
+                if c.stored and c.type.is_media and c.base_table is None else None
             rows.append(display.ColumnInfo(c.name, repr(c.type), expr, pending, dest, not c.stored))
         return rows
 
@@ -196,8 +222,9 @@ class Table:
         files are in when that is not the same one (a setting changed since they were
         written: their files stay where they are)."""
         places, db = self._conn.places, self._conn.db
-        key = "output_media_dest" if col.is_computed else "input_media_dest"
-        note = "" if col.is_computed or settings.get(key) else \
+        made = col.is_computed or col.col_id in views.made_files(db, meta)  # frames too
+        key = "output_media_dest" if made else "input_media_dest"
+        note = "" if made or settings.get(key) else \
             "inserted paths and URLs stay where they are"
         if col.destination:
             uri, why = places.resolve(col.destination), "set by destination="
@@ -225,17 +252,24 @@ class Table:
 
     def __repr__(self) -> str:
         try:
-            return display.TableDescription(self._path, self.count(),
-                                            tuple(self._describe_rows())).to_text()
+            return self._description().to_text()
         except NotFoundError:
             return f"<table {self._path!r} (dropped)>"
+
+    def _description(self) -> display.TableDescription:
+        db = self._conn.db
+        with db.read():  # a view being built shows its progress and the rows it has so far
+            meta = self._meta()
+            rows = db.query(*plan.count(meta))[0][0]
+            view = views.info(db, meta)
+        return display.TableDescription(self._path, rows, tuple(self._describe_rows()),
+                                        view.get("describe"))
 
     def _repr_html_(self) -> str:
         """The notebook form of :meth:`describe`: an HTML table, long URLs cut where they say
         least (the whole URL on hover)."""
         try:
-            return display.TableDescription(self._path, self.count(),
-                                            tuple(self._describe_rows()))._repr_html_()
+            return self._description()._repr_html_()
         except NotFoundError:
             return f"<p>table {html.escape(repr(self._path))} (dropped)</p>"
 
@@ -286,9 +320,11 @@ class Table:
         with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
             meta, db = op.meta, self._conn.db
             col = meta.column(name)
+            views.check_column(db, meta, col, "drop")
             if col.pending:  # an unfinished add_computed_column: its job goes with it
                 jobs.drop_pending(op, col)
                 return
+            views.check_drop_column(db, meta, col)
             deps = jobs.dependents(meta, col.col_id)
             if deps:
                 raise SchemaError(
@@ -303,6 +339,7 @@ class Table:
         old = self._name_of(old)
         with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
             col = op.meta.column(old)
+            views.check_column(self._conn.db, op.meta, col, "rename")
             catalog.rename_column(self._conn.db, op.meta, col, check_column_name(new))
 
     # ---- queries (query.py) -------------------------------------------------------------------
@@ -355,7 +392,7 @@ class Table:
     def count(self) -> int:
         """Number of rows."""
         with self._conn.db.read():  # the metadata and the count from one snapshot
-            meta = self._meta()
+            meta = self._readable()
             return self._conn.db.query(*plan.count(meta))[0][0]
 
     def head(self, n: int = 10) -> ResultSet:
@@ -384,6 +421,7 @@ class Table:
         with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
             meta, db = op.meta, self._conn.db
             col = meta.column(name)
+            views.check_column(db, meta, col, "index")
             existing = catalog.indexes(db, meta)
             for idx in existing:
                 if idx.col_id == col.col_id and idx.kind == "btree":
@@ -453,6 +491,7 @@ class Table:
         elif isinstance(rows, dict):
             rows = [rows]
         meta = self._meta()
+        views.check_writable(self._conn.db, meta, "insert into")
         inputs = [c for c in meta.columns if not c.is_computed]
         computed = [c for c in meta.columns if c.is_computed and c.stored]
         known = {c.name for c in inputs}
@@ -536,6 +575,7 @@ class Table:
         columns to set; the computed columns depending on them are recomputed. A key not in
         the table is an error, skipped or inserted: ``if_not_exists='error'|'ignore'|'insert'``.
         All or nothing, in one write (see :func:`pxlite.io.keys.batch_update`)."""
+        views.check_writable(self._conn.db, self._meta(), "batch_update")
         return keys.batch_update(
             keys.KeyedWrite(self._conn.places, self._path,
                             lambda meta, ids: [d for d in jobs.dependents(meta, *ids)
@@ -593,6 +633,7 @@ class Table:
         targets: list[tuple[ColumnMeta, Any]] = []
         for name, v in values.items():
             col = meta.column(name)
+            views.check_column(self._conn.db, meta, col, "update")
             if col.is_computed:
                 raise SchemaError(f"column {name!r} of {self._path!r} is computed; update its "
                                   "inputs or use recompute_columns()")
@@ -660,6 +701,7 @@ class Table:
         where = self._condition(where, "delete")
         meta = self._meta()
         db = self._conn.db
+        views.check_writable(db, meta, "delete from")
         with writes.operation(self._conn.places, meta, recheck=self._recheck,
                               kind="delete") as op:
             rows = self._rows(meta, where)

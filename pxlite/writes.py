@@ -39,7 +39,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import catalog, faults, media, plan, storage
 from .catalog import ColumnMeta, TableMeta
@@ -53,6 +53,25 @@ if TYPE_CHECKING:
 #: ``pool_map(fn, items)`` yields ``(item, result, exception)`` as each call finishes.
 PoolMap = Callable[[Callable[[Any], Any], Iterable[Any]],
                    Iterable[tuple[Any, Any, BaseException | None]]]
+
+class Dependents(Protocol):
+    """What keeps the tables that depend on a table's rows (its views: pxlite/views.py) in
+    step with it: :meth:`prepare` before an operation's transaction (where the dependents'
+    files go, committed before any lands), :meth:`maintaining` around its changes inside the
+    transaction (the dependents' rows change in the same commit)."""
+
+    def prepare(self, op: Operation) -> None: ...
+    def maintaining(self, op: Operation) -> contextlib.AbstractContextManager[object]: ...
+
+
+_dependents: list[Dependents] = []
+
+
+def keep_dependents(hook: Dependents) -> None:
+    """Install ``hook`` for every write operation (once per hook)."""
+    if hook not in _dependents:
+        _dependents.append(hook)
+
 
 #: A writer registered by a process on another machine (a database on a network share) is
 #: taken for dead this long after it started: its pid cannot be asked.
@@ -78,6 +97,9 @@ class Operation:
         #: Storage whose delete failed retryably during this operation: not asked again by its
         #: later deletes (each try could cost the whole timeout); see delete_unreferenced.
         self.unreachable: dict[int, str] = {}
+        #: Operations on other tables inside this one's transactions (the views it keeps in
+        #: step, by table id): they commit and undo with it, and end when it ends.
+        self.children: dict[int, Operation] = {}
 
     def __enter__(self) -> Operation:
         return self
@@ -125,10 +147,22 @@ class Operation:
                 self.prepare(self.output_prefix(c.destination) if c.is_computed
                              else self.input_prefix())
 
+    def child(self, meta: TableMeta, kind: str) -> Operation:
+        """The operation on another table (``meta``, as loaded now) that writes inside this
+        one's transactions: a view kept in step with this table's rows. One per table."""
+        op = self.children.get(meta.id)
+        if op is None:
+            op = self.children[meta.id] = Operation(self.places, meta, self.settings, kind=kind)
+        op.meta = meta
+        return op
+
     def _end_writing(self) -> None:
         """The operation is over: unregister it, then finish the deletes in its table's key
         space that waited for it (when no other operation writes there any more). Best effort:
         what is left stays pending for the next writer, open or check(fix=True)."""
+        children, self.children = list(self.children.values()), {}
+        for c in children:
+            c._end_writing()
         if self.writer is None:
             return
         writer, self.writer = self.writer, None
@@ -189,13 +223,19 @@ class Operation:
         old files. Its own changes sit in a savepoint, so even inside an enclosing transaction a
         failure takes back exactly its rows before its files are undone."""
         db = self.db
+        if not db.in_write_transaction():
+            for hook in _dependents:  # their destinations recorded before any file lands
+                hook.prepare(self)
         with db.transaction() as after:
             self._after = after
             try:
                 with db.savepoint():
                     if recheck is not None:
                         recheck(self.meta)
-                    yield self
+                    with contextlib.ExitStack() as stack:
+                        for hook in _dependents:  # dependents follow in the same commit
+                            stack.enter_context(hook.maintaining(self))
+                        yield self
                     self.make_durable()
             finally:
                 self._after = None
@@ -249,6 +289,8 @@ class Operation:
         created, self.created = self.created, []
         self.local = []  # nothing of what failed will be committed: nothing to sync either
         self._delete_unnamed(created)
+        for c in self.children.values():
+            c.undo()
 
     def _delete_unnamed(self, uris: list[str]) -> None:
         """Through the one delete gate (:func:`delete_unreferenced`), under the write lock. The

@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "pxlite.iterators": 4,
     "pxlite.plan": 5, "pxlite.writes": 5, "pxlite.queryplan": 5,
     "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6, "pxlite.jobs": 6,
-    "pxlite.query": 6, "pxlite.queryrun": 6, "pxlite.io.keys": 6,
+    "pxlite.query": 6, "pxlite.queryrun": 6, "pxlite.io.keys": 6, "pxlite.views": 6,
     "pxlite.table": 7, "pxlite.maintenance": 7,
     # io: imports and exports use tables as a user does (create_table, insert, queries);
     # primary keys and batch_update (io.keys) sit below the table facade that delegates to them
