@@ -84,7 +84,7 @@ MIGRATIONS: dict[int, str] = {
     ) STRICT;
     """,
     5: """
-    CREATE TABLE px_views (
+    CREATE TABLE IF NOT EXISTS px_views (
         table_id  INTEGER PRIMARY KEY REFERENCES px_tables(id) ON DELETE CASCADE,
         base_id   INTEGER NOT NULL REFERENCES px_tables(id),
         predicate TEXT,
@@ -92,7 +92,7 @@ MIGRATIONS: dict[int, str] = {
         options   TEXT NOT NULL DEFAULT '{}',
         built     INTEGER NOT NULL DEFAULT 0
     ) STRICT;
-    CREATE INDEX px_views_base ON px_views(base_id);
+    CREATE INDEX IF NOT EXISTS px_views_base ON px_views(base_id);
     """,
 }
 

@@ -334,16 +334,17 @@ def _follow_filtered(op: writes.Operation, view: View, ch: Changes, again: set[i
         added = flt.passing(db, new, _resolver(op))
         rows.insert_members(op, view, added)
     present: set[int] = set()
+    if ch.updated:
+        present = {r[0] for r in db.query(*_select_ids(view, sorted(ch.updated)))}
     if again:
-        present = {r[0] for r in db.query(*_select_ids(view, sorted(again)))}
         keep = set(flt.passing(db, Rows.ids(sorted(again)), _resolver(op)))
-        gone = sorted(present - keep)
+        gone = sorted((present & again) - keep)
         if gone:
             rows.delete_rows(op, view, Rows.ids(gone))
         came = sorted(keep - present)
         rows.insert_members(op, view, came)
         added += came
-        present &= keep
+        present -= set(gone)
     rows.compute_new(op, view, sorted(added))
     _recompute_changed(op, view, {r: c for r, c in ch.updated.items() if r in present},
                        Rows.ids)

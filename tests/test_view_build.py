@@ -1,0 +1,186 @@
+"""Building a view over existing rows is a resumable long operation: brief commits, a killed or
+interrupted build resumes with the base rows still missing (the files of the lost batch swept),
+base rows written meanwhile end up right, and a view being built is not read."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import pxlite as pxl
+from pxlite import catalog
+from pxlite.errors import NotFoundError
+from pxlite.functions.video import frame_iterator
+from pxlite.views import build as view_build
+from tools.mediagen import frame_number, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 8  # videos
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    d = tmp_path_factory.mktemp("clips")
+    return [write_video(d / f"c{i}.mp4", 20 + 2 * i, fps=10, gop=10, start=3 * i)
+            for i in range(N)]
+
+
+def _expected(clips: list[Path]) -> list[int]:
+    out = []
+    for c in clips:
+        with frame_iterator(str(c), fps=2) as it:
+            out += [r["pos_frame"] for r in it]
+    return out
+
+
+def _base(tmp_path: Path, clips: list[Path]) -> Path:
+    path = tmp_path / "b.pxl"
+    with pxl.connect(path) as db:
+        t = db.create_table("videos", {"video": pxl.Video, "k": pxl.Int})
+        t.insert([{"video": str(c), "k": i} for i, c in enumerate(clips)])
+    return path
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path[:0] = [{root!r}]
+    import pxlite as pxl
+    from pxlite.functions.video import frame_iterator
+    from pxlite.iterators import video
+    real = video.FrameIterator._rows
+    def slow(self):
+        for row in real(self):
+            time.sleep({sleep})
+            yield row
+    video.FrameIterator._rows = slow
+    db = pxl.connect(sys.argv[1])
+    t = db.get_table("videos")
+    print("started", flush=True)
+    try:
+        f = db.create_view("frames", t, iterator=frame_iterator(t.video, fps=2))
+        print("done", f.count(), flush=True)
+    except KeyboardInterrupt as e:
+        print("interrupted:", e, flush=True)
+        sys.exit(3)
+""")
+
+
+def _child(tmp_path: Path, db_path: Path, sleep: float) -> subprocess.Popen:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(root=str(ROOT), sleep=sleep))
+    return subprocess.Popen([sys.executable, str(script), str(db_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PXLITE_HOME": str(tmp_path / "home")})
+
+
+def _wait_for_progress(db_path: Path, at_least: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with pxl.connect(db_path) as db:
+            jobs = [j for j in catalog.jobs(db.db) if j.kind == "create_view"]
+            if jobs and jobs[0].done_rows >= at_least:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"the build did not commit {at_least} base rows in {timeout} s")
+
+
+def test_a_killed_build_resumes_with_the_missing_rows(tmp_path, clips):
+    db_path = _base(tmp_path, clips)
+    child = _child(tmp_path, db_path, sleep=0.08)
+    _wait_for_progress(db_path, 2)
+    child.kill()
+    child.communicate(timeout=30)
+    with pxl.connect(db_path) as db:
+        f = db.get_table("frames")
+        job = next(j for j in catalog.jobs(db.db) if j.kind == "create_view")
+        assert 2 <= job.done_rows < N
+        with pytest.raises(NotFoundError, match=r"is being built \(\d+/8 base rows done\); "
+                                                "run the same create_view again"):
+            f.select(f.pos).collect()
+        with pytest.raises(NotFoundError, match="being built"):
+            f.count()
+        assert "being built" in repr(f)
+        t = db.get_table("videos")
+        with pytest.raises(NotFoundError, match="is being built"):
+            db.create_view("of_frames", f)
+        with pytest.raises(pxl.AlreadyExistsError, match="another definition"):
+            db.create_view("frames", t, iterator=frame_iterator(t.video, fps=1))
+        done = job.done_rows
+        f = db.create_view("frames", t, iterator=frame_iterator(t.video, fps=2))  # the same call
+        assert f.select(f.pos_frame).collect()["pos_frame"] == _expected(clips)
+        assert [frame_number(i) for i in f.select(f.frame).collect()["frame"]] == _expected(clips)
+        assert not [j for j in catalog.jobs(db.db) if j.kind == "create_view"]
+        assert db.check().ok  # the files of the batch the kill lost were swept
+        assert done < N
+
+
+def test_ctrl_c_stops_after_the_batch_and_the_same_call_resumes(tmp_path, clips):
+    db_path = _base(tmp_path, clips)
+    child = _child(tmp_path, db_path, sleep=0.05)
+    _wait_for_progress(db_path, 2)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 3, (out, err)
+    assert "run the same create_view again" in out
+    with pxl.connect(db_path) as db:
+        t = db.get_table("videos")
+        f = db.create_view("frames", t, iterator=frame_iterator(t.video, fps=2))
+        assert f.select(f.pos_frame).collect()["pos_frame"] == _expected(clips)
+        assert db.check().ok
+
+
+def test_base_rows_written_while_the_view_is_built(tmp_path, clips, monkeypatch):
+    db_path = _base(tmp_path, clips)
+    monkeypatch.setattr(view_build, "BATCH_SECONDS", 0.0)  # a batch of 2 (the cores) each
+    real = view_build._Maker._make
+    calls = []
+
+    def make(self, ids):
+        made = real(self, ids)
+        calls.append(ids)
+        if len(calls) == 2:  # the second batch is made: another program writes meanwhile
+            with pxl.connect(db_path) as other:
+                base = other.get_table("videos")
+                base.update({"video": str(clips[0])}, where=base.k == ids[0] - 1)  # in it
+                base.delete(where=base.k == ids[1] - 1)                         # in it
+                base.update({"video": str(clips[7])}, where=base.k == 0)  # done already
+                base.insert([{"video": str(clips[1]), "k": 100}])         # not read yet
+        return made
+
+    monkeypatch.setattr(view_build._Maker, "_make", make)
+    with pxl.connect(db_path) as db:
+        t = db.get_table("videos")
+        f = db.create_view("frames", t, iterator=frame_iterator(t.video, fps=2))
+        expected = []
+        for row in t.select(t.video).collect():
+            with frame_iterator(row["video"], fps=2) as it:
+                expected += [r["pos_frame"] for r in it]
+        assert f.select(f.pos_frame).collect()["pos_frame"] == expected
+        assert f.count() == len(expected) and db.check().ok
+
+
+def test_a_filtered_view_over_many_rows_commits_in_chunks(db, monkeypatch):
+    monkeypatch.setattr(view_build, "SQL_CHUNK", 1000)
+    t = db.create_table("t", {"n": pxl.Int})
+    for start in range(0, 10_000, 5_000):
+        t.insert([{"n": i} for i in range(start, start + 5_000)])
+    commits = []
+    real = view_build.catalog.advance_job
+
+    def advance(db_, job, upto, rows):
+        commits.append(rows)
+        return real(db_, job, upto, rows)
+
+    monkeypatch.setattr(view_build.catalog, "advance_job", advance)
+    v = db.create_view("even", t.where(t.n % 2 == 0))  # % runs in Python
+    w = db.create_view("big", t.where(t.n >= 2500))     # in SQL: one statement per chunk
+    assert v.count() == 5000 and w.count() == 7500
+    assert len(commits) > 10 and max(commits) <= 1024  # brief commits, each at most so big
+    assert t.list_views() == ["even", "big"]  # in the order they were made
