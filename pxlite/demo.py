@@ -16,11 +16,37 @@ from pathlib import Path
 import pxlite as pxl
 
 from .display import short_url
+from .functions.video import frame_iterator
 from .imagegen import make_image, write_images
 
 
 def _say(title: str) -> None:
     print(f"\n== {title}")
+
+
+def _frames(db: pxl.Connection, folder: Path) -> None:
+    """A frame view over a generated video (with the ``pxlite[video]`` extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("av") is None:
+        print("(a frame view needs PyAV: pip install 'pxlite[video]')")
+        return
+    import av
+
+    path = folder / "clip.mp4"
+    with av.open(str(path), "w") as out:  # 3 seconds at 10 frames a second
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for k in range(30):
+            frame = av.VideoFrame.from_image(make_image(k, (320, 240)))
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    _say("a frame view: the video decoded once, each picked frame stored once")
+    db.drop_table("demo.videos", force=True, if_not_exists="ignore")
+    videos = db.create_table("demo.videos", {"video": pxl.Video})
+    videos.insert([{"video": str(path)}])
+    frames = db.create_view("demo.frames", videos, iterator=frame_iterator(videos.video, fps=1))
+    print(frames.select(frames.pos, frames.pos_msec, frames.frame.fileurl).collect())
 
 
 def run_demo(folder: Path | None = None, n: int = 6) -> Path:
@@ -36,8 +62,8 @@ def run_demo(folder: Path | None = None, n: int = 6) -> Path:
     db = pxl.connect(db_path)
     print(f"database: {db.path}\nmedia folder: {db.media_dir}")
     db.create_dir("demo", if_exists="ignore")
-    t = db.create_table("demo.media", {"image": pxl.Image, "label": pxl.String},
-                        if_exists="replace")
+    db.drop_table("demo.media", force=True, if_not_exists="ignore")  # and its views
+    t = db.create_table("demo.media", {"image": pxl.Image, "label": pxl.String})
 
     _say("insert: local paths (stored as references), a PIL image and PNG bytes (stored as files)")
     print(t.insert([{"image": p, "label": f"photo {i}"} for i, p in enumerate(photos[:-1])]))
@@ -77,11 +103,18 @@ def run_demo(folder: Path | None = None, n: int = 6) -> Path:
     print(t.select(t.label, t.width, t.height, thumb_path=t.thumb.localpath)
           .where(t.width > 400).order_by(t.label).limit(3).collect())
 
+    _say("a view: the wide photos, with a column of its own, kept in step with the table")
+    wide = db.create_view("demo.wide", t.where(t.width > 400))
+    print(wide.add_computed_column(tiny=wide.image.thumbnail((32, 32))))
+    print(f"{wide.count()} wide photos of {t.count()}; views of demo.media: {t.list_views()}")
+    _frames(db, folder)
+
     _say("update one input: its computed files are rewritten, the old ones removed")
     print(t.update({"image": make_image(12345, (640, 480))}, where=t.label == "generated"))
     _say("delete a row: files pxlite wrote for it are removed, your originals are kept")
     print(t.delete(where=t.label == "png bytes"))
     print(f"originals still there: {all(p.exists() for p in photos)}")
+    print(f"the view followed: {wide.count()} wide photos of {t.count()}")
 
     _say("check: catalog vs files, both ways")
     print(db.check())
