@@ -127,10 +127,20 @@ class TableMeta:
     #: Every uid the table has had, the current one first (files written under an earlier uid,
     #: before this database took a new identity, are still the table's).
     uids: tuple[str, ...] = ()
+    #: A read-only view of one version (time travel, snapshots: pxlite/versions.py): its number
+    #: and the name of the temporary view holding its rows (None: the table as it is now).
+    version: int | None = None
+    view: str | None = None
 
     @property
     def sql(self) -> str:
-        return f"t_{self.id}"
+        """The SQL name of its rows: the data table ``t_<id>``, or a version's view."""
+        return self.view or f"t_{self.id}"
+
+    @property
+    def log_sql(self) -> str:
+        """The SQL name of its undo log (pxlite/versions.py): ``h_<id>``."""
+        return f"h_{self.id}"
 
     @property
     def name(self) -> str:
@@ -173,11 +183,13 @@ def _dir_id(db: Database, path: str | None, for_what: str) -> int | None:
 
 
 def path_kind(db: Database, path: str) -> str | None:
-    """'directory', 'table' or None for a dotted path."""
+    """'directory', 'table', 'snapshot' or None for a dotted path."""
     if db.query("SELECT 1 FROM px_dirs WHERE path = ?", (path,)):
         return "directory"
     if db.query("SELECT 1 FROM px_tables WHERE path = ?", (path,)):
         return "table"
+    if db.query("SELECT 1 FROM px_snapshots WHERE path = ?", (path,)):
+        return "snapshot"
     return None
 
 
@@ -196,12 +208,14 @@ def list_dirs(db: Database) -> list[str]:
 
 
 def dir_contents(db: Database, path: str) -> tuple[list[str], list[str]]:
-    """(sub-directories, tables) directly or indirectly below ``path``."""
+    """(sub-directories, tables and snapshots) directly or indirectly below ``path``."""
     like = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
     dirs = [r[0] for r in db.query(
         "SELECT path FROM px_dirs WHERE path LIKE ? ESCAPE '\\' ORDER BY path", (like,))]
     tables = [r[0] for r in db.query(
-        "SELECT path FROM px_tables WHERE path LIKE ? ESCAPE '\\' ORDER BY path", (like,))]
+        "SELECT path FROM px_tables WHERE path LIKE ? ESCAPE '\\' UNION "
+        "SELECT path FROM px_snapshots WHERE path LIKE ? ESCAPE '\\' ORDER BY path",
+        (like, like))]
     return dirs, tables
 
 
@@ -238,6 +252,9 @@ def load_table(db: Database, path: str) -> TableMeta:
     if not rows:
         if db.query("SELECT 1 FROM px_dirs WHERE path = ?", (path,)):
             raise NotFoundError(f"{path!r} is a directory, not a table")
+        if db.query("SELECT 1 FROM px_snapshots WHERE path = ?", (path,)):
+            raise NotFoundError(f"{path!r} is a snapshot (a read-only version of a table), not "
+                                "a table; read it through get_table()")
         raise NotFoundError(f"table {_short(path)} does not exist; "
                             f"{did_you_mean(path, list_tables(db))}"
                             "list_tables() shows the tables there are")
@@ -260,25 +277,57 @@ def live_tables(db: Database) -> list[TableMeta]:
     return [load_table(db, r[0]) for r in db.query("SELECT path FROM px_tables ORDER BY path")]
 
 
+def dropped_columns(db: Database, table_id: int) -> list[ColumnMeta]:
+    """The columns dropped from a versioned table whose SQL columns (and files) are kept while
+    a retained version names them (pxlite/versions.py)."""
+    out = []
+    for (text,) in db.query("SELECT meta FROM px_dropped_columns WHERE table_id = ? "
+                            "ORDER BY col_id", (table_id,)):
+        d = json.loads(text)
+        out.append(ColumnMeta(d["col_id"], d["name"], d["position"], parse_type(d["type"]),
+                              d.get("expr"), d.get("destination"), d.get("format"),
+                              d.get("on_error", "abort"), False, bool(d.get("stored", True))))
+    return out
+
+
+def sql_columns(db: Database, sql_table: str) -> list[str]:
+    """The SQL columns of a data table or undo log as they are in the file (none if absent)."""
+    return [r[0] for r in db.query("SELECT name FROM pragma_table_info(?)", (sql_table,))]
+
+
+def media_cells(db: Database, meta: TableMeta) -> list[tuple[str, str]]:
+    """Every ``(SQL table, SQL column)`` whose cells may name a file of ``meta``: its media
+    columns and those dropped but kept for its versions, in its data table and in its undo log
+    (the state of rows before each retained version)."""
+    cols = [c.sql for c in meta.media_columns if c.stored]
+    cols += [c.sql for c in dropped_columns(db, meta.id) if c.type.is_media and c.stored]
+    out = [(meta.sql, c) for c in cols]
+    in_log = set(sql_columns(db, meta.log_sql))
+    return out + [(meta.log_sql, c) for c in cols if c in in_log]
+
+
 def named_by_rows(db: Database, uris: Iterable[str]) -> set[str]:
-    """Which of ``uris`` a row of any table's media column names (one scan per media column;
-    a file pxlite wrote for one table may be referenced by another table's row)."""
+    """Which of ``uris`` a row of any table's media column names, now or in a retained version
+    (one scan per media column; a file pxlite wrote for one table may be referenced by
+    another table's row)."""
     wanted = sorted(set(uris))
     if not wanted:
         return set()
     arg = json.dumps(wanted)
     named: set[str] = set()
     for meta in live_tables(db):
-        for c in meta.media_columns:
+        for sql_table, sql_col in media_cells(db, meta):
             named |= {r[0] for r in db.query(
-                f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
+                f"SELECT DISTINCT {sql_col} FROM {sql_table} WHERE {sql_col} IN "
                 "(SELECT value FROM json_each(?))", (arg,))}
     return named
 
 
 def list_tables(db: Database, under: str | None = None) -> list[str]:
+    """The tables and snapshots (of a directory and its subdirectories)."""
     if under is None:
-        return [r[0] for r in db.query("SELECT path FROM px_tables ORDER BY path")]
+        return [r[0] for r in db.query("SELECT path FROM px_tables UNION "
+                                       "SELECT path FROM px_snapshots ORDER BY path")]
     return dir_contents(db, under)[1]
 
 
@@ -298,9 +347,46 @@ def new_table_uids(db: Database) -> None:
 
 
 def drop_table_rows(db: Database, meta: TableMeta) -> None:
-    """Remove a table's data table and catalog rows (inside the caller's tx)."""
+    """Remove a table's data table, undo log and catalog rows (its versions and snapshots go
+    with them; inside the caller's tx)."""
     db.execute(f"DROP TABLE IF EXISTS {meta.sql}")
+    db.execute(f"DROP TABLE IF EXISTS {meta.log_sql}")
     db.execute("DELETE FROM px_tables WHERE id = ?", (meta.id,))
+
+
+# ---- snapshots ---------------------------------------------------------------------------------
+def create_snapshot(db: Database, path: str, table_id: int, version: int) -> None:
+    """Record a snapshot: ``path`` names ``version`` of table ``table_id`` (caller's tx)."""
+    check_path(path, "snapshot")
+    kind = path_kind(db, path)
+    if kind is not None:
+        raise AlreadyExistsError(f"a {kind} named {path!r} exists already; pass "
+                                 "if_exists='ignore' or 'replace'")
+    dir_id = _dir_id(db, _parent(path), path)
+    db.execute("INSERT INTO px_snapshots(path, dir_id, table_id, version, created_at) "
+               "VALUES (?, ?, ?, ?, ?)", (path, dir_id, table_id, version, time.time()))
+
+
+def load_snapshot(db: Database, path: str) -> tuple[str, int]:
+    """The table path and version a snapshot names (NotFoundError when there is none)."""
+    rows = db.query("SELECT t.path, s.version FROM px_snapshots AS s JOIN px_tables AS t ON "
+                    "t.id = s.table_id WHERE s.path = ?", (path,))
+    if not rows:
+        raise NotFoundError(f"snapshot {_short(path)} does not exist; "
+                            f"{did_you_mean(path, list_tables(db))}"
+                            "list_tables() shows the tables and snapshots there are")
+    return rows[0][0], rows[0][1]
+
+
+def snapshots_of(db: Database, table_id: int) -> list[tuple[str, int]]:
+    """The snapshots of a table: ``(path, version)``, oldest version first."""
+    return [(r[0], r[1]) for r in db.query(
+        "SELECT path, version FROM px_snapshots WHERE table_id = ? ORDER BY version, path",
+        (table_id,))]
+
+
+def drop_snapshot_row(db: Database, path: str) -> None:
+    db.execute("DELETE FROM px_snapshots WHERE path = ?", (path,))
 
 
 # ---- columns ---------------------------------------------------------------------------------

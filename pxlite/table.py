@@ -15,7 +15,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, display, executors, jobs, maintenance, media, plan, storage, writes
+from . import (
+    catalog,
+    display,
+    executors,
+    history,
+    jobs,
+    maintenance,
+    media,
+    plan,
+    storage,
+    versions,
+    writes,
+)
 from .catalog import ColumnMeta, TableMeta
 from .compute import Computation, compute_rows, workers
 from .errors import (
@@ -478,6 +490,41 @@ class Table:
             col = op.meta.column(old)
             catalog.rename_column(self._conn.db, op.meta, col, check_column_name(new))
 
+    # ---- versions (the undo log: versions.py; what a user asks of it: history.py) -------------
+    def get_versions(self, n: int | None = None) -> list[versions.VersionMetadata]:
+        """The kept versions of the table, most recent first (at most ``n``): each a dict of
+        version, created_at, kind, change_type, inserts, updates, deletes, schema_change and
+        reverted_to."""
+        return history.get_versions(self._conn.db, self._meta(), n)
+
+    def history(self, n: int | None = None) -> Any:
+        """:meth:`get_versions` as a readable table (a DataFrame when pandas is installed)."""
+        return history.history_table(self._conn.db, self._meta(), n)
+
+    def get_metadata(self) -> dict[str, Any]:
+        """The table's name, path, kind, columns, whether it is versioned, and its current
+        ``version`` (None when created with ``versioned=False``) and when that was made."""
+        with self._conn.db.read():
+            meta = self._meta()
+            found = history.get_versions(self._conn.db, meta, 1)
+        return {"name": self.name, "path": self.path, "kind": "table", "base": None,
+                "columns": [c.name for c in meta.columns if not c.pending],
+                "is_data_versioned": bool(found), "is_snapshot": False,
+                "version": found[0]["version"] if found else None,
+                "version_created": found[0]["created_at"] if found else None}
+
+    def revert(self, to: int | None = None) -> UpdateStatus:
+        """Undo changes. ``revert()`` goes back to the version before the latest change (again:
+        the one before that, as Pixeltable's); ``revert(to=N)`` to any kept version, forward
+        too. One transaction, recorded as a new version (so it can be reverted); rows, columns
+        and the files they name come back as they were."""
+        return history.revert(self._conn.places, self._meta(), to)
+
+    def set_version_retention(self, days: float | None = None, count: int | None = None) -> None:
+        """Keep this table's versions ``days`` days and/or at most ``count`` of them (None: the
+        database's version_retention_days / version_retention_count); prunes at once."""
+        history.set_retention(self._conn.places, self._meta(), days, count)
+
     # ---- queries -------------------------------------------------------------------------------
     def select(self, *exprs: Any, **named: Any) -> Query:
         return Query(self).select(*exprs, **named)
@@ -542,7 +589,7 @@ class Table:
                 _bad_keys(self._path, i, row.keys() - known, {c.name for c in computed}, known)
 
         insert_sql = plan.insert(meta, inputs)
-        next_rowid = f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}"
+        next_rowid = plan.next_rowid(meta)
         computed_errors = 0
         with writes.Operation(self._conn.places, meta, kind="insert") as op:
             op.prepare_for(meta.columns)

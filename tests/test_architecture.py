@@ -22,9 +22,10 @@ LAYERS: dict[str, int] = {
     "pxlite.imagegen": 3,
     "pxlite.display": 3,
     "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.functions": 4, "pxlite.iterators": 4,
-    "pxlite.plan": 5, "pxlite.writes": 5,
+    "pxlite.plan": 5, "pxlite.writes": 5, "pxlite.versions": 5,
     "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6, "pxlite.jobs": 6,
-    "pxlite.table": 7, "pxlite.maintenance": 7,
+    "pxlite.history": 6, "pxlite.backup": 6,
+    "pxlite.table": 7, "pxlite.maintenance": 7, "pxlite.snapshots": 7,
     "pxlite.connection": 8, "pxlite": 8, "pxlite.cli": 8, "pxlite.demo": 8,
 }
 #: The one tolerated cycle: expressions build calls of UDFs, UDFs and functions build
