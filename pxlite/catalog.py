@@ -407,11 +407,18 @@ def add_column(
     if any(c.name == name for c in meta.columns):
         raise AlreadyExistsError(f"table {meta.path!r} already has a column named {name!r}")
     # Each column is three SQL columns (value, errortype, errormsg) beside the rowid.
-    limit = (db.max_columns() - 1) // 3
-    if len(meta.columns) >= limit:
-        raise SchemaError(f"table {meta.path!r} has {len(meta.columns)} columns, the most a table "
-                          f"can have here ({limit}: SQLite allows {db.max_columns()} SQL columns, "
-                          "each pxlite column takes 3); split the data over several tables")
+    # Its undo log (pxlite/versions.py) has the same columns plus _v and _op; columns dropped
+    # but kept for the table's versions still take their place.
+    limit = (db.max_columns() - 3) // 3
+    used = max(len(meta.columns), (len(sql_columns(db, meta.sql)) - 1) // 3)
+    if used >= limit:
+        hidden = used - len(meta.columns)
+        raise SchemaError(
+            f"table {meta.path!r} has {len(meta.columns)} columns"
+            + (f" and {hidden} dropped ones its kept versions still name" if hidden else "")
+            + f", the most a table can have here ({limit}: SQLite allows {db.max_columns()} SQL "
+            "columns, each pxlite column takes 3); split the data over several tables"
+            + (" (or prune its versions)" if hidden else ""))
     col_id = db.query("SELECT next_col_id FROM px_tables WHERE id = ?", (meta.id,))[0][0]
     position = max((c.position for c in meta.columns), default=-1) + 1
     col = ColumnMeta(col_id, name, position, ctype, expr, destination, format, on_error, pending,

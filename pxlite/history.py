@@ -34,7 +34,7 @@ def revert(places: Places, meta: TableMeta, to: int | None = None) -> UpdateStat
     if not versions.is_versioned(db, meta.id):
         raise VersionError(f"table {meta.path!r} was created with versioned=False: it keeps no "
                            "earlier versions to revert to")
-    with writes.operation(places, meta, kind="revert",
+    with writes.operation(places, meta, kind="revert", capture="statements",
                           recheck=lambda m: writes.current_table(db, m)) as op:
         current = writes.current_table(db, op.meta)
         _settle_jobs(db, current)

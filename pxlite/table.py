@@ -591,7 +591,7 @@ class Table:
         insert_sql = plan.insert(meta, inputs)
         next_rowid = plan.next_rowid(meta)
         computed_errors = 0
-        with writes.Operation(self._conn.places, meta, kind="insert") as op:
+        with writes.Operation(self._conn.places, meta, kind="insert", capture="new_rows") as op:
             op.prepare_for(meta.columns)
             media_input = MediaInput(op)
             conv = RowConverter(self._path, inputs, [_converter(c, media_input) for c in inputs],
@@ -713,7 +713,8 @@ class Table:
         db = self._conn.db
         errors = 0
         with writes.operation(self._conn.places, meta, recheck=self._recheck, kind="update",
-                              columns=[c for c, _ in targets] + dependents) as op:
+                              columns=[c for c, _ in targets] + dependents,
+                              capture="statements") as op:
             # Under the lock: a computed column another connection completed since ``meta``
             # was loaded depends on these inputs too.
             current = writes.current_columns(db, meta)
@@ -756,6 +757,7 @@ class Table:
                     if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
                         replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
                 batch.append([*params, rowid])
+            versions.capture_rows(db, meta, Rows.ids(rowids))  # their versions' old images
             db.executemany(plan.update_cells(meta, [c for c, _ in targets]), batch)
             for col_id, uris in replaced.items():
                 op.release(col_id, uris)
@@ -773,11 +775,10 @@ class Table:
         meta = self._meta()
         db = self._conn.db
         with writes.operation(self._conn.places, meta, recheck=self._recheck,
-                              kind="delete") as op:
+                              kind="delete", capture="statements") as op:
             rows = self._rows(meta, where)
             uris = {c.col_id: writes.named_files(db, meta, c, rows) for c in meta.media_columns}
-            db.execute(*plan.delete(meta, rows))
-            n = db.changes()
+            n = versions.delete_rows(db, meta, rows)  # (their old images kept for versions)
             for col_id, lst in uris.items():
                 op.release(col_id, lst)
         return UpdateStatus("Deleted", n, 0, time.perf_counter() - t0)

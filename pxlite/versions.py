@@ -57,6 +57,7 @@ from . import catalog
 from .catalog import ColumnMeta, TableMeta
 from .db import Database
 from .errors import DatabaseError, NotFoundError, SchemaError, VersionError
+from .plan import Rows
 from .types import parse_type
 
 #: A high-water mark no rowid reaches (a baseline made by a migration before its first write).
@@ -278,28 +279,34 @@ def _sync_log(db: Database, meta: TableMeta) -> None:
 def _disarm(db: Database, table_id: int) -> None:
     db.execute(f"DROP TRIGGER IF EXISTS temp.pxv_d_{int(table_id)}")
     db.execute(f"DROP TRIGGER IF EXISTS temp.pxv_u_{int(table_id)}")
+    db.execute(f"DROP TRIGGER IF EXISTS temp.pxv_i_{int(table_id)}")
 
 
 def _arm(db: Database, meta: TableMeta, version: int, high_water: int) -> None:
     """Capture the changes of ``version``: the first old image of each row that existed before
-    it (rowid <= ``high_water``) and is updated (a complete column) or deleted."""
+    it (rowid <= ``high_water``) and is updated (a complete column) or deleted. The image's
+    ``_op`` says what became of the row, so the version's counts need no lookup: 'u' updated,
+    'd' deleted (also after an update), 'r' deleted and inserted again (a replace, a revert)."""
     _disarm(db, meta.id)
     sql_cols = [n for n, _ in _physical(db, meta.sql)]
     names = "".join(f", {c}" for c in sql_cols)
     olds = "".join(f", OLD.{c}" for c in sql_cols)
-
-    def capture(op: str) -> str:
-        return (f"WHEN OLD._rowid <= {int(high_water)} BEGIN INSERT OR IGNORE INTO "
-                f"{meta.log_sql}(_v, _rowid, _op{names}) VALUES ({int(version)}, OLD._rowid, "
-                + ("'d'" if op == "d" else "'u'") + f"{olds}); END")
-
-    db.execute(f"CREATE TEMP TRIGGER pxv_d_{int(meta.id)} BEFORE DELETE ON main.{meta.sql} "
-               + capture("d"))
+    # (followed by the op letter and the old values)
+    capture = (f"INSERT INTO {meta.log_sql}(_v, _rowid, _op{names}) VALUES ({int(version)}, "
+               "OLD._rowid, ")
+    db.execute(f"CREATE TEMP TRIGGER pxv_d_{int(meta.id)} BEFORE DELETE ON main.{meta.sql} WHEN "
+               f"OLD._rowid <= {int(high_water)} BEGIN {capture}'d'{olds}) ON CONFLICT (_v, "
+               "_rowid) DO UPDATE SET _op = 'd' WHERE _op != 'i'; END")
+    db.execute(f"CREATE TEMP TRIGGER pxv_i_{int(meta.id)} AFTER INSERT ON main.{meta.sql} WHEN "
+               f"NEW._rowid <= {int(high_water)} BEGIN UPDATE {meta.log_sql} SET _op = 'r' "
+               f"WHERE _v = {int(version)} AND _rowid = NEW._rowid AND _op = 'd'; END")
     # Not the pending columns: the batches filling a column being added change nothing visible.
     watched = [s for c in meta.columns if not c.pending for s in (c.sql, c.sql_et, c.sql_em)]
     if watched:
         db.execute(f"CREATE TEMP TRIGGER pxv_u_{int(meta.id)} BEFORE UPDATE OF "
-                   f"{', '.join(watched)} ON main.{meta.sql} " + capture("u"))
+                   f"{', '.join(watched)} ON main.{meta.sql} WHEN OLD._rowid <= "
+                   f"{int(high_water)} BEGIN {capture}'u'{olds}) ON CONFLICT (_v, _rowid) DO "
+                   "NOTHING; END")
 
 
 # ---- a version in the making -------------------------------------------------------------------
@@ -307,14 +314,23 @@ class Log:
     """The version one write transaction is making of one table."""
 
     def __init__(self, meta: TableMeta, version: int, high_water: int, before: str,
-                 continuing: bool) -> None:
+                 continuing: bool, capture: str = "triggers") -> None:
         self.meta, self.version, self.high_water = meta, version, high_water
         self.before = before          # the previous version's columns (JSON)
         self.continuing = continuing  # the version was recorded by an earlier commit
+        self.capture = capture        # how old rows are captured (see CAPTURE)
         self.kind: str | None = None
         self.reverted_to: int | None = None
         self.state_of: int | None = None
 
+
+#: How a write operation's changes to existing rows reach the undo log: ``'triggers'`` (any
+#: statement: the generic way), ``'statements'`` (the operation calls :func:`capture_rows`
+#: before it updates rows and :func:`delete_rows` to delete them: one set-based copy instead of
+#: a trigger per row, which costs SQLite a second pass and the old row's columns for every row
+#: even when it records nothing), ``'new_rows'`` (the operation only inserts rows and changes
+#: those: nothing existed before it to capture).
+CAPTURE = ("triggers", "statements", "new_rows")
 
 #: The versions open in each connection's transaction, by table id.
 _OPEN: weakref.WeakKeyDictionary[Database, dict[int, Log]] = weakref.WeakKeyDictionary()
@@ -329,11 +345,13 @@ def open_log(db: Database, table_id: int) -> Log | None:
     return _OPEN.get(db, {}).get(table_id)
 
 
-def begin(db: Database, table_id: int, continuing: int | None = None) -> Log | None:
+def begin(db: Database, table_id: int, continuing: int | None = None,
+          capture: str = "triggers") -> Log | None:
     """Inside a write transaction, before anything changes: start the next version of a
     versioned table (or go on with ``continuing``, an operation's version committed in an
-    earlier batch, while no other version came after it). None for an unversioned or dropped
-    table, or when an enclosing operation already makes this table's version."""
+    earlier batch, while no other version came after it), capturing old rows as ``capture``
+    says (see CAPTURE). None for an unversioned or dropped table, or when an enclosing
+    operation already makes this table's version."""
     opened = _OPEN.setdefault(db, {})
     if table_id in opened or not is_versioned(db, table_id):
         return None
@@ -358,12 +376,55 @@ def begin(db: Database, table_id: int, continuing: int | None = None) -> Log | N
     if continuing is not None and continuing == last.version:
         prev = record(db, table_id, continuing - 1)
         log = Log(meta, continuing, prev.high_water if prev and prev.high_water is not None
-                  else last.high_water, prev.columns if prev else last.columns, True)
+                  else last.high_water, prev.columns if prev else last.columns, True, capture)
     else:
-        log = Log(meta, last.version + 1, last.high_water, last.columns, False)
-    _arm(db, meta, log.version, log.high_water)
+        log = Log(meta, last.version + 1, last.high_water, last.columns, False, capture)
+    if capture == "triggers":
+        _arm(db, meta, log.version, log.high_water)
     opened[table_id] = log
     return log
+
+
+def _image_columns(db: Database, meta: TableMeta) -> str:
+    return "".join(f", {c}" for c, _ in _physical(db, meta.sql))
+
+
+def capture_rows(db: Database, meta: TableMeta, rows: Rows) -> None:
+    """Inside an operation capturing its own rows (``'statements'``), before it updates
+    ``rows``: copy their old images into the undo log in one statement (the first image of a
+    row in a version wins)."""
+    log = open_log(db, meta.id)
+    if log is None or log.capture == "triggers":
+        return
+    names = _image_columns(db, meta)
+    cond, params = rows.condition()
+    db.execute(f"INSERT INTO {meta.log_sql}(_v, _rowid, _op{names}) SELECT {int(log.version)}, "
+               f"_rowid, 'u'{names} FROM {meta.sql} WHERE _rowid <= {int(log.high_water)} AND "
+               f"({cond}) ON CONFLICT (_v, _rowid) DO NOTHING", params)
+
+
+def delete_rows(db: Database, meta: TableMeta, rows: Rows) -> int:
+    """Delete ``rows`` (returns how many), their old images captured first when the
+    operation captures its own rows: one copy of the rows, then a delete by rowid."""
+    cond, params = rows.condition()
+    log = open_log(db, meta.id)
+    if log is None or log.capture == "triggers":
+        db.execute(f"DELETE FROM {meta.sql} WHERE {cond}", params)
+        return db.changes()
+    names = _image_columns(db, meta)
+    db.execute(f"INSERT INTO {meta.log_sql}(_v, _rowid, _op{names}) SELECT "
+               f"{int(log.version)}, _rowid, 'd'{names} FROM {meta.sql} WHERE _rowid <= "
+               f"{int(log.high_water)} AND ({cond}) ON CONFLICT (_v, _rowid) DO UPDATE SET "
+               "_op = 'd' WHERE _op != 'i'", params)
+    db.execute(f"DELETE FROM {meta.sql} WHERE _rowid IN (SELECT _rowid FROM {meta.log_sql} "
+               f"WHERE _v = {int(log.version)} AND _op = 'd')")
+    n = db.changes()
+    # and rows this version inserted (nothing to keep of them), if it inserted any
+    if db.query(f"SELECT 1 FROM {meta.sql} WHERE _rowid > {int(log.high_water)} LIMIT 1"):
+        db.execute(f"DELETE FROM {meta.sql} WHERE _rowid > {int(log.high_water)} AND ({cond})",
+                   params)
+        n += db.changes()
+    return n
 
 
 def abandon(db: Database, log: Log) -> None:
@@ -389,17 +450,17 @@ def finish(db: Database, log: Log, kind: str, days: float | None, count: int | N
     if not rows:
         return Finished(None, {})  # the operation dropped the table
     meta = catalog.load_table(db, rows[0][0])
-    _disarm(db, meta.id)
+    if log.capture == "triggers":
+        _disarm(db, meta.id)
     _sync_log(db, meta)
     v = log.version
     # One statement, reading only what changed: rows above the mark (inserted) and this
-    # version's images (updated if the row is still there, deleted if not; 'i': back again).
+    # version's images by what became of their rows (see _arm; 'i': a revert brought it back).
     inserted, top, back, updated, deleted = db.query(
         f"SELECT (SELECT count(*) FROM {meta.sql} WHERE _rowid > ?), (SELECT coalesce(max("
-        f"_rowid), 0) FROM {meta.sql}), coalesce(sum(_op = 'i' AND e), 0), coalesce(sum(_op "
-        f"!= 'i' AND e), 0), coalesce(sum(_op != 'i' AND NOT e), 0) FROM (SELECT _op, EXISTS "
-        f"(SELECT 1 FROM {meta.sql} AS d WHERE d._rowid = g._rowid) AS e FROM {meta.log_sql} "
-        "AS g WHERE _v = ?)", (log.high_water, v))[0]
+        f"_rowid), 0) FROM {meta.sql}), coalesce(sum(_op = 'i'), 0), coalesce(sum(_op IN "
+        f"('u', 'r')), 0), coalesce(sum(_op = 'd'), 0) FROM {meta.log_sql} WHERE _v = ?",
+        (log.high_water, v))[0]
     cols = _records(meta.columns)
     before = _parse(log.before)
     plain_kind, change = _schema_change(before, cols)
@@ -449,7 +510,8 @@ def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> list[Any]:
     catalog.drop_column(db, meta, col)
     if log is not None:
         _sync_log(db, meta)
-        _arm(db, meta, log.version, log.high_water)
+        if log.capture == "triggers":
+            _arm(db, meta, log.version, log.high_water)
     return logged
 
 
@@ -519,10 +581,10 @@ def _drop_views(db: Database, table_id: int) -> None:
     """Drop this connection's views of the table's versions (SQLite refuses to drop a column a
     view names; a view is made again when a version is read)."""
     prefix = f"pxv_{int(table_id)}_"
-    for (name,) in db.query("SELECT name FROM temp.sqlite_master WHERE type = 'view' AND "
-                            "substr(name, 1, ?) = ?", (len(prefix), prefix)):
-        if re.fullmatch(r"pxv_[0-9]+_[0-9]+_[0-9a-f]+", name):
-            db.execute(f"DROP VIEW IF EXISTS temp.{name}")
+    for (view_name,) in db.query("SELECT name FROM temp.sqlite_master WHERE type = 'view' AND "
+                                 "substr(name, 1, ?) = ?", (len(prefix), prefix)):
+        if re.fullmatch(r"pxv_[0-9]+_[0-9]+_[0-9a-f]+", view_name):
+            db.execute(f"DROP VIEW IF EXISTS temp.{view_name}")
 
 
 def _drop_sql_columns(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
@@ -601,9 +663,10 @@ def revert_target(db: Database, meta: TableMeta) -> int:
 
 
 def revert(db: Database, meta: TableMeta, target: int) -> None:
-    """Inside the write operation making this table's next version: bring its rows and columns
-    back to ``target`` (see :func:`state_sql`). The rows changed since are captured by the
-    triggers like any change, so the revert is itself a version that can be reverted."""
+    """Inside the write operation making this table's next version (capturing its own rows:
+    ``'statements'``): bring its rows and columns back to ``target`` (see :func:`state_sql`).
+    The rows it changes are captured like any change, so the revert is itself a version that
+    can be reverted. Set-based: its cost is the rows changed since ``target``."""
     log = open_log(db, meta.id)
     if log is None:
         raise VersionError(f"table {meta.path!r} was created with versioned=False: it keeps no "
@@ -623,19 +686,34 @@ def revert(db: Database, meta: TableMeta, target: int) -> None:
                            f"of column {lost[0]!r} are gone (internal error)")
     hw = EVERY_ROW if rec.high_water is None else rec.high_water
     v = log.version
-    names = "".join(f", {c}" for c, _ in _physical(db, meta.sql))
+    names = _image_columns(db, meta)
+    sql_cols = [c for c, _ in _physical(db, meta.sql)]
     # The earliest image after the target of each row changed since (before this version).
-    images = (f"SELECT _rowid, _op{names} FROM (SELECT min(_v) AS _v, _rowid, _op{names} FROM "
-              f"{meta.log_sql} WHERE _v > {int(target)} AND _v < {int(v)} GROUP BY _rowid) "
-              f"WHERE _op != 'i' AND _rowid <= {int(hw)}")
-    # Rows coming back that are not there now: marked as not existing before this version.
-    db.execute(f"INSERT OR IGNORE INTO {meta.log_sql}(_v, _rowid, _op) SELECT {int(v)}, _rowid, "
-               f"'i' FROM ({images}) WHERE _rowid NOT IN (SELECT _rowid FROM {meta.sql})")
-    # Every row changed since, and every row born after it, goes (the triggers keep its image).
-    db.execute(f"DELETE FROM {meta.sql} WHERE _rowid > {int(hw)}")
-    db.execute(f"DELETE FROM {meta.sql} WHERE _rowid IN (SELECT _rowid FROM {meta.log_sql} "
-               f"WHERE _v > {int(target)} AND _v < {int(v)})")
-    db.execute(f"INSERT INTO {meta.sql}(_rowid{names}) SELECT _rowid{names} FROM ({images})")
+    db.execute("DROP TABLE IF EXISTS temp.pxv_images")
+    db.execute(f"CREATE TEMP TABLE pxv_images (_rowid INTEGER PRIMARY KEY{names})")
+    db.execute(f"INSERT INTO temp.pxv_images(_rowid{names}) SELECT _rowid{names} FROM (SELECT "
+               f"min(_v) AS _v, _rowid, _op{names} FROM {meta.log_sql} WHERE _v > {int(target)} "
+               f"AND _v < {int(v)} GROUP BY _rowid) WHERE _op != 'i' AND _rowid <= {int(hw)}")
+    # Rows born after the target, or changed since and not there then: they go (their image
+    # kept by this version).
+    delete_rows(db, meta, Rows.matching(f"_rowid > {int(hw)}"))
+    delete_rows(db, meta, Rows.matching(
+        f"_rowid IN (SELECT _rowid FROM {meta.log_sql} WHERE _v > {int(target)} AND _v < "
+        f"{int(v)}) AND _rowid NOT IN (SELECT _rowid FROM temp.pxv_images)"))
+    # Rows there now that were different then: updated in place (their image kept).
+    capture_rows(db, meta, Rows.matching("_rowid IN (SELECT _rowid FROM temp.pxv_images)"))
+    if sql_cols:  # (a join would scan the table: a lookup per row it changes)
+        sql_names = ", ".join(sql_cols)
+        db.execute(f"UPDATE {meta.sql} SET ({sql_names}) = (SELECT {sql_names} FROM "
+                   f"temp.pxv_images AS i WHERE i._rowid = {meta.sql}._rowid) WHERE _rowid IN "
+                   "(SELECT _rowid FROM temp.pxv_images)")
+    # Rows deleted since: back, marked as not existing before this version.
+    db.execute(f"INSERT INTO {meta.log_sql}(_v, _rowid, _op) SELECT {int(v)}, _rowid, 'i' FROM "
+               f"temp.pxv_images WHERE _rowid NOT IN (SELECT _rowid FROM {meta.sql}) ON "
+               "CONFLICT (_v, _rowid) DO NOTHING")
+    db.execute(f"INSERT INTO {meta.sql}(_rowid{names}) SELECT _rowid{names} FROM "
+               f"temp.pxv_images WHERE _rowid NOT IN (SELECT _rowid FROM {meta.sql})")
+    db.execute("DROP TABLE temp.pxv_images")
     _restore_columns(db, meta, wanted, v)
     log.kind, log.reverted_to, log.state_of = "revert", target, rec.state_of
 

@@ -68,7 +68,7 @@ class Operation:
     it releases. Enter it with ``with``; a failure before its commit undoes its files."""
 
     def __init__(self, places: Places, meta: TableMeta, settings: Settings | None = None, *,
-                 kind: str = "write") -> None:
+                 kind: str = "write", capture: str = "triggers") -> None:
         if meta.version is not None:
             raise VersionError(
                 f"{meta.path}:{meta.version} is version {meta.version} of table {meta.path!r}, "
@@ -78,6 +78,8 @@ class Operation:
         if places.ensure():  # a copy opened while another process wrote: its uids are new now
             meta = catalog.load_table(self.db, meta.path)
         self.meta, self.kind = meta, kind
+        #: How its changes to existing rows reach the table's versions (versions.CAPTURE).
+        self.capture = capture
         self.settings = settings if settings is not None else places.settings()
         self.created: list[str] = []   # files this operation created (absolute URIs)
         self.local: list[str] = []     # every local file its rows will name (synced at commit)
@@ -209,7 +211,7 @@ class Operation:
                 with db.savepoint():
                     if recheck is not None:
                         recheck(self.meta)
-                    log = versions.begin(db, self.meta.id, self.version)
+                    log = versions.begin(db, self.meta.id, self.version, self.capture)
                     try:
                         yield self
                         if log is not None:
@@ -299,10 +301,10 @@ class Operation:
 def operation(places: Places, meta: TableMeta, *, prefixes: Iterable[str] = (),
               columns: Iterable[ColumnMeta] = (), settings: Settings | None = None,
               recheck: Callable[[TableMeta], object] | None = None,
-              kind: str = "write") -> Iterator[Operation]:
+              kind: str = "write", capture: str = "triggers") -> Iterator[Operation]:
     """One write operation: prepare the destinations (``prefixes``, and those ``columns``
     write to), then the write transaction (see :class:`Operation`)."""
-    with Operation(places, meta, settings, kind=kind) as op:
+    with Operation(places, meta, settings, kind=kind, capture=capture) as op:
         for p in prefixes:
             op.prepare(p)
         op.prepare_for(columns)

@@ -302,7 +302,7 @@ SQL_FRAGMENTS = {
     # versions: the undo log h_<id>, integers, (SQL table, SQL column) names from media_cells,
     # and the lists of c<id> names / OLD.c<id> built in the same function
     r"(meta|data)\.log_sql", r"data\.sql", r"int\([a-z_.]+\)", r"sql_(table|col)", r"olds",
-    r"images", r"', '\.join\(watched\)", r"sql_(name|type|cols)",
+    r"images", r"', '\.join\(watched\)", r"sql_(names?|type|cols)", r"capture", r"view_name",
 }
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WHERE|FROM|LIMIT|"
                         r"ORDER BY|SET|VALUES|IS NULL|IS NOT NULL|AND|OR|IN|CAST|AS REAL|ASC|DESC)"

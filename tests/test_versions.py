@@ -228,3 +228,16 @@ def test_a_database_from_before_versions_starts_with_a_baseline(tmp_path):
         t.revert(to=0)
         assert sorted(t.collect()["n"]) == [1, 2]
         assert db.check().ok
+
+
+def test_dropped_columns_kept_for_versions_count_toward_the_column_limit(vdb, monkeypatch):
+    monkeypatch.setattr(type(vdb.db), "max_columns", lambda self: 15)  # room for 4 columns
+    t = vdb.create_table("t", {"a": pxl.Int, "b": pxl.Int, "c": pxl.Int})
+    t.insert([{"a": 1, "b": 2, "c": 3}])
+    t.drop_column("c")  # hidden: version 1 names it
+    t.add_column(d=pxl.Int)
+    with pytest.raises(SchemaError, match="has 3 columns and 1 dropped ones its kept versions "
+                                          r"still name, the most .* \(4: .*prune its versions"):
+        t.add_column(e=pxl.Int)
+    t.update({"d": 4})  # the undo log holds every SQL column of the table, within the limit
+    assert vdb.get_table("t:1").collect().to_dicts() == [{"a": 1, "b": 2, "c": 3}]
