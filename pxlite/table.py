@@ -466,7 +466,8 @@ class Table:
 
     def drop_column(self, name: str | ColumnRef) -> None:
         """Drop a column (refused while a computed column depends on it); the files pxlite
-        wrote for it go too, unless another column or table still names them."""
+        wrote for it go too once no kept version names the column (``revert`` brings it
+        back until then), unless another column or table still names them."""
         name = self._name_of(name)
         with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
             meta, db = op.meta, self._conn.db
@@ -768,8 +769,9 @@ class Table:
 
     def delete(self, where: Expr | None = None) -> UpdateStatus:
         """Delete the rows ``where`` selects (a condition on the table's columns; every row
-        when called without it). Files pxlite wrote for them are removed after the commit,
-        never a user's referenced originals nor a file another row still names."""
+        when called without it). Files pxlite wrote for them are removed once no kept version
+        names them (at once for a table with ``versioned=False``), never a user's referenced
+        originals nor a file another row still names."""
         t0 = time.perf_counter()
         where = self._condition(where, "delete")
         meta = self._meta()

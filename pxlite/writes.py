@@ -252,8 +252,10 @@ class Operation:
         """Inside :meth:`committing`: drop a column of the table (``meta``: as loaded now, by
         default the operation's), then release the files its cells named."""
         meta = meta if meta is not None else self.meta
-        uris = named_files(self.db, meta, col)
-        uris += versions.drop_column(self.db, meta, col)  # hidden while a version names it
+        if versions.hides(self.db, meta, col):  # kept (cells and files) for the versions
+            versions.drop_column(self.db, meta, col)
+            return
+        uris = named_files(self.db, meta, col) + versions.drop_column(self.db, meta, col)
         self.release(col.col_id, uris)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
@@ -380,6 +382,9 @@ def deletes_held(places: Places, kind: str) -> Iterator[None]:
     must find every file a snapshot of the catalog names (a backup copying them). Afterwards
     the deletes that waited are finished (best effort: what is left stays pending)."""
     db = places.db
+    if db.read_only:  # nothing deletes files of a read-only database (its deletes are refused)
+        yield
+        return
     with db.transaction(durable=False):
         uids = sorted({u for m in catalog.live_tables(db) for u in (m.uids or (m.uid,))})
         held = [register_writer(db, u, kind) for u in uids]

@@ -171,3 +171,20 @@ def test_bad_backup_targets_are_refused(db, tmp_path):
         db.backup(42)  # type: ignore[arg-type]
     with pytest.raises(pxl.errors.PxliteError, match="if_exists"):
         db.backup(tmp_path / "c.pxl", if_exists="merge")
+
+
+def test_a_read_only_database_can_be_backed_up_and_read_in_time(tmp_path):
+    p = tmp_path / "ro.pxl"
+    with pxl.connect(p, config={"version_retention_days": 30}) as db:
+        _table(db, 2)
+    os.chmod(p, 0o444)
+    try:
+        with pxl.connect(p) as db:
+            assert db.db.read_only and db.get_table("t:1").count() == 2
+            assert db.backup(tmp_path / "b.pxl").num_rows == 4
+            with pytest.raises(DatabaseError, match="read-only"):
+                db.get_table("t").revert()
+        with pxl.connect(tmp_path / "b.pxl") as b:
+            assert b.get_table("t").count() == 2 and b.check().ok
+    finally:
+        os.chmod(p, 0o644)

@@ -56,12 +56,18 @@ def _table(conn, target):
     return t
 
 
-@pytest.mark.parametrize("storage_target", ["local", "s3"], indirect=True)
-def test_reverting_a_delete_brings_rows_and_files_back_byte_identical(storage_target,
-                                                                       tmp_path):
+@pytest.fixture
+def made(storage_target, tmp_path):
+    """(connection, table, its rows, the files under the destination with their hashes)."""
     conn = _connect(tmp_path, storage_target)
     t = _table(conn, storage_target)
-    rows, files = _rows(t), _files(storage_target)
+    yield conn, t, _rows(t), _files(storage_target)
+    conn.close()
+
+
+@pytest.mark.parametrize("storage_target", ["local", "s3"], indirect=True)
+def test_reverting_a_delete_brings_rows_and_files_back_byte_identical(storage_target, made):
+    conn, t, rows, files = made
     assert len(files) == 8
     _ok(conn)
     t.delete(where=t.n >= 2)
@@ -82,15 +88,11 @@ def test_reverting_a_delete_brings_rows_and_files_back_byte_identical(storage_ta
     t.revert(to=4)
     assert _rows(t) == rows and _files(storage_target) == files
     _ok(conn)
-    conn.close()
 
 
 @pytest.mark.parametrize("storage_target", ["local", "s3"], indirect=True)
-def test_reverting_a_drop_column_brings_the_column_and_its_files_back(storage_target,
-                                                                       tmp_path):
-    conn = _connect(tmp_path, storage_target)
-    t = _table(conn, storage_target)
-    rows, files = _rows(t), _files(storage_target)
+def test_reverting_a_drop_column_brings_the_column_and_its_files_back(storage_target, made):
+    conn, t, rows, files = made
     t.drop_column("rot")
     assert t.columns() == ["img", "n"] and not hasattr(t, "rot")
     assert _files(storage_target) == files  # hidden, not gone: version 2 names it
@@ -103,14 +105,11 @@ def test_reverting_a_drop_column_brings_the_column_and_its_files_back(storage_ta
     # the white image stays while version 4 is kept: its row can come back too
     assert _files(storage_target) == {**files, **{u: _files(storage_target)[u] for u in white}}
     _ok(conn)
-    conn.close()
 
 
 @pytest.mark.parametrize("storage_target", ["local"], indirect=True)
-def test_reverting_an_update_restores_the_replaced_files(storage_target, tmp_path):
-    conn = _connect(tmp_path, storage_target)
-    t = _table(conn, storage_target)
-    rows, files = _rows(t), _files(storage_target)
+def test_reverting_an_update_restores_the_replaced_files(storage_target, made):
+    conn, t, rows, files = made
     t.update({"img": Image.new("RGB", (6, 6), "white")}, where=t.n == 0)
     changed = _files(storage_target)
     assert set(files) < set(changed) and len(changed) == 10  # old files kept, new ones added
@@ -120,7 +119,6 @@ def test_reverting_an_update_restores_the_replaced_files(storage_target, tmp_pat
     assert _rows(t) == rows
     assert {u: h for u, h in _files(storage_target).items() if u in files} == files
     _ok(conn)
-    conn.close()
 
 
 def test_revert_steps_back_through_the_history_as_pixeltables_does(db):

@@ -241,3 +241,28 @@ def test_dropped_columns_kept_for_versions_count_toward_the_column_limit(vdb, mo
         t.add_column(e=pxl.Int)
     t.update({"d": 4})  # the undo log holds every SQL column of the table, within the limit
     assert vdb.get_table("t:1").collect().to_dicts() == [{"a": 1, "b": 2, "c": 3}]
+
+
+def test_the_triggers_capture_any_statement_of_an_operation(vdb):
+    """The generic capture (an operation that does not copy its rows itself): updates, deletes
+    and a replace, several on one row, recorded as the state before the version."""
+    from pxlite import writes
+
+    t = vdb.create_table("t", {"n": pxl.Int})
+    t.insert([{"n": i} for i in range(4)])  # rowids 1..4
+    meta = catalog.load_table(vdb.db, "t")
+    n = meta.column("n").sql
+    with writes.operation(vdb.places, meta):
+        vdb.db.execute(f"UPDATE {meta.sql} SET {n} = 10 WHERE _rowid = 1")
+        vdb.db.execute(f"UPDATE {meta.sql} SET {n} = 11 WHERE _rowid = 1")  # first image wins
+        vdb.db.execute(f"DELETE FROM {meta.sql} WHERE _rowid = 2")
+        vdb.db.execute(f"UPDATE {meta.sql} SET {n} = 30 WHERE _rowid = 3")
+        vdb.db.execute(f"DELETE FROM {meta.sql} WHERE _rowid = 3")  # updated, then deleted
+        vdb.db.execute(f"INSERT OR REPLACE INTO {meta.sql}(_rowid, {n}) VALUES (4, 40)")
+    v = t.get_versions(1)[0]
+    assert (v["version"], v["kind"], v["updates"], v["deletes"]) == (2, "write", 2, 2)
+    assert sorted(vdb.get_table("t:1").collect()["n"]) == [0, 1, 2, 3]
+    assert sorted(t.collect()["n"]) == [11, 40]
+    t.revert()
+    assert sorted(t.collect()["n"]) == [0, 1, 2, 3]
+    assert t.get_versions(1)[0]["updates"] == 2 and t.get_versions(1)[0]["inserts"] == 2
