@@ -41,6 +41,8 @@ def test_a_backup_opens_on_its_own_with_its_own_media(db, tmp_path):
     assert _hashes(tmp_path / "b.pxl.media") == original
     assert not [p for p in tmp_path.iterdir() if ".pxlite-backup-" in p.name]
     with pxl.connect(tmp_path / "b.pxl") as b:
+        assert b.ownership.db_id != db.ownership.db_id  # a new identity (issue 17's rules)
+        assert b.places.unowned() == [] and b.ownership.owns_media
         bt = b.get_table("t")
         got = bt.select(bt.n, bt.img.fileurl).order_by(bt.n).collect().to_dicts()
         assert [r["n"] for r in got] == [r["n"] for r in rows]
