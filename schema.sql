@@ -1,4 +1,4 @@
--- pxlite catalog, schema version 4. The single source of truth for the catalog DDL; shipped in the
+-- pxlite catalog, schema version 5. The single source of truth for the catalog DDL; shipped in the
 -- wheel as pxlite/schema.sql. User data lives in one table per pxlite table, named t_<id>, whose
 -- columns are named c<col_id> (+ c<col_id>_et / c<col_id>_em for a cell's error type and message):
 -- user-chosen names never reach SQL text.
@@ -20,7 +20,9 @@ CREATE TABLE px_tables (
     path        TEXT NOT NULL UNIQUE,     -- dotted path, e.g. 'demo.media'
     dir_id      INTEGER REFERENCES px_dirs(id),
     next_col_id INTEGER NOT NULL DEFAULT 1,
-    created_at  REAL NOT NULL
+    created_at  REAL NOT NULL,
+    primary_key TEXT                      -- JSON list of the col_ids of its primary key, or NULL;
+                                          -- enforced by the unique index t_<id>_pk
 ) STRICT;
 
 -- Every uid a table has had (px_tables.uid is the current one, where its new files go). A
@@ -109,8 +111,9 @@ CREATE TABLE px_writers (
 -- Versions (pxlite/versions.py). Every change to a versioned table is a version: one row here,
 -- numbered from 0 (the table's creation) up. The rows a version changed keep their state from
 -- before it in the table's undo log h_<id> (same c<col_id> columns as t_<id>, plus _v: the
--- version that changed the row, _op: 'u' update, 'd' delete, 'i' a row a revert inserted that
--- did not exist before; primary key (_v, _rowid); the first change of a row in a version wins).
+-- version that changed the row, _op: what became of the row: 'u' updated, 'd' deleted, 'r'
+-- deleted and inserted again, 'i' a row a revert inserted that did not exist before; primary key
+-- (_v, _rowid); the first change of a row in a version keeps its image).
 -- Rowids are never reused: a row whose rowid is above a version's high_water did not exist then.
 CREATE TABLE px_versions (
     table_id      INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,

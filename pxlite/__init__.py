@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 from . import config as _config
-from . import storage
+from . import functions, io, storage
 from .connection import Connection
 from .errors import (
     AlreadyExistsError,
@@ -39,6 +39,7 @@ from .types import (
     Audio,
     Bool,
     ColumnType,
+    Date,
     Document,
     Float,
     Image,
@@ -78,6 +79,7 @@ __all__ = [
     "ConfigError",
     "Connection",
     "DatabaseError",
+    "Date",
     "Document",
     "ExecutorError",
     "Expr",
@@ -111,7 +113,9 @@ __all__ = [
     "create_table",
     "drop_dir",
     "drop_table",
+    "functions",
     "get_table",
+    "io",
     "list_dirs",
     "list_tables",
     "settings",
@@ -174,6 +178,9 @@ def default() -> Connection:
         return _default
 
 
+io.use_default_database(default)
+
+
 def configure(**settings: Any) -> None:
     """Set process-wide settings, e.g. ``configure(output_media_dest='s3://b/out/',
     s3={'endpoint_url': ...})``; ``None`` unsets a key. All or nothing: the keys and the
@@ -217,11 +224,17 @@ def list_dirs() -> list[str]:
 
 
 def create_table(path: str, schema: dict[str, Any] | None = None, *,
-                 if_exists: str = "error", versioned: bool = True,
+                 if_exists: str = "error", primary_key: str | list[str] | None = None,
+                 source: Any = None, source_format: str | None = None,
+                 schema_overrides: dict[str, Any] | None = None, on_error: str = "abort",
+                 extra_args: dict[str, Any] | None = None, versioned: bool = True,
                  version_retention_days: float | None = None,
                  version_retention_count: int | None = None) -> Table:
-    """``create_table`` on the default database."""
-    return default().create_table(path, schema, if_exists=if_exists, versioned=versioned,
+    """``create_table`` on the default database (see :meth:`Connection.create_table`)."""
+    return default().create_table(path, schema, if_exists=if_exists, primary_key=primary_key,
+                                  source=source, source_format=source_format,
+                                  schema_overrides=schema_overrides, on_error=on_error,
+                                  extra_args=extra_args, versioned=versioned,
                                   version_retention_days=version_retention_days,
                                   version_retention_count=version_retention_count)
 

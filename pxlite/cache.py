@@ -338,6 +338,51 @@ class FileCache:
                 self._op.sizes[key] = size
         return path
 
+    def put_many(self, items: list[tuple[str, bytes]]) -> int:
+        """Store files whose bytes are at hand (outputs just uploaded; content-addressed URLs,
+        so no version), all in ONE transaction with one eviction pass: a computed column to
+        cloud storage fills the cache once per batch instead of once per file. URLs already
+        cached are left as they are; returns how many were stored. Like :meth:`get_path`'s
+        misses, each stored file counts as a miss."""
+        staged: list[tuple[str, _Staged]] = []
+        try:
+            for url, data in items:
+                key = _key(url, None)
+                if self._lookup_fast(key) is not None:
+                    continue
+                tmp = self._tmp_dir / f"{os.getpid()}-{os.urandom(8).hex()}.part"
+                tmp.write_bytes(data)
+                staged.append((key, _Staged(str(tmp), len(data), _suffix(url))))
+            if not staged:
+                return 0
+            stored = 0
+            with self._deleting(), self._errors(), self._dc._transact() as (sql, cleanup):
+                for key, st in staged:
+                    if self._lookup(key) is not None:  # another process stored it meanwhile
+                        continue
+                    self._dc.add(key, st, read=True)
+                    stored += 1
+                self._flush_touches(sql)
+                self._evict_over_limit(sql, cleanup, keep=staged[-1][0])
+        except BaseException:
+            for _, st in staged:  # rolled back: a file moved into the store has no row
+                if st.stored_as is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(st.stored_as)
+            raise
+        finally:
+            for _, st in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(st.path)
+        with self._lock:
+            self._misses += stored
+            op = self._op
+            if op is not None:
+                for key, st in staged:
+                    op.removed.discard(key)
+                    op.sizes[key] = st.size
+        return stored
+
     def contains(self, url: str, *, version: str | None = None) -> bool:
         """Whether ``(url, version)`` is cached with its file present; does not count as a use."""
         row = self._sql(

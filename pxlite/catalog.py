@@ -127,10 +127,16 @@ class TableMeta:
     #: Every uid the table has had, the current one first (files written under an earlier uid,
     #: before this database took a new identity, are still the table's).
     uids: tuple[str, ...] = ()
+    primary_key: tuple[int, ...] = ()   # col_ids of the primary key, in key order
     #: A read-only view of one version (time travel, snapshots: pxlite/versions.py): its number
     #: and the name of the temporary view holding its rows (None: the table as it is now).
     version: int | None = None
     view: str | None = None
+
+    @property
+    def key_columns(self) -> list[ColumnMeta]:
+        """The primary key's columns, in key order (empty: the table has none)."""
+        return [self.column_by_id(i) for i in self.primary_key]
 
     @property
     def sql(self) -> str:
@@ -248,7 +254,7 @@ def create_table(db: Database, path: str, columns: Iterable[tuple[str, ColumnTyp
 
 
 def load_table(db: Database, path: str) -> TableMeta:
-    rows = db.query("SELECT id, uid, path FROM px_tables WHERE path = ?", (path,))
+    rows = db.query("SELECT id, uid, path, primary_key FROM px_tables WHERE path = ?", (path,))
     if not rows:
         if db.query("SELECT 1 FROM px_dirs WHERE path = ?", (path,)):
             raise NotFoundError(f"{path!r} is a directory, not a table")
@@ -258,10 +264,10 @@ def load_table(db: Database, path: str) -> TableMeta:
         raise NotFoundError(f"table {_short(path)} does not exist; "
                             f"{did_you_mean(path, list_tables(db))}"
                             "list_tables() shows the tables there are")
-    tid, uid, p = rows[0]
+    tid, uid, p, pk = rows[0]
     former = [r[0] for r in db.query("SELECT uid FROM px_table_uids WHERE table_id = ? AND "
                                      "uid != ? ORDER BY rowid", (tid, uid))]
-    meta = TableMeta(id=tid, uid=uid, path=p, uids=(uid, *former))
+    meta = TableMeta(id=tid, uid=uid, path=p, uids=(uid, *former), primary_key=_key_ids(pk))
     for r in db.query(
         "SELECT col_id, name, position, type, expr, destination, format, on_error, pending, "
         "stored FROM px_columns WHERE table_id = ? ORDER BY position",
@@ -270,6 +276,42 @@ def load_table(db: Database, path: str) -> TableMeta:
         meta.columns.append(ColumnMeta(r[0], r[1], r[2], parse_type(r[3]), r[4], r[5], r[6], r[7],
                                        bool(r[8]), bool(r[9])))
     return meta
+
+
+def _key_ids(stored: str | None) -> tuple[int, ...]:
+    """The col_ids of a stored primary key (JSON list); () for none or an unreadable value."""
+    if not stored:
+        return ()
+    try:
+        ids = json.loads(stored)
+    except ValueError:
+        return ()
+    if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+        return ()
+    return tuple(ids)
+
+
+def set_primary_key(db: Database, meta: TableMeta, cols: list[ColumnMeta]) -> None:
+    """Record ``cols`` as the table's primary key and enforce it with a unique index on the
+    data table (inside the caller's transaction; the caller checked the columns' types)."""
+    ids = [c.col_id for c in cols]
+    db.execute("UPDATE px_tables SET primary_key = ? WHERE id = ?", (json.dumps(ids), meta.id))
+    # Index and column names come from integer ids: nothing user-made in the SQL text.
+    db.execute(f"CREATE UNIQUE INDEX {meta.sql}_pk ON {meta.sql} "
+               f"({', '.join(c.sql for c in cols)})")
+    meta.primary_key = tuple(ids)
+
+
+def ensure_value_index(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+    """An index on one column's values (for "which of these values are present?" without a
+    table scan: import_files' check by URI). Made once; dropped with its column."""
+    db.execute(f"CREATE INDEX IF NOT EXISTS {meta.sql}_{col.sql}_ix ON {meta.sql} ({col.sql})")
+
+
+def _drop_indexes_on(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+    """Drop the index pxlite made on ``col`` (ensure_value_index): SQLite refuses to drop an
+    indexed column. (A primary key column is never dropped.)"""
+    db.execute(f"DROP INDEX IF EXISTS {meta.sql}_{col.sql}_ix")
 
 
 def live_tables(db: Database) -> list[TableMeta]:
@@ -439,6 +481,10 @@ def add_column(
 
 
 def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+    if col.col_id in meta.primary_key:
+        raise SchemaError(f"cannot drop column {col.name!r} of {meta.path!r}: it is part of the "
+                          "table's primary key")
+    _drop_indexes_on(db, meta, col)
     db.execute("DELETE FROM px_columns WHERE table_id = ? AND col_id = ?", (meta.id, col.col_id))
     for sql_name in (col.sql, col.sql_et, col.sql_em):
         db.execute(f"ALTER TABLE {meta.sql} DROP COLUMN {sql_name}")

@@ -19,6 +19,7 @@ from .errors import (
     VersionError,
     check_choice,
 )
+from .io import keys, tables
 from .places import Ownership, Places
 from .results import UpdateStatus
 from .snapshots import TableVersion, parse_versioned_path
@@ -144,21 +145,48 @@ class Connection:
 
     # ---- tables ----------------------------------------------------------------------------------
     def create_table(self, path: str, schema: dict[str, Any] | None = None, *,
-                     if_exists: str = "error", versioned: bool = True,
+                     if_exists: str = "error", primary_key: str | list[str] | None = None,
+                     source: Any = None, source_format: str | None = None,
+                     schema_overrides: dict[str, Any] | None = None, on_error: str = "abort",
+                     extra_args: dict[str, Any] | None = None, versioned: bool = True,
                      version_retention_days: float | None = None,
                      version_retention_count: int | None = None) -> Table:
         """Create a table from ``{name: type}``; ``if_exists='error'|'ignore'|'replace'``.
+
+        ``primary_key``: a column name or a list of them; SQLite enforces it (a unique index),
+        its columns become Required. ``source``: a CSV, Parquet or JSON file (or folder of
+        Parquet files), a pandas DataFrame or a list of dicts; the table gets its columns,
+        types inferred from every value (``schema_overrides={'img': pxl.Image}`` sets some,
+        e.g. to make a column of paths or URLs a media column), and its rows, in one
+        transaction (see :mod:`pxlite.io`). ``source_format`` ('csv', 'parquet', 'json')
+        when the file's suffix does not say; ``extra_args`` the reader's options
+        (``delimiter``, ``lines``).
 
         Every change to it is a version (revert, time travel, snapshots: README "Undo and
         history"), kept ``version_retention_days`` days and at most ``version_retention_count``
         versions (None: the database's settings, by default 30 days). ``versioned=False``
         keeps none (operational tables: a delete frees its files at once)."""
-        check_choice(if_exists, "if_exists", ("error", "ignore", "replace"))
         policy = history.policy_of(versioned, version_retention_days, version_retention_count)
+        if source is not None:
+            if schema is not None:
+                raise SchemaError("create_table() takes a schema or a source, not both")
+            return tables.create_from_source(
+                self, path, source, source_format=source_format,
+                schema_overrides=schema_overrides, primary_key=primary_key,
+                if_exists=if_exists, on_error=on_error, extra_args=extra_args,
+                check_name=check_column_name, versioning={
+                    "versioned": versioned, "version_retention_days": version_retention_days,
+                    "version_retention_count": version_retention_count})
+        if source_format is not None or schema_overrides is not None or extra_args is not None:
+            raise SchemaError("source_format, schema_overrides and extra_args go with source=")
+        check_choice(if_exists, "if_exists", ("error", "ignore", "replace"))
         if schema is not None and not isinstance(schema, dict):
             raise SchemaError(f"the schema must be a dict of {{name: type}}, "
                               f"got {type(schema).__name__}")
         cols = [(check_column_name(n), as_type(t)) for n, t in (schema or {}).items()]
+        key = keys.normalize(primary_key)
+        if key:
+            cols = keys.key_schema(path, cols, key)
         with self.db.transaction():
             kind = catalog.path_kind(self.db, catalog.check_path(path))
             if kind == "table" and if_exists == "ignore":
@@ -170,7 +198,9 @@ class Connection:
                     f"a {kind} named {path!r} exists already; pass if_exists='ignore'"
                     + (" or 'replace'" if kind == "table" else "")
                 )
-            versions.created(self.db, catalog.create_table(self.db, path, cols), policy)
+            meta = catalog.create_table(self.db, path, cols)
+            keys.declare(self.db, meta, key)
+            versions.created(self.db, catalog.load_table(self.db, path), policy)
         return Table(self, path)
 
     def get_table(self, path: str) -> Table:

@@ -20,19 +20,20 @@ from typing import Any
 
 import apsw
 
-from . import faults
+from . import faults, sqlcall
 from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 30_000
 
 #: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema; version 2
 #: records which database identity owns each media location (a copy never cleans its original's)
 #: and the long operations in progress (pending columns, resumable jobs); version 3 the uids each
 #: table has had (a copy writes under uids of its own) and the operations writing files now;
-#: version 4 versions (pxlite/versions.py): each table starts its history with a baseline version
-#: 0 of its columns as they are (its high-water mark is set by its next write).
+#: version 4 a table's primary key (enforced by a unique index on the data table); version 5
+#: versions (pxlite/versions.py): each table starts its history with a baseline version 0 of its
+#: columns as they are (its high-water mark is set by its next write).
 MIGRATIONS: dict[int, str] = {
     1: """
     ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
@@ -69,6 +70,9 @@ MIGRATIONS: dict[int, str] = {
     ) STRICT;
     """,
     3: """
+    ALTER TABLE px_tables ADD COLUMN primary_key TEXT;
+    """,
+    4: """
     CREATE TABLE px_versions (
         table_id      INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
         version       INTEGER NOT NULL,
@@ -222,6 +226,7 @@ class Database:
         ):
             fix(conn)
         conn.pragma("foreign_keys", True)
+        sqlcall.install(conn)  # pxl_call(): expressions SQLite computes by calling Python
         if not self.read_only:
             mode = conn.pragma("journal_mode", "wal")
             self._wal = str(mode).lower() == "wal"

@@ -13,19 +13,23 @@ import contextlib
 import datetime as _dt
 import json
 import operator
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import jsonpath, sqlcall
 from .config import resolve as resolve_settings
-from .errors import NotFoundError, SchemaError
+from .errors import ComputeError, NotFoundError, PxliteError, SchemaError
 from .types import (
     Bool,
     ColumnType,
+    Date,
     Float,
     Image,
     Int,
     Json,
     String,
+    Timestamp,
     as_type,
     parse_type,
     type_of_value,
@@ -259,18 +263,37 @@ class Expr:
         return Cast(self, as_type(ctype))
 
     def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not attributes: the methods above (astype, isin...)
+        # always win over a Json field of the same name, which stays reachable as ['name'].
         if name.startswith("_"):
             raise AttributeError(name)
         from .udf import methods_for
 
         fn = methods_for(self.type).get(name)
         if fn is None:
+            if self.type.name == Json.name:  # a field: t.meta.camera (Pixeltable: a registered
+                return JsonPath(self, [name])  # Json method such as len() wins over a field)
             raise AttributeError(
                 f"{self!r} (type {self.type.name}) has no attribute or method {name!r}"
             )
         if fn.is_property:
             return Call(fn, [self], {})
         return _BoundMethod(fn, self)
+
+    def __getitem__(self, index: Any) -> Expr:
+        """A JSON path step: ``t.meta['camera']``, ``t.meta.tags[0]``, ``[-1]``, ``[:2]``."""
+        if self.type.name != Json.name:
+            raise SchemaError(f"{self!r} is a {self.type.name}, not Json: only Json expressions "
+                              "take [key], [index] or [start:stop]")
+        return JsonPath(self, [index])
+
+    # An expression is no container: without these, Python would iterate a Json expression
+    # through __getitem__ (0, 1, 2, ... for ever) for ``list(e)`` or ``x in e``.
+    __iter__ = None
+
+    def __contains__(self, item: Any) -> bool:
+        raise SchemaError("'in' cannot test an expression; use .isin([...]) for 'is one of', "
+                          "or .contains(x) on a String or Json expression")
 
     # ---- inspecting ----------------------------------------------------------------------------
     def children(self) -> list[Expr]:
@@ -292,9 +315,37 @@ class Expr:
         return "col"
 
     # ---- running -------------------------------------------------------------------------------
+    # Two SQL forms. sql(): a value that compares, sorts and groups in SQLite the way the Python
+    # values do (what where, order_by and group_by use). sql_value(): a value that decode()
+    # turns into exactly what eval() returns (what a select output or a function's argument
+    # uses). They differ only for Json: sql_value() is the JSON text, sql() its SQL scalar
+    # (a JSON string as text, a number as a number, true as 1, null and a missing key as NULL).
     def sql(self) -> tuple[str, list[Any]] | None:
-        """``(sql, params)`` when SQLite can compute this, else None."""
+        """``(sql, params)`` when SQLite can compute this, else None (see above)."""
         return None
+
+    def sql_value(self) -> tuple[str, list[Any]] | None:
+        """``(sql, params)`` of this expression's value, for :meth:`decode` (see above)."""
+        return self.sql()
+
+    def decode(self, value: Any) -> Any:
+        """The Python value of what :meth:`sql_value` computed (None stays None)."""
+        return None if value is None else self.type.from_sql(value)
+
+    def decoder(self) -> Callable[[Any], Any] | None:
+        """What :meth:`decode` does to a value that is not None, as one quick callable; None
+        where SQLite's value already is the Python value (Int, Float, String): a query
+        decoding many values skips those."""
+        if self.type.name in _IDENTITY_TYPES:
+            return None
+        return _DECODERS.get(self.type.name, self.type.from_sql)
+
+    def sql_json_type(self) -> tuple[str, list[Any]] | None:
+        """For a Json expression: SQLite's ``json_type`` of its value (``'text'``,
+        ``'integer'``, ``'real'``, ``'true'``, ``'false'``, ``'null'``, ``'array'``,
+        ``'object'``; NULL when missing)."""
+        v = self.sql_value()
+        return None if v is None else (f"json_type({v[0]})", v[1])
 
     def eval(self, row: RowContext) -> Any:
         raise NotImplementedError
@@ -350,7 +401,12 @@ class ColumnRef(Expr):
     def sql(self) -> tuple[str, list[Any]] | None:
         if not self.col.stored:
             return None  # computed when read: evaluated in Python
+        if self.type.name == Json.name:  # the SQL scalar of the stored JSON text
+            return f"({self.col.sql} ->> '$')", []
         return self.col.sql, []
+
+    def sql_value(self) -> tuple[str, list[Any]] | None:
+        return (self.col.sql, []) if self.col.stored else None
 
     def eval(self, row: RowContext) -> Any:
         if not self.col.stored:
@@ -434,6 +490,32 @@ class MediaAttr(Expr):
         return f"{self.ref!r}.{self.attr}"
 
 
+#: Casts of a JSON value SQLite does itself: target type -> (the json_type values it takes,
+#: the conversion of the scalar {k}). Any other value goes to Python (which raises for it).
+_JSON_CASTS: dict[str, tuple[str, str]] = {
+    String.name: ("'text'", "{k}"),
+    Int.name: ("'integer'", "{k}"),
+    Float.name: ("'integer', 'real'", "CAST({k} AS REAL)"),
+    Bool.name: ("'true', 'false'", "{k}"),
+}
+
+
+def sql_template(template: str, **parts: tuple[str, list[Any]]) -> tuple[str, list[Any]]:
+    """Fill ``{name}`` placeholders with SQL fragments, gathering their parameters in the
+    order the placeholders appear (a fragment used twice binds its parameters twice)."""
+    params: list[Any] = []
+
+    def fill(m: re.Match[str]) -> str:
+        sql, p = parts[m.group(1)]
+        params.extend(p)
+        return sql
+
+    return _PLACEHOLDER.sub(fill, template), params
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 class Literal(Expr):
     def __init__(self, value: Any) -> None:
         if isinstance(value, tuple):
@@ -447,7 +529,7 @@ class Literal(Expr):
         v = self.value
         if v is None or isinstance(v, (int, float, str)):
             return "?", [int(v) if isinstance(v, bool) else v]
-        if isinstance(v, _dt.datetime):
+        if isinstance(v, _dt.date):  # a datetime or a date, as their columns store them
             return "?", [self.type.to_sql(v)]
         return None
 
@@ -473,6 +555,8 @@ def lit_to_json(v: Any) -> Any:
         return {"dict": {k: lit_to_json(x) for k, x in v.items()}}
     if isinstance(v, _dt.datetime):
         return {"ts": v.isoformat()}
+    if isinstance(v, _dt.date):
+        return {"date": v.isoformat()}
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     raise SchemaError(f"cannot store the literal {v!r} ({type(v).__name__}) in a column definition")
@@ -488,6 +572,8 @@ def _lit_from_json(v: Any) -> Any:
             return {k: _lit_from_json(x) for k, x in v["dict"].items()}
         if "ts" in v:
             return _dt.datetime.fromisoformat(v["ts"])
+        if "date" in v:
+            return _dt.date.fromisoformat(v["date"])
     return v
 
 
@@ -502,6 +588,26 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt, ">=": operator.ge,
 }
 _SQL_OP = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+#: The json_type values a Json value compares with, by the other side's type.
+_SCALAR_KINDS = {String.name: "'text'", Int.name: "'integer', 'real', 'true', 'false'",
+                 Float.name: "'integer', 'real', 'true', 'false'",
+                 Bool.name: "'integer', 'real', 'true', 'false'"}
+
+
+def _json_comparison(op: str, flip: bool, other: ColumnType) -> Callable[..., Any]:
+    """The Python comparison of a JSON value (its text) with a value of type ``other``, for
+    SQL: 1, 0 or NULL, or the SchemaError :meth:`Compare.eval` raises."""
+
+    def compare(value: Any, o: Any, desc: str) -> Any:
+        a, b = json.loads(value), other.from_sql(o)
+        try:
+            r = _compare_values(op, b, a) if flip else _compare_values(op, a, b)
+        except TypeError as e:
+            raise SchemaError(f"cannot compare {desc}: {e}") from None
+        return None if r is None else int(bool(r))
+
+    return compare
 
 
 def _bind_literal_for(lhs: Expr, rhs: Expr) -> tuple[str, list[Any]] | None:
@@ -525,11 +631,41 @@ class Compare(Expr):
         return [self.left, self.right]
 
     def sql(self) -> tuple[str, list[Any]] | None:
+        if Json.name in (self.left.type.name, self.right.type.name):
+            return self._json_sql()
         lhs = _bind_literal_for(self.right, self.left)
         rhs = _bind_literal_for(self.left, self.right)
         if lhs is None or rhs is None:
             return None
         return f"({lhs[0]} {_SQL_OP[self.op]} {rhs[0]})", lhs[1] + rhs[1]
+
+    def _json_sql(self) -> tuple[str, list[Any]] | None:
+        """A Json value against a string, number or bool, as Python compares them: equal only
+        to the same kind of value (a JSON string to a string, a number or bool to a number or
+        bool: true is 1, as in Python), ordered only within a kind. Other pairs go to the
+        Python comparison (an order across kinds raises there, as in :meth:`eval`)."""
+        flip = self.right.type.name == Json.name
+        j, o = (self.right, self.left) if flip else (self.left, self.right)
+        op = _FLIPPED[self.op] if flip else self.op
+        json_kinds = _SCALAR_KINDS.get(o.type.name)
+        if json_kinds is None or (isinstance(o, Literal) and o.value is None):
+            return None  # Json on both sides, a date, None...: Python
+        k, ov, jv, jt = j.sql(), o.sql(), j.sql_value(), j.sql_json_type()
+        if k is None or ov is None or jv is None or jt is None:
+            return None
+        # SQL text of a JSON array or object starts with [ or {: only a string that does can
+        # be mistaken for one. A number never equals text.
+        if op in ("==", "!=") and (o.type.name != String.name or (
+                isinstance(o, Literal) and not o.value.startswith(("[", "{")))):
+            return f"({k[0]} {_SQL_OP[op]} {ov[0]})", k[1] + ov[1]
+        key = sqlcall.register(f"pxlite.compare:{self.op}:{flip}:{o.type.name}",
+                               _json_comparison(self.op, flip, o.type))
+        desc: tuple[str, list[Any]] = ("?", [f"{self.left!r} {self.op} {self.right!r}"])
+        return sql_template(
+            f"(CASE WHEN {{k}} IS NULL OR {{o}} IS NULL THEN NULL WHEN {{jt}} IN ({json_kinds}) "
+            f"THEN {{k}} {_SQL_OP[op]} {{o}} ELSE {sqlcall.SQL_NAME}({{key}}, {{jv}}, {{o}}, "
+            "{desc})"
+            " END)", k=k, o=ov, jt=jt, key=("?", [key]), jv=jv, desc=desc)
 
     def eval(self, row: RowContext) -> Any:
         a, b = self.left.eval(row), self.right.eval(row)
@@ -560,7 +696,9 @@ class IsNull(Expr):
         return [self.arg]
 
     def sql(self) -> tuple[str, list[Any]] | None:
-        s = self.arg.sql()
+        # A stored cell is NULL exactly when its value is None (a Json column's too: None is
+        # never stored as the JSON text 'null'), and the bare column can use an index.
+        s = self.arg.sql_value() if isinstance(self.arg, ColumnRef) else self.arg.sql()
         return None if s is None else (f"({s[0]} IS NULL)", s[1])
 
     def eval(self, row: RowContext) -> Any:
@@ -586,11 +724,14 @@ class IsIn(Expr):
 
     def sql(self) -> tuple[str, list[Any]] | None:
         s = self.arg.sql()
-        if s is None:
-            return None
+        if s is None or (self.arg.type.name == Json.name and not all(
+                isinstance(v, (int, float)) or (isinstance(v, str) and not v.startswith(
+                    ("[", "{"))) for v in self.values)):
+            return None  # a Json value against lists, dates...: Python compares
         params: list[Any] = []
+        json_arg = self.arg.type.name == Json.name
         for v in self.values:
-            b = _bind_literal_for(self.arg, Literal(v))
+            b = Literal(v).sql() if json_arg else _bind_literal_for(self.arg, Literal(v))
             if b is None:
                 return None
             params += b[1]
@@ -699,8 +840,10 @@ class Arith(Expr):
         elif lt in numeric and rt in numeric:
             self.type = Float if (op == "/" or Float.name in (lt, rt)) else Int
         else:
-            raise SchemaError(f"cannot compute {left!r} {op} {right!r}: "
-                              f"{op} needs numbers (or + on two strings), got {lt} and {rt}")
+            hint = (": a Json value takes .astype(pxl.Float) (or Int, String) first"
+                    if Json.name in (lt, rt) else "")
+            raise SchemaError(f"cannot compute {left!r} {op} {right!r}: {op} needs numbers "
+                              f"(or + on two strings), got {lt} and {rt}{hint}")
 
     def children(self) -> list[Expr]:
         return [self.left, self.right]
@@ -736,7 +879,74 @@ class Arith(Expr):
         return f"({self.left!r} {self.op} {self.right!r})"
 
 
-class Cast(Expr):
+class JsonPath(Expr):
+    """A path into a Json value: ``t.meta.camera.model``, ``t.meta['a b']``, ``t.meta.tags[0]``,
+    ``[-1]``, ``[:2]`` (see :mod:`pxlite.jsonpath` for the semantics and the SQL). Usable
+    wherever an expression is; ``.astype(pxl.String)`` etc. gives a typed value."""
+
+    type = Json
+
+    def __init__(self, anchor: Expr, elements: list[Any]) -> None:
+        checked: list[jsonpath.Element] = [jsonpath.check_element(el) for el in elements]
+        if isinstance(anchor, JsonPath):  # t.meta.a.b: one path, one lookup
+            checked = anchor._elements + checked
+            anchor = anchor._anchor
+        # Underscored: any other attribute name would hide a JSON field of that name.
+        self._anchor: Expr = anchor
+        self._elements: list[jsonpath.Element] = checked
+
+    def children(self) -> list[Expr]:
+        return [self._anchor]
+
+    def default_name(self) -> str:
+        return jsonpath.column_name(self._anchor.default_name(), self._elements)
+
+    def _sql(self, build: Callable[[tuple[str, list[Any]], list[jsonpath.Element]],
+                                   tuple[str, list[Any]]]) -> tuple[str, list[Any]] | None:
+        doc = self._anchor.sql_value()
+        if doc is None:
+            return None
+        if jsonpath.can_compile(self._elements):
+            return build(doc, self._elements)
+        # A slice with a step: Python walks the path, called from SQL on the document.
+        elements = self._elements
+        key = sqlcall.register(
+            f"pxlite.jsonpath:{json.dumps(jsonpath.to_json(elements))}",
+            lambda v: None if v is None else Json.to_sql(jsonpath.evaluate(json.loads(v),
+                                                                           elements)))
+        return build((f"{sqlcall.SQL_NAME}(?, {doc[0]})", [key, *doc[1]]), [])
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        return self._sql(jsonpath.scalar_sql)
+
+    def sql_value(self) -> tuple[str, list[Any]] | None:
+        return self._sql(jsonpath.value_sql)
+
+    def sql_json_type(self) -> tuple[str, list[Any]] | None:
+        return self._sql(jsonpath.json_type_sql)
+
+    def eval(self, row: RowContext) -> Any:
+        return jsonpath.evaluate(self._anchor.eval(row), self._elements)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"jpath": jsonpath.to_json(self._elements), "of": self._anchor.to_json()}
+
+    def __repr__(self) -> str:
+        return f"{self._anchor!r}{jsonpath.text(self._elements)}"
+
+
+class _ValueFirst(Expr):
+    """A node that builds its value's SQL (sql_value); its comparable SQL follows from it: the
+    same, or the SQL scalar of a Json value."""
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        v = self.sql_value()
+        if v is None or self.type.name != Json.name:
+            return v
+        return f"({v[0]} ->> '$')", v[1]
+
+
+class Cast(_ValueFirst):
     def __init__(self, arg: Expr, ctype: ColumnType) -> None:
         self.arg, self.type = arg, ctype
 
@@ -746,6 +956,34 @@ class Cast(Expr):
     def eval(self, row: RowContext) -> Any:
         v = self.arg.eval(row)
         return None if v is None else self.type.from_sql(self.type.to_sql(v))
+
+    def sql_value(self) -> tuple[str, list[Any]] | None:
+        """SQLite converts where it gives Python's answer (a JSON string to String, a JSON
+        number to Float, Int to Float...); any other value goes to the Python cast, which
+        converts it or raises as :meth:`eval` does."""
+        src, dst = self.arg.type.name, self.type.name
+        av = self.arg.sql_value()
+        if av is None:
+            return None
+        if src == dst:
+            return av
+        if src == Int.name and dst == Float.name:
+            return sql_template("CAST({a} AS REAL)", a=av)
+        source, target = self.arg.type, self.type
+        def cast(v: Any) -> Any:
+            value = None if v is None else source.from_sql(v)  # JSON null is None too
+            return None if value is None else target.to_sql(value)
+
+        key = sqlcall.register(f"pxlite.cast:{src}->{target!r}", cast)
+        python = (f"{sqlcall.SQL_NAME}(?, {av[0]})", [key, *av[1]])
+        native = _JSON_CASTS.get(dst) if src == Json.name else None
+        jt, k = self.arg.sql_json_type(), self.arg.sql()
+        if native is None or jt is None or k is None:
+            return python
+        json_kinds, json_conv = native
+        return sql_template(
+            f"(CASE WHEN {{jt}} IN ({json_kinds}) THEN {json_conv} WHEN {{k}} IS NULL THEN NULL "
+            "ELSE {py} END)", jt=jt, k=k, py=python)
 
     def default_name(self) -> str:
         return self.arg.default_name()
@@ -757,7 +995,7 @@ class Cast(Expr):
         return f"{self.arg!r}.astype({self.type!r})"
 
 
-class Call(Expr):
+class Call(_ValueFirst):
     """A function call: a built-in image function or a user's @udf."""
 
     def __init__(self, fn: Function, args: list[Any], kwargs: dict[str, Any]) -> None:
@@ -804,6 +1042,25 @@ class Call(Expr):
             kwargs["settings"] = row.settings
         return self.fn.fn(*args, **kwargs)
 
+    def sql_value(self) -> tuple[str, list[Any]] | None:
+        """A built-in function's own SQL (SQLite's functions, where they give Python's answer,
+        else its Python implementation called from SQL); None for a user's UDF, which runs in
+        Python outside SQLite (it may be slow, do I/O or hold the GIL)."""
+        if self.fn.sql is None and not self.fn.in_sql:
+            return None
+        try:
+            args = SqlArgs(self)
+        except NoSql:
+            return None
+        built = None
+        if self.fn.sql is not None:
+            with contextlib.suppress(NoSql):  # not natively: Python's, if it may be called
+                built = self.fn.sql(args)
+        if built is None and self.fn.in_sql:
+            with contextlib.suppress(NoSql):  # an argument SQL cannot compute
+                built = args.python()
+        return built
+
     def to_json(self) -> dict[str, Any]:
         return {"call": self.fn.name, "args": [a.to_json() for a in self.args],
                 "kwargs": {k: v.to_json() for k, v in self.kwargs.items()}}
@@ -816,6 +1073,143 @@ class Call(Expr):
             return f"{self.args[0]!r}.{self.fn.method_name}({', '.join(params)})"
         allp = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"{self.fn.method_name}({', '.join(allp)})"
+
+
+class NoSql(Exception):
+    """Raised inside a function's SQL builder: this call cannot be computed in SQL."""
+
+
+_IDENTITY_TYPES = frozenset({Int.name, Float.name, String.name})
+#: The types' from_sql as the builtins they call (a Python frame less per value).
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    Bool.name: bool, Timestamp.name: _dt.datetime.fromisoformat,
+    Date.name: _dt.date.fromisoformat, Json.name: json.loads}
+
+
+class SqlArgs:
+    """What a built-in function's SQL builder (``Function.sql``) gets: the call's arguments
+    by parameter name, with the defaults the call did not give.
+
+    ``sql(name)`` is an argument's SQL value, ``literal(name)`` its value when it is a literal
+    (the builder may then specialise, e.g. bind a fixed pattern), and ``python()`` the whole
+    call run by its Python implementation from inside SQLite (through :mod:`pxlite.sqlcall`):
+    the fallback for values SQLite would compute differently. A builder raises :class:`NoSql`
+    (or returns None) when it cannot express the call at all.
+    """
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        try:
+            bound = call.fn.signature.bind(*call.args, **call.kwargs)
+        except TypeError:
+            raise NoSql from None
+        bound.apply_defaults()
+        self.args: dict[str, Any] = dict(bound.arguments)
+
+    def expr(self, name: str) -> Expr:
+        return lit(self.args[name])
+
+    def is_literal(self, name: str) -> bool:
+        return isinstance(self.expr(name), Literal)
+
+    def literal(self, name: str) -> Any:
+        """The argument's value when it is a literal; NoSql otherwise."""
+        e = self.expr(name)
+        if not isinstance(e, Literal):
+            raise NoSql
+        return e.value
+
+    def sql(self, name: str) -> tuple[str, list[Any]]:
+        """The argument's SQL value (:meth:`Expr.sql_value`); NoSql when it has none."""
+        s = self.expr(name).sql_value()
+        if s is None:
+            raise NoSql
+        return s
+
+    def python(self) -> tuple[str, list[Any]]:
+        """``pxl_call(key, args...)``: SQLite calls the function's Python implementation, with
+        the same rule as :meth:`Call.eval` (None for a required input gives None)."""
+        call = self.call
+        exprs = [*call.args, *call.kwargs.values()]
+        sqls: list[tuple[str, list[Any]]] = []
+        decoders: list[Callable[[Any], Any] | None] = []
+        baked: dict[int, Any] = {}  # literals SQL cannot bind (lists, dicts): kept in Python
+        for i, e in enumerate(exprs):
+            s = e.sql_value()
+            if s is None and isinstance(e, Literal):
+                baked[i] = e.value
+                continue
+            if s is None:
+                raise NoSql
+            sqls.append(s)
+            decoders.append(None if e.type.name in _IDENTITY_TYPES else e.type.from_sql)
+        required = set(call._required_pos) | {len(call.args) + list(call.kwargs).index(k)
+                                              for k in call._required_kw}
+        types = ",".join(repr(e.type) for e in exprs)
+        key = (f"{call.fn.name}|{len(call.args)}|{','.join(call.kwargs)}|{types}|"
+               f"{sorted(required)}|{json.dumps(lit_to_json(list(baked.items())))}")
+        sqlcall.register(key, _python_in_sql(call.fn, len(call.args), list(call.kwargs),
+                                             decoders, required, baked, call.type))
+        holes = "".join(f", {s[0]}" for s in sqls)
+        return f"{sqlcall.SQL_NAME}(?{holes})", [key, *(p for s in sqls for p in s[1])]
+
+
+def _python_in_sql(fn: Function, n_args: int, kw_names: list[str],
+                   decoders: list[Callable[[Any], Any] | None], required: set[int],
+                   baked: dict[int, Any], rtype: ColumnType) -> Callable[..., Any]:
+    """A function's Python implementation as SQLite calls it: SQL values in (decoded to
+    Python values), the result out as its type stores it."""
+    n = n_args + len(kw_names)
+    pairs = list(zip([i for i in range(n) if i not in baked], decoders, strict=True))
+    name, py = fn.method_name, fn.fn
+    encode = _result_encoder(rtype)
+
+    def failed(e: Exception, vals: Iterable[Any]) -> ComputeError:
+        shown = ", ".join(repr(v)[:60] for v in vals)
+        return ComputeError(f"{name}({shown}) failed: {type(e).__name__}: {e}",
+                            errortype=type(e).__name__)
+
+    if n == 1 and not baked and decoders == [None] and required == {0}:
+        # The common case (t.s.upper()): one value SQLite passes as it is.
+        def run1(v: Any) -> Any:
+            if v is None:
+                return None
+            try:
+                out = py(v)
+            except PxliteError:
+                raise
+            except Exception as e:
+                raise failed(e, [v]) from e
+            return encode(out)
+
+        return run1
+
+    def run(*sql_values: Any) -> Any:
+        vals = [None] * n
+        for i, v in baked.items():
+            vals[i] = v
+        for (i, dec), v in zip(pairs, sql_values, strict=True):
+            vals[i] = v if dec is None or v is None else dec(v)
+        if any(vals[i] is None for i in required):
+            return None
+        try:
+            out = py(*vals[:n_args], **dict(zip(kw_names, vals[n_args:], strict=True)))
+        except PxliteError:
+            raise
+        except Exception as e:
+            raise failed(e, vals) from e
+        return encode(out)
+
+    return run
+
+
+def _result_encoder(rtype: ColumnType) -> Callable[[Any], Any]:
+    """A function result as SQL stores it (the type's validating to_sql, with a shortcut for
+    a str result of a String function: SQLite takes it as it is)."""
+    to_sql = rtype.to_sql
+    if rtype.name == String.name:
+        return lambda out: out if type(out) is str else (None if out is None else to_sql(out))
+    return lambda out: None if out is None else to_sql(out)
 
 
 class MissingCall(Expr):
@@ -886,6 +1280,8 @@ def from_json(data: dict[str, Any], table: TableMeta, ctype: ColumnType | None =
         return Arith(data["arith"], from_json(data["l"], table), from_json(data["r"], table))
     if "cast" in data:
         return Cast(from_json(data["arg"], table), parse_type(data["cast"]))
+    if "jpath" in data:
+        return JsonPath(from_json(data["of"], table), jsonpath.from_json(data["jpath"]))
     if "call" in data:
         from .udf import lookup
 

@@ -327,43 +327,77 @@ def _keep_in_cache(uri: str, settings: Settings, write: Callable[[Path], object]
 #: that would start one more waits for a slot.
 FILLS_WAITING = 32
 _fills_lock = threading.Lock()
+_fills_done = threading.Condition(_fills_lock)
 _fill_slots = threading.BoundedSemaphore(FILLS_WAITING)
-_fills: set[Any] = set()  # Futures of fills not done yet
-_filler: Any = None       # one thread: the cache serializes its writers anyway
+_waiting: list[tuple[str, Settings, bytes]] = []  # outputs not yet handed to the filler
+_busy = False              # the filler has fills in hand or waiting (under _fills_lock)
+_filler: Any = None        # one thread: the cache serializes its writers anyway
 
 
 def _fill_later(uri: str, settings: Settings, data: bytes) -> None:
     """:func:`_keep_in_cache` for bytes just uploaded, on a thread of its own: the upload
     threads go on uploading instead of queueing for the cache's write lock (a computed column
-    to S3 ran ~15% slower with each upload thread filling the cache itself).
+    to S3 ran ~15% slower with each upload thread filling the cache itself), and the filler
+    stores all the outputs waiting at once in one cache transaction.
     :func:`settle_cache_fills` waits for them; every write operation does before it returns."""
-    global _filler
+    global _filler, _busy
     from concurrent.futures import ThreadPoolExecutor
 
     _fill_slots.acquire()
     with _fills_lock:
         if _filler is None:
             _filler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pxlite-cache-fill")
-        fut = _filler.submit(_keep_in_cache, uri, settings,
-                             lambda dest: dest.write_bytes(data))
-        _fills.add(fut)
-    fut.add_done_callback(_filled)
+        _waiting.append((uri, settings, data))
+        start, _busy = not _busy, True
+    if start:
+        _filler.submit(_drain_fills)
 
 
-def _filled(fut: Any) -> None:
-    with _fills_lock:
-        _fills.discard(fut)
-    _fill_slots.release()
+def _drain_fills() -> None:
+    """The filler: store every waiting output, a batch (per cache) per transaction, until
+    none is left."""
+    global _busy
+    while True:
+        with _fills_lock:
+            batch = _waiting[:]
+            del _waiting[:]
+            if not batch:
+                _busy = False
+                _fills_done.notify_all()
+                return
+        try:
+            _store_fills(batch)
+        except BaseException:
+            with _fills_lock:  # never leave settle_cache_fills() or an upload waiting
+                for _ in _waiting:
+                    _fill_slots.release()
+                del _waiting[:]
+                _busy = False
+                _fills_done.notify_all()
+            raise
+        finally:
+            for _ in batch:
+                _fill_slots.release()
+
+
+def _store_fills(batch: list[tuple[str, Settings, bytes]]) -> None:
+    from .cache import get_cache  # here, not at import: it loads diskcache
+
+    by_cache: dict[int, tuple[Any, list[tuple[str, bytes]]]] = {}
+    for uri, settings, data in batch:
+        with contextlib.suppress(PxliteError, OSError):
+            cache = get_cache(settings)
+            by_cache.setdefault(id(cache), (cache, []))[1].append((uri, data))
+    for cache, items in by_cache.values():
+        with contextlib.suppress(PxliteError, OSError):  # a full cache never fails a write
+            cache.put_many(items)
 
 
 def settle_cache_fills() -> None:
     """Wait until the outputs uploaded so far (by any thread) are in the download cache."""
-    from concurrent.futures import wait
-
-    with _fills_lock:
-        pending = list(_fills)
-    if pending:
-        wait(pending)
+    with _fills_done:
+        while _busy:
+            _fills_done.wait()
 
 
 def content_type(ext: str) -> str | None:

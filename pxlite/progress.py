@@ -35,21 +35,23 @@ class Bar(Protocol):
     """What a long operation does with its bar."""
 
     def update(self, n: int = 1) -> object: ...
+    def set_postfix(self, *, refresh: bool = True, **values: Any) -> object: ...
     def close(self) -> None: ...
 
 
-def bar(total: Callable[[], int], desc: str, settings: Settings, *, initial: int = 0,
+def bar(total: Callable[[], int | None], desc: str, settings: Settings, *, initial: int = 0,
         unit: str = "row") -> Bar | None:
     """A bar for an operation of ``total()`` units, ``initial`` of them done already, or None
     where no bar is shown (see the module docstring). ``total`` is only called (it may be a
-    query) when a bar can show."""
+    query) when a bar can show; None: not known (a streamed listing), the bar counts units and
+    shows their rate."""
     if not settings.get("progress", True):
         return None
     where = _where()
     if where is None:
         return None
     n = total()
-    if n < 2:
+    if n is not None and n < 2:
         return None
     if where == "terminal":
         from tqdm import tqdm  # only now: importing it costs ~45 ms
@@ -77,7 +79,7 @@ class NotebookBar:
     With ipywidgets, tqdm's widget; without it (or with one tqdm cannot use), tqdm counts and
     formats, and its text lands in an HTML ``<progress>`` bar through :meth:`write`."""
 
-    def __init__(self, total: int, initial: int, desc: str, unit: str) -> None:
+    def __init__(self, total: int | None, initial: int, desc: str, unit: str) -> None:
         from IPython.display import display
 
         self.total = total
@@ -110,12 +112,14 @@ class NotebookBar:
         line = text.rsplit("\r", 1)[-1].strip()
         if not line or self._tqdm is None:
             return
-        done = min(int(self._tqdm.n), self.total)
+        # An unknown total (a streamed listing): an indeterminate bar beside the count.
+        value = "" if self.total is None else \
+            f' value="{min(int(self._tqdm.n), self.total)}" max="{self.total}"'
         self._handle.update({
             "text/plain": line,
-            "text/html": f'<progress value="{done}" max="{self.total}" style="width:12em;'
-                         f'vertical-align:middle"></progress> '
-                         f"<span style='font-family:monospace'>{html.escape(line)}</span>",
+            "text/html": f'<progress{value} style="width:12em;vertical-align:middle">'
+                         f"</progress> <span style='font-family:monospace'>"
+                         f"{html.escape(line)}</span>",
         }, raw=True)
 
     def flush(self) -> None:
@@ -123,6 +127,10 @@ class NotebookBar:
 
     def update(self, n: int = 1) -> object:
         return self._tqdm.update(n)
+
+    def set_postfix(self, *, refresh: bool = True, **values: Any) -> object:
+        """Figures shown after the bar (``added=5``), as tqdm shows them."""
+        return self._tqdm.set_postfix(refresh=refresh, **values)
 
     def close(self) -> None:
         """The operation ended (done, failed or interrupted): the bar goes, and its output

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import apsw
+
 from . import (
     catalog,
     display,
@@ -31,6 +33,7 @@ from . import (
 from .catalog import ColumnMeta, TableMeta
 from .compute import Computation, compute_rows, workers
 from .errors import (
+    AlreadyExistsError,
     ComputeError,
     NotFoundError,
     PxliteError,
@@ -41,6 +44,7 @@ from .errors import (
 )
 from .exprs import ColumnRef, Expr, Literal, RowContext, column_expr, split_conjuncts
 from .ingest import INPUT_ERRORS, MediaInput, RowConverter, failed_input
+from .io import keys
 from .media import Resolver
 from .plan import Rows
 from .results import ResultSet, UpdateStatus
@@ -601,7 +605,7 @@ class Table:
                 # Plain values: streamed straight into one brief transaction.
                 with op.committing(self._recheck):
                     base = db.query(next_rowid)[0][0]
-                    db.executemany(insert_sql, conv.rows(rows, base))
+                    _insert_keyed(db, meta, inputs, insert_sql, conv.rows(rows, base))
                     last = db.query(f"SELECT max(_rowid) FROM {meta.sql}")[0][0]
                     count = 0 if last is None or last < base else last - base + 1
                     for rowid, c, et, em in conv.errors:
@@ -642,7 +646,7 @@ class Table:
                 shift = db.query(next_rowid)[0][0] - base  # rows another writer added meanwhile
                 for p in params:
                     p[0] += shift
-                db.executemany(insert_sql, params)
+                _insert_keyed(db, meta, inputs, insert_sql, params)
                 for rowid, c, et, em in conv.errors:
                     db.execute(plan.set_cell_errors(meta, c), (et, em, rowid + shift))
                 if cells:
@@ -653,6 +657,19 @@ class Table:
                         op, computed, Rows.ids(p[0] for p in params), on_error)
         return UpdateStatus("Inserted", len(params), len(conv.errors) + computed_errors,
                             time.perf_counter() - t0)
+
+    def batch_update(self, rows: Iterable[dict[str, Any]], *, if_not_exists: str = "error",
+                     on_error: str = "abort") -> UpdateStatus:
+        """Update rows by primary key (Pixeltable's): each dict holds the key columns and the
+        columns to set; the computed columns depending on them are recomputed. A key not in
+        the table is an error, skipped or inserted: ``if_not_exists='error'|'ignore'|'insert'``.
+        All or nothing, in one write (see :func:`pxlite.io.keys.batch_update`)."""
+        return keys.batch_update(
+            keys.KeyedWrite(self._conn.places, self._path,
+                            lambda meta, ids: [d for d in jobs.dependents(meta, *ids)
+                                               if d.stored],
+                            self._recheck, lambda new, oe: self.insert(new, on_error=oe)),
+            rows, if_not_exists=if_not_exists, on_error=on_error)
 
     def _condition(self, where: Any, verb: str) -> Expr | None:
         """Validate the ``where=`` of a write: None, or a boolean expression over this table's
@@ -759,7 +776,7 @@ class Table:
                         replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
                 batch.append([*params, rowid])
             versions.capture_rows(db, meta, Rows.ids(rowids))  # their versions' old images
-            db.executemany(plan.update_cells(meta, [c for c, _ in targets]), batch)
+            _update_keyed(db, meta, [c for c, _ in targets], batch)
             for col_id, uris in replaced.items():
                 op.release(col_id, uris)
             if dependents and rowids:
@@ -942,6 +959,43 @@ def _compute_late_columns(op: writes.Operation, computed: list[ColumnMeta], rows
     op.meta = current
     op.prepare_for(late)
     return compute_rows(op, late, rows, on_error=on_error).num_errors
+
+
+def _insert_keyed(db: Any, meta: TableMeta, inputs: list[ColumnMeta], sql: str,
+                  params: Iterable[Any]) -> None:
+    """executemany an insert; on a table with a primary key, a row SQLite refuses as a
+    duplicate key is an AlreadyExistsError naming the row and its key."""
+    if not meta.primary_key:
+        db.executemany(sql, params)
+        return
+    tracked = keys.Tracked(params)
+    try:
+        db.executemany(sql, tracked)
+    except apsw.ConstraintError as e:
+        raise keys.duplicate_error(meta, inputs, tracked) from e
+
+
+def _update_keyed(db: Any, meta: TableMeta, cols: list[ColumnMeta], batch: list[list[Any]]
+                  ) -> None:
+    """executemany update()'s cells; on a table with a primary key, an update SQLite refuses
+    as a duplicate key is an AlreadyExistsError naming the row and the key it would get."""
+    sql = plan.update_cells(meta, cols)
+    if not meta.primary_key or not any(c.col_id in meta.primary_key for c in cols):
+        db.executemany(sql, batch)
+        return
+    tracked = keys.Tracked(batch)
+    try:
+        db.executemany(sql, tracked)
+    except apsw.ConstraintError as e:
+        row = tracked.last
+        new = {c.col_id: row[3 * j] for j, c in enumerate(cols)}
+        current = db.query(*plan.select(meta, meta.key_columns, Rows.ids([row[-1]])))
+        values = [new.get(c.col_id, current[0][1 + i] if current else None)
+                  for i, c in enumerate(meta.key_columns)]
+        raise AlreadyExistsError(
+            f"update of {meta.path!r}: row {row[-1]} would get primary key "
+            f"{keys.describe_key(meta.key_columns, values)}, which another row has (or the "
+            "update gives several rows); nothing was updated") from e
 
 
 def _bad_keys(path: str, i: int, bad: set[str], computed: set[str], known: set[str]) -> None:

@@ -196,6 +196,38 @@ class TimestampType(ColumnType):
         return "a datetime (or an ISO 8601 string)"
 
 
+class DateType(ColumnType):
+    """A calendar date (Pixeltable's ``Date``), stored as ISO 8601 text ``YYYY-MM-DD``, so text
+    order is date order. A ``datetime`` is taken only at midnight (a time of day would be lost:
+    pass ``.date()``, or use a Timestamp column)."""
+
+    name = "Date"
+    sql_type = "TEXT"
+    stored_as = (str,)
+
+    def to_sql(self, value: Any) -> str:
+        if isinstance(value, str):
+            try:
+                value = _dt.date.fromisoformat(value)
+            except ValueError:
+                raise self._bad(value) from None
+        if isinstance(value, _dt.datetime):
+            if value.time() != _dt.time() or value.tzinfo is not None:
+                raise SchemaError(
+                    f"expected a date, got the datetime {value.isoformat()}: a Date column keeps "
+                    "no time of day; pass value.date(), or use a Timestamp column")
+            value = value.date()
+        if not isinstance(value, _dt.date):
+            raise self._bad(value)
+        return value.isoformat()
+
+    def from_sql(self, value: Any) -> _dt.date:
+        return _dt.date.fromisoformat(value)
+
+    def expect(self) -> str:
+        return "a date (or an ISO 8601 string such as '2024-05-31')"
+
+
 class JsonType(ColumnType):
     name = "Json"
     sql_type = "TEXT"
@@ -284,8 +316,8 @@ class DocumentType(MediaType):
 
 _ALL: dict[str, type[ColumnType]] = {
     c.name: c
-    for c in (IntType, FloatType, StringType, BoolType, TimestampType, JsonType, ImageType,
-              VideoType, AudioType, DocumentType)
+    for c in (IntType, FloatType, StringType, BoolType, TimestampType, DateType, JsonType,
+              ImageType, VideoType, AudioType, DocumentType)
 }
 
 Int = IntType()
@@ -293,6 +325,7 @@ Float = FloatType()
 String = StringType()
 Bool = BoolType()
 Timestamp = TimestampType()
+Date = DateType()
 Json = JsonType()
 Image = ImageType()
 Video = VideoType()
@@ -313,7 +346,8 @@ class _RequiredFactory:
 Required = _RequiredFactory()
 
 _PY_TYPES: dict[Any, ColumnType] = {int: Int, float: Float, str: String, bool: Bool,
-                                    dict: Json, list: Json, _dt.datetime: Timestamp}
+                                    dict: Json, list: Json, _dt.datetime: Timestamp,
+                                    _dt.date: Date}
 
 
 def _shown(value: Any) -> str:
@@ -358,6 +392,10 @@ def type_of_value(value: Any) -> ColumnType:
             return t
     if isinstance(value, bool):
         return Bool
+    if isinstance(value, _dt.datetime):  # subclasses (pandas.Timestamp) too
+        return Timestamp
+    if isinstance(value, _dt.date):
+        return Date
     if isinstance(value, numbers.Integral):
         return Int
     if isinstance(value, numbers.Real):

@@ -61,8 +61,16 @@ class Function:
         is_property: bool = False,
         method_of: ColumnType | None = None,
         wants_settings: bool = False,
+        sql: Callable[[Any], Any] | None = None,
+        in_sql: bool = False,
     ) -> None:
         self.fn = fn
+        #: Built-in functions only. ``sql(args: exprs.SqlArgs) -> (sql, params) | None``: the
+        #: call in SQL where SQLite gives Python's answer; ``in_sql``: the Python function is
+        #: pure and quick, so SQLite may call it (see pxlite.sqlcall) instead of the query
+        #: leaving SQL. A user's @udf has neither and runs in Python, outside SQLite.
+        self.sql = sql
+        self.in_sql = in_sql
         #: True for functions that need the database's effective settings (credentials,
         #: endpoints): the executor passes them as the keyword argument ``settings``.
         self.wants_settings = wants_settings
@@ -159,12 +167,20 @@ def register(func: Function) -> None:
             _methods.setdefault(func.method_of.name, {})[func.method_name] = func
 
 
+#: The module of pxlite.functions with the built-in methods of each type.
+_FAMILIES = {"Image": "image", "Video": "video", "Audio": "audio", "Document": "document",
+             "String": "string", "Int": "math", "Float": "math", "Timestamp": "timestamp",
+             "Date": "date", "Json": "json"}
+
+
 def methods_for(ctype: ColumnType) -> dict[str, Function]:
-    """Methods and properties usable on expressions of this type."""
-    if ctype.name == "Image":
-        import pxlite.functions.image  # noqa: F401  (registers the built-in image functions)
-    elif ctype.name in ("Video", "Audio", "Document"):  # their functions register on import
-        importlib.import_module(f"pxlite.functions.{ctype.name.lower()}")
+    """Methods and properties usable on expressions of this type. An Int also has the Float
+    methods (``t.n.pow(2)``), as in Pixeltable."""
+    family = _FAMILIES.get(ctype.name)
+    if family is not None:  # the built-in functions of a type register when their module loads
+        importlib.import_module(f"pxlite.functions.{family}")
+    if ctype.name == "Int":
+        return {**_methods.get("Float", {}), **_methods.get("Int", {})}
     return _methods.get(ctype.name, {})
 
 

@@ -647,7 +647,9 @@ def meta_at(db: Database, path: str, version: int) -> TableMeta:
     sql = state_sql(live, version, hw, cols, bool(catalog.sql_columns(db, live.log_sql)))
     name = f"pxv_{live.id}_{version}_{hashlib.sha1(sql.encode()).hexdigest()[:12]}"
     db.execute(f"CREATE TEMP VIEW IF NOT EXISTS {name} AS {sql}")
-    return TableMeta(live.id, live.uid, live.path, cols, live.uids, version=version, view=name)
+    have = {c.col_id for c in cols}
+    return TableMeta(live.id, live.uid, live.path, cols, live.uids,
+                     tuple(i for i in live.primary_key if i in have), version=version, view=name)
 
 
 def still_kept(db: Database, meta: TableMeta) -> None:
@@ -717,9 +719,14 @@ def revert(db: Database, meta: TableMeta, target: int) -> None:
     delete_rows(db, meta, Rows.matching(
         f"_rowid IN (SELECT _rowid FROM {meta.log_sql} WHERE _v > {int(target)} AND _v < "
         f"{int(v)}) AND _rowid NOT IN (SELECT _rowid FROM temp.pxv_images)"))
+    restored = Rows.matching("_rowid IN (SELECT _rowid FROM temp.pxv_images)")
+    if meta.primary_key:
+        # A unique key is checked row by row: rows that swapped keys since cannot be updated
+        # back in place one by one, so they go and come back below (updated: 'r').
+        delete_rows(db, meta, restored)
     # Rows there now that were different then: updated in place (their image kept).
-    capture_rows(db, meta, Rows.matching("_rowid IN (SELECT _rowid FROM temp.pxv_images)"))
-    if sql_cols:  # (a join would scan the table: a lookup per row it changes)
+    capture_rows(db, meta, restored)
+    if sql_cols and not meta.primary_key:  # (a join would scan the table: a lookup per row)
         sql_names = ", ".join(sql_cols)
         db.execute(f"UPDATE {meta.sql} SET ({sql_names}) = (SELECT {sql_names} FROM "
                    f"temp.pxv_images AS i WHERE i._rowid = {meta.sql}._rowid) WHERE _rowid IN "
@@ -730,6 +737,8 @@ def revert(db: Database, meta: TableMeta, target: int) -> None:
                "CONFLICT (_v, _rowid) DO NOTHING")
     db.execute(f"INSERT INTO {meta.sql}(_rowid{names}) SELECT _rowid{names} FROM "
                f"temp.pxv_images WHERE _rowid NOT IN (SELECT _rowid FROM {meta.sql})")
+    db.execute(f"UPDATE {meta.log_sql} SET _op = 'r' WHERE _v = {int(v)} AND _op = 'd' AND "
+               "_rowid IN (SELECT _rowid FROM temp.pxv_images)")
     db.execute("DROP TABLE temp.pxv_images")
     _restore_columns(db, meta, wanted, v)
     log.kind, log.reverted_to, log.state_of = "revert", target, rec.state_of

@@ -96,6 +96,37 @@ def test_miss_then_hit(cache: FileCache) -> None:
     assert not list((cache.directory / ".tmp").iterdir())
 
 
+def test_put_many_stores_a_batch_in_one_transaction(cache: FileCache, monkeypatch) -> None:
+    """Outputs whose bytes are at hand enter the cache together: one transaction, one eviction
+    pass; a URL already cached is left as it is; the bound holds; nothing is left in .tmp."""
+    transactions = []
+    real = cache._dc._transact
+
+    def counting(*a, **k):  # an outermost transaction begins when this thread has none open
+        if cache._dc._txn_id != threading.get_ident():
+            transactions.append(1)
+        return real(*a, **k)
+
+    cache.get_path("s3://b/old.jpg", Fetcher().for_url("s3://b/old.jpg"))
+    monkeypatch.setattr(cache._dc, "_transact", counting)
+    items = [(f"s3://b/out/{i}.jpg", bytes([i]) * FILE) for i in range(4)]
+    items.append(("s3://b/old.jpg", b"other bytes"))  # already there: kept as it is
+    assert cache.put_many(items) == 4
+    assert len(transactions) == 1
+    monkeypatch.undo()
+    for url, data in items[:4]:
+        assert cache.get_path(url, no_fetch).read_bytes() == data
+    assert cache.get_path("s3://b/old.jpg", no_fetch).read_bytes() != b"other bytes"
+    # Over the bound: the least recently used go (out/0-2, read before old.jpg was).
+    more = [(f"s3://b/more/{i}.jpg", bytes([9]) * FILE) for i in range(3)]
+    assert cache.put_many(more) == 3
+    info = cache.info()
+    assert info.size_bytes <= MB and info.count == 5
+    assert [cache.contains(u) for u, _ in items] == [False, False, False, True, True]
+    assert all(cache.contains(u) for u, _ in more)
+    assert not list((cache.directory / ".tmp").iterdir())
+
+
 def test_version_is_part_of_the_key(cache: FileCache) -> None:
     url = "gs://b/x.jpg"
     f1, f2 = Fetcher(size=1000), Fetcher(size=2000)

@@ -38,6 +38,7 @@ from PIL import Image, ImageColor
 import pxlite as pxl
 from pxlite import catalog, faults, storage
 from pxlite.maintenance import check
+from pxlite.storage import local
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -519,11 +520,13 @@ KILL_IN_WRITE = textwrap.dedent("""
     import json, os, signal, sys
     sys.path[:0] = [{root!r}]
     import pxlite as pxl
+    from pxlite.storage import local
     from PIL import Image
     a = json.loads(sys.argv[1])
+    local._tmpfile_works = a["tmpfile"]
     real_link = os.link
-    def link(src, dst, *args, **kw):  # the temp file is written, not yet linked into place
-        if os.path.basename(src).startswith(".pxlite-tmp-"):
+    def link(src, dst, *args, **kw):  # the new file is written, not yet linked into place
+        if os.path.basename(src).startswith(".pxlite-tmp-") or src.startswith("/proc/self/fd/"):
             os.kill(os.getpid(), signal.SIGKILL)
         return real_link(src, dst, *args, **kw)
     os.link = link
@@ -532,14 +535,26 @@ KILL_IN_WRITE = textwrap.dedent("""
 """).format(root=str(ROOT))
 
 
-def test_temp_file_of_a_killed_write_is_swept(tmp_path):
+@pytest.mark.parametrize("tmpfile", [False, True], ids=["temp-file", "O_TMPFILE"])
+def test_temp_file_of_a_killed_write_is_swept(tmp_path, tmpfile):
+    """A write killed before its file got its name: a named temp file is left (check --fix
+    sweeps it); an unnamed O_TMPFILE (Linux) leaves nothing at all."""
+    if tmpfile and not local._tmpfile_works:
+        pytest.skip("no O_TMPFILE here")
     db_path = tmp_path / "x.pxl"
     conn = pxl.connect(db_path)
     conn.create_table("t", {"image": pxl.Image, "k": pxl.Int})
     conn.close()
-    out = subprocess.run([sys.executable, "-c", KILL_IN_WRITE, json.dumps({"db": str(db_path)})],
+    out = subprocess.run([sys.executable, "-c", KILL_IN_WRITE,
+                          json.dumps({"db": str(db_path), "tmpfile": tmpfile})],
                          capture_output=True, text=True, timeout=120, env=_child_env(tmp_path))
     assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+    media = tmp_path / "x.pxl.media"
+    if tmpfile:
+        assert not [p for p in media.rglob("*") if p.is_file()]
+        with pxl.connect(db_path) as conn:
+            assert conn.check().ok and not conn.get_table("t").count()
+        return
     media = tmp_path / "x.pxl.media"
     temps = [p for p in media.rglob("*") if p.name.startswith(TEMP)]
     assert len(temps) == 1, temps

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -89,6 +90,9 @@ def _split_args(args: str) -> list[str]:
     if cur:
         out.append("".join(cur).strip())
     return out
+
+
+_PROC_FD = re.compile(r"/proc/(?:self|\d+)/fd/(\d+)")
 
 
 def parse_strace(text: str) -> list[Call]:
@@ -166,6 +170,13 @@ def parse_strace(text: str) -> list[Call]:
             call.paths = [path_arg(None, parts[0]), path_arg(None, parts[1])]
         elif name in ("linkat", "renameat", "renameat2"):
             call.paths = [path_arg(parts[0], parts[1]), path_arg(parts[2], parts[3])]
+            proc = _PROC_FD.fullmatch(call.paths[0])
+            if proc and proc.group(1) in fds:  # an unnamed O_TMPFILE linked by its fd
+                call.paths[0] = fds[proc.group(1)]
+        elif name == "mkdir":
+            call.paths = [path_arg(None, parts[0])]
+        elif name == "mkdirat":
+            call.paths = [path_arg(parts[0], parts[1])]
         if ok:
             calls.append(call)
     return calls
@@ -229,7 +240,8 @@ def test_syscall_order(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    trace = "openat,open,fsync,fdatasync,link,linkat,rename,renameat,renameat2,pwrite64,write,close"
+    trace = ("openat,open,fsync,fdatasync,link,linkat,rename,renameat,renameat2,pwrite64,write,"
+             "close,mkdir,mkdirat")
     proc = subprocess.run([exe, "-f", "-y", "-s", "8192", "-e", f"trace={trace}", "-o", str(log),
                            sys.executable, str(script), str(db_path), str(dest)],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
@@ -275,18 +287,31 @@ def test_syscall_order(tmp_path):
                       c.paths[0] == ln.paths[0] and c.end < ln.start for ln in landed))]
         if not synced:
             problems.append(f"{f}: bytes not synced before the commit (log line {commit.start})")
-        # Its folder entries: every folder from its parent up to the root's parent, fsynced
-        # after it got its name and before the commit.
-        folder = f.parent
+        # Its folder entries: every folder from its parent up to the root's parent holds an
+        # entry on the path to the file (the file's own name in its parent, the next folder's
+        # name in the others), made by a link or a mkdir; each folder must be fsynced after
+        # that entry was made and before the commit. (An entry made before the traced run
+        # needs no sync here; a background thread may sync a folder before the file's batch
+        # commits, and later changes to the folder do not matter to this file.)
+        below, folder = f, f.parent
         while True:
-            ok = any(c.name == "fsync" and c.paths[0] == str(folder)
-                     and named_at < c.start and c.end < commit.start for c in calls)
+            made = [c.end for c in calls if c.end < commit.start and (
+                (c.name in ("link", "linkat", "rename", "renameat", "renameat2")
+                 and c.paths[1] == str(below))
+                or (c.name in ("mkdir", "mkdirat") and c.paths[0] == str(below)))]
+            if below == f:
+                assert made, f"{f}: never named before the commit?"
+            last = max(made, default=None)
+            ok = last is None or any(c.name == "fsync" and c.paths[0] == str(folder)
+                                     and last < c.start and c.end < commit.start
+                                     for c in calls)
             if not ok:
-                problems.append(f"{f}: folder {folder} not fsynced between the file landing "
-                                f"(log line {named_at}) and the commit (line {commit.start})")
+                problems.append(f"{f}: folder {folder} not fsynced between the entry for "
+                                f"{below.name} (log line {last}) and the commit (line "
+                                f"{commit.start})")
             if folder == root.parent:
                 break
-            folder = folder.parent
+            below, folder = folder, folder.parent
     assert not problems, "\n".join(problems)
 
 
@@ -446,9 +471,10 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="need
 
 
 @needs_proc
-def test_make_durable_dedups_folders(tmp_path, fsyncs):
+def test_make_durable_dedups_folders(tmp_path, fsyncs, monkeypatch):
     """20 files in 2 leaf folders: each folder up to the root's parent is fsynced once, and
-    files synced when written are not synced again."""
+    files synced when written are not synced again (no background folder syncs here)."""
+    monkeypatch.setattr(base.FOLDERS, "changed", lambda folder: None)
     root = (tmp_path / "dest").as_uri() + "/"
     uris = [f"{root}tbl/1/{'ab' if i % 2 else 'cd'}/{i:064x}.jpg" for i in range(20)]
     for u in uris:
@@ -460,6 +486,37 @@ def test_make_durable_dedups_folders(tmp_path, fsyncs):
     expected = [d / "tbl/1/cd", d / "tbl/1", d / "tbl", d, tmp_path, d / "tbl/1/ab"]
     assert sorted(fsyncs) == sorted(str(p) for p in expected), fsyncs
     assert len(fsyncs) == len(set(fsyncs))
+
+
+@needs_proc
+def test_folders_synced_in_the_background_are_not_synced_again(tmp_path, fsyncs):
+    """The files' own folders, synced in the background after the last file this process
+    linked there, are not synced again at the commit; the folders above them are."""
+    root = (tmp_path / "dest").as_uri() + "/"
+    uris = [f"{root}tbl/1/{'ab' if i % 2 else 'cd'}/{i:064x}.jpg" for i in range(20)]
+    for u in uris:
+        _write(u, b"x" * 100)
+    assert base.FOLDERS.wait_idle()
+    d = tmp_path / "dest"
+    assert {str(d / "tbl/1/ab"), str(d / "tbl/1/cd")} <= set(fsyncs)  # in the background
+    del fsyncs[:]
+    local.make_durable(uris, [root])
+    assert sorted(fsyncs) == sorted(str(p) for p in (d / "tbl/1", d / "tbl", d, tmp_path))
+
+
+@needs_proc
+def test_a_folder_with_a_file_found_in_place_is_synced_again(tmp_path, fsyncs):
+    """A file this process did not write (found already there: another program may have linked
+    it after the background sync) makes its folder synced at the commit."""
+    root = (tmp_path / "dest").as_uri() + "/"
+    mine = f"{root}tbl/1/ab/{1:064x}.jpg"
+    _write(mine, b"x" * 100)
+    theirs = tmp_path / "dest" / "tbl/1/ab" / f"{2:064x}.jpg"
+    assert base.FOLDERS.wait_idle()
+    theirs.write_bytes(b"y" * 100)
+    del fsyncs[:]
+    local.make_durable([mine, theirs.as_uri()], [root])
+    assert str(theirs.parent) in fsyncs and str(theirs) in fsyncs
 
 
 @needs_proc
@@ -497,7 +554,35 @@ def test_make_durable_ignores_non_local(tmp_path, fsyncs):
     assert fsyncs == []
 
 
-def test_put_bytes_new_repairs_truncated_file(tmp_path):
+@pytest.fixture(params=["O_TMPFILE", "temp file"])
+def new_files(request, monkeypatch) -> str:
+    """Both ways put_bytes_new makes a file: an unnamed O_TMPFILE (Linux) or a named temp file
+    (other platforms and filesystems)."""
+    if request.param == "temp file":
+        monkeypatch.setattr(local, "_tmpfile_works", False)
+    elif not local._tmpfile_works:
+        pytest.skip("no O_TMPFILE here")
+    return request.param
+
+
+def test_put_bytes_new_leaves_no_temp_file(tmp_path, new_files):
+    """A new file, the same content again, and a repaired one: only the content-addressed
+    names remain in the folder, with the bytes written and the umask's mode."""
+    folder = tmp_path / "dest" / "ab"
+    uris = [f"{folder.as_uri()}/{c * 32}.jpg" for c in ("ab", "ef")]
+    assert _backend().put_bytes_new(b"one", uris[0]) is True
+    assert _backend().put_bytes_new(b"one", uris[0]) is False   # already there
+    storage.file_path(uris[1]).write_bytes(b"")                  # truncated by a power cut
+    assert _backend().put_bytes_new(b"two", uris[1]) is False   # repaired, not "created"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        storage.file_path(u).name for u in uris)
+    assert [storage.file_path(u).read_bytes() for u in uris] == [b"one", b"two"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(storage.file_path(uris[0]).stat().st_mode) == 0o666 & ~umask
+
+
+def test_put_bytes_new_repairs_truncated_file(tmp_path, new_files):
     """A content-addressed name holding 0 bytes (a power cut before writes were synced) is
     replaced by the full bytes; the name counts as already there (never undone)."""
     uri = f"{tmp_path.as_uri()}/dest/{'cd' * 32}.jpg"

@@ -245,3 +245,20 @@ def test_no_revert_while_a_column_is_being_added_or_a_job_runs_elsewhere(db):
         db.db.execute("UPDATE px_jobs SET pid = ?", (2**22 + 12345,))
     t.revert(to=0)
     assert t.count() == 0 and not catalog.jobs(db.db)
+
+
+def test_revert_of_a_table_with_a_primary_key_whose_rows_swapped_keys(db):
+    t = db.create_table("t", {"k": pxl.Int, "s": pxl.String}, primary_key="k")
+    t.insert([{"k": 1, "s": "a"}, {"k": 2, "s": "b"}, {"k": 3, "s": "c"}])
+    t.update({"k": 10}, where=t.k == 1)
+    t.update({"k": 1}, where=t.k == 2)   # row 2 takes the key row 1 had
+    t.update({"k": 2}, where=t.k == 10)  # and row 1 the key row 2 had
+    t.delete(where=t.k == 3)
+    t.insert([{"k": 3, "s": "new"}])     # another row takes the deleted row's key
+    t.revert(to=1)
+    assert sorted((r["k"], r["s"]) for r in t.collect()) == [(1, "a"), (2, "b"), (3, "c")]
+    last = t.get_versions(1)[0]
+    assert (last["updates"], last["deletes"], last["inserts"]) == (2, 1, 1)  # row 3 is back
+    t.revert(to=6)  # and forward again (revert() would step back further, to version 0)
+    assert sorted((r["k"], r["s"]) for r in t.collect()) == [(1, "b"), (2, "a"), (3, "new")]
+    assert db.check().ok

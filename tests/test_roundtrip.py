@@ -36,6 +36,7 @@ STRATEGIES = {
     "String": text,
     "Bool": st.booleans(),
     "Timestamp": timestamps,
+    "Date": st.dates(),
     "Json": json_values,
 }
 
@@ -105,7 +106,13 @@ def _exprs():
     cmp = st.tuples(arith, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), lits).map(
         lambda a: {"==": a[0].__eq__, "!=": a[0].__ne__, "<": a[0].__lt__, "<=": a[0].__le__,
                    ">": a[0].__gt__, ">=": a[0].__ge__}[a[1]](a[2]))
-    strs = st.sampled_from([s == "a", s.isin(["a", "b"]), s == None, s != None])  # noqa: E711
+    strs = st.sampled_from([s == "a", s.isin(["a", "b"]), s == None, s != None,  # noqa: E711
+                            s.upper() == "A", s.len() > 0, s.contains("a", case=False),
+                            s.replace("a", "b").startswith("b"), s.split("a")[0] == "",
+                            s.format(n) == "a", (s + "!").slice(-2) == "a!",
+                            s.strip(" ").count("a") == 1, s.match("[ab]"),
+                            x.round() == 2, n.pow(2) > 3, x.abs().floor() < n,
+                            n.bitwise_and(3) == 1, n.astype(pxl.Float) == 1.0])
     images = st.sampled_from([im.width > 3, im.rotate(90).height == 4,
                               im.resize((2, 3)).width == 2, im.errortype == None])  # noqa: E711
     preds = st.recursive(cmp | strs | images, lambda p: st.tuples(p, p).map(

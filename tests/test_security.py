@@ -299,6 +299,9 @@ SQL_FRAGMENTS = {
     r"(self\.)?predicate", r"ids",
     r"_JOB_COLUMNS",                                        # a constant list of px_jobs columns
     r"guard",                        # "c<id> IS ?" per input column (compute.run_batches)
+    # expressions (exprs, jsonpath): SQL of sub-expressions, built the same way; fixed tables
+    r"(av|doc|v|lst|inner)\[0\]", r"alias",      # alias: json_each's je<nesting depth>
+    r"_SQL_OP\[op\]", r"json_kinds", r"json_conv", r"sqlcall\.SQL_NAME",
     # versions: the undo log h_<id>, integers, (SQL table, SQL column) names from media_cells,
     # and the lists of c<id> names / OLD.c<id> built in the same function
     r"(meta|data)\.log_sql", r"data\.sql", r"int\([a-z_.]+\)", r"sql_(table|col)", r"olds",
@@ -366,6 +369,10 @@ def test_no_user_string_in_executed_sql(tmp_path, jpegs):
         got = t.where((t.s == marker) | t.s.isin([marker])).select(t.s).collect()["s"]
         assert got == [marker] * 2
         t.where(t.s > marker).order_by(t.s).limit(3).collect()
+        # JSON path keys and function arguments are bound too
+        assert t.where((t.j[marker][0] == marker) & t.s.contains(marker) & (
+            t.s.replace(marker, "y").upper() == "Y")).count() == 1
+        assert t.where(t.j[marker][:1].len() == 1).order_by(t.j[marker][0]).count() == 1
         t.update({"s": marker + "2"}, where=t.s == marker)
         t.delete(where=t.s == "x" + marker)
         for bad in (marker, "a" + marker):

@@ -108,6 +108,50 @@ def test_list_recursive(storage_target, backend):
         assert backend.stat(join(prefix, k)).size == len(k)
 
 
+def test_list_info(storage_target, backend):
+    """list_info: the same objects as list(), each with its key relative to the prefix, its
+    size, a modification time near now and, on cloud services, an etag that changes with the
+    content; a prefix that ends inside a name filters by it; an empty prefix lists nothing."""
+    prefix = storage_target.prefix
+    assert list(backend.list_info(prefix)) == []
+    keys = {"a/1.bin": b"x", "a/b/2.bin": b"yy", "c/3.bin": b"zzz", UNICODE_KEY: b"unicode"}
+    for k, data in keys.items():
+        backend.put_bytes(data, join(prefix, k))
+    found = {o.key: o for o in backend.list_info(prefix)}
+    assert sorted(o.uri for o in found.values()) == sorted(backend.list(prefix))
+    assert set(found) == set(keys)
+    now = time.time()
+    for k, data in keys.items():
+        o = found[k]
+        assert o.uri == join(prefix, k) and o.size == len(data)
+        assert o.mtime is not None and abs(o.mtime - now) < 600
+        assert backend.stat(o.uri).size == o.size  # a listed URI is usable as it is
+        if storage_target.name != "local":
+            assert o.etag
+    assert sorted(o.key for o in backend.list_info(join(prefix, "a/"))) == ["1.bin", "b/2.bin"]
+    assert [o.key for o in backend.list_info(prefix + "c")] == ["/3.bin"]
+    assert list(backend.list_info(join(prefix, "zzz/"))) == []
+    if storage_target.name != "local":
+        before = found["a/1.bin"].etag
+        backend.put_bytes(b"other content", join(prefix, "a/1.bin"))
+        after = {o.key: o for o in backend.list_info(join(prefix, "a/"))}["1.bin"]
+        assert after.etag != before and after.size == len(b"other content")
+
+
+def test_list_info_missing_bucket(storage_target, backend):
+    """Listing a bucket (container) that does not exist is a StorageError saying so; a
+    missing local folder lists nothing."""
+    if storage_target.name == "local":
+        assert list(backend.list_info(storage_target.prefix + "nothing/here/")) == []
+        return
+    scheme = storage_target.prefix.split("://", 1)[0]
+    missing = f"{scheme}://pxl-missing-{os.urandom(4).hex()}/p/"
+    other = get_backend(missing, storage_target.settings)
+    with pytest.raises(StorageError) as exc:
+        list(other.list_info(missing))
+    assert "pxl-missing-" in str(exc.value)
+
+
 def test_overwrite_changes_version(storage_target, backend, tmp_path):
     uri = join(storage_target.prefix, "over/write.bin")
     backend.put_bytes(b"first version", uri)

@@ -90,6 +90,15 @@ def _oracle(tname: str, v):
             except OverflowError:
                 return REFUSE  # outside years 1..9999 in UTC
         return v
+    if tname == "Date":
+        if isinstance(v, str):
+            try:
+                v = dt.date.fromisoformat(v)
+            except ValueError:
+                return REFUSE
+        if isinstance(v, dt.datetime):  # only at midnight, naive: no time of day is lost
+            return v.date() if v.time() == dt.time() and v.tzinfo is None else REFUSE
+        return v if isinstance(v, dt.date) else REFUSE
     if tname == "Json":
         return _json_norm(v)
     raise AssertionError(tname)
@@ -132,15 +141,19 @@ NEAR = {
     "Bool": st.booleans() | st.sampled_from([0, 1, "True", None]),
     "Timestamp": st.datetimes(timezones=st.none() | offsets) | st.dates()
     | st.datetimes().map(dt.datetime.isoformat) | st.text(max_size=12),
+    "Date": st.dates() | st.dates().map(dt.date.isoformat) | st.datetimes()
+    | st.dates().map(lambda d: dt.datetime(d.year, d.month, d.day)) | st.text(max_size=10),
     "Json": ANY_VALUE,
 }
 
 
-@pytest.mark.parametrize("tname", ["Int", "Float", "String", "Bool", "Timestamp", "Json"])
+@pytest.mark.parametrize("tname", ["Int", "Float", "String", "Bool", "Timestamp", "Date",
+                                   "Json"])
 def test_any_value_is_stored_as_its_type_or_refused(db, tname):
     t = db.create_table("t", {"a": getattr(pxl, tname), "k": pxl.Int})
     good = {"Int": 1, "Float": 1.5, "String": "s", "Bool": True,
-            "Timestamp": dt.datetime(2020, 1, 1), "Json": {"g": 1}}[tname]
+            "Timestamp": dt.datetime(2020, 1, 1), "Date": dt.date(2020, 1, 1),
+            "Json": {"g": 1}}[tname]
     counter = iter(range(1, 10**9))
     seen = {"stored": 0, "refused": 0}
 

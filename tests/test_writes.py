@@ -160,3 +160,58 @@ def test_undo_keeps_a_file_another_writer_named_meanwhile(tmp_path, monkeypatch)
     rows = tb.collect()
     assert [r["n"] for r in rows] == [2] and rows[0]["image"].size == (4, 4)
     assert pxl.check(db=a).ok
+
+
+# ---- who is writing now (px_writers) ------------------------------------------------------------
+def _writer_rows(db) -> list[tuple]:
+    return db.db.query("SELECT id, pid, kind FROM px_writers ORDER BY id")
+
+
+def test_a_writer_registers_before_its_files_and_is_gone_when_it_ends(tmp_path, monkeypatch):
+    """An insert of media is a registered writer while it stores files (another connection
+    sees its row), and its row is gone when it returns."""
+    db = pxl.connect(tmp_path / "x.pxl")
+    t = db.create_table("t", {"image": pxl.Image})
+    other = pxl.connect(tmp_path / "x.pxl")
+    seen: list[list[tuple]] = []
+    real = writes.Operation.track
+
+    def track(op, uri, created):
+        seen.append(_writer_rows(other))
+        return real(op, uri, created)
+
+    monkeypatch.setattr(writes.Operation, "track", track)
+    t.insert(image=Image.new("RGB", (8, 8), "red"))
+    assert seen and [kind for _, _, kind in seen[0]] == ["insert"]
+    assert _writer_rows(db) == []
+    other.close()
+    db.close()
+
+
+def test_dead_writers_are_ignored_and_removed(tmp_path):
+    """A row of a process that is gone (its pid free, or reused by a process that started
+    later), or of an operation of this process that ended without removing it, holds back no
+    delete, and goes with the next write transaction that looks."""
+    import os
+    import subprocess
+    import sys
+
+    from pxlite import catalog
+
+    db = pxl.connect(tmp_path / "x.pxl")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)
+    me = os.getpid()
+    with db.db.transaction():
+        catalog.add_writer(db.db, "a" * 12, dead_pid, writes._host(), "1", "insert")
+        catalog.add_writer(db.db, "b" * 12, me, writes._host(), writes.process_start(me),
+                           "insert")  # this process, but no running operation of it
+        # a live process (our parent), but not the one that registered: it started earlier
+        catalog.add_writer(db.db, "c" * 12, os.getppid(), writes._host(), "0", "insert")
+        live_elsewhere = catalog.add_writer(db.db, "d" * 12, me, "another-host", "", "insert")
+    with db.db.transaction():
+        assert [w.id for w in writes.live_writers(db.db)] == [live_elsewhere]
+    assert [r[0] for r in _writer_rows(db)] == [live_elsewhere]
+    assert writes.busy_uids(db.db) == {"d" * 12}
+    db.close()

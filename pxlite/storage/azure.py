@@ -25,6 +25,7 @@ from .base import (
     SEVEN_DAYS_S,
     TRANSFER_THREADS,
     ConditionalCreate,
+    ListedObject,
     MappedReader,
     ObjectInfo,
     atomic_target,
@@ -294,6 +295,18 @@ class AzureBackend(ConditionalCreate):
             container = self.client.get_container_client(loc.container)
             for name in container.list_blob_names(name_starts_with=loc.blob or None):
                 yield loc.with_key(name)
+
+    def list_info(self, prefix_uri: str) -> Iterator[ListedObject]:
+        loc = parse_azure_uri(prefix_uri)
+        skip = len(loc.blob)
+        with self._errors(prefix_uri):
+            container = self.client.get_container_client(loc.container)
+            for props in container.list_blobs(name_starts_with=loc.blob or None):
+                modified = props.last_modified
+                yield ListedObject(loc.with_key(props.name), props.name[skip:],
+                                   int(props.size or 0),
+                                   modified.timestamp() if modified else None,
+                                   (props.etag or "").strip('"') or None)
 
     def presign(self, uri: str, expires_s: int) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, NoReturn, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, NamedTuple, NoReturn, TypeVar
 
 from ..config import SECRET_KEYS, URL_KEYS, Settings
 from ..errors import ConfigError, ObjectNotFoundError, PxliteError, StorageError
@@ -61,6 +61,21 @@ class ObjectInfo:
 
     size: int
     version: str | None
+
+
+class ListedObject(NamedTuple):
+    """One object found by :meth:`StorageBackend.list_info`: its full URI, its key relative to
+    the listed prefix (``'/'``-separated; a local file's path relative to the folder), its size
+    in bytes, its modification time (seconds since the epoch; None where the service keeps
+    none) and a version token that changes with the content (cloud services' etag; None for
+    local files). A NamedTuple: a listing makes one per object, and a million of them should
+    cost little."""
+
+    uri: str
+    key: str
+    size: int
+    mtime: float | None
+    etag: str | None
 
 
 class StorageBackend(ABC):
@@ -184,6 +199,16 @@ class StorageBackend(ABC):
     @abstractmethod
     def list(self, prefix_uri: str) -> Iterator[str]:
         """Full URIs of every object under ``prefix_uri``, recursively."""
+
+    def list_info(self, prefix_uri: str) -> Iterator[ListedObject]:
+        """Every object under ``prefix_uri`` (recursively) with its size, modification time
+        and etag, streamed page by page as the service returns them (constant memory for any
+        number of objects). Errors as :meth:`list`: a missing bucket or a refused listing is a
+        StorageError saying so. This default asks :meth:`stat` per object; the backends
+        override it with the listing's own metadata."""
+        for uri in self.list(prefix_uri):
+            info = self.stat(uri)
+            yield ListedObject(uri, uri[len(prefix_uri):], info.size, None, info.version)
 
     @abstractmethod
     def presign(self, uri: str, expires_s: int) -> str:
@@ -586,6 +611,103 @@ if sys.platform == "darwin":  # pragma: no cover - Linux CI
 
     _FULLFSYNC = getattr(_fcntl, "F_FULLFSYNC", None)
 
+class FolderSyncer:
+    """Syncs, in the background, the folders into which this process put a file it wrote and
+    synced (:func:`note_synced`), so the commit that names the files finds them durable.
+
+    A folder is *clean* when a sync of it started after its last change (a change is counted
+    after it happened, so that sync covers it). :func:`make_durable` skips clean folders and
+    syncs every other one itself, so durability never depends on the background thread: it
+    only takes the waiting off the commit, and it vouches only for the changes it was told of
+    (make_durable trusts it for the files' own folders holding only this process's files). The
+    thread starts with the first change."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._seq = 0
+        self._dirty: dict[str, int] = {}   # folder -> sequence number of its last change
+        self._clean: dict[str, int] = {}   # folder -> number when its last finished sync began
+        self._queue: dict[str, None] = {}
+        self._thread: threading.Thread | None = None
+
+    def changed(self, folder: str) -> None:
+        with self._cv:
+            self._seq += 1
+            self._dirty[folder] = self._seq
+            self._queue[folder] = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pxlite-folder-sync",
+                                                daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def clean(self, folder: str) -> bool:
+        """Was ``folder`` synced after this process last changed it?"""
+        with self._cv:
+            done = self._clean.get(folder)
+            return done is not None and done >= self._dirty.get(folder, 0)
+
+    def synced(self, folder: str, began: int) -> None:
+        """``folder`` was synced by a sync that began at sequence number ``began``."""
+        with self._cv:
+            if began > self._clean.get(folder, -1):
+                self._clean[folder] = began
+            if len(self._clean) > 100_000:  # bounded: forgetting only costs a sync
+                self._clean.clear()
+                self._dirty.clear()
+
+    def began(self) -> int:
+        with self._cv:
+            return self._seq
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until every folder changed so far was synced (tests); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cv:
+                if not self._queue and all(self._clean.get(f, -1) >= n
+                                           for f, n in self._dirty.items()):
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                folder = next(iter(self._queue))
+                del self._queue[folder]
+                began = self._seq
+            try:
+                _fsync_folder(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                self._gone(folder)  # nothing left to make durable (make_durable will say so)
+            except OSError:
+                pass  # left unclean: make_durable syncs it, and reports the error
+            else:
+                self.synced(folder, began)
+
+    def _gone(self, folder: str) -> None:
+        with self._cv:
+            self._dirty.pop(folder, None)
+            self._clean.pop(folder, None)
+
+
+def _fsync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: This process's folder syncer (see FolderSyncer).
+FOLDERS = FolderSyncer()
+
+
+
+
 #: Paths whose bytes this process synced when it wrote them (before linking them into place)
 #: and no durability pass has consumed yet: ``pxlite.storage.local.make_durable`` then only
 #: checks they exist instead of syncing them again. Losing an entry is safe (the file is synced
@@ -595,10 +717,18 @@ _SYNCED_MAX = 20_000
 
 
 def note_synced(path: str | os.PathLike) -> None:
-    """Record that ``path``'s bytes were synced before it got its name (see :func:`take_synced`)."""
+    """Record that ``path``'s bytes were synced before it got its name (see :func:`take_synced`),
+    which it has now: its folder is synced in the background (:data:`FOLDERS`)."""
     if len(_SYNCED) >= _SYNCED_MAX:
         _SYNCED.clear()
-    _SYNCED.add(os.fspath(path))
+    key = os.fspath(path)
+    _SYNCED.add(key)
+    FOLDERS.changed(os.path.dirname(key))
+
+
+def peek_synced(path: str | os.PathLike) -> bool:
+    """Has :func:`note_synced` recorded ``path`` (without taking the record)?"""
+    return os.fspath(path) in _SYNCED
 
 
 def take_synced(path: str | os.PathLike) -> bool:

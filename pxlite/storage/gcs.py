@@ -23,6 +23,7 @@ from .base import (
     PART_SIZE,
     SEVEN_DAYS_S,
     ConditionalCreate,
+    ListedObject,
     MappedReader,
     ObjectInfo,
     atomic_target,
@@ -243,6 +244,17 @@ class GCSBackend(ConditionalCreate):
         with self._errors(prefix_uri):
             for blob in self.client.list_blobs(loc.bucket, prefix=loc.key, **self._call):
                 yield loc.with_key(blob.name)
+
+    def list_info(self, prefix_uri: str) -> Iterator[ListedObject]:
+        loc = parse_bucket_uri(prefix_uri)
+        skip = len(loc.key)
+        with self._errors(prefix_uri):
+            for blob in self.client.list_blobs(loc.bucket, prefix=loc.key, **self._call):
+                updated = blob.updated
+                yield ListedObject(loc.with_key(blob.name), blob.name[skip:],
+                                   int(blob.size or 0),
+                                   updated.timestamp() if updated else None,
+                                   blob.etag or None)
 
     def presign(self, uri: str, expires_s: int) -> str:
         seconds = check_expiry(uri, expires_s, SEVEN_DAYS_S, "GCS")

@@ -12,7 +12,9 @@ import errno
 import os
 import shutil
 import stat
+import sys
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -21,12 +23,15 @@ from ..config import Settings
 from ..errors import ConfigError, ObjectNotFoundError, StorageError
 from . import file_path as _path_of
 from .base import (
+    FOLDERS,
     TEMP_PREFIX,
+    ListedObject,
     ObjectInfo,
     StorageBackend,
     atomic_target,
     create_temp,
     note_synced,
+    peek_synced,
     sync_data,
     sync_file,
     take_synced,
@@ -94,6 +99,7 @@ def make_durable(file_uris: Iterable[str], root_uris: Iterable[str]) -> None:
     files: dict[str, str] = {}  # path -> uri, deduplicated, in order
     folders: dict[str, tuple[str, str | None]] = {}  # folder -> (first uri under it, its root)
     walked: set[tuple[str | None, str]] = set()
+    leaves: set[str] = set()  # the files' own folders
     for uri in file_uris:
         if not _is_file_uri(uri):
             continue
@@ -104,6 +110,7 @@ def make_durable(file_uris: Iterable[str], root_uris: Iterable[str]) -> None:
         root = next((r for r in roots if path.startswith(r.rstrip(os.sep) + os.sep)), None)
         stop = os.path.dirname(root) if root else None
         folder = os.path.dirname(path)
+        leaves.add(folder)
         while (root, folder) not in walked:
             walked.add((root, folder))
             folders.setdefault(folder, (uri, root))
@@ -115,7 +122,18 @@ def make_durable(file_uris: Iterable[str], root_uris: Iterable[str]) -> None:
     # existence is confirmed after their folder entries are synced (never the reverse).
     if os.name != "nt":  # Windows cannot open a folder to sync it (NTFS journals entries)
         flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+        # A folder holding only files this process wrote, and synced in the background after
+        # it last linked one there, needs no second sync (most of a batch's many <xx>/ folders).
+        # Every other folder is synced here: the folders above them (a change there may have
+        # come from anywhere), and a folder holding a file found already in place (another
+        # program may have linked it after the background sync and not committed yet).
+        theirs = {os.path.dirname(p) for p in files if not peek_synced(p)}
         for folder, (uri, root) in folders.items():
+            if folder in leaves and folder not in theirs and FOLDERS.clean(folder):
+                if not os.path.isdir(folder):
+                    raise _vanished(uri, root, "the file")
+                continue
+            began = FOLDERS.began()
             try:
                 fd = os.open(folder, flags)
             except (FileNotFoundError, NotADirectoryError) as e:
@@ -128,6 +146,7 @@ def make_durable(file_uris: Iterable[str], root_uris: Iterable[str]) -> None:
                 raise _sync_failed(e, folder, "the folder") from e
             finally:
                 os.close(fd)
+            FOLDERS.synced(folder, began)
     for path, uri in files.items():
         root = folders[os.path.dirname(path)][1]
         try:
@@ -140,6 +159,56 @@ def make_durable(file_uris: Iterable[str], root_uris: Iterable[str]) -> None:
             raise _vanished(uri, root, "the file") from e
         except OSError as e:
             raise _sync_failed(e, uri, "the file") from e
+
+
+#: O_TMPFILE (Linux): an unnamed file in a folder, given a name only by linking it into place;
+#: nothing is left behind if the process dies mid-write. 0 where the platform has none.
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_tmpfile_works = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
+
+
+def _new_file(folder: Path) -> tuple[int, str]:
+    """An open, writable new file in ``folder``: ``(fd, '')`` for an unnamed O_TMPFILE, else
+    ``(fd, temp path)`` (see storage.base.create_temp). Mode 0o666 less the umask either way."""
+    global _tmpfile_works
+    if _tmpfile_works:
+        try:
+            return os.open(folder, _O_TMPFILE | os.O_WRONLY, 0o666), ""
+        except IsADirectoryError:
+            _tmpfile_works = False  # kernel without O_TMPFILE: it sees only O_DIRECTORY
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.EISDIR):
+                raise
+            # this filesystem has no O_TMPFILE (others may): a named temp file here
+    return create_temp(folder)
+
+
+_root_fd: int | None = None
+
+
+def _link(fd: int, tmp: str, target: str | Path) -> None:
+    """Give the written file its name: hard-link the temp file ``tmp``, or, for an unnamed
+    O_TMPFILE (``tmp`` ''), its ``/proc/self/fd`` entry followed to the inode (linkat with
+    AT_SYMLINK_FOLLOW, which os.link uses only when given a directory fd: any will do for an
+    absolute path, so the root folder's, opened once and the same after a fork)."""
+    global _root_fd
+    if tmp:
+        os.link(tmp, target)
+        return
+    if _root_fd is None:
+        _root_fd = os.open("/", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=_root_fd, follow_symlinks=True)
+
+
+def _named(fd: int, target: Path) -> Path:
+    """A temp name beside ``target`` for an unnamed O_TMPFILE (to os.replace it into place)."""
+    while True:
+        tmp = target.parent / f"{TEMP_PREFIX}{os.urandom(16).hex()}"
+        try:
+            _link(fd, "", tmp)
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def _folder_uri(text: str | os.PathLike, base: Path | None) -> str:
@@ -215,42 +284,45 @@ class LocalBackend(StorageBackend):
             raise _error(e, uri, "write") from e
 
     def put_bytes_new(self, data: bytes, uri: str, content_type: str | None = None) -> bool:
-        # One atomic step instead of exists + write + replace: write a temp file beside the
-        # target, sync its bytes, and hard-link it into place; an existing target (same
-        # content) stays as is. Fewer system calls matter here: this runs once per computed
-        # image. The sync runs here, in the writer's thread, so it overlaps with compute; the
-        # folder entries are synced once per batch by make_durable() before the commit.
+        # One atomic step instead of exists + write + replace: write an unnamed file (Linux's
+        # O_TMPFILE; elsewhere a temp file) beside the target, sync its bytes, and hard-link it
+        # into place; an existing target (same content) stays as is. Fewer system calls matter
+        # here: this runs once per computed image. The sync runs here, in the writer's thread,
+        # so it overlaps with compute; the folder's entry is synced in the background
+        # (FOLDERS) and, where that has not happened yet, by make_durable() before the commit.
         target = _path_of(uri)
         try:
             try:
-                fd, tmp = create_temp(target.parent)
+                fd, tmp = _new_file(target.parent)
             except FileNotFoundError:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = create_temp(target.parent)
+                fd, tmp = _new_file(target.parent)
             try:
                 try:
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view):]
                     sync_data(fd)
+                    try:
+                        _link(fd, tmp, target)
+                    except FileExistsError:
+                        return self._repair_existing(fd, tmp, target, len(data))
+                    except OSError as e:
+                        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV,
+                                           errno.EMLINK):
+                            raise
+                        # a filesystem without hard links: check, then replace
+                        if target.exists():
+                            return self._repair_existing(fd, tmp, target, len(data))
+                        os.replace(tmp or _named(fd, target), target)
                 finally:
                     os.close(fd)
-                try:
-                    os.link(tmp, target)
-                except FileExistsError:
-                    return self._repair_existing(tmp, target, len(data))
-                except OSError as e:
-                    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-                        raise
-                    # a filesystem without hard links: check, then replace
-                    if target.exists():
-                        return self._repair_existing(tmp, target, len(data))
-                    os.replace(tmp, target)
                 note_synced(target)
                 return True
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                if tmp:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
         except FileNotFoundError as e:
             # The folder was there (or just made) a moment ago: another program removed it.
             raise StorageError(
@@ -270,15 +342,15 @@ class LocalBackend(StorageBackend):
         return True
 
     @staticmethod
-    def _repair_existing(tmp: str, target: Path, size: int) -> bool:
+    def _repair_existing(fd: int, tmp: str, target: Path, size: int) -> bool:
         """A content-addressed target exists: keep it, unless its size betrays a file a power
         cut truncated before this fix synced writes (0 bytes under a full name); then the synced
-        temp file replaces it. False either way: the name was there before this operation, so
-        undoing the operation must not delete it."""
+        new file (``fd``, named ``tmp`` or unnamed) replaces it. False either way: the name was
+        there before this operation, so undoing the operation must not delete it."""
         with contextlib.suppress(FileNotFoundError):
             if os.stat(target).st_size == size:
                 return False
-        os.replace(tmp, target)
+        os.replace(tmp or _named(fd, target), target)
         note_synced(target)
         return False
 
@@ -328,6 +400,48 @@ class LocalBackend(StorageBackend):
                 uri = Path(root, name).as_uri()
                 if uri.startswith(prefix_uri):
                     yield uri
+
+    def list_info(self, prefix_uri: str) -> Iterator[ListedObject]:
+        # os.scandir, streamed: a folder of a million files is never held as a list (and
+        # DirEntry.stat() costs one system call, the one the size and mtime need anyway).
+        # Symlinks to files are listed; symlinked folders are not entered (as os.walk).
+        folder_uri = prefix_uri[: prefix_uri.rfind("/") + 1]
+        folder = _path_of(folder_uri)
+        partial = urllib.parse.unquote(prefix_uri[len(folder_uri):])
+        if not folder.is_dir():
+            return
+        quote = urllib.parse.quote_from_bytes
+        encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+        stack = [(str(folder), "")]
+        while stack:
+            where, rel = stack.pop()
+            subdirs = []
+            try:
+                entries = os.scandir(where)
+            except FileNotFoundError:
+                continue  # removed while listed
+            except OSError as err:
+                raise _error(err, folder_uri + quote(os.fsencode(rel)), "list") from err
+            with entries:
+                for entry in entries:
+                    name = rel + entry.name
+                    if partial and not name.startswith(partial):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append((entry.path, name + "/"))
+                            continue
+                        if not entry.is_file():
+                            continue  # a FIFO, socket, device or dangling link: no object
+                        if entry.name.startswith(TEMP_PREFIX) and not _stale(entry.path):
+                            continue  # an upload in progress, not an object
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    # os.fsencode, without its per-call lookups: listings run per file
+                    yield ListedObject(folder_uri + quote(name.encode(encoding, errors)),
+                                       name[len(partial):], st.st_size, st.st_mtime, None)
+            stack.extend(reversed(subdirs))
 
     def presign(self, uri: str, expires_s: int) -> str:
         raise ConfigError(f"cannot presign {uri}: presigned URLs need cloud storage; configure a "

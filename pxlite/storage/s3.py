@@ -27,6 +27,7 @@ from .base import (
     SEVEN_DAYS_S,
     TRANSFER_THREADS,
     ConditionalCreate,
+    ListedObject,
     MappedReader,
     ObjectInfo,
     atomic_target,
@@ -397,6 +398,20 @@ class S3Backend(ConditionalCreate):
             for page in pages:
                 for obj in page.get("Contents", ()):
                     yield loc.with_key(obj["Key"])
+
+    def list_info(self, prefix_uri: str) -> Iterator[ListedObject]:
+        loc = parse_bucket_uri(prefix_uri)
+        skip = len(loc.key)
+        with self._errors(prefix_uri, loc.bucket):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=loc.bucket, Prefix=loc.key)
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    key = obj["Key"]
+                    modified = obj.get("LastModified")
+                    yield ListedObject(loc.with_key(key), key[skip:], int(obj.get("Size", 0)),
+                                       modified.timestamp() if modified else None,
+                                       (obj.get("ETag") or "").strip('"') or None)
 
     def presign(self, uri: str, expires_s: int) -> str:
         seconds = check_expiry(uri, expires_s, SEVEN_DAYS_S, self.name)
