@@ -308,7 +308,7 @@ def ensure_value_index(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
     db.execute(f"CREATE INDEX IF NOT EXISTS {meta.sql}_{col.sql}_ix ON {meta.sql} ({col.sql})")
 
 
-def _drop_indexes_on(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+def drop_indexes_on(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
     """Drop the index pxlite made on ``col`` (ensure_value_index): SQLite refuses to drop an
     indexed column. (A primary key column is never dropped.)"""
     db.execute(f"DROP INDEX IF EXISTS {meta.sql}_{col.sql}_ix")
@@ -480,11 +480,16 @@ def add_column(
     return col
 
 
-def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+def check_droppable(meta: TableMeta, col: ColumnMeta) -> None:
+    """A primary key's column cannot be dropped (nor hidden: versions.drop_column)."""
     if col.col_id in meta.primary_key:
         raise SchemaError(f"cannot drop column {col.name!r} of {meta.path!r}: it is part of the "
                           "table's primary key")
-    _drop_indexes_on(db, meta, col)
+
+
+def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+    check_droppable(meta, col)
+    drop_indexes_on(db, meta, col)
     db.execute("DELETE FROM px_columns WHERE table_id = ? AND col_id = ?", (meta.id, col.col_id))
     for sql_name in (col.sql, col.sql_et, col.sql_em):
         db.execute(f"ALTER TABLE {meta.sql} DROP COLUMN {sql_name}")

@@ -73,7 +73,7 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE px_tables ADD COLUMN primary_key TEXT;
     """,
     4: """
-    CREATE TABLE px_versions (
+    CREATE TABLE IF NOT EXISTS px_versions (
         table_id      INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
         version       INTEGER NOT NULL,
         created_at    REAL NOT NULL,
@@ -88,20 +88,20 @@ MIGRATIONS: dict[int, str] = {
         high_water    INTEGER,
         PRIMARY KEY (table_id, version)
     ) STRICT;
-    CREATE TABLE px_dropped_columns (
+    CREATE TABLE IF NOT EXISTS px_dropped_columns (
         table_id INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
         col_id   INTEGER NOT NULL,
         meta     TEXT NOT NULL,
         version  INTEGER NOT NULL,
         PRIMARY KEY (table_id, col_id)
     ) STRICT;
-    CREATE TABLE px_version_policy (
+    CREATE TABLE IF NOT EXISTS px_version_policy (
         table_id        INTEGER PRIMARY KEY REFERENCES px_tables(id) ON DELETE CASCADE,
         versioned       INTEGER NOT NULL DEFAULT 1,
         retention_days  REAL,
         retention_count INTEGER
     ) STRICT;
-    CREATE TABLE px_snapshots (
+    CREATE TABLE IF NOT EXISTS px_snapshots (
         id         INTEGER PRIMARY KEY,
         path       TEXT NOT NULL UNIQUE,
         dir_id     INTEGER REFERENCES px_dirs(id),
@@ -109,8 +109,8 @@ MIGRATIONS: dict[int, str] = {
         version    INTEGER NOT NULL,
         created_at REAL NOT NULL
     ) STRICT;
-    CREATE INDEX px_snapshots_table ON px_snapshots(table_id);
-    INSERT INTO px_versions(table_id, version, created_at, kind, state_of, columns)
+    CREATE INDEX IF NOT EXISTS px_snapshots_table ON px_snapshots(table_id);
+    INSERT OR IGNORE INTO px_versions(table_id, version, created_at, kind, state_of, columns)
     SELECT t.id, 0, (julianday('now') - 2440587.5) * 86400.0, 'baseline', 0,
            (SELECT json_group_array(json(c.obj)) FROM (
                 SELECT json_object('col_id', col_id, 'name', name, 'position', position,

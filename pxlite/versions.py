@@ -509,6 +509,7 @@ def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> list[Any]:
     files the undo log named for a column that went (the caller releases them and the data
     table's)."""
     log = open_log(db, meta.id)
+    catalog.check_droppable(meta, col)
     if hides(db, meta, col):
         assert log is not None
         db.execute("DELETE FROM px_columns WHERE table_id = ? AND col_id = ?",
@@ -607,6 +608,7 @@ def _drop_views(db: Database, table_id: int) -> None:
 def _drop_sql_columns(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
     """Physically drop a hidden column (no trigger names it: they are removed by then)."""
     _drop_views(db, meta.id)
+    catalog.drop_indexes_on(db, meta, col)
     for sql_table in (meta.sql, meta.log_sql):
         have = set(catalog.sql_columns(db, sql_table))
         for sql_col in (col.sql, col.sql_et, col.sql_em):

@@ -186,9 +186,6 @@ def test_schema_1_database_is_migrated_to_relative_references(tmp_path):
             db.db.execute("DROP TABLE px_jobs")
             db.db.execute("DROP TABLE px_table_uids")  # schema 3's
             db.db.execute("DROP TABLE px_writers")
-            for name in ("px_versions", "px_dropped_columns", "px_version_policy",
-                         "px_snapshots", f"h_{meta.id}"):  # schema 5's
-                db.db.execute(f"DROP TABLE {name}")
             db.db.execute("ALTER TABLE px_tables DROP COLUMN primary_key")  # schema 4's
             db.db.sqlite.pragma("user_version", 1)
     with pxl.connect(db_path) as db:
