@@ -1,4 +1,4 @@
--- pxlite catalog, schema version 5. The single source of truth for the catalog DDL; shipped in the
+-- pxlite catalog, schema version 6. The single source of truth for the catalog DDL; shipped in the
 -- wheel as pxlite/schema.sql. User data lives in one table per pxlite table, named t_<id>, whose
 -- columns are named c<col_id> (+ c<col_id>_et / c<col_id>_em for a cell's error type and message):
 -- user-chosen names never reach SQL text.
@@ -106,6 +106,18 @@ CREATE TABLE px_writers (
     proc_start TEXT NOT NULL,         -- the process's start time ('' where unknown): pid reuse
     kind       TEXT NOT NULL,
     started_at REAL NOT NULL
+) STRICT;
+
+-- Indexes a user asked for (add_btree_index): one SQLite index each, named i_<id> (an id, never a
+-- user string), on the data table's column c<col_id>. Dropped with their column or table.
+CREATE TABLE px_indexes (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: i_<id> names one index only
+    table_id   INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,             -- the index's name (given, or idx<n>)
+    col_id     INTEGER NOT NULL,
+    kind       TEXT NOT NULL,             -- 'btree'
+    created_at REAL NOT NULL,
+    UNIQUE (table_id, name)
 ) STRICT;
 
 -- Versions (pxlite/versions.py). Every change to a versioned table is a version: one row here,

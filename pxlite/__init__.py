@@ -33,8 +33,10 @@ from .errors import (
     VersionError,
 )
 from .exprs import Expr
+from .query import Query
+from .queryrun import ResultCursor, Row
 from .results import ResultSet, UpdateStatus
-from .table import Query, Table
+from .table import Table
 from .types import (
     Audio,
     Bool,
@@ -50,6 +52,7 @@ from .types import (
     Timestamp,
     Video,
 )
+from .uda import Aggregator, uda
 from .udf import Function, udf
 
 __version__ = "0.1.0"
@@ -71,6 +74,7 @@ __all__ = [
     "ROTATE_270",
     "TRANSPOSE",
     "TRANSVERSE",
+    "Aggregator",
     "AlreadyExistsError",
     "Audio",
     "Bool",
@@ -94,7 +98,9 @@ __all__ = [
     "PxliteError",
     "Query",
     "Required",
+    "ResultCursor",
     "ResultSet",
+    "Row",
     "SchemaError",
     "StorageError",
     "String",
@@ -119,6 +125,7 @@ __all__ = [
     "list_dirs",
     "list_tables",
     "settings",
+    "uda",
     "udf",
 ]
 

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .db import Database
 from .errors import AlreadyExistsError, NotFoundError, SchemaError
@@ -199,7 +199,7 @@ def path_kind(db: Database, path: str) -> str | None:
     return None
 
 
-# ---- directories -----------------------------------------------------------------------------
+# ---- directories ---------------------------------------------------------------------------------
 def create_dir(db: Database, path: str) -> None:
     check_path(path, "directory")
     kind = path_kind(db, path)
@@ -229,7 +229,7 @@ def drop_dir_row(db: Database, path: str) -> None:
     db.execute("DELETE FROM px_dirs WHERE path = ?", (path,))
 
 
-# ---- tables ----------------------------------------------------------------------------------
+# ---- tables --------------------------------------------------------------------------------------
 def create_table(db: Database, path: str, columns: Iterable[tuple[str, ColumnType]]) -> TableMeta:
     """Create the catalog rows and the data table for a new table (inside the caller's tx)."""
     check_path(path, "table")
@@ -309,9 +309,13 @@ def ensure_value_index(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
 
 
 def drop_indexes_on(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
-    """Drop the index pxlite made on ``col`` (ensure_value_index): SQLite refuses to drop an
-    indexed column. (A primary key column is never dropped.)"""
+    """Drop the indexes on ``col``, pxlite's (ensure_value_index) and a user's
+    (add_btree_index): SQLite refuses to drop an indexed column, and a dropped (or hidden)
+    column has no index. (A primary key column is never dropped.)"""
     db.execute(f"DROP INDEX IF EXISTS {meta.sql}_{col.sql}_ix")
+    for idx in indexes(db, meta):
+        if idx.col_id == col.col_id:
+            drop_index(db, idx)
 
 
 def live_tables(db: Database) -> list[TableMeta]:
@@ -530,7 +534,7 @@ def set_column_destination(db: Database, meta: TableMeta, col: ColumnMeta,
     col.destination = dest
 
 
-# ---- database identity ------------------------------------------------------------------------
+# ---- database identity ---------------------------------------------------------------------------
 def get_meta(db: Database, key: str) -> str | None:
     """One value of ``px_meta`` (the database's identity, where it was last opened), or None."""
     rows = db.query("SELECT value FROM px_meta WHERE key = ?", (key,))
@@ -543,7 +547,7 @@ def set_meta(db: Database, values: dict[str, str]) -> None:
                    "SET value = excluded.value", list(values.items()))
 
 
-# ---- media bookkeeping -----------------------------------------------------------------------
+# ---- media bookkeeping ---------------------------------------------------------------------------
 #: The stored prefix of the database's own media folder. Files there are stored as
 #: ``media:<key>``, relative to the folder beside the database file, so the pair (database file +
 #: media folder) can be copied or moved and works on its own files (see media.MediaFolder).
@@ -728,3 +732,45 @@ def writers(db: Database) -> list[Writer]:
 
 def remove_writers(db: Database, ids: Iterable[int]) -> None:
     db.executemany("DELETE FROM px_writers WHERE id = ?", ((i,) for i in ids))
+
+
+# ---- indexes (px_indexes) ------------------------------------------------------------------------
+class IndexMeta(NamedTuple):
+    """An index a user added: its name, the column (by id) and its kind ('btree')."""
+
+    id: int
+    table_id: int
+    name: str
+    col_id: int
+    kind: str
+
+    @property
+    def sql(self) -> str:
+        """The SQLite index's name, from its id: ``i_<id>``."""
+        return f"i_{self.id}"
+
+
+def indexes(db: Database, meta: TableMeta) -> list[IndexMeta]:
+    """The indexes of a table, oldest first."""
+    return [IndexMeta(*r) for r in db.query(
+        "SELECT id, table_id, name, col_id, kind FROM px_indexes WHERE table_id = ? ORDER BY id",
+        (meta.id,))]
+
+
+def add_index(db: Database, meta: TableMeta, col: ColumnMeta, name: str, kind: str
+              ) -> IndexMeta:
+    """Record an index on one column and create it (inside the caller's write transaction)."""
+    check_name(name, "index")
+    if any(i.name == name for i in indexes(db, meta)):
+        raise AlreadyExistsError(f"table {meta.path!r} already has an index named {name!r}")
+    db.execute("INSERT INTO px_indexes(table_id, name, col_id, kind, created_at) "
+               "VALUES (?, ?, ?, ?, ?)", (meta.id, name, col.col_id, kind, time.time()))
+    idx = IndexMeta(db.last_insert_rowid(), meta.id, name, col.col_id, kind)
+    db.execute(f"CREATE INDEX {idx.sql} ON {meta.sql} ({col.sql})")
+    return idx
+
+
+def drop_index(db: Database, idx: IndexMeta) -> None:
+    """Drop an index and its record (inside the caller's write transaction)."""
+    db.execute(f"DROP INDEX IF EXISTS {idx.sql}")
+    db.execute("DELETE FROM px_indexes WHERE id = ?", (idx.id,))

@@ -190,7 +190,7 @@ class Connection:
         with self.db.transaction():
             kind = catalog.path_kind(self.db, catalog.check_path(path))
             if kind == "table" and if_exists == "ignore":
-                return Table(self, path)
+                return Table(self, path, catalog.load_table(self.db, path).id)
             if kind == "table" and if_exists == "replace":
                 self.drop_table(path)
             elif kind is not None:
@@ -201,7 +201,7 @@ class Connection:
             meta = catalog.create_table(self.db, path, cols)
             keys.declare(self.db, meta, key)
             versions.created(self.db, catalog.load_table(self.db, path), policy)
-        return Table(self, path)
+        return Table(self, path, meta.id)
 
     def get_table(self, path: str) -> Table:
         """The table at ``path``; NotFoundError when there is none. ``'dir.t:3'`` is version 3
@@ -213,8 +213,7 @@ class Connection:
         if catalog.path_kind(self.db, path) == "snapshot":
             table_path, version = catalog.load_snapshot(self.db, path)
             return TableVersion(self, table_path, version, label=path, snapshot=True)
-        catalog.load_table(self.db, path)
-        return Table(self, path)
+        return Table(self, path, catalog.load_table(self.db, path).id)
 
     def create_snapshot(self, path: str, base: Table, *, if_exists: str = "error") -> Table:
         """Name the current version of table ``base`` (or the version a read-only handle
@@ -225,10 +224,10 @@ class Connection:
             raise SchemaError(f"create_snapshot() takes a table (pxl.get_table(...)), got "
                               f"{type(base).__name__}")
         if base._conn.path != self.path:
-            raise SchemaError(f"table {base.path!r} belongs to database {base._conn.path}, not "
+            raise SchemaError(f"table {base._path!r} belongs to database {base._conn.path}, not "
                               f"{self.path}; snapshot it there")
         table_path, version = ((base._table_path, base._version)
-                               if isinstance(base, TableVersion) else (base.path, None))
+                               if isinstance(base, TableVersion) else (base._path, None))
         history.create_snapshot(self.places, path, catalog.load_table(self.db, table_path),
                                 version, if_exists)
         return self.get_table(path)
@@ -255,7 +254,8 @@ class Connection:
         only with ``force=True`` (which drops them too)."""
         check_choice(if_not_exists, "if_not_exists", ("error", "ignore"))
         if isinstance(path, Table):
-            path = path.path
+            path._meta()  # a handle on a table replaced since must not drop its successor
+            path = path._path
         if parse_versioned_path(path) is not None:
             raise VersionError(f"{path!r} is a version of a table, not a table: it goes when "
                                "its history is pruned (a snapshot of it is dropped by its name)")

@@ -11,6 +11,7 @@ version and ``PRAGMA application_id`` marks the file as pxlite's.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import stat
 import threading
@@ -24,7 +25,7 @@ from . import faults, sqlcall
 from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 30_000
 
 #: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema; version 2
@@ -32,8 +33,9 @@ BUSY_TIMEOUT_MS = 30_000
 #: and the long operations in progress (pending columns, resumable jobs); version 3 the uids each
 #: table has had (a copy writes under uids of its own) and the operations writing files now;
 #: version 4 a table's primary key (enforced by a unique index on the data table); version 5
-#: versions (pxlite/versions.py): each table starts its history with a baseline version 0 of its
-#: columns as they are (its high-water mark is set by its next write).
+#: the indexes users add (add_btree_index); version 6 versions (pxlite/versions.py): each table
+#: starts its history with a baseline version 0 of its columns as they are (its high-water mark
+#: is set by its next write).
 MIGRATIONS: dict[int, str] = {
     1: """
     ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
@@ -73,6 +75,17 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE px_tables ADD COLUMN primary_key TEXT;
     """,
     4: """
+    CREATE TABLE IF NOT EXISTS px_indexes (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        table_id   INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        col_id     INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (table_id, name)
+    ) STRICT;
+    """,
+    5: """
     CREATE TABLE IF NOT EXISTS px_versions (
         table_id      INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
         version       INTEGER NOT NULL,
@@ -294,9 +307,12 @@ class Database:
 
     # ---- use -----------------------------------------------------------------------------------
     def execute(self, sql: str, params: Any = None) -> apsw.Cursor:
-        """Run one statement (values always bound as parameters) and return its cursor."""
+        """Run one statement (values always bound as parameters) and return its cursor. Under
+        this connection's lock, as every call into it: apsw refuses a connection that another
+        thread is using (read a long result with :meth:`stream`)."""
         try:
-            return self.sqlite.execute(sql, params)
+            with self._lock:
+                return self.sqlite.execute(sql, params)
         except apsw.Error as e:
             mapped = self._mapped(e)
             if mapped is None:
@@ -323,11 +339,35 @@ class Database:
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
         """Run one statement and return all rows."""
-        return self.execute(sql, params).fetchall()
+        with self._lock:
+            return self.execute(sql, params).fetchall()
+
+    def stream(self, cursor: apsw.Cursor, batch: int = 256) -> Iterator[tuple]:
+        """The rows of a statement started with :meth:`execute`, read ``batch`` at a time under
+        this connection's lock, so a query's rows can stream while other threads use the same
+        connection (apsw refuses a connection busy in two threads at once). Closing the
+        iterator (or reading to the end) finalizes the statement."""
+        try:
+            while True:
+                with self._lock:
+                    try:
+                        rows = list(itertools.islice(cursor, batch))
+                    except apsw.Error as e:
+                        mapped = self._mapped(e)
+                        if mapped is None:
+                            raise
+                        raise mapped from e
+                if not rows:
+                    return
+                yield from rows
+        finally:
+            with self._lock:
+                cursor.close()
 
     def executemany(self, sql: str, rows: Any) -> None:
         try:
-            self.sqlite.executemany(sql, rows)
+            with self._lock:
+                self.sqlite.executemany(sql, rows)
         except apsw.Error as e:
             mapped = self._mapped(e)
             if mapped is None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pxlite as pxl
+import pxlite.functions as pxlf
 
 from .display import short_url
 from .imagegen import make_image, write_images
@@ -76,6 +77,19 @@ def run_demo(folder: Path | None = None, n: int = 6) -> Path:
     _say("a query: wide images, ordered by label, first 3")
     print(t.select(t.label, t.width, t.height, thumb_path=t.thumb.localpath)
           .where(t.width > 400).order_by(t.label).limit(3).collect())
+
+    _say("group_by, functions and JSON paths run inside SQLite")
+    print(t.group_by(t.width).select(t.width, n=pxlf.count(t.image)).order_by(t.width).collect())
+    t.add_column(meta=pxl.Json)
+    t.update({"meta": {"camera": {"model": "X100"}, "tags": ["demo"]}},
+             where=t.label.startswith("photo"))
+    print(t.where(t.meta.camera.model == "X100").select(t.label.upper(), t.meta.tags[0])
+          .limit(2).collect())
+
+    _say("a folder becomes a table in one call (running it again adds only new files)")
+    print(pxl.io.import_files("demo.folder", str(folder / "photos"), glob="*.jpg", db=db))
+    print(pxl.io.import_files(db.get_table("demo.folder"), str(folder / "photos"),
+                              glob="*.jpg"))
 
     _say("update one input: its computed files are rewritten (the old ones kept for undo)")
     print(t.update({"image": make_image(12345, (640, 480))}, where=t.label == "generated"))

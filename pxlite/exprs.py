@@ -401,12 +401,14 @@ class ColumnRef(Expr):
     def sql(self) -> tuple[str, list[Any]] | None:
         if not self.col.stored:
             return None  # computed when read: evaluated in Python
+        # Qualified by its table (t_<id>.c<id>): the same SQL serves a statement over one table
+        # and a join, where both tables have a column c1.
         if self.type.name == Json.name:  # the SQL scalar of the stored JSON text
-            return f"({self.col.sql} ->> '$')", []
-        return self.col.sql, []
+            return f"({self.table.sql}.{self.col.sql} ->> '$')", []
+        return f"{self.table.sql}.{self.col.sql}", []
 
     def sql_value(self) -> tuple[str, list[Any]] | None:
-        return (self.col.sql, []) if self.col.stored else None
+        return (f"{self.table.sql}.{self.col.sql}", []) if self.col.stored else None
 
     def eval(self, row: RowContext) -> Any:
         if not self.col.stored:
@@ -445,7 +447,8 @@ class ErrorAttr(Expr):
         return f"{self.ref.col.name}_{self.attr}"
 
     def sql(self) -> tuple[str, list[Any]]:
-        return (self.ref.col.sql_et if self.attr == "errortype" else self.ref.col.sql_em), []
+        col = self.ref.col
+        return f"{self.ref.table.sql}.{col.sql_et if self.attr == 'errortype' else col.sql_em}", []
 
     def eval(self, row: RowContext) -> Any:
         et, em = row.errors.get(self.ref.col.col_id, (None, None))

@@ -85,12 +85,13 @@ class UpdateStatus:
 
 class ResultSet:
     """Rows of a query. ``rs[i]`` is a row dict, ``rs['col']`` a column list; media cells become
-    ``PIL.Image`` objects (images) or local paths (other media) only when accessed."""
+    ``PIL.Image`` objects (images) or local paths (other media) only when accessed.
+    ``errors_skipped``: how many cells holding an error the query's aggregates skipped."""
 
     def __init__(self, names: list[str], types: list[ColumnType], rows: list[tuple],
                  media: Callable[[int, Any], Any] | None = None,
                  errors: Mapping[tuple[int, int], tuple[str, str]] | None = None,
-                 uri: Callable[[str], str] | None = None) -> None:
+                 uri: Callable[[str], str] | None = None, *, errors_skipped: int = 0) -> None:
         self.names = names
         self.types = types
         self._rows = rows
@@ -102,6 +103,7 @@ class ResultSet:
         #: folder), so that a cell shows where its file is.
         self._uri = uri
         self._lazy = [i for i, t in enumerate(types) if t.is_media] if media else []
+        self.errors_skipped = errors_skipped
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -119,8 +121,10 @@ class ResultSet:
         """``rs[i]`` a row (dict), ``rs['c']`` a column (list), ``rs[i, 'c']`` or ``rs[i, j]``
         one cell, ``rs[a:b]`` a ResultSet of those rows."""
         if isinstance(key, tuple):
-            if len(key) != 2:
-                raise SchemaError(f"a cell is rs[row, column], got rs[{key!r}]")
+            if len(key) != 2 or isinstance(key[0], bool) or not isinstance(key[0], int) or \
+                    isinstance(key[1], bool) or not isinstance(key[1], (int, str)):
+                raise SchemaError(f"a cell is rs[row number, column name or number], e.g. "
+                                  f"rs[0, 'label']; got rs{list(key)!r}")
             row, col = key
             if isinstance(col, str):
                 if col not in self.names:
@@ -139,7 +143,10 @@ class ResultSet:
             errors = {(n, c): self._errors[r, c] for n, r in enumerate(kept)
                       for c in range(len(self.names)) if (r, c) in self._errors}
             return ResultSet(self.names, self.types, self._rows[key], self._media, errors,
-                             self._uri)
+                             self._uri, errors_skipped=self.errors_skipped)
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise SchemaError(f"a ResultSet takes rs[row number], rs['column'], rs[row, column] "
+                              f"or rs[a:b]; got rs[{key!r}]")
         return self._row(self._rows[key])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -249,7 +256,12 @@ class ResultSet:
             return out if width is None else end_cut(out, width)
 
         out = [line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
-        return "\n".join(out) + f"\n({len(self)} row{'s' if len(self) != 1 else ''})"
+        return "\n".join(out) + f"\n({len(self)} row{'s' if len(self) != 1 else ''}" \
+            f"{self._skipped_note()})"
+
+    def _skipped_note(self) -> str:
+        n = self.errors_skipped
+        return f"; aggregates skipped {n} error cell{'s' if n != 1 else ''}" if n else ""
 
     def __repr__(self) -> str:
         return self.to_text()
@@ -306,7 +318,7 @@ class ResultSet:
         n = len(self)
         more = n - len(rows)
         note = (f"{ELLIPSIS} {more:,} more row{'s' if more != 1 else ''} ({n:,} in all)"
-                if more > 0 else f"{n:,} row{'s' if n != 1 else ''}")
+                if more > 0 else f"{n:,} row{'s' if n != 1 else ''}") + self._skipped_note()
         return html_table(self.names, rows, [note])
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import catalog, versions
 from .catalog import TableMeta
-from .errors import VersionError
+from .errors import NotFoundError, VersionError
 from .table import TABLE_ATTRIBUTES, Table
 
 if TYPE_CHECKING:
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 #: The Table methods and attributes a version answers (they only read).
 READS = frozenset({
     "select", "where", "order_by", "limit", "group_by", "join", "distinct", "sample", "tail",
-    "cursor", "collect", "count", "head", "show", "describe", "columns", "name", "path",
-    "get_versions", "history", "get_metadata", "prefetch", "explain",
+    "cursor", "collect", "count", "head", "show", "describe", "columns", "get_versions",
+    "history", "get_metadata", "prefetch",
 })
 
 
@@ -34,8 +34,9 @@ class TableVersion(Table):
 
     def __init__(self, conn: Connection, table_path: str, version: int,
                  label: str | None = None, snapshot: bool = False) -> None:
-        super().__init__(conn, label or f"{table_path}:{version}")
         self._table_path, self._version, self._snapshot = table_path, version, snapshot
+        super().__init__(conn, label or f"{table_path}:{version}",
+                         catalog.load_table(conn.db, table_path).id)
         self._meta()  # a version that is not kept fails here, not at the first read
 
     def __getattribute__(self, name: str) -> Any:
@@ -54,7 +55,12 @@ class TableVersion(Table):
         return super().__getattribute__(name)
 
     def _meta(self) -> TableMeta:
-        return versions.meta_at(self._conn.db, self._table_path, self._version)
+        meta = versions.meta_at(self._conn.db, self._table_path, self._version)
+        if meta.id != self._id:
+            raise NotFoundError(f"table {self._table_path!r} of {self._path!r} was dropped, and "
+                                "another table of that name made since; its versions went "
+                                "with it")
+        return meta
 
     def _recheck(self, meta: TableMeta) -> None:
         versions.still_kept(self._conn.db, meta)

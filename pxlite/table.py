@@ -1,5 +1,5 @@
-"""Tables and queries: insert / select / where / order_by / limit / collect / update / delete,
-column changes, and the bookkeeping that keeps files and rows consistent.
+"""Tables: insert / update / delete, column changes, indexes, and the bookkeeping that keeps files
+and rows consistent; queries (select / where / join / group_by / ...) are handed to query.py.
 
 Data-safety rules (DESIGN.md): files are written before the rows that name them are committed;
 files a write makes unreferenced are listed in ``px_pending_deletes`` in the same transaction and
@@ -10,9 +10,10 @@ content addressing means identical content may already have been named by an ear
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import apsw
@@ -31,24 +32,25 @@ from . import (
     writes,
 )
 from .catalog import ColumnMeta, TableMeta
-from .compute import Computation, compute_rows, workers
+from .compute import Computation, compute_rows
 from .errors import (
     AlreadyExistsError,
-    ComputeError,
     NotFoundError,
     PxliteError,
     SchemaError,
     check_choice,
     check_on_error,
-    useful_cause,
 )
-from .exprs import ColumnRef, Expr, Literal, RowContext, column_expr, split_conjuncts
+from .exprs import ColumnRef, Expr, Literal, RowContext, column_expr
 from .ingest import INPUT_ERRORS, MediaInput, RowConverter, failed_input
 from .io import keys
 from .media import Resolver
 from .plan import Rows
+from .query import Query, Source
+from .queryrun import ResultCursor
 from .results import ResultSet, UpdateStatus
-from .types import ColumnType, as_type
+from .types import as_type
+from .uda import contains_aggregate
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -62,249 +64,42 @@ def _converter(col: ColumnMeta, media_input: MediaInput) -> Callable[[Any], Any]
     return col.type.to_sql
 
 
-class Query:
-    """A query over one table; immutable, each method returns a new Query."""
-
-    def __init__(self, table: Table, outputs: list[tuple[str, Expr]] | None = None,
-                 where: Expr | None = None, order: list[tuple[Expr, bool]] | None = None,
-                 limit: int | None = None) -> None:
-        self._t = table
-        self._outputs = outputs
-        self._where = where
-        self._order = order or []
-        self._limit = limit
-
-    def _copy(self, **kw: Any) -> Query:
-        args: dict[str, Any] = dict(outputs=self._outputs, where=self._where, order=self._order,
-                                    limit=self._limit)
-        args.update(kw)
-        return Query(self._t, **args)
-
-    def select(self, *exprs: Any, **named: Any) -> Query:
-        """Choose the outputs: columns, expressions, and ``name=expr`` for named outputs;
-        ``select()`` with nothing means every column."""
-        if not exprs and not named:
-            return self._copy(outputs=None)
-        outputs: list[tuple[str, Expr]] = []
-        used: set[str] = set()
-        for e in exprs:
-            e = self._t._expr(e)
-            base = e.default_name()
-            name, k = base, 1
-            while name in used or name in named:
-                name, k = f"{base}_{k}", k + 1
-            outputs.append((name, e))
-            used.add(name)
-        for name, e in named.items():
-            catalog.check_name(name, "output")
-            outputs.append((name, self._t._expr(e)))
-            used.add(name)
-        return self._copy(outputs=outputs)
-
-    def where(self, pred: Expr) -> Query:
-        """Keep rows where ``pred`` is true; conditions SQLite can evaluate run in SQL."""
-        pred = self._t._expr(pred)
-        if pred.type.name != "Bool":
-            raise SchemaError(f"where() needs a condition (e.g. t.x > 1), got {pred!r}")
-        return self._copy(where=pred if self._where is None else self._where & pred)
-
-    def order_by(self, *exprs: Any, asc: bool = True) -> Query:
-        return self._copy(order=self._order + [(self._t._expr(e), asc) for e in exprs])
-
-    def limit(self, n: int) -> Query:
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2**63:
-            raise SchemaError(f"limit() takes a whole number from 0 to 2**63 - 1, got {n!r}")
-        return self._copy(limit=n)
-
-    # ---- running -------------------------------------------------------------------------------
-    def _plan(self, meta: TableMeta, outputs: list[tuple[str, Expr]]
-              ) -> tuple[str, list[Any], list[Expr], list[tuple[Expr, bool]], list[ColumnMeta]]:
-        where_sql, params, py_preds = [], [], []
-        if self._where is not None:
-            for p in split_conjuncts(self._where):
-                s = p.sql()
-                if s is None:
-                    py_preds.append(p)
-                else:
-                    where_sql.append(s[0])
-                    params += s[1]
-        order_sql: list[str] = []
-        py_order: list[tuple[Expr, bool]] = []
-        if all(e.sql() is not None for e, _ in self._order):
-            for e, asc in self._order:
-                s = e.sql()
-                assert s is not None
-                order_sql.append(f"{s[0]} {'ASC' if asc else 'DESC'}")
-                params += s[1]
-        else:
-            py_order = list(self._order)
-        needed: set[int] = set()
-        for e in [e for _, e in outputs] + py_preds + [e for e, _ in py_order]:
-            needed |= e.columns()
-        cols = [c for c in meta.columns if c.col_id in needed]
-        select = ["_rowid"] + [plan.cell_columns(c) for c in cols]
-        sql = f"SELECT {', '.join(select)} FROM {meta.sql}"
-        if where_sql:
-            sql += " WHERE " + " AND ".join(where_sql)
-        if order_sql:
-            sql += " ORDER BY " + ", ".join(order_sql) + ", _rowid"
-        else:
-            sql += " ORDER BY _rowid"
-        if self._limit is not None and not py_preds and not py_order:
-            sql += " LIMIT ?"
-            params.append(self._limit)
-        return sql, params, py_preds, py_order, cols
-
-    def _rows(self, meta: TableMeta, outputs: list[tuple[str, Expr]], resolver: Resolver
-              ) -> Iterator[tuple[int, RowContext]]:
-        sql, params, py_preds, py_order, cols = self._plan(meta, outputs)
-        db = self._t._conn.db
-        with db.read():
-            self._t._recheck(meta)
-            raw_rows = db.execute(sql, params)
-            contexts: Iterable[tuple[int, RowContext]] = (
-                (r[0], RowContext(
-                    {c.col_id: r[1 + 3 * i] for i, c in enumerate(cols)},
-                    {c.col_id: (r[2 + 3 * i], r[3 + 3 * i]) for i, c in enumerate(cols)
-                     if r[2 + 3 * i] is not None},
-                    resolver, rowid=r[0]))
-                for r in raw_rows
-            )
-            if py_preds:
-                contexts = (rc for rc in contexts if all(p.eval(rc[1]) is True for p in py_preds))
-            if py_order:
-                contexts = _py_sort(list(contexts), py_order)
-            for n, item in enumerate(contexts):
-                if self._limit is not None and n >= self._limit:
-                    break
-                yield item
-
-    @staticmethod
-    def _eval(meta: TableMeta, name: str, e: Expr, rc: RowContext) -> Any:
-        """One output of one row; a function that fails (a UDF may raise anything) is a
-        ComputeError naming the row, the output and its expression, and the cause."""
-        try:
-            return e.eval(rc)
-        except PxliteError:
-            raise
-        except Exception as err:
-            raise ComputeError(
-                f"computing {name} = {e!r} of {meta.path!r} failed for row {rc.rowid}: "
-                f"{type(err).__name__}: {err}", table=meta.path, row=rc.rowid, column=name,
-                errortype=type(err).__name__, error=err) from useful_cause(err)
-
-    def _default_outputs(self, meta: TableMeta) -> list[tuple[str, Expr]]:
-        return [(c.name, ColumnRef(meta, c)) for c in meta.columns if not c.pending]
-
-    def collect(self) -> ResultSet:
-        """Run the query; media cells load lazily when the result is read."""
-        meta = self._t._meta()
-        outputs = self._outputs if self._outputs is not None else self._default_outputs(meta)
-        resolver = Resolver(self._t._conn.settings(), self._t._conn.media_folder)
-        types: list[ColumnType] = [e.type for _, e in outputs]
-        # Plain media columns keep their URI until read; computed media values (e.g.
-        # select(t.image.rotate(90))) are already PIL objects and pass through untouched.
-        cols_of: list[ColumnMeta | None] = [
-            e.col if isinstance(e, ColumnRef) and e.type.is_media and e.col.stored else None
-            for _, e in outputs]
-
-        def one(rc: RowContext) -> tuple:
-            vals = [self._eval(meta, name, e, rc) if col is None else rc.stored(col)
-                    for (name, e), col in zip(outputs, cols_of, strict=True)]
-            rc.close_opened(keep=vals)
-            return tuple(vals)
-
-        contexts = [rc for _, rc in self._rows(meta, outputs, resolver)]
-        computing = any(col is None and not (isinstance(e, ColumnRef) and e.col.stored)
-                        for (_, e), col in zip(outputs, cols_of, strict=True))
-        if computing and len(contexts) > 1:
-            # Computed outputs (a stored=False column, a function in select) run on the compute
-            # threads, one per core, as computed columns do (Pillow releases the GIL).
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=workers(),
-                                    thread_name_prefix="pxlite-query") as pool:
-                try:
-                    rows = list(pool.map(one, contexts))
-                except PxliteError as e:  # the worker thread's frames add nothing to it
-                    raise e.with_traceback(None) from e.__cause__
-        else:
-            rows = [one(rc) for rc in contexts]
-
-        def media_value(i: int, uri: Any) -> Any:
-            col = cols_of[i]
-            return uri if col is None else resolver.value(col, uri)
-
-        # A column's cell that failed (its input was missing, a UDF raised) shows its error
-        refs = [e.col.col_id if isinstance(e, ColumnRef) else None for _, e in outputs]
-        errors = {(r, i): rc.errors[c] for r, rc in enumerate(contexts)
-                  for i, c in enumerate(refs) if c in rc.errors}
-        return ResultSet([n for n, _ in outputs], types, rows, media_value, errors,
-                         self._t._conn.resolve)
-
-    def count(self) -> int:
-        """Number of rows the query matches (ignores select; SQL only when possible)."""
-        meta = self._t._meta()
-        q = self._copy(outputs=[], order=[])
-        sql, params, py_preds, _, _ = q._plan(meta, [])
-        if not py_preds:
-            inner = sql.replace("SELECT _rowid", "SELECT 1", 1)
-            with self._t._conn.db.read():
-                self._t._recheck(meta)
-                return self._t._conn.db.query(f"SELECT count(*) FROM ({inner})", params)[0][0]
-        resolver = Resolver(self._t._conn.settings(), self._t._conn.media_folder)
-        return sum(1 for _ in q._rows(meta, [], resolver))
-
-    def head(self, n: int = 10) -> ResultSet:
-        return self.limit(n).collect()
-
-    def show(self, n: int = 20) -> ResultSet:
-        return self.limit(n).collect()
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.collect())
-
-    def __repr__(self) -> str:
-        parts = [f"table {self._t._path!r}"]
-        if self._outputs is not None:
-            parts.append("select " + ", ".join(f"{n}={e!r}" for n, e in self._outputs))
-        if self._where is not None:
-            parts.append(f"where {self._where!r}")
-        if self._order:
-            parts.append("order by " + ", ".join(f"{e!r}{'' if a else ' desc'}"
-                                                 for e, a in self._order))
-        if self._limit is not None:
-            parts.append(f"limit {self._limit}")
-        return "<Query " + "; ".join(parts) + ">"
-
-
-def _py_sort(items: list[tuple[int, RowContext]], order: list[tuple[Expr, bool]]
-             ) -> list[tuple[int, RowContext]]:
-    # Stable sorts from the last key to the first; None sorts first ascending, as in SQLite.
-    for e, asc in reversed(order):
-        items.sort(key=lambda it: (lambda v: (v is not None, v))(e.eval(it[1])), reverse=not asc)
-    return items
-
-
 class Table:
-    """A handle on one table. Column references are attributes: ``t.image``, ``t['label']``."""
+    """A handle on one table. Column references are attributes: ``t.image``, ``t['label']``
+    (any column name, ``t.name`` included); the table's own name is ``t._name`` and its path
+    ``t._path`` (also in ``t.get_metadata()``)."""
 
-    def __init__(self, conn: Connection, path: str) -> None:
+    def __init__(self, conn: Connection, path: str, table_id: int | None = None) -> None:
         self._conn = conn
         self._path = path
+        #: The table this handle was made for: a table dropped and created again under the same
+        #: path (create_table(..., if_exists='replace')) is another table, not this handle's.
+        self._id = table_id if table_id is not None else catalog.load_table(conn.db, path).id
 
     # ---- schema --------------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
-        """Two handles on the same table of the same database file are equal."""
-        return (isinstance(other, Table) and other._path == self._path
+        """Two handles on the same table of the same database file are equal (a table that
+        replaced it under the same path is another table)."""
+        return (isinstance(other, Table) and other._id == self._id
                 and other._conn.path == self._conn.path)
 
     def __hash__(self) -> int:
-        return hash((str(self._conn.path), self._path))
+        return hash((str(self._conn.path), self._id))
 
     def _meta(self) -> TableMeta:
         # Reloaded per operation: another handle or process may have changed the schema.
-        return catalog.load_table(self._conn.db, self._path)
+        meta = catalog.load_table(self._conn.db, self._path)
+        if meta.id != self._id:
+            raise NotFoundError(
+                f"table {self._path!r} of this handle was dropped, and another table of that "
+                f"name made since (create_table(..., if_exists='replace')?); get the new one "
+                f"with get_table({self._path!r})")
+        return meta
+
+    def _query_source(self) -> Source:
+        """What a query needs of this table (see query.Source)."""
+        return Source(self._path, self._id, self._conn.db, self._meta, self._recheck,
+                      self._conn.settings, self._conn.media_folder, self._conn.resolve)
 
     def _recheck(self, meta: TableMeta) -> None:
         """Inside an operation's transaction (or read snapshot): is the table still the one the
@@ -312,9 +107,15 @@ class Table:
         loaded. Raises NotFoundError naming the table instead of touching another one."""
         writes.current_columns(self._conn.db, meta)
 
-    def _expr(self, e: Any) -> Expr:
+    def _expr(self, e: Any, verb: str | None = None) -> Expr:
+        """An argument of a write as an expression of this table's columns (a plain value is a
+        literal). ``verb``: a write that evaluates it on each row, where an aggregate (one
+        value per group of rows) has no value."""
         if not isinstance(e, Expr):
             return Literal(e)
+        if verb is not None and contains_aggregate(e):
+            raise SchemaError(f"{verb}: {e!r} calls an aggregate, which has one value per group "
+                              "of rows, not one per row; query aggregates with t.select(...)")
         meta = self._meta()
         for node in e.walk():
             if isinstance(node, ColumnRef):
@@ -346,12 +147,38 @@ class Table:
         return ColumnRef(meta, col)
 
     @property
-    def name(self) -> str:
+    def _name(self) -> str:
+        """The table's name (the last part of its path); ``t.name`` is a column named name."""
         return self._path.rsplit(".", 1)[-1]
 
-    @property
-    def path(self) -> str:
-        return self._path
+    def get_metadata(self) -> dict[str, Any]:
+        """The table's metadata, in Pixeltable's shape: ``name``, ``path``, ``id`` (its
+        uid), ``kind``, ``columns`` (name to its type, whether computed and how, stored),
+        ``indexes`` (name to kind and columns), ``is_data_versioned``, and its current
+        ``version`` (None when created with ``versioned=False``) and when that was made."""
+        meta = self._meta()
+        cols: dict[str, Any] = {}
+        for c in meta.columns:
+            if c.pending:
+                continue
+            computed = None
+            if c.expr:
+                try:
+                    computed = repr(column_expr(meta, c, self._conn.settings()))
+                except PxliteError as e:
+                    computed = f"(unreadable: {e})"
+            cols[c.name] = {"name": c.name, "type_": repr(c.type), "is_computed": c.is_computed,
+                            "computed_with": computed, "is_stored": c.stored,
+                            "destination": c.destination}
+        names = {c.col_id: c.name for c in meta.columns}
+        indexes = {i.name: {"name": i.name, "columns": [names[i.col_id]], "index_type": i.kind,
+                            "parameters": None}
+                   for i in catalog.indexes(self._conn.db, meta)}
+        last = history.get_versions(self._conn.db, meta, 1)  # versions.py (None: unversioned)
+        return {"id": meta.uid, "name": self._name, "path": self._path, "kind": "table",
+                "columns": cols, "indexes": indexes, "is_data_versioned": bool(last),
+                "version": last[0]["version"] if last else None,
+                "version_created": last[0]["created_at"] if last else None}
 
     def columns(self) -> list[str]:
         """The names of the table's columns (a pending computed column is not one yet)."""
@@ -506,18 +333,6 @@ class Table:
         """:meth:`get_versions` as a readable table (a DataFrame when pandas is installed)."""
         return history.history_table(self._conn.db, self._meta(), n)
 
-    def get_metadata(self) -> dict[str, Any]:
-        """The table's name, path, kind, columns, whether it is versioned, and its current
-        ``version`` (None when created with ``versioned=False``) and when that was made."""
-        with self._conn.db.read():
-            meta = self._meta()
-            found = history.get_versions(self._conn.db, meta, 1)
-        return {"name": self.name, "path": self.path, "kind": "table", "base": None,
-                "columns": [c.name for c in meta.columns if not c.pending],
-                "is_data_versioned": bool(found), "is_snapshot": False,
-                "version": found[0]["version"] if found else None,
-                "version_created": found[0]["created_at"] if found else None}
-
     def revert(self, to: int | None = None) -> UpdateStatus:
         """Undo changes. ``revert()`` goes back to the version before the latest change (again:
         the one before that, as Pixeltable's); ``revert(to=N)`` to any kept version, forward
@@ -530,33 +345,130 @@ class Table:
         database's version_retention_days / version_retention_count); prunes at once."""
         history.set_retention(self._conn.places, self._meta(), days, count)
 
-    # ---- queries -------------------------------------------------------------------------------
+    # ---- queries (query.py) -------------------------------------------------------------------
+    def _query(self) -> Query:
+        return Query(self._query_source())
+
     def select(self, *exprs: Any, **named: Any) -> Query:
-        return Query(self).select(*exprs, **named)
+        """A query with these outputs (see :meth:`Query.select`)."""
+        return self._query().select(*exprs, **named)
 
     def where(self, pred: Expr) -> Query:
-        return Query(self).where(pred)
+        """A query of the rows where ``pred`` holds (see :meth:`Query.where`)."""
+        return self._query().where(pred)
+
+    def join(self, other: Table, on: Any = None, how: str = "inner") -> Query:
+        """This table joined with another (see :meth:`Query.join`)."""
+        return self._query().join(other, on=on, how=how)
+
+    def group_by(self, *exprs: Any) -> Query:
+        """The rows grouped by these expressions (see :meth:`Query.group_by`)."""
+        return self._query().group_by(*exprs)
+
+    def distinct(self) -> Query:
+        """The distinct rows (see :meth:`Query.distinct`)."""
+        return self._query().distinct()
 
     def order_by(self, *exprs: Any, asc: bool = True) -> Query:
-        return Query(self).order_by(*exprs, asc=asc)
+        """The rows sorted (see :meth:`Query.order_by`)."""
+        return self._query().order_by(*exprs, asc=asc)
 
-    def limit(self, n: int) -> Query:
-        return Query(self).limit(n)
+    def limit(self, n: int, offset: int | None = None) -> Query:
+        """At most ``n`` rows after ``offset`` (see :meth:`Query.limit`)."""
+        return self._query().limit(n, offset=offset)
+
+    def sample(self, n: int | None = None, n_per_stratum: int | None = None,
+               fraction: float | None = None, seed: int | None = None,
+               stratify_by: Any = None) -> Query:
+        """A shuffled, seeded sample of the rows (see :meth:`Query.sample`)."""
+        return self._query().sample(n=n, n_per_stratum=n_per_stratum, fraction=fraction,
+                                    seed=seed, stratify_by=stratify_by)
 
     def collect(self) -> ResultSet:
-        return Query(self).collect()
+        """Every row, every column."""
+        return self._query().collect()
+
+    def cursor(self) -> ResultCursor:
+        """Every row, one at a time (see :class:`pxlite.query.ResultCursor`)."""
+        return self._query().cursor()
 
     def count(self) -> int:
         """Number of rows."""
         with self._conn.db.read():  # the metadata and the count from one snapshot
             meta = self._meta()
-            return self._conn.db.query(f"SELECT count(*) FROM {meta.sql}")[0][0]
+            return self._conn.db.query(*plan.count(meta))[0][0]
 
     def head(self, n: int = 10) -> ResultSet:
-        return Query(self).limit(n).collect()
+        """The first ``n`` rows inserted."""
+        return self._query().head(n)
 
     def show(self, n: int = 20) -> ResultSet:
-        return Query(self).limit(n).collect()
+        """The first ``n`` rows, to look at."""
+        return self._query().show(n)
+
+    def tail(self, n: int = 10) -> ResultSet:
+        """The last ``n`` rows inserted, oldest first."""
+        return self._query().tail(n)
+
+    # ---- indexes -------------------------------------------------------------------------------
+    def add_btree_index(self, column: str | ColumnRef, *, idx_name: str | None = None,
+                        if_exists: str = "error") -> None:
+        """Index a column (Pixeltable's ``add_btree_index``), so ``where`` comparisons and
+        ``order_by`` on it read the index instead of every row; kept current by SQLite on
+        every write. Any stored column of a scalar type but Bool and Json, or a media column
+        that is not computed (indexed by file reference). One B-tree index per column."""
+        check_choice(if_exists, "if_exists", ("error", "ignore"))
+        name = self._name_of(column)
+        if idx_name is not None:
+            catalog.check_name(idx_name, "index")
+        with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
+            meta, db = op.meta, self._conn.db
+            col = meta.column(name)
+            existing = catalog.indexes(db, meta)
+            for idx in existing:
+                if idx.col_id == col.col_id and idx.kind == "btree":
+                    if if_exists == "ignore":
+                        return
+                    raise AlreadyExistsError(
+                        f"column {name!r} of {self._path!r} has a B-tree index already "
+                        f"({idx.name!r}); pass if_exists='ignore', or drop it first with "
+                        f"t.drop_index(idx_name={idx.name!r})")
+                if idx.name == idx_name:
+                    owner = next(c.name for c in meta.columns if c.col_id == idx.col_id)
+                    raise AlreadyExistsError(
+                        f"an index named {idx_name!r} already exists on column {owner!r} of "
+                        f"{self._path!r}; choose another idx_name")
+            _check_indexable(self._path, col)
+            if idx_name is None:
+                taken = {i.name for i in existing}
+                idx_name = next(f"idx{k}" for k in itertools.count() if f"idx{k}" not in taken)
+            catalog.add_index(db, meta, col, idx_name, "btree")
+
+    def drop_index(self, *, column: str | ColumnRef | None = None, idx_name: str | None = None,
+                   if_not_exists: str = "error") -> None:
+        """Drop an index, given by its column or by its name (Pixeltable's ``drop_index``)."""
+        check_choice(if_not_exists, "if_not_exists", ("error", "ignore"))
+        if (column is None) == (idx_name is None):
+            raise SchemaError("drop_index() takes either column= or idx_name=, not both or "
+                              "neither")
+        with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
+            meta, db = op.meta, self._conn.db
+            if column is not None:
+                col = meta.column(self._name_of(column))
+                found = [i for i in catalog.indexes(db, meta) if i.col_id == col.col_id]
+                what = f"column {col.name!r}"
+            else:
+                found = [i for i in catalog.indexes(db, meta) if i.name == idx_name]
+                what = f"the name {idx_name!r}"
+            if not found:
+                if if_not_exists == "ignore":
+                    return
+                raise NotFoundError(f"{self._path!r} has no index on {what}; "
+                                    "get_metadata()['indexes'] lists its indexes")
+            if len(found) > 1:
+                raise SchemaError(f"column {column!r} of {self._path!r} has several indexes ("
+                                  f"{', '.join(i.name for i in found)}); drop one by idx_name=")
+            catalog.drop_index(db, found[0])
 
     # ---- writes --------------------------------------------------------------------------------
     def insert(self, rows: Iterable[dict[str, Any]] | None = None, /, *,
@@ -683,7 +595,7 @@ class Table:
                 f"where=t.label == 'x'; got {type(where).__name__} {where!r}"
                 + (f". To {verb} every row, call {verb}() without where="
                    if verb == "delete" else ""))
-        where = self._expr(where)
+        where = self._expr(where, f"{verb}(where=...)")
         if where.type.name != "Bool" or not where.columns():
             raise SchemaError(
                 f"{verb}(where=...) takes a condition on the columns of {self._path!r} (e.g. "
@@ -701,9 +613,7 @@ class Table:
         s = where.sql()
         if s is not None:
             return Rows.matching(*s)
-        q = Query(self).where(where)
-        resolver = Resolver(self._conn.settings(), self._conn.media_folder)
-        return Rows.ids(rid for rid, _ in q._rows(meta, [], resolver))
+        return Rows.ids(self._query().where(where).rowids())
 
     def update(self, values: dict[str, Any], where: Expr | None = None, *,
                on_error: str = "abort") -> UpdateStatus:
@@ -726,7 +636,7 @@ class Table:
             if col.is_computed:
                 raise SchemaError(f"column {name!r} of {self._path!r} is computed; update its "
                                   "inputs or use recompute_columns()")
-            targets.append((col, self._expr(v) if isinstance(v, Expr) else v))
+            targets.append((col, self._expr(v, "update()") if isinstance(v, Expr) else v))
         dependents = [d for d in jobs.dependents(meta, *(c.col_id for c, _ in targets)) if d.stored]
         db = self._conn.db
         errors = 0
@@ -942,6 +852,20 @@ def check_column_name(name: object) -> str:
             f"invalid column name {name!r}: t.insert({name}=...) would set insert()'s own "
             f"{name}= option, not the column; choose another name, e.g. {name + '_'!r}")
     return name
+
+
+def _check_indexable(path: str, col: ColumnMeta) -> None:
+    """A B-tree index takes a stored column of a scalar type but Bool and Json, or a media
+    column that is not computed (Pixeltable's rules)."""
+    if not col.stored:
+        raise SchemaError(f"cannot index column {col.name!r} of {path!r}: it is computed when "
+                          "read (stored=False), so there are no values to index")
+    if col.type.is_media and col.is_computed:
+        raise SchemaError(f"cannot index the computed media column {col.name!r} of {path!r}; "
+                          "index the column it is computed from")
+    if col.type.name in ("Bool", "Json"):
+        raise SchemaError(f"cannot index column {col.name!r} of {path!r}: a B-tree index takes "
+                          f"a non-boolean scalar type or a media column, not {col.type.name}")
 
 
 def _compute_late_columns(op: writes.Operation, computed: list[ColumnMeta], rows: Rows,

@@ -48,6 +48,12 @@ def _hint_type(hint: Any, what: str) -> ColumnType:
         ) from None
 
 
+def hint_type(hint: Any, what: str) -> ColumnType:
+    """The column type a Python type hint stands for (``Optional[X]`` is a nullable X);
+    ``what`` names the function in the error for a hint without one (also for ``@pxl.uda``)."""
+    return _hint_type(hint, what)
+
+
 class Function:
     """A function usable in expressions; see module docstring."""
 

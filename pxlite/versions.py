@@ -512,6 +512,7 @@ def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> list[Any]:
     catalog.check_droppable(meta, col)
     if hides(db, meta, col):
         assert log is not None
+        catalog.drop_indexes_on(db, meta, col)  # (an index is not part of a version)
         db.execute("DELETE FROM px_columns WHERE table_id = ? AND col_id = ?",
                    (meta.id, col.col_id))
         db.execute("INSERT OR REPLACE INTO px_dropped_columns(table_id, col_id, meta, version) "

@@ -18,7 +18,7 @@ def test_dirs_and_tables(db):
     assert db.list_tables("demo.sub") == ["demo.sub.other"]
     assert db.list_dirs() == ["demo", "demo.sub"]
     assert db.get_table("demo.media").columns() == ["image", "label"]
-    assert t.name == "media" and t.path == "demo.media"
+    assert t._name == "media" and t._path == "demo.media"
     with pytest.raises(SchemaError, match="not empty"):
         db.drop_dir("demo")
     db.drop_table("demo.media")

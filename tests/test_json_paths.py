@@ -160,9 +160,9 @@ def test_order_by_a_path_sorts_like_python(db):
     t = db.create_table("o", {"meta": pxl.Json})
     t.insert([{"meta": {"n": v}} for v in (10, 9, -1.5, None, 100, 2)] + [{"meta": {}}])
     got = t.order_by(t.meta.n).select(t.meta.n).collect()["meta_n"]
-    assert got[:2] == [None, None] and got[2:] == [-1.5, 2, 9, 10, 100]
+    assert got[-2:] == [None, None] and got[:-2] == [-1.5, 2, 9, 10, 100]  # None last ascending
     got = t.order_by(t.meta.n, asc=False).select(n=t.meta.n).collect()["n"]
-    assert got[:5] == [100, 10, 9, 2, -1.5]
+    assert got[:2] == [None, None] and got[2:] == [100, 10, 9, 2, -1.5]  # and first descending
 
 
 def test_select_outputs_are_json_values(t):

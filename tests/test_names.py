@@ -72,7 +72,7 @@ def test_table_and_dir_names_accepted_only_when_valid(db):
         else:
             assert name in db.list_tables()
             again = db.get_table(name)
-            assert again.path == name and f"Table '{name}'" in repr(again)
+            assert again._path == name and f"Table '{name}'" in repr(again)
             t.insert(x=7)
             assert again.collect()["x"] == [7]
             db.drop_table(name)

@@ -41,7 +41,8 @@ def test_where_operators(t):
 
 def test_order_limit_head_show(t):
     assert t.order_by(t.score, asc=False).limit(3).select(t.n).collect()["n"] == [9, 8, 7]
-    assert t.order_by(t.label, t.n).limit(4).select(t.n).collect()["n"] == [3, 0, 6, 9]
+    # None sorts last ascending (Pixeltable's and PostgreSQL's order)
+    assert t.order_by(t.label, t.n).limit(4).select(t.n).collect()["n"] == [0, 6, 9, 1]
     assert len(t.head(4)) == 4 and len(t.show(2)) == 2 and len(t.limit(0).collect()) == 0
     assert t.where(t.n % 2 == 0).limit(2).select(t.n).collect()["n"] == [0, 2]
     with pytest.raises(SchemaError, match="limit"):
@@ -57,13 +58,15 @@ def test_count(t):
 def test_sql_pushdown(t):
     """Predicates and ordering on plain columns run in SQLite, not in Python."""
     q = t.where((t.n > 2) & t.label.isin(["l0", "l1"]) & (t.label != None)).order_by(t.n)  # noqa: E711
-    sql, params, py_preds, py_order, _ = q._plan(t._meta(), [])
-    assert py_preds == [] and py_order == []
-    assert "WHERE" in sql and "ORDER BY c1 ASC" in sql and "l0" in params
-    assert "l0" not in sql  # values are bound, never spliced
+    p = q.plan()
+    assert p.py_where == [] and p.py_order == [] and p.python == []
+    assert "WHERE" in p.sql and "ORDER BY t_1.c1 ASC NULLS LAST" in p.sql and "l0" in p.params
+    assert "l0" not in p.sql  # values are bound, never spliced
+    assert q.collect_sql() == (p.sql, p.params)
     q2 = t.where((t.n > 2) & (t.n % 2 == 0))
-    sql2, _, py2, _, _ = q2._plan(t._meta(), [])
-    assert len(py2) == 1 and "WHERE (c1 > ?)" in sql2  # the SQL-able half still goes to SQL
+    p2 = q2.plan()
+    assert len(p2.py_where) == 1 and "WHERE (t_1.c1 > ?)" in p2.sql  # the SQL-able half: SQL
+    assert "%" in p2.python[0] and "differs from SQL" in p2.python[0]
 
 
 def test_bad_queries(t, db):

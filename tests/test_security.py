@@ -299,6 +299,12 @@ SQL_FRAGMENTS = {
     r"(self\.)?predicate", r"ids",
     r"_JOB_COLUMNS",                                        # a constant list of px_jobs columns
     r"guard",                        # "c<id> IS ?" per input column (compute.run_batches)
+    # queries (queryplan.py): SELECT lists, FROM/JOIN clauses and window clauses assembled from
+    # Expr.sql() fragments and ids; the sample key is a registered function over an id column
+    r"', '\.join\(sel\.frags\)", r"', '\.join\(inner_cols\)", r"from_sql", r"first\.sql",
+    r"key", r"partition", r"outer", r"p\.sql",
+    r"idx\.sql",                                           # i_<id>: an index named by its id
+    r"item", r"frag",                                      # aggregate forms over Expr.sql()
     # expressions (exprs, jsonpath): SQL of sub-expressions, built the same way; fixed tables
     r"(av|doc|v|lst|inner)\[0\]", r"alias",      # alias: json_each's je<nesting depth>
     r"_SQL_OP\[op\]", r"json_kinds", r"json_conv", r"sqlcall\.SQL_NAME",

@@ -29,7 +29,7 @@ def test_a_snapshot_is_made_in_o1_and_reads_its_version(db):
     schema = db.db.query("SELECT count(*) FROM sqlite_schema")[0][0]
     size = db.path.stat().st_size
     snap = pxl.create_snapshot("snap", t)
-    assert isinstance(snap, TableVersion) and snap.path == "snap"
+    assert isinstance(snap, TableVersion) and snap.get_metadata()["path"] == "snap"
     assert db.db.query("SELECT count(*) FROM sqlite_schema")[0][0] == schema  # no new tables
     assert db.path.stat().st_size == size  # nothing copied
     files = _media_files(db)

@@ -34,7 +34,7 @@ def history(db):
 def test_a_version_reads_as_it_was(history):
     db, t = history
     v2 = db.get_table("dir.t:2")
-    assert isinstance(v2, TableVersion) and v2.path == "dir.t:2"
+    assert isinstance(v2, TableVersion) and v2.get_metadata()["path"] == "dir.t:2"
     assert v2.columns() == ["img", "n", "label"]
     assert v2.count() == 6
     rows = v2.select(v2.n, v2.label).where(v2.n >= 3).order_by(v2.n, asc=False).collect()
@@ -53,15 +53,21 @@ def test_a_version_reads_as_it_was(history):
     assert t.columns() == ["img", "n", "extra"]
 
 
-def test_a_version_groups_in_sql(history):
-    """A group_by over the version's rows runs in SQLite on the version's view (Query's own
-    group_by comes with the query engine and reads the same view)."""
+def test_a_version_groups_and_streams(history):
+    """The query engine reads a version's view as it reads a table: group_by, aggregates, a
+    streaming cursor."""
+    import pxlite.functions as pxlf
+
     db, _ = history
     v2 = db.get_table("dir.t:2")
-    meta = v2._meta()
+    got = v2.group_by(v2.label).select(v2.label, n=pxlf.count(v2.n), top=pxlf.max(v2.n)) \
+        .order_by(v2.label).collect()
+    assert [tuple(r.values()) for r in got] == [("big", 2, 5), ("even", 2, 2), ("odd", 2, 3)]
+    assert sum(1 for _ in v2.cursor()) == 6
+    meta = v2._meta()  # and in plain SQL, over the version's view
     label = meta.column("label")
-    got = db.db.query(f"SELECT {label.sql}, count(*) FROM {meta.sql} GROUP BY 1 ORDER BY 1")
-    assert got == [("big", 2), ("even", 2), ("odd", 2)]
+    assert db.db.query(f"SELECT {label.sql}, count(*) FROM {meta.sql} GROUP BY 1 ORDER BY 1") \
+        == [("big", 2), ("even", 2), ("odd", 2)]
 
 
 def test_a_version_stays_what_it_was_while_the_table_changes(history):

@@ -51,7 +51,7 @@ def test_each_change_is_one_version_with_its_counts(vdb):
     assert changes[6] == ("schema", "dropped 'g'")
     assert changes[2] == ("data", None)
     md = t.get_metadata()
-    assert md["version"] == 6 and md["is_data_versioned"] and md["columns"] == ["n", "s"]
+    assert md["version"] == 6 and md["is_data_versioned"] and list(md["columns"]) == ["n", "s"]
     assert md["version_created"] == t.get_versions(1)[0]["created_at"]
 
 

@@ -63,7 +63,7 @@ def _import(table: str | Table, source: Any, fmt: str | None, *, schema_override
     if not hasattr(table, "batch_update"):
         raise SchemaError(f"expected a table path or a Table, got {type(table).__name__}")
     if primary_key is not None:
-        raise SchemaError(f"table {table.path!r} exists: its primary key was set when it was "
+        raise SchemaError(f"table {table._path!r} exists: its primary key was set when it was "
                           "created; leave primary_key= out")
     tables.import_into(connection_of(table), table, source, source_format=fmt,
                        schema_overrides=schema_overrides, on_conflict=on_conflict,
@@ -142,5 +142,5 @@ def import_files(t: str | Table, source: str, *, column: str = "image", glob: st
     if isinstance(t, str):
         return files.import_files(database(db), t, source, column=column, glob=glob,
                                   media_type=media_type, on_error=on_error)
-    return files.import_files(connection_of(t), t.path, source, column=column, glob=glob,
+    return files.import_files(connection_of(t), t._path, source, column=column, glob=glob,
                               media_type=media_type, on_error=on_error, existing=True)

@@ -41,18 +41,20 @@ class _Rows:
         self.inline = inline
         if hasattr(what, "batch_update"):  # a Table: its stored columns, read in keyset batches
             self.conn: Connection = what._conn
-            self.meta = catalog.load_table(self.conn.db, what.path)
+            self.meta = catalog.load_table(self.conn.db, what._path)
             self.cols = [c for c in self.meta.columns if c.stored and not c.pending]
             self.names = [c.name for c in self.cols]
             self.types: list[ColumnType] = [c.type for c in self.cols]
             self.query = None
-        elif hasattr(what, "collect") and hasattr(what, "_t"):  # a Query
-            self.conn = what._t._conn
+        elif hasattr(what, "collect") and hasattr(what, "_source"):  # a Query
             self.query = what
             self.names, self.types = [], []
         else:
             raise SchemaError(f"export takes a Table or a Query, got {type(what).__name__}")
-        self.settings = self.conn.settings()
+        # a Table's connection, or what a Query knows of its first table's (query.Source)
+        source = what._source if self.query is not None else self.conn
+        self.settings = source.settings()
+        self.resolve = source.resolve
 
     def batches(self) -> Iterator[list[list[Any]]]:
         if self.query is not None:
@@ -88,7 +90,7 @@ class _Rows:
         if t.is_media:
             if not isinstance(v, str):
                 return v  # a computed media value of a query (a PIL image): as it is
-            uri = self.conn.resolve(v)
+            uri = self.resolve(v)
             if self.inline and t.name == "Image":
                 return Path(media.fetch_local(uri, self.settings)).read_bytes()
             return uri

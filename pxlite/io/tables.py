@@ -48,7 +48,7 @@ _NOT_IDENT = re.compile(r"[^A-Za-z0-9_]+")
 def column_names(raw: list[str], check: Callable[[str], object]) -> dict[str, str]:
     """A usable column name for each source column name: characters other than ASCII letters,
     digits and ``_`` become ``_``, a leading digit gets ``c_``, a name ``check`` refuses (a
-    Table method such as ``name`` or ``count``) gets a trailing ``_``, and repeats a number."""
+    Table method such as ``count`` or ``select``) gets a trailing ``_``, and repeats a number."""
     out: dict[str, str] = {}
     used: set[str] = set()
     for name in raw:
@@ -125,10 +125,10 @@ def import_into(conn: Connection, t: Table, source: Any, *, source_format: str |
     whose primary key is present does. One transaction. Returns the UpdateStatus."""
     check_choice(on_conflict, "on_conflict", ON_CONFLICT)
     check_on_error(on_error)
-    meta = catalog.load_table(conn.db, t.path)
+    meta = catalog.load_table(conn.db, t._path)
     if on_conflict != "error" and not meta.primary_key:
         raise SchemaError(f"on_conflict={on_conflict!r} matches rows by primary key, and table "
-                          f"{t.path!r} has none; import with on_conflict='error' (the default)")
+                          f"{t._path!r} has none; import with on_conflict='error' (the default)")
     src = open_source(source, source_format, dict(extra_args or {}))
     overrides = _overrides(src, schema_overrides)
     inputs = {c.name: c for c in meta.columns if not c.is_computed}
@@ -136,7 +136,7 @@ def import_into(conn: Connection, t: Table, source: Any, *, source_format: str |
     names: dict[str, str] = {}
     unknown = []
     for n in src.names:
-        # the name as create_table(source=) would have made it ('name' -> 'name_' too)
+        # the name as create_table(source=) would have made it ('count' -> 'count_' too)
         made = column_names([n], lambda _: None)[n]
         target = next((c for c in (n, made, made + "_") if c in inputs), None)
         if target is None:
@@ -145,7 +145,7 @@ def import_into(conn: Connection, t: Table, source: Any, *, source_format: str |
             names[n] = target
     if unknown:
         what = "computed columns" if set(unknown) <= computed else "not input columns"
-        raise SchemaError(f"{src.label}: column(s) {unknown} are {what} of table {t.path!r} "
+        raise SchemaError(f"{src.label}: column(s) {unknown} are {what} of table {t._path!r} "
                           f"(its input columns: {', '.join(inputs)}); remove or rename them")
     read_as = {n: overrides.get(n) or inputs[names[n]].type for n in src.names}
     with conn.db.transaction():
@@ -155,7 +155,7 @@ def import_into(conn: Connection, t: Table, source: Any, *, source_format: str |
 def _load(conn: Connection, t: Table, src: Source, names: dict[str, str],
           read_as: dict[str, ColumnType], on_conflict: str, on_error: str) -> Any:
     """Every batch of ``src`` into ``t`` (inside the caller's transaction)."""
-    meta = catalog.load_table(conn.db, t.path)
+    meta = catalog.load_table(conn.db, t._path)
     cols = [names[n] for n in src.names]
     targets = [meta.column(n) for n in cols]
     required = [j for j, c in enumerate(targets) if not c.type.nullable]
@@ -166,7 +166,7 @@ def _load(conn: Connection, t: Table, src: Source, names: dict[str, str],
                 n = first + columns[j].index(None)
                 key = " (part of the primary key)" if targets[j].col_id in meta.primary_key else ""
                 raise SchemaError(f"{src.where(n)}: column {src.names[j]!r} is empty, but "
-                                  f"{t.path}.{cols[j]} is Required{key}")
+                                  f"{t._path}.{cols[j]} is Required{key}")
 
     total = UpdateStatus("Updated or inserted" if on_conflict == "update" else "Inserted", 0)
     # Values pyarrow already converted to their stored form go straight to SQLite when no
@@ -174,7 +174,7 @@ def _load(conn: Connection, t: Table, src: Source, names: dict[str, str],
     # needs matching (insert() would convert each value again, in Python).
     direct = (src.stores and on_conflict == "error" and not any(c.type.is_media for c in targets)
               and not any(c.is_computed and c.stored for c in meta.columns))
-    bar = progress_bar(lambda: None, f"{t.name}: import", conn.settings(), unit="row")
+    bar = progress_bar(lambda: None, f"{t._name}: import", conn.settings(), unit="row")
     try:
         if direct:
             total.num_rows = _load_stored(conn, meta, targets, src, read_as, check, bar)
