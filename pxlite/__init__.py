@@ -30,6 +30,7 @@ from .errors import (
     PxliteError,
     SchemaError,
     StorageError,
+    VersionError,
 )
 from .exprs import Expr
 from .query import Query
@@ -106,6 +107,7 @@ __all__ = [
     "Table",
     "Timestamp",
     "UpdateStatus",
+    "VersionError",
     "Video",
     "cache_info",
     "check",
@@ -113,6 +115,7 @@ __all__ = [
     "configure",
     "connect",
     "create_dir",
+    "create_snapshot",
     "create_table",
     "create_view",
     "drop_dir",
@@ -232,12 +235,16 @@ def create_table(path: str, schema: dict[str, Any] | None = None, *,
                  if_exists: str = "error", primary_key: str | list[str] | None = None,
                  source: Any = None, source_format: str | None = None,
                  schema_overrides: dict[str, Any] | None = None, on_error: str = "abort",
-                 extra_args: dict[str, Any] | None = None) -> Table:
+                 extra_args: dict[str, Any] | None = None, versioned: bool = True,
+                 version_retention_days: float | None = None,
+                 version_retention_count: int | None = None) -> Table:
     """``create_table`` on the default database (see :meth:`Connection.create_table`)."""
     return default().create_table(path, schema, if_exists=if_exists, primary_key=primary_key,
                                   source=source, source_format=source_format,
                                   schema_overrides=schema_overrides, on_error=on_error,
-                                  extra_args=extra_args)
+                                  extra_args=extra_args, versioned=versioned,
+                                  version_retention_days=version_retention_days,
+                                  version_retention_count=version_retention_count)
 
 
 def create_view(path: str, base: Table | Query, *, additional_columns: Any = None,
@@ -266,8 +273,17 @@ def _connection_of(base: Any) -> Connection:
 
 
 def get_table(path: str) -> Table:
-    """``get_table`` on the default database."""
+    """``get_table`` on the default database (``'dir.t:3'``: version 3, read-only)."""
     return default().get_table(path)
+
+
+def create_snapshot(path: str, base: Table, *, if_exists: str = "error") -> Table:
+    """``create_snapshot`` on the database of ``base``: a read-only name for its current
+    version (or the version a read-only handle reads), made in O(1)."""
+    if not isinstance(base, Table):
+        raise SchemaError(f"create_snapshot() takes a table (pxl.get_table(...)), got "
+                          f"{type(base).__name__}")
+    return base._conn.create_snapshot(path, base, if_exists=if_exists)
 
 
 def list_tables(dir: str | None = None) -> list[str]:
@@ -275,11 +291,11 @@ def list_tables(dir: str | None = None) -> list[str]:
     return default().list_tables(dir)
 
 
-def drop_table(path: str | Table, *, force: bool = False, if_not_exists: str = "error") -> None:
-    """``drop_table`` on the default database (a Table: on its own database); ``force=True``
-    also drops the table's views."""
+def drop_table(path: str | Table, *, if_not_exists: str = "error", force: bool = False) -> None:
+    """``drop_table`` on the default database (or, given a Table, on its own); ``force=True``
+    also drops the table's views and snapshots."""
     conn = path._conn if isinstance(path, Table) else default()
-    conn.drop_table(path, force=force, if_not_exists=if_not_exists)
+    conn.drop_table(path, if_not_exists=if_not_exists, force=force)
 
 
 def cache_info() -> Any:

@@ -271,3 +271,19 @@ def test_bad_iterator_arguments(db, media):
     with pytest.raises(SchemaError, match="must be a Video"):
         db.create_view("v", t, iterator=frame_iterator(t.n, fps=1))
     assert db.list_tables() == ["u", "videos"]
+
+
+def test_a_revert_of_the_base_makes_the_frames_again(db, media, opened):
+    t = db.create_table("videos", {"video": pxl.Video, "angle": pxl.Int},
+                        version_retention_days=30)
+    t.insert([{"video": str(media["a"]), "angle": 0}, {"video": str(media["b"]), "angle": 1}])
+    f = db.create_view("frames", t, iterator=frame_iterator(t.video, fps=2))
+    before = f.select(f.angle, f.pos_frame, f.frame.fileurl).collect().to_dicts()
+    t.delete(where=t.angle == 1)
+    t.update({"video": str(media["a"])}, where=t.angle == 0)  # the same video: no change
+    assert f.count() == 6
+    t.revert()
+    t.revert()
+    assert f.select(f.angle, f.pos_frame, f.frame.fileurl).collect().to_dicts() == before
+    assert opened["b.mp4"] == 2  # decoded again for the row the revert brought back
+    assert db.check().ok

@@ -291,7 +291,8 @@ def test_bad_definitions_are_clear_errors(db, t, tmp_path):
         (lambda: db.create_view("v", "t"), "takes a table or a query"),
         (lambda: db.create_view("v", elsewhere), "another database"),
         (lambda: db.create_view("bad name", t), "invalid view path"),
-        (lambda: db.create_view("v", t, is_snapshot=True), "create_snapshot"),
+        (lambda: db.create_view("v", t.where(t.n > 1), is_snapshot=True), "create_snapshot"),
+        (lambda: db.create_view("v", t, is_snapshot=True, iterator=t.n), "given: iterator"),
         (lambda: db.create_view("v", t, iterator=t.n), "iterator call such as"),
         (lambda: db.create_view("v", t, store_media=False), "has no iterator"),
         (lambda: db.create_view("v", t, store_media="no"), "True or False"),
@@ -347,3 +348,36 @@ def test_the_catalog_records_the_view(db, t):
                          "WHERE table_id = ?", (meta.id,))
     assert row == (1, None, 1)
     assert v.count() == 4
+
+
+def test_a_revert_of_the_base_brings_the_view_back(db):
+    t = db.create_table("kept", {"n": pxl.Int, "s": pxl.String}, version_retention_days=30)
+    t.insert([{"n": i, "s": f"s{i % 3}"} for i in range(10)])
+    v = db.create_view("big", t.where(t.n > 5), additional_columns={"twice": t.n * 2})
+
+    def rows() -> list[dict]:
+        return [dict(r) for r in v.select(v.n, v.s, v.twice).collect()]
+
+    before = rows()
+    t.delete(where=t.n >= 8)
+    t.insert([{"n": 40, "s": "late"}])
+    after_insert = rows()
+    t.update({"s": "other"}, where=t.n == 6)
+    t.revert()  # the update
+    assert rows() == after_insert
+    t.revert()  # the insert
+    t.revert()  # the delete
+    assert rows() == before
+    updated = next(x["version"] for x in t.get_versions() if x["kind"] == "update")
+    t.revert(to=updated)  # forward again: the content right after the update
+    assert [r["s"] for r in rows()] == ["other", "s1", "late"]
+    assert v.get_versions() == [] and db.check().ok
+    with pytest.raises(SchemaError, match="revert its base 'kept' and the view follows"):
+        v.revert()
+    t.add_column(flag=pxl.Bool)
+    w = db.create_view("flagged", t.where(t.flag == True))  # noqa: E712 (a SQL comparison)
+    with pytest.raises(SchemaError, match="would take away column.* 'flagged'"):
+        t.revert()  # back before the column the view reads was added
+    assert w.count() == 0 and "flag" in t.columns()
+    snap = db.create_view("snap", t, is_snapshot=True)
+    assert snap.count() == t.count() and "snap" in db.list_tables()

@@ -197,7 +197,7 @@ def _check_additional(db: Any, additional: Any, base: TableMeta, call: IteratorC
 
 
 def create_view(places: Places, path: str, source: Source, where: Expr | None, *,
-                additional_columns: Any = None, iterator: Any = None, is_snapshot: Any = False,
+                additional_columns: Any = None, iterator: Any = None,
                 if_exists: str = "error", store_media: Any = True, destination: Any = None,
                 check_name: Callable[[str], str],
                 drop: Callable[[str, bool], None]) -> tuple[int, UpdateStatus | None]:
@@ -207,10 +207,6 @@ def create_view(places: Places, path: str, source: Source, where: Expr | None, *
     db = places.db
     catalog.check_path(path, "view")
     check_choice(if_exists, "if_exists", ("error", "ignore", "replace", "replace_force"))
-    if is_snapshot is not False:
-        raise SchemaError("create_view(is_snapshot=True): snapshots of a table's version come "
-                          "with versions (pxl.create_snapshot); a view here always follows its "
-                          "base")
     if source.db is not db:
         raise SchemaError(f"create_view: {source.path!r} belongs to another database than "
                           f"{path!r}; a view lives beside its base")
@@ -349,6 +345,10 @@ def check_writable(db: Any, meta: TableMeta, verb: str) -> None:
     if meta.base_id is None:
         return
     base = catalog.load_table_by_id(db, meta.base_id)
+    if verb == "revert":
+        raise SchemaError(f"cannot revert view {meta.path!r}: a view keeps no versions of its "
+                          f"own (its rows are made from its base's); revert its base "
+                          f"{base.path!r} and the view follows")
     raise SchemaError(f"cannot {verb} view {meta.path!r}: its rows come from its base "
                       f"{base.path!r}; change the rows of {base.path!r} and the view follows")
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import catalog
+from .. import catalog, versions
 from ..catalog import ColumnMeta, TableMeta
 from ..errors import NotFoundError, PxliteError, SchemaError
 from ..exprs import Expr, from_json
@@ -179,6 +179,9 @@ def create(db: Database, path: str, base: TableMeta, predicate: Expr | None,
     db.execute("INSERT INTO px_views(table_id, base_id, predicate, options) VALUES (?, ?, ?, ?)",
                (meta.id, base.id, None if predicate is None else json.dumps(predicate.to_json()),
                 json.dumps(dict(options), sort_keys=True)))
+    # A view's rows are its base's, made again from each version of the base: it keeps no
+    # versions of its own (a revert of the base brings it back; versions.py).
+    versions.created(db, meta, versions.Policy(False, None, None))
     # a view now (ids from its family's counter); its own columns may hide its base's of the
     # same name (an iterator's output 'text' over a base with a column 'text')
     meta = catalog.load_table_by_id(db, meta.id)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import catalog, media, writes
+from ..errors import SchemaError
 from ..plan import Rows
 from . import model, rows
 from .model import View
@@ -39,7 +40,7 @@ _LOG = "px_view_changes"
 #: (database, table) pairs whose writes are being watched now: a write nested in another on the
 #: same table (batch_update inserting) is left to the outer one, which sees it all.
 _WATCHING: set[tuple[int, int]] = set()
-DELETED = -1
+INSERTED, DELETED = 0, -1
 
 
 @dataclass
@@ -161,23 +162,28 @@ def _view(op: writes.Operation, view_id: int) -> View:
 
 
 def _start(db: Any, table_id: int, watch: set[int]) -> int:
-    """Temporary triggers logging the table's deleted rows and the rows whose watched columns
-    change value (names and SQL from ids only); returns the table's largest rowid now (rows
-    above it will be new: rowids only grow)."""
+    """Temporary triggers logging the table's deleted rows, the rows inserted under a rowid it
+    had before (a revert bringing rows back, a replace) and the rows whose watched columns
+    change value (names and SQL from ids only); returns the table's largest rowid now: rows
+    above it will be new (new rows get rowids above every one before), found without a log."""
+    t = f"main.t_{table_id}"
+    after = int(db.query(f"SELECT coalesce(max(_rowid), -9223372036854775808) FROM {t}")[0][0])
     db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_LOG} (tbl INTEGER NOT NULL, "
                "row INTEGER NOT NULL, col INTEGER NOT NULL)")
-    t = f"main.t_{table_id}"
     log = f"INSERT INTO {_LOG} VALUES ({table_id}"
     db.execute(f"CREATE TEMP TRIGGER px_vw_d{table_id} AFTER DELETE ON {t} BEGIN "
                f"{log}, OLD._rowid, {DELETED}); END")
+    db.execute(f"CREATE TEMP TRIGGER px_vw_i{table_id} AFTER INSERT ON {t} WHEN NEW._rowid <= "
+               f"{after} BEGIN {log}, NEW._rowid, {INSERTED}); END")
     for c in sorted(watch):
         db.execute(f"CREATE TEMP TRIGGER px_vw_u{table_id}_{c} AFTER UPDATE OF c{c} ON {t} "
                    f"WHEN OLD.c{c} IS NOT NEW.c{c} BEGIN {log}, NEW._rowid, {c}); END")
-    return int(db.query(f"SELECT coalesce(max(_rowid), -9223372036854775808) FROM {t}")[0][0])
+    return after
 
 
 def _stop(db: Any, table_id: int, watch: set[int]) -> None:
-    for n in [f"px_vw_d{table_id}", *(f"px_vw_u{table_id}_{c}" for c in sorted(watch))]:
+    for n in [f"px_vw_d{table_id}", f"px_vw_i{table_id}",
+              *(f"px_vw_u{table_id}_{c}" for c in sorted(watch))]:
         db.execute(f"DROP TRIGGER IF EXISTS temp.{n}")
 
 
@@ -190,18 +196,23 @@ def _take(db: Any, table_id: int, after: int) -> Changes:
     if db.query(f"SELECT 1 FROM t_{table_id} WHERE _rowid > ? LIMIT 1", (after,)):
         ch.after = after
     gone: set[int] = set()
+    back: set[int] = set()
     for row, col in found:
         if col == DELETED:
             gone.add(row)
+        elif col == INSERTED:
+            back.add(row)
         elif row <= after:  # a new row's values are all new
             ch.updated.setdefault(row, set()).add(col)
-    if gone:
-        back = {r[0] for r in db.query(
+    if gone or back:
+        there = {r[0] for r in db.query(
             f"SELECT _rowid FROM t_{table_id} WHERE _rowid IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(gone)),))}
-        ch.deleted = gone  # their rows go; those there again (a replace) are made again
-        ch.replaced = {r for r in back if r <= after}
-        for r in gone:
+            (json.dumps(sorted(gone | back)),))}
+        # rows gone: their view rows go; rows there again under an old rowid (a replace, a
+        # revert): theirs go too, and are made again from what the row holds now
+        ch.deleted = gone | (back & there)
+        ch.replaced = (gone | back) & there
+        for r in ch.deleted:
             ch.updated.pop(r, None)
     return ch
 
@@ -247,10 +258,23 @@ class Keeper:
                 changes = _take(db, op.meta.id, after)
             finally:
                 _stop(db, op.meta.id, fam.watch)
+            if op.kind == "revert":  # a revert to before a column views read was added
+                _check_columns(db, op.meta.id, fam)
             if changes:
                 apply(op, fam, changes, marks)
         finally:
             _WATCHING.discard(key)
+
+
+def _check_columns(db: Any, table_id: int, fam: Family) -> None:
+    """The table still has every column its views read (a revert may take one away)."""
+    table = catalog.load_table_by_id(db, table_id)
+    gone = fam.watch - {c.col_id for c in table.own_columns}
+    if gone:
+        names = model.paths_of(db, fam.views + [v for v, _, _ in fam.deep])
+        raise SchemaError(f"this change of {table.path!r} would take away column(s) its "
+                          f"views {', '.join(map(repr, names))} read; drop those views first "
+                          "(or revert to a version that has the columns)")
 
 
 def _limit(db: Any, view: View) -> int | None:
