@@ -376,7 +376,7 @@ def test_a_revert_of_the_base_brings_the_view_back(db):
         v.revert()
     t.add_column(flag=pxl.Bool)
     w = db.create_view("flagged", t.where(t.flag == True))  # noqa: E712 (a SQL comparison)
-    with pytest.raises(SchemaError, match="would take away column.* 'flagged'"):
+    with pytest.raises(SchemaError, match=r"would take away column.* 'flagged'"):
         t.revert()  # back before the column the view reads was added
     assert w.count() == 0 and "flag" in t.columns()
     snap = db.create_view("snap", t, is_snapshot=True)
