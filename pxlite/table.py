@@ -813,6 +813,7 @@ class Table:
         workers compute and store the files; this process commits. Workers use their own
         credentials; local inputs or destinations with workers on other machines are refused.
         """
+        views.check_readable(self._conn.db, self._meta())  # a view being built: finish it
         if not column and isinstance(executor, Expr):
             check_column_name("executor")  # the option took the expression meant for a column
         if len(column) != 1:

@@ -312,6 +312,12 @@ SQL_FRAGMENTS = {
     # and the lists of c<id> names / OLD.c<id> built in the same function
     r"(meta|data)\.log_sql", r"data\.sql", r"int\([a-z_.]+\)", r"sql_(table|col)", r"olds",
     r"images", r"', '\.join\(watched\)", r"sql_(names?|type|cols)", r"capture", r"view_name",
+    # views (views/): a table's data table t_<id> (``store``), a view's SQL view v_<id>
+    # (``sql``), its bases' t_<id>/_r<id> and the trigger names and log rows from ids
+    r"((self\.)?view\.)?(meta|base)\.(sql|store)", r"meta\.store", r"same", r"view_id",
+    r"meta\.id", r"(table|base|col)_id", r"after", r"log", r"data", r"trigger", r"_LOG",
+    r"', '\.join\('\?' \* \(len\(columns\) \+ 2\)\)", r"INSERTED|DELETED",
+    r"' '\.join\(joins\)",
 }
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WHERE|FROM|LIMIT|"
                         r"ORDER BY|SET|VALUES|IS NULL|IS NOT NULL|AND|OR|IN|CAST|AS REAL|ASC|DESC)"
@@ -379,8 +385,11 @@ def test_no_user_string_in_executed_sql(tmp_path, jpegs):
         assert t.where((t.j[marker][0] == marker) & t.s.contains(marker) & (
             t.s.replace(marker, "y").upper() == "Y")).count() == 1
         assert t.where(t.j[marker][:1].len() == 1).order_by(t.j[marker][0]).count() == 1
+        v = db.create_view("v", t.where(t.s != marker), additional_columns={
+            "m": t.s.contains(marker)})  # a view: its definition and maintenance bind values
         t.update({"s": marker + "2"}, where=t.s == marker)
         t.delete(where=t.s == "x" + marker)
+        assert v.count() == t.where(t.s != marker).count() == v.where(v.m).count() + 1
         for bad in (marker, "a" + marker):
             with pytest.raises(PxliteError):
                 db.create_table(bad, {"a": pxl.Int})

@@ -184,3 +184,51 @@ def test_a_filtered_view_over_many_rows_commits_in_chunks(db, monkeypatch):
     assert v.count() == 5000 and w.count() == 7500
     assert len(commits) > 10 and max(commits) <= 1024  # brief commits, each at most so big
     assert t.list_views() == ["even", "big"]  # in the order they were made
+
+
+ADD_CHILD = textwrap.dedent("""
+    import os, sys
+    sys.path[:0] = [{root!r}, {tests!r}]
+    import pxlite as pxl
+    from pxlite import compute
+    from udfs.sample import slow_flip
+    compute.BATCH_SECONDS = 0.05
+    os.environ["PXLITE_TEST_UDF_SLEEP"] = "0.05"
+    db = pxl.connect(sys.argv[1])
+    v = db.get_table("frames")
+    print("started", flush=True)
+    v.add_computed_column(flipped=slow_flip(v.frame), destination=sys.argv[2])
+    print("done", flush=True)
+""")
+
+
+def test_a_killed_add_on_a_view_resumes_into_its_destination(tmp_path, clips):
+    from udfs.sample import slow_flip
+
+    db_path = _base(tmp_path, clips)
+    dest = tmp_path / "flipped"
+    with pxl.connect(db_path) as db:
+        t = db.get_table("videos")
+        db.create_view("frames", t, iterator=frame_iterator(t.video, fps=2))
+    script = tmp_path / "add_child.py"
+    script.write_text(ADD_CHILD.format(root=str(ROOT), tests=str(ROOT / "tests")))
+    child = subprocess.Popen([sys.executable, str(script), str(db_path), str(dest)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PXLITE_HOME": str(tmp_path / "home")})
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with pxl.connect(db_path) as db:
+            jobs = [j for j in catalog.jobs(db.db) if j.kind == "add_computed_column"]
+            if jobs and jobs[0].done_rows >= 6:
+                break
+        time.sleep(0.05)
+    child.kill()
+    child.communicate(timeout=30)
+    with pxl.connect(db_path) as db:
+        f = db.get_table("frames")
+        assert "pending" in repr(f)
+        st = f.add_computed_column(flipped=slow_flip(f.frame), destination=str(dest))
+        assert 0 < st.num_rows < f.count()  # only the rows the kill left
+        files = list(dest.rglob("*.jpg"))
+        assert len(files) == f.count() and all(f.get_metadata()["id"] in str(p) for p in files)
+        assert f.where(f.flipped.is_null()).count() == 0 and db.check().ok

@@ -254,10 +254,11 @@ def of_base_rows(ids: Iterable[int]) -> Rows:
 
 
 def compute_new(op: writes.Operation, view: View, rowids: Sequence[int]) -> int:
-    """Inside ``op``'s transaction: the view's stored computed columns for new rows (a column
-    still being added is filled by its own job); returns the number of cell errors. A column
-    added with ``on_error='abort'`` makes a failure the write's error."""
-    cols = view.computed()
+    """Inside ``op``'s transaction: the view's stored computed columns for new rows, those
+    still being added too (a filtered view's new row may have a rowid the column's job has
+    passed already); returns the number of cell errors. A column added with
+    ``on_error='abort'`` makes a failure the write's error."""
+    cols = view.computed(pending=True)
     if not cols or not rowids:
         return 0
     op.prepare_for(cols)

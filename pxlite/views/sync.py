@@ -63,11 +63,14 @@ _KNOWN: weakref.WeakKeyDictionary[Any, tuple[tuple, dict[int, Family | None],
 
 def _state(db: Any) -> tuple:
     """What the families and views read from the catalog depends on: the schema (views and
-    columns added or dropped), the columns still being added and the views still being
-    built. (Renames change names only; what is kept in step goes by ids.)"""
+    columns added or dropped), the columns still being added, the views still being built and
+    where columns' files go (move_media). (Renames change names only; what is kept in step
+    goes by ids.)"""
     return (db.query("PRAGMA schema_version")[0][0], *db.query(
         "SELECT (SELECT group_concat(table_id || ':' || col_id) FROM px_columns WHERE "
-        "pending = 1), (SELECT group_concat(table_id) FROM px_views WHERE built = 0)")[0])
+        "pending = 1), (SELECT group_concat(table_id) FROM px_views WHERE built = 0), "
+        "(SELECT group_concat(table_id || ':' || col_id || ':' || destination) FROM px_columns "
+        "WHERE destination IS NOT NULL)")[0])
 
 
 def _known(db: Any) -> tuple[dict[int, Family | None], dict[int, View]]:
@@ -166,25 +169,27 @@ def _start(db: Any, table_id: int, watch: set[int]) -> int:
     had before (a revert bringing rows back, a replace) and the rows whose watched columns
     change value (names and SQL from ids only); returns the table's largest rowid now: rows
     above it will be new (new rows get rowids above every one before), found without a log."""
-    t = f"main.t_{table_id}"
-    after = int(db.query(f"SELECT coalesce(max(_rowid), -9223372036854775808) FROM {t}")[0][0])
+    data = f"main.t_{table_id}"
+    after = int(db.query(f"SELECT coalesce(max(_rowid), -9223372036854775808) FROM {data}"
+                         )[0][0])
     db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_LOG} (tbl INTEGER NOT NULL, "
                "row INTEGER NOT NULL, col INTEGER NOT NULL)")
     log = f"INSERT INTO {_LOG} VALUES ({table_id}"
-    db.execute(f"CREATE TEMP TRIGGER px_vw_d{table_id} AFTER DELETE ON {t} BEGIN "
+    db.execute(f"CREATE TEMP TRIGGER px_vw_d{table_id} AFTER DELETE ON {data} BEGIN "
                f"{log}, OLD._rowid, {DELETED}); END")
-    db.execute(f"CREATE TEMP TRIGGER px_vw_i{table_id} AFTER INSERT ON {t} WHEN NEW._rowid <= "
+    db.execute(f"CREATE TEMP TRIGGER px_vw_i{table_id} AFTER INSERT ON {data} WHEN NEW._rowid <= "
                f"{after} BEGIN {log}, NEW._rowid, {INSERTED}); END")
-    for c in sorted(watch):
-        db.execute(f"CREATE TEMP TRIGGER px_vw_u{table_id}_{c} AFTER UPDATE OF c{c} ON {t} "
-                   f"WHEN OLD.c{c} IS NOT NEW.c{c} BEGIN {log}, NEW._rowid, {c}); END")
+    for col_id in sorted(watch):
+        db.execute(f"CREATE TEMP TRIGGER px_vw_u{table_id}_{col_id} AFTER UPDATE OF c{col_id} ON "
+                   f"{data} WHEN OLD.c{col_id} IS NOT NEW.c{col_id} BEGIN {log}, NEW._rowid, "
+                   f"{col_id}); END")
     return after
 
 
 def _stop(db: Any, table_id: int, watch: set[int]) -> None:
-    for n in [f"px_vw_d{table_id}", f"px_vw_i{table_id}",
-              *(f"px_vw_u{table_id}_{c}" for c in sorted(watch))]:
-        db.execute(f"DROP TRIGGER IF EXISTS temp.{n}")
+    for trigger in [f"px_vw_d{table_id}", f"px_vw_i{table_id}",
+                    *(f"px_vw_u{table_id}_{col_id}" for col_id in sorted(watch))]:
+        db.execute(f"DROP TRIGGER IF EXISTS temp.{trigger}")
 
 
 def _take(db: Any, table_id: int, after: int) -> Changes:
@@ -251,8 +256,8 @@ class Keeper:
             after = _start(db, op.meta.id, fam.watch)
             # the rows the bases of views further down have now (newer ones are made from
             # the new values)
-            marks = {b: db.query(f"SELECT coalesce(max(_rowid), 0) FROM t_{b}")[0][0]
-                     for _, b, _ in fam.deep}
+            marks = {base_id: db.query(f"SELECT coalesce(max(_rowid), 0) FROM t_{base_id}"
+                                       )[0][0] for _, base_id, _ in fam.deep}
             try:
                 yield
                 changes = _take(db, op.meta.id, after)
