@@ -6,15 +6,18 @@ module's hook (:class:`Keeper`, installed by ``pxlite.views``) at one place:
 * before its transaction, :meth:`Keeper.prepare` records where the views' files go (committed
   before any lands, like every destination);
 * inside it, :meth:`Keeper.maintaining` watches the table's data table while the operation
-  writes: temporary triggers log each inserted, deleted and updated row (an update only when a
-  column a view depends on changed value) into a temporary table. When the operation's writes
-  are done, each view of the table follows them in a nested operation of its own (its files in
-  its own key space, its rows in the same transaction): rows of deleted base rows go (their
-  files released), rows of inserted base rows come (their iterator run, computed columns
-  computed), a base row whose where() or iterator input changed has its rows made again, and
-  the view's computed columns that read a changed base column are recomputed. A view's own
-  writes are watched the same way, so views of views follow in turn; a view further down that
-  reads the table's columns directly (through its base) follows the rows they changed too.
+  writes. New rows are those above the largest rowid before it (rowids only grow: nothing is
+  logged per inserted row, so an insert costs its view little); temporary triggers log into a
+  temporary table each deleted row, each row inserted under a rowid it had before (a revert
+  bringing it back, a replace), and each row whose column a view depends on changed value.
+  When the operation's writes are done, each view of the table follows them in a nested
+  operation of its own (its files in its own key space, its rows in the same transaction):
+  rows of deleted base rows go (their files released), rows of new base rows come (their
+  iterator run, computed columns computed), a base row whose where() or iterator input
+  changed has its rows made again, and the view's computed columns that read a changed base
+  column are recomputed. A view's own writes are watched the same way, so views of views
+  follow in turn; a view further down that reads the table's columns directly (through its
+  base) follows the rows they changed too.
 
 A view still being built (create_view interrupted) follows only the base rows its build has
 done; the build takes the rest, including rows inserted meanwhile.
@@ -47,8 +50,8 @@ INSERTED, DELETED = 0, -1
 class Family:
     """What a write on one table must keep in step: its own views, the views further down
     that read its columns directly (with which), its columns whose new values matter, and the
-    views with files (their destinations are prepared before the write's transaction). It
-    changes only with the schema (a view or column added or dropped: ``schema_version``)."""
+    views with files (their destinations are prepared before the write's transaction). Read
+    once per catalog state (see :func:`_state`)."""
 
     views: list[int]
     deep: list[tuple[int, int, set[int]]]   # (view, its base, the table's columns it reads)
@@ -66,11 +69,12 @@ def _state(db: Any) -> tuple:
     columns added or dropped), the columns still being added, the views still being built and
     where columns' files go (move_media). (Renames change names only; what is kept in step
     goes by ids.)"""
-    return (db.query("PRAGMA schema_version")[0][0], *db.query(
-        "SELECT (SELECT group_concat(table_id || ':' || col_id) FROM px_columns WHERE "
-        "pending = 1), (SELECT group_concat(table_id) FROM px_views WHERE built = 0), "
-        "(SELECT group_concat(table_id || ':' || col_id || ':' || destination) FROM px_columns "
-        "WHERE destination IS NOT NULL)")[0])
+    return tuple(db.query(
+        "SELECT (SELECT schema_version FROM pragma_schema_version()), (SELECT "
+        "group_concat(table_id || ':' || col_id) FROM px_columns WHERE pending = 1), (SELECT "
+        "group_concat(table_id) FROM px_views WHERE built = 0), (SELECT group_concat(table_id "
+        "|| ':' || col_id || ':' || destination) FROM px_columns WHERE destination IS NOT "
+        "NULL)")[0])
 
 
 def _known(db: Any) -> tuple[dict[int, Family | None], dict[int, View]]:
@@ -164,37 +168,42 @@ def _view(op: writes.Operation, view_id: int) -> View:
     return view
 
 
-def _start(db: Any, table_id: int, watch: set[int]) -> int:
+def _start(db: Any, table_id: int, watch: set[int], only_new: bool) -> int:
     """Temporary triggers logging the table's deleted rows, the rows inserted under a rowid it
     had before (a revert bringing rows back, a replace) and the rows whose watched columns
-    change value (names and SQL from ids only); returns the table's largest rowid now: rows
-    above it will be new (new rows get rowids above every one before), found without a log."""
+    change value (names and SQL from ids only; none for an operation that only adds rows,
+    ``only_new``); returns the table's largest rowid now: rows above it will be new (new rows
+    get rowids above every one before), found without a log."""
     data = f"main.t_{table_id}"
     after = int(db.query(f"SELECT coalesce(max(_rowid), -9223372036854775808) FROM {data}"
                          )[0][0])
-    db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_LOG} (tbl INTEGER NOT NULL, "
-               "row INTEGER NOT NULL, col INTEGER NOT NULL)")
+    if only_new:
+        return after
     log = f"INSERT INTO {_LOG} VALUES ({table_id}"
-    db.execute(f"CREATE TEMP TRIGGER px_vw_d{table_id} AFTER DELETE ON {data} BEGIN "
-               f"{log}, OLD._rowid, {DELETED}); END")
-    db.execute(f"CREATE TEMP TRIGGER px_vw_i{table_id} AFTER INSERT ON {data} WHEN NEW._rowid <= "
-               f"{after} BEGIN {log}, NEW._rowid, {INSERTED}); END")
-    for col_id in sorted(watch):
-        db.execute(f"CREATE TEMP TRIGGER px_vw_u{table_id}_{col_id} AFTER UPDATE OF c{col_id} ON "
-                   f"{data} WHEN OLD.c{col_id} IS NOT NEW.c{col_id} BEGIN {log}, NEW._rowid, "
-                   f"{col_id}); END")
+    ddl = [f"CREATE TEMP TABLE IF NOT EXISTS {_LOG} (tbl INTEGER NOT NULL, row INTEGER NOT "
+           "NULL, col INTEGER NOT NULL)",
+           f"CREATE TEMP TRIGGER px_vw_d{table_id} AFTER DELETE ON {data} BEGIN {log}, "
+           f"OLD._rowid, {DELETED}); END",
+           f"CREATE TEMP TRIGGER px_vw_i{table_id} AFTER INSERT ON {data} WHEN NEW._rowid <= "
+           f"{after} BEGIN {log}, NEW._rowid, {INSERTED}); END"]
+    ddl += [f"CREATE TEMP TRIGGER px_vw_u{table_id}_{col_id} AFTER UPDATE OF c{col_id} ON "
+            f"{data} WHEN OLD.c{col_id} IS NOT NEW.c{col_id} BEGIN {log}, NEW._rowid, "
+            f"{col_id}); END" for col_id in sorted(watch)]
+    db.execute(";".join(ddl))
     return after
 
 
 def _stop(db: Any, table_id: int, watch: set[int]) -> None:
-    for trigger in [f"px_vw_d{table_id}", f"px_vw_i{table_id}",
-                    *(f"px_vw_u{table_id}_{col_id}" for col_id in sorted(watch))]:
-        db.execute(f"DROP TRIGGER IF EXISTS temp.{trigger}")
+    db.execute(";".join(
+        f"DROP TRIGGER IF EXISTS temp.{trigger}"
+        for trigger in [f"px_vw_d{table_id}", f"px_vw_i{table_id}",
+                        *(f"px_vw_u{table_id}_{col_id}" for col_id in sorted(watch))]))
 
 
-def _take(db: Any, table_id: int, after: int) -> Changes:
+def _take(db: Any, table_id: int, after: int, only_new: bool) -> Changes:
     """The changes logged for the table (and the log emptied of them)."""
-    found = db.query(f"SELECT row, col FROM {_LOG} WHERE tbl = ?", (table_id,))
+    found = [] if only_new else db.query(f"SELECT row, col FROM {_LOG} WHERE tbl = ?",
+                                         (table_id,))
     if found:
         db.execute(f"DELETE FROM {_LOG} WHERE tbl = ?", (table_id,))
     ch = Changes()
@@ -252,17 +261,20 @@ class Keeper:
             yield
             return
         _WATCHING.add(key)
+        # an insert only adds rows (with rowids above the largest before): nothing to log
+        only_new = op.capture == "new_rows"
         try:
-            after = _start(db, op.meta.id, fam.watch)
+            after = _start(db, op.meta.id, fam.watch, only_new)
             # the rows the bases of views further down have now (newer ones are made from
             # the new values)
             marks = {base_id: db.query(f"SELECT coalesce(max(_rowid), 0) FROM t_{base_id}"
                                        )[0][0] for _, base_id, _ in fam.deep}
             try:
                 yield
-                changes = _take(db, op.meta.id, after)
+                changes = _take(db, op.meta.id, after, only_new)
             finally:
-                _stop(db, op.meta.id, fam.watch)
+                if not only_new:
+                    _stop(db, op.meta.id, fam.watch)
             if op.kind == "revert":  # a revert to before a column views read was added
                 _check_columns(db, op.meta.id, fam)
             if changes:
