@@ -25,6 +25,15 @@ def is_even(n: int) -> bool:
     return n % 2 == 0
 
 
+CALLS: list[int] = []
+
+
+@pxl.udf
+def counted(n: int) -> int:
+    CALLS.append(n)
+    return n + 1000
+
+
 @pxl.udf
 def boom_at_13(n: int) -> int:
     if n == 13:
@@ -381,3 +390,17 @@ def test_a_revert_of_the_base_brings_the_view_back(db):
     assert w.count() == 0 and "flag" in t.columns()
     snap = db.create_view("snap", t, is_snapshot=True)
     assert snap.count() == t.count() and "snap" in db.list_tables()
+
+
+def test_a_view_computes_its_columns_for_its_new_rows_only(db, t):
+    v = db.create_view("big", t.where(t.n > 5), additional_columns={"c": counted(t.n)})
+    assert sorted(CALLS) == [6, 7, 8, 9]
+    CALLS.clear()
+    t.insert([{"n": 50, "s": "x"}, {"n": 2, "s": "y"}])  # one enters the view
+    assert CALLS == [50]
+    t.update({"s": "z"}, where=t.n == 6)  # a column c does not read: nothing computed
+    t.update({"n": 60}, where=t.n == 50)  # its input: recomputed for that row only
+    assert CALLS == [50, 60] and v.where(v.n == 60).select(v.c).collect()["c"] == [1060]
+    CALLS.clear()
+    t.update({"n": 3}, where=t.n == 7)  # leaves the view: nothing computed
+    assert CALLS == []
