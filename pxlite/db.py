@@ -25,7 +25,7 @@ from . import faults, sqlcall
 from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 30_000
 
 #: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema; version 2
@@ -33,7 +33,7 @@ BUSY_TIMEOUT_MS = 30_000
 #: and the long operations in progress (pending columns, resumable jobs); version 3 the uids each
 #: table has had (a copy writes under uids of its own) and the operations writing files now;
 #: version 4 a table's primary key (enforced by a unique index on the data table); version 5
-#: the indexes users add (add_btree_index).
+#: the indexes users add (add_btree_index); version 6 an embedding index's definition.
 MIGRATIONS: dict[int, str] = {
     1: """
     ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
@@ -82,6 +82,9 @@ MIGRATIONS: dict[int, str] = {
         created_at REAL NOT NULL,
         UNIQUE (table_id, name)
     ) STRICT;
+    """,
+    5: """
+    ALTER TABLE px_indexes ADD COLUMN params TEXT;
     """,
 }
 
