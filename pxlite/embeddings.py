@@ -244,15 +244,16 @@ def find(db: Database, meta: TableMeta, col: ColumnMeta, idx: str | None) -> Emb
     return found[0]
 
 
-def bind_all(exprs_: Iterable[Expr], db: Database, settings: Any) -> None:
-    """Bind every similarity among ``exprs_`` (and inside them) to its index (see bind)."""
+def bind_all(exprs_: Iterable[Expr], db: Database, settings: Callable[[], Any]) -> None:
+    """Bind every similarity among ``exprs_`` (and inside them) to its index (see bind);
+    ``settings()`` gives the database's settings (asked only when a query value is embedded)."""
     for e in exprs_:
         for node in e.walk():
             if isinstance(node, SimilarityExpr) and node.vref is None:
                 bind(node, db, settings)
 
 
-def bind(sim: SimilarityExpr, db: Database, settings: Any) -> None:
+def bind(sim: SimilarityExpr, db: Database, settings: Callable[[], Any]) -> None:
     """Resolve the index a similarity uses (as the catalog has it now), its vector column, and
     the query vector (computed with the index's embedding function once)."""
     meta, col = sim.ref.table, sim.ref.col
@@ -266,7 +267,8 @@ def bind(sim: SimilarityExpr, db: Database, settings: Any) -> None:
     key = (index.params, str(db.path))
     q = sim._vectors.get(key)
     if q is None:
-        q = sim._vectors[key] = query_vector(index, col, sim.modality, sim.value, settings)
+        q = sim._vectors[key] = query_vector(
+            index, col, sim.modality, sim.value, None if sim.modality == "vector" else settings())
     sim.index, sim.vref, sim.query = index, ColumnRef(meta, vcol), q
 
 
@@ -448,8 +450,8 @@ class Vectors:
         if k <= 0:
             return [], []
         if k < len(key):
-            part = np.argpartition(-key, k - 1)[:k]
-            sel = np.nonzero(key >= key[part].min())[0]  # every tie at the boundary
+            kth = key[np.argpartition(key, len(key) - k)[len(key) - k]]
+            sel = np.nonzero(key >= kth)[0]  # the k largest, and every tie at the boundary
         else:
             sel = np.nonzero(key > -np.inf)[0]
         order = sel[np.lexsort((ids[sel], -key[sel]))][:k]
@@ -519,6 +521,17 @@ class _Lookup(Expr):
 
     def __init__(self, table: TableMeta, values: dict[int, Any], rtype: Any, name: str) -> None:
         self.table, self.values, self.type, self.name = table, values, rtype, name
+
+    #: Up to this many rows, SQLite computes the values itself (a CASE over the rowids): the
+    #: query then runs no Python per row. Beyond, Python looks them up (a CASE costs per row).
+    SQL_ROWS = 512
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        if not self.values or len(self.values) > self.SQL_ROWS:
+            return None
+        whens = " ".join("WHEN ? THEN ?" for _ in self.values)
+        return (f"(CASE {self.table.sql}._rowid {whens} END)",
+                [x for kv in self.values.items() for x in kv])
 
     def eval(self, row: RowContext) -> Any:
         return None if row.rowid is None else self.values.get(row.rowid)

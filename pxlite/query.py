@@ -369,7 +369,7 @@ class Query:
         if bind:
             exprs = [e for _, e in c.outputs] + [e for e, _ in c.order] + (c.group or []) + [
                 x for x in (c.where, *(t.on for t in c.tables)) if x is not None]
-            embeddings.bind_all(exprs, self._source.db, self._source.settings())
+            embeddings.bind_all(exprs, self._source.db, self._source.settings)
         return c
 
     def _searched(self, clauses: Clauses) -> tuple[Clauses, str | None]:
@@ -387,6 +387,8 @@ class Query:
         parts evaluated too)."""
         db = self._source.db
         p = queryplan.build(clauses._replace(outputs=[], order=[], limit=None, offset=None))
+        if not p.needs_rows:  # SQLite evaluates the whole where(): its rowids, as they come
+            return [r[0] for r in db.query(p.sql, p.params)]
         cursor = db.execute(p.sql, p.params)
         resolver = Resolver(self._source.settings(), self._source.media_folder)
         return [r[0] for r in Run(p, resolver, self._label(), rowids=True).rows(db, cursor)]
