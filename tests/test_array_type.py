@@ -63,7 +63,8 @@ def test_values_round_trip_as_numpy(db):
 
 
 def test_stored_compactly(db):
-    t = db.create_table("t", {"v": pxl.Array[(512,), pxl.Float], "w": pxl.Array[(None,), np.float16]})
+    t = db.create_table("t", {"v": pxl.Array[(512,), pxl.Float],
+                              "w": pxl.Array[(None,), np.float16]})
     t.insert(v=np.ones(512, dtype=np.float32), w=np.ones(10, dtype=np.float16))
     meta = catalog.load_table(db.db, "t")
     v, w = meta.column("v"), meta.column("w")

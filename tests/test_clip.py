@@ -75,5 +75,5 @@ def test_an_index_with_missing_weights_fails_naming_them(db, monkeypatch, tmp_pa
     t.add_embedding_index("image", embedding=clip.clip)  # the build keeps the row's error
     msg = t.select(t.image).collect()  # the table works
     assert len(msg) == 1
-    with pytest.raises((NotFoundError, ComputeError), match="gone.bin"):
+    with pytest.raises((NotFoundError, ComputeError), match=r"gone.bin"):
         t.insert(image=Image.new("RGB", (4, 4)))

@@ -393,7 +393,7 @@ def test_a_damaged_definition_is_reported(pics, db):
     pics.add_embedding_index("img", image_embed=embed_image)
     with db.db.transaction():
         db.db.execute("UPDATE px_indexes SET params = '{broken'")
-    with pytest.raises(SchemaError, match="cannot be read.*drop it"):
+    with pytest.raises(SchemaError, match=r"cannot be read.*drop it"):
         pics.get_metadata()
     idx = catalog.indexes(db.db, catalog.load_table(db.db, "pics"))[0]
     with pytest.raises(SchemaError):

@@ -171,7 +171,7 @@ def test_image_queries_by_pil_path_and_url(db, tmp_path):
 
 def test_argument_errors(vecs):
     t, _ = vecs
-    with pytest.raises(SchemaError, match="exactly one of string=.*image=.*vector="):
+    with pytest.raises(SchemaError, match=r"exactly one of string=.*image=.*vector="):
         t.vec.similarity()
     with pytest.raises(SchemaError, match="exactly one of"):
         t.vec.similarity(string="a", vector=np.ones(DIM))
@@ -187,7 +187,7 @@ def test_argument_errors(vecs):
         t.vec.similarity(vector=np.ones((2, 2)))
     with pytest.raises(SchemaError, match="expected a numpy array"):
         t.vec.similarity(vector="abc")
-    with pytest.raises(SchemaError, match="idx=...\\) takes an index name"):
+    with pytest.raises(SchemaError, match=r"idx=...\\) takes an index name"):
         t.vec.similarity(vector=np.ones(DIM), idx=3)
 
 
@@ -198,12 +198,12 @@ def test_index_errors(vecs, db):
         t.order_by(t.k.similarity(vector=q)).limit(1).collect()
     with pytest.raises(NotFoundError, match="embedding index 'zz' not found on column 'vec'"):
         t.order_by(t.vec.similarity(vector=q, idx="zz")).limit(1).collect()
-    with pytest.raises(SchemaError, match="query vector has 3 numbers.*vectors of 16"):
+    with pytest.raises(SchemaError, match=r"query vector has 3 numbers.*vectors of 16"):
         t.order_by(t.vec.similarity(vector=np.ones(3))).limit(1).collect()
-    with pytest.raises(SchemaError, match="no string embedding.*takes vector="):
+    with pytest.raises(SchemaError, match=r"no string embedding.*takes vector="):
         t.order_by(t.vec.similarity(string="x")).limit(1).collect()
     t.add_embedding_index("vec", idx_name="other", metric="l2", precision="fp32")
-    with pytest.raises(SchemaError, match="several embedding indexes.*idx="):
+    with pytest.raises(SchemaError, match=r"several embedding indexes.*idx="):
         t.select(t.vec.similarity(vector=q)).collect()
     with pytest.raises(SchemaError, match="cannot be stored in a column definition"):
         t.add_computed_column(s=t.vec.similarity(vector=q, idx="other"))
@@ -236,7 +236,7 @@ t.add_embedding_index('s', string_embed=local_embed)
     assert done.returncode == 0, done.stderr
     with pxl.connect(path) as db:
         t = db.get_table("t")
-        with pytest.raises(NotFoundError, match="function '__main__.local_embed' cannot be "
+        with pytest.raises(NotFoundError, match=r"function '__main__.local_embed' cannot be "
                                                 "found"):
             t.order_by(t.s.similarity(string="x")).limit(1).collect()
         t.insert(s="y", on_error="ignore")  # the rest of the table works; the cell errs

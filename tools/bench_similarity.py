@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pxlite as pxl  # noqa: E402
+import pxlite as pxl
 
 
 def _median_ms(times: list[float]) -> float:

@@ -35,6 +35,9 @@ from ..udf import Function, udf
 DIM = 512
 DEFAULT_MODEL = "ViT-B-32:openai"
 
+#: The functions' result type (a 512-float vector).
+Vector = Array[(DIM,), Float]
+
 _lock = threading.Lock()
 _loaded: dict[str, Any] = {}
 
@@ -121,7 +124,7 @@ def _vector(features: Any) -> Any:
 
 
 @udf
-def embed_text(text: str) -> Array[(DIM,), Float]:  # type: ignore[valid-type]
+def embed_text(text: str) -> Vector:  # type: ignore[valid-type]
     """CLIP's embedding of a text (its text tower), in the space of :func:`embed_image`."""
     model, _, tokenizer, torch, device = _load()
     with torch.no_grad():
@@ -129,7 +132,7 @@ def embed_text(text: str) -> Array[(DIM,), Float]:  # type: ignore[valid-type]
 
 
 @udf
-def embed_image(image: PIL.Image.Image) -> Array[(DIM,), Float]:  # type: ignore[valid-type]
+def embed_image(image: PIL.Image.Image) -> Vector:  # type: ignore[valid-type]
     """CLIP's embedding of an image (its vision tower), in the space of :func:`embed_text`."""
     model, preprocess, _, torch, device = _load()
     with torch.no_grad():
