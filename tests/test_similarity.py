@@ -187,7 +187,7 @@ def test_argument_errors(vecs):
         t.vec.similarity(vector=np.ones((2, 2)))
     with pytest.raises(SchemaError, match="expected a numpy array"):
         t.vec.similarity(vector="abc")
-    with pytest.raises(SchemaError, match=r"idx=...\\) takes an index name"):
+    with pytest.raises(SchemaError, match=r"idx=...\) takes an index name"):
         t.vec.similarity(vector=np.ones(DIM), idx=3)
 
 
