@@ -1,4 +1,4 @@
--- pxlite catalog, schema version 6. The single source of truth for the catalog DDL; shipped in the
+-- pxlite catalog, schema version 7. The single source of truth for the catalog DDL; shipped in the
 -- wheel as pxlite/schema.sql. User data lives in one table per pxlite table, named t_<id>, whose
 -- columns are named c<col_id> (+ c<col_id>_et / c<col_id>_em for a cell's error type and message):
 -- user-chosen names never reach SQL text.
@@ -122,3 +122,60 @@ CREATE TABLE px_indexes (
                                           -- its change log is the table x_<id> (pxlite.embeddings)
     UNIQUE (table_id, name)
 ) STRICT;
+
+-- Versions (pxlite/versions.py). Every change to a versioned table is a version: one row here,
+-- numbered from 0 (the table's creation) up. The rows a version changed keep their state from
+-- before it in the table's undo log h_<id> (same c<col_id> columns as t_<id>, plus _v: the
+-- version that changed the row, _op: what became of the row: 'u' updated, 'd' deleted, 'r'
+-- deleted and inserted again, 'i' a row a revert inserted that did not exist before; primary key
+-- (_v, _rowid); the first change of a row in a version keeps its image).
+-- Rowids are never reused: a row whose rowid is above a version's high_water did not exist then.
+CREATE TABLE px_versions (
+    table_id      INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
+    version       INTEGER NOT NULL,
+    created_at    REAL NOT NULL,
+    kind          TEXT NOT NULL,      -- 'create', 'insert', 'update', 'delete', 'add_column',
+                                      -- 'drop_column', 'revert', ...
+    inserts       INTEGER NOT NULL DEFAULT 0,
+    updates       INTEGER NOT NULL DEFAULT 0,
+    deletes       INTEGER NOT NULL DEFAULT 0,
+    schema_change TEXT,               -- what changed in the columns, or NULL
+    reverted_to   INTEGER,            -- a revert: the version it went back to
+    state_of      INTEGER NOT NULL,   -- the version whose content this one has (itself, unless
+                                      -- a revert): revert() steps back from there
+    columns       TEXT NOT NULL,      -- JSON: the table's columns as of this version
+    high_water    INTEGER,            -- the largest rowid given out up to this version (NULL:
+                                      -- a baseline made by a migration, until the next write)
+    PRIMARY KEY (table_id, version)
+) STRICT;
+
+-- A column dropped from a versioned table keeps its SQL columns (and its files) while a retained
+-- version names it; the pruning of the last such version drops them.
+CREATE TABLE px_dropped_columns (
+    table_id INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
+    col_id   INTEGER NOT NULL,
+    meta     TEXT NOT NULL,           -- JSON: the column as it was
+    version  INTEGER NOT NULL,        -- the version that dropped it
+    PRIMARY KEY (table_id, col_id)
+) STRICT;
+
+-- Per table: versioned or not (a table without a row here is versioned) and its own retention
+-- (NULL: the database's version_retention_days / version_retention_count settings).
+CREATE TABLE px_version_policy (
+    table_id        INTEGER PRIMARY KEY REFERENCES px_tables(id) ON DELETE CASCADE,
+    versioned       INTEGER NOT NULL DEFAULT 1,
+    retention_days  REAL,
+    retention_count INTEGER
+) STRICT;
+
+-- Snapshots: a name for one version of a table (read-only), sharing the namespace of tables and
+-- directories. A snapshot keeps its version, the history after it and their files.
+CREATE TABLE px_snapshots (
+    id         INTEGER PRIMARY KEY,
+    path       TEXT NOT NULL UNIQUE,
+    dir_id     INTEGER REFERENCES px_dirs(id),
+    table_id   INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
+    version    INTEGER NOT NULL,
+    created_at REAL NOT NULL
+) STRICT;
+CREATE INDEX px_snapshots_table ON px_snapshots(table_id);

@@ -30,6 +30,7 @@ from .errors import (
     PxliteError,
     SchemaError,
     StorageError,
+    VersionError,
 )
 from .exprs import Expr
 from .query import Query
@@ -108,6 +109,7 @@ __all__ = [
     "Table",
     "Timestamp",
     "UpdateStatus",
+    "VersionError",
     "Video",
     "cache_info",
     "check",
@@ -115,6 +117,7 @@ __all__ = [
     "configure",
     "connect",
     "create_dir",
+    "create_snapshot",
     "create_table",
     "drop_dir",
     "drop_table",
@@ -233,17 +236,30 @@ def create_table(path: str, schema: dict[str, Any] | None = None, *,
                  if_exists: str = "error", primary_key: str | list[str] | None = None,
                  source: Any = None, source_format: str | None = None,
                  schema_overrides: dict[str, Any] | None = None, on_error: str = "abort",
-                 extra_args: dict[str, Any] | None = None) -> Table:
+                 extra_args: dict[str, Any] | None = None, versioned: bool = True,
+                 version_retention_days: float | None = None,
+                 version_retention_count: int | None = None) -> Table:
     """``create_table`` on the default database (see :meth:`Connection.create_table`)."""
     return default().create_table(path, schema, if_exists=if_exists, primary_key=primary_key,
                                   source=source, source_format=source_format,
                                   schema_overrides=schema_overrides, on_error=on_error,
-                                  extra_args=extra_args)
+                                  extra_args=extra_args, versioned=versioned,
+                                  version_retention_days=version_retention_days,
+                                  version_retention_count=version_retention_count)
 
 
 def get_table(path: str) -> Table:
-    """``get_table`` on the default database."""
+    """``get_table`` on the default database (``'dir.t:3'``: version 3, read-only)."""
     return default().get_table(path)
+
+
+def create_snapshot(path: str, base: Table, *, if_exists: str = "error") -> Table:
+    """``create_snapshot`` on the database of ``base``: a read-only name for its current
+    version (or the version a read-only handle reads), made in O(1)."""
+    if not isinstance(base, Table):
+        raise SchemaError(f"create_snapshot() takes a table (pxl.get_table(...)), got "
+                          f"{type(base).__name__}")
+    return base._conn.create_snapshot(path, base, if_exists=if_exists)
 
 
 def list_tables(dir: str | None = None) -> list[str]:
@@ -251,9 +267,10 @@ def list_tables(dir: str | None = None) -> list[str]:
     return default().list_tables(dir)
 
 
-def drop_table(path: str | Table, *, if_not_exists: str = "error") -> None:
-    """``drop_table`` on the default database."""
-    default().drop_table(path, if_not_exists=if_not_exists)
+def drop_table(path: str | Table, *, if_not_exists: str = "error", force: bool = False) -> None:
+    """``drop_table`` on the default database (or, given a Table, on its own)."""
+    conn = path._conn if isinstance(path, Table) else default()
+    conn.drop_table(path, if_not_exists=if_not_exists, force=force)
 
 
 def cache_info() -> Any:

@@ -138,6 +138,10 @@ class TableMeta:
     #: before this database took a new identity, are still the table's).
     uids: tuple[str, ...] = ()
     primary_key: tuple[int, ...] = ()   # col_ids of the primary key, in key order
+    #: A read-only view of one version (time travel, snapshots: pxlite/versions.py): its number
+    #: and the name of the temporary view holding its rows (None: the table as it is now).
+    version: int | None = None
+    view: str | None = None
 
     @property
     def key_columns(self) -> list[ColumnMeta]:
@@ -146,7 +150,13 @@ class TableMeta:
 
     @property
     def sql(self) -> str:
-        return f"t_{self.id}"
+        """The SQL name of its rows: the data table ``t_<id>``, or a version's view."""
+        return self.view or f"t_{self.id}"
+
+    @property
+    def log_sql(self) -> str:
+        """The SQL name of its undo log (pxlite/versions.py): ``h_<id>``."""
+        return f"h_{self.id}"
 
     @property
     def name(self) -> str:
@@ -189,11 +199,13 @@ def _dir_id(db: Database, path: str | None, for_what: str) -> int | None:
 
 
 def path_kind(db: Database, path: str) -> str | None:
-    """'directory', 'table' or None for a dotted path."""
+    """'directory', 'table', 'snapshot' or None for a dotted path."""
     if db.query("SELECT 1 FROM px_dirs WHERE path = ?", (path,)):
         return "directory"
     if db.query("SELECT 1 FROM px_tables WHERE path = ?", (path,)):
         return "table"
+    if db.query("SELECT 1 FROM px_snapshots WHERE path = ?", (path,)):
+        return "snapshot"
     return None
 
 
@@ -212,12 +224,14 @@ def list_dirs(db: Database) -> list[str]:
 
 
 def dir_contents(db: Database, path: str) -> tuple[list[str], list[str]]:
-    """(sub-directories, tables) directly or indirectly below ``path``."""
+    """(sub-directories, tables and snapshots) directly or indirectly below ``path``."""
     like = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
     dirs = [r[0] for r in db.query(
         "SELECT path FROM px_dirs WHERE path LIKE ? ESCAPE '\\' ORDER BY path", (like,))]
     tables = [r[0] for r in db.query(
-        "SELECT path FROM px_tables WHERE path LIKE ? ESCAPE '\\' ORDER BY path", (like,))]
+        "SELECT path FROM px_tables WHERE path LIKE ? ESCAPE '\\' UNION "
+        "SELECT path FROM px_snapshots WHERE path LIKE ? ESCAPE '\\' ORDER BY path",
+        (like, like))]
     return dirs, tables
 
 
@@ -254,6 +268,9 @@ def load_table(db: Database, path: str) -> TableMeta:
     if not rows:
         if db.query("SELECT 1 FROM px_dirs WHERE path = ?", (path,)):
             raise NotFoundError(f"{path!r} is a directory, not a table")
+        if db.query("SELECT 1 FROM px_snapshots WHERE path = ?", (path,)):
+            raise NotFoundError(f"{path!r} is a snapshot (a read-only version of a table), not "
+                                "a table; read it through get_table()")
         raise NotFoundError(f"table {_short(path)} does not exist; "
                             f"{did_you_mean(path, list_tables(db))}"
                             "list_tables() shows the tables there are")
@@ -301,10 +318,14 @@ def ensure_value_index(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
     db.execute(f"CREATE INDEX IF NOT EXISTS {meta.sql}_{col.sql}_ix ON {meta.sql} ({col.sql})")
 
 
-def _drop_indexes_on(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
-    """Drop the index pxlite made on ``col`` (ensure_value_index): SQLite refuses to drop an
-    indexed column. (A primary key column is never dropped.)"""
+def drop_indexes_on(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+    """Drop the indexes on ``col``, pxlite's (ensure_value_index) and a user's
+    (add_btree_index): SQLite refuses to drop an indexed column, and a dropped (or hidden)
+    column has no index. (A primary key column is never dropped.)"""
     db.execute(f"DROP INDEX IF EXISTS {meta.sql}_{col.sql}_ix")
+    for idx in indexes(db, meta):
+        if idx.col_id == col.col_id:
+            drop_index(db, idx)
 
 
 def live_tables(db: Database) -> list[TableMeta]:
@@ -312,25 +333,57 @@ def live_tables(db: Database) -> list[TableMeta]:
     return [load_table(db, r[0]) for r in db.query("SELECT path FROM px_tables ORDER BY path")]
 
 
+def dropped_columns(db: Database, table_id: int) -> list[ColumnMeta]:
+    """The columns dropped from a versioned table whose SQL columns (and files) are kept while
+    a retained version names them (pxlite/versions.py)."""
+    out = []
+    for (text,) in db.query("SELECT meta FROM px_dropped_columns WHERE table_id = ? "
+                            "ORDER BY col_id", (table_id,)):
+        d = json.loads(text)
+        out.append(ColumnMeta(d["col_id"], d["name"], d["position"], parse_type(d["type"]),
+                              d.get("expr"), d.get("destination"), d.get("format"),
+                              d.get("on_error", "abort"), False, bool(d.get("stored", True))))
+    return out
+
+
+def sql_columns(db: Database, sql_table: str) -> list[str]:
+    """The SQL columns of a data table or undo log as they are in the file (none if absent)."""
+    return [r[0] for r in db.query("SELECT name FROM pragma_table_info(?)", (sql_table,))]
+
+
+def media_cells(db: Database, meta: TableMeta) -> list[tuple[str, str]]:
+    """Every ``(SQL table, SQL column)`` whose cells may name a file of ``meta``: its media
+    columns and those dropped but kept for its versions, in its data table and in its undo log
+    (the state of rows before each retained version)."""
+    cols = [c.sql for c in meta.media_columns if c.stored]
+    cols += [c.sql for c in dropped_columns(db, meta.id) if c.type.is_media and c.stored]
+    out = [(meta.sql, c) for c in cols]
+    in_log = set(sql_columns(db, meta.log_sql))
+    return out + [(meta.log_sql, c) for c in cols if c in in_log]
+
+
 def named_by_rows(db: Database, uris: Iterable[str]) -> set[str]:
-    """Which of ``uris`` a row of any table's media column names (one scan per media column;
-    a file pxlite wrote for one table may be referenced by another table's row)."""
+    """Which of ``uris`` a row of any table's media column names, now or in a retained version
+    (one scan per media column; a file pxlite wrote for one table may be referenced by
+    another table's row)."""
     wanted = sorted(set(uris))
     if not wanted:
         return set()
     arg = json.dumps(wanted)
     named: set[str] = set()
     for meta in live_tables(db):
-        for c in meta.media_columns:
+        for sql_table, sql_col in media_cells(db, meta):
             named |= {r[0] for r in db.query(
-                f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
+                f"SELECT DISTINCT {sql_col} FROM {sql_table} WHERE {sql_col} IN "
                 "(SELECT value FROM json_each(?))", (arg,))}
     return named
 
 
 def list_tables(db: Database, under: str | None = None) -> list[str]:
+    """The tables and snapshots (of a directory and its subdirectories)."""
     if under is None:
-        return [r[0] for r in db.query("SELECT path FROM px_tables ORDER BY path")]
+        return [r[0] for r in db.query("SELECT path FROM px_tables UNION "
+                                       "SELECT path FROM px_snapshots ORDER BY path")]
     return dir_contents(db, under)[1]
 
 
@@ -350,12 +403,49 @@ def new_table_uids(db: Database) -> None:
 
 
 def drop_table_rows(db: Database, meta: TableMeta) -> None:
-    """Remove a table's data table and catalog rows (inside the caller's tx)."""
+    """Remove a table's data table, undo log and catalog rows (its versions and snapshots go
+    with them; inside the caller's tx)."""
     db.execute(f"DROP TABLE IF EXISTS {meta.sql}")
+    db.execute(f"DROP TABLE IF EXISTS {meta.log_sql}")
     db.execute("DELETE FROM px_tables WHERE id = ?", (meta.id,))
 
 
-# ---- columns -------------------------------------------------------------------------------------
+# ---- snapshots ---------------------------------------------------------------------------------
+def create_snapshot(db: Database, path: str, table_id: int, version: int) -> None:
+    """Record a snapshot: ``path`` names ``version`` of table ``table_id`` (caller's tx)."""
+    check_path(path, "snapshot")
+    kind = path_kind(db, path)
+    if kind is not None:
+        raise AlreadyExistsError(f"a {kind} named {path!r} exists already; pass "
+                                 "if_exists='ignore' or 'replace'")
+    dir_id = _dir_id(db, _parent(path), path)
+    db.execute("INSERT INTO px_snapshots(path, dir_id, table_id, version, created_at) "
+               "VALUES (?, ?, ?, ?, ?)", (path, dir_id, table_id, version, time.time()))
+
+
+def load_snapshot(db: Database, path: str) -> tuple[str, int]:
+    """The table path and version a snapshot names (NotFoundError when there is none)."""
+    rows = db.query("SELECT t.path, s.version FROM px_snapshots AS s JOIN px_tables AS t ON "
+                    "t.id = s.table_id WHERE s.path = ?", (path,))
+    if not rows:
+        raise NotFoundError(f"snapshot {_short(path)} does not exist; "
+                            f"{did_you_mean(path, list_tables(db))}"
+                            "list_tables() shows the tables and snapshots there are")
+    return rows[0][0], rows[0][1]
+
+
+def snapshots_of(db: Database, table_id: int) -> list[tuple[str, int]]:
+    """The snapshots of a table: ``(path, version)``, oldest version first."""
+    return [(r[0], r[1]) for r in db.query(
+        "SELECT path, version FROM px_snapshots WHERE table_id = ? ORDER BY version, path",
+        (table_id,))]
+
+
+def drop_snapshot_row(db: Database, path: str) -> None:
+    db.execute("DELETE FROM px_snapshots WHERE path = ?", (path,))
+
+
+# ---- columns ---------------------------------------------------------------------------------
 def add_column(
     db: Database,
     meta: TableMeta,
@@ -373,11 +463,18 @@ def add_column(
     if any(c.name == name for c in meta.columns):
         raise AlreadyExistsError(f"table {meta.path!r} already has a column named {name!r}")
     # Each column is three SQL columns (value, errortype, errormsg) beside the rowid.
-    limit = (db.max_columns() - 1) // 3
-    if len(meta.columns) >= limit:
-        raise SchemaError(f"table {meta.path!r} has {len(meta.columns)} columns, the most a table "
-                          f"can have here ({limit}: SQLite allows {db.max_columns()} SQL columns, "
-                          "each pxlite column takes 3); split the data over several tables")
+    # Its undo log (pxlite/versions.py) has the same columns plus _v and _op; columns dropped
+    # but kept for the table's versions still take their place.
+    limit = (db.max_columns() - 3) // 3
+    used = max(len(meta.columns), (len(sql_columns(db, meta.sql)) - 1) // 3)
+    if used >= limit:
+        hidden = used - len(meta.columns)
+        raise SchemaError(
+            f"table {meta.path!r} has {len(meta.columns)} columns"
+            + (f" and {hidden} dropped ones its kept versions still name" if hidden else "")
+            + f", the most a table can have here ({limit}: SQLite allows {db.max_columns()} SQL "
+            "columns, each pxlite column takes 3); split the data over several tables"
+            + (" (or prune its versions)" if hidden else ""))
     col_id = db.query("SELECT next_col_id FROM px_tables WHERE id = ?", (meta.id,))[0][0]
     position = max((c.position for c in meta.columns), default=-1) + 1
     col = ColumnMeta(col_id, name, position, ctype, expr, destination, format, on_error, pending,
@@ -397,14 +494,16 @@ def add_column(
     return col
 
 
-def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+def check_droppable(meta: TableMeta, col: ColumnMeta) -> None:
+    """A primary key's column cannot be dropped (nor hidden: versions.drop_column)."""
     if col.col_id in meta.primary_key:
         raise SchemaError(f"cannot drop column {col.name!r} of {meta.path!r}: it is part of the "
                           "table's primary key")
-    _drop_indexes_on(db, meta, col)
-    for idx in indexes(db, meta):  # a user's indexes on it (SQLite refuses to drop an indexed
-        if idx.col_id == col.col_id:  # column)
-            drop_index(db, idx)
+
+
+def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
+    check_droppable(meta, col)
+    drop_indexes_on(db, meta, col)
     db.execute("DELETE FROM px_columns WHERE table_id = ? AND col_id = ?", (meta.id, col.col_id))
     for sql_name in (col.sql, col.sql_et, col.sql_em):
         db.execute(f"ALTER TABLE {meta.sql} DROP COLUMN {sql_name}")

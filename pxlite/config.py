@@ -59,6 +59,17 @@ def _parse_positive_float(value: Any) -> float:
     return f
 
 
+def _parse_days(value: Any) -> float:
+    """A number of days, 0 or more (0: keep no history beyond the current version)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected a number of days, got {value!r}") from None
+    if not f >= 0 or f == float("inf"):
+        raise ConfigError(f"expected a number of days >= 0, got {value!r}")
+    return f
+
+
 def _whole_number(minimum: int) -> Callable[[Any], int]:
     """A parser of whole numbers >= ``minimum`` (1 for a limit where 0 would refuse
     everything)."""
@@ -150,6 +161,12 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
                           "paths (allows local inputs and destinations with a remote cluster)"),
     "udf_modules": (_parse_module_list, [],
                     "modules pxlite may import to find a database's UDFs (trusted code only)"),
+    "version_retention_days": (_parse_days, 30.0,
+                               "keep the versions of each table (revert, time travel) for this "
+                               "many days; 0: only the current one"),
+    "version_retention_count": (_whole_number(1), None,
+                                "keep at most this many versions of each table (unset: no "
+                                "limit beyond version_retention_days)"),
 }
 
 

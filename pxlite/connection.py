@@ -8,12 +8,21 @@ import os
 import time
 from typing import Any
 
-from . import catalog, maintenance, writes
+from . import backup, catalog, history, maintenance, versions, writes
 from . import config as _config
 from .db import Database
-from .errors import AlreadyExistsError, BusyError, NotFoundError, SchemaError, check_choice
+from .errors import (
+    AlreadyExistsError,
+    BusyError,
+    NotFoundError,
+    SchemaError,
+    VersionError,
+    check_choice,
+)
 from .io import keys, tables
 from .places import Ownership, Places
+from .results import UpdateStatus
+from .snapshots import TableVersion, parse_versioned_path
 from .table import Table, check_column_name
 from .types import as_type
 
@@ -125,8 +134,8 @@ class Connection:
                     f"directory {path!r} is not empty ({len(tables)} table(s), {len(dirs)} "
                     "dir(s)); drop them first or pass force=True"
                 )
-            for t in tables:
-                self.drop_table(t)
+            for t in sorted(tables, key=lambda p: catalog.path_kind(self.db, p) != "snapshot"):
+                self.drop_table(t, force=True)
             for d in sorted(dirs, key=len, reverse=True):
                 catalog.drop_dir_row(self.db, d)
             catalog.drop_dir_row(self.db, path)
@@ -139,7 +148,9 @@ class Connection:
                      if_exists: str = "error", primary_key: str | list[str] | None = None,
                      source: Any = None, source_format: str | None = None,
                      schema_overrides: dict[str, Any] | None = None, on_error: str = "abort",
-                     extra_args: dict[str, Any] | None = None) -> Table:
+                     extra_args: dict[str, Any] | None = None, versioned: bool = True,
+                     version_retention_days: float | None = None,
+                     version_retention_count: int | None = None) -> Table:
         """Create a table from ``{name: type}``; ``if_exists='error'|'ignore'|'replace'``.
 
         ``primary_key``: a column name or a list of them; SQLite enforces it (a unique index),
@@ -149,7 +160,13 @@ class Connection:
         e.g. to make a column of paths or URLs a media column), and its rows, in one
         transaction (see :mod:`pxlite.io`). ``source_format`` ('csv', 'parquet', 'json')
         when the file's suffix does not say; ``extra_args`` the reader's options
-        (``delimiter``, ``lines``)."""
+        (``delimiter``, ``lines``).
+
+        Every change to it is a version (revert, time travel, snapshots: README "Undo and
+        history"), kept ``version_retention_days`` days and at most ``version_retention_count``
+        versions (None: the database's settings, by default 30 days). ``versioned=False``
+        keeps none (operational tables: a delete frees its files at once)."""
+        policy = history.policy_of(versioned, version_retention_days, version_retention_count)
         if source is not None:
             if schema is not None:
                 raise SchemaError("create_table() takes a schema or a source, not both")
@@ -157,7 +174,9 @@ class Connection:
                 self, path, source, source_format=source_format,
                 schema_overrides=schema_overrides, primary_key=primary_key,
                 if_exists=if_exists, on_error=on_error, extra_args=extra_args,
-                check_name=check_column_name)
+                check_name=check_column_name, versioning={
+                    "versioned": versioned, "version_retention_days": version_retention_days,
+                    "version_retention_count": version_retention_count})
         if source_format is not None or schema_overrides is not None or extra_args is not None:
             raise SchemaError("source_format, schema_overrides and extra_args go with source=")
         check_choice(if_exists, "if_exists", ("error", "ignore", "replace"))
@@ -181,12 +200,43 @@ class Connection:
                 )
             meta = catalog.create_table(self.db, path, cols)
             keys.declare(self.db, meta, key)
+            versions.created(self.db, catalog.load_table(self.db, path), policy)
         return Table(self, path, meta.id)
 
     def get_table(self, path: str) -> Table:
-        """The table at ``path``; NotFoundError when there is none."""
+        """The table at ``path``; NotFoundError when there is none. ``'dir.t:3'`` is version 3
+        of table ``dir.t`` and a snapshot's path its snapshot: read-only handles."""
+        at = parse_versioned_path(path)
+        if at is not None:
+            return TableVersion(self, *at)
         catalog.check_path(path)
+        if catalog.path_kind(self.db, path) == "snapshot":
+            table_path, version = catalog.load_snapshot(self.db, path)
+            return TableVersion(self, table_path, version, label=path, snapshot=True)
         return Table(self, path, catalog.load_table(self.db, path).id)
+
+    def create_snapshot(self, path: str, base: Table, *, if_exists: str = "error") -> Table:
+        """Name the current version of table ``base`` (or the version a read-only handle
+        reads) ``path``: a read-only handle, made in O(1) (no rows or files copied). The
+        snapshot keeps that version, and the files it names, until it is dropped
+        (``drop_table(path)``)."""
+        if not isinstance(base, Table):
+            raise SchemaError(f"create_snapshot() takes a table (pxl.get_table(...)), got "
+                              f"{type(base).__name__}")
+        if base._conn.path != self.path:
+            raise SchemaError(f"table {base._path!r} belongs to database {base._conn.path}, not "
+                              f"{self.path}; snapshot it there")
+        table_path, version = ((base._table_path, base._version)
+                               if isinstance(base, TableVersion) else (base._path, None))
+        history.create_snapshot(self.places, path, catalog.load_table(self.db, table_path),
+                                version, if_exists)
+        return self.get_table(path)
+
+    def backup(self, path: str | os.PathLike[str], *,
+               if_exists: str = "error") -> UpdateStatus:
+        """Write a consistent copy of this database to ``path`` and of its media folder beside
+        it, while other programs keep writing (see :func:`pxlite.backup.backup`)."""
+        return backup.backup(self.places, path, if_exists=if_exists)
 
     def list_tables(self, dir: str | None = None) -> list[str]:
         """The tables (of a directory and its subdirectories, when ``dir`` is given)."""
@@ -197,14 +247,22 @@ class Connection:
                                     "directories there are")
         return catalog.list_tables(self.db, dir)
 
-    def drop_table(self, path: str | Table, *, if_not_exists: str = "error") -> None:
-        """Drop a table; files pxlite wrote for it that no other table names are deleted after
-        the commit."""
+    def drop_table(self, path: str | Table, *, if_not_exists: str = "error",
+                   force: bool = False) -> None:
+        """Drop a table (with its versions) or a snapshot; files pxlite wrote for a table that
+        no other table names are deleted after the commit. A table with snapshots is dropped
+        only with ``force=True`` (which drops them too)."""
         check_choice(if_not_exists, "if_not_exists", ("error", "ignore"))
         if isinstance(path, Table):
             path._meta()  # a handle on a table replaced since must not drop its successor
             path = path._path
+        if parse_versioned_path(path) is not None:
+            raise VersionError(f"{path!r} is a version of a table, not a table: it goes when "
+                               "its history is pruned (a snapshot of it is dropped by its name)")
         catalog.check_path(path)
+        if catalog.path_kind(self.db, path) == "snapshot":
+            history.drop_snapshot(self.places, path)
+            return
         try:
             meta = catalog.load_table(self.db, path)
         except NotFoundError:
@@ -215,6 +273,11 @@ class Connection:
             # The table as it is now, under the lock: another connection may have dropped it,
             # or some of its columns, since it was loaded.
             meta = writes.current_table(self.db, meta)
+            pinned = [p for p, _ in catalog.snapshots_of(self.db, meta.id)]
+            if pinned and not force:
+                raise SchemaError(
+                    f"table {path!r} has snapshot(s) {', '.join(map(repr, pinned[:5]))}: drop "
+                    "them first (drop_table(snapshot)), or pass force=True to drop them too")
             named = {c.col_id: writes.named_files(self.db, meta, c) for c in meta.media_columns}
             folders = self.places.owned_folders(meta)
             catalog.drop_table_rows(self.db, meta)

@@ -25,7 +25,7 @@ from . import faults, sqlcall
 from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_MS = 30_000
 
 #: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema; version 2
@@ -33,7 +33,9 @@ BUSY_TIMEOUT_MS = 30_000
 #: and the long operations in progress (pending columns, resumable jobs); version 3 the uids each
 #: table has had (a copy writes under uids of its own) and the operations writing files now;
 #: version 4 a table's primary key (enforced by a unique index on the data table); version 5
-#: the indexes users add (add_btree_index); version 6 an embedding index's definition.
+#: the indexes users add (add_btree_index); version 6 versions (pxlite/versions.py): each table
+#: starts its history with a baseline version 0 of its columns as they are (its high-water mark
+#: is set by its next write); version 7 an embedding index's definition.
 MIGRATIONS: dict[int, str] = {
     1: """
     ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
@@ -84,6 +86,55 @@ MIGRATIONS: dict[int, str] = {
     ) STRICT;
     """,
     5: """
+    CREATE TABLE IF NOT EXISTS px_versions (
+        table_id      INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
+        version       INTEGER NOT NULL,
+        created_at    REAL NOT NULL,
+        kind          TEXT NOT NULL,
+        inserts       INTEGER NOT NULL DEFAULT 0,
+        updates       INTEGER NOT NULL DEFAULT 0,
+        deletes       INTEGER NOT NULL DEFAULT 0,
+        schema_change TEXT,
+        reverted_to   INTEGER,
+        state_of      INTEGER NOT NULL,
+        columns       TEXT NOT NULL,
+        high_water    INTEGER,
+        PRIMARY KEY (table_id, version)
+    ) STRICT;
+    CREATE TABLE IF NOT EXISTS px_dropped_columns (
+        table_id INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
+        col_id   INTEGER NOT NULL,
+        meta     TEXT NOT NULL,
+        version  INTEGER NOT NULL,
+        PRIMARY KEY (table_id, col_id)
+    ) STRICT;
+    CREATE TABLE IF NOT EXISTS px_version_policy (
+        table_id        INTEGER PRIMARY KEY REFERENCES px_tables(id) ON DELETE CASCADE,
+        versioned       INTEGER NOT NULL DEFAULT 1,
+        retention_days  REAL,
+        retention_count INTEGER
+    ) STRICT;
+    CREATE TABLE IF NOT EXISTS px_snapshots (
+        id         INTEGER PRIMARY KEY,
+        path       TEXT NOT NULL UNIQUE,
+        dir_id     INTEGER REFERENCES px_dirs(id),
+        table_id   INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
+        version    INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    ) STRICT;
+    CREATE INDEX IF NOT EXISTS px_snapshots_table ON px_snapshots(table_id);
+    INSERT OR IGNORE INTO px_versions(table_id, version, created_at, kind, state_of, columns)
+    SELECT t.id, 0, (julianday('now') - 2440587.5) * 86400.0, 'baseline', 0,
+           (SELECT json_group_array(json(c.obj)) FROM (
+                SELECT json_object('col_id', col_id, 'name', name, 'position', position,
+                                   'type', type, 'expr', expr, 'destination', destination,
+                                   'format', format, 'on_error', on_error,
+                                   'stored', json(CASE stored WHEN 0 THEN 'false' ELSE 'true' END)
+                                   ) AS obj
+                FROM px_columns WHERE table_id = t.id AND pending = 0 ORDER BY position) AS c)
+    FROM px_tables AS t;
+    """,
+    6: """
     ALTER TABLE px_indexes ADD COLUMN params TEXT;
     """,
 }

@@ -3,7 +3,7 @@
 Creates a database in a folder (a new temp folder unless given), inserts generated photos by
 path, as PIL images and as bytes, adds computed columns with the default destination, a
 per-column destination and a global ``output_media_dest``, queries them, updates and deletes a
-row, checks catalog against files, and prints what it did at each step.
+row and undoes the delete, checks catalog against files, and prints what it did at each step.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import PIL.Image
 
 import pxlite as pxl
+import pxlite.functions as pxlf
 
 from .display import short_url
 from .imagegen import make_image, write_images
@@ -52,7 +53,7 @@ def run_demo(folder: Path | None = None, n: int = 6) -> Path:
     print(f"database: {db.path}\nmedia folder: {db.media_dir}")
     db.create_dir("demo", if_exists="ignore")
     t = db.create_table("demo.media", {"image": pxl.Image, "label": pxl.String},
-                        if_exists="replace")
+                        if_exists="replace", version_retention_days=30)  # (the default)
 
     _say("insert: local paths (stored as references), a PIL image and PNG bytes (stored as files)")
     print(t.insert([{"image": p, "label": f"photo {i}"} for i, p in enumerate(photos[:-1])]))
@@ -101,11 +102,27 @@ def run_demo(folder: Path | None = None, n: int = 6) -> Path:
         like = t.image.similarity(image=make_image(7, (64, 64)))
         print(t.order_by(like, asc=False).limit(3).select(t.label, like).collect())
 
-    _say("update one input: its computed files are rewritten, the old ones removed")
+    _say("group_by, functions and JSON paths run inside SQLite")
+    print(t.group_by(t.width).select(t.width, n=pxlf.count(t.image)).order_by(t.width).collect())
+    t.add_column(meta=pxl.Json)
+    t.update({"meta": {"camera": {"model": "X100"}, "tags": ["demo"]}},
+             where=t.label.startswith("photo"))
+    print(t.where(t.meta.camera.model == "X100").select(t.label.upper(), t.meta.tags[0])
+          .limit(2).collect())
+
+    _say("a folder becomes a table in one call (running it again adds only new files)")
+    print(pxl.io.import_files("demo.folder", str(folder / "photos"), glob="*.jpg", db=db))
+    print(pxl.io.import_files(db.get_table("demo.folder"), str(folder / "photos"),
+                              glob="*.jpg"))
+
+    _say("update one input: its computed files are rewritten (the old ones kept for undo)")
     print(t.update({"image": make_image(12345, (640, 480))}, where=t.label == "generated"))
-    _say("delete a row: files pxlite wrote for it are removed, your originals are kept")
+    _say("delete a row: your originals are never touched")
     print(t.delete(where=t.label == "png bytes"))
     print(f"originals still there: {all(p.exists() for p in photos)}")
+    _say("undo it: every change is a version (t.history()); revert() goes back one")
+    print(t.revert())
+    print(f"{len(t.get_versions())} versions kept, the latest: {t.get_versions(1)[0]['kind']}")
 
     _say("check: catalog vs files, both ways")
     print(db.check())

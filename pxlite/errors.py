@@ -106,6 +106,12 @@ class ExecutorError(PxliteError):
     where it stopped."""
 
 
+class VersionError(PxliteError):
+    """A request about a table's versions that cannot be met: a write to a read-only version or
+    snapshot, a revert with nothing before it or to a version no longer kept, versions of a
+    table created with ``versioned=False``."""
+
+
 class OwnershipWarning(UserWarning):
     """A database was opened where it cannot tell whether it was moved or copied (the file it
     was last opened as is not visible: another machine, a renamed pair, a restored backup), so

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import catalog, media, storage, writes
+from . import catalog, history, media, storage, writes
 from . import config as _config
 from .errors import (
     DatabaseError,
@@ -234,7 +234,8 @@ def check(places: Places, fix: bool = False, *, remote_refs: bool = True) -> Che
 
     Set algebra over one snapshot, as phases (storage is touched only at the edges):
 
-    * **named**: every distinct media reference of every live table;
+    * **named**: every distinct media reference of every live table, now and in the versions
+      it keeps (the undo log, hidden columns: pxlite/versions.py);
     * **listed**: the files in pxlite's key shape under every recorded location (owned or
       not) and uid folder, listed in parallel;
     * **orphans** = listed files in owned locations that no row names (and pending deletes
@@ -243,17 +244,21 @@ def check(places: Places, fix: bool = False, *, remote_refs: bool = True) -> Che
       remove: in locations recorded by the database it was copied or moved from (another
       database may name them; ``claim`` takes them back), or waiting for a live operation;
     * **missing** = named files that do not exist (pxlite's own, local references, bucket
-      references when ``remote_refs``; never plain web URLs).
+      references when ``remote_refs``; never plain web URLs; of the references only kept
+      versions name, only pxlite's own files: a user's original deleted after its row is theirs).
 
-    With ``fix=True`` the orphans are deleted through the one delete gate, under the write
-    lock; unfinished pending deletes are finished and a dropped table's locations forgotten
-    once empty; rows and referenced files are never touched. A storage error for one location
+    With ``fix=True`` the versions beyond their retention are pruned first; then the orphans
+    are deleted through the one delete gate, under the write lock; unfinished pending deletes
+    are finished and a dropped table's locations forgotten once empty; rows and referenced
+    files are never touched. A storage error for one location
     is reported in ``errors``, not raised. ``ok`` never holds while a file pxlite wrote is
     unreferenced (an orphan or kept).
     """
     db, settings = places.db, places.settings()
     report = CheckReport(database=str(db.path), fix=fix)
     report.integrity = db.integrity_check()
+    if fix:
+        history.prune_all(places)  # versions expire with time, writes or not
     snap = _snapshot(places)
     report.tables, report.references = snap.tables, len(snap.named)
     report.pending = [places.resolve(u) for u in snap.pending]
@@ -274,6 +279,7 @@ class _Snapshot(NamedTuple):
 
     tables: int
     named: set[str]                 # every distinct media reference (stored forms)
+    only_kept: set[str]             # ...of those, the ones only kept versions name
     locations: list[Location]
     pending: list[str]
     busy: set[str]                  # uids another live operation writes into
@@ -284,19 +290,22 @@ class _Snapshot(NamedTuple):
 def _snapshot(places: Places) -> _Snapshot:
     db = places.db
     named: set[str] = set()
+    kept: set[str] = set()
     with db.read():
         tables = catalog.live_tables(db)
         for meta in tables:
-            for c in meta.media_columns:
-                named.update(u for (u,) in db.execute(
-                    f"SELECT DISTINCT {c.sql} FROM {meta.sql} WHERE {c.sql} IS NOT NULL")
-                    if isinstance(u, str))
+            now = {c.sql for c in meta.media_columns}
+            for sql_table, sql_col in catalog.media_cells(db, meta):
+                found = {u for (u,) in db.execute(
+                    f"SELECT DISTINCT {sql_col} FROM {sql_table} WHERE {sql_col} IS NOT NULL")
+                    if isinstance(u, str)}
+                (named if sql_table == meta.sql and sql_col in now else kept).update(found)
         locations = places.locations()
         pending = catalog.pending_deletes(db)
         busy = writes.busy_uids(db)
         who = "; ".join(f"{w.kind} by pid {w.pid} on {w.host}" for w in writes.live_writers(db))
     live = {u for m in tables for u in m.uids}
-    return _Snapshot(len(tables), named, locations, pending, busy, who,
+    return _Snapshot(len(tables), named | kept, kept - named, locations, pending, busy, who,
                      {loc.uid for loc in locations} - live)
 
 
@@ -383,6 +392,8 @@ def _missing(places: Places, settings: Settings, snap: _Snapshot, listed: dict[s
             if u not in listed[folder]:
                 suspects[u] = True
             continue
+        if u in snap.only_kept:
+            continue  # a reference only a kept version names: not pxlite's to vouch for
         try:
             where = places.resolve(u)
             scheme = storage.scheme_of(where)
@@ -412,16 +423,22 @@ def _missing(places: Places, settings: Settings, snap: _Snapshot, listed: dict[s
 
 def _rows_naming(db: Database, suspects: dict[str, bool],
                  resolve: Callable[[str], str]) -> list[MissingFile]:
-    """The rows naming ``suspects``, from a fresh read (rows deleted meanwhile drop out)."""
+    """The rows naming ``suspects``, from a fresh read (rows deleted meanwhile drop out); a
+    row only a kept version has is reported as the table's "(kept versions)"."""
     out: list[MissingFile] = []
     arg = json.dumps(sorted(suspects))
     with db.read():
         for meta in catalog.live_tables(db):
-            for c in meta.media_columns:
+            cols = {c.sql: (c, True) for c in meta.columns}
+            cols.update({c.sql: (c, False) for c in catalog.dropped_columns(db, meta.id)})
+            for sql_table, sql_col in catalog.media_cells(db, meta):
+                c, now = cols[sql_col]
+                table = meta.path if now and sql_table == meta.sql else \
+                    f"{meta.path} (kept versions)"
                 for rowid, u in db.query(
-                        f"SELECT _rowid, {c.sql} FROM {meta.sql} WHERE {c.sql} IN "
+                        f"SELECT DISTINCT _rowid, {sql_col} FROM {sql_table} WHERE {sql_col} IN "
                         "(SELECT value FROM json_each(?)) ORDER BY _rowid", (arg,)):
-                    out.append(MissingFile(meta.path, c.name, rowid, resolve(u), suspects[u],
+                    out.append(MissingFile(table, c.name, rowid, resolve(u), suspects[u],
                                            c.is_computed))
     return out
 

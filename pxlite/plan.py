@@ -129,6 +129,15 @@ def any_file_under(meta: TableMeta, col: ColumnMeta, prefix: str) -> Statement:
             [len(prefix), prefix])
 
 
+def next_rowid(meta: TableMeta) -> str:
+    """The first rowid of rows inserted now: above every rowid the table has now and every one
+    a kept version gave out (pxlite/versions.py: a rowid is never reused, so a row above a
+    version's high-water mark did not exist at that version)."""
+    return (f"SELECT max(coalesce((SELECT max(_rowid) FROM {meta.sql}), 0), coalesce((SELECT "
+            f"high_water FROM px_versions WHERE table_id = {int(meta.id)} ORDER BY version DESC "
+            "LIMIT 1), 0)) + 1")
+
+
 def count(meta: TableMeta, rows: Rows = ALL) -> Statement:
     cond, params = rows.condition()
     return f"SELECT count(*) FROM {meta.sql} WHERE {cond}", params

@@ -263,13 +263,14 @@ class Run:
         err_outs = [(j, o.errors) for j, o in enumerate(outs) if o.errors is not None]
         n = 0
         if not (p.py_where or p.py_order or py_outputs):
-            specs = [(o.column, o.decode) for o in outs]
+            decode = row_decoder([(o.column, o.decode) for o in outs
+                                   if o.column is not None])  # all of them, here
             stream: Iterable[tuple] = cursor
             if p.skip or p.take is not None:
                 stream = itertools.islice(cursor, p.skip, None if p.take is None
                                           else p.skip + p.take)
             for r in stream:
-                vals = self._decoded(r, specs)
+                vals = decode(r)
                 if err_outs:
                     self._note_errors(n, r, err_outs)
                     n += 1
@@ -327,12 +328,12 @@ class Run:
     # -- groups --
     def _grouped_sql(self, cursor: Iterable[tuple]) -> Iterator[tuple]:
         p = self.plan
-        specs = [(o.column, o.decode) for o in p.outputs if o.column is not None]
+        decode = row_decoder([(o.column, o.decode) for o in p.outputs if o.column is not None])
         err = p.errors_column
         for r in cursor:
             if err is not None and r[err]:
                 self.skipped += r[err]
-            yield tuple(r[i] if d is None else d(r[i]) for i, d in specs)
+            yield decode(r)
 
     def _grouped(self, cursor: Iterable[tuple]) -> Iterator[tuple]:
         p = self.plan
@@ -483,4 +484,34 @@ def _hashable(v: Any) -> Any:
     except TypeError:
         return ("json", json.dumps(v, sort_keys=True, default=repr))
 
+
+def row_decoder(specs: list[tuple[int, Any]]) -> Callable[[tuple], tuple]:
+    """One function turning a SQL row into the output values ``specs`` ((column, decoder or
+    None) each; a decoder is not called for None, which stays None): a tuple slice when
+    nothing is decoded and the columns are consecutive, else a function compiled once for the
+    query (``(r[1], d2(r[2]), ...)``): a query of 30 outputs over 100,000 rows otherwise spends
+    as long in a per-value Python loop as SQLite spends computing them. A crafted cell's error
+    names its row (the first column)."""
+    cols = [i for i, _ in specs]
+    if not cols:
+        return lambda r: ()
+    start, stop = cols[0], cols[0] + len(cols)
+    if all(d is None for _, d in specs) and cols == list(range(start, stop)):
+        return lambda r: r[start:stop]
+    decoders = {f"d{j}": d for j, (_, d) in enumerate(specs) if d is not None}
+    items = ", ".join(f"r[{i}]" if d is None else f"(None if r[{i}] is None else d{j}(r[{i}]))"
+                      for j, (i, d) in enumerate(specs))
+    # Only integers and names made here reach the source: no value of any row or user.
+    body = f"def decode(r):\n    return ({items},)\n"
+    namespace: dict[str, Any] = dict(decoders)
+    exec(compile(body, "<pxlite row decoder>", "exec"), namespace)
+    compiled = namespace["decode"]
+
+    def decode(r: tuple) -> tuple:
+        try:
+            return compiled(r)
+        except queryplan.BadCell as e:
+            raise SchemaError(f"column {e.column!r}, row {r[0]}: {e.reason}") from None
+
+    return decode
 

@@ -23,11 +23,13 @@ from . import (
     display,
     executors,
     indexing,
+    history,
     jobs,
     maintenance,
     media,
     plan,
     storage,
+    versions,
     writes,
 )
 from .catalog import ColumnMeta, TableMeta
@@ -152,8 +154,9 @@ class Table:
 
     def get_metadata(self) -> dict[str, Any]:
         """The table's metadata, in Pixeltable's shape: ``name``, ``path``, ``id`` (its
-        uid), ``kind``, ``columns`` (name to its type, whether computed and how, stored) and
-        ``indexes`` (name to kind and columns)."""
+        uid), ``kind``, ``columns`` (name to its type, whether computed and how, stored),
+        ``indexes`` (name to kind and columns), ``is_data_versioned``, and its current
+        ``version`` (None when created with ``versioned=False``) and when that was made."""
         meta = self._meta()
         cols: dict[str, Any] = {}
         for c in meta.columns:
@@ -174,8 +177,11 @@ class Table:
                             "parameters": embedding[i.id].describe() if i.id in embedding
                             else None}
                    for i in catalog.indexes(self._conn.db, meta)}
+        last = history.get_versions(self._conn.db, meta, 1)  # versions.py (None: unversioned)
         return {"id": meta.uid, "name": self._name, "path": self._path, "kind": "table",
-                "columns": cols, "indexes": indexes}
+                "columns": cols, "indexes": indexes, "is_data_versioned": bool(last),
+                "version": last[0]["version"] if last else None,
+                "version_created": last[0]["created_at"] if last else None}
 
     def columns(self) -> list[str]:
         """The names of the table's columns (a pending computed column is not one yet)."""
@@ -296,7 +302,8 @@ class Table:
 
     def drop_column(self, name: str | ColumnRef) -> None:
         """Drop a column (refused while a computed column depends on it); the files pxlite
-        wrote for it go too, unless another column or table still names them."""
+        wrote for it go too once no kept version names the column (``revert`` brings it
+        back until then), unless another column or table still names them."""
         name = self._name_of(name)
         with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
             meta, db = op.meta, self._conn.db
@@ -320,6 +327,29 @@ class Table:
         with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
             col = op.meta.column(old)
             catalog.rename_column(self._conn.db, op.meta, col, check_column_name(new))
+
+    # ---- versions (the undo log: versions.py; what a user asks of it: history.py) -------------
+    def get_versions(self, n: int | None = None) -> list[versions.VersionMetadata]:
+        """The kept versions of the table, most recent first (at most ``n``): each a dict of
+        version, created_at, kind, change_type, inserts, updates, deletes, schema_change and
+        reverted_to."""
+        return history.get_versions(self._conn.db, self._meta(), n)
+
+    def history(self, n: int | None = None) -> Any:
+        """:meth:`get_versions` as a readable table (a DataFrame when pandas is installed)."""
+        return history.history_table(self._conn.db, self._meta(), n)
+
+    def revert(self, to: int | None = None) -> UpdateStatus:
+        """Undo changes. ``revert()`` goes back to the version before the latest change (again:
+        the one before that, as Pixeltable's); ``revert(to=N)`` to any kept version, forward
+        too. One transaction, recorded as a new version (so it can be reverted); rows, columns
+        and the files they name come back as they were."""
+        return history.revert(self._conn.places, self._meta(), to)
+
+    def set_version_retention(self, days: float | None = None, count: int | None = None) -> None:
+        """Keep this table's versions ``days`` days and/or at most ``count`` of them (None: the
+        database's version_retention_days / version_retention_count); prunes at once."""
+        history.set_retention(self._conn.places, self._meta(), days, count)
 
     # ---- queries (query.py) -------------------------------------------------------------------
     def _query(self) -> Query:
@@ -525,9 +555,9 @@ class Table:
                 _bad_keys(self._path, i, row.keys() - known, {c.name for c in computed}, known)
 
         insert_sql = plan.insert(meta, inputs)
-        next_rowid = f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}"
+        next_rowid = plan.next_rowid(meta)
         computed_errors = 0
-        with writes.Operation(self._conn.places, meta, kind="insert") as op:
+        with writes.Operation(self._conn.places, meta, kind="insert", capture="new_rows") as op:
             op.prepare_for(meta.columns)
             media_input = MediaInput(op)
             conv = RowConverter(self._path, inputs, [_converter(c, media_input) for c in inputs],
@@ -660,7 +690,8 @@ class Table:
         db = self._conn.db
         errors = 0
         with writes.operation(self._conn.places, meta, recheck=self._recheck, kind="update",
-                              columns=[c for c, _ in targets] + dependents) as op:
+                              columns=[c for c, _ in targets] + dependents,
+                              capture="statements") as op:
             # Under the lock: a computed column another connection completed since ``meta``
             # was loaded depends on these inputs too.
             current = writes.current_columns(db, meta)
@@ -703,6 +734,7 @@ class Table:
                     if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
                         replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
                 batch.append([*params, rowid])
+            versions.capture_rows(db, meta, Rows.ids(rowids))  # their versions' old images
             _update_keyed(db, meta, [c for c, _ in targets], batch)
             for col_id, uris in replaced.items():
                 op.release(col_id, uris)
@@ -713,18 +745,18 @@ class Table:
 
     def delete(self, where: Expr | None = None) -> UpdateStatus:
         """Delete the rows ``where`` selects (a condition on the table's columns; every row
-        when called without it). Files pxlite wrote for them are removed after the commit,
-        never a user's referenced originals nor a file another row still names."""
+        when called without it). Files pxlite wrote for them are removed once no kept version
+        names them (at once for a table with ``versioned=False``), never a user's referenced
+        originals nor a file another row still names."""
         t0 = time.perf_counter()
         where = self._condition(where, "delete")
         meta = self._meta()
         db = self._conn.db
         with writes.operation(self._conn.places, meta, recheck=self._recheck,
-                              kind="delete") as op:
+                              kind="delete", capture="statements") as op:
             rows = self._rows(meta, where)
             uris = {c.col_id: writes.named_files(db, meta, c, rows) for c in meta.media_columns}
-            db.execute(*plan.delete(meta, rows))
-            n = db.changes()
+            n = versions.delete_rows(db, meta, rows)  # (their old images kept for versions)
             for col_id, lst in uris.items():
                 op.release(col_id, lst)
         return UpdateStatus("Deleted", n, 0, time.perf_counter() - t0)

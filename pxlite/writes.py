@@ -15,12 +15,16 @@ The data-safety rules of DESIGN.md in one place, in this order:
    object it PUT) go through the one gate below, under the write lock.
 5. **Deletes after commit.** Files rows no longer name are listed durably in
    ``px_pending_deletes`` in the same transaction and deleted after it commits.
+6. **Every change a version.** Each transaction of a versioned table starts the table's next
+   version and records it at its end (pxlite/versions.py: SQLite captures the old rows itself),
+   then prunes the versions beyond the table's retention, releasing what only they named.
 
 **The one delete gate** (:func:`delete_unreferenced`) serves all of them (pending deletes, an
 undo, a dropped table's sweep, ``check(fix=True)``): a database deletes a file only when it
 can prove no committed row of any database that may name it does. It keeps a file a row
-names; a file outside the locations this database owns (a copy's original may name it: copies
-write under uids of their own, places.py); and a file in the key space of a table another
+names, now or in a version the database keeps (``catalog.named_by_rows``); a file outside
+the locations this database owns (a copy's original may name it: copies write under uids of
+their own, places.py); and a file in the key space of a table another
 live operation is writing right now: content addressing means that operation may have found
 the file already there and be about to commit a row naming it (two inserts of the same
 picture, an abort beside an insert of the same content). Such a delete waits in
@@ -41,9 +45,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, faults, media, plan, storage
+from . import catalog, faults, media, plan, storage, versions
 from .catalog import ColumnMeta, TableMeta
-from .errors import NotFoundError, PxliteError, SchemaError, StorageError
+from .errors import NotFoundError, PxliteError, SchemaError, StorageError, VersionError
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -64,11 +68,18 @@ class Operation:
     it releases. Enter it with ``with``; a failure before its commit undoes its files."""
 
     def __init__(self, places: Places, meta: TableMeta, settings: Settings | None = None, *,
-                 kind: str = "write") -> None:
+                 kind: str = "write", capture: str = "triggers") -> None:
+        if meta.version is not None:
+            raise VersionError(
+                f"{meta.path}:{meta.version} is version {meta.version} of table {meta.path!r}, "
+                f"read-only: change the table itself (pxl.get_table({meta.path!r})), or bring "
+                f"this version back with .revert(to={meta.version})")
         self.places, self.db = places, places.db
         if places.ensure():  # a copy opened while another process wrote: its uids are new now
             meta = catalog.load_table(self.db, meta.path)
         self.meta, self.kind = meta, kind
+        #: How its changes to existing rows reach the table's versions (versions.CAPTURE).
+        self.capture = capture
         self.settings = settings if settings is not None else places.settings()
         self.created: list[str] = []   # files this operation created (absolute URIs)
         self.local: list[str] = []     # every local file its rows will name (synced at commit)
@@ -78,6 +89,9 @@ class Operation:
         #: Storage whose delete failed retryably during this operation: not asked again by its
         #: later deletes (each try could cost the whole timeout); see delete_unreferenced.
         self.unreachable: dict[int, str] = {}
+        #: The table version this operation recorded (an operation committing in batches goes
+        #: on with it while no other version came after it).
+        self.version: int | None = None
 
     def __enter__(self) -> Operation:
         return self
@@ -187,7 +201,9 @@ class Operation:
                    ) -> Iterator[Operation]:
         """The operation's write transaction. Inside: re-check the table, write rows, release
         old files. Its own changes sit in a savepoint, so even inside an enclosing transaction a
-        failure takes back exactly its rows before its files are undone."""
+        failure takes back exactly its rows before its files are undone. It is (part of) one
+        version of a versioned table: begun before the changes, recorded after them, then the
+        versions beyond the retention are pruned and the files only they named released."""
         db = self.db
         with db.transaction() as after:
             self._after = after
@@ -195,11 +211,27 @@ class Operation:
                 with db.savepoint():
                     if recheck is not None:
                         recheck(self.meta)
-                    yield self
+                    log = versions.begin(db, self.meta.id, self.version, self.capture)
+                    try:
+                        yield self
+                        if log is not None:
+                            self._record_version(log)
+                    finally:
+                        if log is not None:
+                            versions.abandon(db, log)
                     self.make_durable()
             finally:
                 self._after = None
             after.insert(0, self._mark_committed)  # the first thing run after COMMIT
+
+    def _record_version(self, log: versions.Log) -> None:
+        s = self.settings
+        done = versions.finish(self.db, log, self.kind, s.get("version_retention_days"),
+                               s.get("version_retention_count"))
+        if done.version is not None:
+            self.version = done.version
+        for col_id, uris in done.freed.items():
+            self.release(col_id, uris)
 
     def _mark_committed(self) -> None:
         # The committed rows name these files now; an operation that commits in batches
@@ -220,8 +252,10 @@ class Operation:
         """Inside :meth:`committing`: drop a column of the table (``meta``: as loaded now, by
         default the operation's), then release the files its cells named."""
         meta = meta if meta is not None else self.meta
-        uris = named_files(self.db, meta, col)
-        catalog.drop_column(self.db, meta, col)
+        if versions.hides(self.db, meta, col):  # kept (cells and files) for the versions
+            versions.drop_column(self.db, meta, col)
+            return
+        uris = named_files(self.db, meta, col) + versions.drop_column(self.db, meta, col)
         self.release(col.col_id, uris)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
@@ -269,10 +303,10 @@ class Operation:
 def operation(places: Places, meta: TableMeta, *, prefixes: Iterable[str] = (),
               columns: Iterable[ColumnMeta] = (), settings: Settings | None = None,
               recheck: Callable[[TableMeta], object] | None = None,
-              kind: str = "write") -> Iterator[Operation]:
+              kind: str = "write", capture: str = "triggers") -> Iterator[Operation]:
     """One write operation: prepare the destinations (``prefixes``, and those ``columns``
     write to), then the write transaction (see :class:`Operation`)."""
-    with Operation(places, meta, settings, kind=kind) as op:
+    with Operation(places, meta, settings, kind=kind, capture=capture) as op:
         for p in prefixes:
             op.prepare(p)
         op.prepare_for(columns)
@@ -339,6 +373,31 @@ def register_writer(db: Database, table_uid: str, kind: str) -> int:
     writer = catalog.add_writer(db, table_uid, pid, _host(), process_start(pid), kind)
     _ACTIVE.add(writer)
     return writer
+
+
+@contextlib.contextmanager
+def deletes_held(places: Places, kind: str) -> Iterator[None]:
+    """While inside, no file of this database's tables is deleted: each table counts as being
+    written by a live operation (its deletes wait in px_pending_deletes), for a reader that
+    must find every file a snapshot of the catalog names (a backup copying them). Afterwards
+    the deletes that waited are finished (best effort: what is left stays pending)."""
+    db = places.db
+    if db.read_only:  # nothing deletes files of a read-only database (its deletes are refused)
+        yield
+        return
+    with db.transaction(durable=False):
+        uids = sorted({u for m in catalog.live_tables(db) for u in (m.uids or (m.uid,))})
+        held = [register_writer(db, u, kind) for u in uids]
+    try:
+        yield
+    finally:
+        _ACTIVE.difference_update(held)
+        try:
+            with db.transaction(durable=False):
+                catalog.remove_writers(db, held)
+            finish_pending(places, local_only=False)
+        except PxliteError:
+            _UNREGISTER_LATER.extend(held)
 
 
 def alive(w: catalog.Writer) -> bool:

@@ -14,7 +14,11 @@ pytest_plugins = ["fixtures_storage"]
 
 @pytest.fixture(autouse=True)
 def pxlite_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own PXLITE_HOME and no leftover configure() or PXLITE_* settings."""
+    """Every test gets its own PXLITE_HOME and no leftover configure() or PXLITE_* settings.
+
+    Tests keep no history by default (``PXLITE_VERSION_RETENTION_DAYS=0``): a delete frees its
+    files at the end of the same write, through the pruning of the version before it, as the
+    tests written before versions expect. The tests of versions set their retention."""
     import os
 
     for k in list(os.environ):
@@ -22,11 +26,15 @@ def pxlite_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(k)
     home = tmp_path / "pxhome"
     monkeypatch.setenv("PXLITE_HOME", str(home))
+    # Not through monkeypatch: a test calling monkeypatch.undo() keeps it (as its child
+    # processes, which inherit it, do).
+    os.environ["PXLITE_VERSION_RETENTION_DAYS"] = "0"
     from pxlite import config
 
     config.reset()
     yield home
     config.reset()
+    os.environ.pop("PXLITE_VERSION_RETENTION_DAYS", None)
 
 
 @pytest.fixture

@@ -177,6 +177,7 @@ def test_demo_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Added 4 column values with 0 errors" in out
     assert "originals still there: True" in out
+    assert "Reverted 1 row with 0 errors" in out and "the latest: revert" in out
     assert (tmp_path / "demo" / "demo.pxl").is_file()
 
 

@@ -429,3 +429,29 @@ def test_an_expressions_own_decoder_never_sees_none():
 
     d = value_decoder(Flag(True))
     assert d is not None and d(None) is None and d(0) is False and d(1) is True
+
+
+def test_row_decoder_compiles_one_function_per_query():
+    """A row's output values: a plain slice when nothing is decoded, else one compiled
+    function; None is never handed to a decoder; a crafted cell names its row."""
+    from pxlite import queryplan
+    from pxlite.errors import SchemaError
+    from pxlite.queryrun import row_decoder
+
+    assert row_decoder([(1, None), (2, None)])((7, "a", "b", "c")) == ("a", "b")
+    seen = []
+
+    def flag(v):
+        seen.append(v)
+        return bool(v)
+
+    dec = row_decoder([(3, None), (1, flag), (2, None)])
+    assert dec((7, 1, "x", "y")) == ("y", True, "x")
+    assert dec((8, None, "x", None)) == (None, None, "x") and seen == [1]
+
+    def bad(v):
+        raise queryplan.BadCell("c", "not JSON")
+
+    with pytest.raises(SchemaError, match="column 'c', row 9: not JSON"):
+        row_decoder([(1, bad)])((9, "{"))
+    assert row_decoder([])((1, 2)) == ()

@@ -12,10 +12,12 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     assert blocks, "the README has a Python example"
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PXLITE_VERSION_RETENTION_DAYS", "30")  # as a user has it (conftest: 0)
     for code in blocks:
         exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
     assert "Inserted 2 rows with 0 errors" in out and "1 row left" in out
+    assert "3 delete +0 -2\n" in out and "3 rows in version 2" in out  # Undo and history
     # file URLs keep their folders; describe() says where files go
     row = next(line for line in out.splitlines() if line.startswith("a path "))
     assert "/photos.pxl.media/" in row and "/rotated/" in row, out

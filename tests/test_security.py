@@ -308,6 +308,10 @@ SQL_FRAGMENTS = {
     # expressions (exprs, jsonpath): SQL of sub-expressions, built the same way; fixed tables
     r"(av|doc|v|lst|inner)\[0\]", r"alias",      # alias: json_each's je<nesting depth>
     r"_SQL_OP\[op\]", r"json_kinds", r"json_conv", r"sqlcall\.SQL_NAME",
+    # versions: the undo log h_<id>, integers, (SQL table, SQL column) names from media_cells,
+    # and the lists of c<id> names / OLD.c<id> built in the same function
+    r"(meta|data)\.log_sql", r"data\.sql", r"int\([a-z_.]+\)", r"sql_(table|col)", r"olds",
+    r"images", r"', '\.join\(watched\)", r"sql_(names?|type|cols)", r"capture", r"view_name",
 }
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WHERE|FROM|LIMIT|"
                         r"ORDER BY|SET|VALUES|IS NULL|IS NOT NULL|AND|OR|IN|CAST|AS REAL|ASC|DESC)"

@@ -14,15 +14,16 @@ folder (``--images DIR`` keeps and reuses them).
     vs a plain loop on a 2-thread ThreadPoolExecutor: open, rotate(90), JPEG q90 encode, write
     file and fdatasync it (pxlite makes every file durable before the commit naming it, so the
     fair baseline syncs too; the loop fsyncs its folder once at the end). images/s and the time
-    ratio (target <= 1.15x). Also vs the same loop without any sync: the cost of durability;
+    ratio (target <= 1.10x, issue 19). Also vs the same loop without any sync: the cost of
+    durability;
 (b) inserting 1,000 more rows into a table that already has three image computed columns
     (rotate(90), transpose(FLIP_LEFT_RIGHT), resize((128, 128))) vs a Pillow loop that decodes
-    once and runs all three (encode + write + fdatasync each) on 2 threads;
+    once and runs all three (encode + write + fdatasync each) on 2 threads (target <= 1.10x);
 (c) peak RSS of (a) at 1,000 images (and 10,000 with --rss-10k): target < 300 MB and flat;
 (d) (a) with a cloud destination, per provider: S3 on a local moto server, GCS on
     gcp-storage-emulator, Azure on Azurite; vs the same plain loop uploading the same bytes with
     the provider's SDK (boto3 put_object, google-cloud-storage upload_from_string, azure-storage-
-    blob upload_blob) on the same 2-thread pool. images/s, the ratio (target <= 1.15x) and HTTP
+    blob upload_blob) on the same 2-thread pool. images/s, the ratio (target <= 1.10x) and HTTP
     requests per output, counted in the client (pxlite's count includes its one-off destination
     check: a bucket lookup and the write / conditional-create probe). ``--only-d`` runs only
     this case; ``--providers s3,gcs`` picks providers. All three emulators run on this
@@ -52,6 +53,8 @@ from tools import benchlib as bl
 
 SCRIPT = Path(__file__).resolve()
 THREADS = 2
+#: The time ratio to a plain Pillow loop doing the same work, for (a), (b) and (d) (issue 19).
+TARGET = 1.10
 BUCKET = "pxlite-bench"
 
 
@@ -357,13 +360,13 @@ def _case_d(tmp: Path, common: dict[str, Any], reps: int, providers: list[str],
                 (px_label, "rotate_pxlite", cp),
                 (f"plain Pillow loop + {sdk} (2 threads)", "rotate_plain", cp)],
                 reps, before_each=fresh)
-        px, base, ratio = _report(res, 1.15)
+        px, base, ratio = _report(res, TARGET)
         reqs = [bl.med(r, "requests_per_output") for r in res.values()]
         bl.say(f"  HTTP requests per output (median): pxlite {reqs[0]:.3f}, plain loop "
                f"{reqs[1]:.3f}")
         summary.append([f"(d) rotate(90) -> {provider} ({emulator})", f"{px:.1f} img/s",
                         f"{base:.1f} img/s", f"{ratio:.2f}x",
-                        f"<= 1.15x {bl.verdict(ratio, 1.15)}; {reqs[0]:.2f} req/output"])
+                        f"<= {TARGET}x {bl.verdict(ratio, TARGET)}; {reqs[0]:.2f} req/output"])
 
 
 def _run_pair(tmp: Path, tag: str, runs: list[tuple[str, str, dict[str, Any]]], reps: int,
@@ -462,14 +465,14 @@ def main() -> None:
             ("pxlite add_computed_column", "rotate_pxlite", common),
             (plain_sync, "rotate_plain", common),
             (plain_nosync, "rotate_plain", {**common, "fsync": False})], reps)
-        px, base, ratio = _report(res, 1.15, plain_sync)
+        px, base, ratio = _report(res, TARGET, plain_sync)
         _, base_nosync, ratio_nosync = _report(res, None, plain_nosync, table=False)
         bl.say("  (the second ratio is the cost of durability: pxlite syncs every file it "
                "writes, the loop without sync does not)")
         rss_1k = bl.med(res["pxlite add_computed_column"], "rss_mb")
         rss_setup = bl.med(res["pxlite add_computed_column"], "rss_setup_mb")
         summary.append(["(a) rotate(90) -> local", f"{px:.1f} img/s", f"{base:.1f} img/s",
-                        f"{ratio:.2f}x", "<= 1.15x " + bl.verdict(ratio, 1.15)])
+                        f"{ratio:.2f}x", f"<= {TARGET}x " + bl.verdict(ratio, TARGET)])
         summary.append(["(a) vs a loop without sync", f"{px:.1f} img/s",
                         f"{base_nosync:.1f} img/s", f"{ratio_nosync:.2f}x", "-"])
 
@@ -483,9 +486,10 @@ def main() -> None:
                  {**common, "pre": pre, "pre_images": pre_images}),
                 ("plain Pillow loop, decode once, + fdatasync (2 threads)", "three_plain", common)],
                 reps)
-            px, base, ratio = _report(res, None)
+            px, base, ratio = _report(res, TARGET)
             summary.append(["(b) insert with 3 computed cols", f"{px:.1f} rows/s",
-                            f"{base:.1f} rows/s", f"{ratio:.2f}x", "-"])
+                            f"{base:.1f} rows/s", f"{ratio:.2f}x",
+                            f"<= {TARGET}x " + bl.verdict(ratio, TARGET)])
 
         bl.say(f"\n(c) peak RSS of (a) (whole child process; after inserting the paths "
                f"{rss_setup:.0f} MB)")

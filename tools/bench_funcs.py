@@ -41,6 +41,7 @@ import apsw
 import pxlite as pxl
 from pxlite import sqlcall
 from pxlite.exprs import Expr
+from pxlite.queryrun import row_decoder
 from tools import benchlib as bl
 
 #: (name, pxlite expression over table t, hand-written SQLite with {s} and {ts} for the columns)
@@ -121,17 +122,13 @@ def function_figures(n: int = 100_000, reps: int = 5, *, with_select: bool = Tru
         assert all(p is not None for p in parts)
         sql = f"SELECT {', '.join(p[0] for p in parts)} FROM {meta.sql}"  # type: ignore[index]
         params = [v for p in parts for v in p[1]]  # type: ignore[index]
-        convert = [(i, d) for i, d in enumerate(e.decoder() for e in exprs) if d is not None]
         hand = "SELECT " + ", ".join(h.format(s=cols["s"], ts=cols["ts"])
                                      for _, _, h in FUNCTIONS) + f" FROM {meta.sql}"
         plain = apsw.Connection(str(t._conn.db.path))
 
-        def decoded(row: tuple) -> tuple:  # Bool and Date results become bool and date
-            r = list(row)
-            for i, dec in convert:
-                if r[i] is not None:
-                    r[i] = dec(r[i])
-            return tuple(r)
+        # Bool and Date results become bool and date, as the query engine turns a row into
+        # its values (one function compiled for the query; see queryrun.row_decoder)
+        decoded = row_decoder([(i, e.decoder()) for i, e in enumerate(exprs)])
 
         def pxlite_sql() -> list:
             return [decoded(row) for row in t._conn.db.execute(sql, params)]

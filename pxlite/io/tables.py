@@ -88,10 +88,12 @@ def _overrides(src: Source, schema_overrides: dict[str, Any] | None) -> dict[str
 def create_from_source(conn: Connection, path: str, source: Any, *, source_format: str | None,
                        schema_overrides: dict[str, Any] | None, primary_key: Any,
                        if_exists: str, on_error: str, extra_args: dict[str, Any] | None,
-                       check_name: Callable[[str], object]) -> Table:
+                       check_name: Callable[[str], object],
+                       versioning: dict[str, Any] | None = None) -> Table:
     """``create_table(path, source=...)``: a new table with the source's columns (names made
     usable, types inferred from every value or given by ``schema_overrides``), filled with its
-    rows, in one transaction."""
+    rows, in one transaction. ``versioning``: create_table's versioned= and retention
+    options, as given."""
     check_choice(if_exists, "if_exists", ("error", "ignore", "replace"))
     check_on_error(on_error)
     if if_exists == "ignore" and catalog.path_kind(conn.db, catalog.check_path(path)) == "table":
@@ -106,7 +108,8 @@ def create_from_source(conn: Connection, path: str, source: Any, *, source_forma
         read_as = {n: schema[names[n]] for n in src.names}
         try:
             with conn.db.transaction():
-                t = conn.create_table(path, schema, if_exists=if_exists, primary_key=key or None)
+                t = conn.create_table(path, schema, if_exists=if_exists, primary_key=key or None,
+                                      **(versioning or {}))
                 _load(conn, t, src, names, read_as, "error", on_error)
             return t
         except Widen as w:  # rolled back: no table, no rows; again with the column widened
