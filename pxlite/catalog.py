@@ -791,9 +791,7 @@ def drop_index(db: Database, idx: IndexMeta) -> None:
     """Drop an index and its record (inside the caller's write transaction); an embedding
     index's change log and triggers go with it (its hidden column is the caller's)."""
     db.execute(f"DROP INDEX IF EXISTS {idx.sql}")
-    for suffix in _LOG_TRIGGERS:
-        db.execute(f"DROP TRIGGER IF EXISTS {vector_log(idx)}_{suffix}")
-    db.execute(f"DROP TABLE IF EXISTS {vector_log(idx)}")
+    drop_vector_log(db, idx)
     db.execute("DELETE FROM px_indexes WHERE id = ?", (idx.id,))
 
 
@@ -810,19 +808,34 @@ def vector_log(idx: IndexMeta) -> str:
     return f"x_{idx.id}"
 
 
-def add_vector_log(db: Database, meta: TableMeta, idx: IndexMeta, value: ColumnMeta) -> None:
+def has_vector_log(db: Database, idx: IndexMeta) -> bool:
+    """Does an embedding index have its change log (it is active)?"""
+    return bool(db.query("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                         (vector_log(idx),)))
+
+
+def drop_vector_log(db: Database, idx: IndexMeta) -> None:
+    """Inside the caller's write transaction: an embedding index's change log and triggers go
+    (the index is dropped, or its vectors' column hidden by a version)."""
+    for suffix in _LOG_TRIGGERS:
+        db.execute(f"DROP TRIGGER IF EXISTS {vector_log(idx)}_{suffix}")
+    db.execute(f"DROP TABLE IF EXISTS {vector_log(idx)}")
+
+
+def add_vector_log(db: Database, meta: TableMeta, idx: IndexMeta) -> None:
     """Inside the caller's write transaction: an embedding index's change log and the triggers
-    that fill it. Every insert, delete, and update of the vector column ``value`` of the data
-    table appends the row's rowid, in the writer's own transaction, whichever code (or
-    program) writes it: a reader holding the vectors in memory applies what changed since the
-    log entry it last saw. Plain SQL: no extension is needed to write the table."""
+    that fill it. Every insert, update and delete of a row of the data table appends its
+    rowid, in the writer's own transaction, whichever code (or program) writes it: a reader
+    holding the vectors in memory applies what changed since the log entry it last saw. Plain
+    SQL: no extension is needed to write the table; and no trigger names a column, so none
+    stands in the way of dropping one (a version keeps dropped columns, and drops them later)."""
     log, t = vector_log(idx), meta.sql
     db.execute(f"CREATE TABLE {log} (seq INTEGER PRIMARY KEY, row INTEGER NOT NULL)")
     trim = (f"DELETE FROM {log} WHERE (SELECT max(seq) FROM {log}) % 65536 = 0 AND seq < "
             f"(SELECT max(seq) FROM {log}) - {LOG_KEEP};")
     db.execute(f"CREATE TRIGGER {log}_ins AFTER INSERT ON {t} BEGIN INSERT INTO {log}(row) "
                f"VALUES (NEW._rowid); {trim} END")
-    db.execute(f"CREATE TRIGGER {log}_upd AFTER UPDATE OF {value.sql} ON {t} BEGIN "
+    db.execute(f"CREATE TRIGGER {log}_upd AFTER UPDATE ON {t} BEGIN "
                f"INSERT INTO {log}(row) VALUES (NEW._rowid); {trim} END")
     db.execute(f"CREATE TRIGGER {log}_del AFTER DELETE ON {t} BEGIN INSERT INTO {log}(row) "
                f"VALUES (OLD._rowid); END")

@@ -100,9 +100,25 @@ def of(idx: IndexMeta) -> EmbeddingIndex:
 
 def indexes_on(db: Database, meta: TableMeta, col_id: int | None = None
                ) -> list[EmbeddingIndex]:
-    """The embedding indexes of a table (on one column: ``col_id``, its own id)."""
-    return [of(i) for i in catalog.indexes(db, meta)
-            if i.kind == "embedding" and (col_id is None or i.col_id == col_id)]
+    """The embedding indexes of a table (on one column: ``col_id``, its own id) that are
+    active: an index is there exactly when its vectors' column is a complete column of the
+    table (a revert to a version before the index was added hides that column, and with it
+    the index; a revert past its drop brings both back)."""
+    out = []
+    for i in catalog.indexes(db, meta):
+        if i.kind == "embedding" and (col_id is None or i.col_id == col_id):
+            e = of(i)
+            if active(meta, e):
+                out.append(e)
+    return out
+
+
+def active(meta: TableMeta, index: EmbeddingIndex) -> bool:
+    """Is the index's vectors' column a complete column of ``meta``?"""
+    try:
+        return not meta.column_by_id(index.value_col).pending
+    except NotFoundError:
+        return False
 
 
 def _own_id(col: ColumnMeta) -> int:
@@ -463,7 +479,8 @@ class Vectors:
         return [int(i) for i in out_ids], [float(v) for v in vals]
 
 
-_CACHES: weakref.WeakKeyDictionary[Any, dict[int, Vectors]] = weakref.WeakKeyDictionary()
+_CACHES: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], Vectors]] = \
+    weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -476,9 +493,10 @@ def vectors(db: Database, meta: TableMeta, index: EmbeddingIndex, vcol: ColumnMe
     hi = hi or 0
     schema = db.query("PRAGMA schema_version")[0][0]
     writing = db.in_write_transaction()  # uncommitted rows: not remembered
+    key = (index.id, meta.sql)  # a version's view (time travel) is another set of rows
     with _LOCK:
         per_db = _CACHES.setdefault(db, {})
-        cached = per_db.get(index.id)
+        cached = per_db.get(key)
         if cached is not None and cached.index.params == index.params and \
                 cached.schema == schema and cached.seq == hi and not writing:
             return cached
@@ -500,7 +518,7 @@ def vectors(db: Database, meta: TableMeta, index: EmbeddingIndex, vcol: ColumnMe
             "ORDER BY _rowid") if isinstance(r[1], bytes)])
         fresh.seq, fresh.schema = hi, schema
         if not writing:
-            per_db[index.id] = fresh
+            per_db[key] = fresh
         return fresh
 
 
@@ -511,7 +529,9 @@ def _blob(v: Any) -> bytes | None:
 def forget(db: Database, index_id: int) -> None:
     """Drop an index's vectors from this connection's memory (the index was dropped)."""
     with _LOCK:
-        _CACHES.get(db, {}).pop(index_id, None)
+        per_db = _CACHES.get(db, {})
+        for key in [k for k in per_db if k[0] == index_id]:
+            del per_db[key]
 
 
 # ---- top-k queries -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import json
 import typing
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, embeddings, jobs, writes
+from . import catalog, embeddings, jobs, versions, writes
 from .catalog import ColumnMeta, IndexMeta, TableMeta
 from .compute import Interrupted
 from .embeddings import METRICS, PRECISIONS, EmbeddingIndex
@@ -139,6 +139,12 @@ def add_embedding_index(places: Places, meta: TableMeta, col: ColumnMeta, *,
         catalog.check_name(idx_name, "index")
     db = places.db
     existing = catalog.indexes(db, meta)
+    stale = [i for i in existing if i.kind == "embedding" and i.name == idx_name
+             and not embeddings.active(meta, embeddings.of(i))]
+    if stale:  # a dropped index kept for an undo: its name is taken anew, so it cannot return
+        with writes.operation(places, meta, recheck=lambda m: writes.current_columns(db, m)):
+            catalog.drop_index(db, stale[0])
+        existing = catalog.indexes(db, meta)
     named = next((i for i in existing if i.name == idx_name), None)
     if named is not None:
         if named.kind != "embedding":
@@ -166,8 +172,10 @@ def add_embedding_index(places: Places, meta: TableMeta, col: ColumnMeta, *,
                     f"already ({same[0].name!r}); pass if_exists='ignore', or give another "
                     "idx_name")
             named = next(i for i in existing if i.id == same[0].id)
-    if named is not None:  # if_exists='replace'
+    if named is not None:  # if_exists='replace': the name goes to the new index for good
         drop(places, meta, named)
+        with writes.operation(places, catalog.load_table(db, meta.path)):
+            catalog.drop_index(db, named)
         idx_name = named.name
         meta = catalog.load_table(db, meta.path)
         existing = catalog.indexes(db, meta)
@@ -188,7 +196,7 @@ def add_embedding_index(places: Places, meta: TableMeta, col: ColumnMeta, *,
                               "add_embedding_index(...) again")
         idx = catalog.add_index(db, current, current.column_by_id(col.col_id), idx_name,
                                 "embedding", params)
-        catalog.add_vector_log(db, current, idx, vcol)
+        catalog.add_vector_log(db, current, idx)
 
 
 def _build(places: Places, meta: TableMeta, col: ColumnMeta, idx_name: str,
@@ -229,16 +237,38 @@ def drop(places: Places, meta: TableMeta, idx: IndexMeta) -> None:
 
 
 def drop_in(op: writes.Operation, idx: IndexMeta) -> None:
-    """Inside an operation's transaction: see :func:`drop`."""
+    """Inside an operation's transaction: see :func:`drop`. In a versioned table the hidden
+    column is only hidden by the version that drops it, and the index's record stays (inactive:
+    see embeddings.active), so a revert past the drop brings the index back with its vectors."""
     db = op.db
     index = embeddings.of(idx) if idx.params else None
-    catalog.drop_index(db, idx)
+    vcol = None
     if index is not None:
         with contextlib.suppress(NotFoundError):
             vcol = op.meta.column_by_id(index.value_col)
-            if vcol.hidden:
-                op.drop_column(vcol)
+    if vcol is not None and vcol.hidden and versions.hides(db, op.meta, vcol):
+        catalog.drop_vector_log(db, idx)
+    else:
+        catalog.drop_index(db, idx)
+    if vcol is not None and vcol.hidden:
+        op.drop_column(vcol)
     embeddings.forget(db, idx.id)
+
+
+def settle(db: Any, meta: TableMeta) -> None:
+    """Inside a revert's transaction, once the table has the columns of the version it went
+    back to: each embedding index is active exactly when its vectors' column is there; an
+    index that became active again gets its change log and triggers back (its vectors came
+    back with their rows), one that went inactive loses them."""
+    for idx in catalog.indexes(db, meta):
+        if idx.kind != "embedding":
+            continue
+        on = embeddings.active(meta, embeddings.of(idx))
+        if on and not catalog.has_vector_log(db, idx):
+            catalog.add_vector_log(db, meta, idx)
+        elif not on and catalog.has_vector_log(db, idx):
+            catalog.drop_vector_log(db, idx)
+        embeddings.forget(db, idx.id)
 
 
 def drop_embedding_index(places: Places, meta: TableMeta, *, column: ColumnMeta | None,
@@ -248,7 +278,8 @@ def drop_embedding_index(places: Places, meta: TableMeta, *, column: ColumnMeta 
     if (column is None) == (idx_name is None):
         raise SchemaError("drop_embedding_index() takes either column= or idx_name=, not both "
                           "or neither")
-    all_idx = catalog.indexes(places.db, meta)
+    all_idx = [i for i in catalog.indexes(places.db, meta) if i.kind != "embedding"
+               or embeddings.active(meta, embeddings.of(i))]
     if column is not None:
         found = [i for i in all_idx if i.col_id == column.col_id and i.kind == "embedding"]
         if not found:
@@ -287,6 +318,12 @@ def drop_indexes_of(op: writes.Operation, col: ColumnMeta) -> None:
         if idx.kind == "embedding" and (idx.col_id == col.col_id or (
                 idx.params and embeddings.of(idx).value_col == col.col_id)):
             drop_in(op, idx)
+
+
+def listed(db: Any, meta: TableMeta) -> list[IndexMeta]:
+    """The indexes a table has now (an embedding index hidden by a revert is not one)."""
+    return [i for i in catalog.indexes(db, meta)
+            if i.kind != "embedding" or embeddings.active(meta, embeddings.of(i))]
 
 
 def metadata(db: Any, meta: TableMeta) -> dict[int, EmbeddingIndex]:

@@ -22,8 +22,8 @@ from . import (
     catalog,
     display,
     executors,
-    indexing,
     history,
+    indexing,
     jobs,
     maintenance,
     media,
@@ -176,7 +176,7 @@ class Table:
         indexes = {i.name: {"name": i.name, "columns": [names[i.col_id]], "index_type": i.kind,
                             "parameters": embedding[i.id].describe() if i.id in embedding
                             else None}
-                   for i in catalog.indexes(self._conn.db, meta)}
+                   for i in indexing.listed(self._conn.db, meta)}
         last = history.get_versions(self._conn.db, meta, 1)  # versions.py (None: unversioned)
         return {"id": meta.uid, "name": self._name, "path": self._path, "kind": "table",
                 "columns": cols, "indexes": indexes, "is_data_versioned": bool(last),
@@ -461,10 +461,10 @@ class Table:
             meta, db = op.meta, self._conn.db
             if column is not None:
                 col = meta.column(self._name_of(column))
-                found = [i for i in catalog.indexes(db, meta) if i.col_id == col.col_id]
+                found = [i for i in indexing.listed(db, meta) if i.col_id == col.col_id]
                 what = f"column {col.name!r}"
             else:
-                found = [i for i in catalog.indexes(db, meta) if i.name == idx_name]
+                found = [i for i in indexing.listed(db, meta) if i.name == idx_name]
                 what = f"the name {idx_name!r}"
             if not found:
                 if if_not_exists == "ignore":

@@ -27,7 +27,8 @@ LAYERS: dict[str, int] = {
     "pxlite.plan": 5, "pxlite.writes": 5, "pxlite.queryplan": 5, "pxlite.versions": 5,
     "pxlite.embeddings": 5,
     "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6, "pxlite.jobs": 6,
-    "pxlite.query": 6, "pxlite.queryrun": 6, "pxlite.io.keys": 6, "pxlite.history": 6, "pxlite.indexing": 6,
+    "pxlite.query": 6, "pxlite.queryrun": 6, "pxlite.io.keys": 6, "pxlite.history": 6,
+    "pxlite.indexing": 6,
     "pxlite.backup": 6,
     "pxlite.table": 7, "pxlite.maintenance": 7, "pxlite.snapshots": 7,
     # io: imports and exports use tables as a user does (create_table, insert, queries);
