@@ -829,13 +829,13 @@ def add_vector_log(db: Database, meta: TableMeta, idx: IndexMeta) -> None:
     holding the vectors in memory applies what changed since the log entry it last saw. Plain
     SQL: no extension is needed to write the table; and no trigger names a column, so none
     stands in the way of dropping one (a version keeps dropped columns, and drops them later)."""
-    log, t = vector_log(idx), meta.sql
+    log = vector_log(idx)
     db.execute(f"CREATE TABLE {log} (seq INTEGER PRIMARY KEY, row INTEGER NOT NULL)")
     trim = (f"DELETE FROM {log} WHERE (SELECT max(seq) FROM {log}) % 65536 = 0 AND seq < "
             f"(SELECT max(seq) FROM {log}) - {LOG_KEEP};")
-    db.execute(f"CREATE TRIGGER {log}_ins AFTER INSERT ON {t} BEGIN INSERT INTO {log}(row) "
+    db.execute(f"CREATE TRIGGER {log}_ins AFTER INSERT ON {meta.sql} BEGIN INSERT INTO {log}(row) "
                f"VALUES (NEW._rowid); {trim} END")
-    db.execute(f"CREATE TRIGGER {log}_upd AFTER UPDATE ON {t} BEGIN "
+    db.execute(f"CREATE TRIGGER {log}_upd AFTER UPDATE ON {meta.sql} BEGIN "
                f"INSERT INTO {log}(row) VALUES (NEW._rowid); {trim} END")
-    db.execute(f"CREATE TRIGGER {log}_del AFTER DELETE ON {t} BEGIN INSERT INTO {log}(row) "
+    db.execute(f"CREATE TRIGGER {log}_del AFTER DELETE ON {meta.sql} BEGIN INSERT INTO {log}(row) "
                f"VALUES (OLD._rowid); END")

@@ -157,16 +157,16 @@ class SimilarityExpr(Expr):
     def sql(self) -> tuple[str, list[Any]] | None:
         if self.vref is None or self.index is None:
             return None
-        col = f"{self.vref.table.sql}.{self.vref.col.sql}"
+        vec_col = f"{self.vref.table.sql}.{self.vref.col.sql}"  # t_<id>.c<id>
         q = self.query.tobytes()
         if self.index.precision == "fp32" and self.index.metric == "cosine":
-            body = f"1.0 - vec_distance_cosine({col}, ?)"
+            body = f"1.0 - vec_distance_cosine({vec_col}, ?)"
         elif self.index.precision == "fp32" and self.index.metric == "l2":
-            body = f"vec_distance_l2({col}, ?)"
+            body = f"vec_distance_l2({vec_col}, ?)"
         else:
-            return (f"{vecsql.SCORE}(?, ?, {col}, ?)",
+            return (f"{vecsql.SCORE}(?, ?, {vec_col}, ?)",
                     [self.index.metric, self.index.dtype, q])
-        return f"(CASE WHEN {col} IS NULL THEN NULL ELSE {body} END)", [q]
+        return f"(CASE WHEN {vec_col} IS NULL THEN NULL ELSE {body} END)", [q]
 
     def eval(self, row: RowContext) -> Any:
         if self.vref is None or self.index is None:
@@ -274,11 +274,7 @@ def bind(sim: SimilarityExpr, db: Database, settings: Callable[[], Any]) -> None
     the query vector (computed with the index's embedding function once)."""
     meta, col = sim.ref.table, sim.ref.col
     index = find(db, meta, col, sim.idx_name)
-    vcol = meta.column_by_id(index.value_col)
-    if vcol.pending:
-        raise SchemaError(f"embedding index {index.name!r} on column {col.name!r} of "
-                          f"{meta.path!r} is still being built; run the same "
-                          "add_embedding_index(...) again to finish it")
+    vcol = meta.column_by_id(index.value_col)  # complete: find() gives active indexes only
     vecsql.install(db.sqlite)
     key = (index.params, str(db.path))
     q = sim._vectors.get(key)

@@ -39,7 +39,7 @@ def numpy() -> Any:
     """numpy, imported now (it is heavy: pxlite imports it only when arrays are used)."""
     try:
         import numpy as np
-    except ImportError as e:  # pragma: no cover - numpy is in the test extra
+    except ImportError as e:
         raise SchemaError("Array values need numpy: pip install 'pxlite[vectors]'") from e
     return np
 

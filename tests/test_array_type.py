@@ -150,3 +150,11 @@ def test_a_damaged_blob_is_an_error_naming_the_row(db):
         db.db.execute(f"UPDATE {meta.sql} SET {meta.column('v').sql} = x'0102'")
     with pytest.raises(SchemaError, match=r"column 'v', row 1:.*cannot be read"):
         t.collect()
+
+
+def test_without_numpy_an_array_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    with pytest.raises(SchemaError, match=r"pip install 'pxlite\[vectors\]'"):
+        pxl.Array[(3,), pxl.Float].to_sql([1, 2, 3])

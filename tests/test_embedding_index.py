@@ -398,3 +398,41 @@ def test_a_damaged_definition_is_reported(pics, db):
     idx = catalog.indexes(db.db, catalog.load_table(db.db, "pics"))[0]
     with pytest.raises(SchemaError):
         embeddings.of(idx)
+
+
+def test_more_bad_definitions(db):
+    @pxl.udf
+    def of_a_number(n: int) -> pxl.Array[(DIM,), pxl.Float]:
+        return np.zeros(DIM, dtype=np.float32)
+
+    @pxl.udf
+    def short(img: Image.Image) -> pxl.Array[(8,), pxl.Float]:
+        return np.zeros(8, dtype=np.float32)
+
+    t = db.create_table("t", {"s": pxl.String, "img": pxl.Image, "v": pxl.Array[(4,), pxl.Float]})
+    t.insert(s="a", v=[1, 2, 3, 4])
+    with pytest.raises(SchemaError, match="must take a single string or image parameter"):
+        t.add_embedding_index("s", embedding=of_a_number)
+    with pytest.raises(SchemaError, match="vectors of different lengths"):
+        t.add_embedding_index("img", image_embed=short, string_embed=embed_text)
+    t.add_computed_column(w=t.v.astype(pxl.Array[(4,), np.float16]), stored=False)
+    with pytest.raises(SchemaError, match="computed when read"):
+        t.add_embedding_index("w")
+    t.add_embedding_index("v", idx_name="half")  # fp16: a hidden float16 copy
+    with pytest.raises(SchemaError, match="not a complete column"):
+        t.add_embedding_index("_pxl_ix_half")
+
+
+def test_vector_sql_functions_refuse_bad_values():
+    from pxlite import vecsql
+
+    with pytest.raises(SchemaError, match="must be a BLOB, got str"):
+        vecsql.score("cosine", "float32", "abc", np.ones(2, dtype=np.float32).tobytes())
+    with pytest.raises(SchemaError, match="vector lengths differ: 3 and 2"):
+        vecsql.l2_distance(np.ones(3, dtype=np.float32).tobytes(),
+                           np.ones(2, dtype=np.float32).tobytes())
+    zero = np.zeros(2, dtype=np.float32).tobytes()
+    assert vecsql.score("cosine", "float32", zero, zero) is None  # no direction: no cosine
+    assert vecsql.score("ip", "float16", np.ones(2, dtype=np.float16).tobytes(),
+                        np.full(2, 2.0, dtype=np.float32).tobytes()) == 4.0
+    assert vecsql.score("l2", "float32", None, zero) is None
