@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import apsw
-
 from . import (
     catalog,
     display,
@@ -938,37 +936,28 @@ def _insert_keyed(db: Any, meta: TableMeta, inputs: list[ColumnMeta], sql: str,
                   params: Iterable[Any]) -> None:
     """executemany an insert; on a table with a primary key, a row SQLite refuses as a
     duplicate key is an AlreadyExistsError naming the row and its key."""
-    if not meta.primary_key:
-        db.executemany(sql, params)
-        return
-    tracked = keys.Tracked(params)
-    try:
-        db.executemany(sql, tracked)
-    except apsw.ConstraintError as e:
-        raise keys.duplicate_error(meta, inputs, tracked) from e
+    keys.executemany(db, sql, params, bool(meta.primary_key),
+                     lambda tracked: keys.duplicate_error(meta, inputs, tracked))
 
 
 def _update_keyed(db: Any, meta: TableMeta, cols: list[ColumnMeta], batch: list[list[Any]]
                   ) -> None:
     """executemany update()'s cells; on a table with a primary key, an update SQLite refuses
     as a duplicate key is an AlreadyExistsError naming the row and the key it would get."""
-    sql = plan.update_cells(meta, cols)
-    if not meta.primary_key or not any(c.col_id in meta.primary_key for c in cols):
-        db.executemany(sql, batch)
-        return
-    tracked = keys.Tracked(batch)
-    try:
-        db.executemany(sql, tracked)
-    except apsw.ConstraintError as e:
+
+    def duplicate(tracked: keys.Tracked) -> AlreadyExistsError:
         row = tracked.last
         new = {c.col_id: row[3 * j] for j, c in enumerate(cols)}
         current = db.query(*plan.select(meta, meta.key_columns, Rows.ids([row[-1]])))
         values = [new.get(c.col_id, current[0][1 + i] if current else None)
                   for i, c in enumerate(meta.key_columns)]
-        raise AlreadyExistsError(
+        return AlreadyExistsError(
             f"update of {meta.path!r}: row {row[-1]} would get primary key "
             f"{keys.describe_key(meta.key_columns, values)}, which another row has (or the "
-            "update gives several rows); nothing was updated") from e
+            "update gives several rows); nothing was updated")
+
+    keys.executemany(db, plan.update_cells(meta, cols), batch,
+                     any(c.col_id in meta.primary_key for c in cols), duplicate)
 
 
 def _bad_keys(path: str, i: int, bad: set[str], computed: set[str], known: set[str]) -> None:
