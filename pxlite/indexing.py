@@ -23,7 +23,7 @@ import json
 import typing
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, embeddings, jobs, versions, writes
+from . import catalog, embeddings, jobs, vecsearch, versions, writes
 from .catalog import ColumnMeta, IndexMeta, TableMeta
 from .compute import Interrupted
 from .embeddings import METRICS, PRECISIONS, EmbeddingIndex
@@ -252,7 +252,7 @@ def drop_in(op: writes.Operation, idx: IndexMeta) -> None:
         catalog.drop_index(db, idx)
     if vcol is not None and vcol.hidden:
         op.drop_column(vcol)
-    embeddings.forget(db, idx.id)
+    vecsearch.forget(db, idx.id)
 
 
 def settle(db: Any, meta: TableMeta) -> None:
@@ -268,7 +268,7 @@ def settle(db: Any, meta: TableMeta) -> None:
             catalog.add_vector_log(db, meta, idx)
         elif not on and catalog.has_vector_log(db, idx):
             catalog.drop_vector_log(db, idx)
-        embeddings.forget(db, idx.id)
+        vecsearch.forget(db, idx.id)
 
 
 def drop_embedding_index(places: Places, meta: TableMeta, *, column: ColumnMeta | None,

@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from . import catalog, embeddings, queryplan
+from . import catalog, embeddings, queryplan, vecsearch
 from .catalog import TableMeta
 from .errors import NotFoundError, SchemaError, check_choice
 from .exprs import ColumnRef, Expr, Literal
@@ -374,9 +374,9 @@ class Query:
 
     def _searched(self, clauses: Clauses) -> tuple[Clauses, str | None]:
         """A query ordered first by a similarity: its rows found by an exact top-k over the
-        index (pxlite.embeddings.TopK) among the rows its where() selects, and the query
+        index (pxlite.vecsearch.TopK) among the rows its where() selects, and the query
         rewritten to read just those; with a line saying so for explain()."""
-        search = embeddings.TopK.of(clauses)
+        search = vecsearch.TopK.of(clauses)
         if search is None:
             return clauses, None
         return search.run(self._source.db, None if clauses.where is None
