@@ -312,6 +312,10 @@ SQL_FRAGMENTS = {
     # and the lists of c<id> names / OLD.c<id> built in the same function
     r"(meta|data)\.log_sql", r"data\.sql", r"int\([a-z_.]+\)", r"sql_(table|col)", r"olds",
     r"images", r"', '\.join\(watched\)", r"sql_(names?|type|cols)", r"capture", r"view_name",
+    # embedding indexes: the change log x_<index id> and its trigger suffixes (a fixed tuple),
+    # an integer constant, the trim statement built from them, vector columns c<id>
+    r"log", r"vector_log\(idx\)", r"suffix", r"LOG_KEEP", r"trim",
+    r"(sim\.vref\.col|vcol)\.sql", r"self\.table\.sql", r"vec_col", r"body",
 }
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WHERE|FROM|LIMIT|"
                         r"ORDER BY|SET|VALUES|IS NULL|IS NOT NULL|AND|OR|IN|CAST|AS REAL|ASC|DESC)"
