@@ -1,4 +1,4 @@
--- pxlite catalog, schema version 7. The single source of truth for the catalog DDL; shipped in the
+-- pxlite catalog, schema version 8. The single source of truth for the catalog DDL; shipped in the
 -- wheel as pxlite/schema.sql. User data lives in one table per pxlite table, named t_<id>, whose
 -- columns are named c<col_id> (+ c<col_id>_et / c<col_id>_em for a cell's error type and message):
 -- user-chosen names never reach SQL text.
@@ -115,8 +115,11 @@ CREATE TABLE px_indexes (
     table_id   INTEGER NOT NULL REFERENCES px_tables(id) ON DELETE CASCADE,
     name       TEXT NOT NULL,             -- the index's name (given, or idx<n>)
     col_id     INTEGER NOT NULL,
-    kind       TEXT NOT NULL,             -- 'btree'
+    kind       TEXT NOT NULL,             -- 'btree' | 'embedding'
     created_at REAL NOT NULL,
+    params     TEXT,                      -- an embedding index's definition (JSON): metric,
+                                          -- precision, embedding functions, the vector column;
+                                          -- its change log is the table x_<id> (pxlite.embeddings)
     UNIQUE (table_id, name)
 ) STRICT;
 

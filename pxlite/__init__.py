@@ -38,6 +38,7 @@ from .queryrun import ResultCursor, Row
 from .results import ResultSet, UpdateStatus
 from .table import Table
 from .types import (
+    Array,
     Audio,
     Bool,
     ColumnType,
@@ -76,6 +77,7 @@ __all__ = [
     "TRANSVERSE",
     "Aggregator",
     "AlreadyExistsError",
+    "Array",
     "Audio",
     "Bool",
     "ColumnType",

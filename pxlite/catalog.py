@@ -122,6 +122,16 @@ class ColumnMeta:
     def is_computed(self) -> bool:
         return self.expr is not None
 
+    @property
+    def hidden(self) -> bool:
+        """A column pxlite keeps for an index (an embedding index's vectors): not listed,
+        selected by default or exported; reached through the index (``col.similarity()``)."""
+        return self.name.startswith(HIDDEN_PREFIX)
+
+
+#: The name prefix of the hidden columns that hold an embedding index's vectors.
+HIDDEN_PREFIX = "_pxl_ix_"
+
 
 @dataclass
 class TableMeta:
@@ -811,13 +821,15 @@ def remove_writers(db: Database, ids: Iterable[int]) -> None:
 
 # ---- indexes (px_indexes) ------------------------------------------------------------------------
 class IndexMeta(NamedTuple):
-    """An index a user added: its name, the column (by id) and its kind ('btree')."""
+    """An index a user added: its name, the column (by id), its kind ('btree' or 'embedding')
+    and, for an embedding index, its definition (JSON: see pxlite.embeddings)."""
 
     id: int
     table_id: int
     name: str
     col_id: int
     kind: str
+    params: str | None = None
 
     @property
     def sql(self) -> str:
@@ -828,24 +840,77 @@ class IndexMeta(NamedTuple):
 def indexes(db: Database, meta: TableMeta) -> list[IndexMeta]:
     """The indexes of a table, oldest first."""
     return [IndexMeta(*r) for r in db.query(
-        "SELECT id, table_id, name, col_id, kind FROM px_indexes WHERE table_id = ? ORDER BY id",
+        "SELECT id, table_id, name, col_id, kind, params FROM px_indexes WHERE table_id = ? "
+        "ORDER BY id",
         (meta.id,))]
 
 
-def add_index(db: Database, meta: TableMeta, col: ColumnMeta, name: str, kind: str
-              ) -> IndexMeta:
-    """Record an index on one column and create it (inside the caller's write transaction)."""
+def add_index(db: Database, meta: TableMeta, col: ColumnMeta, name: str, kind: str,
+              params: str | None = None) -> IndexMeta:
+    """Record an index on one column and create it (inside the caller's write transaction): a
+    B-tree index is a SQLite index; an embedding index's SQL objects are made by
+    :func:`add_vector_log`."""
     check_name(name, "index")
     if any(i.name == name for i in indexes(db, meta)):
         raise AlreadyExistsError(f"table {meta.path!r} already has an index named {name!r}")
-    db.execute("INSERT INTO px_indexes(table_id, name, col_id, kind, created_at) "
-               "VALUES (?, ?, ?, ?, ?)", (meta.id, name, col.col_id, kind, time.time()))
-    idx = IndexMeta(db.last_insert_rowid(), meta.id, name, col.col_id, kind)
-    db.execute(f"CREATE INDEX {idx.sql} ON {meta.store} ({col.sql})")
+    db.execute("INSERT INTO px_indexes(table_id, name, col_id, kind, created_at, params) "
+               "VALUES (?, ?, ?, ?, ?, ?)", (meta.id, name, col.col_id, kind, time.time(),
+                                             params))
+    idx = IndexMeta(db.last_insert_rowid(), meta.id, name, col.col_id, kind, params)
+    if kind == "btree":
+        db.execute(f"CREATE INDEX {idx.sql} ON {meta.store} ({col.sql})")
     return idx
 
 
 def drop_index(db: Database, idx: IndexMeta) -> None:
-    """Drop an index and its record (inside the caller's write transaction)."""
+    """Drop an index and its record (inside the caller's write transaction); an embedding
+    index's change log and triggers go with it (its hidden column is the caller's)."""
     db.execute(f"DROP INDEX IF EXISTS {idx.sql}")
+    drop_vector_log(db, idx)
     db.execute("DELETE FROM px_indexes WHERE id = ?", (idx.id,))
+
+
+# ---- an embedding index's change log (x_<index id>) ---------------------------------------------
+_LOG_TRIGGERS = ("ins", "upd", "del")
+
+#: An index's change log keeps about this many of its latest entries (a reader further behind
+#: reloads its vectors); trimmed by the writes themselves, every 65,536 entries.
+LOG_KEEP = 1_000_000
+
+
+def vector_log(idx: IndexMeta) -> str:
+    """The SQL name of an embedding index's change log: ``x_<index id>``."""
+    return f"x_{idx.id}"
+
+
+def has_vector_log(db: Database, idx: IndexMeta) -> bool:
+    """Does an embedding index have its change log (it is active)?"""
+    return bool(db.query("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                         (vector_log(idx),)))
+
+
+def drop_vector_log(db: Database, idx: IndexMeta) -> None:
+    """Inside the caller's write transaction: an embedding index's change log and triggers go
+    (the index is dropped, or its vectors' column hidden by a version)."""
+    for suffix in _LOG_TRIGGERS:
+        db.execute(f"DROP TRIGGER IF EXISTS {vector_log(idx)}_{suffix}")
+    db.execute(f"DROP TABLE IF EXISTS {vector_log(idx)}")
+
+
+def add_vector_log(db: Database, meta: TableMeta, idx: IndexMeta) -> None:
+    """Inside the caller's write transaction: an embedding index's change log and the triggers
+    that fill it. Every insert, update and delete of a row of the data table appends its
+    rowid, in the writer's own transaction, whichever code (or program) writes it: a reader
+    holding the vectors in memory applies what changed since the log entry it last saw. Plain
+    SQL: no extension is needed to write the table; and no trigger names a column, so none
+    stands in the way of dropping one (a version keeps dropped columns, and drops them later)."""
+    log = vector_log(idx)
+    db.execute(f"CREATE TABLE {log} (seq INTEGER PRIMARY KEY, row INTEGER NOT NULL)")
+    trim = (f"DELETE FROM {log} WHERE (SELECT max(seq) FROM {log}) % 65536 = 0 AND seq < "
+            f"(SELECT max(seq) FROM {log}) - {LOG_KEEP};")
+    db.execute(f"CREATE TRIGGER {log}_ins AFTER INSERT ON {meta.store} BEGIN "
+               f"INSERT INTO {log}(row) VALUES (NEW._rowid); {trim} END")
+    db.execute(f"CREATE TRIGGER {log}_upd AFTER UPDATE ON {meta.store} BEGIN "
+               f"INSERT INTO {log}(row) VALUES (NEW._rowid); {trim} END")
+    db.execute(f"CREATE TRIGGER {log}_del AFTER DELETE ON {meta.store} BEGIN "
+               f"INSERT INTO {log}(row) VALUES (OLD._rowid); END")

@@ -25,7 +25,7 @@ from . import faults, sqlcall
 from .errors import BusyError, DatabaseError, NotFoundError, PxliteError
 
 APPLICATION_ID = 0x50584C54  # 'PXLT'
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 BUSY_TIMEOUT_MS = 30_000
 
 #: Upgrades from version N to N+1, as SQL. Version 1 is the first released schema; version 2
@@ -35,7 +35,8 @@ BUSY_TIMEOUT_MS = 30_000
 #: version 4 a table's primary key (enforced by a unique index on the data table); version 5
 #: the indexes users add (add_btree_index); version 6 versions (pxlite/versions.py): each table
 #: starts its history with a baseline version 0 of its columns as they are (its high-water mark
-#: is set by its next write); version 7 views (create_view: px_views).
+#: is set by its next write); version 7 an embedding index's definition; version 8 views
+#: (create_view: px_views).
 MIGRATIONS: dict[int, str] = {
     1: """
     ALTER TABLE px_media_locations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
@@ -135,6 +136,9 @@ MIGRATIONS: dict[int, str] = {
     FROM px_tables AS t;
     """,
     6: """
+    ALTER TABLE px_indexes ADD COLUMN params TEXT;
+    """,
+    7: """
     CREATE TABLE IF NOT EXISTS px_views (
         table_id  INTEGER PRIMARY KEY REFERENCES px_tables(id) ON DELETE CASCADE,
         base_id   INTEGER NOT NULL REFERENCES px_tables(id),

@@ -8,10 +8,13 @@ row and undoes the delete, checks catalog against files, and prints what it did 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import tempfile
 import time
 from pathlib import Path
+
+import PIL.Image
 
 import pxlite as pxl
 import pxlite.functions as pxlf
@@ -19,6 +22,18 @@ import pxlite.functions as pxlf
 from .display import short_url
 from .functions.video import frame_iterator
 from .imagegen import make_image, write_images
+
+#: The demo embedding's result type.
+Colour = pxl.Array[(3,), pxl.Float]
+
+
+@pxl.udf
+def mean_colour(img: PIL.Image.Image) -> Colour:  # type: ignore[valid-type]
+    """The demo's toy image embedding: an image's mean red, green and blue (a real one:
+    pxlite.functions.clip)."""
+    import numpy as np  # here: numpy is optional (pxlite[vectors])
+
+    return np.asarray(img.convert("RGB").resize((8, 8)), dtype=np.float32).mean(axis=(0, 1))
 
 
 def _say(title: str) -> None:
@@ -110,6 +125,15 @@ def run_demo(folder: Path | None = None, n: int = 6) -> Path:
     print(wide.add_computed_column(tiny=wide.image.thumbnail((32, 32))))
     print(f"{wide.count()} wide photos of {t.count()}; views of demo.media: {t.list_views()}")
     _frames(db, folder)
+
+    _say("similarity search: an embedding index (a toy embedding: the mean colour), the 3 "
+         "photos closest to another picture")
+    if importlib.util.find_spec("numpy") is None:
+        print("(skipped: it needs numpy: pip install 'pxlite[vectors]')")
+    else:
+        t.add_embedding_index(t.image, image_embed=mean_colour)
+        like = t.image.similarity(image=make_image(7, (64, 64)))
+        print(t.order_by(like, asc=False).limit(3).select(t.label, like).collect())
 
     _say("group_by, functions and JSON paths run inside SQLite")
     print(t.group_by(t.width).select(t.width, n=pxlf.count(t.image)).order_by(t.width).collect())

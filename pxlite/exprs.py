@@ -60,6 +60,10 @@ DECODE_REQUEST = "pxlite_decode_request"
 _MAX_IN_PARAMS = 500
 
 
+#: Builders of the expressions an index gives a column (``col.similarity(...)``), registered by
+#: the module that defines them (pxlite.embeddings), which sits above this one.
+INDEX_EXPRESSIONS: dict[str, Callable[..., Expr]] = {}
+
 #: Expressions of columns computed when read, by (table uid, column id, definition).
 _ON_READ: dict[tuple[str, int, str | None], Expr] = {}
 
@@ -389,6 +393,17 @@ class ColumnRef(Expr):
         if name in ("fileurl", "localpath") and self.col.type.is_media:
             return MediaAttr(self, name)
         return super().__getattr__(name)
+
+    def similarity(self, item: Any = None, *, string: Any = None, image: Any = None,
+                   vector: Any = None, idx: str | None = None) -> Expr:
+        """How close each row is to a query value, by this column's embedding index
+        (Pixeltable's ``similarity``): ``string='a red car'``, ``image=`` (a PIL image, a path
+        or a URL) or ``vector=`` (a numpy array). A Float: the cosine similarity, the inner
+        product or the L2 distance, as the index's metric says; ``idx`` names the index when
+        the column has several. Use it in ``select``, ``where`` and ``order_by``:
+        ``t.order_by(sim, asc=False).limit(10)`` is an exact top-10 search."""
+        return INDEX_EXPRESSIONS["similarity"](self, item, string=string, image=image,
+                                               vector=vector, idx=idx)
 
     def columns(self) -> set[int]:
         if not self.col.stored:  # computed when read: what its expression reads
@@ -968,7 +983,7 @@ class Cast(_ValueFirst):
         av = self.arg.sql_value()
         if av is None:
             return None
-        if src == dst:
+        if src == dst and self.arg.type.same_kind(self.type):  # (Arrays: also shape, dtype)
             return av
         if src == Int.name and dst == Float.name:
             return sql_template("CAST({a} AS REAL)", a=av)

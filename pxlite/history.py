@@ -12,7 +12,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, jobs, versions, writes
+from . import catalog, indexing, jobs, versions, writes
 from .catalog import TableMeta
 from .errors import AlreadyExistsError, SchemaError, VersionError, check_choice
 from .results import ResultSet, UpdateStatus
@@ -40,6 +40,7 @@ def revert(places: Places, meta: TableMeta, to: int | None = None) -> UpdateStat
         _settle_jobs(db, current)
         target = versions.revert_target(db, current) if to is None else to
         versions.revert(db, current, target)
+        indexing.settle(db, catalog.load_table(db, meta.path))  # indexes follow their vectors
     rec = db.query("SELECT inserts + updates + deletes FROM px_versions WHERE table_id = ? AND "
                    "version = ?", (meta.id, op.version)) if op.version is not None else []
     return UpdateStatus("Reverted", rec[0][0] if rec else 0, 0, time.perf_counter() - t0)

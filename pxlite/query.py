@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from . import catalog, queryplan
+from . import catalog, embeddings, queryplan, vecsearch
 from .catalog import TableMeta
 from .errors import NotFoundError, SchemaError, check_choice
 from .exprs import ColumnRef, Expr, Literal
@@ -391,8 +391,46 @@ class Query:
             s.recheck(meta)
         return metas
 
-    def _clauses(self, metas: list[TableMeta]) -> Clauses:
-        """The query's clauses bound to ``metas`` (see module docstring)."""
+    def _clauses(self, metas: list[TableMeta], *, bind: bool = True) -> Clauses:
+        """The query's clauses bound to ``metas`` (see module docstring); ``bind``: with their
+        similarities bound to their indexes (see pxlite.embeddings.bind)."""
+        c = self._unbound_clauses(metas)
+        if bind:
+            exprs = [e for _, e in c.outputs] + [e for e, _ in c.order] + (c.group or []) + [
+                x for x in (c.where, *(t.on for t in c.tables)) if x is not None]
+            embeddings.bind_all(exprs, self._source.db, self._source.settings)
+        return c
+
+    def _searched(self, clauses: Clauses) -> tuple[Clauses, str | None]:
+        """A query ordered first by a similarity: its rows found by an exact top-k over the
+        index (pxlite.vecsearch.TopK) among the rows its where() selects, and the query
+        rewritten to read just those; with a line saying so for explain()."""
+        search = vecsearch.TopK.of(clauses)
+        if search is None:
+            return clauses, None
+        return search.run(self._source.db, None if clauses.where is None
+                          else lambda: self._matching(clauses))
+
+    def _matching(self, clauses: Clauses) -> list[int]:
+        """The rowids, in order, of the rows the where() of ``clauses`` selects (its Python
+        parts evaluated too)."""
+        db = self._source.db
+        p = queryplan.build(clauses._replace(outputs=[], order=[], limit=None, offset=None))
+        if not p.needs_rows:  # SQLite evaluates the whole where(): its rowids, as they come
+            return [r[0] for r in db.query(p.sql, p.params)]
+        cursor = db.execute(p.sql, p.params)
+        resolver = Resolver(self._source.settings(), self._source.media_folder)
+        return [r[0] for r in Run(p, resolver, self._label(), rowids=True).rows(db, cursor)]
+
+    def _built(self, clauses: Clauses) -> tuple[Clauses, Plan]:
+        """The plan of ``clauses`` (a similarity search found first, see _searched)."""
+        clauses, note = self._searched(clauses)
+        p = queryplan.build(clauses)
+        if note is not None:
+            p.python.insert(0, note)
+        return clauses, p
+
+    def _unbound_clauses(self, metas: list[TableMeta]) -> Clauses:
         views = [queryplan.shifted(m, i * _SHIFT) for i, m in enumerate(metas)]
         by_id = {m.id: v for m, v in zip(metas, views, strict=True)}
         for s, v in zip(self._sources, views, strict=True):
@@ -426,7 +464,7 @@ class Query:
         what runs in Python and why (see :mod:`pxlite.queryplan`). Runs nothing."""
         metas = self._load()
         with self._source.db.read():
-            return queryplan.build(self._clauses(self._checked(metas)))
+            return self._built(self._clauses(self._checked(metas)))[1]
 
     def collect_sql(self) -> tuple[str, list[Any]]:
         """The SQL statement ``collect()`` runs, with its parameters (the plan twin)."""
@@ -442,7 +480,7 @@ class Query:
         db = self._source.db
         metas = self._load()
         with db.read():
-            p = queryplan.build(self._clauses(self._checked(metas)))
+            p = self._built(self._clauses(self._checked(metas)))[1]
             register_functions(db)
             steps = db.query(f"EXPLAIN QUERY PLAN {p.sql}", p.params)
         lines = [f"Query on {self._label()}", f"SQL: {p.sql}"]
@@ -460,7 +498,7 @@ class Query:
     def _shape(self) -> tuple[list[str], list[ColumnType]]:
         metas = self._load()
         with self._source.db.read():
-            c = self._clauses(self._checked(metas))
+            c = self._clauses(self._checked(metas), bind=False)
         return [n for n, _ in c.outputs], [e.type for _, e in c.outputs]
 
     @property
@@ -481,7 +519,7 @@ class Query:
             clauses = self._clauses(self._checked(metas))
             if reverse:
                 clauses = clauses._replace(reverse=True)
-            p = queryplan.build(clauses)
+            clauses, p = self._built(clauses)
             if clauses.sample is not None:
                 register_functions(db)
             cursor = db.execute(p.sql, p.params)
@@ -669,7 +707,7 @@ def _default_outputs(views: list[TableMeta]) -> list[tuple[str, Expr]]:
     used: set[str] = set()
     for v in views:
         for c in v.columns:
-            if c.pending:
+            if c.pending or c.hidden:
                 continue
             name, k = c.name, 1
             while name in used:

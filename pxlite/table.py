@@ -16,13 +16,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import apsw
-
 from . import (
     catalog,
     display,
     executors,
     history,
+    indexing,
     jobs,
     maintenance,
     media,
@@ -170,7 +169,7 @@ class Table:
         meta = self._meta()
         cols: dict[str, Any] = {}
         for c in meta.columns:
-            if c.pending:
+            if c.pending or c.hidden:
                 continue
             computed = None
             if c.expr:
@@ -182,9 +181,11 @@ class Table:
                             "computed_with": computed, "is_stored": c.stored,
                             "destination": c.destination}
         names = {c.col_id: c.name for c in meta.columns}
+        embedding = indexing.metadata(self._conn.db, meta)
         indexes = {i.name: {"name": i.name, "columns": [names[i.col_id]], "index_type": i.kind,
-                            "parameters": None}
-                   for i in catalog.indexes(self._conn.db, meta)}
+                            "parameters": embedding[i.id].describe() if i.id in embedding
+                            else None}
+                   for i in indexing.listed(self._conn.db, meta)}
         view = views.info(self._conn.db, meta)
         last = history.get_versions(self._conn.db, meta, 1)  # versions.py (None: unversioned)
         return {"id": meta.uid, "name": self._name, "path": self._path, "kind": view["kind"],
@@ -199,7 +200,7 @@ class Table:
 
     def columns(self) -> list[str]:
         """The names of the table's columns (a pending computed column is not one yet)."""
-        return [c.name for c in self._meta().columns if not c.pending]
+        return [c.name for c in self._meta().columns if not (c.pending or c.hidden)]
 
     def _describe_rows(self) -> list[display.ColumnInfo]:
         """Per column: name, type, the expression computing it (with an unfinished add's
@@ -208,6 +209,8 @@ class Table:
         settings = self._conn.settings()
         rows = []
         for c in meta.columns:
+            if c.hidden:  # an index's vectors: shown with the index, not as a column
+                continue
             expr = ""
             if c.expr:
                 try:
@@ -333,6 +336,7 @@ class Table:
                 jobs.drop_pending(op, col)
                 return
             views.check_drop_column(db, meta, col)
+            indexing.drop_indexes_of(op, col)  # its embedding indexes go with it
             deps = jobs.dependents(meta, col.col_id)
             if deps:
                 raise SchemaError(
@@ -487,10 +491,10 @@ class Table:
             meta, db = op.meta, self._conn.db
             if column is not None:
                 col = meta.column(self._name_of(column))
-                found = [i for i in catalog.indexes(db, meta) if i.col_id == col.col_id]
+                found = [i for i in indexing.listed(db, meta) if i.col_id == col.col_id]
                 what = f"column {col.name!r}"
             else:
-                found = [i for i in catalog.indexes(db, meta) if i.name == idx_name]
+                found = [i for i in indexing.listed(db, meta) if i.name == idx_name]
                 what = f"the name {idx_name!r}"
             if not found:
                 if if_not_exists == "ignore":
@@ -500,7 +504,50 @@ class Table:
             if len(found) > 1:
                 raise SchemaError(f"column {column!r} of {self._path!r} has several indexes ("
                                   f"{', '.join(i.name for i in found)}); drop one by idx_name=")
-            catalog.drop_index(db, found[0])
+            if found[0].kind == "embedding":
+                indexing.drop_in(op, found[0])
+            else:
+                catalog.drop_index(db, found[0])
+
+    def add_embedding_index(self, column: str | ColumnRef, *, idx_name: str | None = None,
+                            embedding: Any = None, string_embed: Any = None,
+                            image_embed: Any = None, metric: str = "cosine",
+                            precision: str = "fp16", if_exists: str = "error",
+                            executor: Any = None) -> None:
+        """Add an embedding index on a String, Image or Array column (Pixeltable's
+        ``add_embedding_index``), for ``col.similarity(...)`` searches.
+
+        ``embedding`` (or ``string_embed`` / ``image_embed``) is a ``@pxl.udf`` taking one
+        string or image and returning a 1-dimensional float Array (``-> pxl.Array[(512,),
+        pxl.Float]``); an Array column of precomputed vectors needs none (a string_embed=
+        lets it take string queries). ``metric``: 'cosine', 'ip' (inner product) or 'l2';
+        ``precision``: 'fp16' or 'fp32', how the vectors are stored. ``if_exists``: 'error',
+        'ignore' or 'replace' an index of that name (or, without ``idx_name``, an identical
+        one on the column).
+
+        The vectors live in the database file, beside their rows: computed for the existing
+        rows as a long operation (brief commits, on ``executor`` like add_computed_column,
+        resumable by running the same call again), then kept current in the same transaction
+        as every insert, update and delete. Searches are exact (see the README's "Similarity
+        search")."""
+        with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
+            col = op.meta.column(self._name_of(column))
+            if col.pending or col.hidden:
+                raise SchemaError(f"cannot index column {col.name!r} of {self._path!r}: it is "
+                                  "not a complete column of the table")
+        indexing.add_embedding_index(
+            self._conn.places, self._meta(), col, idx_name=idx_name, embedding=embedding,
+            string_embed=string_embed, image_embed=image_embed, metric=metric,
+            precision=precision, if_exists=if_exists, executor=executor)
+
+    def drop_embedding_index(self, *, column: str | ColumnRef | None = None,
+                             idx_name: str | None = None, if_not_exists: str = "error") -> None:
+        """Drop an embedding index, given by its column (which must have only one) or by its
+        name (Pixeltable's ``drop_embedding_index``); its vectors go with it."""
+        meta = self._meta()
+        col = None if column is None else meta.column(self._name_of(column))
+        indexing.drop_embedding_index(self._conn.places, meta, column=col, idx_name=idx_name,
+                                      if_not_exists=if_not_exists)
 
     # ---- writes --------------------------------------------------------------------------------
     def insert(self, rows: Iterable[dict[str, Any]] | None = None, /, *,
@@ -926,37 +973,28 @@ def _insert_keyed(db: Any, meta: TableMeta, inputs: list[ColumnMeta], sql: str,
                   params: Iterable[Any]) -> None:
     """executemany an insert; on a table with a primary key, a row SQLite refuses as a
     duplicate key is an AlreadyExistsError naming the row and its key."""
-    if not meta.primary_key:
-        db.executemany(sql, params)
-        return
-    tracked = keys.Tracked(params)
-    try:
-        db.executemany(sql, tracked)
-    except apsw.ConstraintError as e:
-        raise keys.duplicate_error(meta, inputs, tracked) from e
+    keys.executemany(db, sql, params, bool(meta.primary_key),
+                     lambda tracked: keys.duplicate_error(meta, inputs, tracked))
 
 
 def _update_keyed(db: Any, meta: TableMeta, cols: list[ColumnMeta], batch: list[list[Any]]
                   ) -> None:
     """executemany update()'s cells; on a table with a primary key, an update SQLite refuses
     as a duplicate key is an AlreadyExistsError naming the row and the key it would get."""
-    sql = plan.update_cells(meta, cols)
-    if not meta.primary_key or not any(c.col_id in meta.primary_key for c in cols):
-        db.executemany(sql, batch)
-        return
-    tracked = keys.Tracked(batch)
-    try:
-        db.executemany(sql, tracked)
-    except apsw.ConstraintError as e:
+
+    def duplicate(tracked: keys.Tracked) -> AlreadyExistsError:
         row = tracked.last
         new = {c.col_id: row[3 * j] for j, c in enumerate(cols)}
         current = db.query(*plan.select(meta, meta.key_columns, Rows.ids([row[-1]])))
         values = [new.get(c.col_id, current[0][1 + i] if current else None)
                   for i, c in enumerate(meta.key_columns)]
-        raise AlreadyExistsError(
+        return AlreadyExistsError(
             f"update of {meta.path!r}: row {row[-1]} would get primary key "
             f"{keys.describe_key(meta.key_columns, values)}, which another row has (or the "
-            "update gives several rows); nothing was updated") from e
+            "update gives several rows); nothing was updated")
+
+    keys.executemany(db, plan.update_cells(meta, cols), batch,
+                     any(c.col_id in meta.primary_key for c in cols), duplicate)
 
 
 def _bad_keys(path: str, i: int, bad: set[str], computed: set[str], known: set[str]) -> None:

@@ -13,8 +13,10 @@ import datetime as _dt
 import json
 import math
 import numbers
+import re
 from typing import Any, ClassVar
 
+from . import vectors
 from .errors import SchemaError
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
@@ -314,6 +316,69 @@ class DocumentType(MediaType):
     kind = "document"
 
 
+class ArrayType(ColumnType):
+    """A numpy array of a fixed element type (``dtype``) and shape (a ``None`` dimension is
+    free; ``shape=None``: any shape), stored as a compact BLOB (see :mod:`pxlite.vectors`).
+    ``pxl.Array[(512,), pxl.Float]`` is a 512-float32 vector, Pixeltable's spelling."""
+
+    name = "Array"
+    sql_type = "BLOB"
+    stored_as = (bytes,)
+
+    def __init__(self, shape: Any = None, dtype: Any = "float32", nullable: bool = True) -> None:
+        super().__init__(nullable)
+        self.shape = vectors.check_shape(shape)
+        self.dtype = vectors.check_dtype(_ARRAY_DTYPES.get(id(dtype), dtype))
+
+    def __repr__(self) -> str:
+        base = f"Array[{vectors.shape_text(self.shape)}, {self.dtype}]"
+        return base if self.nullable else f"Required[{base}]"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ArrayType) and other.nullable == self.nullable
+                and other.shape == self.shape and other.dtype == self.dtype)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.nullable, self.shape, self.dtype))
+
+    def with_nullable(self, nullable: bool) -> ColumnType:
+        return ArrayType(self.shape, self.dtype, nullable)
+
+    def same_kind(self, other: ColumnType) -> bool:
+        return isinstance(other, ArrayType) and (other.shape, other.dtype) == (self.shape,
+                                                                                 self.dtype)
+
+    def to_sql(self, value: Any) -> bytes:
+        return vectors.encode(value, self.shape, self.dtype, self.expect())
+
+    def from_sql(self, value: Any) -> Any:
+        return vectors.decode(value, self.shape, self.dtype)
+
+    def expect(self) -> str:
+        shape = "any shape" if self.shape is None else f"shape {vectors.shape_text(self.shape)}"
+        return f"an array of {shape} and dtype {self.dtype} ({self!r})"
+
+
+class _ArrayFactory:
+    """``pxl.Array[(512,), pxl.Float]``, ``pxl.Array[(None, 3), pxl.Int]``,
+    ``pxl.Array[pxl.Float]`` (any shape): an Array column type."""
+
+    def __getitem__(self, spec: Any) -> ArrayType:
+        if isinstance(spec, tuple) and len(spec) == 2 and \
+                not isinstance(spec[1], (int, type(None))):
+            return ArrayType(spec[0], spec[1])
+        if isinstance(spec, (tuple, int)):
+            raise SchemaError(f"Array[{spec!r}]: give a shape and an element type, e.g. "
+                              "pxl.Array[(512,), pxl.Float]")
+        return ArrayType(None, spec)
+
+    def __repr__(self) -> str:
+        return "Array"
+
+
+Array = _ArrayFactory()
+
+
 _ALL: dict[str, type[ColumnType]] = {
     c.name: c
     for c in (IntType, FloatType, StringType, BoolType, TimestampType, DateType, JsonType,
@@ -331,6 +396,12 @@ Image = ImageType()
 Video = VideoType()
 Audio = AudioType()
 Document = DocumentType()
+
+#: pxl.Float, pxl.Int and pxl.Bool as an Array's element type (by identity: they are instances).
+_ARRAY_DTYPES: dict[int, str] = {id(Float): "float32", id(Int): "int64", id(Bool): "bool",
+                                 id(FloatType): "float32", id(IntType): "int64",
+                                 id(BoolType): "bool", id(float): "float32", id(int): "int64",
+                                 id(bool): "bool"}
 
 
 class _RequiredFactory:
@@ -360,6 +431,9 @@ def as_type(t: Any) -> ColumnType:
     type."""
     if isinstance(t, ColumnType):
         return t
+    if t is Array:
+        raise SchemaError("pxl.Array needs a shape and an element type, e.g. "
+                          "pxl.Array[(512,), pxl.Float]")
     if isinstance(t, type) and issubclass(t, ColumnType) and t in _ALL.values():
         return t()
     if isinstance(t, str):
@@ -379,10 +453,28 @@ def parse_type(s: str) -> ColumnType:
     s = s.strip()
     if s.startswith("Required[") and s.endswith("]"):
         return parse_type(s[len("Required["):-1]).with_nullable(False)
+    if s.startswith("Array[") and s.endswith("]"):
+        return _parse_array(s)
     cls = _ALL.get(s)
     if cls is None:
         raise SchemaError(f"unknown column type {s!r}; known types: {', '.join(_ALL)}")
     return cls()
+
+
+_ARRAY_TEXT = re.compile(r"Array\[(None|\((?:\s*(?:None|\d+)\s*,)*\s*(?:None|\d+)?\s*\)),"
+                         r"\s*([a-z0-9]+)\]\Z")
+
+
+def _parse_array(s: str) -> ArrayType:
+    """``'Array[(512,), float32]'`` (the catalog's text of an Array type) back into the type."""
+    m = _ARRAY_TEXT.match(s)
+    if m is None:
+        raise SchemaError(f"unknown column type {s!r}; an Array type reads like "
+                          "'Array[(512,), float32]'")
+    dims = m.group(1)
+    shape = None if dims == "None" else tuple(
+        None if d.strip() == "None" else int(d) for d in dims[1:-1].split(",") if d.strip())
+    return ArrayType(shape, m.group(2))
 
 
 def type_of_value(value: Any) -> ColumnType:

@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parents[1] / "pxlite"
 LAYERS: dict[str, int] = {
     "pxlite.errors": 0, "pxlite.faults": 0, "pxlite.redact": 0,
     "pxlite.config": 1, "pxlite.types": 1, "pxlite.progress": 1,
-    "pxlite.sqlcall": 1, "pxlite.jsonpath": 1,
+    "pxlite.sqlcall": 1, "pxlite.jsonpath": 1, "pxlite.vectors": 1, "pxlite.vecsql": 1,
     "pxlite.db": 2, "pxlite.storage": 2, "pxlite.cache": 2,
     "pxlite.catalog": 3, "pxlite.places": 3, "pxlite.media": 3, "pxlite.results": 3,
     "pxlite.imagegen": 3,
@@ -25,8 +25,10 @@ LAYERS: dict[str, int] = {
     "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.uda": 4, "pxlite.functions": 4,
     "pxlite.iterators": 4,
     "pxlite.plan": 5, "pxlite.writes": 5, "pxlite.queryplan": 5, "pxlite.versions": 5,
+    "pxlite.embeddings": 5, "pxlite.vecsearch": 5,
     "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6, "pxlite.jobs": 6,
     "pxlite.query": 6, "pxlite.queryrun": 6, "pxlite.io.keys": 6, "pxlite.history": 6,
+    "pxlite.indexing": 6,
     "pxlite.backup": 6, "pxlite.views": 6,
     "pxlite.table": 7, "pxlite.maintenance": 7, "pxlite.snapshots": 7,
     # io: imports and exports use tables as a user does (create_table, insert, queries);

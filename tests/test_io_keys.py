@@ -191,6 +191,7 @@ def test_version_2_catalog_is_migrated(tmp_path):
     con.execute("ALTER TABLE px_tables DROP COLUMN primary_key")  # what schema 2 had
     con.execute("DROP TABLE px_table_uids")
     con.execute("DROP TABLE px_writers")
+    con.execute("DROP TABLE px_indexes")  # schema 5's (its params: schema 7's)
     con.execute("PRAGMA user_version = 2")
     con.commit()
     con.close()

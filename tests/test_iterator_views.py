@@ -287,3 +287,25 @@ def test_a_revert_of_the_base_makes_the_frames_again(db, media, opened):
     assert f.select(f.angle, f.pos_frame, f.frame.fileurl).collect().to_dicts() == before
     assert opened["b.mp4"] == 2  # decoded again for the row the revert brought back
     assert db.check().ok
+
+
+@pxl.udf
+def mean_colour(img: Image.Image) -> pxl.Array[(3,), pxl.Float]:
+    import numpy as np
+
+    return np.asarray(img.convert("RGB"), dtype=np.float32).mean(axis=(0, 1)) / 255
+
+
+def test_an_embedding_index_over_frames_follows_the_videos(db, media):
+    t, f = _frames(db, media)
+    f.add_embedding_index(f.frame, image_embed=mean_colour)
+    with frame_iterator(str(media["b"]), fps=2) as it:
+        probe = [r["frame"] for r in it][-1]
+    sim = f.frame.similarity(image=probe)
+    best = f.order_by(sim, asc=False).limit(1).select(f.angle, f.pos_frame).collect()
+    assert best.to_dicts() == [{"angle": 1, "pos_frame": 40}]
+    t.delete(where=t.angle == 1)  # its frames leave the index with the rows
+    assert f.order_by(sim, asc=False).limit(1).select(f.angle).collect()["angle"] == [0]
+    t.insert([{"video": str(media["b"]), "angle": 5}])  # new frames, their vectors too
+    assert f.order_by(sim, asc=False).limit(1).select(f.angle).collect()["angle"] == [5]
+    assert db.check().ok

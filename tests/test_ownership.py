@@ -187,6 +187,7 @@ def test_schema_1_database_is_migrated_to_relative_references(tmp_path):
             db.db.execute("DROP TABLE px_table_uids")  # schema 3's
             db.db.execute("DROP TABLE px_writers")
             db.db.execute("ALTER TABLE px_tables DROP COLUMN primary_key")  # schema 4's
+            db.db.execute("DROP TABLE px_indexes")  # schema 5's (its params: schema 7's)
             db.db.sqlite.pragma("user_version", 1)
     with pxl.connect(db_path) as db:
         meta = catalog.load_table(db.db, "t")

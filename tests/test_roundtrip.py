@@ -148,3 +148,84 @@ def test_expression_serialization(expr, n, x, s):
     row2 = RowContext({1: n, 2: x, 3: s, 4: "file:///x.jpg"}, None, _Media())
     assert back.eval(row) == expr.eval(row2)
     assert (back.sql() is None) == (expr.sql() is None)
+
+
+# ---- Array values and Array expressions ---------------------------------------------------------
+_ARRAY_DTYPES = {"float16": st.floats(width=16, allow_nan=False),
+                 "float32": st.floats(width=32, allow_nan=False),
+                 "float64": st.floats(allow_nan=False),
+                 "int8": st.integers(-128, 127), "int64": st.integers(-(2**63), 2**63 - 1),
+                 "uint16": st.integers(0, 2**16 - 1), "bool": st.booleans()}
+
+
+@st.composite
+def _array_case(draw):
+    import numpy as np
+
+    dtype = draw(st.sampled_from(sorted(_ARRAY_DTYPES)))
+    ndim = draw(st.integers(1, 3))
+    dims = tuple(draw(st.integers(0, 4)) for _ in range(ndim))
+    free = draw(st.lists(st.booleans(), min_size=ndim, max_size=ndim))
+    shape = tuple(None if f else d for d, f in zip(dims, free, strict=True))
+    if 0 in shape:  # a type's fixed sizes are positive; a value's free ones may be 0
+        shape = tuple(None if d == 0 else d for d in shape)
+    size = int(np.prod(dims))
+    flat = draw(st.lists(_ARRAY_DTYPES[dtype], min_size=size, max_size=size))
+    return shape, dtype, np.array(flat, dtype=dtype).reshape(dims)
+
+
+@given(_array_case())
+@settings(max_examples=150, deadline=None)
+def test_array_values_round_trip(case):
+    shape, dtype, value = case
+    t = pxl.Array[shape, dtype]
+    from pxlite.types import parse_type
+
+    assert parse_type(repr(t)) == t
+    back = t.from_sql(t.to_sql(value))
+    assert back.dtype == value.dtype and back.shape == value.shape
+    assert back.tobytes() == value.tobytes()
+
+
+def test_array_columns_round_trip_through_a_table(tmp_path_factory):
+    import numpy as np
+
+    db = pxl.connect(tmp_path_factory.mktemp("arr") / "a.pxl")
+    counter = iter(range(10**9))
+    tables: dict[tuple, object] = {}
+
+    @_SETTINGS
+    @given(_array_case())
+    def check(case):
+        shape, dtype, value = case
+        key = (shape, dtype)
+        if key not in tables:
+            tables[key] = db.create_table(f"t{len(tables)}", {"v": pxl.Array[shape, dtype],
+                                                               "k": pxl.Int})
+        t = tables[key]
+        k = next(counter)
+        t.insert([{"v": value, "k": k}, {"v": None, "k": k}])
+        back = t.where(t.k == k).order_by(t.v.is_null()).select(t.v).collect()["v"]
+        assert back[1] is None and np.array_equal(back[0], value)
+
+    check()
+    db.close()
+
+
+@given(st.sampled_from(["float16", "float32", "float64"]), st.integers(1, 64))
+@settings(max_examples=30, deadline=None)
+def test_array_cast_expressions_serialize(dtype, dim):
+    from pxlite.catalog import ColumnMeta, TableMeta
+    from pxlite.exprs import ColumnRef
+    from pxlite.types import ArrayType
+
+    meta = TableMeta(id=1, uid="u", path="t", columns=[
+        ColumnMeta(1, "v", 0, ArrayType((dim,), "float32"))])
+    expr = ColumnRef(meta, meta.columns[0]).astype(pxl.Array[(dim,), dtype])
+    back = from_json(json.loads(json.dumps(expr.to_json())), meta)
+    assert repr(back) == repr(expr) and back.type == expr.type
+    import numpy as np
+
+    raw = np.arange(dim, dtype=np.float32).tobytes()
+    out = back.eval(RowContext({1: raw}))
+    assert out.dtype == np.dtype(dtype) and out.tolist() == list(range(dim))

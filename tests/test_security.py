@@ -312,10 +312,14 @@ SQL_FRAGMENTS = {
     # and the lists of c<id> names / OLD.c<id> built in the same function
     r"(meta|data)\.log_sql", r"data\.sql", r"int\([a-z_.]+\)", r"sql_(table|col)", r"olds",
     r"images", r"', '\.join\(watched\)", r"sql_(names?|type|cols)", r"capture", r"view_name",
+    # embedding indexes: the change log x_<index id> and its trigger suffixes (a fixed tuple),
+    # an integer constant, the trim statement built from them, vector columns c<id>
+    r"log", r"vector_log\(idx\)", r"suffix", r"LOG_KEEP", r"trim",
+    r"(sim\.vref\.col|vcol)\.sql", r"self\.table\.sql", r"vec_col", r"body",
     # views (views/): a table's data table t_<id> (``store``), a view's SQL view v_<id>
     # (``sql``), its bases' t_<id>/_r<id> and the trigger names and log rows from ids
     r"((self\.)?view\.)?(meta|base)\.(sql|store)", r"meta\.store", r"same", r"view_id",
-    r"meta\.id", r"(table|base|col)_id", r"after", r"log", r"data", r"trigger", r"_LOG",
+    r"meta\.id", r"(table|base|col)_id", r"after", r"data", r"trigger", r"_LOG",
     r"', '\.join\('\?' \* \(len\(columns\) \+ 2\)\)", r"INSERTED|DELETED",
     r"' '\.join\(joins\)",
 }

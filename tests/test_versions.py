@@ -11,6 +11,7 @@ from PIL import Image
 
 import pxlite as pxl
 from pxlite import catalog
+from pxlite.db import SCHEMA_VERSION
 from pxlite.errors import SchemaError, VersionError
 from pxlite.results import ResultSet
 
@@ -209,11 +210,14 @@ def test_a_database_from_before_versions_starts_with_a_baseline(tmp_path):
         t = db.create_table("t", {"n": pxl.Int})
         t.insert([{"n": 1}, {"n": 2}])
         meta = catalog.load_table(db.db, "t")
-    con = sqlite3.connect(p)  # what a schema-3 file holds: no versions, no undo log
+    con = sqlite3.connect(p)  # what a schema-5 file holds: no versions, no undo log
     for name in ("px_versions", "px_dropped_columns", "px_version_policy", "px_snapshots",
                  f"h_{meta.id}"):
         con.execute(f"DROP TABLE {name}")
+    con.execute("ALTER TABLE px_indexes DROP COLUMN params")  # (schema 7)
+    con.execute("DROP TABLE px_views")  # (schema 8)
     con.execute("PRAGMA user_version = 5")  # the schema before versions (6 added them)
+    assert SCHEMA_VERSION == 8
     con.commit()
     con.close()
     with pxl.connect(p, config={"version_retention_days": 30}) as db:

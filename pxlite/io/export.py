@@ -42,7 +42,7 @@ class _Rows:
         if hasattr(what, "batch_update"):  # a Table: its stored columns, read in keyset batches
             self.conn: Connection = what._conn
             self.meta = catalog.load_table(self.conn.db, what._path)
-            self.cols = [c for c in self.meta.columns if c.stored and not c.pending]
+            self.cols = [c for c in self.meta.columns if c.stored and not (c.pending or c.hidden)]
             self.names = [c.name for c in self.cols]
             self.types: list[ColumnType] = [c.type for c in self.cols]
             self.query = None

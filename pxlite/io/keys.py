@@ -15,10 +15,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import apsw
+
 from .. import catalog, plan, writes
 from ..catalog import ColumnMeta, TableMeta
 from ..compute import compute_rows
-from ..errors import AlreadyExistsError, NotFoundError, SchemaError, check_choice, check_on_error
+from ..errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    PxliteError,
+    SchemaError,
+    check_choice,
+    check_on_error,
+)
 from ..ingest import INPUT_ERRORS, MediaInput, failed_input
 from ..plan import Rows
 from ..results import UpdateStatus
@@ -96,6 +105,21 @@ class Tracked:
         self.last = next(self._it)
         self.count += 1
         return self.last
+
+
+def executemany(db: Any, sql: str, params: Iterable[Any], keyed: bool,
+                duplicate: Callable[[Tracked], PxliteError]) -> None:
+    """``db.executemany(sql, params)``; when ``keyed`` (the statement writes a primary key), a
+    row SQLite refuses on a unique constraint raises ``duplicate(tracked)``: the error that
+    names the row (``tracked.last``) and its key."""
+    if not keyed:
+        db.executemany(sql, params)
+        return
+    tracked = Tracked(params)
+    try:
+        db.executemany(sql, tracked)
+    except apsw.ConstraintError as e:
+        raise duplicate(tracked) from e
 
 
 def duplicate_error(meta: TableMeta, inputs: Sequence[ColumnMeta], tracked: Tracked

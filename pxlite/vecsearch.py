@@ -1,0 +1,403 @@
+"""Exact similarity searches over an embedding index's vectors held in memory.
+
+A search reads an index's vectors (a column of the table, see :mod:`pxlite.embeddings`) once
+into a float32 matrix per connection (:class:`Vectors`, rows normalised for the cosine metric),
+and afterwards applies only the rows the index's change log lists since (SQL triggers log every
+write to the table, whoever makes it). A query ordered first by a similarity (:class:`TopK`) is
+then one matrix-vector product over the rows its ``where()`` selects, and an exact top-k, ties
+broken by rowid; the query is rewritten to read just those rows, in that order, with the
+similarities found.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .catalog import ColumnMeta, TableMeta
+from .embeddings import EmbeddingIndex, SimilarityExpr
+from .errors import SchemaError
+from .exprs import Expr, RowContext
+from .types import Bool, Float
+from .uda import aggregates_in
+from .vectors import numpy
+
+if TYPE_CHECKING:
+    from .db import Database
+    from .queryplan import Clauses
+
+
+# ---- the vectors in memory -----------------------------------------------------------------------
+class Vectors:
+    """One index's vectors held in memory for one connection: the rows that have one (sorted
+    rowids), their float32 matrix (rows normalised for cosine), and the change-log entry they
+    reflect."""
+
+    def __init__(self, index: EmbeddingIndex, np: Any) -> None:
+        self.index, self.np = index, np
+        self.rowids = np.zeros(0, dtype=np.int64)
+        self.buf = np.zeros((0, index.dim), dtype=np.float32)
+        self.n = 0
+        self.alive = np.zeros(0, dtype=bool)
+        self.dead = 0
+        self.sq = np.zeros(0, dtype=np.float32)   # squared norms (l2)
+        self.seq = -1
+        self.schema = -1
+
+    @property
+    def matrix(self) -> Any:
+        return self.buf[:self.n]
+
+    def _prepared(self, blobs: list[bytes]) -> Any:
+        np = self.np
+        dt = np.dtype(self.index.dtype).newbyteorder("<")
+        m = np.frombuffer(b"".join(blobs), dtype=dt).reshape(len(blobs), self.index.dim)
+        m = m.astype(np.float32)
+        if self.index.metric == "cosine":
+            norms = np.linalg.norm(m, axis=1, keepdims=True)
+            norms[norms == 0] = 1.0
+            m /= norms
+        return m
+
+    def load(self, rows: list[tuple[int, bytes]]) -> None:
+        """All vectors anew: ``(rowid, blob)`` in rowid order."""
+        np = self.np
+        self.rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        self.buf = self._prepared([r[1] for r in rows]) if rows else \
+            np.zeros((0, self.index.dim), dtype=np.float32)
+        self.n = len(rows)
+        self.alive = np.ones(self.n, dtype=bool)
+        self.dead = 0
+        self._norms()
+
+    def _norms(self) -> None:
+        if self.index.metric == "l2":
+            m = self.matrix
+            self.sq = self.np.einsum("ij,ij->i", m, m)
+
+    def apply(self, rows: dict[int, bytes | None]) -> bool:
+        """Apply changed rows (rowid -> new blob, None: gone or without a vector); False when
+        that needs a reload instead (a new row before the last one: a reused rowid)."""
+        np = self.np
+        ids = np.fromiter(rows, dtype=np.int64, count=len(rows))
+        pos = np.searchsorted(self.rowids[:self.n], ids)
+        known = (pos < self.n) & (self.rowids[np.minimum(pos, max(self.n - 1, 0))] == ids) \
+            if self.n else np.zeros(len(ids), dtype=bool)
+        last = int(self.rowids[self.n - 1]) if self.n else -(2**63)
+        new = [(int(r), rows[int(r)]) for r, k in zip(ids, known, strict=True) if not k
+               and rows[int(r)] is not None]
+        if any(r <= last for r, _ in new):
+            return False
+        upd = [(int(p), rows[int(r)]) for r, p, k in zip(ids, pos, known, strict=True) if k]
+        for p, b in upd:
+            if b is None:
+                if self.alive[p]:
+                    self.alive[p] = False
+                    self.dead += 1
+            else:
+                self.buf[p] = self._prepared([b])[0]
+                if not self.alive[p]:
+                    self.alive[p] = True
+                    self.dead -= 1
+        if new:
+            new.sort()
+            add = self._prepared([b for _, b in new])  # type: ignore[misc]
+            need = self.n + len(new)
+            if need > len(self.buf):
+                grown = np.zeros((max(need, 2 * len(self.buf)), self.index.dim),
+                                 dtype=np.float32)
+                grown[:self.n] = self.matrix
+                self.buf = grown
+                self.rowids = np.resize(self.rowids, len(grown))
+                self.alive = np.resize(self.alive, len(grown))
+            self.buf[self.n:need] = add
+            self.rowids[self.n:need] = [r for r, _ in new]
+            self.alive[self.n:need] = True
+            self.n = need
+        if self.dead > max(64, self.n // 4):  # compact
+            keep = self.alive[:self.n]
+            self.buf = self.matrix[keep].copy()
+            self.rowids = self.rowids[:self.n][keep].copy()
+            self.n = len(self.rowids)
+            self.alive = np.ones(self.n, dtype=bool)
+            self.dead = 0
+        self._norms()
+        return True
+
+    def positions(self, rowids: Any) -> tuple[Any, Any]:
+        """Where rows (sorted rowids) are in the matrix: ``(positions, found mask)``."""
+        np = self.np
+        ids = np.asarray(rowids, dtype=np.int64)
+        if not self.n:
+            return np.zeros(0, dtype=np.int64), np.zeros(len(ids), dtype=bool)
+        pos = np.searchsorted(self.rowids[:self.n], ids)
+        safe = np.minimum(pos, self.n - 1)
+        found = (pos < self.n) & (self.rowids[safe] == ids) & self.alive[safe]
+        return pos[found], found
+
+    def top(self, q: Any, k: int | None, closest_first: bool, positions: Any = None
+            ) -> tuple[list[int], list[float]]:
+        """The ``k`` rows (all: None) nearest ``q`` (farthest with ``closest_first`` False)
+        among ``positions`` (all rows: None), ties by rowid: their rowids and values."""
+        np = self.np
+        metric = self.index.metric
+        m = self.matrix if positions is None else self.buf[positions]
+        ids = self.rowids[:self.n] if positions is None else self.rowids[positions]
+        if metric == "cosine":
+            qn = q / (np.linalg.norm(q) or 1.0)
+            key = m @ qn
+        elif metric == "ip":
+            key = m @ q
+        else:
+            sq = self.sq if positions is None else self.sq[positions]
+            key = 2.0 * (m @ q) - sq  # larger: closer (|x - q|^2 = |x|^2 - 2x.q + |q|^2)
+        if not closest_first:
+            key = -key
+        if positions is None and self.dead:
+            key[~self.alive[:self.n]] = -np.inf
+        live = len(key) - (self.dead if positions is None else 0)
+        k = live if k is None else min(k, live)
+        if k <= 0:
+            return [], []
+        if k < len(key):
+            kth = key[np.argpartition(key, len(key) - k)[len(key) - k]]
+            sel = np.nonzero(key >= kth)[0]  # the k largest, and every tie at the boundary
+        else:
+            sel = np.nonzero(key > -np.inf)[0]
+        order = sel[np.lexsort((ids[sel], -key[sel]))][:k]
+        out_ids = ids[order]
+        if metric == "cosine" or metric == "ip":
+            vals = key[order] if closest_first else -key[order]
+        else:  # exact distances for the rows returned
+            vals = np.linalg.norm(m[order] - q, axis=1)
+        return [int(i) for i in out_ids], [float(v) for v in vals]
+
+
+_CACHES: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], Vectors]] = \
+    weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def vectors(db: Database, meta: TableMeta, index: EmbeddingIndex, vcol: ColumnMeta) -> Vectors:
+    """Inside a read transaction: the index's vectors in memory, current with the snapshot
+    (loaded once per connection, then only what the change log lists since)."""
+    np = numpy()
+    log = f"x_{index.id}"
+    hi, lo = db.query(f"SELECT max(seq), min(seq) FROM {log}")[0]
+    hi = hi or 0
+    schema = db.query("PRAGMA schema_version")[0][0]
+    writing = db.in_write_transaction()  # uncommitted rows: not remembered
+    key = (index.id, meta.sql)  # a version's view (time travel) is another set of rows
+    with _LOCK:
+        per_db = _CACHES.setdefault(db, {})
+        cached = per_db.get(key)
+        if cached is not None and cached.index.params == index.params and \
+                cached.schema == schema and cached.seq == hi and not writing:
+            return cached
+        if cached is not None and cached.index.params == index.params and \
+                cached.schema == schema and 0 <= cached.seq < hi and (lo or 0) <= cached.seq + 1 \
+                and not writing:
+            changed = [r[0] for r in db.query(
+                f"SELECT DISTINCT row FROM {log} WHERE seq > ?", (cached.seq,))]
+            if len(changed) <= max(1024, cached.n // 8):
+                found = dict(db.query(
+                    f"SELECT _rowid, {vcol.sql} FROM {meta.sql} WHERE _rowid IN "
+                    "(SELECT value FROM json_each(?))", (json.dumps(changed),)))
+                if cached.apply({r: _blob(found.get(r)) for r in changed}):
+                    cached.seq = hi
+                    return cached
+        fresh = Vectors(index, np)
+        fresh.load([(r[0], r[1]) for r in db.query(
+            f"SELECT _rowid, {vcol.sql} FROM {meta.sql} WHERE {vcol.sql} IS NOT NULL "
+            "ORDER BY _rowid") if isinstance(r[1], bytes)])
+        fresh.seq, fresh.schema = hi, schema
+        if not writing:
+            per_db[key] = fresh
+        return fresh
+
+
+def _blob(v: Any) -> bytes | None:
+    return v if isinstance(v, bytes) else None
+
+
+def forget(db: Database, index_id: int) -> None:
+    """Drop an index's vectors from this connection's memory (the index was dropped)."""
+    with _LOCK:
+        per_db = _CACHES.get(db, {})
+        for key in [k for k in per_db if k[0] == index_id]:
+            del per_db[key]
+
+
+# ---- top-k queries -------------------------------------------------------------------------------
+class _Lookup(Expr):
+    """A value per row from a mapping computed before the query (rowid -> value): the
+    similarities, and places, of the rows a top-k search found. Evaluated in Python."""
+
+    def __init__(self, table: TableMeta, values: dict[int, Any], rtype: Any, name: str) -> None:
+        self.table, self.values, self.type, self.name = table, values, rtype, name
+
+    #: Up to this many rows, SQLite computes the values itself (a CASE over the rowids): the
+    #: query then runs no Python per row. Beyond, Python looks them up (a CASE costs per row).
+    SQL_ROWS = 512
+
+    def sql(self) -> tuple[str, list[Any]] | None:
+        if not self.values or len(self.values) > self.SQL_ROWS:
+            return None
+        whens = " ".join("WHEN ? THEN ?" for _ in self.values)
+        return (f"(CASE {self.table.sql}._rowid {whens} END)",
+                [x for kv in self.values.items() for x in kv])
+
+    def eval(self, row: RowContext) -> Any:
+        return None if row.rowid is None else self.values.get(row.rowid)
+
+    def default_name(self) -> str:
+        return self.name
+
+    def to_json(self) -> dict[str, Any]:
+        raise SchemaError("a search's results cannot be stored")
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class _RowidIn(Expr):
+    """The rows a search found (their rowids), as a SQL condition."""
+
+    type = Bool
+
+    def __init__(self, table: TableMeta, rowids: list[int]) -> None:
+        self.table, self.rowids = table, rowids
+        self._set = set(rowids)
+
+    def sql(self) -> tuple[str, list[Any]]:
+        return (f"{self.table.sql}._rowid IN (SELECT value FROM json_each(?))",
+                [json.dumps(self.rowids)])
+
+    def eval(self, row: RowContext) -> Any:
+        return row.rowid in self._set
+
+    def to_json(self) -> dict[str, Any]:
+        raise SchemaError("a search's results cannot be stored")
+
+    def __repr__(self) -> str:
+        return f"rowid in <{len(self.rowids)} rows found>"
+
+
+class TopK:
+    """A query ordered first by a similarity: its rows come from an exact top-k over the
+    index's vectors in memory, among the rows its ``where()`` selects (see :meth:`run`)."""
+
+    def __init__(self, clauses: Clauses, sim: SimilarityExpr, asc: bool) -> None:
+        self.clauses, self.sim, self.asc = clauses, sim, asc
+
+    @staticmethod
+    def of(clauses: Clauses) -> TopK | None:
+        """The top-k search a query's clauses ask for, or None (the similarity is not the first
+        sort key, or the query groups, samples, joins, or reads the newest rows first)."""
+        if not clauses.order or clauses.group is not None or clauses.sample is not None \
+                or len(clauses.tables) != 1 or clauses.reverse:
+            return None
+        first, asc = clauses.order[0]
+        if not isinstance(first, SimilarityExpr) or first.index is None or \
+                first.ref.table.id != clauses.tables[0].meta.id:
+            return None
+        if aggregates_in([e for _, e in clauses.outputs] + [e for e, _ in clauses.order]):
+            return None
+        return TopK(clauses, first, asc)
+
+    @property
+    def k(self) -> int | None:
+        c = self.clauses
+        return None if c.limit is None else c.limit + (c.offset or 0)
+
+    def run(self, db: Database, matching: Callable[[], list[int]] | None
+            ) -> tuple[Clauses, str]:
+        """Find the rows (``matching()``: the rowids the query's where() selects, in rowid
+        order; None: no where) and return the query rewritten to read just them, in the
+        search's order, with the similarity's values as found; and a line for explain()."""
+        c, sim = self.clauses, self.sim
+        assert sim.index is not None and sim.vref is not None
+        meta = c.tables[0].meta
+        closest_first = self.asc != sim.higher_is_closer
+        vecs = vectors(db, meta, sim.index, sim.vref.col)
+        rowids = None if matching is None else matching()
+        positions = None
+        if rowids is not None:
+            positions, _ = vecs.positions(rowids)
+        ids, vals = vecs.top(sim.query, self.k, closest_first, positions)
+        if self.k is None or len(ids) < self.k:  # rows without a vector come after
+            need = None if self.k is None else self.k - len(ids)
+            ids += self._unscored(db, meta, sim, rowids, need)
+        scores = dict(zip(ids, vals, strict=False))
+        place = {r: i for i, r in enumerate(ids)}
+        replaced = _Lookup(meta, scores, Float, sim.default_name())
+        outputs = [(n, _substitute(e, sim, replaced)) for n, e in c.outputs]
+        order = [(_Lookup(meta, place, Float, "search order"), True)]
+        new = c._replace(outputs=outputs, where=_RowidIn(meta, ids), order=order)
+        where = "" if rowids is None else f" among the {len(rowids):,} rows where() selects"
+        direction = "closest" if closest_first else "farthest"
+        note = (f"order_by {sim!r}: exact top-{'all' if self.k is None else self.k} "
+                f"({direction} first){where}, by {sim.index.metric} over the "
+                f"{vecs.n - vecs.dead:,} vectors of index {sim.index.name!r} "
+                f"({sim.index.precision}) held in memory (numpy); then those {len(ids):,} rows "
+                "are read by rowid")
+        return new, note
+
+    @staticmethod
+    def _unscored(db: Database, meta: TableMeta, sim: SimilarityExpr,
+                  rowids: list[int] | None, need: int | None) -> list[int]:
+        """Rows without a vector (a failed or missing embedding), in rowid order: a search
+        gives them last, after every row with one (None as their similarity)."""
+        assert sim.vref is not None
+        if need is not None and need <= 0:
+            return []
+        sql = f"SELECT _rowid FROM {meta.sql} WHERE {sim.vref.col.sql} IS NULL"
+        params: list[Any] = []
+        if rowids is not None:
+            sql += " AND _rowid IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(rowids))
+        sql += " ORDER BY _rowid"
+        if need is not None:
+            sql += " LIMIT ?"
+            params.append(need)
+        return [r[0] for r in db.query(sql, params)]
+
+
+def _substitute(e: Expr, target: SimilarityExpr, repl: Expr) -> Expr:
+    """``e`` with ``target`` (and copies of it: the same column, query and index) replaced."""
+    if isinstance(e, SimilarityExpr):
+        same = (e is target or (e.ref.col.col_id == target.ref.col.col_id
+                                and e.modality == target.modality and e.index == target.index
+                                and _same_value(e.value, target.value)))
+        return repl if same else e
+    changed: dict[str, Any] = {}
+    for k, v in vars(e).items():
+        if isinstance(v, Expr):
+            nv = _substitute(v, target, repl)
+            if nv is not v:
+                changed[k] = nv
+        elif isinstance(v, list) and any(isinstance(x, Expr) for x in v):
+            nl = [_substitute(x, target, repl) if isinstance(x, Expr) else x for x in v]
+            if any(a is not b for a, b in zip(nl, v, strict=True)):
+                changed[k] = nl
+    if not changed:
+        return e
+    out = copy.copy(e)
+    for k, v in changed.items():
+        setattr(out, k, v)
+    return out
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if hasattr(a, "shape") and hasattr(b, "shape"):
+        return a.shape == b.shape and bool((a == b).all())
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
