@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -288,7 +288,3 @@ def reads(view: View) -> set[int]:
         found |= column_expr(meta, c).columns() - own
     return found
 
-
-def chunks(ids: Sequence[int], size: int) -> Iterator[list[int]]:
-    for i in range(0, len(ids), size):
-        yield list(ids[i:i + size])
