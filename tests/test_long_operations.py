@@ -8,15 +8,14 @@ SIGKILL) leaves it pending with the committed batches, and running the same call
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import apsw
+import job_children
 import pytest
 from PIL import Image
 from udfs.sample import slow_flip  # the child's UDF: this process resumes its column
@@ -82,25 +81,13 @@ CHILD = textwrap.dedent("""
 
 
 def _child(tmp_path: Path, db_path: Path, sleep: float, table: str = "t") -> subprocess.Popen:
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.format(root=str(ROOT), tests=str(ROOT / "tests")))
-    return subprocess.Popen(
-        [sys.executable, str(script),
-         json.dumps({"db": str(db_path), "sleep": sleep, "table": table})],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PXLITE_HOME": str(tmp_path / "home")})
+    return job_children.start(
+        tmp_path, CHILD.format(root=str(ROOT), tests=str(ROOT / "tests")),
+        json.dumps({"db": str(db_path), "sleep": sleep, "table": table}))
 
 
-def _wait_for_progress(db_path: Path, at_least: int, timeout: float = 60) -> None:
-    """Until the child's job has committed ``at_least`` rows."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with pxl.connect(db_path) as db:
-            jobs = catalog.jobs(db.db)
-            if jobs and jobs[0].done_rows >= at_least:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"the add did not commit {at_least} rows in {timeout} s")
+def _wait_for_progress(db_path: Path, at_least: int) -> None:
+    job_children.wait_for_progress(db_path, at_least)
 
 
 def test_others_read_and_write_while_a_column_is_added(tmp_path):

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import job_children
 import pytest
 
 import pxlite as pxl
@@ -73,22 +74,11 @@ CHILD = textwrap.dedent("""
 
 
 def _child(tmp_path: Path, db_path: Path, sleep: float) -> subprocess.Popen:
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.format(root=str(ROOT), sleep=sleep))
-    return subprocess.Popen([sys.executable, str(script), str(db_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PXLITE_HOME": str(tmp_path / "home")})
+    return job_children.start(tmp_path, CHILD.format(root=str(ROOT), sleep=sleep), str(db_path))
 
 
-def _wait_for_progress(db_path: Path, at_least: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with pxl.connect(db_path) as db:
-            jobs = [j for j in catalog.jobs(db.db) if j.kind == "create_view"]
-            if jobs and jobs[0].done_rows >= at_least:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"the build did not commit {at_least} base rows in {timeout} s")
+def _wait_for_progress(db_path: Path, at_least: int) -> None:
+    job_children.wait_for_progress(db_path, at_least, kind="create_view", timeout=90)
 
 
 def test_a_killed_build_resumes_with_the_missing_rows(tmp_path, clips):
