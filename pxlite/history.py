@@ -32,8 +32,7 @@ def revert(places: Places, meta: TableMeta, to: int | None = None) -> UpdateStat
         raise SchemaError(f"revert(to=...) takes a version number (see get_versions()), got "
                           f"{type(to).__name__} {to!r}")
     if not versions.is_versioned(db, meta.id):
-        raise VersionError(f"table {meta.path!r} was created with versioned=False: it keeps no "
-                           "earlier versions to revert to")
+        raise versions.unversioned(db, meta, "earlier versions to revert to")
     with writes.operation(places, meta, kind="revert", capture="statements",
                           recheck=lambda m: writes.current_table(db, m)) as op:
         current = writes.current_table(db, op.meta)
@@ -128,8 +127,7 @@ def set_retention(places: Places, meta: TableMeta, days: float | None,
     with db.transaction():
         current = writes.current_table(db, meta)
         if not versions.is_versioned(db, current.id):
-            raise VersionError(f"table {meta.path!r} was created with versioned=False: it keeps "
-                               "no versions to retain")
+            raise versions.unversioned(db, current, "versions to retain")
         versions.set_policy(db, current.id, p)
     prune(places, meta)
 
@@ -163,8 +161,7 @@ def create_snapshot(places: Places, path: str, meta: TableMeta, version: int | N
         if version is None:
             last = versions.latest(db, current.id)
             if last is None:
-                raise VersionError(f"table {meta.path!r} was created with versioned=False: it "
-                                   "keeps no versions to snapshot")
+                raise versions.unversioned(db, current, "versions to snapshot")
             version = last.version
         versions.require(db, current, version)
         kind = catalog.path_kind(db, path)

@@ -216,8 +216,7 @@ def require(db: Database, meta: TableMeta, version: object) -> Record:
         raise SchemaError(f"a version of {meta.path!r} is a whole number, got "
                            f"{type(version).__name__} {version!r}")
     if not policy(db, meta.id).versioned:
-        raise VersionError(f"table {meta.path!r} was created with versioned=False: it keeps no "
-                           "earlier versions")
+        raise unversioned(db, meta, "earlier versions")
     rec = record(db, meta.id, version)
     if rec is not None:
         return rec
@@ -345,6 +344,19 @@ CAPTURE = ("triggers", "statements", "new_rows")
 
 #: The versions open in each connection's transaction, by table id.
 _OPEN: weakref.WeakKeyDictionary[Database, dict[int, Log]] = weakref.WeakKeyDictionary()
+
+
+def unversioned(db: Database, meta: TableMeta, what: str) -> VersionError:
+    """The error for asking ``what`` ("earlier versions to revert to", ...) of a table that
+    keeps no versions: one created with ``versioned=False``, or a view (its rows are made from
+    its base's versions, so the base is the one to ask)."""
+    if meta.base_id is not None:
+        base = catalog.load_table_by_id(db, meta.base_id).path
+        return VersionError(f"view {meta.path!r} keeps no versions of its own (its rows are "
+                            f"made from its base's), so no {what}; ask its base {base!r}, "
+                            "which the view follows")
+    return VersionError(f"table {meta.path!r} was created with versioned=False: it keeps no "
+                        f"{what}")
 
 
 def is_versioned(db: Database, table_id: int) -> bool:
@@ -669,8 +681,7 @@ def revert_target(db: Database, meta: TableMeta) -> int:
     ``revert(to=N)`` goes anywhere, forward too)."""
     last = latest(db, meta.id)
     if last is None:
-        raise VersionError(f"table {meta.path!r} was created with versioned=False: it keeps no "
-                           "earlier versions to revert to")
+        raise unversioned(db, meta, "earlier versions to revert to")
     state = last.state_of
     if state == 0:
         raise VersionError(f"table {meta.path!r} is as it was at version 0 (its creation, or "
@@ -691,8 +702,7 @@ def revert(db: Database, meta: TableMeta, target: int) -> None:
     can be reverted. Set-based: its cost is the rows changed since ``target``."""
     log = open_log(db, meta.id)
     if log is None:
-        raise VersionError(f"table {meta.path!r} was created with versioned=False: it keeps no "
-                           "earlier versions to revert to")
+        raise unversioned(db, meta, "earlier versions to revert to")
     rec = require(db, meta, target)
     pending = [c.name for c in meta.columns if c.pending]
     if pending:

@@ -15,7 +15,13 @@ from PIL import Image
 import pxlite as pxl
 import pxlite.functions as pxlf
 from pxlite import catalog, faults
-from pxlite.errors import AlreadyExistsError, ComputeError, NotFoundError, SchemaError
+from pxlite.errors import (
+    AlreadyExistsError,
+    ComputeError,
+    NotFoundError,
+    SchemaError,
+    VersionError,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -390,6 +396,18 @@ def test_a_revert_of_the_base_brings_the_view_back(db):
     assert w.count() == 0 and "flag" in t.columns()
     snap = db.create_view("snap", t, is_snapshot=True)
     assert snap.count() == t.count() and "snap" in db.list_tables()
+
+
+def test_a_view_keeps_no_versions_and_says_to_ask_its_base(db, t):
+    v = db.create_view("big", t.where(t.n > 5))
+    ask_base = r"view 'big' keeps no versions of its own .* so no {}; ask its base 't'"
+    with pytest.raises(VersionError, match=ask_base.format("versions to snapshot")):
+        db.create_snapshot("vsnap", v)
+    with pytest.raises(VersionError, match=ask_base.format("earlier versions")):
+        db.get_table("big:1")
+    with pytest.raises(VersionError, match=ask_base.format("versions to retain")):
+        v.set_version_retention(days=1)
+    assert "vsnap" not in db.list_tables() and v.count() == t.where(t.n > 5).count()
 
 
 def test_a_view_computes_its_columns_for_its_new_rows_only(db, t):
