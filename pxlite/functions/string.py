@@ -16,6 +16,7 @@ import textwrap
 import unicodedata
 from typing import Any
 
+from ..iterators.string import string_splitter as string_splitter  # Pixeltable keeps it here
 from ..types import String
 from .builtin import NoSql, SqlArgs, builtin, guarded, literal_str, sql_for, sql_template
 
