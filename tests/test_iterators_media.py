@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -190,6 +191,23 @@ def test_tile_call_round_trips(db):
 
 # ---- string_splitter ----------------------------------------------------------------------------
 
+def test_sentences_split_in_many_threads_at_once_stay_apart():
+    """A view's build runs its iterators in a thread pool: each thread's sentences are its
+    own text's (a pysbd segmenter keeps the text it works on, so one shared by threads mixed
+    two documents' sentences up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pxlite.iterators.string import sentences
+
+    words = ["apples", "boats", "clouds", "doors", "eagles", "forks", "games", "hills"]
+    expected = [[f"Text {k} speaks of {w} and {v}." for w in words for v in words]
+                for k in range(8)]
+    texts = [" ".join(sents) for sents in expected]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(3):
+            assert list(pool.map(sentences, texts)) == expected
+
+
 def test_string_splitter_gives_sentences(db):
     text = "Dr. Smith arrived at 3 p.m. yesterday. He said: 'Hello!' Then he left? Yes."
     with string_splitter(text) as it:
@@ -261,6 +279,46 @@ def test_pdf_pages_text_box_and_images(docs):
                                           "Third page.", "Two sentences."]
     with pytest.raises(SchemaError, match="'paragraph' separator does not apply to PDF"):
         _chunks(docs["d.pdf"], separators="paragraph")
+
+
+def test_pdfium_is_called_by_one_thread_at_a_time(docs, monkeypatch):
+    """PDFium is not thread-safe, not even on different documents; computed columns and a
+    view's build read documents in threads. Every PDFium call pxlite makes holds one lock:
+    checked at the calls themselves while eight threads read PDFs at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pypdfium2 as pdfium
+
+    from pxlite.iterators.document import PDFIUM_LOCK
+
+    unlocked: list[str] = []
+
+    def guard(cls: type, name: str) -> None:
+        real = getattr(cls, name)
+
+        def checked(*a, **k):
+            if not PDFIUM_LOCK._is_owned():  # type: ignore[attr-defined]
+                unlocked.append(f"{cls.__name__}.{name}")
+            return real(*a, **k)
+        monkeypatch.setattr(cls, name, checked)
+
+    for cls, names in ((pdfium.PdfDocument, ("__init__", "__len__", "__getitem__",
+                                             "get_metadata_dict", "close")),
+                       (pdfium.PdfPage, ("get_textpage", "render", "close")),
+                       (pdfium.PdfTextPage, ("get_text_bounded", "count_rects", "close")),
+                       (pdfium.PdfBitmap, ("to_pil", "close"))):
+        for name in names:
+            guard(cls, name)
+
+    def read(_: int) -> list[Any]:
+        return [(r["page"], r["text"], r["image"].size) for r in _chunks(
+            docs["d.pdf"], separators="page", metadata="page", elements=["text", "image"],
+            image_dpi=36)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(read, range(16)))
+    assert got == [read(0)] * 16 and len(got[0]) == 2
+    assert unlocked == []
 
 
 def test_token_chunks_count_tokens_and_never_split_a_character():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import html.parser
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,11 @@ from ..errors import ConfigError, SchemaError
 from ..types import Document, Image, Int, Json, String
 from .base import ComponentIterator, check_keys, check_number, register_iterator
 from .string import sentences
+
+#: PDFium is not thread-safe, not even on different documents (pypdfium2's documentation): a
+#: crash or a corrupted process. Computed columns and a view's build run documents in threads,
+#: so every PDFium call in this process runs holding this lock (never across a ``yield``).
+PDFIUM_LOCK = threading.RLock()
 
 if TYPE_CHECKING:
     from ..types import ColumnType
@@ -157,7 +163,8 @@ class DocumentSplitter(ComponentIterator):
     def _release(self) -> None:
         pdf = getattr(self, "_doc", None)
         if pdf is not None:
-            pdf.close()
+            with PDFIUM_LOCK:
+                pdf.close()
 
     def _rows(self) -> Iterator[dict[str, Any]]:
         path = self.input_path()
@@ -201,30 +208,44 @@ class DocumentSplitter(ComponentIterator):
     def _pdf_sections(self, path: str) -> tuple[str, Iterator[Section]]:
         import pypdfium2 as pdfium
 
-        try:
-            self._doc = pdf = pdfium.PdfDocument(path)
-        except pdfium.PdfiumError as e:
-            raise SchemaError(f"document_splitter(): cannot read {path!r} as a PDF ({e})") from e
-        title = str(pdf.get_metadata_dict().get("Title") or "")
+        with PDFIUM_LOCK:
+            try:
+                self._doc = pdf = pdfium.PdfDocument(path)
+            except pdfium.PdfiumError as e:
+                raise SchemaError(f"document_splitter(): cannot read {path!r} as a PDF ({e})"
+                                  ) from e
+            title = str(pdf.get_metadata_dict().get("Title") or "")
+            n_pages = len(pdf)
         per_page = "page" in self.args["separators"]
         image = "image" in self.args["elements"]
         scale = self.args["image_dpi"] / 72
 
-        def pages() -> Iterator[Section]:
-            texts: list[str] = []
-            for i in range(len(pdf)):
+        def read(i: int) -> tuple[str, list[float] | None, Any]:
+            with PDFIUM_LOCK:  # each page read, rendered and closed in one hold of the lock
                 page = pdf[i]
                 try:
                     tp = page.get_textpage()
                     text, box = _lines(tp.get_text_bounded()), _text_box(tp)
                     tp.close()
-                    if per_page and text:  # (as Pixeltable: a page without text gives no row)
-                        img = page.render(scale=scale).to_pil() if image else None
-                        yield Section(text=text, page=i, bounding_box=box, image=img)
-                    else:
-                        texts.append(text)
+                    img = None
+                    if per_page and text and image:  # (as Pixeltable: no text, no row)
+                        bitmap = page.render(scale=scale)
+                        try:  # pixels of its own: the bitmap is closed here, under the lock
+                            img = bitmap.to_pil().copy()
+                        finally:
+                            bitmap.close()
+                    return text, box, img
                 finally:
                     page.close()
+
+        def pages() -> Iterator[Section]:
+            texts: list[str] = []
+            for i in range(n_pages):
+                text, box, img = read(i)
+                if per_page and text:
+                    yield Section(text=text, page=i, bounding_box=box, image=img)
+                else:
+                    texts.append(text)
             if not per_page and any(texts):
                 yield Section(text="\n".join(t for t in texts if t))
 

@@ -7,6 +7,7 @@ extra): it needs no model download, where Pixeltable's spaCy needs a model insta
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,17 +19,20 @@ from .base import ComponentIterator, check_keys, register_iterator
 if TYPE_CHECKING:
     from ..exprs import Expr
 
-_SEGMENTERS: dict[str, Any] = {}
+#: Each thread's pysbd segmenters, one per language (building one compiles its rules). Per
+#: thread: a segmenter keeps the text it is segmenting on itself (``original_text``), so two
+#: threads sharing one (a view's build runs its iterators in a pool) mix their texts up.
+_SEGMENTERS = threading.local()
 
 
 def sentences(text: str, language: str = "en") -> list[str]:
-    """The sentences of a text, trimmed, empty ones left out (pysbd, one segmenter per
-    language kept for the process: building one compiles its rules)."""
-    seg = _SEGMENTERS.get(language)
+    """The sentences of a text, trimmed, empty ones left out (pysbd)."""
+    mine: dict[str, Any] = _SEGMENTERS.__dict__.setdefault("by_language", {})
+    seg = mine.get(language)
     if seg is None:
         import pysbd
 
-        seg = _SEGMENTERS[language] = pysbd.Segmenter(language=language, clean=False)
+        seg = mine[language] = pysbd.Segmenter(language=language, clean=False)
     return [s.strip() for s in seg.segment(text) if s.strip()]
 
 
