@@ -16,9 +16,9 @@ from pxlite.functions import video as video_functions
 from pxlite.functions.audio import audio_splitter
 from pxlite.functions.document import document_splitter
 from pxlite.functions.image import tile_iterator
+from pxlite.functions.string import string_splitter
 from pxlite.functions.video import frame_iterator, get_duration, video_splitter
 from pxlite.iterators import video as video_iterators
-from pxlite.functions.string import string_splitter
 from tools.mediagen import frame_number, write_pdf, write_video, write_wav
 
 
