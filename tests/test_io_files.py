@@ -189,9 +189,11 @@ def _png_bytes() -> bytes:
 
 
 _SLOW_IMPORT = textwrap.dedent("""
-    import sys
+    import signal, sys
     import pxlite as pxl
     from pxlite.io import files
+    # Ctrl-C as in a terminal: a child of a background job starts with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     files.BATCH_ROWS = 10
     real = files._commit
     def slow(*a, **k):
