@@ -46,6 +46,15 @@ BATCH_ROWS = 256
 #: have a pool of their own, sized by what their destination's server takes (a backend's
 #: ``parallel_requests``).
 IO_THREADS = 16
+#: The most rows one future of the compute threads takes (see Computation.submit).
+RUN_ROWS = 16
+#: A computation times its first rows (at most PROBE_ROWS: the first may pay for imports and
+#: warm-up) one by one in the calling thread: once one takes less than INLINE_ROW_S (a float16
+#: copy, a string or JSON function), every row is computed there, since on threads their
+#: Python would only contend for the GIL (a row then costs several times as much). If none
+#: does (Pillow, which releases the GIL; a model), the rest go to the compute threads.
+PROBE_ROWS = 2
+INLINE_ROW_S = 250e-6
 
 
 def workers() -> int:
@@ -256,7 +265,11 @@ class Computation:
             #: What every task of this computation carries besides its rows (see _Task).
             self._task = _task_base(self)
             return
-        sizes = (threads or workers(), io_threads,
+        self._threads = threads or workers()
+        #: Rows computed in the calling thread (None: not yet timed; see INLINE_ROW_S).
+        self._inline: bool | None = None
+        self._probed = 0
+        sizes = (self._threads, io_threads,
                  min(io_threads, max([1, *(t.parallel for t in self.targets)])))
         if keep_threads:
             pools = _kept_pools(sizes)
@@ -293,7 +306,16 @@ class Computation:
 
     def submit(self, rows: list[Row]) -> list[Future]:
         """Start computing ``rows`` (rowid, stored inputs, the inputs' cell errors) on this
-        process's threads; their remote inputs start downloading at once."""
+        process's threads (their remote inputs already downloading: :meth:`_download`)."""
+        # In runs of rows, several per thread: a future costs tens of microseconds, more than
+        # a cheap column takes per row; runs of at most RUN_ROWS keep slow rows (Pillow)
+        # spread evenly over the threads.
+        size = max(1, min(RUN_ROWS, len(rows) // (4 * self._threads)))
+        return [self._pool.submit(self._run, rows[i:i + size])
+                for i in range(0, len(rows), size)]
+
+    def _download(self, rows: list[Row]) -> None:
+        """Start downloading the remote inputs of ``rows`` (each once)."""
         places = self.op.places
         for _, raw, _ in rows:
             for cid in self._media_inputs:
@@ -304,7 +326,9 @@ class Computation:
                         self._open_cache()
                         self._downloads[uri] = self._io.submit(
                             media.fetch_local, uri, self.op.settings)
-        return [self._pool.submit(self._one, rowid, raw, errors) for rowid, raw, errors in rows]
+
+    def _run(self, rows: list[Row]) -> list[tuple[list[Any], dict[int, Any]]]:
+        return [self._one(rowid, raw, errors) for rowid, raw, errors in rows]
 
     def _open_cache(self) -> None:
         if not self._cache_open:  # only once a remote input shows up: all-local runs skip it
@@ -334,14 +358,27 @@ class Computation:
     def collect(self, futures: list[Future], rowids: list[int]) -> list[list[Any]]:
         """The cells of submitted rows, in order (waiting for their uploads); the progress bar
         advances per row."""
-        out = []
-        for fut, rowid in zip(futures, rowids, strict=True):
+        out: list[list[Any]] = []
+        ids = iter(rowids)
+        for fut in futures:
             try:
-                res, raw = fut.result()
+                run = fut.result()
             except PxliteError as e:  # a cell's error: the compute thread's frames add nothing
                 raise e.with_traceback(None) from e.__cause__
-            res = _settle([*res, rowid], raw, self.targets, self.op.meta, self.on_error)[:-1]
+            self._settled(run, ids, out)
+        return out
+
+    def _settled(self, run: list[tuple[list[Any], dict[int, Any]]], ids: Iterator[int],
+                 out: list[list[Any]]) -> None:
+        for res, raw in run:
+            res = _settle([*res, next(ids)], raw, self.targets, self.op.meta,
+                          self.on_error)[:-1]
             out.append(self._finish(res))
+
+    def _here(self, rows: list[Row]) -> list[list[Any]]:
+        """The cells of ``rows`` computed in this thread, in order."""
+        out: list[list[Any]] = []
+        self._settled(self._run(rows), iter([r[0] for r in rows]), out)
         return out
 
     def _finish(self, res: list[Any]) -> list[Any]:
@@ -359,7 +396,22 @@ class Computation:
         """The cells of ``rows``, in order: computed here, or as tasks on the pool."""
         if self.pool is not None:
             return self.finish(self.start(rows))
-        return self.collect(self.submit(rows), [r[0] for r in rows])
+        self._download(rows)  # every row's remote inputs start downloading at once
+        out: list[list[Any]] = []
+        while self._inline is None and rows:  # time the first rows here (see INLINE_ROW_S)
+            t0 = time.perf_counter()
+            out += self._here(rows[:1])
+            rows = rows[1:]
+            self._probed += 1
+            if time.perf_counter() - t0 < INLINE_ROW_S:
+                self._inline = True
+            elif self._probed >= PROBE_ROWS:
+                self._inline = False
+        if not rows:
+            return out
+        if self._inline:
+            return out + self._here(rows)
+        return out + self.collect(self.submit(rows), [r[0] for r in rows])
 
     def start(self, rows: list[Row]) -> Any:
         """Send ``rows`` to the pool in about two tasks per slot; returns what :meth:`finish`

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from udfs import sample
 from udfs.sample import area, shout
 
 import pxlite as pxl
+from pxlite import compute
 from pxlite.errors import ComputeError, ConfigError, SchemaError
 
 
@@ -300,3 +302,26 @@ def test_recompute_where_and_errors_only(db, jpegs, tmp_path):
     assert errs[0] is None and errs[1] is not None and errs[2] is None
     assert t.recompute_columns("rot", where=t.k.isin([0, 1]), errors_only=True).num_rows == 1
     assert t.where(t.rot.errortype != None).count() == 0  # noqa: E711
+
+
+def test_cheap_rows_are_computed_in_the_calling_thread_slow_ones_on_threads(db):
+    """A column whose rows take microseconds (Python holding the GIL) gains nothing from
+    threads and pays for them: after timing its first rows, pxlite computes them in the
+    calling thread. Slow rows (Pillow, a model, here a sleep) go to the compute threads."""
+    t = db.create_table("nums", {"n": pxl.Int})
+    t.insert([{"n": i} for i in range(300)])
+    sample.THREADS_SEEN.clear()
+    t.add_computed_column(cheap=sample.thread_noted(t.n))
+    assert set(sample.THREADS_SEEN) == {"MainThread"} and len(sample.THREADS_SEEN) == 300
+    sample.THREADS_SEEN.clear()
+    t.insert([{"n": 1000 + i} for i in range(200)])  # an insert computes its rows the same way
+    assert set(sample.THREADS_SEEN) == {"MainThread"} and len(sample.THREADS_SEEN) == 200
+
+    sample.THREADS_SEEN.clear()
+    t.add_computed_column(slow=sample.slow_thread_noted(t.n))
+    seen = sample.THREADS_SEEN
+    assert len(seen) == 500 and seen[:2] == ["MainThread"] * 2  # the two timed rows
+    assert all(name.startswith("pxlite") for name in seen[2:])
+    assert len(set(seen[2:])) >= min(2, compute.workers())  # spread over the threads
+    rows = t.select(t.n, t.cheap, t.slow).order_by(t.n).collect()
+    assert all(r["cheap"] == r["n"] + 1 == r["slow"] for r in rows) and len(rows) == 500

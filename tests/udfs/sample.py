@@ -72,3 +72,27 @@ def interrupt_at(n: int, at: int) -> int:
     if n == at:
         raise KeyboardInterrupt
     return n
+
+
+#: The names of the threads ``thread_noted`` and ``slow_thread_noted`` ran in, in call order.
+THREADS_SEEN: list[str] = []
+
+
+@pxl.udf
+def thread_noted(n: int) -> int:
+    """A cheap column that notes the thread computing it."""
+    import threading
+
+    THREADS_SEEN.append(threading.current_thread().name)
+    return n + 1
+
+
+@pxl.udf
+def slow_thread_noted(n: int) -> int:
+    """A column taking 3 ms a row (sleeping: it releases the GIL, as Pillow does)."""
+    import threading
+    import time
+
+    time.sleep(0.003)
+    THREADS_SEEN.append(threading.current_thread().name)
+    return n + 1
