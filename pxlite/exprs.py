@@ -10,6 +10,7 @@ computed-column definitions survive in the catalog and are rebuilt in a new proc
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import json
 import operator
@@ -314,6 +315,23 @@ class Expr:
         yield self
         for c in self.children():
             yield from c.walk()
+
+    def rewrite(self, visit: Callable[[Expr], Expr | None]) -> Expr:
+        """This expression with nodes replaced: ``visit(node)`` gives a node's replacement
+        (None: keep the node and look inside it). A node is copied only when one of its
+        children changes; the children are its Expr-valued attributes (and lists, tuples and
+        dicts of them), the convention of every node in this module."""
+        new = visit(self)
+        if new is not None:
+            return new
+        changed = {k: nv for k, v in vars(self).items()
+                   if (nv := _rewrite_value(v, visit)) is not v}
+        if not changed:
+            return self
+        out = copy.copy(self)
+        for k, v in changed.items():
+            setattr(out, k, v)
+        return out
 
     def default_name(self) -> str:
         return "col"
@@ -1319,3 +1337,19 @@ def split_conjuncts(pred: Expr) -> list[Expr]:
     if isinstance(pred, And):
         return split_conjuncts(pred.left) + split_conjuncts(pred.right)
     return [pred]
+
+
+def _rewrite_value(v: Any, visit: Callable[[Expr], Expr | None]) -> Any:
+    """An attribute's value with its expressions rewritten (see :meth:`Expr.rewrite`); the
+    same object when nothing in it changed."""
+    if isinstance(v, Expr):
+        return v.rewrite(visit)
+    if isinstance(v, (list, tuple)) and any(isinstance(x, Expr) for x in v):
+        items = [_rewrite_value(x, visit) for x in v]
+        if all(a is b for a, b in zip(items, v, strict=True)):
+            return v
+        return items if isinstance(v, list) else tuple(items)
+    if isinstance(v, dict) and any(isinstance(x, Expr) for x in v.values()):
+        new = {k: _rewrite_value(x, visit) for k, x in v.items()}
+        return v if all(new[k] is v[k] for k in v) else new
+    return v

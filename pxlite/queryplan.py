@@ -21,7 +21,6 @@ in the SQL comes from integer ids (``t_<id>``, ``c<id>``) and every value is a b
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -640,41 +639,17 @@ def _fields(record: Any) -> dict[str, Any]:
 
 def rebind(e: Expr, metas: dict[int, TableMeta]) -> Expr:
     """``e`` with its column references pointing at ``metas`` (by table id; the columns as
-    loaded now, which also finds a column dropped since as a NotFoundError). Other nodes are
-    copied when a child changes; their children are the Expr-valued attributes (and lists,
-    tuples and dicts of them), the convention of every node in exprs.py."""
-    if isinstance(e, ColumnRef):
-        meta = metas.get(e.table.id)
+    loaded now, which also finds a column dropped since as a NotFoundError)."""
+    def visit(node: Expr) -> Expr | None:
+        if not isinstance(node, ColumnRef):
+            return None
+        meta = metas.get(node.table.id)
         if meta is None:
-            return e
+            return node
         try:
-            col = meta.column_by_id(e.col.col_id)
+            col = meta.column_by_id(node.col.col_id)
         except NotFoundError:
-            raise NotFoundError(f"column {e.col.name!r} no longer exists in {meta.path!r}"
+            raise NotFoundError(f"column {node.col.name!r} no longer exists in {meta.path!r}"
                                 ) from None
         return ColumnRef(meta, col)
-    changed: dict[str, Any] = {}
-    for k, v in vars(e).items():
-        nv = _rebind_value(v, metas)
-        if nv is not v:
-            changed[k] = nv
-    if not changed:
-        return e
-    out = copy.copy(e)
-    for k, v in changed.items():
-        setattr(out, k, v)
-    return out
-
-
-def _rebind_value(v: Any, metas: dict[int, TableMeta]) -> Any:
-    if isinstance(v, Expr):
-        return rebind(v, metas)
-    if isinstance(v, (list, tuple)) and any(isinstance(x, Expr) for x in v):
-        items = [_rebind_value(x, metas) for x in v]
-        if all(a is b for a, b in zip(items, v, strict=True)):
-            return v
-        return type(v)(items) if isinstance(v, list) else tuple(items)
-    if isinstance(v, dict) and any(isinstance(x, Expr) for x in v.values()):
-        new = {k: _rebind_value(x, metas) for k, x in v.items()}
-        return v if all(new[k] is v[k] for k in v) else new
-    return v
+    return e.rewrite(visit)

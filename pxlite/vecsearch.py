@@ -11,7 +11,6 @@ similarities found.
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import weakref
@@ -369,27 +368,15 @@ class TopK:
 
 def _substitute(e: Expr, target: SimilarityExpr, repl: Expr) -> Expr:
     """``e`` with ``target`` (and copies of it: the same column, query and index) replaced."""
-    if isinstance(e, SimilarityExpr):
-        same = (e is target or (e.ref.col.col_id == target.ref.col.col_id
-                                and e.modality == target.modality and e.index == target.index
-                                and _same_value(e.value, target.value)))
-        return repl if same else e
-    changed: dict[str, Any] = {}
-    for k, v in vars(e).items():
-        if isinstance(v, Expr):
-            nv = _substitute(v, target, repl)
-            if nv is not v:
-                changed[k] = nv
-        elif isinstance(v, list) and any(isinstance(x, Expr) for x in v):
-            nl = [_substitute(x, target, repl) if isinstance(x, Expr) else x for x in v]
-            if any(a is not b for a, b in zip(nl, v, strict=True)):
-                changed[k] = nl
-    if not changed:
-        return e
-    out = copy.copy(e)
-    for k, v in changed.items():
-        setattr(out, k, v)
-    return out
+    def visit(node: Expr) -> Expr | None:
+        if not isinstance(node, SimilarityExpr):
+            return None
+        same = (node is target or (node.ref.col.col_id == target.ref.col.col_id
+                                   and node.modality == target.modality
+                                   and node.index == target.index
+                                   and _same_value(node.value, target.value)))
+        return repl if same else node
+    return e.rewrite(visit)
 
 
 def _same_value(a: Any, b: Any) -> bool:
