@@ -76,6 +76,10 @@ class _Target:
         # A local write is quick and CPU-bound: done in the compute thread. Network stores go
         # to the upload pool so compute threads never wait on the network.
         self.local = self.prefix is not None and self.prefix.startswith("file://")
+        #: (input col_id, function) where the cells can be computed a batch at a time from one
+        #: stored input (see Expr.stored_batch), set by the Computation when that input is not
+        #: itself computed with them.
+        self.batch = None if self.is_media else self.expr.stored_batch()
         #: Uploads to this target's server worth having in flight (0: none, a local target).
         self.parallel = (storage.get_backend(self.prefix, settings).parallel_requests
                          if self.prefix is not None and not self.local else 0)
@@ -107,15 +111,20 @@ def _abort_error(t: _Target, raw: dict[int, Any], rowid: int, meta: TableMeta,
 
 def _compute_row(rc: RowContext, rowid: int, targets: list[_Target], meta: TableMeta,
                  store: Store, on_error: str, uploads: _Recording,
-                 read_later: set[int]) -> list[Any]:
+                 read_later: set[int], done: dict[int, Any]) -> list[Any]:
     """Compute one row's cells; returns ``[v1, et1, em1, v2, ...]`` for the UPDATE.
 
     A media result is encoded here (CPU, in this compute thread) and handed to the I/O pool to
     store; its slot holds that Future until :func:`_settle` resolves it, unless a later target
-    of this same row reads the column's URI (``read_later``), which then waits for it.
+    of this same row reads the column's URI (``read_later``), which then waits for it. ``done``
+    holds the stored values of cells computed for the whole batch already (see _batched).
     """
     out: list[Any] = []
     for t in targets:
+        if t.col.col_id in done:
+            rc.raw[t.col.col_id] = done[t.col.col_id]
+            out += [done[t.col.col_id], None, None]
+            continue
         upstream = next((cid for cid in t.reads if cid in rc.errors), None)
         if upstream is not None:
             # Computed from a cell that failed: this cell fails too (counted, kept), never a
@@ -255,6 +264,12 @@ class Computation:
         self.inputs = [c for c in op.meta.columns if c.col_id in needed and c.col_id not in ids]
         self._read_later = needed & {t.col.col_id for t in self.targets if t.is_media}
         self._media_inputs = [c.col_id for c in self.inputs if c.type.is_media]
+        for t in self.targets:
+            if t.batch is not None and t.batch[0] in ids:  # computed in this same row
+                t.batch = None
+        self._batch_targets = [t for t in self.targets if t.batch is not None]
+        #: Some cell may hold a Future of a stored file (see _settle).
+        self._uploading = any(t.is_media for t in self.targets)
         self.media_slots = [3 * k for k, t in enumerate(self.targets) if t.is_media]
         self._downloads: dict[str, Future] = {}
         self._resolver = self._Resolver(op.settings, op.places.media_folder, self._downloads)
@@ -328,7 +343,30 @@ class Computation:
                             media.fetch_local, uri, self.op.settings)
 
     def _run(self, rows: list[Row]) -> list[tuple[list[Any], dict[int, Any]]]:
-        return [self._one(rowid, raw, errors) for rowid, raw, errors in rows]
+        done = self._batched(rows)
+        every = len(self.targets)
+        return [([x for t in self.targets for x in (done[k][t.col.col_id], None, None)], raw)
+                if len(done[k]) == every else self._one(rowid, raw, errors, done[k])
+                for k, (rowid, raw, errors) in enumerate(rows)]
+
+    def _batched(self, rows: list[Row]) -> list[dict[int, Any]]:
+        """Per row, the cells of the targets computed a batch at a time (``t.batch``): each
+        such target converts the stored input of every row that has one (not NULL, no error)
+        in one call. Should that call fail (a damaged value), those cells are left to the row
+        by row evaluation, which reports the value that failed."""
+        done: list[dict[int, Any]] = [{} for _ in rows]
+        for t in self._batch_targets:
+            assert t.batch is not None
+            cid, fn = t.batch
+            which = [k for k, (_, raw, errors) in enumerate(rows)
+                     if cid not in errors and raw.get(cid) is not None]
+            try:
+                values = fn([rows[k][1][cid] for k in which])
+            except Exception:  # row by row, each value's error is its own cell's
+                continue
+            for k, v in zip(which, values, strict=True):
+                done[k][t.col.col_id] = v
+        return done
 
     def _open_cache(self) -> None:
         if not self._cache_open:  # only once a remote input shows up: all-local runs skip it
@@ -337,8 +375,8 @@ class Computation:
             self._stack.enter_context(get_cache(self.op.settings).operation())
             self._cache_open = True
 
-    def _one(self, rowid: int, raw: dict[int, Any], errors: dict[int, tuple[Any, Any]]
-             ) -> tuple[list[Any], dict[int, Any]]:
+    def _one(self, rowid: int, raw: dict[int, Any], errors: dict[int, tuple[Any, Any]],
+             done: dict[int, Any]) -> tuple[list[Any], dict[int, Any]]:
         from concurrent.futures import wait
 
         waiting = [self._downloads[u] for u in (
@@ -350,7 +388,7 @@ class Computation:
         rc = RowContext(dict(raw), dict(errors), self._resolver, rowid=rowid)
         try:
             res = _compute_row(rc, rowid, self.targets, self.op.meta, self.op.write_bytes,
-                               self.on_error, self._uploads, self._read_later)
+                               self.on_error, self._uploads, self._read_later, done)
         finally:
             rc.close_opened()  # inputs read only for their header hold no open file
         return res, rc.raw
@@ -371,8 +409,10 @@ class Computation:
     def _settled(self, run: list[tuple[list[Any], dict[int, Any]]], ids: Iterator[int],
                  out: list[list[Any]]) -> None:
         for res, raw in run:
-            res = _settle([*res, next(ids)], raw, self.targets, self.op.meta,
-                          self.on_error)[:-1]
+            rowid = next(ids)
+            if self._uploading:
+                res = _settle([*res, rowid], raw, self.targets, self.op.meta,
+                              self.on_error)[:-1]
             out.append(self._finish(res))
 
     def _here(self, rows: list[Row]) -> list[list[Any]]:

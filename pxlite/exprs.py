@@ -22,6 +22,7 @@ from . import jsonpath, sqlcall
 from .config import resolve as resolve_settings
 from .errors import ComputeError, NotFoundError, PxliteError, SchemaError
 from .types import (
+    ArrayType,
     Bool,
     ColumnType,
     Date,
@@ -310,6 +311,14 @@ class Expr:
         for c in self.children():
             out |= c.columns()
         return out
+
+    def stored_batch(self) -> tuple[int, Callable[[list[Any]], list[Any]]] | None:
+        """Where this expression's value, as stored, follows from one stored column's value by
+        a conversion that can run over many rows in one call: that column's col_id and the
+        function from its stored values (none NULL) to this expression's. Computations use it
+        to fill such a column a batch at a time (see :mod:`pxlite.compute`); None for
+        anything else (evaluated row by row)."""
+        return None
 
     def walk(self) -> Iterable[Expr]:
         yield self
@@ -992,6 +1001,13 @@ class Cast(_ValueFirst):
     def eval(self, row: RowContext) -> Any:
         v = self.arg.eval(row)
         return None if v is None else self.type.from_sql(self.type.to_sql(v))
+
+    def stored_batch(self) -> tuple[int, Callable[[list[Any]], list[Any]]] | None:
+        arg = self.arg
+        if not isinstance(arg, ColumnRef) or not arg.col.stored:
+            return None
+        fn = self.type.stored_cast_from(arg.type) if isinstance(self.type, ArrayType) else None
+        return None if fn is None else (arg.col.col_id, fn)
 
     def sql_value(self) -> tuple[str, list[Any]] | None:
         """SQLite converts where it gives Python's answer (a JSON string to String, a JSON

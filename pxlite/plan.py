@@ -107,10 +107,15 @@ def set_cell_errors(meta: TableMeta, col: ColumnMeta) -> str:
 
 
 # ---- statements ------------------------------------------------------------------------------
-def insert(meta: TableMeta, cols: Sequence[ColumnMeta]) -> str:
-    """A row with an explicit ``_rowid`` and the given columns (for executemany)."""
-    names = ", ".join(["_rowid"] + [c.sql for c in cols])
-    return f"INSERT INTO {meta.store} ({names}) VALUES ({', '.join('?' * (len(cols) + 1))})"
+def insert(meta: TableMeta, cols: Sequence[ColumnMeta],
+           cells: Sequence[ColumnMeta] = ()) -> str:
+    """A row with an explicit ``_rowid`` and the given columns (for executemany), then the
+    cells of ``cells`` (value, errortype, errormsg each): parameters
+    ``[rowid, c1, ..., v1, et1, em1, ...]``. A new row's computed cells go in with it, in one
+    write of its page, rather than by an UPDATE after it."""
+    names = ", ".join(["_rowid"] + [c.sql for c in cols] + [cell_columns(c) for c in cells])
+    count = 1 + len(cols) + 3 * len(cells)
+    return f"INSERT INTO {meta.store} ({names}) VALUES ({', '.join('?' * count)})"
 
 
 def select(meta: TableMeta, cols: Sequence[ColumnMeta], rows: Rows, *, cells: bool = False,

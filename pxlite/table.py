@@ -629,8 +629,9 @@ class Table:
                 with jobs.pool_for(self._conn.places, executor, meta, computed,
                                    local_input) as pool, \
                         Computation(op, computed, on_error=on_error, pool=pool) as comp:
-                    cells = comp.compute([(p[0], {c.col_id: p[1 + j]
-                                                  for j, c in enumerate(inputs)},
+                    read = [(1 + j, c.col_id) for j, c in enumerate(inputs)
+                            if c in comp.inputs]  # what the computed columns read
+                    cells = comp.compute([(p[0], {cid: p[j] for j, cid in read},
                                            bad.get(p[0], {}))
                                           for p in params])
                     computed_errors, computed = comp.errors, comp.cols
@@ -638,12 +639,13 @@ class Table:
                 shift = db.query(next_rowid)[0][0] - base  # rows another writer added meanwhile
                 for p in params:
                     p[0] += shift
-                _insert_keyed(db, meta, inputs, insert_sql, params)
+                if cells:
+                    _insert_keyed(db, meta, inputs, plan.insert(meta, inputs, computed),
+                                  ([*p, *c] for p, c in zip(params, cells, strict=True)))
+                else:
+                    _insert_keyed(db, meta, inputs, insert_sql, params)
                 for rowid, c, et, em in conv.errors:
                     db.execute(plan.set_cell_errors(meta, c), (et, em, rowid + shift))
-                if cells:
-                    db.executemany(plan.update_cells(meta, computed),
-                                   [[*c, p[0]] for c, p in zip(cells, params, strict=True)])
                 if params:
                     computed_errors += _compute_late_columns(
                         op, computed, Rows.ids(p[0] for p in params), on_error)

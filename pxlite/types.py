@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from . import vectors
@@ -329,6 +330,7 @@ class ArrayType(ColumnType):
         super().__init__(nullable)
         self.shape = vectors.check_shape(shape)
         self.dtype = vectors.check_dtype(_ARRAY_DTYPES.get(id(dtype), dtype))
+        self._expected = self.expect()  # for errors; made once, not per value
 
     def __repr__(self) -> str:
         base = f"Array[{vectors.shape_text(self.shape)}, {self.dtype}]"
@@ -349,10 +351,17 @@ class ArrayType(ColumnType):
                                                                                  self.dtype)
 
     def to_sql(self, value: Any) -> bytes:
-        return vectors.encode(value, self.shape, self.dtype, self.expect())
+        return vectors.encode(value, self.shape, self.dtype, self._expected)
 
     def from_sql(self, value: Any) -> Any:
         return vectors.decode(value, self.shape, self.dtype)
+
+    def stored_cast_from(self, source: ColumnType) -> Callable[[list[Any]], list[Any]] | None:
+        """Stored values of ``source`` to stored values of this type, many at once, where that
+        is a plain element conversion of one fixed shape (see :func:`vectors.stored_cast`)."""
+        if not isinstance(source, ArrayType) or source.shape != self.shape:
+            return None
+        return vectors.stored_cast(self.shape, source.dtype, self.dtype)
 
     def expect(self) -> str:
         shape = "any shape" if self.shape is None else f"shape {vectors.shape_text(self.shape)}"

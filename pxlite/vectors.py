@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from .errors import SchemaError
@@ -149,3 +150,31 @@ def decode(blob: bytes, shape: Shape, dtype: str) -> Any:
     if len(blob) - start != count * dt.itemsize:
         raise ValueError(f"{len(blob) - start} bytes cannot hold shape {dims} of {dtype}")
     return np.frombuffer(bytearray(blob[start:]), dtype=dt).reshape(dims)
+
+
+def stored_cast(shape: Shape, source: str, target: str
+                ) -> Callable[[list[bytes]], list[bytes]] | None:
+    """Converting many stored values of one fixed shape from element type ``source`` to
+    ``target`` at once: a function from their BLOBs to the converted BLOBs, the same bytes the
+    value-by-value cast (:func:`decode`, then :func:`encode`) gives, in one numpy call for the
+    lot rather than several per value (an embedding index's float16 copy of a float32 column is
+    such a cast; per value it would cost more than writing the row). None where that cast is
+    not a plain element conversion (a free dimension, a cast that may refuse some values); a
+    BLOB of the wrong size is a ValueError for the whole lot (the caller then goes value by
+    value, which says which one)."""
+    if not fixed(shape) or not (source == target or (target in _FLOATS and source != "bool")):
+        return None
+    count = 1
+    for d in shape:  # type: ignore[union-attr]
+        count *= d  # type: ignore[operator]
+
+    def cast(blobs: list[bytes]) -> list[bytes]:
+        np = numpy()
+        src, dst = np.dtype(source).newbyteorder("<"), np.dtype(target).newbyteorder("<")
+        size, step = count * src.itemsize, count * dst.itemsize
+        if any(len(b) != size for b in blobs):
+            raise ValueError(f"a stored value is not {size} bytes of {source}")
+        data = np.frombuffer(b"".join(blobs), dtype=src).astype(dst).tobytes()
+        return [data[i:i + step] for i in range(0, len(data), step)]
+
+    return cast

@@ -152,6 +152,51 @@ def test_a_damaged_blob_is_an_error_naming_the_row(db):
         t.collect()
 
 
+def test_an_array_cast_column_is_computed_a_batch_at_a_time(db, monkeypatch):
+    """A stored column converting an Array column's elements (an embedding index's float16 copy
+    of an Array computed elsewhere, or any ``astype``) converts every row of a batch in one
+    numpy call, with the same values as row by row; rows without a value stay None."""
+    from pxlite import vectors
+
+    t = db.create_table("a", {"v": pxl.Array[(4,), pxl.Float], "k": pxl.Int})
+    vals = [np.array([i, i + 0.1, -i / 7, 1e-4 * i], dtype=np.float32) for i in range(300)]
+    t.insert([{"v": v, "k": i} for i, v in enumerate(vals)] + [{"k": 300}])
+    decoded: list = []
+    real = vectors.decode
+    monkeypatch.setattr(vectors, "decode", lambda *a: decoded.append(a) or real(*a))
+    t.add_computed_column(h=t.v.astype(pxl.Array[(4,), np.float16]))
+    t.insert([{"v": vals[1] * 3, "k": 301}, {"k": 302}])
+    assert decoded == []  # no value decoded one by one
+    monkeypatch.undo()
+    rows = t.select(t.k, t.h).order_by(t.k).collect()
+    assert len(rows) == 303
+    for r in rows:
+        if r["k"] in (300, 302):
+            assert r["h"] is None
+            continue
+        want = (vals[r["k"]] if r["k"] < 300 else vals[1] * 3).astype(np.float16)
+        assert r["h"].dtype == np.float16 and np.array_equal(r["h"], want)
+    assert t.where(t.k == 3).select(t.h).collect()[0]["h"].tolist() == \
+        [float(x) for x in t.where(t.k == 3).select(t.v).collect()[0]["v"].astype(np.float16)]
+
+
+def test_a_damaged_blob_fails_only_its_own_cell_of_a_batch(db):
+    t = db.create_table("t", {"v": pxl.Array[(3,), pxl.Float]})
+    t.insert([{"v": [i, 2, 3]} for i in range(5)])
+    meta = catalog.load_table(db.db, "t")
+    with db.db.transaction():
+        db.db.execute(f"UPDATE {meta.sql} SET {meta.column('v').sql} = x'0102' "
+                      "WHERE _rowid = 3")
+    st = t.add_computed_column(h=t.v.astype(pxl.Array[(3,), np.float16]), on_error="ignore")
+    assert st.num_excs == 1
+    rows = t.select(t.h, et=t.h.errortype, em=t.h.errormsg).order_by(t.h.errortype).collect()
+    bad = [r for r in rows if r["et"] is not None]
+    assert len(bad) == 1 and bad[0]["h"] is None and "row 3: the stored value" in bad[0]["em"]
+    assert sorted(r["h"][0] for r in rows if r["et"] is None) == [0, 1, 3, 4]
+    with pytest.raises(ComputeError, match=r"row 3.*cannot be read as an array"):
+        t.add_computed_column(h2=t.v.astype(pxl.Array[(3,), np.float16]))
+
+
 def test_without_numpy_an_array_says_what_to_install(monkeypatch):
     import sys
 

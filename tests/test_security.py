@@ -295,7 +295,7 @@ SQL_FRAGMENTS = {
     r"where_sql", r"cond", r"select", r"', '\.join\(select\)", r"sets", r"cols_sql", r"sel",
     r"inner",
     # plan.py's builders: identifiers from ids, '?' placeholders, Rows predicates (Expr.sql())
-    r"cell_sets\(cols\)", r"names", r"', '\.join\('\?' \* \(len\(cols\) \+ 1\)\)", r"what",
+    r"cell_sets\(cols\)", r"names", r"', '\.join\('\?' \* count\)", r"what",
     r"(self\.)?predicate", r"ids",
     r"_JOB_COLUMNS",                                        # a constant list of px_jobs columns
     r"guard",                        # "c<id> IS ?" per input column (compute.run_batches)
