@@ -3,9 +3,10 @@
 An embedding index on a column (``t.add_embedding_index(t.image, embedding=clip)``, see
 :mod:`pxlite.indexing`) keeps one vector per row in a column of the table: a hidden computed
 column ``_pxl_ix_<name>`` holding the embedding function's output at the index's precision
-(float16 or float32), or, for an Array column of precomputed vectors stored at that precision
-already, the column itself. Being a column of the table, the vectors are written, updated,
-deleted, copied, backed up and reverted with their rows, in the same transactions.
+(float16 or float32), or, for an Array column of precomputed vectors, the column itself, its
+values rounded to the index's precision where they are read. Being a column of the table, the
+vectors are written, updated, deleted, copied, backed up and reverted with their rows, in the
+same transactions.
 
 Every change to that vector column appends the row's rowid to the index's change log (SQL
 triggers, :func:`pxlite.catalog.add_vector_log`), whoever writes it, so a search holding the
@@ -114,6 +115,15 @@ def active(meta: TableMeta, index: EmbeddingIndex) -> bool:
         return False
 
 
+def stored_dtype(vcol: ColumnMeta) -> str:
+    """The element type an index's vector column stores (a hidden column holds the index's
+    precision; an Array column its own type, which the index rounds to its precision when it
+    reads it)."""
+    ctype = vcol.type
+    assert isinstance(ctype, ArrayType)
+    return ctype.dtype
+
+
 def _own_id(col: ColumnMeta) -> int:
     """A column's id in its table (a joined table's columns are read with shifted ids)."""
     return int(getattr(col, "orig", 0) or col.col_id)
@@ -152,13 +162,15 @@ class SimilarityExpr(Expr):
             return None
         vec_col = f"{self.vref.table.sql}.{self.vref.col.sql}"  # t_<id>.c<id>
         q = self.query.tobytes()
-        if self.index.precision == "fp32" and self.index.metric == "cosine":
+        stored = stored_dtype(self.vref.col)
+        plain = stored == self.index.dtype == "float32"  # what sqlite-vec reads
+        if plain and self.index.metric == "cosine":
             body = f"1.0 - vec_distance_cosine({vec_col}, ?)"
-        elif self.index.precision == "fp32" and self.index.metric == "l2":
+        elif plain and self.index.metric == "l2":
             body = f"vec_distance_l2({vec_col}, ?)"
         else:
-            return (f"{vecsql.SCORE}(?, ?, {vec_col}, ?)",
-                    [self.index.metric, self.index.dtype, q])
+            return (f"{vecsql.SCORE}(?, ?, ?, {vec_col}, ?)",
+                    [self.index.metric, stored, self.index.dtype, q])
         return f"(CASE WHEN {vec_col} IS NULL THEN NULL ELSE {body} END)", [q]
 
     def eval(self, row: RowContext) -> Any:
@@ -168,6 +180,7 @@ class SimilarityExpr(Expr):
         v = row.value(self.vref.col)
         if v is None:
             return None
+        v = v.astype(self.index.dtype)  # the index's precision (an fp16 index rounds)
         return vecsql.score(self.index.metric, "float32", v.astype("<f4").tobytes(),
                             self.query.tobytes())
 

@@ -6,8 +6,8 @@ computed column is added (:mod:`pxlite.jobs`): outside the write lock, in brief 
 chosen executor (threads, worker processes, a Dask cluster), resumable by running the same call
 again after an interruption. A row whose embedding fails keeps its error in that column and is
 not found by searches. An index on an Array column of precomputed vectors reads the column
-itself when it already holds the index's precision (a float32 column and ``precision='fp32'``,
-a float16 one and ``'fp16'``), else a hidden column holding them converted. Then, in one brief
+itself, rounding its values to the index's precision as it reads them (an fp16 index on a
+float32 column searches the float16 values, keeping no second copy). Then, in one brief
 transaction, the index is recorded with its change log and triggers (see
 :mod:`pxlite.embeddings`). From then on every insert computes its rows' vectors with the row,
 every update of the indexed column recomputes them, and deletes take them away, each in its own
@@ -183,7 +183,10 @@ def add_embedding_index(places: Places, meta: TableMeta, col: ColumnMeta, *,
         taken = {i.name for i in existing}
         idx_name = next(f"idx{k}" for k in itertools.count() if f"idx{k}" not in taken)
     dtype = PRECISIONS[precision]
-    direct = isinstance(col.type, ArrayType) and col.type.dtype == dtype
+    # An Array column is the index's vectors as it is, whatever its precision: a second copy
+    # would cost the file and every insert more than rounding to the index's precision when the
+    # vectors are read (embeddings.stored_dtype).
+    direct = isinstance(col.type, ArrayType)
     value = col if direct else _build(places, meta, col, idx_name, fns, dim, dtype, executor)
     params = embeddings.params_json(metric, precision, dim, value.col_id, names.get("string"),
                                     names.get("image"))

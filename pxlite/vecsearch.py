@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .catalog import ColumnMeta, TableMeta
-from .embeddings import EmbeddingIndex, SimilarityExpr
+from .embeddings import EmbeddingIndex, SimilarityExpr, stored_dtype
 from .errors import SchemaError
 from .exprs import Expr, RowContext
 from .types import Bool, Float
@@ -36,8 +36,9 @@ class Vectors:
     rowids), their float32 matrix (rows normalised for cosine), and the change-log entry they
     reflect."""
 
-    def __init__(self, index: EmbeddingIndex, np: Any) -> None:
+    def __init__(self, index: EmbeddingIndex, np: Any, stored: str) -> None:
         self.index, self.np = index, np
+        self.stored = stored  # the element type of the BLOBs read (see embeddings.stored_dtype)
         self.rowids = np.zeros(0, dtype=np.int64)
         self.buf = np.zeros((0, index.dim), dtype=np.float32)
         self.n = 0
@@ -53,8 +54,10 @@ class Vectors:
 
     def _prepared(self, blobs: list[bytes]) -> Any:
         np = self.np
-        dt = np.dtype(self.index.dtype).newbyteorder("<")
+        dt = np.dtype(self.stored).newbyteorder("<")
         m = np.frombuffer(b"".join(blobs), dtype=dt).reshape(len(blobs), self.index.dim)
+        if self.stored != self.index.dtype:  # an Array column searched at another precision
+            m = m.astype(self.index.dtype)
         m = m.astype(np.float32)
         if self.index.metric == "cosine":
             norms = np.linalg.norm(m, axis=1, keepdims=True)
@@ -209,7 +212,7 @@ def vectors(db: Database, meta: TableMeta, index: EmbeddingIndex, vcol: ColumnMe
                 if cached.apply({r: _blob(found.get(r)) for r in changed}):
                     cached.seq = hi
                     return cached
-        fresh = Vectors(index, np)
+        fresh = Vectors(index, np, stored_dtype(vcol))
         fresh.load([(r[0], r[1]) for r in db.query(
             f"SELECT _rowid, {vcol.sql} FROM {meta.sql} WHERE {vcol.sql} IS NOT NULL "
             "ORDER BY _rowid") if isinstance(r[1], bytes)])

@@ -8,8 +8,8 @@ connection hooks; extension loading is switched off again right after). Where it
 (no wheel for the platform, an SQLite built without extension loading, or
 ``PXLITE_SQLITE_VEC=0`` in the environment), the same SQL functions are registered with numpy
 implementations: the same SQL runs and gives the same values, and a note says so once. Float16
-vectors and the inner product, which sqlite-vec does not compute, always use
-``pxl_vec_score`` (numpy).
+vectors, other element types, and the inner product, which sqlite-vec does not compute, always
+use ``pxl_vec_score`` (numpy).
 
 sqlite-vec and numpy are imported on first use.
 """
@@ -25,8 +25,10 @@ from typing import Any
 from .errors import SchemaError
 from .vectors import numpy
 
-#: The SQL function computing what sqlite-vec does not: ``pxl_vec_score(metric, dtype, blob,
-#: query)`` with metric 'cosine' (a similarity), 'ip' or 'l2' (a distance).
+#: The SQL function computing what sqlite-vec does not: ``pxl_vec_score(metric, dtype,
+#: precision, blob, query)`` with metric 'cosine' (a similarity), 'ip' or 'l2' (a distance), a
+#: stored vector of element type ``dtype`` taken at ``precision`` (an element type too: a float32
+#: column searched by an fp16 index is rounded to float16 first).
 SCORE = "pxl_vec_score"
 
 _installed: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
@@ -38,46 +40,54 @@ def _np() -> Any:
     return numpy()
 
 
-def _vector(blob: Any, dtype: str = "float32") -> Any:
+def _vector(blob: Any, dtype: str = "float32", precision: str | None = None) -> Any:
     np = _np()
     if not isinstance(blob, bytes):
         raise SchemaError(f"a vector must be a BLOB, got {type(blob).__name__}")
-    return np.frombuffer(blob, dtype=np.dtype(dtype).newbyteorder("<")).astype(np.float64)
+    v = np.frombuffer(blob, dtype=np.dtype(dtype).newbyteorder("<"))
+    if precision is not None and precision != dtype:
+        v = v.astype(precision)
+    return v.astype(np.float64)
 
 
-def _pair(a: Any, b: Any, dtype: str = "float32") -> tuple[Any, Any]:
-    x, y = _vector(a, dtype), _vector(b)
+def _pair(a: Any, b: Any, dtype: str = "float32", precision: str | None = None
+          ) -> tuple[Any, Any]:
+    x, y = _vector(a, dtype, precision), _vector(b)
     if x.shape != y.shape:
         raise SchemaError(f"vector lengths differ: {x.shape[0]} and {y.shape[0]}")
     return x, y
 
 
-def cosine_distance(a: Any, b: Any, dtype: str = "float32") -> float | None:
+def cosine_distance(a: Any, b: Any, dtype: str = "float32", precision: str | None = None
+                    ) -> float | None:
     """1 - cos(a, b), as sqlite-vec's ``vec_distance_cosine``."""
-    x, y = _pair(a, b, dtype)
+    x, y = _pair(a, b, dtype, precision)
     np = _np()
     norm = float(np.linalg.norm(x) * np.linalg.norm(y))
     return None if norm == 0.0 else 1.0 - float(x @ y) / norm
 
 
-def l2_distance(a: Any, b: Any, dtype: str = "float32") -> float:
+def l2_distance(a: Any, b: Any, dtype: str = "float32", precision: str | None = None
+                ) -> float:
     """The Euclidean distance, as sqlite-vec's ``vec_distance_l2``."""
-    x, y = _pair(a, b, dtype)
+    x, y = _pair(a, b, dtype, precision)
     return float(_np().linalg.norm(x - y))
 
 
-def score(metric: str, dtype: str, blob: Any, query: Any) -> float | None:
+def score(metric: str, dtype: str, blob: Any, query: Any, precision: str | None = None
+          ) -> float | None:
     """``pxl_vec_score``: cosine similarity, inner product, or L2 distance of a stored vector
-    (of ``dtype``) and a float32 query vector; NULL for a NULL vector."""
+    (of ``dtype``, rounded to ``precision`` when given) and a float32 query vector; NULL for a
+    NULL vector."""
     if blob is None:
         return None
     if metric == "cosine":
-        d = cosine_distance(blob, query, dtype)
+        d = cosine_distance(blob, query, dtype, precision)
         return None if d is None else 1.0 - d
     if metric == "ip":
-        x, y = _pair(blob, query, dtype)
+        x, y = _pair(blob, query, dtype, precision)
         return float(x @ y)
-    return l2_distance(blob, query, dtype)
+    return l2_distance(blob, query, dtype, precision)
 
 
 def _fallback(conn: Any) -> None:
@@ -107,7 +117,8 @@ def install(conn: Any) -> str:
         done = _installed.get(conn)
         if done is not None:
             return done
-        conn.create_scalar_function(SCORE, score, 4, deterministic=True)
+        conn.create_scalar_function(SCORE, lambda m, d, p, b, q: score(m, d, b, q, p), 5,
+                                    deterministic=True)
         if os.environ.get("PXLITE_SQLITE_VEC", "1").strip().lower() in ("0", "false", "no", "off"):
             _fallback(conn)
             how = "numpy (sqlite-vec switched off by PXLITE_SQLITE_VEC=0)"

@@ -154,10 +154,44 @@ def test_an_array_column_of_precomputed_vectors(db):
         .select(t.name).collect()["name"] == ["blue"]
     with pytest.raises(SchemaError, match="no string embedding"):
         t.order_by(t.vec.similarity(string="blue")).limit(1).collect()
-    t.add_embedding_index("vec", idx_name="s", string_embed=embed_text)  # fp16: a hidden copy
-    assert "_pxl_ix_s" in [c.name for c in catalog.load_table(t._conn.db, "v").columns]
+    t.add_embedding_index("vec", idx_name="s", string_embed=embed_text)  # fp16: no copy either
+    assert [c.name for c in catalog.load_table(t._conn.db, "v").columns] == ["vec", "name"]
     sim = t.vec.similarity(string="green", idx="s")
     assert t.order_by(sim, asc=False).limit(1).select(t.name).collect()["name"] == ["green"]
+
+
+@pytest.mark.parametrize(("dtype", "precision", "rounded"),
+                         [(np.float32, "fp16", np.float16), (np.float64, "fp32", np.float32),
+                          (np.float16, "fp32", np.float16)])
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_an_array_index_searches_the_vectors_at_its_precision(db, dtype, precision, rounded,
+                                                               metric):
+    """An index on an Array column of another element type reads the column itself (no second
+    copy, nothing more to write per insert) and rounds the vectors to its precision: the top-k
+    search, a similarity computed in SQL and one computed in Python all give the scores of the
+    rounded vectors."""
+    rng = np.random.default_rng(7)
+    vecs = rng.standard_normal((40, 8)) * np.linspace(0.001, 3.0, 8)  # digits fp16 drops
+    t = db.create_table("r", {"vec": pxl.Array[(8,), dtype], "k": pxl.Int})
+    t.insert([{"vec": v.astype(dtype), "k": i} for i, v in enumerate(vecs)])
+    t.add_embedding_index("vec", metric=metric, precision=precision)
+    assert [c.name for c in catalog.load_table(t._conn.db, "r").columns] == ["vec", "k"]
+    q = rng.standard_normal(8).astype(np.float32)
+    m = vecs.astype(dtype).astype(rounded).astype(np.float64)
+    qd = q.astype(np.float64)
+    want = {"cosine": m @ qd / (np.linalg.norm(m, axis=1) * np.linalg.norm(qd)),
+            "ip": m @ qd, "l2": np.linalg.norm(m - qd, axis=1)}[metric]
+    sim = t.vec.similarity(vector=q)
+    asc = metric == "l2"
+    top = t.order_by(sim, asc=asc).limit(5).select(t.k, s=sim).collect()
+    order = np.argsort(want if asc else -want, kind="stable")[:5]
+    assert top["k"] == [int(i) for i in order]
+    assert np.allclose(top["s"], want[order], rtol=1e-5, atol=1e-5)
+    in_sql = t.select(t.k, s=sim).order_by(t.k).collect()  # no top-k: SQL computes it
+    assert np.allclose(in_sql["s"], want, rtol=1e-5, atol=1e-5)
+    t.insert(vec=vecs[0].astype(dtype), k=99)  # a new row: the vectors in memory are updated
+    again = t.order_by(sim, asc=asc).limit(1).select(t.k, s=sim).collect()
+    assert np.isclose(again["s"][0], want[order[0]], rtol=1e-5, atol=1e-5)
 
 
 def test_if_exists_and_names(pics):
@@ -418,7 +452,7 @@ def test_more_bad_definitions(db):
     t.add_computed_column(w=t.v.astype(pxl.Array[(4,), np.float16]), stored=False)
     with pytest.raises(SchemaError, match="computed when read"):
         t.add_embedding_index("w")
-    t.add_embedding_index("v", idx_name="half")  # fp16: a hidden float16 copy
+    t.add_embedding_index("s", idx_name="half", string_embed=embed_text)  # a hidden column
     with pytest.raises(SchemaError, match="not a complete column"):
         t.add_embedding_index("_pxl_ix_half")
 
