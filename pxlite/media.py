@@ -837,9 +837,19 @@ class Resolver:
     Takes stored references (``media:<key>`` for files in the database's own media folder,
     absolute URIs otherwise) as well as absolute URIs."""
 
-    def __init__(self, settings: Settings, folder: MediaFolder) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings | Callable[[], Settings], folder: MediaFolder
+                 ) -> None:
+        self._settings = settings
         self.folder = folder
+
+    @property
+    def settings(self) -> Settings:
+        """The settings media is read with. Given as a function, it is called at the first
+        media access (a query reading no media never resolves the settings: environment,
+        config file), then kept."""
+        if callable(self._settings):
+            self._settings = self._settings()
+        return self._settings
 
     def value(self, col: ColumnMeta, uri: str) -> Any:
         """A cell's user-facing value: a lazily loaded PIL image, or a local path."""

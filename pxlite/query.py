@@ -411,15 +411,15 @@ class Query:
         return search.run(self._source.db, None if clauses.where is None
                           else lambda: self._matching(clauses))
 
-    def _matching(self, clauses: Clauses) -> list[int]:
+    def _matching(self, clauses: Clauses) -> Sequence[int]:
         """The rowids, in order, of the rows the where() of ``clauses`` selects (its Python
         parts evaluated too)."""
         db = self._source.db
         p = queryplan.build(clauses._replace(outputs=[], order=[], limit=None, offset=None))
-        if not p.needs_rows:  # SQLite evaluates the whole where(): its rowids, as they come
-            return [r[0] for r in db.query(p.sql, p.params)]
+        if not p.needs_rows:  # SQLite evaluates the whole where(): its rowids, at once
+            return vecsearch.rowid_array(db, p.sql, p.params)
         cursor = db.execute(p.sql, p.params)
-        resolver = Resolver(self._source.settings(), self._source.media_folder)
+        resolver = Resolver(self._source.settings, self._source.media_folder)
         return [r[0] for r in Run(p, resolver, self._label(), rowids=True).rows(db, cursor)]
 
     def _built(self, clauses: Clauses) -> tuple[Clauses, Plan]:
@@ -523,7 +523,7 @@ class Query:
             if clauses.sample is not None:
                 register_functions(db)
             cursor = db.execute(p.sql, p.params)
-        resolver = Resolver(self._source.settings(), self._source.media_folder)
+        resolver = Resolver(self._source.settings, self._source.media_folder)
         media = [o.media for o in p.outputs]
 
         def value(i: int, v: Any) -> Any:
@@ -589,7 +589,7 @@ class Query:
             if statement is not None:
                 return int(db.query(*statement)[0][0])
             cursor = db.execute(p.sql, p.params)
-        resolver = Resolver(self._source.settings(), self._source.media_folder)
+        resolver = Resolver(self._source.settings, self._source.media_folder)
         return sum(1 for _ in Run(p, resolver, self._label()).rows(db, cursor))
 
     def head(self, n: int = 10) -> ResultSet:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .catalog import ColumnMeta, TableMeta
@@ -141,22 +141,39 @@ class Vectors:
         found = (pos < self.n) & (self.rowids[safe] == ids) & self.alive[safe]
         return pos[found], found
 
+    def _dot(self, v: Any, positions: Any) -> Any:
+        """The product of the rows at ``positions`` (all: None) with the float32 vector ``v``.
+        Rows picked from the matrix are copied a block at a time into a small buffer that
+        stays in the CPU cache, not into one new array as large as the selection: for a
+        10% filter over 100,000 vectors that is 20 MB less written, and no page faults."""
+        np = self.np
+        if positions is None:
+            return self.matrix @ v
+        out = np.empty(len(positions), dtype=np.float32)
+        block = np.empty((min(_BLOCK, len(positions)), self.index.dim), dtype=np.float32)
+        for s in range(0, len(positions), _BLOCK):
+            part = positions[s:s + _BLOCK]
+            b = block[:len(part)]
+            np.take(self.buf, part, axis=0, out=b)
+            np.matmul(b, v, out=out[s:s + len(part)])
+        return out
+
     def top(self, q: Any, k: int | None, closest_first: bool, positions: Any = None
             ) -> tuple[list[int], list[float]]:
         """The ``k`` rows (all: None) nearest ``q`` (farthest with ``closest_first`` False)
         among ``positions`` (all rows: None), ties by rowid: their rowids and values."""
         np = self.np
         metric = self.index.metric
-        m = self.matrix if positions is None else self.buf[positions]
+        q = np.asarray(q, dtype=np.float32)
         ids = self.rowids[:self.n] if positions is None else self.rowids[positions]
         if metric == "cosine":
-            qn = q / (np.linalg.norm(q) or 1.0)
-            key = m @ qn
+            key = self._dot(q / (np.linalg.norm(q) or 1.0), positions)
         elif metric == "ip":
-            key = m @ q
+            key = self._dot(q, positions)
         else:
             sq = self.sq if positions is None else self.sq[positions]
-            key = 2.0 * (m @ q) - sq  # larger: closer (|x - q|^2 = |x|^2 - 2x.q + |q|^2)
+            key = 2.0 * self._dot(q, positions) - sq  # larger: closer (|x - q|^2 = |x|^2 -
+            # 2x.q + |q|^2)
         if not closest_first:
             key = -key
         if positions is None and self.dead:
@@ -175,9 +192,13 @@ class Vectors:
         if metric == "cosine" or metric == "ip":
             vals = key[order] if closest_first else -key[order]
         else:  # exact distances for the rows returned
-            vals = np.linalg.norm(m[order] - q, axis=1)
+            rows = order if positions is None else positions[order]
+            vals = np.linalg.norm(self.buf[rows] - q, axis=1)
         return [int(i) for i in out_ids], [float(v) for v in vals]
 
+
+#: Rows a filtered search copies at a time (see Vectors._dot): 128 KB of 512 float32s.
+_BLOCK = 64
 
 _CACHES: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], Vectors]] = \
     weakref.WeakKeyDictionary()
@@ -232,6 +253,18 @@ def forget(db: Database, index_id: int) -> None:
         per_db = _CACHES.get(db, {})
         for key in [k for k in per_db if k[0] == index_id]:
             del per_db[key]
+
+
+def rowid_array(db: Database, sql: str, params: Any) -> Any:
+    """The rowids a statement selects (its one column, in rowid order) as an int64 numpy
+    array. SQLite joins them into one text that numpy parses: a filtered search may select
+    tens of thousands of rows, and a Python tuple per row would cost it more than the search."""
+    np = numpy()
+    text = db.query(f"WITH m(r) AS ({sql}) SELECT group_concat(r) FROM m", params)[0][0]
+    out = np.fromstring(text, dtype=np.int64, sep=",") if text else np.zeros(0, np.int64)
+    if len(out) > 1 and bool((out[1:] < out[:-1]).any()):  # (SQLite keeps the order given)
+        out.sort()
+    return out
 
 
 # ---- top-k queries -------------------------------------------------------------------------------
@@ -316,7 +349,7 @@ class TopK:
         c = self.clauses
         return None if c.limit is None else c.limit + (c.offset or 0)
 
-    def run(self, db: Database, matching: Callable[[], list[int]] | None
+    def run(self, db: Database, matching: Callable[[], Sequence[int]] | None
             ) -> tuple[Clauses, str]:
         """Find the rows (``matching()``: the rowids the query's where() selects, in rowid
         order; None: no where) and return the query rewritten to read just them, in the
@@ -351,7 +384,7 @@ class TopK:
 
     @staticmethod
     def _unscored(db: Database, meta: TableMeta, sim: SimilarityExpr,
-                  rowids: list[int] | None, need: int | None) -> list[int]:
+                  rowids: Sequence[int] | None, need: int | None) -> list[int]:
         """Rows without a vector (a failed or missing embedding), in rowid order: a search
         gives them last, after every row with one (None as their similarity)."""
         assert sim.vref is not None
@@ -361,7 +394,7 @@ class TopK:
         params: list[Any] = []
         if rowids is not None:
             sql += " AND _rowid IN (SELECT value FROM json_each(?))"
-            params.append(json.dumps(rowids))
+            params.append(json.dumps([int(r) for r in rowids]))
         sql += " ORDER BY _rowid"
         if need is not None:
             sql += " LIMIT ?"

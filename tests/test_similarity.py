@@ -53,6 +53,46 @@ def test_filter_before_top_k_gives_k_rows(vecs):
     assert sorted(res["k"]) == [0, 1, 2, 3] and res["k"][0] == 0
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_filtered_searches_by_every_metric_give_exact_values(db, metric):
+    """A filtered search scores only the rows where() selects, read from the vectors in memory
+    a block at a time: ranks and values match numpy over those rows (several blocks here)."""
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((N, DIM)).astype(np.float32)
+    t = db.create_table("m", {"vec": pxl.Array[(DIM,), pxl.Float], "k": pxl.Int})
+    t.insert([{"vec": v, "k": i} for i, v in enumerate(data)])
+    t.add_embedding_index("vec", metric=metric, precision="fp32")
+    q = rng.standard_normal(DIM).astype(np.float32)
+    keep = np.arange(N)[np.arange(N) % 4 != 1]  # 300 rows
+    if metric == "l2":
+        vals = np.linalg.norm(data[keep] - q, axis=1)
+        order = keep[np.argsort(vals)][:7]
+        want = np.linalg.norm(data[order] - q, axis=1)
+    else:
+        vals = data[keep] @ q
+        order = keep[np.argsort(-vals)][:7]
+        want = data[order] @ q
+    sim = t.vec.similarity(vector=q)
+    res = t.where(t.k % 4 != 1).order_by(sim, asc=metric == "l2").limit(7) \
+        .select(t.k, s=sim).collect()
+    assert res["k"] == order.tolist()
+    assert res["s"] == pytest.approx(want.tolist(), rel=1e-5)
+
+
+def test_rowids_come_as_one_array_in_rowid_order(vecs):
+    from pxlite import catalog, vecsearch
+
+    t, _ = vecs
+    db = t._conn.db
+    meta = catalog.load_table(db, "v")
+    k = meta.column("k").sql
+    got = vecsearch.rowid_array(
+        db, f"SELECT _rowid FROM {meta.sql} WHERE {k} < 5 ORDER BY _rowid DESC", [])
+    assert got.dtype == np.int64 and got.tolist() == sorted(got.tolist()) and len(got) == 5
+    assert vecsearch.rowid_array(db, f"SELECT _rowid FROM {meta.sql} WHERE {k} < 0",
+                                 []).tolist() == []
+
+
 def test_offset_no_limit_farthest_and_other_keys(vecs):
     t, data = vecs
     q = data[5]
