@@ -302,7 +302,7 @@ SQL_FRAGMENTS = {
     # queries (queryplan.py): SELECT lists, FROM/JOIN clauses and window clauses assembled from
     # Expr.sql() fragments and ids; the sample key is a registered function over an id column
     r"', '\.join\(sel\.frags\)", r"', '\.join\(inner_cols\)", r"from_sql", r"first\.sql",
-    r"key", r"partition", r"outer", r"p\.sql",
+    r"key", r"partition", r"outer", r"p\.sql", r"plan_sql",
     r"idx\.sql",                                           # i_<id>: an index named by its id
     r"item", r"frag",                                      # aggregate forms over Expr.sql()
     # expressions (exprs, jsonpath): SQL of sub-expressions, built the same way; fixed tables
