@@ -168,20 +168,47 @@ def encode_image(img: PILImage.Image, fmt: str | None = None) -> tuple[bytes, st
         img.save(buf, format="TIFF")
         return buf.getvalue(), "tiff"
     fmt = check_format(fmt) or ("png" if has_alpha(img) else "jpeg")
-    buf = io.BytesIO()
     if fmt == "jpeg":
         if img.mode not in ("RGB", "L", "CMYK"):
             img = img.convert("L" if img.mode in ("1", "I", "I;16", "F", "LA") else "RGB")
-        img.save(buf, format="JPEG", quality=90)
-    elif fmt == "png":
+        return _saved(img, "JPEG", quality=90), FORMATS[fmt]
+    if fmt == "png":
         if img.mode in ("F", "CMYK", "YCbCr", "LAB", "HSV"):
             img = img.convert("RGB")
-        img.save(buf, format="PNG", compress_level=1)
-    else:
-        if img.mode not in ("RGB", "RGBA"):
-            img = img.convert("RGBA" if has_alpha(img) else "RGB")
-        img.save(buf, format="WEBP", quality=90)
+        return _saved(img, "PNG", compress_level=1), FORMATS[fmt]
+    buf = io.BytesIO()
+    if img.mode not in ("RGB", "RGBA"):
+        img = img.convert("RGBA" if has_alpha(img) else "RGB")
+    img.save(buf, format="WEBP", quality=90)
     return buf.getvalue(), FORMATS[fmt]
+
+
+#: Encode into an anonymous in-memory file where the OS has them (Linux): see _saved.
+ENCODE_TO_MEMFD = hasattr(os, "memfd_create")
+
+
+def _saved(img: PILImage.Image, fmt: str, **params: Any) -> bytes:
+    """``img`` encoded (JPEG, PNG) as bytes. Pillow holds the GIL while it encodes into a
+    Python buffer (BytesIO) but releases it while it encodes into a real file, so where the OS
+    has anonymous in-memory files (Linux's memfd) the encoding goes into one and is read back:
+    computed image columns then encode on all their threads at once instead of one at a time
+    (the same bytes; encoding is a fifth to a third of a computed image's CPU)."""
+    if not ENCODE_TO_MEMFD:
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, **params)
+        return buf.getvalue()
+    fd = os.memfd_create("pxlite-encode", os.MFD_CLOEXEC)
+    with open(fd, "w+b", buffering=0) as f:
+        img.save(f, format=fmt, **params)
+        size = os.fstat(fd).st_size
+        parts, done = [], 0
+        while done < size:
+            chunk = os.pread(fd, size - done, done)
+            if not chunk:
+                break
+            parts.append(chunk)
+            done += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 # ---- files made by functions -------------------------------------------------------------
