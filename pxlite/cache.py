@@ -149,9 +149,11 @@ class _FileDisk(diskcache.Disk):
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple:
         if not isinstance(value, _Staged):
             return super().store(value, read, key=key)
-        filename, _ = self.filename(key, value)
-        # Keep the object's extension so a path handed to a user or a viewer says what it is.
-        filename = os.path.splitext(filename)[0] + value.suffix
+        # One level of 256 folders (diskcache's own names use two, 65,536 folders: nearly
+        # every file of a batch would create a folder, which costs more than writing it); the
+        # object's extension kept so a path handed to a user or a viewer says what it is.
+        name = os.urandom(16).hex()
+        filename = os.path.join(name[:2], name[2:] + value.suffix)
         full_path = os.path.join(self._directory, filename)
         os.makedirs(os.path.dirname(full_path), exist_ok=True)
         os.replace(value.path, full_path)
