@@ -136,6 +136,12 @@ class Vectors:
         ids = np.asarray(rowids, dtype=np.int64)
         if not self.n:
             return np.zeros(0, dtype=np.int64), np.zeros(len(ids), dtype=bool)
+        first = int(self.rowids[0])
+        if int(self.rowids[self.n - 1]) - first == self.n - 1:  # no gaps (rowids are sorted
+            pos = ids - first                                    # and unique): arithmetic
+            safe = np.clip(pos, 0, self.n - 1)
+            found = (pos >= 0) & (pos < self.n) & self.alive[safe]
+            return pos[found], found
         pos = np.searchsorted(self.rowids[:self.n], ids)
         safe = np.minimum(pos, self.n - 1)
         found = (pos < self.n) & (self.rowids[safe] == ids) & self.alive[safe]

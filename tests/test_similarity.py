@@ -77,6 +77,33 @@ def test_filtered_searches_by_every_metric_give_exact_values(db, metric):
         .select(t.k, s=sim).collect()
     assert res["k"] == order.tolist()
     assert res["s"] == pytest.approx(want.tolist(), rel=1e-5)
+    # rows deleted (gaps among the rowids) and rows without a vector: the same, over the rest
+    t.delete(where=t.k % 3 == 0)  # enough to compact the vectors in memory: gaps
+    t.insert([{"k": N + i} for i in range(3)] + [{"vec": data[0], "k": N + 3}])
+    keep = keep[keep % 3 != 0]
+    if metric == "l2":
+        order = keep[np.argsort(np.linalg.norm(data[keep] - q, axis=1))][:7]
+    else:
+        order = keep[np.argsort(-(data[keep] @ q))][:7]
+    res = t.where(t.k % 4 != 1).order_by(sim, asc=metric == "l2").limit(7).select(t.k).collect()
+    assert res["k"] == order.tolist()
+    few = t.where(t.k >= N - 3).order_by(sim, asc=metric == "l2")
+    got = few.limit(10).select(t.k).collect()["k"]
+    assert sorted(got[:3]) == [N - 3, N - 2, N + 3] and got[3:] == [N, N + 1, N + 2]
+    assert few.limit(4).select(t.k).collect()["k"] == got[:4]
+
+
+def test_a_row_before_every_vector_is_not_taken_for_one(db):
+    """The vectors in memory start at a later row (the first has none): a filter selecting the
+    first row finds no vector for it, and ranks it after every row that has one."""
+    t = db.create_table("f", {"vec": pxl.Array[(DIM,), pxl.Float], "k": pxl.Int})
+    rng = np.random.default_rng(5)
+    t.insert([{"k": 0}] + [{"vec": rng.standard_normal(DIM).astype(np.float32), "k": i}
+                           for i in range(1, 6)])
+    t.add_embedding_index("vec", precision="fp32")
+    sim = t.vec.similarity(vector=rng.standard_normal(DIM).astype(np.float32))
+    res = t.where(t.k <= 1).order_by(sim, asc=False).limit(2).select(t.k, s=sim).collect()
+    assert res["k"] == [1, 0] and res["s"][1] is None
 
 
 def test_rowids_come_as_one_array_in_rowid_order(vecs):
