@@ -10,6 +10,7 @@ types store a URI string; the bytes live in storage.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import numbers
@@ -330,7 +331,6 @@ class ArrayType(ColumnType):
         super().__init__(nullable)
         self.shape = vectors.check_shape(shape)
         self.dtype = vectors.check_dtype(_ARRAY_DTYPES.get(id(dtype), dtype))
-        self._expected = self.expect()  # for errors; made once, not per value
 
     def __repr__(self) -> str:
         base = f"Array[{vectors.shape_text(self.shape)}, {self.dtype}]"
@@ -355,6 +355,11 @@ class ArrayType(ColumnType):
 
     def from_sql(self, value: Any) -> Any:
         return vectors.decode(value, self.shape, self.dtype)
+
+    @functools.cached_property
+    def _expected(self) -> str:
+        """:meth:`expect`, for errors: made once per type (at its first value), not per value."""
+        return self.expect()
 
     def stored_cast_from(self, source: ColumnType) -> Callable[[list[Any]], list[Any]] | None:
         """Stored values of ``source`` to stored values of this type, many at once, where that
