@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import hashlib
 import io
 import os
@@ -193,11 +194,18 @@ def _saved(img: PILImage.Image, fmt: str, **params: Any) -> bytes:
     has anonymous in-memory files (Linux's memfd) the encoding goes into one and is read back:
     computed image columns then encode on all their threads at once instead of one at a time
     (the same bytes; encoding is a fifth to a third of a computed image's CPU)."""
-    if not ENCODE_TO_MEMFD:
+    global ENCODE_TO_MEMFD
+    fd = -1
+    if ENCODE_TO_MEMFD:
+        try:
+            fd = os.memfd_create("pxlite-encode", os.MFD_CLOEXEC)
+        except OSError as e:  # out of descriptors or memory: this once; not allowed: never again
+            if e.errno in (errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EINVAL):
+                ENCODE_TO_MEMFD = False
+    if fd < 0:
         buf = io.BytesIO()
         img.save(buf, format=fmt, **params)
         return buf.getvalue()
-    fd = os.memfd_create("pxlite-encode", os.MFD_CLOEXEC)
     with open(fd, "w+b", buffering=0) as f:
         img.save(f, format=fmt, **params)
         size = os.fstat(fd).st_size

@@ -3,6 +3,7 @@ file, which lets threads encode at once, or into a Python buffer), in every form
 
 from __future__ import annotations
 
+import errno
 import io
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -51,3 +52,24 @@ def test_threads_encoding_at_once_each_get_their_own_image():
         out = list(pool.map(lambda im: media.encode_image(im, "png")[0], imgs))
     for im, data in zip(imgs, out, strict=True):
         assert Image.open(io.BytesIO(data)).tobytes() == im.tobytes()
+
+
+@pytest.mark.parametrize(("err", "again"), [(errno.ENOSYS, False), (errno.EMFILE, True)])
+def test_without_in_memory_files_it_encodes_into_a_buffer(monkeypatch, err, again):
+    """A system refusing memfd (a sandbox without the call: never tried again) or out of
+    descriptors (tried again next time) still encodes, through a Python buffer."""
+    import os
+
+    img = _noise((32, 32), "RGB", 3)
+    want = media.encode_image(img)
+    calls = []
+
+    def refuse(*a):
+        calls.append(a)
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    monkeypatch.setattr(media, "ENCODE_TO_MEMFD", True)
+    assert media.encode_image(img) == want
+    assert media.encode_image(img) == want
+    assert len(calls) == (2 if again else 1) and media.ENCODE_TO_MEMFD is again
