@@ -15,6 +15,7 @@ process) resumes from what its committed batches hold.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import operator
 import os
@@ -183,7 +184,10 @@ def import_files(conn: Connection, path: str, source: Any, *, column: str = "ima
             if matcher is None or matcher.match(key):
                 yield o._replace(key=key) if narrow else o
 
-    objects = matching()
+    # Every listed file, as it comes: without a glob, straight from the listing (a generator
+    # less per file; nothing is filtered, so none listed is none matching).
+    objects = matching() if matcher is not None or narrow else \
+        iter(backend.list_info(prefix))
     first = next(objects, None)  # the first page: a missing bucket or folder fails here
     if first is None:
         what = f"no file under {prefix}" if listed == 0 else \
@@ -198,7 +202,7 @@ def import_files(conn: Connection, path: str, source: Any, *, column: str = "ima
     bar = progress_bar(lambda: None, f"{meta.name}: import_files", settings, unit="file")
     added = errors = 0
     try:
-        for batch in _batches(_chain(first, objects)):
+        for batch in _batches(itertools.chain((first,), objects)):
             a, e = _commit(conn, plan_, batch, cloud, on_error)
             added, errors = added + a, errors + e
             if bar is not None:
@@ -208,11 +212,6 @@ def import_files(conn: Connection, path: str, source: Any, *, column: str = "ima
         if bar is not None:
             bar.close()
     return UpdateStatus("Inserted", added, errors, time.perf_counter() - t0)
-
-
-def _chain(first: ListedObject, rest: Iterator[ListedObject]) -> Iterator[ListedObject]:
-    yield first
-    yield from rest
 
 
 def _batches(objects: Iterator[ListedObject]) -> Iterator[list[ListedObject]]:
@@ -362,7 +361,9 @@ def _check_header(path: str, kind: str) -> None:
     except OSError:
         media.check_local_file(path, kind)  # type: ignore[arg-type]  # raises, saying why
         return
-    media.check_header(head, kind, f"file {path!r}")
+    found = media.sniff(head)
+    if found is None or found[0] != kind:  # (the message is made only for a file that fails)
+        media.check_header(head, kind, f"file {path!r}")
 
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
