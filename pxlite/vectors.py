@@ -157,8 +157,8 @@ def stored_cast(shape: Shape, source: str, target: str
     """Converting many stored values of one fixed shape from element type ``source`` to
     ``target`` at once: a function from their BLOBs to the converted BLOBs, the same bytes the
     value-by-value cast (:func:`decode`, then :func:`encode`) gives, in one numpy call for the
-    lot rather than several per value (an embedding index's float16 copy of a float32 column is
-    such a cast; per value it would cost more than writing the row). None where that cast is
+    lot rather than several per value (a stored ``t.vec.astype(pxl.Array[(512,), np.float16])``
+    is such a cast; per value it would cost more than writing the row). None where that cast is
     not a plain element conversion (a free dimension, a cast that may refuse some values); a
     BLOB of the wrong size is a ValueError for the whole lot (the caller then goes value by
     value, which says which one)."""
