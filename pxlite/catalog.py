@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -297,7 +298,46 @@ def create_table(db: Database, path: str, columns: Iterable[tuple[str, ColumnTyp
     return meta
 
 
+#: The tables each connection loaded last, by path, with the catalog stamp they were loaded at
+#: (Database.catalog_stamp): a Table handle loads its metadata for every attribute and query
+#: (another handle or program may have changed the schema), which was more than half of a small
+#: query's time. An entry is used only while the stamp is unchanged: no commit by another
+#: connection and no row changed by this one since.
+_LOADED: weakref.WeakKeyDictionary[Database, dict[str, tuple[tuple[int, int], TableMeta]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _copy(meta: TableMeta) -> TableMeta:
+    """A copy a caller may change (operations rename, add and drop the columns they hold):
+    new TableMeta and ColumnMeta objects with the same field values (those are immutable:
+    ints, strings, tuples, column types)."""
+    out = object.__new__(TableMeta)
+    out.__dict__.update(meta.__dict__)
+    out.columns = [_copy_column(c) for c in meta.columns]
+    out.hidden = [_copy_column(c) for c in meta.hidden]
+    return out
+
+
+def _copy_column(col: ColumnMeta) -> ColumnMeta:
+    out = object.__new__(ColumnMeta)
+    out.__dict__.update(col.__dict__)
+    return out
+
+
 def load_table(db: Database, path: str) -> TableMeta:
+    """The table (or view) at ``path``, as the catalog says now."""
+    stamp = db.catalog_stamp()  # taken first: a change after it makes the entry stale
+    if stamp is not None:
+        hit = _LOADED.get(db, {}).get(path)
+        if hit is not None and hit[0] == stamp:
+            return _copy(hit[1])
+    meta = _load_table(db, path)
+    if stamp is not None:
+        _LOADED.setdefault(db, {})[path] = (stamp, _copy(meta))
+    return meta
+
+
+def _load_table(db: Database, path: str) -> TableMeta:
     rows = db.query("SELECT id, uid, path, primary_key FROM px_tables WHERE path = ?", (path,))
     if not rows:
         if db.query("SELECT 1 FROM px_dirs WHERE path = ?", (path,)):

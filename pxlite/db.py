@@ -527,6 +527,19 @@ class Database:
                 with contextlib.suppress(apsw.Error):
                     self.sqlite.execute("COMMIT")
 
+    def catalog_stamp(self) -> tuple[int, int] | None:
+        """A key for what this connection would read from the catalog now, for caches of it
+        (see catalog.load_table): the commits of other connections it has seen (``PRAGMA
+        data_version``) and the rows it changed itself (``sqlite3_total_changes``, which counts
+        uncommitted and rolled-back changes too, so it only ever grows). None inside any
+        transaction: a write's own changes may still roll back, and a read's snapshot is not
+        the latest."""
+        with self._lock:
+            version = self.query("PRAGMA data_version")[0][0]  # (a closed connection: its error)
+            if self.sqlite.in_transaction:
+                return None
+            return int(version), self.sqlite.total_changes()
+
     def in_write_transaction(self) -> bool:
         """Is a write transaction (:meth:`transaction`) open on this connection?"""
         return self._writing > 0
