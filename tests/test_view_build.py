@@ -222,3 +222,25 @@ def test_a_killed_add_on_a_view_resumes_into_its_destination(tmp_path, clips):
         files = list(dest.rglob("*.jpg"))
         assert len(files) == f.count() and all(f.get_metadata()["id"] in str(p) for p in files)
         assert f.where(f.flipped.is_null()).count() == 0 and db.check().ok
+
+
+def test_a_cheap_condition_runs_in_the_calling_thread_a_slow_one_on_threads(db):
+    """As for computed columns: a where() evaluated in Python that takes microseconds a row
+    is evaluated in the calling thread (a future per row cost more than the condition); a
+    slow one (here a sleep, as decoding releases the GIL) goes to the threads."""
+    from udfs import sample
+
+    t = db.create_table("nums", {"n": pxl.Int})
+    t.insert([{"n": i} for i in range(300)])
+    sample.THREADS_SEEN.clear()
+    cheap = db.create_view("cheap", t.where(sample.thread_noted(t.n) % 2 == 0))
+    assert set(sample.THREADS_SEEN) == {"MainThread"} and cheap.count() == 150
+    sample.THREADS_SEEN.clear()
+    t.insert([{"n": 1000 + i} for i in range(100)])  # kept current the same way
+    assert set(sample.THREADS_SEEN) == {"MainThread"} and cheap.count() == 200
+    sample.THREADS_SEEN.clear()
+    slow = db.create_view("slow", t.where(sample.slow_thread_noted(t.n) % 2 == 1))
+    seen = sample.THREADS_SEEN
+    assert seen[:1] == ["MainThread"] and len(seen) == 400
+    assert any(name.startswith("pxlite-view") for name in seen[1:])
+    assert slow.count() == 200
