@@ -281,8 +281,7 @@ def drop_embedding_index(places: Places, meta: TableMeta, *, column: ColumnMeta 
     if (column is None) == (idx_name is None):
         raise SchemaError("drop_embedding_index() takes either column= or idx_name=, not both "
                           "or neither")
-    all_idx = [i for i in catalog.indexes(places.db, meta) if i.kind != "embedding"
-               or embeddings.active(meta, embeddings.of(i))]
+    all_idx = listed(places.db, meta)
     if column is not None:
         found = [i for i in all_idx if i.col_id == column.col_id and i.kind == "embedding"]
         if not found:
@@ -312,6 +311,31 @@ def drop_embedding_index(places: Places, meta: TableMeta, *, column: ColumnMeta 
         raise SchemaError(f"index {idx_name!r} of {meta.path!r} is not an embedding index (a "
                           "B-tree index); drop it with t.drop_index(idx_name=...)")
     drop(places, meta, found[0])
+
+
+def drop_any(op: writes.Operation, col: ColumnMeta | None, idx_name: str | None,
+             if_not_exists: str) -> None:
+    """Inside ``op``'s transaction: :meth:`pxlite.table.Table.drop_index`, the index on
+    ``col`` or named ``idx_name``, of either kind."""
+    meta, db = op.meta, op.db
+    if col is not None:
+        found = [i for i in listed(db, meta) if i.col_id == col.col_id]
+        what = f"column {col.name!r}"
+    else:
+        found = [i for i in listed(db, meta) if i.name == idx_name]
+        what = f"the name {idx_name!r}"
+    if not found:
+        if if_not_exists == "ignore":
+            return
+        raise NotFoundError(f"{meta.path!r} has no index on {what}; "
+                            "get_metadata()['indexes'] lists its indexes")
+    if len(found) > 1:
+        raise SchemaError(f"{what} of {meta.path!r} has several indexes ("
+                          f"{', '.join(i.name for i in found)}); drop one by idx_name=")
+    if found[0].kind == "embedding":
+        drop_in(op, found[0])
+    else:
+        catalog.drop_index(db, found[0])
 
 
 def drop_indexes_of(op: writes.Operation, col: ColumnMeta) -> None:

@@ -488,26 +488,8 @@ class Table:
             raise SchemaError("drop_index() takes either column= or idx_name=, not both or "
                               "neither")
         with writes.operation(self._conn.places, self._meta(), recheck=self._recheck) as op:
-            meta, db = op.meta, self._conn.db
-            if column is not None:
-                col = meta.column(self._name_of(column))
-                found = [i for i in indexing.listed(db, meta) if i.col_id == col.col_id]
-                what = f"column {col.name!r}"
-            else:
-                found = [i for i in indexing.listed(db, meta) if i.name == idx_name]
-                what = f"the name {idx_name!r}"
-            if not found:
-                if if_not_exists == "ignore":
-                    return
-                raise NotFoundError(f"{self._path!r} has no index on {what}; "
-                                    "get_metadata()['indexes'] lists its indexes")
-            if len(found) > 1:
-                raise SchemaError(f"column {column!r} of {self._path!r} has several indexes ("
-                                  f"{', '.join(i.name for i in found)}); drop one by idx_name=")
-            if found[0].kind == "embedding":
-                indexing.drop_in(op, found[0])
-            else:
-                catalog.drop_index(db, found[0])
+            col = None if column is None else op.meta.column(self._name_of(column))
+            indexing.drop_any(op, col, idx_name, if_not_exists)
 
     def add_embedding_index(self, column: str | ColumnRef, *, idx_name: str | None = None,
                             embedding: Any = None, string_embed: Any = None,

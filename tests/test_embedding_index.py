@@ -269,6 +269,9 @@ def test_drop_embedding_index(pics, db):
     pics.add_btree_index("label", idx_name="lab")
     with pytest.raises(SchemaError, match="multiple embedding indexes"):
         pics.drop_embedding_index(column="img")
+    with pytest.raises(SchemaError, match=r"column 'img' of 'pics' has several indexes \(a, "
+                                          r"b\); drop one by idx_name="):
+        pics.drop_index(column=pics.img)  # by reference: named by its column's name
     with pytest.raises(SchemaError, match="either column= or idx_name="):
         pics.drop_embedding_index()
     with pytest.raises(SchemaError, match="not an embedding index"):
