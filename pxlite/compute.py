@@ -76,10 +76,6 @@ class _Target:
         # A local write is quick and CPU-bound: done in the compute thread. Network stores go
         # to the upload pool so compute threads never wait on the network.
         self.local = self.prefix is not None and self.prefix.startswith("file://")
-        #: (input col_id, function) where the cells can be computed a batch at a time from one
-        #: stored input (see Expr.stored_batch), set by the Computation when that input is not
-        #: itself computed with them.
-        self.batch = None if self.is_media else self.expr.stored_batch()
         #: Uploads to this target's server worth having in flight (0: none, a local target).
         self.parallel = (storage.get_backend(self.prefix, settings).parallel_requests
                          if self.prefix is not None and not self.local else 0)
@@ -264,10 +260,10 @@ class Computation:
         self.inputs = [c for c in op.meta.columns if c.col_id in needed and c.col_id not in ids]
         self._read_later = needed & {t.col.col_id for t in self.targets if t.is_media}
         self._media_inputs = [c.col_id for c in self.inputs if c.type.is_media]
-        for t in self.targets:
-            if t.batch is not None and t.batch[0] in ids:  # computed in this same row
-                t.batch = None
-        self._batch_targets = [t for t in self.targets if t.batch is not None]
+        #: (target, input col_id, function): the targets computed a batch at a time from one
+        #: stored input (Expr.stored_batch) that is not itself computed with them.
+        self._batches = [(t, *b) for t in self.targets if not t.is_media
+                         and (b := t.expr.stored_batch()) is not None and b[0] not in ids]
         #: Some cell may hold a Future of a stored file (see _settle).
         self._uploading = any(t.is_media for t in self.targets)
         self.media_slots = [3 * k for k, t in enumerate(self.targets) if t.is_media]
@@ -350,14 +346,12 @@ class Computation:
                 for k, (rowid, raw, errors) in enumerate(rows)]
 
     def _batched(self, rows: list[Row]) -> list[dict[int, Any]]:
-        """Per row, the cells of the targets computed a batch at a time (``t.batch``): each
+        """Per row, the cells of the targets computed a batch at a time (``_batches``): each
         such target converts the stored input of every row that has one (not NULL, no error)
         in one call. Should that call fail (a damaged value), those cells are left to the row
         by row evaluation, which reports the value that failed."""
         done: list[dict[int, Any]] = [{} for _ in rows]
-        for t in self._batch_targets:
-            assert t.batch is not None
-            cid, fn = t.batch
+        for t, cid, fn in self._batches:
             which = [k for k, (_, raw, errors) in enumerate(rows)
                      if cid not in errors and raw.get(cid) is not None]
             try:

@@ -177,9 +177,9 @@ class Vectors:
         elif metric == "ip":
             key = self._dot(q, positions)
         else:
+            # larger: closer (|x - q|^2 = |x|^2 - 2x.q + |q|^2)
             sq = self.sq if positions is None else self.sq[positions]
-            key = 2.0 * self._dot(q, positions) - sq  # larger: closer (|x - q|^2 = |x|^2 -
-            # 2x.q + |q|^2)
+            key = 2.0 * self._dot(q, positions) - sq
         if not closest_first:
             key = -key
         if positions is None and self.dead:
