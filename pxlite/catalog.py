@@ -877,12 +877,25 @@ class IndexMeta(NamedTuple):
         return f"i_{self.id}"
 
 
+#: Each connection's last reading of a table's indexes, as _LOADED: used while the stamp holds.
+_INDEXES: weakref.WeakKeyDictionary[Database, dict[int, tuple[tuple[int, int], list[IndexMeta]]]] \
+    = weakref.WeakKeyDictionary()
+
+
 def indexes(db: Database, meta: TableMeta) -> list[IndexMeta]:
     """The indexes of a table, oldest first."""
-    return [IndexMeta(*r) for r in db.query(
+    stamp = db.catalog_stamp()
+    if stamp is not None:
+        hit = _INDEXES.get(db, {}).get(meta.id)
+        if hit is not None and hit[0] == stamp:
+            return list(hit[1])  # (IndexMeta tuples are immutable)
+    out = [IndexMeta(*r) for r in db.query(
         "SELECT id, table_id, name, col_id, kind, params FROM px_indexes WHERE table_id = ? "
         "ORDER BY id",
         (meta.id,))]
+    if stamp is not None:
+        _INDEXES.setdefault(db, {})[meta.id] = (stamp, list(out))
+    return out
 
 
 def add_index(db: Database, meta: TableMeta, col: ColumnMeta, name: str, kind: str,

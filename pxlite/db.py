@@ -531,12 +531,14 @@ class Database:
         """A key for what this connection would read from the catalog now, for caches of it
         (see catalog.load_table): the commits of other connections it has seen (``PRAGMA
         data_version``) and the rows it changed itself (``sqlite3_total_changes``, which counts
-        uncommitted and rolled-back changes too, so it only ever grows). None inside any
-        transaction: a write's own changes may still roll back, and a read's snapshot is not
-        the latest."""
+        uncommitted and rolled-back changes too, so it only ever grows). Inside a read
+        transaction the same: its snapshot is the state at that ``data_version`` (the pragma
+        begins the read when nothing has yet). None inside a transaction that has written: its
+        changes may still roll back."""
         with self._lock:
             version = self.query("PRAGMA data_version")[0][0]  # (a closed connection: its error)
-            if self.sqlite.in_transaction:
+            if self.sqlite.in_transaction and \
+                    self.sqlite.txn_state("main") != apsw.SQLITE_TXN_READ:
                 return None
             return int(version), self.sqlite.total_changes()
 

@@ -45,6 +45,11 @@ class Vectors:
         self.alive = np.zeros(0, dtype=bool)
         self.dead = 0
         self.sq = np.zeros(0, dtype=np.float32)   # squared norms (l2)
+        # The int8 sketch of the matrix (see _candidates), made by the first search that can
+        # use it, then kept current row by row: codes, scale and error bound per row of buf.
+        self.codes: Any = None
+        self.scale: Any = None
+        self.slack: Any = None
         self.seq = -1
         self.schema = -1
 
@@ -74,6 +79,7 @@ class Vectors:
         self.n = len(rows)
         self.alive = np.ones(self.n, dtype=bool)
         self.dead = 0
+        self.codes = self.scale = self.slack = None
         self._norms()
 
     def _norms(self) -> None:
@@ -95,6 +101,7 @@ class Vectors:
         if any(r <= last for r, _ in new):
             return False
         upd = [(int(p), rows[int(r)]) for r, p, k in zip(ids, pos, known, strict=True) if k]
+        rewritten = []
         for p, b in upd:
             if b is None:
                 if self.alive[p]:
@@ -102,33 +109,124 @@ class Vectors:
                     self.dead += 1
             else:
                 self.buf[p] = self._prepared([b])[0]
+                rewritten.append(p)
                 if not self.alive[p]:
                     self.alive[p] = True
                     self.dead -= 1
+        if rewritten and self.codes is not None:
+            self._sketch_rows(np.array(rewritten, dtype=np.int64))
         if new:
             new.sort()
             add = self._prepared([b for _, b in new])  # type: ignore[misc]
             need = self.n + len(new)
             if need > len(self.buf):
-                grown = np.zeros((max(need, 2 * len(self.buf)), self.index.dim),
-                                 dtype=np.float32)
-                grown[:self.n] = self.matrix
-                self.buf = grown
-                self.rowids = np.resize(self.rowids, len(grown))
-                self.alive = np.resize(self.alive, len(grown))
+                cap = max(need, 2 * len(self.buf))
+                self.buf = _grown(np, self.buf, self.n, cap)
+                self.rowids = np.resize(self.rowids, cap)
+                self.alive = np.resize(self.alive, cap)
+                if self.codes is not None:
+                    self.codes = _grown(np, self.codes, self.n, cap)
+                    self.scale = _grown(np, self.scale, self.n, cap)
+                    self.slack = _grown(np, self.slack, self.n, cap)
             self.buf[self.n:need] = add
             self.rowids[self.n:need] = [r for r, _ in new]
             self.alive[self.n:need] = True
+            if self.codes is not None:
+                self._sketch_rows(np.arange(self.n, need))
             self.n = need
         if self.dead > max(64, self.n // 4):  # compact
             keep = self.alive[:self.n]
             self.buf = self.matrix[keep].copy()
             self.rowids = self.rowids[:self.n][keep].copy()
+            if self.codes is not None:
+                self.codes = self.codes[:self.n][keep].copy()
+                self.scale = self.scale[:self.n][keep].copy()
+                self.slack = self.slack[:self.n][keep].copy()
             self.n = len(self.rowids)
             self.alive = np.ones(self.n, dtype=bool)
             self.dead = 0
         self._norms()
         return True
+
+    # ---- the int8 sketch: a filtered search reads a quarter of the bytes, and stays exact ----
+    def _sketch_rows(self, positions: Any) -> None:
+        """(Re)make the sketch of the matrix rows at ``positions``: each row ``x`` as int8
+        codes ``c`` and a scale ``s`` (``x ~ s c``), and ``slack``, a bound on how far
+        ``s (c . v)`` computed in float32 can be from ``x . v`` computed in float32, per unit
+        of ``|v|`` (rows with a NaN or an infinity: unbounded, so always rescored)."""
+        np = self.np
+        dim = self.index.dim
+        u = 2.0 ** -24  # float32's unit roundoff
+        # A float32 dot product of dim terms errs by at most dim*u*|x||v|, whatever the order
+        # of summation; the exact and the sketched products' errors together fit in 3*dim*u.
+        rel = 3.0 * dim * u + 1e-7
+        for s in range(0, len(positions), 4096):
+            part = positions[s:s + 4096]
+            m = self.buf[part]
+            amax = np.abs(m).max(axis=1)
+            ok = np.isfinite(amax)
+            if not ok.all():
+                m = np.where(ok[:, None], m, np.float32(0))
+            live = ok & (amax > 0)
+            scale = np.where(live, amax / np.float32(127), np.float32(1)).astype(np.float32)
+            inv = np.where(live, np.float32(127) / np.where(live, amax, 1), np.float32(1))
+            c = np.rint(m * inv.astype(np.float32)[:, None])
+            np.clip(c, -127, 127, out=c)
+            resid = m - c * scale[:, None]
+            # The residual and both norms computed in float32 err by a few u (relative, and
+            # u|x| for the residual's products): bounded above here, generously.
+            err = np.sqrt(np.einsum("ij,ij->i", resid, resid)).astype(np.float64)
+            norm = np.sqrt(np.einsum("ij,ij->i", m, m)).astype(np.float64) * (1 + dim * u)
+            err = err * (1 + 3 * dim * u) + 2 * u * norm
+            slack = np.nextafter((err + rel * (norm + err)).astype(np.float32),
+                                 np.float32(np.inf))
+            slack[~ok] = np.inf
+            codes = c.astype(np.int8)
+            self.codes[part], self.scale[part], self.slack[part] = codes, scale, slack
+
+    def _sketch_ready(self) -> None:
+        np = self.np
+        if self.codes is None:
+            cap = len(self.buf)
+            self.codes = np.zeros((cap, self.index.dim), dtype=np.int8)
+            self.scale = np.ones(cap, dtype=np.float32)
+            self.slack = np.full(cap, np.inf, dtype=np.float32)
+            self._sketch_rows(np.arange(self.n))
+
+    def _candidates(self, v: Any, k: int, closest_first: bool, positions: Any) -> Any:
+        """The ``positions`` that can be among the ``k`` closest to ``v`` (the vector the
+        matrix is multiplied by): a quarter of the bytes of the exact product are read (the
+        int8 sketch), and every row whose bound leaves it a chance is kept, to be scored exactly
+        by the caller. Exact: a row is dropped only when even its best score is below the k-th
+        best of the worst scores, so at least k rows score strictly higher than it."""
+        np = self.np
+        vn = float(np.linalg.norm(v.astype(np.float64)))
+        if not np.isfinite(vn):
+            return positions
+        self._sketch_ready()
+        approx = np.empty(len(positions), dtype=np.float32)
+        codes = np.empty((min(_BLOCK8, len(positions)), self.index.dim), dtype=np.int8)
+        floats = np.empty(codes.shape, dtype=np.float32)
+        for s in range(0, len(positions), _BLOCK8):
+            part = positions[s:s + _BLOCK8]
+            c, f = codes[:len(part)], floats[:len(part)]
+            np.take(self.codes, part, axis=0, out=c)
+            np.copyto(f, c, casting="unsafe")
+            np.matmul(f, v, out=approx[s:s + len(part)])
+        with np.errstate(invalid="ignore", over="ignore"):  # rows with NaN or inf: kept
+            key = approx.astype(np.float64) * self.scale[positions]
+            bound = vn * self.slack[positions].astype(np.float64)
+            if self.index.metric == "l2":  # the key is 2 x.v - |x|^2, as in top()
+                sq = self.sq[positions].astype(np.float64)
+                key = 2.0 * key - sq
+                bound = 2.0 * bound + 2.0 ** -21 * (sq + 2.0 * vn * np.sqrt(np.abs(sq)))
+            if not closest_first:
+                key = -key
+            lower, upper = key - bound, key + bound
+        lower[np.isnan(lower)] = -np.inf
+        upper[np.isnan(upper)] = np.inf
+        kth = np.partition(lower, len(lower) - k)[len(lower) - k]
+        return positions[upper >= kth]
 
     def positions(self, rowids: Any) -> tuple[Any, Any]:
         """Where rows (sorted rowids) are in the matrix: ``(positions, found mask)``."""
@@ -171,32 +269,38 @@ class Vectors:
         np = self.np
         metric = self.index.metric
         q = np.asarray(q, dtype=np.float32)
+        v = q / (np.linalg.norm(q) or 1.0) if metric == "cosine" else q
+        if positions is not None and k is not None and len(positions) >= _SKETCH_MIN \
+                and 8 * k <= len(positions):
+            positions = self._candidates(v, k, closest_first, positions)
         ids = self.rowids[:self.n] if positions is None else self.rowids[positions]
-        if metric == "cosine":
-            key = self._dot(q / (np.linalg.norm(q) or 1.0), positions)
-        elif metric == "ip":
-            key = self._dot(q, positions)
-        else:
+        if metric == "l2":
             # larger: closer (|x - q|^2 = |x|^2 - 2x.q + |q|^2)
             sq = self.sq if positions is None else self.sq[positions]
-            key = 2.0 * self._dot(q, positions) - sq
+            key = 2.0 * self._dot(v, positions) - sq
+        else:
+            key = self._dot(v, positions)
         if not closest_first:
             key = -key
-        if positions is None and self.dead:
-            key[~self.alive[:self.n]] = -np.inf
-        live = len(key) - (self.dead if positions is None else 0)
-        k = live if k is None else min(k, live)
+        if positions is None and self.dead:  # removed rows, not yet compacted away
+            positions = np.flatnonzero(self.alive[:self.n])
+            key, ids = key[positions], ids[positions]
+        raw = key
+        unscored = np.isnan(key)  # a vector with a NaN (or inf - inf): ranked last
+        if unscored.any():
+            key = np.where(unscored, -np.inf, key)
+        k = len(key) if k is None else min(k, len(key))
         if k <= 0:
             return [], []
         if k < len(key):
             kth = key[np.argpartition(key, len(key) - k)[len(key) - k]]
             sel = np.nonzero(key >= kth)[0]  # the k largest, and every tie at the boundary
         else:
-            sel = np.nonzero(key > -np.inf)[0]
+            sel = np.arange(len(key))
         order = sel[np.lexsort((ids[sel], -key[sel]))][:k]
         out_ids = ids[order]
         if metric == "cosine" or metric == "ip":
-            vals = key[order] if closest_first else -key[order]
+            vals = raw[order] if closest_first else -raw[order]
         else:  # exact distances for the rows returned
             rows = order if positions is None else positions[order]
             vals = np.linalg.norm(self.buf[rows] - q, axis=1)
@@ -205,6 +309,17 @@ class Vectors:
 
 #: Rows a filtered search copies at a time (see Vectors._dot): 128 KB of 512 float32s.
 _BLOCK = 64
+#: Rows of int8 codes a filtered search copies at a time (Vectors._candidates).
+_BLOCK8 = 256
+#: A filtered search of at least this many rows first narrows them with the int8 sketch.
+_SKETCH_MIN = 2048
+
+
+def _grown(np: Any, a: Any, n: int, cap: int) -> Any:
+    """``a``'s first ``n`` rows in a new zeroed array of ``cap`` rows."""
+    out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
+    out[:n] = a[:n]
+    return out
 
 _CACHES: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], Vectors]] = \
     weakref.WeakKeyDictionary()
