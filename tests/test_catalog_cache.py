@@ -53,3 +53,49 @@ def test_each_load_is_a_copy_of_its_own(db):
     first.version = 7
     again = catalog.load_table(db.db, "t")
     assert [c.name for c in again.columns] == ["n", "s"] and again.version is None
+
+
+def test_inside_a_read_the_cache_serves_its_snapshot(tmp_path):
+    """A read transaction sees the catalog as at its start, cached or not: another connection's
+    change committed meanwhile is not seen inside it (nor served from a cache made outside it
+    earlier), and is seen right after it."""
+    path = tmp_path / "r.pxl"
+    a, b = pxl.connect(path), pxl.connect(path)
+    a.create_table("t", {"n": pxl.Int})
+    assert [c.name for c in catalog.load_table(a.db, "t").columns] == ["n"]  # cached
+    with a.db.read():
+        assert [c.name for c in catalog.load_table(a.db, "t").columns] == ["n"]
+        b.get_table("t").add_column(s=pxl.String)
+        assert [c.name for c in catalog.load_table(a.db, "t").columns] == ["n"]
+    assert [c.name for c in catalog.load_table(a.db, "t").columns] == ["n", "s"]
+    with a.db.read():  # a read begun after the change, the cache made before it
+        assert [c.name for c in catalog.load_table(a.db, "t").columns] == ["n", "s"]
+    a.close()
+    b.close()
+
+
+def test_a_write_transaction_is_never_served_from_the_cache(db):
+    """Inside a transaction that has written, the stamp is None: what it reads is its own
+    uncommitted state, which a rollback may undo."""
+    t = db.create_table("t", {"n": pxl.Int})
+    t.add_btree_index("n")
+    meta = catalog.load_table(db.db, "t")
+    assert len(catalog.indexes(db.db, meta)) == 1  # cached
+    with pytest.raises(RuntimeError), db.db.transaction():
+        db.db.execute("UPDATE px_indexes SET name = 'renamed'")
+        assert db.db.catalog_stamp() is None
+        assert [i.name for i in catalog.indexes(db.db, meta)] == ["renamed"]
+        raise RuntimeError("roll back")
+    assert [i.name for i in catalog.indexes(db.db, meta)] != ["renamed"]
+
+
+def test_index_lists_follow_other_connections(tmp_path):
+    path = tmp_path / "i.pxl"
+    a, b = pxl.connect(path), pxl.connect(path)
+    t = a.create_table("t", {"n": pxl.Int, "m": pxl.Int})
+    meta = catalog.load_table(a.db, "t")
+    assert catalog.indexes(a.db, meta) == []  # cached
+    b.get_table("t").add_btree_index("m")
+    assert [i.col_id for i in catalog.indexes(a.db, meta)] == [t._meta().column("m").col_id]
+    a.close()
+    b.close()
