@@ -392,3 +392,24 @@ def test_another_writer_between_check_and_commit(db, tmp_path, monkeypatch):
     assert t.count() == 12 and len(set(_keys(t))) == 12
     assert status.num_rows == 4  # its first batch; the rest the other connection added
     assert calls[:2] == [4, 4]  # the second batch was checked, then raced, then redone
+
+
+def test_mtimes_are_stored_as_datetime_would_write_them():
+    """import_files writes each file's mtime with a per-second cache (files listed together
+    share their seconds): the text is datetime's own, to the microsecond and its half-even
+    rounding, before and after 1970, on half-microsecond boundaries and across cache resets."""
+    import datetime as dt
+    import random
+
+    from pxlite.io.files import utc_iso
+
+    rnd = random.Random(3)
+    values = [rnd.uniform(-2e9, 4e9) for _ in range(20_000)]
+    values += [rnd.randint(-10**6, 2**31) + k / 2e6 for k in range(-3, 4) for _ in range(500)]
+    values += [0.0, -5e-7, 0.9999995, 1.0000005, -1.5e-6, 1e-7, 1733500000.9999996]
+    seconds: dict[int, str] = {}
+    for v in values:
+        want = dt.datetime.fromtimestamp(v, dt.UTC).isoformat(timespec="microseconds")
+        assert utc_iso(v, seconds) == want, v
+        assert utc_iso(v, seconds) == want, v  # from the cache
+    assert len(seconds) <= 4097

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import json
+import math
 import operator
 import os
 import re
@@ -330,7 +331,7 @@ def _rows(p: _Plan, new: list[tuple[ListedObject, str]], cloud: bool, on_error: 
     local files ``(index, errortype, errormsg)``; under on_error='abort' a bad file raises."""
     rows: list[tuple[Any, ...]] = []
     errors: list[tuple[int, str, str]] = []
-    utc, stamp = _dt.UTC, _dt.datetime.fromtimestamp
+    seconds: dict[int, str] = {}
     pick = p.picker()
     for i, (o, stored) in enumerate(new):
         value: Any = stored
@@ -341,10 +342,31 @@ def _rows(p: _Plan, new: list[tuple[ListedObject, str]], cloud: bool, on_error: 
                 _, et, em = failed_input(on_error, e, p.meta.path, i, p.col, o.uri)
                 errors.append((i, et, em))
                 value = None
-        # Timestamp's stored form of an aware time: UTC, ISO 8601 to the microsecond
-        mtime = None if o.mtime is None else stamp(o.mtime, utc).isoformat(timespec="microseconds")
+        mtime = None if o.mtime is None else utc_iso(o.mtime, seconds)
         rows.append((value, *pick((o.key, o.size, mtime, o.etag))))
     return rows, errors
+
+
+def utc_iso(t: float, seconds: dict[int, str]) -> str:
+    """Timestamp's stored form of the time ``t`` (seconds since the epoch): UTC, ISO 8601 to
+    the microsecond, exactly ``datetime.fromtimestamp(t, UTC).isoformat(timespec=
+    'microseconds')`` (the same half-even rounding of the microseconds), with each second's
+    text made once in ``seconds``: files listed together share their seconds."""
+    frac, whole = math.modf(t)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        us -= 1_000_000
+        whole += 1
+    elif us < 0:
+        us += 1_000_000
+        whole -= 1
+    sec = int(whole)
+    text = seconds.get(sec)
+    if text is None:
+        if len(seconds) > 4096:
+            seconds.clear()
+        text = seconds[sec] = _dt.datetime.fromtimestamp(sec, _dt.UTC).isoformat()[:-6]
+    return f"{text}.{us:06d}+00:00"
 
 
 def _check_header(path: str, kind: str) -> None:

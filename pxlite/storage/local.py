@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 import sys
@@ -36,6 +37,10 @@ from .base import (
     sync_file,
     take_synced,
 )
+
+#: A relative path urllib.parse.quote (safe='/') returns unchanged: ASCII letters, digits,
+#: '_.-~' and '/'. A listing skips quoting such names (a quarter of its time per file).
+_URI_SAFE = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
 
 # A full disk or a vanished network mount may recover; a missing permission will not.
 _RETRYABLE_ERRNOS = {errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EIO,
@@ -438,9 +443,11 @@ class LocalBackend(StorageBackend):
                         st = entry.stat()
                     except FileNotFoundError:
                         continue
-                    # os.fsencode, without its per-call lookups: listings run per file
-                    yield ListedObject(folder_uri + quote(name.encode(encoding, errors)),
-                                       name[len(partial):], st.st_size, st.st_mtime, None)
+                    # os.fsencode, without its per-call lookups: listings run per file;
+                    # a name quote() would leave as it is (most are) is not quoted
+                    uri = folder_uri + (name if _URI_SAFE(name) else
+                                        quote(name.encode(encoding, errors)))
+                    yield ListedObject(uri, name[len(partial):], st.st_size, st.st_mtime, None)
             stack.extend(reversed(subdirs))
 
     def presign(self, uri: str, expires_s: int) -> str:
