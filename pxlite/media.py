@@ -361,11 +361,18 @@ def _keep_in_cache(uri: str, settings: Settings, write: Callable[[Path], object]
 #: Encoded outputs waiting to enter the cache (their bytes held in memory) at most: an upload
 #: that would start one more waits for a slot.
 FILLS_WAITING = 32
+#: The filler gathers this many outputs per cache transaction, waiting at most FILL_GATHER_S
+#: for them (or less: a settle_cache_fills() call wakes it at once). One output per transaction
+#: cost each a transaction's statements, its LRU flush and eviction pass.
+FILL_BATCH = 16
+FILL_GATHER_S = 0.05
 _fills_lock = threading.Lock()
 _fills_done = threading.Condition(_fills_lock)
+_fills_more = threading.Condition(_fills_lock)
 _fill_slots = threading.BoundedSemaphore(FILLS_WAITING)
 _waiting: list[tuple[str, Settings, bytes]] = []  # outputs not yet handed to the filler
 _busy = False              # the filler has fills in hand or waiting (under _fills_lock)
+_settling = 0              # threads in settle_cache_fills() (under _fills_lock)
 _filler: Any = None        # one thread: the cache serializes its writers anyway
 
 
@@ -384,6 +391,8 @@ def _fill_later(uri: str, settings: Settings, data: bytes) -> None:
             _filler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pxlite-cache-fill")
         _waiting.append((uri, settings, data))
         start, _busy = not _busy, True
+        if len(_waiting) >= FILL_BATCH:
+            _fills_more.notify()
     if start:
         _filler.submit(_drain_fills)
 
@@ -394,6 +403,8 @@ def _drain_fills() -> None:
     global _busy
     while True:
         with _fills_lock:
+            if len(_waiting) < FILL_BATCH and not _settling:
+                _fills_more.wait(FILL_GATHER_S)
             batch = _waiting[:]
             del _waiting[:]
             if not batch:
@@ -419,9 +430,12 @@ def _store_fills(batch: list[tuple[str, Settings, bytes]]) -> None:
     from .cache import get_cache  # here, not at import: it loads diskcache
 
     by_cache: dict[int, tuple[Any, list[tuple[str, bytes]]]] = {}
+    caches: dict[int, Any] = {}  # settings -> cache, found once per batch
     for uri, settings, data in batch:
         with contextlib.suppress(PxliteError, OSError):
-            cache = get_cache(settings)
+            cache = caches.get(id(settings))
+            if cache is None:
+                cache = caches[id(settings)] = get_cache(settings)
             by_cache.setdefault(id(cache), (cache, []))[1].append((uri, data))
     for cache, items in by_cache.values():
         with contextlib.suppress(PxliteError, OSError):  # a full cache never fails a write
@@ -430,9 +444,15 @@ def _store_fills(batch: list[tuple[str, Settings, bytes]]) -> None:
 
 def settle_cache_fills() -> None:
     """Wait until the outputs uploaded so far (by any thread) are in the download cache."""
+    global _settling
     with _fills_done:
-        while _busy:
-            _fills_done.wait()
+        _settling += 1
+        try:
+            _fills_more.notify()
+            while _busy:
+                _fills_done.wait()
+        finally:
+            _settling -= 1
 
 
 def content_type(ext: str) -> str | None:
