@@ -89,9 +89,16 @@ class Vectors:
         self._norms()
 
     def _norms(self) -> None:
+        """The squared norms the l2 metric needs, of every row (after a load)."""
         if self.index.metric == "l2":
-            m = self.matrix
+            m = self.buf
             self.sq = self.np.einsum("ij,ij->i", m, m)
+
+    def _norms_of(self, positions: Any) -> None:
+        """The squared norms of the rows at ``positions`` (rewritten or added), not of all."""
+        if self.index.metric == "l2" and len(positions):
+            m = self.buf[positions]
+            self.sq[positions] = self.np.einsum("ij,ij->i", m, m)
 
     def apply(self, rows: dict[int, bytes | None]) -> bool:
         """Apply changed rows (rowid -> new blob, None: gone or without a vector); False when
@@ -119,8 +126,10 @@ class Vectors:
                 if not self.alive[p]:
                     self.alive[p] = True
                     self.dead -= 1
-        if rewritten and self.codes is not None:
-            self._sketch_rows(np.array(rewritten, dtype=np.int64))
+        if rewritten:
+            self._norms_of(np.array(rewritten, dtype=np.int64))
+            if self.codes is not None:
+                self._sketch_rows(np.array(rewritten, dtype=np.int64))
         if new:
             new.sort()
             add = self._prepared([b for _, b in new])  # type: ignore[misc]
@@ -130,6 +139,8 @@ class Vectors:
                 self.buf = _grown(np, self.buf, self.n, cap)
                 self.rowids = np.resize(self.rowids, cap)
                 self.alive = np.resize(self.alive, cap)
+                if self.index.metric == "l2":
+                    self.sq = _grown(np, self.sq, self.n, cap)
                 if self.codes is not None:
                     self.codes = _grown(np, self.codes, self.n, cap)
                     self.scale = _grown(np, self.scale, self.n, cap)
@@ -137,6 +148,7 @@ class Vectors:
             self.buf[self.n:need] = add
             self.rowids[self.n:need] = [r for r, _ in new]
             self.alive[self.n:need] = True
+            self._norms_of(np.arange(self.n, need))
             if self.codes is not None:
                 self._sketch_rows(np.arange(self.n, need))
             self.n = need
@@ -144,6 +156,8 @@ class Vectors:
             keep = self.alive[:self.n]
             self.buf = self.matrix[keep].copy()
             self.rowids = self.rowids[:self.n][keep].copy()
+            if self.index.metric == "l2":
+                self.sq = self.sq[:self.n][keep].copy()
             if self.codes is not None:
                 self.codes = self.codes[:self.n][keep].copy()
                 self.scale = self.scale[:self.n][keep].copy()
@@ -151,7 +165,6 @@ class Vectors:
             self.n = len(self.rowids)
             self.alive = np.ones(self.n, dtype=bool)
             self.dead = 0
-        self._norms()
         return True
 
     # ---- the int8 sketch: a filtered search reads a quarter of the bytes, and stays exact ----
@@ -282,7 +295,7 @@ class Vectors:
         ids = self.rowids[:self.n] if positions is None else self.rowids[positions]
         if metric == "l2":
             # larger: closer (|x - q|^2 = |x|^2 - 2x.q + |q|^2)
-            sq = self.sq if positions is None else self.sq[positions]
+            sq = self.sq[:self.n] if positions is None else self.sq[positions]
             key = 2.0 * self._dot(v, positions) - sq
         else:
             key = self._dot(v, positions)

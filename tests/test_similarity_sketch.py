@@ -165,7 +165,8 @@ def test_the_sketch_follows_updates_inserts_and_deletes(db, metric, monkeypatch)
 
 def test_a_sketch_kept_current_equals_one_made_anew():
     """Every way apply() changes the matrix (rows rewritten, removed, added past its capacity,
-    and the compaction of removed rows) leaves the sketch as a new load would make it."""
+    and the compaction of removed rows) leaves the sketch, and the squared norms, as a new load
+    would make them."""
     rng = np.random.default_rng(6)
     data = rng.standard_normal((300, DIM)).astype(np.float32) * \
         rng.uniform(0.01, 100, (300, 1)).astype(np.float32)  # rows of very different sizes
@@ -192,6 +193,8 @@ def test_a_sketch_kept_current_equals_one_made_anew():
     np.testing.assert_array_equal(v.codes[:n], fresh.codes[:n])
     np.testing.assert_array_equal(v.scale[:n], fresh.scale[:n])
     np.testing.assert_array_equal(v.slack[:n], fresh.slack[:n])
+    # and the l2 metric's squared norms, kept current row by row too
+    np.testing.assert_allclose(v.sq[:n], fresh.sq[:n], rtol=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy on NaN and inf
