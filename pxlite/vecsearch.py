@@ -56,6 +56,7 @@ class Vectors:
         self.codes: Any = None
         self.scale: Any = None
         self.slack: Any = None
+        self.narrowed: tuple[int, int] | None = None  # the last top(): rows before, after it
         self.seq = -1
         self.schema = -1
 
@@ -289,9 +290,12 @@ class Vectors:
         metric = self.index.metric
         q = np.asarray(q, dtype=np.float32)
         v = q / (np.linalg.norm(q) or 1.0) if metric == "cosine" else q
+        self.narrowed = None
         if positions is not None and k is not None and len(positions) >= _SKETCH_MIN \
                 and 8 * k <= len(positions):
+            before = len(positions)
             positions = self._candidates(v, k, closest_first, positions)
+            self.narrowed = (before, len(positions))
         ids = self.rowids[:self.n] if positions is None else self.rowids[positions]
         if metric == "l2":
             # larger: closer (|x - q|^2 = |x|^2 - 2x.q + |q|^2)
@@ -515,11 +519,14 @@ class TopK:
         new = c._replace(outputs=outputs, where=_RowidIn(meta, ids), order=order)
         where = "" if rowids is None else f" among the {len(rowids):,} rows where() selects"
         direction = "closest" if closest_first else "farthest"
+        narrowed = "" if vecs.narrowed is None else (
+            f" (an int8 sketch of the vectors, with a bound on its error, left "
+            f"{vecs.narrowed[1]:,} of those {vecs.narrowed[0]:,} rows to score in float32)")
         note = (f"order_by {sim!r}: exact top-{'all' if self.k is None else self.k} "
                 f"({direction} first){where}, by {sim.index.metric} over the "
                 f"{vecs.n - vecs.dead:,} vectors of index {sim.index.name!r} "
-                f"({sim.index.precision}) held in memory (numpy); then those {len(ids):,} rows "
-                "are read by rowid")
+                f"({sim.index.precision}) held in memory (numpy){narrowed}; then those "
+                f"{len(ids):,} rows are read by rowid")
         return new, note
 
     @staticmethod

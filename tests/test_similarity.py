@@ -215,6 +215,20 @@ def test_explain_says_how_the_search_runs(vecs, capsys):
     assert "vec_distance_cosine" in out and "In Python: nothing" in out
 
 
+def test_explain_says_when_the_sketch_narrowed_a_search(vecs, capsys, monkeypatch):
+    from pxlite import vecsearch
+
+    monkeypatch.setattr(vecsearch, "_SKETCH_MIN", 64)  # (thousands of rows, in use)
+    t, data = vecs
+    sim = t.vec.similarity(vector=data[1])
+    t.where(t.cat == "b").order_by(sim, asc=False).limit(3).select(t.k).explain()
+    out = capsys.readouterr().out
+    assert "an int8 sketch of the vectors, with a bound on its error, left " in out
+    assert " of those 133 rows to score in float32" in out
+    t.where(t.cat == "b").order_by(sim, asc=False).limit(30).select(t.k).explain()
+    assert "sketch" not in capsys.readouterr().out  # 30 of 133: not worth narrowing
+
+
 def test_image_queries_by_pil_path_and_url(db, tmp_path):
     t = db.create_table("p", {"img": pxl.Image, "label": pxl.String})
     paths = {}
