@@ -727,8 +727,10 @@ class Table:
             replaced: dict[int, list[str]] = {}
             batch: list[list[Any]] = []
             rowids: list[int] = []
-            # One query for all matched rows (not one SELECT per row).
-            for raw in db.query(*plan.select(meta, cols, rows)):
+            # One query for all matched rows (not one SELECT per row); on a versioned table
+            # the pass that finds them copies their old images too, and they are read from it.
+            found = versions.capture_found(db, meta, rows, cols)
+            for raw in db.query(*(found or plan.select(meta, cols, rows))):
                 rowid = raw[0]
                 rowids.append(rowid)
                 rc = RowContext({c.col_id: raw[1 + i] for i, c in enumerate(cols)}, None, resolver)
@@ -751,7 +753,8 @@ class Table:
                     if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
                         replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
                 batch.append([*params, rowid])
-            versions.capture_rows(db, meta, Rows.ids(rowids))  # their versions' old images
+            if found is None:
+                versions.capture_rows(db, meta, Rows.ids(rowids))  # their versions' old images
             _update_keyed(db, meta, [c for c, _ in targets], batch)
             for col_id, uris in replaced.items():
                 op.release(col_id, uris)
