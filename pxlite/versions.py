@@ -441,16 +441,16 @@ def capture_found(db: Database, meta: TableMeta, rows: Rows, cols: list[ColumnMe
     if log is None or log.capture == "triggers" or meta.sql != meta.store or \
             rows.rowids is not None:
         return None
-    v, hw = int(log.version), int(log.high_water)
-    if db.query(f"SELECT 1 FROM {meta.log_sql} WHERE _v = ? LIMIT 1", (v,)) or \
-            db.query(f"SELECT 1 FROM {meta.sql} WHERE _rowid > ? LIMIT 1", (hw,)):
+    if db.query(f"SELECT 1 FROM {meta.log_sql} WHERE _v = ? LIMIT 1", (log.version,)) or \
+            db.query(f"SELECT 1 FROM {meta.sql} WHERE _rowid > ? LIMIT 1", (log.high_water,)):
         return None
     names = _image_columns(db, meta)
     cond, params = rows.condition()
-    db.execute(f"INSERT INTO {meta.log_sql}(_v, _rowid, _op{names}) SELECT {v}, _rowid, 'u'"
-               f"{names} FROM {meta.sql} WHERE _rowid <= {hw} AND ({cond})", params)
+    db.execute(f"INSERT INTO {meta.log_sql}(_v, _rowid, _op{names}) SELECT "
+               f"{int(log.version)}, _rowid, 'u'{names} FROM {meta.sql} WHERE _rowid <= "
+               f"{int(log.high_water)} AND ({cond})", params)
     what = ", ".join(["_rowid"] + [c.sql for c in cols])
-    return f"SELECT {what} FROM {meta.log_sql} WHERE _v = {v} ORDER BY _rowid", []
+    return f"SELECT {what} FROM {meta.log_sql} WHERE _v = ? ORDER BY _rowid", [log.version]
 
 
 def delete_rows(db: Database, meta: TableMeta, rows: Rows) -> int:
