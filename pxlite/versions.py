@@ -444,11 +444,7 @@ def capture_found(db: Database, meta: TableMeta, rows: Rows, cols: list[ColumnMe
     if db.query(f"SELECT 1 FROM {meta.log_sql} WHERE _v = ? LIMIT 1", (log.version,)) or \
             db.query(f"SELECT 1 FROM {meta.sql} WHERE _rowid > ? LIMIT 1", (log.high_water,)):
         return None
-    names = _image_columns(db, meta)
-    cond, params = rows.condition()
-    db.execute(f"INSERT INTO {meta.log_sql}(_v, _rowid, _op{names}) SELECT "
-               f"{int(log.version)}, _rowid, 'u'{names} FROM {meta.sql} WHERE _rowid <= "
-               f"{int(log.high_water)} AND ({cond})", params)
+    capture_rows(db, meta, rows)  # the same copy, by the condition (one pass) not by rowid
     what = ", ".join(["_rowid"] + [c.sql for c in cols])
     return f"SELECT {what} FROM {meta.log_sql} WHERE _v = ? ORDER BY _rowid", [log.version]
 
