@@ -12,9 +12,9 @@ import re
 import secrets
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from .db import Database
 from .errors import AlreadyExistsError, NotFoundError, SchemaError
@@ -298,6 +298,8 @@ def create_table(db: Database, path: str, columns: Iterable[tuple[str, ColumnTyp
     return meta
 
 
+T = TypeVar("T")
+
 #: The tables each connection loaded last, by path, with the catalog stamp they were loaded at
 #: (Database.catalog_stamp): a Table handle loads its metadata for every attribute and query
 #: (another handle or program may have changed the schema), which was more than half of a small
@@ -324,17 +326,24 @@ def _copy_column(col: ColumnMeta) -> ColumnMeta:
     return out
 
 
-def load_table(db: Database, path: str) -> TableMeta:
-    """The table (or view) at ``path``, as the catalog says now."""
+def _stamped(cache: weakref.WeakKeyDictionary[Database, dict[Any, tuple[tuple[int, int], T]]],
+             db: Database, key: Any, load: Callable[[], T], copy: Callable[[T], T]) -> T:
+    """``load()``, or a ``copy`` of what it gave for ``key`` on this connection while the
+    catalog stamp (Database.catalog_stamp) is unchanged; the caller owns what it gets."""
     stamp = db.catalog_stamp()  # taken first: a change after it makes the entry stale
     if stamp is not None:
-        hit = _LOADED.get(db, {}).get(path)
+        hit = cache.get(db, {}).get(key)
         if hit is not None and hit[0] == stamp:
-            return _copy(hit[1])
-    meta = _load_table(db, path)
+            return copy(hit[1])
+    value = load()
     if stamp is not None:
-        _LOADED.setdefault(db, {})[path] = (stamp, _copy(meta))
-    return meta
+        cache.setdefault(db, {})[key] = (stamp, copy(value))
+    return value
+
+
+def load_table(db: Database, path: str) -> TableMeta:
+    """The table (or view) at ``path``, as the catalog says now."""
+    return _stamped(_LOADED, db, path, lambda: _load_table(db, path), _copy)
 
 
 def _load_table(db: Database, path: str) -> TableMeta:
@@ -884,18 +893,10 @@ _INDEXES: weakref.WeakKeyDictionary[Database, dict[int, tuple[tuple[int, int], l
 
 def indexes(db: Database, meta: TableMeta) -> list[IndexMeta]:
     """The indexes of a table, oldest first."""
-    stamp = db.catalog_stamp()
-    if stamp is not None:
-        hit = _INDEXES.get(db, {}).get(meta.id)
-        if hit is not None and hit[0] == stamp:
-            return list(hit[1])  # (IndexMeta tuples are immutable)
-    out = [IndexMeta(*r) for r in db.query(
+    return _stamped(_INDEXES, db, meta.id, lambda: [IndexMeta(*r) for r in db.query(
         "SELECT id, table_id, name, col_id, kind, params FROM px_indexes WHERE table_id = ? "
         "ORDER BY id",
-        (meta.id,))]
-    if stamp is not None:
-        _INDEXES.setdefault(db, {})[meta.id] = (stamp, list(out))
-    return out
+        (meta.id,))], list)  # (a new list of the same IndexMeta tuples: immutable)
 
 
 def add_index(db: Database, meta: TableMeta, col: ColumnMeta, name: str, kind: str,
