@@ -284,16 +284,12 @@ def drop_embedding_index(places: Places, meta: TableMeta, *, column: ColumnMeta 
     all_idx = listed(places.db, meta)
     if column is not None:
         found = [i for i in all_idx if i.col_id == column.col_id and i.kind == "embedding"]
-        if not found:
-            if if_not_exists == "ignore":
-                return
-            raise NotFoundError(f"column {column.name!r} of {meta.path!r} does not have an "
-                                "embedding index")
-        if len(found) > 1:
-            raise SchemaError(f"column {column.name!r} of {meta.path!r} has multiple embedding "
-                              f"indexes ({', '.join(repr(i.name) for i in found)}); drop one "
-                              "with idx_name=")
-        drop(places, meta, found[0])
+        one = _only(found, if_not_exists,
+                    f"column {column.name!r} of {meta.path!r} does not have an embedding index",
+                    f"column {column.name!r} of {meta.path!r} has multiple embedding indexes "
+                    f"({', '.join(repr(i.name) for i in found)}); drop one with idx_name=")
+        if one is not None:
+            drop(places, meta, one)
         return
     found = [i for i in all_idx if i.name == idx_name]
     if not found:
@@ -324,18 +320,30 @@ def drop_any(op: writes.Operation, col: ColumnMeta | None, idx_name: str | None,
     else:
         found = [i for i in listed(db, meta) if i.name == idx_name]
         what = f"the name {idx_name!r}"
+    one = _only(found, if_not_exists,
+                f"{meta.path!r} has no index on {what}; get_metadata()['indexes'] lists its "
+                "indexes",
+                f"{what} of {meta.path!r} has several indexes ("
+                f"{', '.join(i.name for i in found)}); drop one by idx_name=")
+    if one is None:
+        return
+    if one.kind == "embedding":
+        drop_in(op, one)
+    else:
+        catalog.drop_index(db, one)
+
+
+def _only(found: list[IndexMeta], if_not_exists: str, missing: str, several: str
+          ) -> IndexMeta | None:
+    """The one index ``found`` for a drop: None when there is none and ``if_not_exists`` is
+    'ignore'; a NotFoundError (``missing``) or SchemaError (``several``) otherwise."""
     if not found:
         if if_not_exists == "ignore":
-            return
-        raise NotFoundError(f"{meta.path!r} has no index on {what}; "
-                            "get_metadata()['indexes'] lists its indexes")
+            return None
+        raise NotFoundError(missing)
     if len(found) > 1:
-        raise SchemaError(f"{what} of {meta.path!r} has several indexes ("
-                          f"{', '.join(i.name for i in found)}); drop one by idx_name=")
-    if found[0].kind == "embedding":
-        drop_in(op, found[0])
-    else:
-        catalog.drop_index(db, found[0])
+        raise SchemaError(several)
+    return found[0]
 
 
 def drop_indexes_of(op: writes.Operation, col: ColumnMeta) -> None:
