@@ -309,8 +309,8 @@ def _commit_once(conn: Connection, p: _Plan, batch: list[ListedObject], cloud: b
     cols = [p.col] + [c for _, c in p.extra]
     rows, errors = _rows(p, new, cloud, on_error)
     insert_sql = plan.insert(meta, cols)
-    with writes.Operation(conn.places, meta, kind="insert", capture="new_rows") as op, \
-            op.committing(lambda m: writes.current_table(conn.db, m)):
+    with writes.operation(conn.places, meta, kind="insert", capture="new_rows",
+                          recheck=lambda m: writes.current_table(conn.db, m)):
         base = db.query(last)[0][0] + 1
         if trusted and base - 1 != p.last_rowid:
             raise _Raced  # rolled back; the batch is done again, with the lookup

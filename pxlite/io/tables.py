@@ -202,8 +202,8 @@ def _load_stored(conn: Connection, meta: Any, targets: list[Any], src: Source,
     db = conn.db
     sql = plan.insert(meta, targets)
     done = 0
-    with writes.Operation(conn.places, meta, kind="insert", capture="new_rows") as op, \
-            op.committing(lambda m: writes.current_table(conn.db, m)):
+    with writes.operation(conn.places, meta, kind="insert", capture="new_rows",
+                          recheck=lambda m: writes.current_table(conn.db, m)):
         base = db.query(f"SELECT coalesce(max(_rowid), 0) + 1 FROM {meta.sql}")[0][0]
         for first, columns in src.stored_batches(read_as):
             check(first, columns)
