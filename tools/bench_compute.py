@@ -24,9 +24,10 @@ folder (``--images DIR`` keeps and reuses them).
     gcp-storage-emulator, Azure on Azurite; vs the same plain loop uploading the same bytes with
     the provider's SDK (boto3 put_object, google-cloud-storage upload_from_string, azure-storage-
     blob upload_blob) on the same 2-thread pool, under keys of pxlite's shape and length (see
-    ``_plain_put``: the GCS emulator's cost per write grows with the names stored). images/s, the ratio (target <= 1.10x) and HTTP
-    requests per output, counted in the client (pxlite's count includes its one-off destination
-    check: a bucket lookup and the write / conditional-create probe). ``--only-d`` runs only
+    ``_plain_put``: the GCS emulator's cost per write grows with the names stored). images/s,
+    the ratio (target <= 1.10x) and HTTP requests per output, counted in the client
+    (pxlite's count includes its one-off destination check: a bucket lookup and the write /
+    conditional-create probe). ``--only-d`` runs only
     this case; ``--providers s3,gcs`` picks providers. All three emulators run on this
     machine, so pxlite keeps 4 uploads in flight to them (a loopback server's
     ``parallel_requests``; 16 across a network): gcp-storage-emulator serves one request at a
