@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
+from . import scanindex
 from .db import Database
 from .errors import AlreadyExistsError, NotFoundError, SchemaError
 from .media import MEDIA_REF
@@ -438,9 +439,11 @@ def ensure_value_index(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
 
 def drop_indexes_on(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
     """Drop the indexes on ``col``, pxlite's (ensure_value_index) and a user's
-    (add_btree_index): SQLite refuses to drop an indexed column, and a dropped (or hidden)
+    (add_btree_index), and the scan index if it holds it (the caller syncs that once the
+    column is gone): SQLite refuses to drop an indexed column, and a dropped (or hidden)
     column has no index. (A primary key column is never dropped.)"""
     db.execute(f"DROP INDEX IF EXISTS {meta.store}_{col.sql}_ix")
+    scanindex.release(db, meta.store, col.sql)
     for idx in indexes(db, meta):
         if idx.col_id == col.col_id:
             drop_index(db, idx)
@@ -615,6 +618,7 @@ def add_column(
     db.execute(f"ALTER TABLE {meta.store} ADD COLUMN {col.sql_et} TEXT")
     db.execute(f"ALTER TABLE {meta.store} ADD COLUMN {col.sql_em} TEXT")
     meta.columns.append(col)
+    scanindex.sync(db, meta.store, meta.columns)
     return col
 
 
@@ -632,6 +636,7 @@ def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
     for sql_name in (col.sql, col.sql_et, col.sql_em):
         db.execute(f"ALTER TABLE {meta.store} DROP COLUMN {sql_name}")
     meta.columns.remove(col)
+    scanindex.sync(db, meta.store, meta.columns)
 
 
 def rename_column(db: Database, meta: TableMeta, col: ColumnMeta, new_name: str) -> None:

@@ -23,7 +23,7 @@ import json
 import typing
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, embeddings, jobs, vecsearch, versions, writes
+from . import catalog, embeddings, jobs, scanindex, vecsearch, versions, writes
 from .catalog import ColumnMeta, IndexMeta, TableMeta
 from .compute import Interrupted
 from .embeddings import METRICS, PRECISIONS, EmbeddingIndex
@@ -200,6 +200,8 @@ def add_embedding_index(places: Places, meta: TableMeta, col: ColumnMeta, *,
         idx = catalog.add_index(db, current, current.column_by_id(col.col_id), idx_name,
                                 "embedding", params)
         catalog.add_vector_log(db, current, idx)
+        # (a table from a file older than scan indexes gets its own here: searches filter by it)
+        scanindex.sync(db, current.store, current.columns)
 
 
 def _build(places: Places, meta: TableMeta, col: ColumnMeta, idx_name: str,

@@ -415,9 +415,10 @@ class Query:
         """The rowids, in order, of the rows the where() of ``clauses`` selects (its Python
         parts evaluated too)."""
         db = self._source.db
+        found = queryplan.matching_rowids(clauses)
+        if found is not None:  # SQLite evaluates the whole where(): its rowids, at once
+            return vecsearch.rowid_array(db, *found)
         p = queryplan.build(clauses._replace(outputs=[], order=[], limit=None, offset=None))
-        if not p.needs_rows:  # SQLite evaluates the whole where(): its rowids, at once
-            return vecsearch.rowid_array(db, p.sql, p.params)
         cursor = db.execute(p.sql, p.params)
         resolver = Resolver(self._source.settings, self._source.media_folder)
         return [r[0] for r in Run(p, resolver, self._label(), rowids=True).rows(db, cursor)]

@@ -324,6 +324,24 @@ def build(c: Clauses) -> Plan:
     return _rows(c)
 
 
+def matching_rowids(c: Clauses) -> tuple[str, list[Any]] | None:
+    """The SQL of the rowids of the rows (of the first table) that the joins and where() of
+    ``c`` select, in no set order, and its parameters; None when Python evaluates part of the
+    where (or a sample is asked). The caller sorts them: without an ORDER BY, SQLite is free to
+    read a covering index instead of the table (a wide table's scan index, pxlite.scanindex),
+    where ordering by rowid would make it read the table to skip a sort."""
+    where_sql, where_params, py_where = _where(c.where)
+    if py_where or c.sample is not None:
+        return None
+    params: list[Any] = []
+    first = c.tables[0].meta
+    from_sql = _from_clause(c.tables, params)
+    sql = f"SELECT {first.sql}._rowid FROM {from_sql}"
+    if where_sql:
+        sql += " WHERE " + " AND ".join(where_sql)
+    return sql, params + where_params
+
+
 def _rows(c: Clauses) -> Plan:
     sel = _Select()
     python: list[str] = []

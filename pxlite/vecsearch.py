@@ -403,13 +403,13 @@ def forget(db: Database, index_id: int) -> None:
 
 
 def rowid_array(db: Database, plan_sql: str, params: Any) -> Any:
-    """The rowids a planned statement selects (its one column, in rowid order) as an int64 numpy
+    """The rowids a statement selects (its one column, in any order) as a sorted int64 numpy
     array. SQLite joins them into one text that numpy parses: a filtered search may select
     tens of thousands of rows, and a Python tuple per row would cost it more than the search."""
     np = numpy()
     text = db.query(f"WITH m(r) AS ({plan_sql}) SELECT group_concat(r) FROM m", params)[0][0]
     out = np.fromstring(text, dtype=np.int64, sep=",") if text else np.zeros(0, np.int64)
-    if len(out) > 1 and bool((out[1:] < out[:-1]).any()):  # (SQLite keeps the order given)
+    if len(out) > 1 and bool((out[1:] < out[:-1]).any()):  # (an index scan gives its order)
         out.sort()
     return out
 

@@ -33,6 +33,11 @@ DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "u
           "uint16", "uint32", "bool")
 _FLOATS = ("float16", "float32", "float64")
 
+
+def item_bytes(dtype: str) -> int:
+    """The bytes of one element of a DTYPES type, without importing numpy (bool: 1)."""
+    return 1 if dtype == "bool" else int(dtype.lstrip("uintfloa")) // 8
+
 Shape = tuple[int | None, ...] | None
 
 

@@ -65,7 +65,7 @@ import time
 import weakref
 from typing import Any, NamedTuple, TypedDict
 
-from . import catalog
+from . import catalog, scanindex
 from .catalog import ColumnMeta, TableMeta
 from .db import Database
 from .errors import DatabaseError, NotFoundError, SchemaError, VersionError
@@ -554,6 +554,7 @@ def drop_column(db: Database, meta: TableMeta, col: ColumnMeta) -> list[Any]:
                    "VALUES (?, ?, ?, ?)", (meta.id, col.col_id,
                                            json.dumps(column_record(col)), log.version))
         meta.columns.remove(col)
+        scanindex.sync(db, meta.store, meta.columns)
         return []
     if log is None and is_versioned(db, meta.id):  # not inside an operation: never happens
         raise AssertionError("internal error: a column of a versioned table dropped outside "
@@ -652,6 +653,7 @@ def _drop_sql_columns(db: Database, meta: TableMeta, col: ColumnMeta) -> None:
                 db.execute(f"ALTER TABLE {sql_table} DROP COLUMN {sql_col}")
     db.execute("DELETE FROM px_dropped_columns WHERE table_id = ? AND col_id = ?",
                (meta.id, col.col_id))
+    scanindex.sync(db, meta.store, meta.columns)
 
 
 # ---- the state at a version --------------------------------------------------------------------
@@ -799,3 +801,4 @@ def _restore_columns(db: Database, meta: TableMeta, wanted: list[ColumnMeta],
              c.format, c.on_error, int(c.stored)))
         db.execute("DELETE FROM px_dropped_columns WHERE table_id = ? AND col_id = ?",
                    (meta.id, c.col_id))
+    scanindex.sync(db, meta.store, wanted)

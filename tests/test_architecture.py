@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "pxlite.errors": 0, "pxlite.faults": 0, "pxlite.redact": 0,
     "pxlite.config": 1, "pxlite.types": 1, "pxlite.progress": 1,
     "pxlite.sqlcall": 1, "pxlite.jsonpath": 1, "pxlite.vectors": 1, "pxlite.vecsql": 1,
-    "pxlite.db": 2, "pxlite.storage": 2, "pxlite.cache": 2,
+    "pxlite.db": 2, "pxlite.storage": 2, "pxlite.cache": 2, "pxlite.scanindex": 2,
     "pxlite.catalog": 3, "pxlite.places": 3, "pxlite.media": 3, "pxlite.results": 3,
     "pxlite.imagegen": 3,
     "pxlite.display": 3,

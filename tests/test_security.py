@@ -322,6 +322,8 @@ SQL_FRAGMENTS = {
     r"meta\.id", r"(table|base|col)_id", r"after", r"data", r"trigger", r"_LOG",
     r"', '\.join\('\?' \* \(len\(columns\) \+ 2\)\)", r"INSERTED|DELETED",
     r"' '\.join\(joins\)",
+    # the scan index (scanindex.py): t_<id>_scan over a data table's c<id> columns
+    r"index_name\(store\)", r"store", r"', '\.join\(want\)",
 }
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WHERE|FROM|LIMIT|"
                         r"ORDER BY|SET|VALUES|IS NULL|IS NOT NULL|AND|OR|IN|CAST|AS REAL|ASC|DESC)"
