@@ -417,7 +417,7 @@ class Query:
         db = self._source.db
         found = queryplan.matching_rowids(clauses)
         if found is not None:  # SQLite evaluates the whole where(): its rowids, at once
-            return vecsearch.rowid_array(db, *found)
+            return vecsearch.filtered_rowids(db, *found)
         p = queryplan.build(clauses._replace(outputs=[], order=[], limit=None, offset=None))
         cursor = db.execute(p.sql, p.params)
         resolver = Resolver(self._source.settings, self._source.media_folder)

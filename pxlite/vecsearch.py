@@ -13,13 +13,19 @@ A filtered search of thousands of rows first narrows them with an int8 *sketch* 
 row's score from the sketch comes with a bound on its error, and only the rows whose bound
 leaves them a chance of the top-k (usually a few dozen) are scored in float32. Scattered rows
 are read from memory at its bandwidth, so a quarter of the bytes is most of the time saved.
+
+The rows a search's ``where()`` selects are remembered per connection until the database
+changes (:func:`filtered_rowids`), so searches repeated over one filter, such as one album or
+one label, evaluate it once.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -411,6 +417,56 @@ def rowid_array(db: Database, plan_sql: str, params: Any) -> Any:
     out = np.fromstring(text, dtype=np.int64, sep=",") if text else np.zeros(0, np.int64)
     if len(out) > 1 and bool((out[1:] < out[:-1]).any()):  # (an index scan gives its order)
         out.sort()
+    return out
+
+
+#: A connection remembers the rowids of its last few filtered searches' where() (entries, and
+#: rowids in all): see filtered_rowids.
+_FILTER_ENTRIES = 8
+_FILTER_ROWS = 1_000_000
+_FILTERS: weakref.WeakKeyDictionary[Any, OrderedDict[Any, tuple[tuple[int, int], Any]]] = \
+    weakref.WeakKeyDictionary()
+#: SQL that gives another answer each time it runs, whatever the data: never remembered.
+_VOLATILE = re.compile(r"random(blob)?\s*\(|'now'|current_(date|time|timestamp)|changes\s*\("
+                       r"|last_insert_rowid", re.IGNORECASE)
+
+
+def filtered_rowids(db: Database, sql: str, params: Sequence[Any]) -> Any:
+    """:func:`rowid_array` of a search's where(), remembered per connection while the database
+    stays as it was: a filter cache, as search engines keep one for their filter clauses. An
+    app showing "photos like this one in this album" runs many searches with one where(); its
+    rows are then found once per change of the database instead of once per search (a scan of
+    2 ms for 100,000 rows, as long as the search itself).
+
+    Keyed by the statement and its parameters, and valid while
+    :meth:`pxlite.db.Database.catalog_stamp` is unchanged (another connection's commit, or
+    any change this connection makes, moves it). Not used inside a write transaction, for SQL
+    that answers differently each time (``random()``, ``'now'``), nor for more than
+    ``_FILTER_ROWS`` rowids; the ``_FILTER_ENTRIES`` most recent are kept."""
+    stamp = db.catalog_stamp()
+    key: Any = (sql, tuple(params))
+    try:
+        hash(key)
+    except TypeError:
+        stamp = None
+    if stamp is None or _VOLATILE.search(sql):
+        return rowid_array(db, sql, params)
+    with _LOCK:
+        per_db = _FILTERS.setdefault(db, OrderedDict())
+        hit = per_db.get(key)
+        if hit is not None and hit[0] == stamp:
+            per_db.move_to_end(key)
+            return hit[1]
+    out = rowid_array(db, sql, params)
+    out.flags.writeable = False  # shared by the searches that find it
+    if len(out) <= _FILTER_ROWS:
+        with _LOCK:
+            for old in [k for k, (s, _) in per_db.items() if s != stamp]:
+                del per_db[old]  # stale: the database changed since
+            per_db[key] = (stamp, out)
+            while len(per_db) > _FILTER_ENTRIES or \
+                    sum(len(a) for _, a in per_db.values()) > _FILTER_ROWS:
+                per_db.popitem(last=False)
     return out
 
 
