@@ -328,8 +328,8 @@ def matching_rowids(c: Clauses) -> tuple[str, list[Any]] | None:
     """The SQL of the rowids of the rows (of the first table) that the joins and where() of
     ``c`` select, in no set order, and its parameters; None when Python evaluates part of the
     where (or a sample is asked). The caller sorts them: without an ORDER BY, SQLite is free to
-    read a covering index instead of the table (a wide table's scan index, pxlite.scanindex),
-    where ordering by rowid would make it read the table to skip a sort."""
+    read whichever index covers the condition most cheaply (a wide table's scan index,
+    pxlite.scanindex, or a B-tree index in its own order) instead of the table."""
     where_sql, where_params, py_where = _where(c.where)
     if py_where or c.sample is not None:
         return None
