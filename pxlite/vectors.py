@@ -33,12 +33,13 @@ DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "u
           "uint16", "uint32", "bool")
 _FLOATS = ("float16", "float32", "float64")
 
+Shape = tuple[int | None, ...] | None
+
 
 def item_bytes(dtype: str) -> int:
-    """The bytes of one element of a DTYPES type, without importing numpy (bool: 1)."""
-    return 1 if dtype == "bool" else int(dtype.lstrip("uintfloa")) // 8
-
-Shape = tuple[int | None, ...] | None
+    """The bytes of one element of a DTYPES type (its name's bits / 8; bool: 1), without
+    importing numpy."""
+    return 1 if dtype == "bool" else int("".join(c for c in dtype if c.isdigit())) // 8
 
 
 def numpy() -> Any:
