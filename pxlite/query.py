@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from . import catalog, embeddings, queryplan, vecsearch
+from . import catalog, embeddings, queryplan, vecfilter, vecsearch
 from .catalog import TableMeta
 from .errors import NotFoundError, SchemaError, check_choice
 from .exprs import ColumnRef, Expr, Literal
@@ -408,13 +408,19 @@ class Query:
         search = vecsearch.TopK.of(clauses)
         if search is None:
             return clauses, None
+        assert search.sim.index is not None
+        index_id = search.sim.index.id
         return search.run(self._source.db, None if clauses.where is None
-                          else lambda: self._matching(clauses))
+                          else lambda: self._matching(clauses, index_id))
 
-    def _matching(self, clauses: Clauses) -> Sequence[int]:
+    def _matching(self, clauses: Clauses, index_id: int) -> Sequence[int]:
         """The rowids, in order, of the rows the where() of ``clauses`` selects (its Python
-        parts evaluated too)."""
+        parts evaluated too), for a search by the embedding index ``index_id``: by numpy over
+        columns held in memory where it can (pxlite.vecfilter), else by SQLite."""
         db = self._source.db
+        held = vecfilter.matching(db, clauses, index_id)
+        if held is not None:
+            return held
         found = queryplan.matching_rowids(clauses)
         if found is not None:  # SQLite evaluates the whole where(): its rowids, at once
             return vecsearch.filtered_rowids(db, *found)

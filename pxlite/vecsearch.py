@@ -14,9 +14,10 @@ row's score from the sketch comes with a bound on its error, and only the rows w
 leaves them a chance of the top-k (usually a few dozen) are scored in float32. Scattered rows
 are read from memory at its bandwidth, so a quarter of the bytes is most of the time saved.
 
-The rows a search's ``where()`` selects are remembered per connection until the database
-changes (:func:`filtered_rowids`), so searches repeated over one filter, such as one album or
-one label, evaluate it once.
+The rows a search's ``where()`` selects come from numpy over columns held in memory when its
+conditions allow (:mod:`pxlite.vecfilter`); else from SQLite, remembered per connection until
+the database changes (:func:`filtered_rowids`), so searches repeated over one filter, such as
+one album or one label, evaluate it once.
 """
 
 from __future__ import annotations

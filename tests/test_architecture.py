@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "pxlite.exprs": 4, "pxlite.udf": 4, "pxlite.uda": 4, "pxlite.functions": 4,
     "pxlite.iterators": 4,
     "pxlite.plan": 5, "pxlite.writes": 5, "pxlite.queryplan": 5, "pxlite.versions": 5,
-    "pxlite.embeddings": 5, "pxlite.vecsearch": 5,
+    "pxlite.embeddings": 5, "pxlite.vecsearch": 5, "pxlite.vecfilter": 5,
     "pxlite.ingest": 6, "pxlite.compute": 6, "pxlite.executors": 6, "pxlite.jobs": 6,
     "pxlite.query": 6, "pxlite.queryrun": 6, "pxlite.io.keys": 6, "pxlite.history": 6,
     "pxlite.indexing": 6,

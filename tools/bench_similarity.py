@@ -12,10 +12,11 @@ Prints, for top-10 by cosine over ``rows`` x ``dim`` float32 vectors (random, se
   pxlite's index does). Recall is pxlite's top-10 against prenorm's (1.0: the same rows).
 - the same with ``where(t.cat == 3)`` (10% of the rows) before the top-10, without and with a
   B-tree index on ``cat``; the numpy baselines take those rows (``M[mask]``) with a boolean
-  mask held in memory, then the same. Searches repeating one where() find its rows in the
-  connection's filter cache after the first (pxlite.vecsearch.filtered_rowids); the "new
-  filter" case gives each search a where() of its own (``& (t.cat != -i)``), so every search
-  evaluates it: through the table's scan index (pxlite.scanindex) without a B-tree on cat.
+  mask held in memory, then the same. The "new filter" case gives each search a where() of
+  its own (``& (t.cat != -i)``), so no search can reuse an earlier one's rows: a condition on
+  Int, Float and Bool columns is evaluated by numpy over the columns held in memory
+  (pxlite.vecfilter); others by SQLite, through the table's scan index (pxlite.scanindex) or a
+  B-tree index, and remembered while the database is unchanged (vecsearch.filtered_rowids).
 - inserting 10,000 rows into a table with the index against one without it (fp32 and fp16 on
   a float32 column: either index reads the column itself, the fp16 one rounding as it reads).
 - the file's size for the vectors against rows x dim x 4 bytes.

@@ -1,0 +1,236 @@
+"""The ``where()`` of a similarity search, evaluated by numpy over columns held in memory.
+
+A filtered search first needs the rowids its ``where()`` selects. SQLite finds them by reading
+every row's values (from a wide table's scan index, :mod:`pxlite.scanindex`): about 20 ns a
+row, 2-3 ms for 100,000 rows, as long as the search that follows. numpy compares a column held
+in memory in a tenth of that. So, as the index's vectors are (:mod:`pxlite.vecsearch`), the
+columns a search's conditions name are read once per connection and then kept current from
+the index's change log (every insert, update and delete of the table appends its rowid there,
+in the writer's transaction): after a change only the rows it touched are read again.
+
+Only what numpy evaluates exactly as SQLite does is taken here: comparisons (``==``, ``!=``,
+``<``, ``<=``, ``>``, ``>=``) of an Int, Float or Bool column of the searched table with a
+literal, ``isin`` of such a column, ``== None`` / ``!= None``, and ``&``, ``|``, ``~`` of those,
+with SQL's three-valued logic (a NULL cell makes a comparison unknown, and an unknown row is not
+selected). Literals are converted by the column's type as the SQL path binds them, and numbers
+compare exactly (int64 with int64, float64 with float64). Anything else (another table, a
+string, an expression, a view or an old version, a write in progress) returns None, and the
+caller asks SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .catalog import ColumnMeta, TableMeta
+from .errors import SchemaError
+from .exprs import And, ColumnRef, Compare, Expr, IsIn, IsNull, Literal, Not, Or
+from .vectors import numpy
+
+if TYPE_CHECKING:
+    from .db import Database
+    from .queryplan import Clauses
+
+#: The column types evaluated here, and the numpy type of their values.
+_KINDS = {"Int": "int64", "Bool": "int64", "Float": "float64"}
+_FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+class _Columns:
+    """One table's rowids (sorted) and, for each column read so far (by SQL name), its values
+    and which are not NULL, as of change-log entry ``seq``."""
+
+    def __init__(self, rowids: Any, seq: int, schema: int) -> None:
+        self.rowids, self.seq, self.schema = rowids, seq, schema
+        self.values: dict[str, tuple[Any, Any]] = {}
+        self.meta: dict[str, ColumnMeta] = {}
+
+
+_CACHES: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], _Columns]] = \
+    weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def matching(db: Database, clauses: Clauses, index_id: int) -> Any:
+    """The sorted rowids (int64 array) of the rows the where() of ``clauses`` selects, or None
+    when it is not one this module evaluates (see the module docstring). ``index_id``: the
+    embedding index the search uses (its change log ``x_<id>`` keeps the columns current).
+    Inside the caller's read transaction."""
+    meta = clauses.tables[0].meta
+    log = f"x_{int(index_id)}"
+    if clauses.where is None or len(clauses.tables) != 1 or clauses.sample is not None or \
+            meta.sql != meta.store or db.in_write_transaction():
+        return None
+    needed: dict[str, ColumnMeta] = {}
+    if not _plan(clauses.where, meta, needed):
+        return None
+    cols = _columns(db, meta, log, needed)
+    if cols is None:
+        return None
+    true, _ = _eval(numpy(), clauses.where, cols)
+    return cols.rowids[true]
+
+
+def _column(e: Expr, meta: TableMeta) -> ColumnMeta | None:
+    if not isinstance(e, ColumnRef) or e.table.id != meta.id:
+        return None
+    c = e.col
+    if c.type.name not in _KINDS or not c.stored or c.pending or c.base_table is not None:
+        return None
+    return c
+
+
+def _literal(col: ColumnMeta, value: Any) -> Any:
+    """The value a literal is compared as (the column type's conversion, as the SQL path binds
+    it); None when it cannot be."""
+    if value is None:
+        return None
+    try:
+        return col.type.to_sql(value)
+    except SchemaError:
+        return None
+
+
+def _plan(e: Expr, meta: TableMeta, needed: dict[str, ColumnMeta]) -> bool:
+    """Can ``e`` be evaluated here? Collects the columns it reads into ``needed``."""
+    if isinstance(e, (And, Or)):
+        return _plan(e.left, meta, needed) and _plan(e.right, meta, needed)
+    if isinstance(e, Not):
+        return _plan(e.arg, meta, needed)
+    if isinstance(e, IsNull):
+        col = _column(e.arg, meta)
+    elif isinstance(e, IsIn):
+        col = _column(e.arg, meta)
+        if col is not None and any(_literal(col, v) is None for v in e.values):
+            return False
+    elif isinstance(e, Compare):
+        ref, lit = (e.left, e.right) if isinstance(e.right, Literal) else (e.right, e.left)
+        col = _column(ref, meta) if isinstance(lit, Literal) else None
+        if col is not None and _literal(col, lit.value) is None:
+            return False
+    else:
+        return False
+    if col is None:
+        return False
+    needed[col.sql] = col
+    return True
+
+
+def _eval(np: Any, e: Expr, cols: _Columns) -> tuple[Any, Any]:
+    """``e`` over every row: (where it is true, where it is false); neither: unknown (NULL)."""
+    if isinstance(e, And):
+        (t1, f1), (t2, f2) = _eval(np, e.left, cols), _eval(np, e.right, cols)
+        return t1 & t2, f1 | f2
+    if isinstance(e, Or):
+        (t1, f1), (t2, f2) = _eval(np, e.left, cols), _eval(np, e.right, cols)
+        return t1 | t2, f1 & f2
+    if isinstance(e, Not):
+        t, f = _eval(np, e.arg, cols)
+        return f, t
+    if isinstance(e, IsNull):
+        _, valid = cols.values[e.arg.col.sql]
+        return ~valid, valid.copy()
+    if isinstance(e, IsIn):
+        col = e.arg.col
+        values, valid = cols.values[col.sql]
+        wanted = [_literal(col, v) for v in e.values]
+        if not wanted:  # SQL's (0): false, for NULL cells too
+            return np.zeros(len(valid), bool), np.ones(len(valid), bool)
+        hit = valid & np.isin(values, np.array(wanted, dtype=values.dtype))
+        return hit, valid & ~hit
+    assert isinstance(e, Compare)
+    ref: Expr = e.left
+    lit: Expr = e.right
+    op = e.op
+    if not isinstance(lit, Literal):
+        ref, lit, op = e.right, e.left, _FLIP[e.op]
+    col = ref.col
+    values, valid = cols.values[col.sql]
+    v = _literal(col, lit.value)
+    with np.errstate(invalid="ignore"):
+        res = {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal,
+               ">": np.greater, ">=": np.greater_equal}[op](values, v)
+    return valid & res, valid & ~res
+
+
+def _read(np: Any, col: ColumnMeta, rows: list[tuple[Any, ...]], i: int) -> tuple[Any, Any] | None:
+    """Column ``i`` of ``rows`` as (values, not-NULL mask); None when a cell is not of the
+    column's stored type (then SQLite decides)."""
+    kind = _KINDS[col.type.name]
+    want = float if kind == "float64" else int
+    cells = [r[i] for r in rows]
+    if any(c is not None and type(c) is not want for c in cells):
+        return None
+    valid = np.fromiter((c is not None for c in cells), dtype=bool, count=len(cells))
+    values = np.fromiter((0 if c is None else c for c in cells), dtype=kind, count=len(cells))
+    return values, valid
+
+
+def _columns(db: Database, meta: TableMeta, log: str, needed: dict[str, ColumnMeta]
+             ) -> _Columns | None:
+    """The table's rowids and the ``needed`` columns, current with the read transaction."""
+    np = numpy()
+    hi, lo = db.query(f"SELECT max(seq), min(seq) FROM {log}")[0]
+    hi = hi or 0
+    schema = db.query("PRAGMA schema_version")[0][0]
+    key = (meta.store, log)
+    with _LOCK:
+        per_db = _CACHES.setdefault(db, {})
+        cached = per_db.get(key)
+        if cached is not None and (cached.schema != schema or cached.seq > hi or
+                                   cached.seq + 1 < (lo or 0)):
+            cached = None  # another schema, or the log was trimmed past what it saw
+        if cached is not None and cached.seq < hi and not _apply(db, np, meta, log, cached, hi):
+            cached = None
+        if cached is None:
+            rowids = np.fromiter((r[0] for r in db.query(
+                f"SELECT _rowid FROM {meta.store} ORDER BY _rowid")), dtype=np.int64)
+            cached = _Columns(rowids, hi, schema)
+        for sql_name, col in needed.items():
+            if sql_name in cached.values:
+                continue
+            rows = db.query(f"SELECT _rowid, {col.sql} FROM {meta.store} ORDER BY _rowid")
+            got = _read(np, col, rows, 1)
+            if got is None or len(rows) != len(cached.rowids) or not np.array_equal(
+                    np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+                    cached.rowids):
+                per_db.pop(key, None)
+                return None
+            cached.values[sql_name], cached.meta[sql_name] = got, col
+        per_db[key] = cached
+        return cached
+
+
+def _apply(db: Database, np: Any, meta: TableMeta, log: str, cols: _Columns, hi: int) -> bool:
+    """Bring ``cols`` from its change-log entry to ``hi``: the rows the log lists since are read
+    again (gone, changed or new). False when that is not worth it (then all is read anew)."""
+    changed = np.array(sorted({r[0] for r in db.query(
+        f"SELECT DISTINCT row FROM {log} WHERE seq > ?", (cols.seq,))}), dtype=np.int64)
+    if len(changed) > max(1024, len(cols.rowids) // 8):
+        return False
+    names = list(cols.values)
+    what = ", ".join(["_rowid", *names])
+    rows = db.query(f"SELECT {what} FROM {meta.store} WHERE _rowid IN "
+                    "(SELECT value FROM json_each(?)) ORDER BY _rowid",
+                    (json.dumps(changed.tolist()),))
+    new_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    new_vals = {}
+    for i, name in enumerate(names, start=1):
+        got = _read(np, cols.meta[name], rows, i)
+        if got is None:
+            return False
+        new_vals[name] = got
+    keep = ~np.isin(cols.rowids, changed)
+    ids = np.concatenate([cols.rowids[keep], new_ids])
+    order = np.argsort(ids, kind="stable")
+    cols.rowids = ids[order]
+    for name in names:
+        old_v, old_ok = cols.values[name]
+        v, ok = new_vals[name]
+        cols.values[name] = (np.concatenate([old_v[keep], v])[order],
+                             np.concatenate([old_ok[keep], ok])[order])
+    cols.seq = hi
+    return True
