@@ -9,17 +9,21 @@ the index's change log (every insert, update and delete of the table appends its
 in the writer's transaction): after a change only the rows it touched are read again.
 
 Only what numpy evaluates exactly as SQLite does is taken here: comparisons (``==``, ``!=``,
-``<``, ``<=``, ``>``, ``>=``) of an Int, Float or Bool column of the searched table with a
-literal, ``isin`` of such a column, ``== None`` / ``!= None``, and ``&``, ``|``, ``~`` of those,
-with SQL's three-valued logic (a NULL cell makes a comparison unknown, and an unknown row is not
-selected). Literals are converted by the column's type as the SQL path binds them, and numbers
-compare exactly (int64 with int64, float64 with float64). Anything else (another table, a
+``<``, ``<=``, ``>``, ``>=``) of an Int, Float, Bool or String column of the searched table
+with a literal, ``isin`` of such a column, ``== None`` / ``!= None``, and ``&``, ``|``, ``~`` of
+those, with SQL's three-valued logic (a NULL cell makes a comparison unknown, and an unknown row
+is not selected). Literals are converted by the column's type as the SQL path binds them;
+numbers compare exactly (int64 with int64, float64 with float64); a String column is held as
+codes into its sorted distinct values (at most ``_MAX_DISTINCT``), and Python orders strings by
+code point as SQLite's BINARY collation orders their UTF-8 bytes, so a comparison is a range of
+codes. Anything else (another table, a
 string, an expression, a view or an old version, a write in progress) returns None, and the
 caller asks SQLite.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 import weakref
@@ -34,8 +38,10 @@ if TYPE_CHECKING:
     from .db import Database
     from .queryplan import Clauses
 
-#: The column types evaluated here, and the numpy type of their values.
-_KINDS = {"Int": "int64", "Bool": "int64", "Float": "float64"}
+#: The column types evaluated here, and the numpy type of their values (a String's: codes).
+_KINDS = {"Int": "int64", "Bool": "int64", "Float": "float64", "String": "int64"}
+#: A String column with more distinct values than this is left to SQLite.
+_MAX_DISTINCT = 65_536
 _FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
@@ -47,6 +53,8 @@ class _Columns:
         self.rowids, self.seq, self.schema = rowids, seq, schema
         self.values: dict[str, tuple[Any, Any]] = {}
         self.meta: dict[str, ColumnMeta] = {}
+        #: A String column's distinct values, sorted: its codes index this list.
+        self.strings: dict[str, list[str]] = {}
 
 
 _CACHES: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], _Columns]] = \
@@ -139,6 +147,10 @@ def _eval(np: Any, e: Expr, cols: _Columns) -> tuple[Any, Any]:
         wanted = [_literal(col, v) for v in e.values]
         if not wanted:  # SQL's (0): false, for NULL cells too
             return np.zeros(len(valid), bool), np.ones(len(valid), bool)
+        strings = cols.strings.get(col.sql)
+        if strings is not None:  # the codes of the values present
+            at = {v: i for i, v in enumerate(strings)}
+            wanted = [at[v] for v in wanted if v in at]
         hit = valid & np.isin(values, np.array(wanted, dtype=values.dtype))
         return hit, valid & ~hit
     assert isinstance(e, Compare)
@@ -150,23 +162,41 @@ def _eval(np: Any, e: Expr, cols: _Columns) -> tuple[Any, Any]:
     col = ref.col
     values, valid = cols.values[col.sql]
     v = _literal(col, lit.value)
+    strings = cols.strings.get(col.sql)
+    if strings is not None:  # the codes of the values equal to v are [first, after)
+        first, after = bisect.bisect_left(strings, v), bisect.bisect_right(strings, v)
+        res = {"==": (values >= first) & (values < after),
+               "!=": (values < first) | (values >= after), "<": values < first,
+               "<=": values < after, ">": values >= after, ">=": values >= first}[op]
+        return valid & res, valid & ~res
     with np.errstate(invalid="ignore"):
         res = {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal,
                ">": np.greater, ">=": np.greater_equal}[op](values, v)
     return valid & res, valid & ~res
 
 
-def _read(np: Any, col: ColumnMeta, rows: list[tuple[Any, ...]], i: int) -> tuple[Any, Any] | None:
-    """Column ``i`` of ``rows`` as (values, not-NULL mask); None when a cell is not of the
-    column's stored type (then SQLite decides)."""
+def _read(np: Any, col: ColumnMeta, rows: list[tuple[Any, ...]], i: int
+          ) -> tuple[Any, Any, list[str] | None] | None:
+    """Column ``i`` of ``rows`` as (values, not-NULL mask, a String's sorted distinct values,
+    which its values are codes into); None when a cell is not of the column's stored type, or
+    a String has too many distinct values (then SQLite decides)."""
     kind = _KINDS[col.type.name]
-    want = float if kind == "float64" else int
+    want = {"Float": float, "String": str}.get(col.type.name, int)
     cells = [r[i] for r in rows]
     if any(c is not None and type(c) is not want for c in cells):
         return None
     valid = np.fromiter((c is not None for c in cells), dtype=bool, count=len(cells))
-    values = np.fromiter((0 if c is None else c for c in cells), dtype=kind, count=len(cells))
-    return values, valid
+    if want is not str:
+        values = np.fromiter((0 if c is None else c for c in cells), dtype=kind,
+                             count=len(cells))
+        return values, valid, None
+    strings = sorted({c for c in cells if c is not None})
+    if len(strings) > _MAX_DISTINCT:
+        return None
+    at = {v: k for k, v in enumerate(strings)}
+    codes = np.fromiter((-1 if c is None else at[c] for c in cells), dtype=np.int64,
+                        count=len(cells))
+    return codes, valid, strings
 
 
 def _columns(db: Database, meta: TableMeta, log: str, needed: dict[str, ColumnMeta]
@@ -199,7 +229,9 @@ def _columns(db: Database, meta: TableMeta, log: str, needed: dict[str, ColumnMe
                     cached.rowids):
                 per_db.pop(key, None)
                 return None
-            cached.values[sql_name], cached.meta[sql_name] = got, col
+            cached.values[sql_name], cached.meta[sql_name] = got[:2], col
+            if got[2] is not None:
+                cached.strings[sql_name] = got[2]
         per_db[key] = cached
         return cached
 
@@ -229,8 +261,30 @@ def _apply(db: Database, np: Any, meta: TableMeta, log: str, cols: _Columns, hi:
     cols.rowids = ids[order]
     for name in names:
         old_v, old_ok = cols.values[name]
-        v, ok = new_vals[name]
-        cols.values[name] = (np.concatenate([old_v[keep], v])[order],
+        v, ok, strings = new_vals[name]
+        old_v = old_v[keep]
+        if strings is not None:  # both sides as codes into the union of their values
+            merged = _merged(np, cols.strings[name], strings)
+            if merged is None:
+                return False
+            cols.strings[name], old_map, new_map = merged
+            old_v, v = old_map[old_v], new_map[v]
+        cols.values[name] = (np.concatenate([old_v, v])[order],
                              np.concatenate([old_ok[keep], ok])[order])
     cols.seq = hi
     return True
+
+
+def _merged(np: Any, old: list[str], new: list[str]) -> tuple[list[str], Any, Any] | None:
+    """The sorted union of two sorted lists of distinct strings, and for each list the array
+    mapping its codes to the union's (index -1, a NULL, maps to -1); None past _MAX_DISTINCT."""
+    union = old if set(new) <= set(old) else sorted(set(old) | set(new))
+    if len(union) > _MAX_DISTINCT:
+        return None
+    at = {v: k for k, v in enumerate(union)}
+    old_map = np.arange(len(old) + 1, dtype=np.int64) if union is old else np.array(
+        [at[v] for v in old] + [-1], dtype=np.int64)
+    if union is old:
+        old_map[-1] = -1
+    new_map = np.array([at[v] for v in new] + [-1], dtype=np.int64)
+    return union, old_map, new_map

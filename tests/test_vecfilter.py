@@ -13,6 +13,9 @@ from pxlite.exprs import Compare, Literal
 
 DIM = 8
 N = 300
+#: Strings whose order tests the code-point order (upper before lower case, accents, an emoji
+#: beyond the BMP, an empty string, a NUL inside).
+STRINGS = ["", "a", "ab", "b", "B", "\u00e9", "\U0001f600", "a\x00b", "z", "Zz"]
 
 
 @pytest.fixture
@@ -44,7 +47,7 @@ def _rows(rng, n, start=0):
                     "f": None if rng.random() < 0.15 else float(rng.choice(
                         [-1.5, 0.0, 0.5, 2.0, 1e300, -np.inf, np.inf, 3.25])),
                     "b": None if rng.random() < 0.2 else bool(rng.random() < 0.5),
-                    "s": "abc"[i % 3]})
+                    "s": None if rng.random() < 0.15 else str(rng.choice(STRINGS))})
     return out
 
 
@@ -59,9 +62,11 @@ def _table(db, seed=0, **opts):
 
 def _random_condition(t, rng, depth=0):
     kind = rng.integers(0, 7 if depth < 3 else 4)
-    which = int(rng.integers(0, 4))
-    col = [t.n, t.f, t.b, t.k][which]
-    if which == 2:
+    which = int(rng.integers(0, 5))
+    col = [t.n, t.f, t.b, t.k, t.s][which]
+    if which == 4:
+        lit = str(rng.choice([*STRINGS, "aa", "c", "\u00e8", "a\x00"]))
+    elif which == 2:
         lit = bool(rng.random() < 0.5)
     elif which == 1:  # a Float column compares with floats and ints alike
         lit = float(rng.choice([-1.5, 0.0, 0.5, 2.0, 1e300, np.inf, 1.0])) \
@@ -79,7 +84,7 @@ def _random_condition(t, rng, depth=0):
     if kind == 2:
         return col == None if rng.random() < 0.5 else col != None  # noqa: E711
     if kind == 3:
-        pool = [lit, lit, -1, 2] if which != 2 else [True, lit, False]
+        pool = {2: [True, lit, False], 4: [lit, "b", "nowhere"]}.get(which, [lit, lit, -1, 2])
         return col.isin(pool[: int(rng.integers(0, 4))])
     if kind == 4:
         return _random_condition(t, rng, depth + 1) & _random_condition(t, rng, depth + 1)
@@ -142,8 +147,8 @@ def test_another_connection_and_a_trimmed_log(tmp_path, checked, monkeypatch):
 def test_what_sqlite_still_evaluates(db, checked):
     t, rng = _table(db, seed=3)
     q = rng.standard_normal(DIM).astype(np.float32)
-    for where in (t.s == "a", (t.n == 1) & (t.s == "b"), t.n + 1 > 2, t.n == t.k,
-                  t.n == 2.5, t.n.isin([1, "x"])):
+    for where in (t.n + 1 > 2, t.n == t.k, t.n == 2.5, t.n.isin([1, "x"]), t.s == 3,
+                  (t.n == 1) & (t.s.upper() == "B")):
         _search(t, where, q)
     assert checked == [None] * 6
     # a cell of another type than its column's (written behind pxlite's back): SQLite decides
@@ -160,3 +165,34 @@ def test_a_search_in_a_write_transaction_asks_sqlite(db):
     assert vecfilter.matching(db.db, clauses, 1) is not None
     with db.db.transaction():
         assert vecfilter.matching(db.db, clauses, 1) is None
+
+
+def test_strings_beyond_the_distinct_bound_go_to_sqlite(db, checked, monkeypatch):
+    t, rng = _table(db, seed=5)
+    q = rng.standard_normal(DIM).astype(np.float32)
+    monkeypatch.setattr(vecfilter, "_MAX_DISTINCT", 4)
+    _search(t, t.s == "a", q)
+    assert checked[-1] is None
+    monkeypatch.setattr(vecfilter, "_MAX_DISTINCT", 13)
+    _search(t, t.s >= "b", q)  # held now (10 distinct values): new ones join its list
+    assert checked[-1] is not None
+    t.insert([{**r, "s": f"new{i}"} for i, r in enumerate(_rows(rng, 3, start=N))])
+    _search(t, t.s >= "b", q)
+    assert checked[-1] is not None
+    t.insert([{**r, "s": "\u00e9"} for r in _rows(rng, 2, start=N + 3)])  # one it has
+    _search(t, t.s == "\u00e9", q)
+    assert checked[-1] is not None
+    t.insert([{**r, "s": "one too many"} for r in _rows(rng, 1, start=N + 5)])
+    _search(t, t.s == "\u00e9", q)
+    assert checked[-1] is None
+
+
+def test_every_string_comparison_against_sqlite(db, checked):
+    """Each operator against each value (present, absent, between two present ones)."""
+    t, rng = _table(db, seed=6)
+    q = rng.standard_normal(DIM).astype(np.float32)
+    for lit in [*STRINGS, "aa", "c", "\u00e8", "a\x00", "\U0001f601"]:
+        for where in (t.s == lit, t.s != lit, t.s < lit, t.s <= lit, t.s > lit, t.s >= lit,
+                      ~(t.s == lit), t.s.isin([lit, "z"])):
+            _search(t, where, q, k=400)
+    assert len(checked) == 15 * 8 and all(a is not None for a in checked)

@@ -14,7 +14,7 @@ Prints, for top-10 by cosine over ``rows`` x ``dim`` float32 vectors (random, se
   B-tree index on ``cat``; the numpy baselines take those rows (``M[mask]``) with a boolean
   mask held in memory, then the same. The "new filter" case gives each search a where() of
   its own (``& (t.cat != -i)``), so no search can reuse an earlier one's rows: a condition on
-  Int, Float and Bool columns is evaluated by numpy over the columns held in memory
+  Int, Float, Bool and String columns is evaluated by numpy over the columns held in memory
   (pxlite.vecfilter); others by SQLite, through the table's scan index (pxlite.scanindex) or a
   B-tree index, and remembered while the database is unchanged (vecsearch.filtered_rowids).
 - inserting 10,000 rows into a table with the index against one without it (fp32 and fp16 on
