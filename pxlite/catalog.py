@@ -939,7 +939,12 @@ LOG_KEEP = 1_000_000
 
 def vector_log(idx: IndexMeta) -> str:
     """The SQL name of an embedding index's change log: ``x_<index id>``."""
-    return f"x_{idx.id}"
+    return vector_log_of(idx.id)
+
+
+def vector_log_of(index_id: int) -> str:
+    """:func:`vector_log` by the index's id alone (a search holds an EmbeddingIndex)."""
+    return f"x_{int(index_id)}"
 
 
 def has_vector_log(db: Database, idx: IndexMeta) -> bool:

@@ -16,9 +16,9 @@ is not selected). Literals are converted by the column's type as the SQL path bi
 numbers compare exactly (int64 with int64, float64 with float64); a String column is held as
 codes into its sorted distinct values (at most ``_MAX_DISTINCT``), and Python orders strings by
 code point as SQLite's BINARY collation orders their UTF-8 bytes, so a comparison is a range of
-codes. Anything else (another table, a
-string, an expression, a view or an old version, a write in progress) returns None, and the
-caller asks SQLite.
+codes. Anything else (another table, an expression or function, a Timestamp, Date or Json
+column, a view or an old version, a write in progress) returns None, and the caller asks
+SQLite.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from . import catalog, vecsearch
 from .catalog import ColumnMeta, TableMeta
 from .errors import SchemaError
 from .exprs import And, ColumnRef, Compare, Expr, IsIn, IsNull, Literal, Not, Or
@@ -68,14 +69,13 @@ def matching(db: Database, clauses: Clauses, index_id: int) -> Any:
     embedding index the search uses (its change log ``x_<id>`` keeps the columns current).
     Inside the caller's read transaction."""
     meta = clauses.tables[0].meta
-    log = f"x_{int(index_id)}"
     if clauses.where is None or len(clauses.tables) != 1 or clauses.sample is not None or \
             meta.sql != meta.store or db.in_write_transaction():
         return None
     needed: dict[str, ColumnMeta] = {}
     if not _plan(clauses.where, meta, needed):
         return None
-    cols = _columns(db, meta, log, needed)
+    cols = _columns(db, meta, catalog.vector_log_of(index_id), needed)
     if cols is None:
         return None
     true, _ = _eval(numpy(), clauses.where, cols)
@@ -149,8 +149,7 @@ def _eval(np: Any, e: Expr, cols: _Columns) -> tuple[Any, Any]:
             return np.zeros(len(valid), bool), np.ones(len(valid), bool)
         strings = cols.strings.get(col.sql)
         if strings is not None:  # the codes of the values present
-            at = {v: i for i, v in enumerate(strings)}
-            wanted = [at[v] for v in wanted if v in at]
+            wanted = [i for i in (_code(strings, v) for v in wanted) if i is not None]
         hit = valid & np.isin(values, np.array(wanted, dtype=values.dtype))
         return hit, valid & ~hit
     assert isinstance(e, Compare)
@@ -173,6 +172,12 @@ def _eval(np: Any, e: Expr, cols: _Columns) -> tuple[Any, Any]:
         res = {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal,
                ">": np.greater, ">=": np.greater_equal}[op](values, v)
     return valid & res, valid & ~res
+
+
+def _code(strings: list[str], v: str) -> int | None:
+    """The code of ``v`` in a sorted list of distinct strings (None: not there)."""
+    i = bisect.bisect_left(strings, v)
+    return i if i < len(strings) and strings[i] == v else None
 
 
 def _read(np: Any, col: ColumnMeta, rows: list[tuple[Any, ...]], i: int
@@ -203,22 +208,22 @@ def _columns(db: Database, meta: TableMeta, log: str, needed: dict[str, ColumnMe
              ) -> _Columns | None:
     """The table's rowids and the ``needed`` columns, current with the read transaction."""
     np = numpy()
-    hi, lo = db.query(f"SELECT max(seq), min(seq) FROM {log}")[0]
-    hi = hi or 0
-    schema = db.query("PRAGMA schema_version")[0][0]
+    now = vecsearch.log_mark(db, log)
     key = (meta.store, log)
     with _LOCK:
         per_db = _CACHES.setdefault(db, {})
         cached = per_db.get(key)
-        if cached is not None and (cached.schema != schema or cached.seq > hi or
-                                   cached.seq + 1 < (lo or 0)):
-            cached = None  # another schema, or the log was trimmed past what it saw
-        if cached is not None and cached.seq < hi and not _apply(db, np, meta, log, cached, hi):
-            cached = None
+        if cached is not None:
+            changed = vecsearch.changed_since(db, log, cached.seq, cached.schema, now,
+                                              len(cached.rowids))
+            if changed is None or (changed and not _apply(db, np, meta, cached, changed)):
+                cached = None
+            else:
+                cached.seq = now.hi
         if cached is None:
             rowids = np.fromiter((r[0] for r in db.query(
                 f"SELECT _rowid FROM {meta.store} ORDER BY _rowid")), dtype=np.int64)
-            cached = _Columns(rowids, hi, schema)
+            cached = _Columns(rowids, now.hi, now.schema)
         for sql_name, col in needed.items():
             if sql_name in cached.values:
                 continue
@@ -236,42 +241,39 @@ def _columns(db: Database, meta: TableMeta, log: str, needed: dict[str, ColumnMe
         return cached
 
 
-def _apply(db: Database, np: Any, meta: TableMeta, log: str, cols: _Columns, hi: int) -> bool:
-    """Bring ``cols`` from its change-log entry to ``hi``: the rows the log lists since are read
-    again (gone, changed or new). False when that is not worth it (then all is read anew)."""
-    changed = np.array(sorted({r[0] for r in db.query(
-        f"SELECT DISTINCT row FROM {log} WHERE seq > ?", (cols.seq,))}), dtype=np.int64)
-    if len(changed) > max(1024, len(cols.rowids) // 8):
-        return False
+def _apply(db: Database, np: Any, meta: TableMeta, cols: _Columns, changed: list[int]) -> bool:
+    """Read the ``changed`` rows (gone, changed or new) into ``cols``; False, with ``cols``
+    untouched, when that cannot be done (a cell of another type, too many distinct strings)."""
+    ids_changed = np.array(sorted(changed), dtype=np.int64)
     names = list(cols.values)
     what = ", ".join(["_rowid", *names])
     rows = db.query(f"SELECT {what} FROM {meta.store} WHERE _rowid IN "
                     "(SELECT value FROM json_each(?)) ORDER BY _rowid",
-                    (json.dumps(changed.tolist()),))
-    new_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    new_vals = {}
+                    (json.dumps(ids_changed.tolist()),))
+    keep = ~np.isin(cols.rowids, ids_changed)
+    ids = np.concatenate([cols.rowids[keep], np.fromiter(
+        (r[0] for r in rows), dtype=np.int64, count=len(rows))])
+    order = np.argsort(ids, kind="stable")
+    values: dict[str, tuple[Any, Any]] = {}
+    strings: dict[str, list[str]] = {}
     for i, name in enumerate(names, start=1):
         got = _read(np, cols.meta[name], rows, i)
         if got is None:
             return False
-        new_vals[name] = got
-    keep = ~np.isin(cols.rowids, changed)
-    ids = np.concatenate([cols.rowids[keep], new_ids])
-    order = np.argsort(ids, kind="stable")
-    cols.rowids = ids[order]
-    for name in names:
+        v, ok, new_strings = got
         old_v, old_ok = cols.values[name]
-        v, ok, strings = new_vals[name]
         old_v = old_v[keep]
-        if strings is not None:  # both sides as codes into the union of their values
-            merged = _merged(np, cols.strings[name], strings)
+        if new_strings is not None:  # both sides as codes into the union of their values
+            merged = _merged(np, cols.strings[name], new_strings)
             if merged is None:
                 return False
-            cols.strings[name], old_map, new_map = merged
+            strings[name], old_map, new_map = merged
             old_v, v = old_map[old_v], new_map[v]
-        cols.values[name] = (np.concatenate([old_v, v])[order],
-                             np.concatenate([old_ok[keep], ok])[order])
-    cols.seq = hi
+        values[name] = (np.concatenate([old_v, v])[order],
+                        np.concatenate([old_ok[keep], ok])[order])
+    cols.rowids = ids[order]
+    cols.values.update(values)
+    cols.strings.update(strings)
     return True
 
 
@@ -282,9 +284,7 @@ def _merged(np: Any, old: list[str], new: list[str]) -> tuple[list[str], Any, An
     if len(union) > _MAX_DISTINCT:
         return None
     at = {v: k for k, v in enumerate(union)}
-    old_map = np.arange(len(old) + 1, dtype=np.int64) if union is old else np.array(
-        [at[v] for v in old] + [-1], dtype=np.int64)
-    if union is old:
-        old_map[-1] = -1
+    old_map = np.array([*range(len(old)), -1] if union is old else [at[v] for v in old] + [-1],
+                       dtype=np.int64)
     new_map = np.array([at[v] for v in new] + [-1], dtype=np.int64)
     return union, old_map, new_map

@@ -28,8 +28,9 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import catalog
 from .catalog import ColumnMeta, TableMeta
 from .embeddings import EmbeddingIndex, SimilarityExpr, stored_dtype
 from .errors import SchemaError
@@ -363,38 +364,61 @@ def vectors(db: Database, meta: TableMeta, index: EmbeddingIndex, vcol: ColumnMe
     """Inside a read transaction: the index's vectors in memory, current with the snapshot
     (loaded once per connection, then only what the change log lists since)."""
     np = numpy()
-    log = f"x_{index.id}"
-    hi, lo = db.query(f"SELECT max(seq), min(seq) FROM {log}")[0]
-    hi = hi or 0
-    schema = db.query("PRAGMA schema_version")[0][0]
+    log = catalog.vector_log_of(index.id)
+    now = log_mark(db, log)
     writing = db.in_write_transaction()  # uncommitted rows: not remembered
     key = (index.id, meta.sql)  # a version's view (time travel) is another set of rows
     with _LOCK:
         per_db = _CACHES.setdefault(db, {})
         cached = per_db.get(key)
-        if cached is not None and cached.index.params == index.params and \
-                cached.schema == schema and cached.seq == hi and not writing:
-            return cached
-        if cached is not None and cached.index.params == index.params and \
-                cached.schema == schema and 0 <= cached.seq < hi and (lo or 0) <= cached.seq + 1 \
-                and not writing:
-            changed = [r[0] for r in db.query(
-                f"SELECT DISTINCT row FROM {log} WHERE seq > ?", (cached.seq,))]
-            if len(changed) <= max(1024, cached.n // 8):
+        if cached is not None and cached.index.params == index.params and not writing:
+            changed = changed_since(db, log, cached.seq, cached.schema, now, cached.n)
+            if changed == []:
+                return cached
+            if changed:
                 found = dict(db.query(
                     f"SELECT _rowid, {vcol.sql} FROM {meta.sql} WHERE _rowid IN "
                     "(SELECT value FROM json_each(?))", (json.dumps(changed),)))
                 if cached.apply({r: _blob(found.get(r)) for r in changed}):
-                    cached.seq = hi
+                    cached.seq = now.hi
                     return cached
         fresh = Vectors(index, np, stored_dtype(vcol))
         fresh.load([(r[0], r[1]) for r in db.query(
             f"SELECT _rowid, {vcol.sql} FROM {meta.sql} WHERE {vcol.sql} IS NOT NULL "
             "ORDER BY _rowid") if isinstance(r[1], bytes)])
-        fresh.seq, fresh.schema = hi, schema
+        fresh.seq, fresh.schema = now.hi, now.schema
         if not writing:
             per_db[key] = fresh
         return fresh
+
+
+class LogMark(NamedTuple):
+    """Where an index's change log stands in the caller's read: its last and first entries,
+    and the schema version."""
+
+    hi: int
+    lo: int
+    schema: int
+
+
+def log_mark(db: Database, log: str) -> LogMark:
+    """The mark of change log ``log`` (``x_<index id>``) now."""
+    hi, lo = db.query(f"SELECT max(seq), min(seq) FROM {log}")[0]
+    return LogMark(hi or 0, lo or 0, db.query("PRAGMA schema_version")[0][0])
+
+
+def changed_since(db: Database, log: str, seq: int, schema: int, now: LogMark, rows: int
+                  ) -> list[int] | None:
+    """For an in-memory copy of ``rows`` rows made at log entry ``seq`` under ``schema`` (the
+    vectors, vecfilter's columns): the rows the log lists since, to be read again to bring it
+    to ``now``; ``[]`` when it is current; None when it must be read anew (another schema, a
+    log trimmed past ``seq`` or a copy from later, or more than an eighth of its rows)."""
+    if schema != now.schema or not 0 <= seq <= now.hi or seq + 1 < now.lo:
+        return None
+    if seq == now.hi:
+        return []
+    changed = [r[0] for r in db.query(f"SELECT DISTINCT row FROM {log} WHERE seq > ?", (seq,))]
+    return changed if len(changed) <= max(1024, rows // 8) else None
 
 
 def _blob(v: Any) -> bytes | None:
