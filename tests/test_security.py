@@ -312,6 +312,7 @@ SQL_FRAGMENTS = {
     # and the lists of c<id> names / OLD.c<id> built in the same function
     r"(meta|data)\.log_sql", r"data\.sql", r"int\([a-z_.]+\)", r"sql_(table|col)", r"olds",
     r"images", r"', '\.join\(watched\)", r"sql_(names?|type|cols)", r"capture", r"view_name",
+    r"existing",  # "_rowid <= <int> AND " or nothing (versions._existing)
     # embedding indexes: the change log x_<index id> and its trigger suffixes (a fixed tuple),
     # an integer constant, the trim statement built from them, vector columns c<id>
     r"log", r"vector_log\(idx\)", r"suffix", r"LOG_KEEP", r"trim",
