@@ -476,13 +476,15 @@ def delete_rows(db: Database, meta: TableMeta, rows: Rows) -> int:
     existing = _existing(db, meta, log)
     v = log.version
     revived = db.query(f"SELECT 1 FROM {meta.log_sql} WHERE _v = ? AND _op = 'i' LIMIT 1", (v,))
-    db.execute(f"INSERT INTO {meta.log_sql}(_v, _rowid, _op{names}) SELECT {int(v)}, _rowid, "
-               f"'d'{names} FROM {meta.sql} WHERE {existing}({cond}) ON CONFLICT (_v, _rowid) "
-               "DO UPDATE SET _op = 'd' WHERE _op != 'i'", params)
-    n = db.changes()  # the rows found: those the log holds as deleted and the table still has
-    # (rows deleted earlier in this version are gone already: deleting them again is a no-op)
-    found = db.execute(f"SELECT _rowid FROM {meta.log_sql} WHERE _v = ? AND _op = 'd'", (v,))
-    db.executemany(f"DELETE FROM {meta.sql} WHERE _rowid = ?", db.stream(found, 4096))
+    with db.mapped():  # (the delete visits again each page the copy read)
+        db.execute(f"INSERT INTO {meta.log_sql}(_v, _rowid, _op{names}) SELECT {int(v)}, "
+                   f"_rowid, 'd'{names} FROM {meta.sql} WHERE {existing}({cond}) ON CONFLICT "
+                   "(_v, _rowid) DO UPDATE SET _op = 'd' WHERE _op != 'i'", params)
+        n = db.changes()  # the rows found: the log holds them as deleted, the table still has
+        # (rows deleted earlier in this version are gone already: deleting them is a no-op)
+        found = db.execute(f"SELECT _rowid FROM {meta.log_sql} WHERE _v = ? AND _op = 'd'",
+                           (v,))
+        db.executemany(f"DELETE FROM {meta.sql} WHERE _rowid = ?", db.stream(found, 4096))
     # Rows a revert of this version brought back ('i': nothing of them to keep) and rows this
     # version inserted, if it did either.
     if revived:
@@ -747,7 +749,13 @@ def revert(db: Database, meta: TableMeta, target: int) -> None:
     """Inside the write operation making this table's next version (capturing its own rows:
     ``'statements'``): bring its rows and columns back to ``target`` (see :func:`state_sql`).
     The rows it changes are captured like any change, so the revert is itself a version that
-    can be reverted. Set-based: its cost is the rows changed since ``target``."""
+    can be reverted. Set-based: its cost is the rows changed since ``target``; its statements
+    look up the same rows several times, so it reads the file mapped (Database.mapped)."""
+    with db.mapped():
+        _revert(db, meta, target)
+
+
+def _revert(db: Database, meta: TableMeta, target: int) -> None:
     log = open_log(db, meta.id)
     if log is None:
         raise unversioned(db, meta, "earlier versions to revert to")

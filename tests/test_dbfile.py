@@ -177,3 +177,33 @@ def test_home_database_is_created_with_its_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("PXLITE_HOME", str(home))
     assert pxl.default().path == home / "pxlite.db"
     assert (home / "pxlite.db").is_file()
+
+
+def test_mapped_reads_only_inside_its_block(tmp_path):
+    """Database.mapped: SQLite reads through a memory map inside the block (nested blocks
+    included) and never after it, also when the block fails; versioned deletes and reverts use
+    it and leave the connection unmapped."""
+    from pxlite.db import MMAP_BYTES
+
+    conn = pxl.connect(tmp_path / "m.pxl", config={"version_retention_days": 30})
+    db = conn.db
+
+    def size() -> int:
+        return db.query("PRAGMA mmap_size")[0][0]
+
+    assert size() == 0
+    with db.mapped():
+        assert size() == MMAP_BYTES
+        with db.mapped():
+            assert size() == MMAP_BYTES
+        assert size() == MMAP_BYTES  # the inner block does not unmap the outer one
+    assert size() == 0
+    with pytest.raises(RuntimeError, match="the block failed"), db.mapped():
+        raise RuntimeError("the block failed")
+    assert size() == 0
+    t = conn.create_table("t", {"n": pxl.Int})
+    t.insert([{"n": i} for i in range(100)])
+    assert t.delete(where=t.n % 3 == 0).num_rows == 34 and size() == 0
+    t.revert()
+    assert t.count() == 100 and size() == 0
+    conn.close()
