@@ -456,7 +456,7 @@ def capture_found(db: Database, meta: TableMeta, rows: Rows, cols: list[ColumnMe
             rows.rowids is not None:
         return None
     if db.query(f"SELECT 1 FROM {meta.log_sql} WHERE _v = ? LIMIT 1", (log.version,)) or \
-            db.query(f"SELECT 1 FROM {meta.sql} WHERE _rowid > ? LIMIT 1", (log.high_water,)):
+            _existing(db, meta, log):
         return None
     capture_rows(db, meta, rows, "")  # the same copy, by the condition (one pass), not by rowid
     what = ", ".join(["_rowid"] + [c.sql for c in cols])
