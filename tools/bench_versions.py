@@ -3,6 +3,7 @@
     python tools/bench_versions.py            # 1,000,000 rows, 5 repetitions (~5 min)
     python tools/bench_versions.py --quick    # 100,000 rows, 3 repetitions (~30 s)
     python tools/bench_versions.py --parts 23 # only (2) and (3)
+    python tools/bench_versions.py --parts 5 --reps 15  # only the floor of (2)'s delete
 
 Two tables of the same N rows (``a`` Int, ``m`` = a % 100, ``b`` String of 100 values,
 ``f`` Float; every condition below runs in SQLite), one
@@ -21,6 +22,11 @@ hits both alike; figures are medians.
     versions (``version_retention_count=10``), pruned at once (``version_retention_days=0``),
     and unversioned: file size and bytes in use (pages not on SQLite's free list; a pruned
     undo log's pages are reused by the next versions, the file does not shrink by itself).
+(5) The floor under (2)'s delete: the same delete in SQLite alone (apsw, no pxlite code), on a
+    copy of the versioned table's rows in the same physical layout (its table and undo log),
+    with pxlite's settings (WAL, synchronous=FULL): a plain ``DELETE ... WHERE`` against the
+    statements a versioned delete runs (the copy into the log, then the deletes by rowid read
+    through a memory map). What pxlite adds to a versioned delete is the distance from this.
 
 Prints figures only; asserts nothing.
 """
@@ -40,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pxlite as pxl
 import pxlite.functions as pxlf
+from pxlite import catalog
 
 
 def _make(folder: Path, name: str, n: int, **options: Any) -> tuple[pxl.Connection, pxl.Table]:
@@ -60,7 +67,8 @@ def _timed(fn: Callable[[int], Any], r: int) -> float:
 
 
 def _pair(label: str, reps: int, versioned: Callable[[int], Any],
-          plain: Callable[[int], Any], target: float) -> None:
+          plain: Callable[[int], Any], target: float,
+          names: tuple[str, str] = ("versioned", "unversioned")) -> None:
     """Interleaved repetitions of the same work on both tables; prints medians and ratio."""
     tv, tp = [], []
     for r in range(reps):
@@ -71,7 +79,7 @@ def _pair(label: str, reps: int, versioned: Callable[[int], Any],
             tv.append(_timed(versioned, r))
             tp.append(_timed(plain, r))
     mv, mp = statistics.median(tv), statistics.median(tp)
-    print(f"  {label:<34} versioned {mv * 1000:9.1f} ms   unversioned {mp * 1000:9.1f} ms   "
+    print(f"  {label:<34} {names[0]} {mv * 1000:9.1f} ms   {names[1]} {mp * 1000:9.1f} ms   "
           f"ratio {mv / mp:5.2f}x  (target <= {target}x)", flush=True)
 
 
@@ -139,13 +147,66 @@ def sizes(folder: Path, n: int, versions: int) -> None:
         db.close()
 
 
+def floor(folder: Path, source: pxl.Connection, reps: int) -> None:
+    """(5): see the module docstring. Both forms run in one file, interleaved, each on rows
+    ``m == r`` not touched before."""
+    import apsw
+
+    meta = catalog.load_table(source.db, "t")
+    m = meta.column("m").sql
+    ddl = [r[0] for r in source.db.query("SELECT sql FROM sqlite_master WHERE name IN (?, ?) "
+                                         "ORDER BY name = ?", (meta.sql, meta.log_sql,
+                                                               meta.log_sql))]
+    cols = ", ".join(r[1] for r in source.db.query(f"PRAGMA table_info({meta.sql})"))
+    data = [c for c in cols.split(", ") if c != "_rowid"]
+    names = "".join(f", {c}" for c in data)
+    path = folder / "floor.sqlite"
+    c = apsw.Connection(str(path))
+    c.pragma("journal_mode", "wal")
+    c.pragma("synchronous", "full")
+    for sql in ddl:
+        c.execute(sql)
+    c.execute("ATTACH ? AS src", (str(source.path),))
+    with c:
+        c.execute(f"INSERT INTO main.{meta.sql}({cols}) SELECT {cols} FROM src.{meta.sql}")
+    c.execute("DETACH src")
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def plain(r: int) -> None:
+        c.execute(f"DELETE FROM {meta.sql} WHERE {m} = ?", (r,))
+
+    def captured(r: int) -> None:
+        c.pragma("mmap_size", 1 << 30)
+        c.execute(f"INSERT INTO {meta.log_sql}(_v, _rowid, _op{names}) SELECT ?, _rowid, 'd'"
+                  f"{names} FROM {meta.sql} WHERE {m} = ?", (1000 + r, r))
+        found = c.execute(f"SELECT _rowid FROM {meta.log_sql} WHERE _v = ?", (1000 + r,))
+        c.executemany(f"DELETE FROM {meta.sql} WHERE _rowid = ?", found)
+        c.pragma("mmap_size", 0)
+
+    def committed(fn: Callable[[int], None]) -> Callable[[int], None]:
+        def run(r: int) -> None:
+            with c:
+                fn(r)
+        return run
+
+    print("(5) the floor under (2)'s delete: SQLite alone, the same rows and layout", flush=True)
+    left = [r for r in range(100) if c.execute(
+        f"SELECT 1 FROM {meta.sql} WHERE {m} = ? LIMIT 1", (r,)).fetchall()]
+    if len(left) < 2 * reps:
+        reps = len(left) // 2
+    _pair("delete where m == r, in SQLite", reps, lambda r: committed(captured)(left[2 * r]),
+          lambda r: committed(plain)(left[2 * r + 1]), 1.15,
+          ("copy + rowid deletes", "DELETE ... WHERE"))
+    c.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100,000 rows, 3 repetitions")
     ap.add_argument("-n", type=int, default=None, help="rows per table")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--versions", type=int, default=100, help="versions made for (4)")
-    ap.add_argument("--parts", default="1234", help="which of (1) to (4) to run")
+    ap.add_argument("--parts", default="12345", help="which of (1) to (5) to run")
     args = ap.parse_args()
     n = args.n or (100_000 if args.quick else 1_000_000)
     reps = args.reps or (3 if args.quick else 5)
@@ -162,8 +223,10 @@ def main() -> None:
             changes(v, p, n, reps)
         if "3" in args.parts:
             reverts(v, n, reps)
-        dbv.close()
         dbp.close()
+        if "5" in args.parts:
+            floor(folder, dbv, reps)
+        dbv.close()
         if "4" in args.parts:
             sizes(folder, n, args.versions)
 
