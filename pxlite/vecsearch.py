@@ -109,6 +109,17 @@ class Vectors:
             m = self.buf[positions]
             self.sq[positions] = self.np.einsum("ij,ij->i", m, m)
 
+    def _per_row(self) -> list[str]:
+        """The attributes holding one entry per row of ``buf`` (all grown and compacted
+        together): the rowids, whether each row is alive, its squared norm (l2 only), and its
+        sketch once made."""
+        names = ["buf", "rowids", "alive"]
+        if self.index.metric == "l2":
+            names.append("sq")
+        if self.codes is not None:
+            names += ["codes", "scale", "slack"]
+        return names
+
     def apply(self, rows: dict[int, bytes | None]) -> bool:
         """Apply changed rows (rowid -> new blob, None: gone or without a vector); False when
         that needs a reload instead (a new row before the last one: a reused rowid)."""
@@ -145,15 +156,8 @@ class Vectors:
             need = self.n + len(new)
             if need > len(self.buf):
                 cap = max(need, 2 * len(self.buf))
-                self.buf = _grown(np, self.buf, self.n, cap)
-                self.rowids = np.resize(self.rowids, cap)
-                self.alive = np.resize(self.alive, cap)
-                if self.index.metric == "l2":
-                    self.sq = _grown(np, self.sq, self.n, cap)
-                if self.codes is not None:
-                    self.codes = _grown(np, self.codes, self.n, cap)
-                    self.scale = _grown(np, self.scale, self.n, cap)
-                    self.slack = _grown(np, self.slack, self.n, cap)
+                for name in self._per_row():
+                    setattr(self, name, _grown(np, getattr(self, name), self.n, cap))
             self.buf[self.n:need] = add
             self.rowids[self.n:need] = [r for r, _ in new]
             self.alive[self.n:need] = True
@@ -162,15 +166,9 @@ class Vectors:
                 self._sketch_rows(np.arange(self.n, need))
             self.n = need
         if self.dead > max(64, self.n // 4):  # compact
-            keep = self.alive[:self.n]
-            self.buf = self.matrix[keep].copy()
-            self.rowids = self.rowids[:self.n][keep].copy()
-            if self.index.metric == "l2":
-                self.sq = self.sq[:self.n][keep].copy()
-            if self.codes is not None:
-                self.codes = self.codes[:self.n][keep].copy()
-                self.scale = self.scale[:self.n][keep].copy()
-                self.slack = self.slack[:self.n][keep].copy()
+            keep = self.alive[:self.n].copy()
+            for name in self._per_row():
+                setattr(self, name, getattr(self, name)[:self.n][keep].copy())
             self.n = len(self.rowids)
             self.alive = np.ones(self.n, dtype=bool)
             self.dead = 0
