@@ -157,8 +157,7 @@ def floor(folder: Path, source: pxl.Connection, reps: int) -> None:
     ddl = [r[0] for r in source.db.query("SELECT sql FROM sqlite_master WHERE name IN (?, ?) "
                                          "ORDER BY name = ?", (meta.sql, meta.log_sql,
                                                                meta.log_sql))]
-    cols = ", ".join(r[1] for r in source.db.query(f"PRAGMA table_info({meta.sql})"))
-    data = [c for c in cols.split(", ") if c != "_rowid"]
+    data = [r[1] for r in source.db.query(f"PRAGMA table_info({meta.sql})") if r[1] != "_rowid"]
     names = "".join(f", {c}" for c in data)
     path = folder / "floor.sqlite"
     c = apsw.Connection(str(path))
@@ -168,7 +167,8 @@ def floor(folder: Path, source: pxl.Connection, reps: int) -> None:
         c.execute(sql)
     c.execute("ATTACH ? AS src", (str(source.path),))
     with c:
-        c.execute(f"INSERT INTO main.{meta.sql}({cols}) SELECT {cols} FROM src.{meta.sql}")
+        c.execute(f"INSERT INTO main.{meta.sql}(_rowid{names}) SELECT _rowid{names} FROM "
+                  f"src.{meta.sql}")
     c.execute("DETACH src")
     c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
