@@ -15,7 +15,7 @@ import itertools
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -365,19 +365,35 @@ class Database:
         this connection's lock, so a query's rows can stream while other threads use the same
         connection (apsw refuses a connection busy in two threads at once). Closing the
         iterator (or reading to the end) finalizes the statement."""
-        try:
-            while True:
-                with self._lock:
-                    try:
-                        rows = list(itertools.islice(cursor, batch))
-                    except apsw.Error as e:
-                        mapped = self._mapped(e)
-                        if mapped is None:
-                            raise
-                        raise mapped from e
-                if not rows:
-                    return
+        with contextlib.closing(self.pages(cursor, batch)) as pages:
+            for rows in pages:
                 yield from rows
+
+    def pages(self, cursor: apsw.Cursor, size: int, *, ahead: bool = False
+              ) -> Generator[list[tuple], None, None]:
+        """:meth:`stream`'s rows, as lists of ``size`` rows (the last one shorter): for work
+        done a batch at a time. ``ahead``: each list is yielded only once the next one is read,
+        so the statement has moved past all of its rows and the caller may change them (a
+        changed row's index entry is put back at a key the statement has passed; were the
+        statement standing on that row, it would meet it again). Closing the iterator (or
+        reading to the end) finalizes the statement."""
+
+        def read() -> list[tuple]:
+            with self._lock:
+                try:
+                    return list(itertools.islice(cursor, size))
+                except apsw.Error as e:
+                    mapped = self._mapped(e)
+                    if mapped is None:
+                        raise
+                    raise mapped from e
+
+        try:
+            rows = read()
+            while rows:
+                after = read() if ahead else []
+                yield rows
+                rows = after if ahead else read()
         finally:
             with self._lock:
                 cursor.close()

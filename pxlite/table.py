@@ -9,6 +9,7 @@ content addressing means identical content may already have been named by an ear
 
 from __future__ import annotations
 
+import contextlib
 import html
 import itertools
 import json
@@ -725,14 +726,12 @@ class Table:
             resolver = Resolver(op.settings, self._conn.media_folder)
             media_input = MediaInput(op)
             replaced: dict[int, list[str]] = {}
-            batch: list[list[Any]] = []
-            rowids: list[int] = []
-            # One query for all matched rows (not one SELECT per row); on a versioned table
-            # the pass that finds them copies their old images too, and they are read from it.
-            found = versions.capture_found(db, meta, rows, cols)
-            for raw in db.query(*(found or plan.select(meta, cols, rows))):
+
+            def cells(raw: tuple) -> list[Any]:
+                """One matched row's new cells (value, errortype, errormsg per target), then
+                its rowid: the parameters of its UPDATE."""
+                nonlocal errors
                 rowid = raw[0]
-                rowids.append(rowid)
                 rc = RowContext({c.col_id: raw[1 + i] for i, c in enumerate(cols)}, None, resolver)
                 params: list[Any] = []
                 for c, e in targets:
@@ -752,16 +751,34 @@ class Table:
                         errors += 1
                     if c.type.is_media and rc.raw.get(c.col_id) not in (None, params[-3]):
                         replaced.setdefault(c.col_id, []).append(rc.raw[c.col_id])
-                batch.append([*params, rowid])
-            if found is None:
-                versions.capture_rows(db, meta, Rows.ids(rowids))  # their versions' old images
-            _update_keyed(db, meta, [c for c, _ in targets], batch)
+                return [*params, rowid]
+
+            # One query for all matched rows (not one SELECT per row), read and updated
+            # UPDATE_ROWS at a time, so memory stays bounded whatever the number of rows; on a
+            # versioned table the pass that finds them copies their old images too, and they
+            # are read from that copy. The query reads in rowid order (through a sorter holding
+            # every row first, when SQLite reads another index) and a page is updated once the
+            # query has read past it: an updated row's entries keep its rowid, so whichever
+            # rowid-led index the query reads (the table, a scan index) meets none again.
+            found = versions.capture_found(db, meta, rows, cols)
+            matched, rowids = 0, []  # (the rowids: only for the dependents to recompute)
+            cursor = db.execute(*(found or plan.select(meta, cols, rows)))
+            with contextlib.closing(db.pages(cursor, UPDATE_ROWS, ahead=True)) as pages:
+                for page in pages:
+                    batch = [cells(raw) for raw in page]
+                    ids = [raw[0] for raw in page]
+                    if found is None:
+                        versions.capture_rows(db, meta, Rows.ids(ids))  # their old images
+                    _update_keyed(db, meta, [c for c, _ in targets], batch)
+                    matched += len(ids)
+                    if dependents:
+                        rowids += ids
             for col_id, uris in replaced.items():
                 op.release(col_id, uris)
             if dependents and rowids:
                 errors += compute_rows(op, dependents, Rows.ids(rowids), on_error=on_error,
                                        release_old=True).num_errors
-        return UpdateStatus("Updated", len(rowids), errors, time.perf_counter() - t0)
+        return UpdateStatus("Updated", matched, errors, time.perf_counter() - t0)
 
     def delete(self, where: Expr | None = None) -> UpdateStatus:
         """Delete the rows ``where`` selects (a condition on the table's columns; every row
@@ -898,6 +915,9 @@ class Table:
         return jobs.recompute_columns(self._conn.places, meta, cols, self._rows(meta, where),
                                       spec, errors_only=errors_only, executor=executor)
 
+
+#: update() reads, computes and writes the rows it changes this many at a time.
+UPDATE_ROWS = 4096
 
 #: Names a column may not have: ``t.<name>`` must reach the column, never a Table method or
 #: attribute (a column named ``name`` once turned ``t.delete(where=t.name != 'x')`` into
